@@ -1,0 +1,12 @@
+//! Fluxgate's pure domain: identifiers, credentials, permissions, token claims and config value
+//! parsing. Nothing in this crate performs I/O; the server, the storage layer and the SDK share it.
+#![warn(missing_docs)]
+
+pub mod claims;
+pub mod email;
+pub mod ids;
+pub mod password;
+pub mod permission;
+pub mod secret;
+pub mod units;
+pub mod validation;

@@ -1,0 +1,514 @@
+//! Permissions (`resource:action`), patterns with `*` segments, the catalog with its
+//! implications, built-in roles, and the one question that matters: does this set grant that?
+
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Permissions every organization's roles may hold.
+pub const PLATFORM_PERMISSIONS: &[&str] = &[
+    "org:read",
+    "org:write",
+    "org:delete",
+    "members:read",
+    "members:write",
+    "roles:read",
+    "roles:write",
+    "keys:read",
+    "keys:write",
+    "usage:read",
+    "usage:write",
+    "audit:read",
+];
+
+/// Instance-wide permissions that only members and keys of the operator org can ever hold.
+pub const OPERATOR_PERMISSIONS: &[&str] =
+    &["keys:verify", "admin:orgs", "admin:plans", "admin:users"];
+
+/// True for a permission only the operator org may hold.
+pub fn is_operator_only(permission: &str) -> bool {
+    OPERATOR_PERMISSIONS.contains(&permission)
+}
+
+/// Why a string is not a permission or pattern.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PermissionError {
+    /// Empty, or an empty segment (`keys:`, `:read`).
+    #[error("`{0}` has an empty segment")]
+    EmptySegment(String),
+    /// A character outside `a-z 0-9 _ . -` (and `*` as a whole segment in patterns).
+    #[error("`{0}` may only use a-z, 0-9, `_`, `.`, `-` in segments separated by `:`")]
+    BadCharacter(String),
+    /// `*` inside a segment (`key*`) rather than as a whole segment.
+    #[error("`{0}` may use `*` only as a whole segment")]
+    PartialWildcard(String),
+    /// A wildcard where a concrete permission was needed.
+    #[error("`{0}` must be a concrete permission, not a pattern")]
+    Wildcard(String),
+}
+
+/// A permission pattern: segments separated by `:`, where a segment may be `*`. A `*` in the
+/// middle matches exactly one segment; a trailing `*` matches one or more; `*` alone matches
+/// everything.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PermissionPattern(String);
+
+impl PermissionPattern {
+    /// Parses a pattern such as `keys:read`, `keys:*`, `*` or `read`.
+    pub fn parse(input: &str) -> Result<Self, PermissionError> {
+        let text = input.trim();
+        if text.is_empty() {
+            return Err(PermissionError::EmptySegment(input.to_owned()));
+        }
+        for segment in text.split(':') {
+            if segment.is_empty() {
+                return Err(PermissionError::EmptySegment(input.to_owned()));
+            }
+            if segment == "*" {
+                continue;
+            }
+            if segment.contains('*') {
+                return Err(PermissionError::PartialWildcard(input.to_owned()));
+            }
+            if !segment.chars().all(|c| {
+                c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '.' | '-')
+            }) {
+                return Err(PermissionError::BadCharacter(input.to_owned()));
+            }
+        }
+        Ok(Self(text.to_owned()))
+    }
+
+    /// Parses a concrete permission: a pattern without any `*`.
+    pub fn parse_concrete(input: &str) -> Result<Self, PermissionError> {
+        let pattern = Self::parse(input)?;
+        if pattern.is_wildcard() {
+            return Err(PermissionError::Wildcard(input.to_owned()));
+        }
+        Ok(pattern)
+    }
+
+    /// The pattern as written.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// True when any segment is `*`.
+    pub fn is_wildcard(&self) -> bool {
+        self.0.split(':').any(|s| s == "*")
+    }
+
+    /// Does this pattern match the concrete permission `permission`?
+    pub fn matches(&self, permission: &str) -> bool {
+        segments_match(&self.0, permission, false)
+    }
+
+    /// Does this pattern match everything `other` matches (now and for any future permission)?
+    pub fn subsumes(&self, other: &PermissionPattern) -> bool {
+        segments_match(&self.0, &other.0, true)
+    }
+}
+
+/// Segment-wise matching. With `pattern_target`, a `*` in the target is only matched by `*`.
+fn segments_match(pattern: &str, target: &str, pattern_target: bool) -> bool {
+    if pattern == "*" {
+        return true;
+    }
+    let pattern: Vec<&str> = pattern.split(':').collect();
+    let target: Vec<&str> = target.split(':').collect();
+    for (i, segment) in pattern.iter().enumerate() {
+        let last = i + 1 == pattern.len();
+        let Some(candidate) = target.get(i) else {
+            return false;
+        };
+        if *segment == "*" {
+            if last {
+                return true;
+            }
+            continue;
+        }
+        if *segment != *candidate || (pattern_target && *candidate == "*") {
+            return false;
+        }
+    }
+    pattern.len() == target.len()
+}
+
+/// Every permission this instance knows — the platform's, the operator's and the product's own
+/// — with the product's implications (`admin ⇒ write ⇒ read`), closed transitively.
+#[derive(Debug, Clone, Default)]
+pub struct Catalog {
+    product: Vec<String>,
+    implied: BTreeMap<String, BTreeSet<String>>,
+}
+
+impl Catalog {
+    /// Builds a catalog from the product's scopes and implications, naming every bad entry.
+    pub fn new(
+        product: &[String],
+        implies: &BTreeMap<String, Vec<String>>,
+    ) -> Result<Self, Vec<String>> {
+        let mut errors = Vec::new();
+        let mut names = Vec::new();
+        for name in product {
+            match PermissionPattern::parse_concrete(name) {
+                Ok(p)
+                    if is_operator_only(p.as_str())
+                        || PLATFORM_PERMISSIONS.contains(&p.as_str()) =>
+                {
+                    errors.push(format!("scope `{name}` is a built-in permission already"))
+                }
+                Ok(p) => names.push(p.0),
+                Err(e) => errors.push(e.to_string()),
+            }
+        }
+        let known = |n: &str| names.iter().any(|x| x == n) || PLATFORM_PERMISSIONS.contains(&n);
+        for (from, tos) in implies {
+            if !known(from) {
+                errors.push(format!(
+                    "implication from `{from}`, which is not in the catalog"
+                ));
+            }
+            for to in tos {
+                if !known(to) {
+                    errors.push(format!(
+                        "`{from}` implies `{to}`, which is not in the catalog"
+                    ));
+                }
+            }
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let mut implied: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for from in implies.keys() {
+            let mut closure = BTreeSet::new();
+            let mut stack: Vec<&String> = implies.get(from).into_iter().flatten().collect();
+            while let Some(next) = stack.pop() {
+                if closure.insert(next.clone()) {
+                    stack.extend(implies.get(next).into_iter().flatten());
+                }
+            }
+            closure.remove(from);
+            implied.insert(from.clone(), closure);
+        }
+        Ok(Self {
+            product: names,
+            implied,
+        })
+    }
+
+    /// Every known concrete permission: platform, operator and product.
+    pub fn all(&self) -> impl Iterator<Item = &str> {
+        PLATFORM_PERMISSIONS
+            .iter()
+            .copied()
+            .chain(OPERATOR_PERMISSIONS.iter().copied())
+            .chain(self.product.iter().map(String::as_str))
+    }
+
+    /// True when `permission` is a known concrete permission.
+    pub fn contains(&self, permission: &str) -> bool {
+        self.all().any(|p| p == permission)
+    }
+
+    /// The permissions that holding `permission` implies (not including itself).
+    pub fn implied_by(&self, permission: &str) -> impl Iterator<Item = &str> {
+        self.implied
+            .get(permission)
+            .into_iter()
+            .flatten()
+            .map(String::as_str)
+    }
+}
+
+/// What a role or a key holds in one org: its patterns, and whether that org is the operator org
+/// (the only place operator-only permissions can be granted).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grants {
+    patterns: Vec<PermissionPattern>,
+    operator_org: bool,
+}
+
+impl Grants {
+    /// Grants of `patterns` within an org that is (or is not) the operator org.
+    pub fn new(patterns: Vec<PermissionPattern>, operator_org: bool) -> Self {
+        Self {
+            patterns,
+            operator_org,
+        }
+    }
+
+    /// The patterns as held.
+    pub fn patterns(&self) -> &[PermissionPattern] {
+        &self.patterns
+    }
+
+    /// Does this set grant the concrete `permission`, directly, by pattern or by implication?
+    pub fn allows(&self, permission: &str, catalog: &Catalog) -> bool {
+        if is_operator_only(permission) && !self.operator_org {
+            return false;
+        }
+        self.patterns.iter().any(|p| {
+            p.matches(permission)
+                || (!p.is_wildcard() && catalog.implied_by(p.as_str()).any(|i| i == permission))
+        })
+    }
+
+    /// Does this set hold everything `pattern` would grant? Used to stop escalation: nobody may
+    /// grant a role or a key scope that they do not hold themselves.
+    pub fn covers(&self, pattern: &PermissionPattern, catalog: &Catalog) -> bool {
+        if pattern.is_wildcard() {
+            self.patterns.iter().any(|p| p.subsumes(pattern))
+                && catalog
+                    .all()
+                    .filter(|perm| pattern.matches(perm))
+                    .all(|perm| {
+                        self.allows(perm, catalog) || (is_operator_only(perm) && !self.operator_org)
+                    })
+        } else {
+            self.allows(pattern.as_str(), catalog)
+        }
+    }
+
+    /// Every catalog permission this set grants, sorted: what goes into a token's `perms`.
+    pub fn effective(&self, catalog: &Catalog) -> Vec<String> {
+        let set: BTreeSet<&str> = catalog.all().filter(|p| self.allows(p, catalog)).collect();
+        set.into_iter().map(str::to_owned).collect()
+    }
+}
+
+/// The four roles every organization has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BuiltinRole {
+    /// Everything in the org (`*`), including deleting it.
+    Owner,
+    /// Everything but deleting the org.
+    Admin,
+    /// Keys and usage, and reading the org.
+    Developer,
+    /// Read-only.
+    Viewer,
+}
+
+impl BuiltinRole {
+    /// All built-in roles, most powerful first.
+    pub const ALL: [BuiltinRole; 4] = [Self::Owner, Self::Admin, Self::Developer, Self::Viewer];
+
+    /// The role's name as stored and shown.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Owner => "owner",
+            Self::Admin => "admin",
+            Self::Developer => "developer",
+            Self::Viewer => "viewer",
+        }
+    }
+
+    /// The built-in role of that name, if any.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.name() == name)
+    }
+
+    /// The role's permission patterns.
+    pub fn permissions(self) -> &'static [&'static str] {
+        match self {
+            Self::Owner => &["*"],
+            Self::Admin => &[
+                "org:read",
+                "org:write",
+                "members:read",
+                "members:write",
+                "roles:read",
+                "roles:write",
+                "keys:read",
+                "keys:write",
+                "usage:read",
+                "usage:write",
+                "audit:read",
+            ],
+            Self::Developer => &[
+                "org:read",
+                "members:read",
+                "roles:read",
+                "keys:read",
+                "keys:write",
+                "usage:read",
+                "usage:write",
+            ],
+            Self::Viewer => &[
+                "org:read",
+                "members:read",
+                "roles:read",
+                "keys:read",
+                "usage:read",
+            ],
+        }
+    }
+
+    /// The role's patterns, parsed.
+    pub fn patterns(self) -> Vec<PermissionPattern> {
+        self.permissions()
+            .iter()
+            .map(|p| PermissionPattern(String::from(*p)))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn pat(s: &str) -> PermissionPattern {
+        PermissionPattern::parse(s).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn catalog() -> Catalog {
+        let implies = BTreeMap::from([
+            ("admin".to_string(), vec!["write".to_string()]),
+            ("write".to_string(), vec!["read".to_string()]),
+        ]);
+        Catalog::new(
+            &[
+                "read".into(),
+                "write".into(),
+                "admin".into(),
+                "pix:write".into(),
+            ],
+            &implies,
+        )
+        .unwrap_or_else(|e| panic!("{e:?}"))
+    }
+
+    #[test]
+    fn parsing() {
+        for ok in [
+            "keys:read",
+            "keys:*",
+            "*",
+            "read",
+            "a:*:c",
+            "accounts.v2:read-all",
+        ] {
+            assert!(PermissionPattern::parse(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "keys:",
+            ":read",
+            "Keys:read",
+            "keys:re*",
+            "keys read",
+            "keys::read",
+        ] {
+            assert!(PermissionPattern::parse(bad).is_err(), "{bad}");
+        }
+        assert!(PermissionPattern::parse_concrete("keys:*").is_err());
+    }
+
+    #[test]
+    fn matching() {
+        assert!(pat("*").matches("keys:read"));
+        assert!(pat("keys:*").matches("keys:read"));
+        assert!(!pat("keys:*").matches("keys"));
+        assert!(!pat("keys:*").matches("usage:read"));
+        assert!(pat("*:read").matches("keys:read"));
+        assert!(!pat("*:read").matches("keys:write"));
+        assert!(pat("keys:read").matches("keys:read"));
+        assert!(!pat("keys:read").matches("keys:read:extra"));
+        assert!(!pat("keys").matches("keys:read"));
+    }
+
+    #[test]
+    fn implications_are_transitive() {
+        let c = catalog();
+        let admin = Grants::new(vec![pat("admin")], false);
+        assert!(admin.allows("write", &c));
+        assert!(admin.allows("read", &c));
+        let read = Grants::new(vec![pat("read")], false);
+        assert!(!read.allows("write", &c));
+    }
+
+    #[test]
+    fn operator_permissions_stay_in_the_operator_org() {
+        let c = catalog();
+        let customer_owner = Grants::new(BuiltinRole::Owner.patterns(), false);
+        assert!(customer_owner.allows("keys:write", &c));
+        assert!(!customer_owner.allows("admin:orgs", &c));
+        assert!(!customer_owner
+            .effective(&c)
+            .iter()
+            .any(|p| p == "keys:verify"));
+        let operator_owner = Grants::new(BuiltinRole::Owner.patterns(), true);
+        assert!(operator_owner.allows("admin:orgs", &c));
+    }
+
+    #[test]
+    fn covers_stops_escalation() {
+        let c = catalog();
+        let admin = Grants::new(BuiltinRole::Admin.patterns(), false);
+        assert!(admin.covers(&pat("keys:read"), &c));
+        // admin holds keys:read and keys:write, not keys:* (which would cover future keys:… too)
+        assert!(!admin.covers(&pat("keys:*"), &c));
+        assert!(!admin.covers(&pat("*"), &c));
+        assert!(!admin.covers(&pat("org:delete"), &c));
+        let owner = Grants::new(BuiltinRole::Owner.patterns(), false);
+        assert!(owner.covers(&pat("*"), &c));
+        assert!(owner.covers(&pat("keys:*"), &c));
+    }
+
+    #[test]
+    fn catalog_rejects_unknown_names() {
+        let implies = BTreeMap::from([("admin".to_string(), vec!["nope".to_string()])]);
+        let errors = Catalog::new(
+            &["admin".into(), "Bad".into(), "keys:read".into()],
+            &implies,
+        )
+        .err()
+        .unwrap_or_default();
+        assert_eq!(errors.len(), 3, "{errors:?}");
+    }
+
+    fn segment() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("keys".to_string()),
+            Just("read".to_string()),
+            "[a-z]{1,4}"
+        ]
+    }
+
+    fn permission() -> impl Strategy<Value = String> {
+        prop::collection::vec(segment(), 1..4).prop_map(|s| s.join(":"))
+    }
+
+    fn pattern() -> impl Strategy<Value = String> {
+        prop::collection::vec(prop_oneof![segment(), Just("*".to_string())], 1..4)
+            .prop_map(|s| s.join(":"))
+    }
+
+    proptest! {
+        #[test]
+        fn a_concrete_pattern_matches_exactly_itself(a in permission(), b in permission()) {
+            prop_assert_eq!(pat(&a).matches(&b), a == b);
+        }
+
+        #[test]
+        fn star_matches_everything(a in permission()) {
+            prop_assert!(pat("*").matches(&a));
+        }
+
+        #[test]
+        fn subsumption_implies_matching(p in pattern(), q in pattern(), x in permission()) {
+            // if p subsumes q, whatever q matches p matches too
+            if pat(&p).subsumes(&pat(&q)) && pat(&q).matches(&x) {
+                prop_assert!(pat(&p).matches(&x));
+            }
+        }
+
+        #[test]
+        fn grants_never_exceed_their_patterns(p in pattern(), x in permission()) {
+            let c = Catalog::default();
+            let g = Grants::new(vec![pat(&p)], false);
+            prop_assert_eq!(g.allows(&x, &c), pat(&p).matches(&x) && !is_operator_only(&x));
+        }
+    }
+}

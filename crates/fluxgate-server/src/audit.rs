@@ -1,0 +1,53 @@
+//! Building audit entries: who did what to which target, from where. Never a secret.
+
+use crate::extract::ClientInfo;
+use crate::tokens::now;
+use fluxgate_core::ids::EventId;
+use fluxgate_store::AuditRecord;
+use serde_json::Value;
+
+/// An audit entry under construction.
+pub struct AuditEvent(AuditRecord);
+
+impl AuditEvent {
+    /// `action` done by the user `actor` (or anonymously), from `client`.
+    pub fn new(action: &str, actor: Option<&str>, client: &ClientInfo) -> Self {
+        Self(AuditRecord {
+            id: EventId::generate().to_string(),
+            org_id: None,
+            actor_type: if actor.is_some() { "user" } else { "anonymous" }.into(),
+            actor_id: actor.map(str::to_owned),
+            action: action.into(),
+            target_type: None,
+            target_id: None,
+            ip: client.ip.clone(),
+            user_agent: client.user_agent.clone(),
+            data: "{}".into(),
+            created_at: now(),
+        })
+    }
+
+    /// The org the event belongs to.
+    pub fn org(mut self, org_id: Option<&str>) -> Self {
+        self.0.org_id = org_id.map(str::to_owned);
+        self
+    }
+
+    /// What was acted on.
+    pub fn target(mut self, kind: &str, id: &str) -> Self {
+        self.0.target_type = Some(kind.into());
+        self.0.target_id = Some(id.into());
+        self
+    }
+
+    /// Extra non-secret details.
+    pub fn data(mut self, data: Value) -> Self {
+        self.0.data = data.to_string();
+        self
+    }
+
+    /// The finished record.
+    pub fn build(self) -> AuditRecord {
+        self.0
+    }
+}

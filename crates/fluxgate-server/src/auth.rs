@@ -1,0 +1,339 @@
+//! Who is calling: the `AuthUser` extractor (bearer or cookie access token, pinned verification,
+//! revocation check, CSRF defence for cookie-authenticated changes), and issuing token pairs.
+
+use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
+use crate::tokens::now;
+use axum::extract::FromRequestParts;
+use axum::http::{header, request::Parts, HeaderMap, HeaderValue, Method};
+use axum::response::{IntoResponse, Response};
+use axum_extra::extract::cookie::{Cookie, SameSite};
+use fluxgate_core::claims::AccessClaims;
+use fluxgate_core::permission::{BuiltinRole, Grants, PermissionPattern};
+use fluxgate_core::secret::Secret;
+use fluxgate_store::MembershipRecord;
+use serde_json::json;
+
+/// Name of the access-token cookie.
+pub const ACCESS_COOKIE: &str = "access_token";
+/// Name of the refresh-token cookie.
+pub const REFRESH_COOKIE: &str = "refresh_token";
+/// The refresh cookie is only sent to the auth endpoints.
+const REFRESH_COOKIE_PATH: &str = "/api/v1/auth";
+
+/// A user authenticated by a valid, unrevoked access token.
+#[derive(Debug, Clone)]
+pub struct AuthUser {
+    /// The verified claims.
+    pub claims: AccessClaims,
+}
+
+impl AuthUser {
+    /// `usr_…`
+    pub fn user_id(&self) -> &str {
+        &self.claims.sub
+    }
+
+    /// `ses_…`
+    pub fn session_id(&self) -> &str {
+        &self.claims.sid
+    }
+}
+
+impl FromRequestParts<AppState> for AuthUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let (token, via_cookie) = match bearer_token(&parts.headers) {
+            Some(token) => (token, false),
+            None => (
+                cookie_value(&parts.headers, ACCESS_COOKIE).ok_or(ApiError::Unauthorized)?,
+                true,
+            ),
+        };
+        if via_cookie {
+            check_same_origin(&parts.method, &parts.headers, &state.config.public_url)?;
+        }
+        let claims = state
+            .keyring
+            .verify(&token)
+            .await
+            .ok_or(ApiError::Unauthorized)?;
+        if state.revocations.is_revoked(&claims.sid) {
+            return Err(ApiError::Unauthorized);
+        }
+        Ok(Self { claims })
+    }
+}
+
+/// The `Authorization: Bearer …` value, if any.
+pub fn bearer_token(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim().to_owned())
+        .filter(|t| !t.is_empty())
+}
+
+/// A cookie's value, if sent.
+pub fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_owned())
+        .filter(|v| !v.is_empty())
+}
+
+/// CSRF defence for cookie-authenticated requests that change state: the `Origin` must be the
+/// configured public URL's; without an `Origin`, a same-origin `Referer` or an
+/// `X-Requested-With` header (which a cross-site form cannot set) is required.
+pub fn check_same_origin(method: &Method, headers: &HeaderMap, public_url: &str) -> ApiResult<()> {
+    if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
+        return Ok(());
+    }
+    let expected = origin_of(public_url);
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        return if origin.to_str().ok() == Some(expected) {
+            Ok(())
+        } else {
+            Err(ApiError::CrossSite)
+        };
+    }
+    let referer_ok = headers
+        .get(header::REFERER)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|r| r == expected || r.starts_with(&format!("{expected}/")));
+    if referer_ok || headers.contains_key("x-requested-with") {
+        Ok(())
+    } else {
+        Err(ApiError::CrossSite)
+    }
+}
+
+/// `scheme://host[:port]` of a URL.
+fn origin_of(url: &str) -> &str {
+    let after_scheme = url.find("://").map(|i| i + 3).unwrap_or(0);
+    match url[after_scheme..].find('/') {
+        Some(i) => &url[..after_scheme + i],
+        None => url,
+    }
+}
+
+/// What a membership grants, from its built-in or custom role.
+pub async fn grants_of(state: &AppState, membership: &MembershipRecord) -> ApiResult<Grants> {
+    let patterns = match BuiltinRole::from_name(&membership.role) {
+        Some(role) => role.patterns(),
+        None => state
+            .store
+            .custom_role_permissions(&membership.org_id, &membership.role)
+            .await?
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|p| PermissionPattern::parse(p).ok())
+            .collect(),
+    };
+    Ok(Grants::new(patterns, membership.is_operator))
+}
+
+/// A freshly issued access + refresh token pair.
+pub struct TokenPair {
+    /// The signed JWT.
+    pub access_token: String,
+    /// The opaque refresh token.
+    pub refresh_token: Secret<String>,
+}
+
+/// Signs an access token for a session. Deterministic for equal inputs (Ed25519 signatures
+/// are), so re-issuing generation `n` of a session yields the same token.
+pub async fn sign_access_token(
+    state: &AppState,
+    user_id: &str,
+    session_id: &str,
+    org_id: Option<&str>,
+    issued_at: i64,
+    generation: i64,
+) -> ApiResult<String> {
+    let membership = match org_id {
+        Some(org) => state.store.membership(org, user_id).await?,
+        None => None,
+    };
+    let (org, role, perms) = match &membership {
+        Some(m) => (
+            Some(m.org_id.clone()),
+            Some(m.role.clone()),
+            grants_of(state, m).await?.effective(&state.config.catalog),
+        ),
+        None => (None, None, Vec::new()),
+    };
+    let claims = AccessClaims {
+        iss: state.keyring.issuer().to_owned(),
+        aud: state.keyring.audience().to_owned(),
+        sub: user_id.to_owned(),
+        sid: session_id.to_owned(),
+        iat: issued_at,
+        nbf: issued_at,
+        exp: issued_at + state.config.auth.access_token_ttl.as_secs() as i64,
+        jti: format!("{session_id}.{generation}"),
+        org,
+        role,
+        perms,
+    };
+    Ok(state.keyring.sign(&claims)?)
+}
+
+/// The login/refresh answer: the pair in the body and in HttpOnly cookies.
+pub fn token_pair_response(state: &AppState, pair: TokenPair) -> Response {
+    let auth = &state.config.auth;
+    let access_ttl = auth.access_token_ttl.as_secs();
+    let body = json!({ "data": {
+        "access_token": pair.access_token,
+        "refresh_token": pair.refresh_token.expose(),
+        "token_type": "Bearer",
+        "expires_in": access_ttl,
+    }});
+    let access = Cookie::build((ACCESS_COOKIE, pair.access_token.clone()))
+        .http_only(true)
+        .same_site(SameSite::Lax)
+        .secure(auth.cookie_secure)
+        .path("/")
+        .max_age(time::Duration::seconds(access_ttl as i64));
+    let refresh = Cookie::build((REFRESH_COOKIE, pair.refresh_token.expose().clone()))
+        .http_only(true)
+        .same_site(SameSite::Lax)
+        .secure(auth.cookie_secure)
+        .path(REFRESH_COOKIE_PATH)
+        .max_age(time::Duration::seconds(
+            auth.refresh_token_ttl.as_secs() as i64
+        ));
+    let mut response = axum::Json(body).into_response();
+    append_cookie(&mut response, &access.build());
+    append_cookie(&mut response, &refresh.build());
+    no_store(&mut response);
+    response
+}
+
+/// Expires both cookies.
+pub fn clear_cookies(state: &AppState, response: &mut Response) {
+    for (name, path) in [(ACCESS_COOKIE, "/"), (REFRESH_COOKIE, REFRESH_COOKIE_PATH)] {
+        let cookie = Cookie::build((name, ""))
+            .http_only(true)
+            .same_site(SameSite::Lax)
+            .secure(state.config.auth.cookie_secure)
+            .path(path)
+            .max_age(time::Duration::ZERO)
+            .build();
+        append_cookie(response, &cookie);
+    }
+}
+
+fn append_cookie(response: &mut Response, cookie: &Cookie<'_>) {
+    if let Ok(value) = HeaderValue::from_str(&cookie.to_string()) {
+        response.headers_mut().append(header::SET_COOKIE, value);
+    }
+}
+
+/// Responses carrying credentials must not be cached.
+fn no_store(response: &mut Response) {
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+}
+
+/// Unix seconds as RFC 3339, for API bodies.
+pub fn rfc3339(unix: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
+/// Unix seconds now (re-exported for handlers).
+pub fn unix_now() -> i64 {
+    now()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn csrf_rules() {
+        let url = "https://auth.example.com";
+        let post = Method::POST;
+        assert!(check_same_origin(&Method::GET, &headers(&[]), url).is_ok());
+        assert!(check_same_origin(
+            &post,
+            &headers(&[("origin", "https://auth.example.com")]),
+            url
+        )
+        .is_ok());
+        assert!(
+            check_same_origin(&post, &headers(&[("origin", "https://evil.example")]), url).is_err()
+        );
+        assert!(check_same_origin(
+            &post,
+            &headers(&[
+                ("origin", "https://evil.example"),
+                ("x-requested-with", "x")
+            ]),
+            url
+        )
+        .is_err());
+        assert!(check_same_origin(&post, &headers(&[]), url).is_err());
+        assert!(check_same_origin(&post, &headers(&[("x-requested-with", "fetch")]), url).is_ok());
+        assert!(check_same_origin(
+            &post,
+            &headers(&[("referer", "https://auth.example.com/keys")]),
+            url
+        )
+        .is_ok());
+        assert!(check_same_origin(
+            &post,
+            &headers(&[("referer", "https://auth.example.com.evil.io/")]),
+            url
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn bearer_and_cookie_parsing() {
+        assert_eq!(
+            bearer_token(&headers(&[("authorization", "Bearer abc")])),
+            Some("abc".into())
+        );
+        assert_eq!(
+            bearer_token(&headers(&[("authorization", "Basic abc")])),
+            None
+        );
+        assert_eq!(
+            cookie_value(
+                &headers(&[("cookie", "a=1; access_token=tok")]),
+                "access_token"
+            ),
+            Some("tok".into())
+        );
+        assert_eq!(
+            cookie_value(&headers(&[("cookie", "access_token=")]), "access_token"),
+            None
+        );
+    }
+}

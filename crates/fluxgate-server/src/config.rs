@@ -1,0 +1,813 @@
+//! Configuration: one typed struct read from a TOML file and `FLUXGATE_*` variables (the
+//! environment wins; `__` nests), with every default in one place and every bad value named.
+
+use fluxgate_core::permission::Catalog;
+use fluxgate_core::secret::Secret;
+use fluxgate_core::units::{format_duration, parse_duration, Rate};
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use toml::{Table, Value};
+
+/// The whole configuration, validated.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// The URL people and mail links use; also the allowed Origin for cookie requests.
+    pub public_url: String,
+    /// Where the SQLite file and the generated instance secret live.
+    pub data_dir: PathBuf,
+    /// `sqlite://…` or `postgres://…`.
+    pub database_url: String,
+    /// Shared counters and invalidation across nodes.
+    pub redis_url: Option<String>,
+    /// Outgoing mail; unset: mail is written to the log.
+    pub smtp_url: Option<String>,
+    /// The From header of outgoing mail.
+    pub smtp_from: String,
+    /// API key prefix (`fg` → `fg_live_…`).
+    pub key_prefix: String,
+    /// The instance secret (64 hex characters); unset: generated into `data_dir`.
+    pub secret_key: Option<Secret<String>>,
+    /// `json` (default) or `pretty`.
+    pub log_format: LogFormat,
+    /// A tracing filter such as `info` or `fluxgate=debug,info`.
+    pub log_level: String,
+    /// Largest request body accepted.
+    pub max_body_bytes: usize,
+    /// Database pool size.
+    pub database_max_connections: u32,
+    /// Sessions, tokens, passwords.
+    pub auth: AuthConfig,
+    /// Default rate limits.
+    pub rate_limits: RateLimits,
+    /// The product's scopes and their implications.
+    pub catalog: Catalog,
+    /// The product's scopes as configured (for display).
+    pub scopes: ScopesConfig,
+    /// Plans; the first is given to new orgs.
+    pub plans: Vec<Plan>,
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One JSON object per line.
+    Json,
+    /// Human-readable lines.
+    Pretty,
+}
+
+/// `[auth]`
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    /// Lifetime of access tokens.
+    pub access_token_ttl: Duration,
+    /// Lifetime of refresh tokens.
+    pub refresh_token_ttl: Duration,
+    /// How long a just-spent refresh token still returns the pair it was exchanged for.
+    pub refresh_reuse_interval: Duration,
+    /// Refuse login until the email is verified.
+    pub require_email_verification: bool,
+    /// Mark cookies `Secure`.
+    pub cookie_secure: bool,
+    /// The `aud` of access tokens.
+    pub audience: String,
+    /// Lifetime of email verification links.
+    pub verification_ttl: Duration,
+    /// Lifetime of password reset links.
+    pub reset_ttl: Duration,
+    /// Failed logins that lock an address.
+    pub lockout_threshold: u32,
+    /// Window in which failures count together.
+    pub lockout_window: Duration,
+    /// How long a lock lasts.
+    pub lockout_duration: Duration,
+}
+
+/// `[rate_limits]`
+#[derive(Debug, Clone)]
+pub struct RateLimits {
+    /// Per API key when neither the key nor its plan says.
+    pub api_key: Rate,
+    /// Per user on JWT-authenticated calls.
+    pub user: Rate,
+    /// Per IP on unauthenticated endpoints.
+    pub ip: Rate,
+}
+
+/// `[scopes]`
+#[derive(Debug, Clone, Default)]
+pub struct ScopesConfig {
+    /// The product's own scopes.
+    pub catalog: Vec<String>,
+    /// `scope → scopes it implies`.
+    pub implies: BTreeMap<String, Vec<String>>,
+}
+
+/// One `[[plans]]` entry.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Unique name.
+    pub name: String,
+    /// Rate limit of the org's keys.
+    pub rate_limit: Rate,
+    /// Feature flags.
+    pub entitlements: Vec<String>,
+    /// Monthly quota per meter.
+    pub quotas: BTreeMap<String, u64>,
+}
+
+/// Everything wrong with a configuration, one line per bad value.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("invalid configuration:\n  {}", .0.join("\n  "))]
+pub struct ConfigErrors(pub Vec<String>);
+
+const ENV_PREFIX: &str = "FLUXGATE_";
+/// Variables that steer loading rather than name a key.
+const ENV_NOT_KEYS: &[&str] = &["FLUXGATE_CONFIG", "FLUXGATE_TEST_POSTGRES_URL"];
+
+impl Config {
+    /// Reads the file (if any) and the environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigErrors> {
+        let env_file = std::env::var_os("FLUXGATE_CONFIG").map(PathBuf::from);
+        let file = file.map(Path::to_path_buf).or(env_file);
+        let mut table = match &file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| ConfigErrors(vec![format!("{}: {e}", path.display())]))?;
+                text.parse::<Table>()
+                    .map_err(|e| ConfigErrors(vec![format!("{}: {e}", path.display())]))?
+            }
+            None => Table::new(),
+        };
+        overlay_env(&mut table, std::env::vars())?;
+        Self::from_table(&table)
+    }
+
+    /// Builds a configuration from an already merged table.
+    pub fn from_table(table: &Table) -> Result<Self, ConfigErrors> {
+        let mut r = Reader::new(table);
+        let data_dir = PathBuf::from(r.string("data_dir", "./data"));
+        let default_db = format!("sqlite://{}/fluxgate.db", data_dir.display());
+        let listen_text = r.string("listen", "127.0.0.1:8080");
+        let listen = r.check(
+            "listen",
+            listen_text
+                .parse::<SocketAddr>()
+                .map_err(|_| format!("`{listen_text}` is not an address such as 127.0.0.1:8080")),
+        );
+        let public_url = r.string("public_url", "http://localhost:8080");
+        if !(public_url.starts_with("http://") || public_url.starts_with("https://")) {
+            r.error(
+                "public_url",
+                format!("`{public_url}` must start with http:// or https://"),
+            );
+        }
+        let database_url = r.string("database_url", &default_db);
+        if !["sqlite:", "postgres:", "postgresql:"]
+            .iter()
+            .any(|p| database_url.starts_with(p))
+        {
+            r.error(
+                "database_url",
+                "must start with sqlite:// or postgres://".to_string(),
+            );
+        }
+        let redis_url = r.optional_string("redis_url");
+        let smtp_url = r.optional_string("smtp_url");
+        if let Some(url) = &smtp_url {
+            if !(url.starts_with("smtp://") || url.starts_with("smtps://")) {
+                r.error(
+                    "smtp_url",
+                    "must start with smtp:// or smtps://".to_string(),
+                );
+            }
+        }
+        let smtp_from = r.string("smtp_from", "Fluxgate <no-reply@localhost>");
+        let key_prefix = r.string("key_prefix", "fg");
+        if key_prefix.is_empty()
+            || key_prefix.len() > 16
+            || !key_prefix
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        {
+            r.error(
+                "key_prefix",
+                format!("`{key_prefix}` must be 1-16 characters of a-z and 0-9"),
+            );
+        }
+        let secret_key = r.optional_string("secret_key");
+        if let Some(key) = &secret_key {
+            if key.len() != 64 || !key.chars().all(|c| c.is_ascii_hexdigit()) {
+                r.error(
+                    "secret_key",
+                    "must be 64 hexadecimal characters (32 bytes)".to_string(),
+                );
+            }
+        }
+        let log_format = match r.string("log_format", "json").as_str() {
+            "json" => LogFormat::Json,
+            "pretty" => LogFormat::Pretty,
+            other => {
+                r.error(
+                    "log_format",
+                    format!("`{other}` must be `json` or `pretty`"),
+                );
+                LogFormat::Json
+            }
+        };
+        let log_level = r.string("log_level", "info");
+        let max_body_bytes =
+            r.integer("max_body_bytes", 64 * 1024, 1024, 16 * 1024 * 1024) as usize;
+        let database_max_connections = r.integer("database_max_connections", 16, 1, 1000) as u32;
+
+        let auth = AuthConfig {
+            access_token_ttl: r.duration("auth.access_token_ttl", "15m"),
+            refresh_token_ttl: r.duration("auth.refresh_token_ttl", "7d"),
+            refresh_reuse_interval: r.duration("auth.refresh_reuse_interval", "10s"),
+            require_email_verification: r.bool("auth.require_email_verification", true),
+            cookie_secure: r.bool("auth.cookie_secure", true),
+            audience: r.string("auth.audience", "fluxgate"),
+            verification_ttl: r.duration("auth.verification_ttl", "24h"),
+            reset_ttl: r.duration("auth.reset_ttl", "1h"),
+            lockout_threshold: r.integer("auth.lockout_threshold", 5, 1, 1000) as u32,
+            lockout_window: r.duration("auth.lockout_window", "15m"),
+            lockout_duration: r.duration("auth.lockout_duration", "15m"),
+        };
+        if auth.access_token_ttl < Duration::from_secs(1) {
+            r.error("auth.access_token_ttl", "must be at least 1s".into());
+        }
+        if auth.refresh_token_ttl < auth.access_token_ttl {
+            r.error(
+                "auth.refresh_token_ttl",
+                "must not be shorter than auth.access_token_ttl".into(),
+            );
+        }
+        let rate_limits = RateLimits {
+            api_key: r.rate("rate_limits.api_key", "1000/min"),
+            user: r.rate("rate_limits.user", "100/min"),
+            ip: r.rate("rate_limits.ip", "10/min"),
+        };
+        let scopes = ScopesConfig {
+            catalog: r.string_list("scopes.catalog"),
+            implies: r.string_list_map("scopes.implies"),
+        };
+        let catalog = match Catalog::new(&scopes.catalog, &scopes.implies) {
+            Ok(c) => c,
+            Err(errors) => {
+                for e in errors {
+                    r.error("scopes", e);
+                }
+                Catalog::default()
+            }
+        };
+        let plans = r.plans();
+        r.report_unknown(table);
+        if !r.errors.is_empty() {
+            return Err(ConfigErrors(r.errors));
+        }
+        Ok(Self {
+            listen: listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
+            public_url: public_url.trim_end_matches('/').to_owned(),
+            data_dir,
+            database_url,
+            redis_url,
+            smtp_url,
+            smtp_from,
+            key_prefix,
+            secret_key: secret_key.map(Secret::new),
+            log_format,
+            log_level,
+            max_body_bytes,
+            database_max_connections,
+            auth,
+            rate_limits,
+            catalog,
+            scopes,
+            plans,
+        })
+    }
+
+    /// The plan new orgs get.
+    pub fn default_plan(&self) -> &str {
+        self.plans
+            .first()
+            .map(|p| p.name.as_str())
+            .unwrap_or("free")
+    }
+
+    /// The configuration as `config check` prints it: every key, its value, secrets redacted.
+    pub fn describe(&self) -> String {
+        let d = format_duration;
+        let mut lines = vec![
+            format!("listen = \"{}\"", self.listen),
+            format!("public_url = \"{}\"", self.public_url),
+            format!("data_dir = \"{}\"", self.data_dir.display()),
+            format!("database_url = \"{}\"", redact_url(&self.database_url)),
+            format!(
+                "redis_url = {}",
+                opt(self.redis_url.as_deref().map(redact_url))
+            ),
+            format!(
+                "smtp_url = {}",
+                opt(self.smtp_url.as_deref().map(redact_url))
+            ),
+            format!("smtp_from = \"{}\"", self.smtp_from),
+            format!("key_prefix = \"{}\"", self.key_prefix),
+            format!(
+                "secret_key = {}",
+                if self.secret_key.is_some() {
+                    "\"[set]\""
+                } else {
+                    "(generated in data_dir)"
+                }
+            ),
+            format!(
+                "log_format = \"{}\"",
+                if self.log_format == LogFormat::Json {
+                    "json"
+                } else {
+                    "pretty"
+                }
+            ),
+            format!("log_level = \"{}\"", self.log_level),
+            format!("max_body_bytes = {}", self.max_body_bytes),
+            format!(
+                "database_max_connections = {}",
+                self.database_max_connections
+            ),
+            "[auth]".into(),
+            format!("access_token_ttl = \"{}\"", d(self.auth.access_token_ttl)),
+            format!("refresh_token_ttl = \"{}\"", d(self.auth.refresh_token_ttl)),
+            format!(
+                "refresh_reuse_interval = \"{}\"",
+                d(self.auth.refresh_reuse_interval)
+            ),
+            format!(
+                "require_email_verification = {}",
+                self.auth.require_email_verification
+            ),
+            format!("cookie_secure = {}", self.auth.cookie_secure),
+            format!("audience = \"{}\"", self.auth.audience),
+            format!("verification_ttl = \"{}\"", d(self.auth.verification_ttl)),
+            format!("reset_ttl = \"{}\"", d(self.auth.reset_ttl)),
+            format!("lockout_threshold = {}", self.auth.lockout_threshold),
+            format!("lockout_window = \"{}\"", d(self.auth.lockout_window)),
+            format!("lockout_duration = \"{}\"", d(self.auth.lockout_duration)),
+            "[rate_limits]".into(),
+            format!("api_key = \"{}\"", self.rate_limits.api_key),
+            format!("user = \"{}\"", self.rate_limits.user),
+            format!("ip = \"{}\"", self.rate_limits.ip),
+            "[scopes]".into(),
+            format!("catalog = {:?}", self.scopes.catalog),
+            format!("implies = {:?}", self.scopes.implies),
+        ];
+        for plan in &self.plans {
+            lines.push("[[plans]]".into());
+            lines.push(format!("name = \"{}\"", plan.name));
+            lines.push(format!("rate_limit = \"{}\"", plan.rate_limit));
+            lines.push(format!("entitlements = {:?}", plan.entitlements));
+            lines.push(format!("quotas = {:?}", plan.quotas));
+        }
+        lines.join("\n")
+    }
+}
+
+fn opt(value: Option<String>) -> String {
+    value
+        .map(|v| format!("\"{v}\""))
+        .unwrap_or_else(|| "(unset)".into())
+}
+
+/// Hides the password part of a URL.
+fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:[redacted]{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// The environment variable that overrides a dotted key.
+pub fn env_name(path: &str) -> String {
+    format!("{ENV_PREFIX}{}", path.replace('.', "__").to_uppercase())
+}
+
+/// Writes `FLUXGATE_*` variables over the file's table. A value that reads as TOML (`true`,
+/// `42`, `["a", "b"]`) is taken as such; anything else is a string.
+pub fn overlay_env(
+    table: &mut Table,
+    vars: impl Iterator<Item = (String, String)>,
+) -> Result<(), ConfigErrors> {
+    let mut errors = Vec::new();
+    for (name, raw) in vars {
+        let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
+            continue;
+        };
+        if ENV_NOT_KEYS.contains(&name.as_str()) || rest.is_empty() {
+            continue;
+        }
+        let path: Vec<String> = rest.split("__").map(str::to_lowercase).collect();
+        let value = format!("v = {raw}")
+            .parse::<Table>()
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or_else(|| Value::String(raw.clone()));
+        let mut node = &mut *table;
+        for (i, segment) in path.iter().enumerate() {
+            if i + 1 == path.len() {
+                node.insert(segment.clone(), value.clone());
+                break;
+            }
+            let entry = node
+                .entry(segment.clone())
+                .or_insert_with(|| Value::Table(Table::new()));
+            match entry {
+                Value::Table(t) => node = t,
+                _ => {
+                    errors.push(format!("{name}: `{}` is not a table", path[..=i].join(".")));
+                    break;
+                }
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ConfigErrors(errors))
+    }
+}
+
+/// Reads typed values from the merged table, recording which keys it used and every error.
+struct Reader<'a> {
+    table: &'a Table,
+    seen: BTreeSet<String>,
+    errors: Vec<String>,
+}
+
+impl<'a> Reader<'a> {
+    fn new(table: &'a Table) -> Self {
+        Self {
+            table,
+            seen: BTreeSet::new(),
+            errors: Vec::new(),
+        }
+    }
+
+    fn error(&mut self, path: &str, message: String) {
+        self.errors
+            .push(format!("{path} ({}): {message}", env_name(path)));
+    }
+
+    fn check<T>(&mut self, path: &str, value: Result<T, String>) -> Option<T> {
+        value.map_err(|e| self.error(path, e)).ok()
+    }
+
+    fn get(&mut self, path: &str) -> Option<&'a Value> {
+        self.seen.insert(path.to_owned());
+        let mut node = self.table;
+        let segments: Vec<&str> = path.split('.').collect();
+        for (i, segment) in segments.iter().enumerate() {
+            let value = node.get(*segment)?;
+            if i + 1 == segments.len() {
+                return Some(value);
+            }
+            node = value.as_table()?;
+        }
+        None
+    }
+
+    fn optional_string(&mut self, path: &str) -> Option<String> {
+        match self.get(path)? {
+            Value::String(s) if s.is_empty() => None,
+            Value::String(s) => Some(s.clone()),
+            Value::Integer(i) => Some(i.to_string()),
+            other => {
+                self.error(
+                    path,
+                    format!("expected a string, found {}", other.type_str()),
+                );
+                None
+            }
+        }
+    }
+
+    fn string(&mut self, path: &str, default: &str) -> String {
+        self.optional_string(path)
+            .unwrap_or_else(|| default.to_owned())
+    }
+
+    fn bool(&mut self, path: &str, default: bool) -> bool {
+        match self.get(path) {
+            None => default,
+            Some(Value::Boolean(b)) => *b,
+            Some(Value::String(s)) if s == "true" => true,
+            Some(Value::String(s)) if s == "false" => false,
+            Some(other) => {
+                self.error(path, format!("`{other}` must be true or false"));
+                default
+            }
+        }
+    }
+
+    fn integer(&mut self, path: &str, default: i64, min: i64, max: i64) -> i64 {
+        let value = match self.get(path) {
+            None => return default,
+            Some(Value::Integer(i)) => Some(*i),
+            Some(Value::String(s)) => s.parse().ok(),
+            Some(_) => None,
+        };
+        match value {
+            Some(v) if (min..=max).contains(&v) => v,
+            _ => {
+                let shown = self.get(path).map(|v| v.to_string()).unwrap_or_default();
+                self.error(
+                    path,
+                    format!("`{shown}` must be a whole number from {min} to {max}"),
+                );
+                default
+            }
+        }
+    }
+
+    fn duration(&mut self, path: &str, default: &str) -> Duration {
+        let text = self.string(path, default);
+        self.check(path, parse_duration(&text))
+            .unwrap_or_else(|| parse_duration(default).unwrap_or_default())
+    }
+
+    fn rate(&mut self, path: &str, default: &str) -> Rate {
+        let text = self.string(path, default);
+        let fallback = Rate {
+            limit: 1,
+            window: Duration::from_secs(1),
+        };
+        self.check(path, Rate::parse(&text))
+            .unwrap_or_else(|| Rate::parse(default).unwrap_or(fallback))
+    }
+
+    fn string_list(&mut self, path: &str) -> Vec<String> {
+        match self.get(path) {
+            None => Vec::new(),
+            Some(Value::Array(items)) => {
+                let mut out = Vec::new();
+                for item in items {
+                    match item.as_str() {
+                        Some(s) => out.push(s.to_owned()),
+                        None => self.error(path, format!("`{item}` must be a string")),
+                    }
+                }
+                out
+            }
+            Some(Value::String(s)) => s
+                .split(',')
+                .map(|p| p.trim().to_owned())
+                .filter(|p| !p.is_empty())
+                .collect(),
+            Some(other) => {
+                self.error(
+                    path,
+                    format!("expected a list of strings, found {}", other.type_str()),
+                );
+                Vec::new()
+            }
+        }
+    }
+
+    fn string_list_map(&mut self, path: &str) -> BTreeMap<String, Vec<String>> {
+        let mut out = BTreeMap::new();
+        match self.get(path) {
+            None => {}
+            Some(Value::Table(t)) => {
+                for key in t.keys() {
+                    let list = self.string_list(&format!("{path}.{key}"));
+                    out.insert(key.clone(), list);
+                }
+            }
+            Some(other) => self.error(
+                path,
+                format!("expected a table, found {}", other.type_str()),
+            ),
+        }
+        out
+    }
+
+    fn plans(&mut self) -> Vec<Plan> {
+        let entries = match self.get("plans") {
+            None => return default_plans(),
+            Some(Value::Array(items)) => items,
+            Some(other) => {
+                self.error(
+                    "plans",
+                    format!("expected [[plans]] tables, found {}", other.type_str()),
+                );
+                return default_plans();
+            }
+        };
+        let mut plans: Vec<Plan> = Vec::new();
+        for (i, entry) in entries.iter().enumerate() {
+            let at = format!("plans[{i}]");
+            let Some(t) = entry.as_table() else {
+                self.error(&at, "must be a table".into());
+                continue;
+            };
+            let mut sub = Reader::new(t);
+            let name = sub.string("name", "");
+            if name.is_empty() {
+                sub.error("name", "every plan needs a name".into());
+            } else if plans.iter().any(|p| p.name == name) {
+                sub.error("name", format!("`{name}` is declared twice"));
+            }
+            let rate_limit = sub.rate("rate_limit", "1000/min");
+            let entitlements = sub.string_list("entitlements");
+            let mut quotas = BTreeMap::new();
+            if let Some(q) = sub.get("quotas") {
+                match q.as_table() {
+                    Some(q) => {
+                        for (meter, limit) in q {
+                            match limit.as_integer() {
+                                Some(n) if n >= 0 => {
+                                    quotas.insert(meter.clone(), n as u64);
+                                }
+                                _ => sub.error(
+                                    &format!("quotas.{meter}"),
+                                    format!("`{limit}` must be a whole number ≥ 0"),
+                                ),
+                            }
+                        }
+                    }
+                    None => sub.error("quotas", "must be a table of meter = limit".into()),
+                }
+            }
+            for key in t.keys() {
+                if !["name", "rate_limit", "entitlements", "quotas"].contains(&key.as_str()) {
+                    sub.errors.push(format!("{key}: unknown key"));
+                }
+            }
+            for e in sub.errors {
+                self.errors.push(format!("{at}.{e}"));
+            }
+            plans.push(Plan {
+                name,
+                rate_limit,
+                entitlements,
+                quotas,
+            });
+        }
+        if plans.is_empty() {
+            self.error("plans", "declare at least one plan".into());
+        }
+        plans
+    }
+
+    /// Names every key in the table that no reader asked for (typos, stale keys).
+    fn report_unknown(&mut self, table: &Table) {
+        let mut unknown = Vec::new();
+        collect_leaves(table, "", &mut unknown);
+        for path in unknown {
+            let known = self
+                .seen
+                .iter()
+                .any(|s| path == *s || path.starts_with(&format!("{s}.")));
+            if !known && !path.starts_with("plans") {
+                self.error(&path, "unknown key".into());
+            }
+        }
+    }
+}
+
+fn collect_leaves(table: &Table, prefix: &str, out: &mut Vec<String>) {
+    for (key, value) in table {
+        let path = if prefix.is_empty() {
+            key.clone()
+        } else {
+            format!("{prefix}.{key}")
+        };
+        match value {
+            Value::Table(t) => collect_leaves(t, &path, out),
+            _ => out.push(path),
+        }
+    }
+}
+
+fn default_plans() -> Vec<Plan> {
+    let rate = |s: &str| {
+        Rate::parse(s).unwrap_or(Rate {
+            limit: 100,
+            window: Duration::from_secs(60),
+        })
+    };
+    vec![
+        Plan {
+            name: "free".into(),
+            rate_limit: rate("100/min"),
+            entitlements: vec![],
+            quotas: BTreeMap::from([("requests".to_string(), 10_000)]),
+        },
+        Plan {
+            name: "pro".into(),
+            rate_limit: rate("1000/min"),
+            entitlements: vec!["bulk_export".into(), "sso".into()],
+            quotas: BTreeMap::from([("requests".to_string(), 1_000_000)]),
+        },
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(toml_text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigErrors> {
+        let mut table: Table = toml_text
+            .parse()
+            .map_err(|e| ConfigErrors(vec![format!("{e}")]))?;
+        overlay_env(
+            &mut table,
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        )?;
+        Config::from_table(&table)
+    }
+
+    #[test]
+    fn defaults_match_the_spec() {
+        let c = load("", &[]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.database_url, "sqlite://./data/fluxgate.db");
+        assert_eq!(c.auth.access_token_ttl, Duration::from_secs(900));
+        assert_eq!(c.auth.refresh_token_ttl, Duration::from_secs(7 * 86_400));
+        assert_eq!(c.rate_limits.ip.to_string(), "10/min");
+        assert_eq!(c.default_plan(), "free");
+        assert!(c.auth.require_email_verification && c.auth.cookie_secure);
+    }
+
+    #[test]
+    fn environment_wins_and_nests_with_double_underscores() {
+        let c = load(
+            "[rate_limits]\nip = \"20/min\"\n[auth]\ncookie_secure = true\n",
+            &[
+                ("FLUXGATE_RATE_LIMITS__IP", "50/min"),
+                ("FLUXGATE_AUTH__COOKIE_SECURE", "false"),
+                ("FLUXGATE_KEY_PREFIX", "sk"),
+                ("FLUXGATE_CONFIG", "/ignored"),
+                ("OTHER", "x"),
+            ],
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.rate_limits.ip.to_string(), "50/min");
+        assert!(!c.auth.cookie_secure);
+        assert_eq!(c.key_prefix, "sk");
+    }
+
+    #[test]
+    fn every_bad_value_is_named_with_its_variable() {
+        let errors = load(
+            "listen = \"nowhere\"\nbogus = 1\n[auth]\naccess_token_ttl = \"15x\"\n[rate_limits]\nuser = \"fast\"\n",
+            &[("FLUXGATE_AUTH__COOKIE_SECURE", "maybe")],
+        )
+        .err()
+        .map(|e| e.0)
+        .unwrap_or_default();
+        let all = errors.join("\n");
+        for needle in [
+            "listen (FLUXGATE_LISTEN)",
+            "auth.access_token_ttl (FLUXGATE_AUTH__ACCESS_TOKEN_TTL): `15x`",
+            "rate_limits.user (FLUXGATE_RATE_LIMITS__USER): `fast`",
+            "auth.cookie_secure (FLUXGATE_AUTH__COOKIE_SECURE)",
+            "bogus (FLUXGATE_BOGUS): unknown key",
+        ] {
+            assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
+        }
+        assert_eq!(errors.len(), 5, "{all}");
+    }
+
+    #[test]
+    fn plans_and_scopes_are_validated() {
+        let errors = load(
+            "[scopes]\ncatalog = [\"read\"]\nimplies = { admin = [\"read\"] }\n[[plans]]\nname = \"a\"\nrate_limit = \"x\"\n[[plans]]\nname = \"a\"\n",
+            &[],
+        )
+        .err()
+        .map(|e| e.0.join("\n"))
+        .unwrap_or_default();
+        assert!(errors.contains("`admin`"), "{errors}");
+        assert!(errors.contains("plans[0].rate_limit"), "{errors}");
+        assert!(errors.contains("declared twice"), "{errors}");
+    }
+
+    #[test]
+    fn urls_are_redacted_when_described() {
+        assert_eq!(
+            redact_url("postgres://u:pw@h/db"),
+            "postgres://u:[redacted]@h/db"
+        );
+        assert_eq!(redact_url("sqlite://./data/x.db"), "sqlite://./data/x.db");
+    }
+}

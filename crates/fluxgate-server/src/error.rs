@@ -1,0 +1,190 @@
+//! The API's one error type, written to the wire once as the spec's JSON envelope.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use fluxgate_core::validation::FieldErrors;
+use fluxgate_store::StoreError;
+use serde_json::{json, Map, Value};
+
+tokio::task_local! {
+    /// The id of the request being served, for error bodies and logs.
+    pub static REQUEST_ID: String;
+}
+
+/// Every way a request can fail, each with its status and code.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// Malformed JSON, wrong content type.
+    #[error("{0}")]
+    BadRequest(String),
+    /// Input that parsed but is not acceptable, per field.
+    #[error("validation failed: {0}")]
+    Validation(FieldErrors),
+    /// Missing, invalid or expired credentials (one message, never which part).
+    #[error("authentication required")]
+    Unauthorized,
+    /// Login with a wrong email or password.
+    #[error("invalid email or password")]
+    InvalidCredentials,
+    /// Login before the email was verified.
+    #[error("email address not verified")]
+    EmailNotVerified,
+    /// Authenticated but lacking a permission.
+    #[error("missing permission {0}")]
+    Forbidden(String),
+    /// A cookie-authenticated state change from a foreign origin.
+    #[error("cross-site request refused")]
+    CrossSite,
+    /// An API key lacking a scope.
+    #[error("missing scope {0}")]
+    InsufficientScope(String),
+    /// Unknown resource, or one of another org.
+    #[error("not found")]
+    NotFound,
+    /// The route exists with other methods.
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// A uniqueness rule.
+    #[error("{0}")]
+    Conflict(String),
+    /// Body over the limit.
+    #[error("request body too large")]
+    PayloadTooLarge,
+    /// Too many requests; retry after this many seconds.
+    #[error("rate limited")]
+    RateLimited {
+        /// Seconds until a retry can succeed.
+        retry_after: u64,
+    },
+    /// The database (or Redis) cannot be reached.
+    #[error("service unavailable")]
+    Unavailable,
+    /// A bug; logged with its chain, answered with the request id only.
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl ApiError {
+    /// A single-field validation error.
+    pub fn field(field: &str, reason: impl Into<String>) -> Self {
+        Self::Validation(FieldErrors::single(field, reason))
+    }
+
+    fn parts(&self) -> (StatusCode, &'static str, String, Map<String, Value>) {
+        let mut details = Map::new();
+        let (status, code, message) = match self {
+            Self::BadRequest(m) => (StatusCode::BAD_REQUEST, "BAD_REQUEST", m.clone()),
+            Self::Validation(fields) => {
+                let map: Map<String, Value> =
+                    fields.iter().map(|(k, v)| (k.to_owned(), Value::from(v))).collect();
+                details.insert("fields".into(), Value::Object(map));
+                (StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_FAILED", "the request has invalid fields".into())
+            }
+            Self::Unauthorized => (
+                StatusCode::UNAUTHORIZED,
+                "UNAUTHORIZED",
+                "missing, invalid or expired credentials".into(),
+            ),
+            Self::InvalidCredentials => (
+                StatusCode::UNAUTHORIZED,
+                "INVALID_CREDENTIALS",
+                "invalid email or password".into(),
+            ),
+            Self::EmailNotVerified => (
+                StatusCode::FORBIDDEN,
+                "EMAIL_NOT_VERIFIED",
+                "verify your email address before logging in".into(),
+            ),
+            Self::Forbidden(permission) => {
+                details.insert("required_permission".into(), Value::from(permission.as_str()));
+                (StatusCode::FORBIDDEN, "FORBIDDEN", format!("this action requires the `{permission}` permission"))
+            }
+            Self::CrossSite => (
+                StatusCode::FORBIDDEN,
+                "FORBIDDEN",
+                "cross-site request refused: send it from the configured origin or with an X-Requested-With header".into(),
+            ),
+            Self::InsufficientScope(scope) => {
+                details.insert("required_scope".into(), Value::from(scope.as_str()));
+                (StatusCode::FORBIDDEN, "INSUFFICIENT_SCOPE", format!("this API key lacks the `{scope}` scope"))
+            }
+            Self::NotFound => (StatusCode::NOT_FOUND, "NOT_FOUND", "no such resource".into()),
+            Self::MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "METHOD_NOT_ALLOWED",
+                "this route does not accept that method".into(),
+            ),
+            Self::Conflict(m) => (StatusCode::CONFLICT, "CONFLICT", m.clone()),
+            Self::PayloadTooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "PAYLOAD_TOO_LARGE",
+                "the request body is too large".into(),
+            ),
+            Self::RateLimited { retry_after } => {
+                details.insert("retry_after".into(), Value::from(*retry_after));
+                (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "RATE_LIMITED",
+                    format!("too many requests; retry after {retry_after} seconds"),
+                )
+            }
+            Self::Unavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "UNAVAILABLE",
+                "a backing service is unavailable; retry shortly".into(),
+            ),
+            Self::Internal(_) => {
+                let id = REQUEST_ID.try_with(Clone::clone).unwrap_or_default();
+                details.insert("request_id".into(), Value::from(id));
+                (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", "internal error".into())
+            }
+        };
+        (status, code, message, details)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code, message, details) = self.parts();
+        match &self {
+            Self::Internal(error) => {
+                tracing::error!(error = format!("{error:#}"), "internal error")
+            }
+            Self::Unavailable => tracing::warn!("answering 503: backing service unavailable"),
+            _ => {}
+        }
+        let mut error = Map::new();
+        error.insert("code".into(), Value::from(code));
+        error.insert("message".into(), Value::from(message));
+        error.extend(details);
+        let mut response = (status, axum::Json(json!({ "error": error }))).into_response();
+        if let Self::RateLimited { retry_after } = self {
+            if let Ok(v) = HeaderValue::from_str(&retry_after.to_string()) {
+                response.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+        }
+        response
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Unavailable(e) => {
+                tracing::warn!(error = %e, "database unavailable");
+                Self::Unavailable
+            }
+            StoreError::Conflict(m) => Self::Conflict(m),
+            other => Self::Internal(other.into()),
+        }
+    }
+}
+
+impl From<FieldErrors> for ApiError {
+    fn from(errors: FieldErrors) -> Self {
+        Self::Validation(errors)
+    }
+}
+
+/// Handler results.
+pub type ApiResult<T> = Result<T, ApiError>;

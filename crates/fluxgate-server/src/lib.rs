@@ -1,0 +1,18 @@
+//! The Fluxgate server: configuration, the HTTP API, background workers and admin commands.
+
+pub mod admin;
+pub mod audit;
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod extract;
+pub mod mail;
+pub mod metrics;
+pub mod passwords;
+pub mod revocation;
+pub mod routes;
+pub mod secrets;
+pub mod server;
+pub mod state;
+pub mod telemetry;
+pub mod tokens;

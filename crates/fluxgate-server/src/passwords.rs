@@ -1,0 +1,85 @@
+//! Password hashing with argon2id (OWASP's m=19 MiB, t=2, p=1) on a bounded pool of blocking
+//! threads, so a burst of logins queues instead of stalling every other request.
+
+use anyhow::anyhow;
+use argon2::password_hash::{
+    rand_core::OsRng, PasswordHash, PasswordHasher as _, PasswordVerifier, SaltString,
+};
+use argon2::Argon2;
+use fluxgate_core::password::Password;
+use fluxgate_core::secret::Secret;
+use std::sync::Arc;
+use tokio::sync::Semaphore;
+
+/// Hashes and verifies passwords off the async executor.
+#[derive(Clone)]
+pub struct PasswordHasher {
+    permits: Arc<Semaphore>,
+    /// Verified against when the email is unknown, so both answers take the same time.
+    dummy_hash: Arc<String>,
+}
+
+fn argon2() -> Argon2<'static> {
+    // argon2's defaults are argon2id v1.3 with m=19456 KiB, t=2, p=1: OWASP's recommendation.
+    Argon2::default()
+}
+
+impl PasswordHasher {
+    /// A hasher running at most `parallelism` hashes at once.
+    pub fn new(parallelism: usize) -> anyhow::Result<Self> {
+        let salt = SaltString::generate(&mut OsRng);
+        let dummy_hash = argon2()
+            .hash_password(b"fluxgate-dummy-password", &salt)
+            .map_err(|e| anyhow!("argon2: {e}"))?
+            .to_string();
+        Ok(Self {
+            permits: Arc::new(Semaphore::new(parallelism.max(1))),
+            dummy_hash: Arc::new(dummy_hash),
+        })
+    }
+
+    /// The PHC string of a new hash of `password`.
+    pub async fn hash(&self, password: &Password) -> anyhow::Result<String> {
+        let secret = Secret::new(password.expose().to_owned());
+        self.run(move || {
+            let salt = SaltString::generate(&mut OsRng);
+            argon2()
+                .hash_password(secret.expose().as_bytes(), &salt)
+                .map(|h| h.to_string())
+                .map_err(|e| anyhow!("argon2: {e}"))
+        })
+        .await
+    }
+
+    /// Checks `password` against `stored`; with no stored hash, spends the same time and fails.
+    pub async fn verify(
+        &self,
+        password: Secret<String>,
+        stored: Option<String>,
+    ) -> anyhow::Result<bool> {
+        let known = stored.is_some();
+        let hash = stored.unwrap_or_else(|| self.dummy_hash.as_ref().clone());
+        self.run(move || {
+            let parsed = PasswordHash::new(&hash).map_err(|e| anyhow!("stored hash: {e}"))?;
+            let ok = argon2()
+                .verify_password(password.expose().as_bytes(), &parsed)
+                .is_ok();
+            Ok(ok && known)
+        })
+        .await
+    }
+
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
+    ) -> anyhow::Result<T> {
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| anyhow!("hasher closed"))?;
+        tokio::task::spawn_blocking(work)
+            .await
+            .map_err(|e| anyhow!("hash task: {e}"))?
+    }
+}

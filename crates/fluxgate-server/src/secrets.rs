@@ -1,0 +1,78 @@
+//! The instance secret (generated into `data_dir` on first run, or given as `secret_key`) and
+//! the purpose-bound keys derived from it.
+
+use anyhow::Context;
+use fluxgate_core::secret::{random_bytes, Secret};
+use hkdf::Hkdf;
+use sha2::Sha256;
+use std::path::Path;
+
+/// The instance secret; every node of one deployment must share it.
+#[derive(Debug, Clone)]
+pub struct InstanceSecret(Secret<[u8; 32]>);
+
+const FILE_NAME: &str = "secret.key";
+
+impl InstanceSecret {
+    /// From `secret_key` if set, else from `data_dir/secret.key`, created (mode 0600) if missing.
+    pub fn load_or_create(
+        configured: Option<&Secret<String>>,
+        data_dir: &Path,
+    ) -> anyhow::Result<Self> {
+        if let Some(hex) = configured {
+            return Self::from_hex(hex.expose()).context("secret_key");
+        }
+        let path = data_dir.join(FILE_NAME);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Self::from_hex(text.trim()).with_context(|| format!("{}", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::create_dir_all(data_dir)
+                    .with_context(|| format!("creating {}", data_dir.display()))?;
+                let bytes: [u8; 32] = random_bytes();
+                let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+                write_private(&path, &hex)
+                    .with_context(|| format!("writing {}", path.display()))?;
+                tracing::info!(path = %path.display(), "generated a new instance secret");
+                Ok(Self(Secret::new(bytes)))
+            }
+            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+        }
+    }
+
+    /// Parses 64 hex characters.
+    pub fn from_hex(hex: &str) -> anyhow::Result<Self> {
+        anyhow::ensure!(hex.len() == 64, "must be 64 hexadecimal characters");
+        let mut bytes = [0u8; 32];
+        for (i, byte) in bytes.iter_mut().enumerate() {
+            *byte =
+                u8::from_str_radix(&hex[i * 2..i * 2 + 2], 16).context("must be hexadecimal")?;
+        }
+        Ok(Self(Secret::new(bytes)))
+    }
+
+    /// A 32-byte key for one purpose (HKDF-SHA256 with the purpose as info).
+    pub fn derive(&self, purpose: &str) -> Secret<[u8; 32]> {
+        let hk = Hkdf::<Sha256>::new(Some(b"fluxgate"), self.0.expose());
+        let mut out = [0u8; 32];
+        // 32 bytes is far below HKDF-SHA256's output limit, so expand cannot fail.
+        let _ = hk.expand(purpose.as_bytes(), &mut out);
+        Secret::new(out)
+    }
+}
+
+#[cfg(unix)]
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(contents.as_bytes())
+}
+
+#[cfg(not(unix))]
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    std::fs::write(path, contents)
+}

@@ -1,0 +1,189 @@
+//! Starting and stopping the server: build the state, migrate, start the background workers,
+//! listen, and shut down gracefully (in-flight requests finish, queued mail goes out).
+
+use crate::config::Config;
+use crate::mail::Mailer;
+use crate::metrics::Metrics;
+use crate::passwords::PasswordHasher;
+use crate::revocation::SessionRevocations;
+use crate::secrets::InstanceSecret;
+use crate::state::{AppInner, AppState};
+use crate::tokens::{now, Keyring, RefreshTokenDeriver};
+use anyhow::Context;
+use fluxgate_store::{ConnectOptions, Store, StoreError};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// How often each node re-reads the signing keys (a rotation elsewhere is picked up by then).
+const KEYRING_RELOAD_EVERY: Duration = Duration::from_secs(30);
+
+/// Opens the database the configuration names and applies migrations, waiting up to 30 s for a
+/// database that is still starting.
+pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    if config.database_url.starts_with("sqlite:") {
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("creating data_dir {}", config.data_dir.display()))?;
+    }
+    let store = fluxgate_store::connect(&ConnectOptions {
+        url: config.database_url.clone(),
+        max_connections: config.database_max_connections,
+        acquire_timeout: Duration::from_secs(3),
+    })
+    .await
+    .context("opening the database")?;
+    let mut attempt = 0;
+    loop {
+        match store.migrate().await {
+            Ok(()) => return Ok(store),
+            Err(StoreError::Unavailable(e)) if attempt < 15 => {
+                attempt += 1;
+                tracing::warn!(error = %e, attempt, "database not reachable yet; retrying");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+            Err(e) => return Err(e).context("migrating the database"),
+        }
+    }
+}
+
+/// Everything a running node needs, with its background workers started.
+pub async fn build_state(config: Config, cancel: &CancellationToken) -> anyhow::Result<AppState> {
+    let store = open_store(&config).await?;
+    let secret = InstanceSecret::load_or_create(config.secret_key.as_ref(), &config.data_dir)?;
+    let keyring = Arc::new(Keyring::new(
+        store.clone(),
+        secret.derive("signing-key-encryption"),
+        config.public_url.clone(),
+        config.auth.audience.clone(),
+        config.auth.access_token_ttl,
+    ));
+    keyring
+        .load_or_create()
+        .await
+        .context("loading signing keys")?;
+    let revocations = Arc::new(SessionRevocations::new(config.auth.access_token_ttl));
+    revocations
+        .load(store.as_ref(), now())
+        .await
+        .context("loading revoked sessions")?;
+    tokio::spawn(revocations.clone().run(store.clone(), cancel.clone()));
+    tokio::spawn(reload_keys_periodically(keyring.clone(), cancel.clone()));
+    let parallelism = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
+    let state = AppState::new(AppInner {
+        passwords: PasswordHasher::new(parallelism)?,
+        mailer: Mailer::new(config.smtp_url.as_deref(), &config.smtp_from)?,
+        refresh: RefreshTokenDeriver::new(secret.derive("refresh-token-successor")),
+        metrics: Arc::new(Metrics::new()),
+        keyring,
+        revocations,
+        store,
+        config,
+    });
+    Ok(state)
+}
+
+async fn reload_keys_periodically(keyring: Arc<Keyring>, cancel: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(KEYRING_RELOAD_EVERY) => {}
+        }
+        if let Err(e) = keyring.reload().await {
+            tracing::warn!(error = %e, "reloading signing keys failed");
+        }
+    }
+}
+
+/// A server listening in the background.
+pub struct RunningServer {
+    /// The bound address (useful with port 0).
+    pub addr: SocketAddr,
+    /// The shared state.
+    pub state: AppState,
+    cancel: CancellationToken,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+impl RunningServer {
+    /// Stops accepting, lets in-flight requests finish, sends queued mail, closes the database.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.cancel.cancel();
+        self.task.await.context("server task")??;
+        self.state.mailer.drain(Duration::from_secs(5)).await;
+        self.state.store.close().await;
+        Ok(())
+    }
+
+    /// Resolves when the server should stop (for `serve`).
+    pub fn cancel_token(&self) -> CancellationToken {
+        self.cancel.clone()
+    }
+}
+
+/// Builds the state and listens on `config.listen`.
+pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
+    let cancel = CancellationToken::new();
+    let listen = config.listen;
+    let state = build_state(config, &cancel).await?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
+    let addr = listener.local_addr()?;
+    let app = crate::routes::app(state.clone());
+    let shutdown = cancel.clone();
+    let task = tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+    });
+    Ok(RunningServer {
+        addr,
+        state,
+        cancel,
+        task,
+    })
+}
+
+/// `fluxgate serve`: runs until SIGTERM or Ctrl-C, then shuts down gracefully.
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let public_url = config.public_url.clone();
+    let server = start(config).await?;
+    tracing::info!(addr = %server.addr, backend = server.state.store.backend(), public_url = %public_url, "fluxgate listening");
+    if server.state.store.operator_org_id().await?.is_none() {
+        tracing::info!(
+            "first run: no operator yet. Create one with `fluxgate admin bootstrap --email you@example.com --password '…'`; \
+             then log in at {public_url}/ or POST {public_url}/api/v1/auth/login"
+        );
+    }
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    server.stop().await
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+}

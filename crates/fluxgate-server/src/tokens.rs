@@ -1,0 +1,305 @@
+//! Access tokens: Ed25519 signing keys kept in the database (private halves encrypted under the
+//! instance secret), signing, pinned verification, the JWKS, and refresh-token derivation.
+
+use anyhow::{anyhow, Context};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use ed25519_dalek::pkcs8::EncodePrivateKey;
+use ed25519_dalek::SigningKey;
+use fluxgate_core::claims::{AccessClaims, ACCESS_TOKEN_TYPE};
+use fluxgate_core::secret::{random_bytes, Secret};
+use fluxgate_store::{AuditRecord, SigningKeyRecord, Store};
+use hmac::{Hmac, Mac};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde_json::{json, Value};
+use sha2::Sha256;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+const ALGORITHM: &str = "EdDSA";
+/// How long a retired key stays verifiable beyond the access-token lifetime, covering nodes that
+/// have not reloaded yet and clock skew.
+const RETIRED_KEY_GRACE_SECS: i64 = 120;
+/// Unknown `kid`s reload the keys at most this often.
+const RELOAD_AT_MOST_EVERY: Duration = Duration::from_secs(2);
+
+/// The signing keys of this instance, as this node knows them.
+pub struct Keyring {
+    store: Arc<dyn Store>,
+    encryption_key: Secret<[u8; 32]>,
+    issuer: String,
+    audience: String,
+    access_ttl: Duration,
+    state: RwLock<KeyringState>,
+}
+
+#[derive(Default)]
+struct KeyringState {
+    signing: Option<(String, EncodingKey)>,
+    verifying: HashMap<String, DecodingKey>,
+    jwks: Vec<Value>,
+    loaded_at: Option<Instant>,
+}
+
+impl Keyring {
+    /// A keyring for `issuer`/`audience`; call [`Keyring::load`] before use.
+    pub fn new(
+        store: Arc<dyn Store>,
+        encryption_key: Secret<[u8; 32]>,
+        issuer: String,
+        audience: String,
+        access_ttl: Duration,
+    ) -> Self {
+        Self {
+            store,
+            encryption_key,
+            issuer,
+            audience,
+            access_ttl,
+            state: RwLock::new(KeyringState::default()),
+        }
+    }
+
+    /// Reads the keys from the database; creates the first key if there is none in use.
+    pub async fn load_or_create(&self) -> anyhow::Result<()> {
+        let records = self.store.signing_keys().await?;
+        if !records.iter().any(|k| k.retired_at.is_none()) {
+            self.rotate(system_audit("signing_key.created")).await?;
+            return Ok(());
+        }
+        self.install(&records)
+    }
+
+    /// Re-reads the keys (another node or the CLI may have rotated them).
+    pub async fn reload(&self) -> anyhow::Result<()> {
+        let records = self.store.signing_keys().await?;
+        self.install(&records)
+    }
+
+    /// Generates a new key, makes it the signing key and retires the previous one.
+    pub async fn rotate(&self, mut audit: AuditRecord) -> anyhow::Result<String> {
+        let signing_key = SigningKey::from_bytes(&random_bytes::<32>());
+        let kid = format!("fgk_{}", ulid::Ulid::new().to_string().to_lowercase());
+        let public_key = URL_SAFE_NO_PAD.encode(signing_key.verifying_key().as_bytes());
+        let private_key_encrypted = self.encrypt(&kid, signing_key.as_bytes())?;
+        let record = SigningKeyRecord {
+            kid: kid.clone(),
+            algorithm: ALGORITHM.into(),
+            public_key,
+            private_key_encrypted,
+            created_at: now(),
+            retired_at: None,
+        };
+        audit.target_type = Some("signing_key".into());
+        audit.target_id = Some(kid.clone());
+        self.store.add_signing_key(&record, &audit).await?;
+        self.reload().await?;
+        Ok(kid)
+    }
+
+    fn install(&self, records: &[SigningKeyRecord]) -> anyhow::Result<()> {
+        let now = now();
+        let keep_until_after_retired = self.access_ttl.as_secs() as i64 + RETIRED_KEY_GRACE_SECS;
+        let mut next = KeyringState {
+            loaded_at: Some(Instant::now()),
+            ..KeyringState::default()
+        };
+        for record in records {
+            if record.algorithm != ALGORITHM {
+                continue;
+            }
+            if let Some(retired) = record.retired_at {
+                if retired + keep_until_after_retired < now {
+                    continue;
+                }
+            }
+            let decoding = DecodingKey::from_ed_components(&record.public_key)
+                .with_context(|| format!("public key of {}", record.kid))?;
+            next.verifying.insert(record.kid.clone(), decoding);
+            next.jwks.push(json!({
+                "kty": "OKP", "crv": "Ed25519", "alg": ALGORITHM, "use": "sig",
+                "kid": record.kid, "x": record.public_key,
+            }));
+            if record.retired_at.is_none() && next.signing.is_none() {
+                let seed = self.decrypt(&record.kid, &record.private_key_encrypted)?;
+                let seed: [u8; 32] = seed
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| anyhow!("bad key length"))?;
+                let der = SigningKey::from_bytes(&seed)
+                    .to_pkcs8_der()
+                    .map_err(|e| anyhow!("encoding signing key: {e}"))?;
+                next.signing = Some((record.kid.clone(), EncodingKey::from_ed_der(der.as_bytes())));
+            }
+        }
+        anyhow::ensure!(next.signing.is_some(), "no signing key in use");
+        let mut state = self
+            .state
+            .write()
+            .map_err(|_| anyhow!("keyring lock poisoned"))?;
+        *state = next;
+        Ok(())
+    }
+
+    fn encrypt(&self, kid: &str, plaintext: &[u8]) -> anyhow::Result<String> {
+        let cipher = XChaCha20Poly1305::new(self.encryption_key.expose().into());
+        let nonce_bytes: [u8; 24] = random_bytes();
+        let ciphertext = cipher
+            .encrypt(
+                XNonce::from_slice(&nonce_bytes),
+                Payload {
+                    msg: plaintext,
+                    aad: kid.as_bytes(),
+                },
+            )
+            .map_err(|_| anyhow!("encrypting signing key"))?;
+        let mut out = nonce_bytes.to_vec();
+        out.extend(ciphertext);
+        Ok(URL_SAFE_NO_PAD.encode(out))
+    }
+
+    fn decrypt(&self, kid: &str, encoded: &str) -> anyhow::Result<Vec<u8>> {
+        let bytes = URL_SAFE_NO_PAD
+            .decode(encoded)
+            .context("signing key is not base64")?;
+        anyhow::ensure!(bytes.len() > 24, "signing key ciphertext too short");
+        let (nonce, ciphertext) = bytes.split_at(24);
+        XChaCha20Poly1305::new(self.encryption_key.expose().into())
+            .decrypt(XNonce::from_slice(nonce), Payload { msg: ciphertext, aad: kid.as_bytes() })
+            .map_err(|_| anyhow!("cannot decrypt signing key {kid}: is the instance secret (secret_key / data_dir/secret.key) the one it was created with?"))
+    }
+
+    /// Signs claims with the current key.
+    pub fn sign(&self, claims: &AccessClaims) -> anyhow::Result<String> {
+        let state = self
+            .state
+            .read()
+            .map_err(|_| anyhow!("keyring lock poisoned"))?;
+        let (kid, key) = state
+            .signing
+            .as_ref()
+            .ok_or_else(|| anyhow!("no signing key loaded"))?;
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(kid.clone());
+        header.typ = Some(ACCESS_TOKEN_TYPE.into());
+        Ok(jsonwebtoken::encode(&header, claims, key)?)
+    }
+
+    /// Verifies an access token: EdDSA only, `typ: at+jwt`, a known `kid`, our issuer and
+    /// audience, and `exp`/`nbf`. Session revocation is checked by the caller.
+    pub async fn verify(&self, token: &str) -> Option<AccessClaims> {
+        let header = jsonwebtoken::decode_header(token).ok()?;
+        if header.alg != Algorithm::EdDSA || header.typ.as_deref() != Some(ACCESS_TOKEN_TYPE) {
+            return None;
+        }
+        let kid = header.kid?;
+        if let Some(result) = self.verify_with(&kid, token) {
+            return result;
+        }
+        // An unknown kid may be a key rotated in on another node: reload, at most every 2 s.
+        let stale = self
+            .state
+            .read()
+            .ok()?
+            .loaded_at
+            .is_none_or(|t| t.elapsed() >= RELOAD_AT_MOST_EVERY);
+        if stale && self.reload().await.is_ok() {
+            return self.verify_with(&kid, token).flatten();
+        }
+        None
+    }
+
+    /// `None` when the kid is unknown; `Some(None)` when the token fails verification.
+    fn verify_with(&self, kid: &str, token: &str) -> Option<Option<AccessClaims>> {
+        let state = self.state.read().ok()?;
+        let key = state.verifying.get(kid)?;
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        validation.algorithms = vec![Algorithm::EdDSA];
+        validation.set_issuer(&[&self.issuer]);
+        validation.set_audience(&[&self.audience]);
+        validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
+        validation.validate_nbf = true;
+        validation.leeway = 5;
+        Some(
+            jsonwebtoken::decode::<AccessClaims>(token, key, &validation)
+                .ok()
+                .map(|d| d.claims),
+        )
+    }
+
+    /// The public keys still accepted, as a JWK set.
+    pub fn jwks(&self) -> Value {
+        let keys = self
+            .state
+            .read()
+            .map(|s| s.jwks.clone())
+            .unwrap_or_default();
+        json!({ "keys": keys })
+    }
+
+    /// The issuer (`iss`) of tokens signed here.
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    /// The audience (`aud`) of tokens signed here.
+    pub fn audience(&self) -> &str {
+        &self.audience
+    }
+}
+
+fn system_audit(action: &str) -> AuditRecord {
+    AuditRecord {
+        id: fluxgate_core::ids::EventId::generate().to_string(),
+        org_id: None,
+        actor_type: "system".into(),
+        actor_id: None,
+        action: action.into(),
+        target_type: None,
+        target_id: None,
+        ip: None,
+        user_agent: None,
+        data: "{}".into(),
+        created_at: now(),
+    }
+}
+
+/// Derives the successor of a refresh token: HMAC-SHA256 under a key derived from the instance
+/// secret. Deterministic, so a duplicate refresh within the reuse interval can be answered with
+/// the very same new token without ever storing a token in the clear.
+pub struct RefreshTokenDeriver(Secret<[u8; 32]>);
+
+impl RefreshTokenDeriver {
+    /// A deriver with its own key.
+    pub fn new(key: Secret<[u8; 32]>) -> Self {
+        Self(key)
+    }
+
+    /// The token that replaces `token`.
+    pub fn successor(&self, token: &str) -> Secret<String> {
+        // HMAC accepts keys of any length, so construction cannot fail.
+        let mut mac = match <Hmac<Sha256> as Mac>::new_from_slice(self.0.expose()) {
+            Ok(mac) => mac,
+            Err(_) => unreachable_hmac(),
+        };
+        mac.update(token.as_bytes());
+        Secret::new(URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()))
+    }
+}
+
+#[cold]
+fn unreachable_hmac() -> ! {
+    // Hmac::new_from_slice only fails for fixed-size-key MACs; HMAC has none.
+    std::process::abort()
+}
+
+/// Unix seconds now.
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,187 @@
+//! Fluxgate's storage: the [`Store`] trait, its SQLite and PostgreSQL implementations (one SQL
+//! text serving both), and the checked-in migrations of each backend.
+
+mod error;
+mod postgres;
+mod records;
+mod shared;
+mod sqlite;
+
+pub use error::StoreError;
+pub use postgres::PostgresStore;
+pub use records::*;
+pub use sqlite::SqliteStore;
+
+use async_trait::async_trait;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Results of storage calls.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Everything Fluxgate keeps: one implementation per database backend. Each method is one
+/// transaction; a method that changes state takes the audit entry that records the change and
+/// writes it in the same transaction.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// `sqlite` or `postgres`.
+    fn backend(&self) -> &'static str;
+    /// Applies pending migrations (PostgreSQL takes an advisory lock, so concurrent nodes are safe).
+    async fn migrate(&self) -> StoreResult<()>;
+    /// A round trip to the database.
+    async fn ping(&self) -> StoreResult<()>;
+    /// Closes the pool, waiting for connections in use.
+    async fn close(&self);
+
+    // ---- users and organizations
+    /// Creates a user and, optionally, an org they own. `Conflict` if the email is taken.
+    async fn create_user(
+        &self,
+        user: &UserRecord,
+        org: Option<&OrgRecord>,
+        audit: &[AuditRecord],
+    ) -> StoreResult<()>;
+    /// Creates the operator org and its verified owner. `Conflict` if either exists already.
+    async fn bootstrap_operator(
+        &self,
+        user: &UserRecord,
+        org: &OrgRecord,
+        audit: &AuditRecord,
+    ) -> StoreResult<()>;
+    /// The id of the operator org, once bootstrapped.
+    async fn operator_org_id(&self) -> StoreResult<Option<String>>;
+    /// The user with this (normalised) email.
+    async fn user_by_email(&self, email: &str) -> StoreResult<Option<UserRecord>>;
+    /// The user with this id.
+    async fn user_by_id(&self, id: &str) -> StoreResult<Option<UserRecord>>;
+    /// The user's memberships in orgs that are not deleted, oldest first.
+    async fn memberships_of_user(&self, user_id: &str) -> StoreResult<Vec<MembershipRecord>>;
+    /// The user's membership in one (not deleted) org.
+    async fn membership(
+        &self,
+        org_id: &str,
+        user_id: &str,
+    ) -> StoreResult<Option<MembershipRecord>>;
+    /// The permission patterns of a custom role of an org, by name.
+    async fn custom_role_permissions(
+        &self,
+        org_id: &str,
+        role: &str,
+    ) -> StoreResult<Option<Vec<String>>>;
+
+    // ---- one-time tokens (email verification, password reset)
+    /// Stores a new single-use token (by hash).
+    async fn insert_one_time_token(&self, token: &OneTimeTokenRecord) -> StoreResult<()>;
+    /// Spends a verification token and marks its user verified; the user's id, or None if the
+    /// token is unknown, spent or expired.
+    async fn verify_email(
+        &self,
+        token_hash: &str,
+        now: i64,
+        audit: AuditMeta,
+    ) -> StoreResult<Option<String>>;
+    /// Spends a reset token, sets the new password hash, verifies the email, revokes every
+    /// session of the user and clears login failures; the user's id, or None.
+    async fn reset_password(
+        &self,
+        token_hash: &str,
+        password_hash: &str,
+        now: i64,
+        audit: AuditMeta,
+    ) -> StoreResult<Option<String>>;
+
+    // ---- sessions and refresh tokens
+    /// Creates a session with its first refresh token.
+    async fn create_session(
+        &self,
+        session: &SessionRecord,
+        refresh: &RefreshTokenRecord,
+        audit: &AuditRecord,
+    ) -> StoreResult<()>;
+    /// A session by id.
+    async fn session(&self, id: &str) -> StoreResult<Option<SessionRecord>>;
+    /// The user's sessions that are neither revoked nor expired, newest first.
+    async fn active_sessions(&self, user_id: &str, now: i64) -> StoreResult<Vec<SessionRecord>>;
+    /// Revokes a session of this user; false if there is no such live session.
+    async fn revoke_session(
+        &self,
+        user_id: &str,
+        session_id: &str,
+        reason: &str,
+        now: i64,
+        audit: &AuditRecord,
+    ) -> StoreResult<bool>;
+    /// Sessions revoked at or after `since`, with the time of revocation.
+    async fn revoked_sessions_since(&self, since: i64) -> StoreResult<Vec<(String, i64)>>;
+    /// A refresh token by hash.
+    async fn refresh_token(&self, token_hash: &str) -> StoreResult<Option<RefreshTokenRecord>>;
+    /// Spends `old_hash` and stores `next` in its place, if `old_hash` is still unspent; false
+    /// when another request spent it first.
+    async fn rotate_refresh_token(
+        &self,
+        old_hash: &str,
+        next: &RefreshTokenRecord,
+        now: i64,
+    ) -> StoreResult<bool>;
+    /// Switches the session's active org and replaces its refresh token by `next`.
+    async fn switch_session_org(
+        &self,
+        session_id: &str,
+        org_id: &str,
+        next: &RefreshTokenRecord,
+        now: i64,
+    ) -> StoreResult<()>;
+
+    // ---- signing keys
+    /// All signing keys, newest first.
+    async fn signing_keys(&self) -> StoreResult<Vec<SigningKeyRecord>>;
+    /// Adds a signing key; every key in use so far is retired at `key.created_at`.
+    async fn add_signing_key(&self, key: &SigningKeyRecord, audit: &AuditRecord)
+        -> StoreResult<()>;
+
+    // ---- login throttling
+    /// The failure record of an email address.
+    async fn login_throttle(&self, email: &str) -> StoreResult<Option<LoginThrottleRecord>>;
+    /// Counts one failed login for `email`. Failures older than `window` start a new count; the
+    /// `threshold`-th failure locks the address until `now + lock_for` (and writes `lockout_audit`).
+    async fn record_login_failure(
+        &self,
+        email: &str,
+        now: i64,
+        policy: LockoutPolicy,
+        failure_audit: &AuditRecord,
+        lockout_audit: &AuditRecord,
+    ) -> StoreResult<LoginThrottleRecord>;
+    /// Forgets the failures of an email address (after a successful login).
+    async fn clear_login_failures(&self, email: &str) -> StoreResult<()>;
+
+    // ---- audit
+    /// Appends entries on their own (for events that change nothing else).
+    async fn append_audit(&self, entries: &[AuditRecord]) -> StoreResult<()>;
+    /// Entries matching `filter`, newest first.
+    async fn audit_entries(&self, filter: &AuditFilter) -> StoreResult<Vec<AuditRecord>>;
+}
+
+/// How to reach the database.
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    /// `sqlite://…` or `postgres://…`.
+    pub url: String,
+    /// Upper bound on pooled connections.
+    pub max_connections: u32,
+    /// How long a request waits for a connection before the database counts as unavailable.
+    pub acquire_timeout: Duration,
+}
+
+/// Opens the store the URL names (without migrating).
+pub async fn connect(options: &ConnectOptions) -> StoreResult<Arc<dyn Store>> {
+    if options.url.starts_with("sqlite:") {
+        Ok(Arc::new(SqliteStore::connect(options).await?))
+    } else if options.url.starts_with("postgres:") || options.url.starts_with("postgresql:") {
+        Ok(Arc::new(PostgresStore::connect(options).await?))
+    } else {
+        Err(StoreError::Config(
+            "database_url must start with sqlite:// or postgres://".into(),
+        ))
+    }
+}

@@ -1,0 +1,229 @@
+//! Rows as the storage layer reads and writes them.
+
+use serde_json::Value;
+
+/// A user account.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct UserRecord {
+    /// `usr_…`
+    pub id: String,
+    /// Normalised email address.
+    pub email: String,
+    /// Display name.
+    pub name: Option<String>,
+    /// argon2id PHC string.
+    pub password_hash: String,
+    /// When the email was verified.
+    pub email_verified_at: Option<i64>,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds.
+    pub updated_at: i64,
+}
+
+/// An organization.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct OrgRecord {
+    /// `org_…`
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// The product's own id for this customer.
+    pub external_id: Option<String>,
+    /// Plan name from the configuration.
+    pub plan: String,
+    /// True for the one operator org.
+    pub is_operator: bool,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds.
+    pub updated_at: i64,
+    /// Set when the org was deleted.
+    pub deleted_at: Option<i64>,
+}
+
+/// A user's membership in an org, with the org's name.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct MembershipRecord {
+    /// `org_…`
+    pub org_id: String,
+    /// The org's name.
+    pub org_name: String,
+    /// Whether the org is the operator org.
+    pub is_operator: bool,
+    /// `usr_…`
+    pub user_id: String,
+    /// Built-in role name or custom role name.
+    pub role: String,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+/// A login session.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct SessionRecord {
+    /// `ses_…`
+    pub id: String,
+    /// `usr_…`
+    pub user_id: String,
+    /// The org the session's tokens act in.
+    pub active_org_id: Option<String>,
+    /// The client's user agent at login.
+    pub user_agent: Option<String>,
+    /// The client's IP at login.
+    pub ip: Option<String>,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Last login or refresh (Unix seconds).
+    pub last_used_at: i64,
+    /// When the newest refresh token expires.
+    pub expires_at: i64,
+    /// When the session was revoked.
+    pub revoked_at: Option<i64>,
+    /// Why: `logout`, `revoked`, `refresh_reuse`, `password_reset`.
+    pub revoked_reason: Option<String>,
+}
+
+/// One refresh token of a session (stored by hash).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct RefreshTokenRecord {
+    /// SHA-256 of the token.
+    pub token_hash: String,
+    /// `ses_…`
+    pub session_id: String,
+    /// 0 for the token issued at login, +1 per rotation.
+    pub generation: i64,
+    /// Unix seconds.
+    pub issued_at: i64,
+    /// Unix seconds.
+    pub expires_at: i64,
+    /// When it was exchanged (or superseded).
+    pub spent_at: Option<i64>,
+    /// `rotated` or `superseded`.
+    pub spent_reason: Option<String>,
+}
+
+/// A single-use token sent by mail.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct OneTimeTokenRecord {
+    /// SHA-256 of the token.
+    pub token_hash: String,
+    /// See the `PURPOSE_*` constants.
+    pub purpose: String,
+    /// `usr_…`
+    pub user_id: String,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds.
+    pub expires_at: i64,
+    /// When it was used.
+    pub used_at: Option<i64>,
+}
+
+/// One-time token purpose: verify an email address.
+pub const PURPOSE_VERIFY_EMAIL: &str = "verify_email";
+/// One-time token purpose: reset a password.
+pub const PURPOSE_RESET_PASSWORD: &str = "reset_password";
+
+/// A JWT signing key.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct SigningKeyRecord {
+    /// Key id (the JWT `kid`).
+    pub kid: String,
+    /// `EdDSA`.
+    pub algorithm: String,
+    /// Base64url public key.
+    pub public_key: String,
+    /// Nonce and ciphertext of the private key, base64url.
+    pub private_key_encrypted: String,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// When it stopped signing.
+    pub retired_at: Option<i64>,
+}
+
+/// Failed-login bookkeeping for one email address.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct LoginThrottleRecord {
+    /// Normalised email.
+    pub email: String,
+    /// Failures in the current window.
+    pub failures: i64,
+    /// Start of the current window.
+    pub window_started_at: i64,
+    /// Locked until this time, if locked.
+    pub locked_until: Option<i64>,
+}
+
+/// When repeated login failures lock an address.
+#[derive(Debug, Clone, Copy)]
+pub struct LockoutPolicy {
+    /// Failures that lock.
+    pub threshold: i64,
+    /// Window (seconds) in which failures count together.
+    pub window: i64,
+    /// How long (seconds) a lock lasts.
+    pub lock_for: i64,
+}
+
+/// Who did something and from where; what every audit entry carries.
+#[derive(Debug, Clone, Default)]
+pub struct AuditMeta {
+    /// Client IP.
+    pub ip: Option<String>,
+    /// Client user agent.
+    pub user_agent: Option<String>,
+}
+
+/// One audit log entry.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct AuditRecord {
+    /// `evt_…`
+    pub id: String,
+    /// The org the event belongs to, if any.
+    pub org_id: Option<String>,
+    /// `user`, `key`, `system` or `anonymous`.
+    pub actor_type: String,
+    /// The actor's id.
+    pub actor_id: Option<String>,
+    /// Dotted action name, e.g. `user.login_failed`.
+    pub action: String,
+    /// Kind of the target, e.g. `session`.
+    pub target_type: Option<String>,
+    /// The target's id.
+    pub target_id: Option<String>,
+    /// Client IP.
+    pub ip: Option<String>,
+    /// Client user agent.
+    pub user_agent: Option<String>,
+    /// Extra details as JSON text (never secrets).
+    pub data: String,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+impl AuditRecord {
+    /// The details parsed back into JSON.
+    pub fn data_json(&self) -> Value {
+        serde_json::from_str(&self.data).unwrap_or(Value::Null)
+    }
+}
+
+/// Which audit entries to read.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    /// Only this org's.
+    pub org_id: Option<String>,
+    /// Only this actor's.
+    pub actor_id: Option<String>,
+    /// Only this action.
+    pub action: Option<String>,
+    /// At or after (Unix seconds).
+    pub from: Option<i64>,
+    /// Before (Unix seconds).
+    pub to: Option<i64>,
+    /// Entries with ids below this (cursor pagination, newest first).
+    pub before_id: Option<String>,
+    /// How many.
+    pub limit: i64,
+}

@@ -1,0 +1,36 @@
+//! The SQLite backend: one file under `data_dir`, WAL, foreign keys on, a busy timeout.
+
+use crate::{ConnectOptions, StoreError, StoreResult};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Pool, Sqlite};
+use std::str::FromStr;
+use std::time::Duration;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
+
+/// Fluxgate's store on an embedded SQLite database.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: Pool<Sqlite>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) the database file the URL names.
+    pub async fn connect(options: &ConnectOptions) -> StoreResult<Self> {
+        let connect = SqliteConnectOptions::from_str(&options.url)
+            .map_err(|e| StoreError::Config(format!("database_url: {e}")))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(options.max_connections.max(1))
+            .acquire_timeout(options.acquire_timeout)
+            .connect_with(connect)
+            .await?;
+        Ok(Self { pool })
+    }
+}
+
+crate::shared::impl_store!(SqliteStore, Sqlite, "sqlite");
