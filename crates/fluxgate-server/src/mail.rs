@@ -1,7 +1,6 @@
 //! Outgoing mail over SMTP (lettre), or into the log when no SMTP server is configured. Mail is
 //! sent in the background with retries; shutdown waits for what is in flight.
 
-use lettre::message::header::ContentTransferEncoding;
 use lettre::message::{Body, Mailbox};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use std::sync::Arc;
@@ -82,8 +81,8 @@ impl MailerInner {
             tracing::info!(to = %mail.to, subject = %mail.subject, body = %mail.body, "mail (no smtp_url configured, so it is logged)");
             return Ok(());
         };
-        let body = Body::new_with_encoding(mail.body.clone(), ContentTransferEncoding::SevenBit)
-            .unwrap_or_else(|body| Body::new(body));
+        // lettre picks the transfer encoding (quoted-printable for long link lines).
+        let body = Body::new(mail.body.clone());
         let message = Message::builder()
             .from(self.from.clone())
             .to(mail.to.parse()?)

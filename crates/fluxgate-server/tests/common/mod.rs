@@ -1,0 +1,238 @@
+//! Test kit: boots the real router on a random port against a fresh SQLite file or a fresh
+//! PostgreSQL database, with a local SMTP sink receiving the real mail, and a reqwest client.
+#![allow(dead_code)]
+
+pub mod smtp;
+
+use fluxgate_server::config::Config;
+use fluxgate_server::server::RunningServer;
+use fluxgate_server::state::AppState;
+use reqwest::{Client, Method, Response};
+use serde_json::{json, Value};
+use sqlx::Connection;
+use std::time::Duration;
+use toml::Table;
+
+/// The public URL tests configure; cookie requests must come from this origin.
+pub const PUBLIC_URL: &str = "http://fluxgate.test";
+/// A password that meets the policy.
+pub const PASSWORD: &str = "correct horse battery staple";
+
+/// Which database a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Runs each named `async fn(Backend)` once on SQLite and once on PostgreSQL.
+#[macro_export]
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::common::Backend::Sqlite).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::common::Backend::Postgres).await
+                }
+            )*
+        }
+    };
+}
+
+/// A running Fluxgate for one test.
+pub struct TestApp {
+    pub base: String,
+    pub client: Client,
+    pub mail: smtp::MailSink,
+    pub config: Config,
+    pub database_url: String,
+    server: Option<RunningServer>,
+    _dir: tempfile::TempDir,
+}
+
+/// A fresh, empty database URL for `backend`.
+pub async fn fresh_database(backend: Backend, dir: &std::path::Path) -> String {
+    match backend {
+        Backend::Sqlite => format!("sqlite://{}/fluxgate.db", dir.display()),
+        Backend::Postgres => {
+            let admin = std::env::var("FLUXGATE_TEST_POSTGRES_URL").unwrap_or_else(|_| {
+                panic!("FLUXGATE_TEST_POSTGRES_URL is not set: run the suite with scripts/test, which starts PostgreSQL")
+            });
+            let name = format!("fgtest_{}", ulid::Ulid::new().to_string().to_lowercase());
+            let mut conn = sqlx::PgConnection::connect(&admin)
+                .await
+                .expect("connect to test PostgreSQL");
+            sqlx::query(&format!("CREATE DATABASE {name}"))
+                .execute(&mut conn)
+                .await
+                .expect("create database");
+            let _ = conn.close().await;
+            let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin);
+            format!("{base}/{name}")
+        }
+    }
+}
+
+impl TestApp {
+    pub async fn spawn(backend: Backend) -> Self {
+        Self::spawn_with(backend, |_| {}).await
+    }
+
+    /// Boots with the test defaults, after `tweak` edits the config table.
+    pub async fn spawn_with(backend: Backend, tweak: impl FnOnce(&mut Table)) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mail = smtp::MailSink::start().await;
+        let database_url = fresh_database(backend, dir.path()).await;
+        let mut table: Table = format!(
+            r#"
+            listen = "127.0.0.1:0"
+            public_url = "{PUBLIC_URL}"
+            data_dir = "{dir}"
+            database_url = "{database_url}"
+            smtp_url = "smtp://127.0.0.1:{port}"
+            log_level = "warn"
+            database_max_connections = 8
+            [auth]
+            cookie_secure = false
+            "#,
+            dir = dir.path().display(),
+            port = mail.port,
+        )
+        .parse()
+        .expect("test config");
+        tweak(&mut table);
+        let config = Config::from_table(&table).expect("valid test config");
+        let server = fluxgate_server::server::start(config.clone())
+            .await
+            .expect("server starts");
+        let base = format!("http://{}", server.addr);
+        let client = Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("client");
+        Self {
+            base,
+            client,
+            mail,
+            config,
+            database_url,
+            server: Some(server),
+            _dir: dir,
+        }
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.server.as_ref().expect("running").state
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// Sends JSON (or nothing) with an optional bearer token.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        bearer: Option<&str>,
+        body: Option<Value>,
+    ) -> Response {
+        let mut request = self.client.request(method, self.url(path));
+        if let Some(token) = bearer {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        request.send().await.expect("request sent")
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> Response {
+        self.call(Method::POST, path, None, Some(body)).await
+    }
+
+    pub async fn get_auth(&self, path: &str, token: &str) -> Response {
+        self.call(Method::GET, path, Some(token), None).await
+    }
+
+    /// Signs up, takes the link from the mail the SMTP sink received, verifies. Returns the user id.
+    pub async fn signup_verified(&self, email: &str, org: Option<&str>) -> Value {
+        let mut body = json!({ "email": email, "password": PASSWORD });
+        if let Some(org) = org {
+            body["organization_name"] = json!(org);
+        }
+        let response = self.post("/api/v1/auth/signup", body).await;
+        assert_eq!(response.status(), 201, "signup");
+        let created: Value = response.json().await.expect("json");
+        let mail = self.mail.wait_for(email, "Verify").await;
+        let token = smtp::token_in(&mail.body);
+        let verified = self
+            .post("/api/v1/auth/verify-email", json!({ "token": token }))
+            .await;
+        assert_eq!(verified.status(), 200, "verify");
+        created["data"].clone()
+    }
+
+    /// Logs in and returns `data` (access_token, refresh_token, …).
+    pub async fn login(&self, email: &str, password: &str) -> Value {
+        let response = self
+            .post(
+                "/api/v1/auth/login",
+                json!({ "email": email, "password": password }),
+            )
+            .await;
+        assert_eq!(response.status(), 200, "login of {email}");
+        body(response).await["data"].clone()
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(server) = self.server.take() {
+            server.stop().await.expect("clean stop");
+        }
+    }
+}
+
+/// The JSON body of a response.
+pub async fn body(response: Response) -> Value {
+    response.json().await.expect("JSON body")
+}
+
+/// Asserts the spec's error envelope and returns the error object.
+pub async fn expect_error(response: Response, status: u16, code: &str) -> Value {
+    assert_eq!(response.status().as_u16(), status, "status");
+    assert!(
+        response.headers().contains_key("x-request-id"),
+        "x-request-id on errors too"
+    );
+    let value = body(response).await;
+    assert_eq!(value["error"]["code"], code, "{value}");
+    assert!(value["error"]["message"].is_string(), "{value}");
+    value["error"].clone()
+}
+
+/// Polls `check` for up to `within`, returning as soon as it holds.
+pub async fn eventually<F, Fut>(within: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if check().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
