@@ -504,25 +504,25 @@ async fn refresh(
     if record.spent_reason.as_deref() == Some("rotated")
         && now - spent_at <= state.config.auth.refresh_reuse_interval.as_secs() as i64
     {
+        // Within the interval a duplicate gets the pair its token was exchanged for, even if that
+        // pair has rotated since: successors are derived, so the chain stays consistent.
         if let Some(child) = state.store.refresh_token(&successor_hash).await? {
-            if child.spent_at.is_none() {
-                let access_token = sign_access_token(
-                    &state,
-                    &session.user_id,
-                    &session.id,
-                    session.active_org_id.as_deref(),
-                    child.issued_at,
-                    child.generation,
-                )
-                .await?;
-                return Ok(token_pair_response(
-                    &state,
-                    TokenPair {
-                        access_token,
-                        refresh_token: successor,
-                    },
-                ));
-            }
+            let access_token = sign_access_token(
+                &state,
+                &session.user_id,
+                &session.id,
+                session.active_org_id.as_deref(),
+                child.issued_at,
+                child.generation,
+            )
+            .await?;
+            return Ok(token_pair_response(
+                &state,
+                TokenPair {
+                    access_token,
+                    refresh_token: successor,
+                },
+            ));
         }
     }
     if record.spent_reason.as_deref() == Some("rotated") {
