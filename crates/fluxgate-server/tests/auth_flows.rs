@@ -1,4 +1,5 @@
 //! Every user-authentication flow over real HTTP, on SQLite and PostgreSQL.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
 mod common;
 

@@ -31,7 +31,7 @@ impl From<sqlx::Error> for StoreError {
             | sqlx::Error::PoolTimedOut
             | sqlx::Error::PoolClosed
             | sqlx::Error::WorkerCrashed => StoreError::Unavailable(error),
-            sqlx::Error::Database(db) if is_unavailable_code(db.code().as_deref()) => {
+            sqlx::Error::Database(db) if is_unavailable(db.code().as_deref(), db.message()) => {
                 StoreError::Unavailable(error)
             }
             _ => StoreError::Other(error),
@@ -39,17 +39,16 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
-/// PostgreSQL's "cannot connect now" / shutdown classes and SQLite's busy/locked codes.
-fn is_unavailable_code(code: Option<&str>) -> bool {
-    match code {
-        Some(c) => {
-            c.starts_with("08")
-                || c.starts_with("57P")
-                || c == "53300"
-                || c == "5"
-                || c == "6"
-                || c == "517"
-        }
-        None => false,
-    }
+/// Errors that mean "the database cannot serve right now" rather than "this request is wrong":
+/// PostgreSQL's connection (08), resource (53), operator-intervention (57P), authorization (28)
+/// and missing-database (3D000) classes, a database closed to connections (55000 with that
+/// message), and SQLite's busy (5), locked (6) and busy-recovery (261, 517) codes.
+fn is_unavailable(code: Option<&str>, message: &str) -> bool {
+    let Some(code) = code else { return false };
+    ["08", "53", "57P", "28"]
+        .iter()
+        .any(|class| code.starts_with(class))
+        || code == "3D000"
+        || (code == "55000" && message.contains("accepting connections"))
+        || ["5", "6", "261", "517"].contains(&code)
 }

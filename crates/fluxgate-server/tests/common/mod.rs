@@ -1,5 +1,6 @@
 //! Test kit: boots the real router on a random port against a fresh SQLite file or a fresh
 //! PostgreSQL database, with a local SMTP sink receiving the real mail, and a reqwest client.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 #![allow(dead_code)]
 
 pub mod smtp;

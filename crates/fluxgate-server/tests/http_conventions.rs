@@ -1,0 +1,285 @@
+//! Wire conventions every route shares: request ids, the error envelope for unknown routes and
+//! methods, health and readiness, metrics, the OpenAPI document, and 503 while the database is away.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
+mod common;
+
+use common::{body, expect_error, Backend, TestApp};
+use reqwest::Method;
+use serde_json::json;
+use sqlx::Connection;
+use std::time::Duration;
+
+both_backends!(
+    every_response_carries_a_request_id,
+    unknown_routes_and_methods_answer_the_envelope,
+    health_readiness_and_metrics,
+    openapi_document_covers_every_route,
+);
+
+async fn every_response_carries_a_request_id(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let fresh = app
+        .client
+        .get(app.url("/healthz"))
+        .send()
+        .await
+        .expect("send");
+    let id = fresh
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    assert!(id.starts_with("req_") && id.len() == 30, "{id}");
+    let honoured = app
+        .client
+        .get(app.url("/nope"))
+        .header("x-request-id", "trace-abc-123")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(
+        honoured
+            .headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok()),
+        Some("trace-abc-123")
+    );
+    let other = app
+        .client
+        .get(app.url("/healthz"))
+        .send()
+        .await
+        .expect("send");
+    assert_ne!(
+        other
+            .headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok()),
+        Some(id.as_str())
+    );
+    app.stop().await;
+}
+
+async fn unknown_routes_and_methods_answer_the_envelope(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    expect_error(
+        app.client
+            .get(app.url("/api/v1/nothing-here"))
+            .send()
+            .await
+            .expect("send"),
+        404,
+        "NOT_FOUND",
+    )
+    .await;
+    expect_error(
+        app.client.get(app.url("/")).send().await.expect("send"),
+        404,
+        "NOT_FOUND",
+    )
+    .await;
+    let wrong = app
+        .call(Method::GET, "/api/v1/auth/login", None, None)
+        .await;
+    expect_error(wrong, 405, "METHOD_NOT_ALLOWED").await;
+    let wrong = app
+        .call(Method::PUT, "/healthz", None, Some(json!({})))
+        .await;
+    expect_error(wrong, 405, "METHOD_NOT_ALLOWED").await;
+    let unauthenticated = app.call(Method::GET, "/api/v1/auth/me", None, None).await;
+    let error = expect_error(unauthenticated, 401, "UNAUTHORIZED").await;
+    assert_eq!(error["message"], "missing, invalid or expired credentials");
+    app.stop().await;
+}
+
+async fn health_readiness_and_metrics(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let health = body(
+        app.client
+            .get(app.url("/healthz"))
+            .send()
+            .await
+            .expect("send"),
+    )
+    .await;
+    assert_eq!(health["data"]["status"], "ok");
+    let ready = body(
+        app.client
+            .get(app.url("/readyz"))
+            .send()
+            .await
+            .expect("send"),
+    )
+    .await;
+    assert_eq!(ready["data"]["status"], "ready");
+    let expected = if backend == Backend::Sqlite {
+        "sqlite"
+    } else {
+        "postgres"
+    };
+    assert_eq!(ready["data"]["database"], expected);
+    app.post(
+        "/api/v1/auth/login",
+        json!({ "email": "x@example.com", "password": "whatever123" }),
+    )
+    .await;
+    let metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .expect("send")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains(r#"fluxgate_http_requests_total{method="POST",route="/api/v1/auth/login",status="401"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("fluxgate_http_request_duration_seconds_bucket"),
+        "{metrics}"
+    );
+    app.stop().await;
+}
+
+async fn openapi_document_covers_every_route(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let doc = body(
+        app.client
+            .get(app.url("/api/v1/openapi.json"))
+            .send()
+            .await
+            .expect("send"),
+    )
+    .await;
+    assert!(doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")));
+    let paths = doc["paths"].as_object().expect("paths");
+    let expected = [
+        ("/api/v1/auth/signup", "post"),
+        ("/api/v1/auth/verify-email", "post"),
+        ("/api/v1/auth/resend-verification", "post"),
+        ("/api/v1/auth/login", "post"),
+        ("/api/v1/auth/refresh", "post"),
+        ("/api/v1/auth/logout", "post"),
+        ("/api/v1/auth/password/forgot", "post"),
+        ("/api/v1/auth/password/reset", "post"),
+        ("/api/v1/auth/me", "get"),
+        ("/api/v1/auth/sessions", "get"),
+        ("/api/v1/auth/sessions/{session_id}", "delete"),
+        ("/api/v1/auth/switch-org", "post"),
+        ("/api/v1/openapi.json", "get"),
+        ("/.well-known/jwks.json", "get"),
+        ("/healthz", "get"),
+        ("/readyz", "get"),
+        ("/metrics", "get"),
+    ];
+    for (path, method) in expected {
+        assert!(
+            paths.get(path).and_then(|p| p.get(method)).is_some(),
+            "{method} {path} missing from the OpenAPI document"
+        );
+    }
+    // and every documented route answers something other than the 404 fallback
+    for (path, method) in expected {
+        let path = path.replace("{session_id}", "ses_01HZZZZZZZZZZZZZZZZZZZZZZZ");
+        let m = Method::from_bytes(method.to_uppercase().as_bytes()).expect("method");
+        let response = app
+            .client
+            .request(m, app.url(&path))
+            .send()
+            .await
+            .expect("send");
+        let status = response.status().as_u16();
+        let code = body_code(response).await;
+        assert!(
+            !(status == 404 && code.as_deref() == Some("NOT_FOUND") && !path.contains("sessions/")),
+            "{method} {path} is documented but not routed"
+        );
+    }
+    app.stop().await;
+}
+
+async fn body_code(response: reqwest::Response) -> Option<String> {
+    let text = response.text().await.ok()?;
+    let value: serde_json::Value = serde_json::from_str(&text).ok()?;
+    value["error"]["code"].as_str().map(str::to_owned)
+}
+
+/// PostgreSQL only: the database refusing connections answers 503 UNAVAILABLE, never a crash or
+/// a hang, and service resumes by itself when it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_outage_answers_503_and_recovers() {
+    let app = TestApp::spawn(Backend::Postgres).await;
+    app.signup_verified("uma@example.com", None).await;
+    let admin_url = std::env::var("FLUXGATE_TEST_POSTGRES_URL").expect("scripts/test sets it");
+    let database = app
+        .database_url
+        .rsplit('/')
+        .next()
+        .expect("db name")
+        .to_string();
+    let mut admin = sqlx::PgConnection::connect(&admin_url)
+        .await
+        .expect("admin connection");
+    sqlx::query(&format!(
+        "ALTER DATABASE {database} ALLOW_CONNECTIONS false"
+    ))
+    .execute(&mut admin)
+    .await
+    .expect("block");
+    sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1")
+        .bind(&database)
+        .execute(&mut admin)
+        .await
+        .expect("terminate");
+
+    let started = std::time::Instant::now();
+    let ready = app
+        .client
+        .get(app.url("/readyz"))
+        .send()
+        .await
+        .expect("send");
+    expect_error(ready, 503, "UNAVAILABLE").await;
+    let login = app
+        .post(
+            "/api/v1/auth/login",
+            json!({ "email": "uma@example.com", "password": common::PASSWORD }),
+        )
+        .await;
+    expect_error(login, 503, "UNAVAILABLE").await;
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "503s must come promptly, not after a hang"
+    );
+    assert_eq!(
+        app.client
+            .get(app.url("/healthz"))
+            .send()
+            .await
+            .expect("send")
+            .status(),
+        200,
+        "the process lives on"
+    );
+
+    sqlx::query(&format!("ALTER DATABASE {database} ALLOW_CONNECTIONS true"))
+        .execute(&mut admin)
+        .await
+        .expect("unblock");
+    let recovered = common::eventually(Duration::from_secs(10), || async {
+        app.client
+            .get(app.url("/readyz"))
+            .send()
+            .await
+            .map(|r| r.status() == 200)
+            .unwrap_or(false)
+    })
+    .await;
+    assert!(recovered, "readiness did not recover");
+    app.login("uma@example.com", common::PASSWORD).await;
+    app.stop().await;
+}
