@@ -1,0 +1,231 @@
+//! `fluxgate-bench`: starts Fluxgate on loopback (SQLite in a temp dir, or the PostgreSQL named
+//! by `--database-url`) and measures scenarios over real HTTP with concurrent keep-alive clients,
+//! printing requests/second and latency percentiles as a Markdown table.
+
+use anyhow::Context;
+use clap::Parser;
+use fluxgate_server::config::Config;
+use reqwest::Client;
+use serde_json::{json, Value};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Parser)]
+#[command(about = "Measure Fluxgate over real HTTP on loopback")]
+struct Args {
+    /// Seconds each scenario runs.
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    /// Concurrent connections (in-flight requests).
+    #[arg(long, default_value_t = 64)]
+    connections: usize,
+    /// Concurrent connections for login (argon2-bound; more only queues).
+    #[arg(long, default_value_t = 8)]
+    login_connections: usize,
+    /// Database to bench against (default: SQLite in a temp dir).
+    #[arg(long)]
+    database_url: Option<String>,
+    /// Only these scenarios (comma-separated): floor, me, refresh, login, argon2.
+    #[arg(long)]
+    only: Option<String>,
+}
+
+/// Latency samples and a count of one scenario.
+struct Outcome {
+    name: String,
+    connections: usize,
+    latencies: Vec<Duration>,
+    errors: usize,
+    elapsed: Duration,
+}
+
+impl Outcome {
+    fn percentile(&self, p: f64) -> Duration {
+        if self.latencies.is_empty() {
+            return Duration::ZERO;
+        }
+        let index = ((self.latencies.len() as f64 - 1.0) * p).round() as usize;
+        self.latencies[index]
+    }
+
+    fn row(&self) -> String {
+        let ok = self.latencies.len();
+        format!(
+            "| {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {} |",
+            self.name,
+            self.connections,
+            ok as f64 / self.elapsed.as_secs_f64(),
+            self.percentile(0.50).as_secs_f64() * 1000.0,
+            self.percentile(0.99).as_secs_f64() * 1000.0,
+            self.percentile(0.999).as_secs_f64() * 1000.0,
+            self.errors,
+        )
+    }
+}
+
+/// Runs `request` from `connections` concurrent loops for `duration`, after a short warm-up.
+async fn drive<F, Fut>(name: &str, connections: usize, duration: Duration, request: F) -> Outcome
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = bool> + Send,
+{
+    let request = Arc::new(request);
+    let warm_until = Instant::now() + Duration::from_secs(1);
+    let stop_at = warm_until + duration;
+    let mut tasks = Vec::new();
+    for worker in 0..connections {
+        let request = request.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut errors = 0;
+            let mut n = worker;
+            loop {
+                let started = Instant::now();
+                if started >= stop_at {
+                    break;
+                }
+                let ok = request(n).await;
+                n += connections;
+                if started >= warm_until {
+                    if ok {
+                        latencies.push(started.elapsed());
+                    } else {
+                        errors += 1;
+                    }
+                }
+            }
+            (latencies, errors)
+        }));
+    }
+    let mut latencies = Vec::new();
+    let mut errors = 0;
+    for task in tasks {
+        if let Ok((l, e)) = task.await {
+            latencies.extend(l);
+            errors += e;
+        }
+    }
+    latencies.sort();
+    Outcome { name: name.into(), connections, latencies, errors, elapsed: duration }
+}
+
+async fn post(client: &Client, url: &str, body: &Value) -> Option<Value> {
+    let response = client.post(url).json(body).send().await.ok()?;
+    if !response.status().is_success() {
+        return None;
+    }
+    response.json().await.ok()
+}
+
+/// A bare axum handler returning a constant: the floor any route is compared with.
+async fn start_floor() -> anyhow::Result<String> {
+    let app = axum::Router::new().route("/", axum::routing::get(|| async { axum::Json(json!({ "data": { "ok": true } })) }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok(format!("http://{addr}/"))
+}
+
+fn argon2_cost(samples: u32) -> anyhow::Result<Duration> {
+    use argon2::password_hash::{rand_core::OsRng, PasswordHasher, SaltString};
+    let argon2 = argon2::Argon2::default();
+    let started = Instant::now();
+    for _ in 0..samples {
+        let salt = SaltString::generate(&mut OsRng);
+        argon2.hash_password(b"benchmark passphrase", &salt).map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    Ok(started.elapsed() / samples)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let wanted = |name: &str| args.only.as_deref().is_none_or(|o| o.split(',').any(|s| s.trim() == name));
+    let duration = Duration::from_secs(args.duration);
+    let dir = tempfile::tempdir()?;
+    let database_url = args.database_url.clone().unwrap_or_else(|| format!("sqlite://{}/fluxgate.db", dir.path().display()));
+    let table: toml::Table = format!(
+        "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\ndatabase_url = \"{}\"\nlog_level = \"error\"\n\
+         [auth]\nrequire_email_verification = false\ncookie_secure = false\nlockout_threshold = 1000\n",
+        dir.path().display(),
+        database_url
+    )
+    .parse()?;
+    let config = Config::from_table(&table).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let server = fluxgate_server::server::start(config).await.context("starting fluxgate")?;
+    let base = format!("http://{}/api/v1", server.addr);
+    let client = Client::builder().pool_max_idle_per_host(1024).build()?;
+    let password = "benchmark passphrase";
+    let email = "bench@example.com";
+    post(&client, &format!("{base}/auth/signup"), &json!({ "email": email, "password": password, "organization_name": "Bench" }))
+        .await
+        .context("signup")?;
+
+    println!("| scenario | connections | req/s | p50 ms | p99 ms | p99.9 ms | errors |");
+    println!("|---|---|---|---|---|---|---|");
+    if wanted("floor") {
+        let url = start_floor().await?;
+        let c = client.clone();
+        let outcome = drive("bare axum handler (floor)", args.connections, duration, move |_| {
+            let (c, url) = (c.clone(), url.clone());
+            async move { c.get(&url).send().await.map(|r| r.status().is_success()).unwrap_or(false) }
+        })
+        .await;
+        println!("{}", outcome.row());
+    }
+    if wanted("me") {
+        let tokens = post(&client, &format!("{base}/auth/login"), &json!({ "email": email, "password": password })).await.context("login")?;
+        let access = tokens["data"]["access_token"].as_str().unwrap_or_default().to_string();
+        let (c, url) = (client.clone(), format!("{base}/auth/me"));
+        let outcome = drive("GET /auth/me (JWT verify + 3 reads)", args.connections, duration, move |_| {
+            let (c, url, access) = (c.clone(), url.clone(), access.clone());
+            async move { c.get(&url).bearer_auth(access).send().await.map(|r| r.status().is_success()).unwrap_or(false) }
+        })
+        .await;
+        println!("{}", outcome.row());
+    }
+    if wanted("refresh") {
+        // one session per connection, each refreshing its own chain
+        let mut chains = Vec::new();
+        for _ in 0..args.connections {
+            let tokens = post(&client, &format!("{base}/auth/login"), &json!({ "email": email, "password": password })).await.context("login")?;
+            chains.push(Arc::new(tokio::sync::Mutex::new(tokens["data"]["refresh_token"].as_str().unwrap_or_default().to_string())));
+        }
+        let chains = Arc::new(chains);
+        let (c, url) = (client.clone(), format!("{base}/auth/refresh"));
+        let connections = args.connections;
+        let outcome = drive("POST /auth/refresh (rotation)", args.connections, duration, move |n| {
+            let (c, url, chains) = (c.clone(), url.clone(), chains.clone());
+            async move {
+                let chain = chains[n % connections].clone();
+                let mut token = chain.lock().await;
+                match post(&c, &url, &json!({ "refresh_token": *token })).await {
+                    Some(v) => {
+                        *token = v["data"]["refresh_token"].as_str().unwrap_or_default().to_string();
+                        true
+                    }
+                    None => false,
+                }
+            }
+        })
+        .await;
+        println!("{}", outcome.row());
+    }
+    if wanted("login") {
+        let (c, url) = (client.clone(), format!("{base}/auth/login"));
+        let outcome = drive("POST /auth/login (argon2id)", args.login_connections, duration, move |_| {
+            let (c, url) = (c.clone(), url.clone());
+            async move { post(&c, &url, &json!({ "email": email, "password": password })).await.is_some() }
+        })
+        .await;
+        println!("{}", outcome.row());
+    }
+    if wanted("argon2") {
+        let cost = tokio::task::spawn_blocking(|| argon2_cost(20)).await??;
+        println!("\nargon2id (m=19456 KiB, t=2, p=1): {:.1} ms per hash on one core", cost.as_secs_f64() * 1000.0);
+    }
+    println!("\nbackend: {}", server.state.store.backend());
+    server.stop().await?;
+    Ok(())
+}
