@@ -107,7 +107,13 @@ where
         }
     }
     latencies.sort();
-    Outcome { name: name.into(), connections, latencies, errors, elapsed: duration }
+    Outcome {
+        name: name.into(),
+        connections,
+        latencies,
+        errors,
+        elapsed: duration,
+    }
 }
 
 async fn post(client: &Client, url: &str, body: &Value) -> Option<Value> {
@@ -120,7 +126,10 @@ async fn post(client: &Client, url: &str, body: &Value) -> Option<Value> {
 
 /// A bare axum handler returning a constant: the floor any route is compared with.
 async fn start_floor() -> anyhow::Result<String> {
-    let app = axum::Router::new().route("/", axum::routing::get(|| async { axum::Json(json!({ "data": { "ok": true } })) }));
+    let app = axum::Router::new().route(
+        "/",
+        axum::routing::get(|| async { axum::Json(json!({ "data": { "ok": true } })) }),
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     tokio::spawn(async move { axum::serve(listener, app).await });
@@ -133,7 +142,9 @@ fn argon2_cost(samples: u32) -> anyhow::Result<Duration> {
     let started = Instant::now();
     for _ in 0..samples {
         let salt = SaltString::generate(&mut OsRng);
-        argon2.hash_password(b"benchmark passphrase", &salt).map_err(|e| anyhow::anyhow!("{e}"))?;
+        argon2
+            .hash_password(b"benchmark passphrase", &salt)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
     }
     Ok(started.elapsed() / samples)
 }
@@ -141,10 +152,17 @@ fn argon2_cost(samples: u32) -> anyhow::Result<Duration> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let wanted = |name: &str| args.only.as_deref().is_none_or(|o| o.split(',').any(|s| s.trim() == name));
+    let wanted = |name: &str| {
+        args.only
+            .as_deref()
+            .is_none_or(|o| o.split(',').any(|s| s.trim() == name))
+    };
     let duration = Duration::from_secs(args.duration);
     let dir = tempfile::tempdir()?;
-    let database_url = args.database_url.clone().unwrap_or_else(|| format!("sqlite://{}/fluxgate.db", dir.path().display()));
+    let database_url = args
+        .database_url
+        .clone()
+        .unwrap_or_else(|| format!("sqlite://{}/fluxgate.db", dir.path().display()));
     let table: toml::Table = format!(
         "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\ndatabase_url = \"{}\"\nlog_level = \"error\"\n\
          [auth]\nrequire_email_verification = false\ncookie_secure = false\nlockout_threshold = 1000\n",
@@ -153,35 +171,73 @@ async fn main() -> anyhow::Result<()> {
     )
     .parse()?;
     let config = Config::from_table(&table).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let server = fluxgate_server::server::start(config).await.context("starting fluxgate")?;
+    let server = fluxgate_server::server::start(config)
+        .await
+        .context("starting fluxgate")?;
     let base = format!("http://{}/api/v1", server.addr);
     let client = Client::builder().pool_max_idle_per_host(1024).build()?;
     let password = "benchmark passphrase";
     let email = "bench@example.com";
-    post(&client, &format!("{base}/auth/signup"), &json!({ "email": email, "password": password, "organization_name": "Bench" }))
-        .await
-        .context("signup")?;
+    post(
+        &client,
+        &format!("{base}/auth/signup"),
+        &json!({ "email": email, "password": password, "organization_name": "Bench" }),
+    )
+    .await
+    .context("signup")?;
 
     println!("| scenario | connections | req/s | p50 ms | p99 ms | p99.9 ms | errors |");
     println!("|---|---|---|---|---|---|---|");
     if wanted("floor") {
         let url = start_floor().await?;
         let c = client.clone();
-        let outcome = drive("bare axum handler (floor)", args.connections, duration, move |_| {
-            let (c, url) = (c.clone(), url.clone());
-            async move { c.get(&url).send().await.map(|r| r.status().is_success()).unwrap_or(false) }
-        })
+        let outcome = drive(
+            "bare axum handler (floor)",
+            args.connections,
+            duration,
+            move |_| {
+                let (c, url) = (c.clone(), url.clone());
+                async move {
+                    c.get(&url)
+                        .send()
+                        .await
+                        .map(|r| r.status().is_success())
+                        .unwrap_or(false)
+                }
+            },
+        )
         .await;
         println!("{}", outcome.row());
     }
     if wanted("me") {
-        let tokens = post(&client, &format!("{base}/auth/login"), &json!({ "email": email, "password": password })).await.context("login")?;
-        let access = tokens["data"]["access_token"].as_str().unwrap_or_default().to_string();
+        let tokens = post(
+            &client,
+            &format!("{base}/auth/login"),
+            &json!({ "email": email, "password": password }),
+        )
+        .await
+        .context("login")?;
+        let access = tokens["data"]["access_token"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         let (c, url) = (client.clone(), format!("{base}/auth/me"));
-        let outcome = drive("GET /auth/me (JWT verify + 3 reads)", args.connections, duration, move |_| {
-            let (c, url, access) = (c.clone(), url.clone(), access.clone());
-            async move { c.get(&url).bearer_auth(access).send().await.map(|r| r.status().is_success()).unwrap_or(false) }
-        })
+        let outcome = drive(
+            "GET /auth/me (JWT verify + 3 reads)",
+            args.connections,
+            duration,
+            move |_| {
+                let (c, url, access) = (c.clone(), url.clone(), access.clone());
+                async move {
+                    c.get(&url)
+                        .bearer_auth(access)
+                        .send()
+                        .await
+                        .map(|r| r.status().is_success())
+                        .unwrap_or(false)
+                }
+            },
+        )
         .await;
         println!("{}", outcome.row());
     }
@@ -189,41 +245,72 @@ async fn main() -> anyhow::Result<()> {
         // one session per connection, each refreshing its own chain
         let mut chains = Vec::new();
         for _ in 0..args.connections {
-            let tokens = post(&client, &format!("{base}/auth/login"), &json!({ "email": email, "password": password })).await.context("login")?;
-            chains.push(Arc::new(tokio::sync::Mutex::new(tokens["data"]["refresh_token"].as_str().unwrap_or_default().to_string())));
+            let tokens = post(
+                &client,
+                &format!("{base}/auth/login"),
+                &json!({ "email": email, "password": password }),
+            )
+            .await
+            .context("login")?;
+            chains.push(Arc::new(tokio::sync::Mutex::new(
+                tokens["data"]["refresh_token"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            )));
         }
         let chains = Arc::new(chains);
         let (c, url) = (client.clone(), format!("{base}/auth/refresh"));
         let connections = args.connections;
-        let outcome = drive("POST /auth/refresh (rotation)", args.connections, duration, move |n| {
-            let (c, url, chains) = (c.clone(), url.clone(), chains.clone());
-            async move {
-                let chain = chains[n % connections].clone();
-                let mut token = chain.lock().await;
-                match post(&c, &url, &json!({ "refresh_token": *token })).await {
-                    Some(v) => {
-                        *token = v["data"]["refresh_token"].as_str().unwrap_or_default().to_string();
-                        true
+        let outcome = drive(
+            "POST /auth/refresh (rotation)",
+            args.connections,
+            duration,
+            move |n| {
+                let (c, url, chains) = (c.clone(), url.clone(), chains.clone());
+                async move {
+                    let chain = chains[n % connections].clone();
+                    let mut token = chain.lock().await;
+                    match post(&c, &url, &json!({ "refresh_token": *token })).await {
+                        Some(v) => {
+                            *token = v["data"]["refresh_token"]
+                                .as_str()
+                                .unwrap_or_default()
+                                .to_string();
+                            true
+                        }
+                        None => false,
                     }
-                    None => false,
                 }
-            }
-        })
+            },
+        )
         .await;
         println!("{}", outcome.row());
     }
     if wanted("login") {
         let (c, url) = (client.clone(), format!("{base}/auth/login"));
-        let outcome = drive("POST /auth/login (argon2id)", args.login_connections, duration, move |_| {
-            let (c, url) = (c.clone(), url.clone());
-            async move { post(&c, &url, &json!({ "email": email, "password": password })).await.is_some() }
-        })
+        let outcome = drive(
+            "POST /auth/login (argon2id)",
+            args.login_connections,
+            duration,
+            move |_| {
+                let (c, url) = (c.clone(), url.clone());
+                async move {
+                    post(&c, &url, &json!({ "email": email, "password": password }))
+                        .await
+                        .is_some()
+                }
+            },
+        )
         .await;
         println!("{}", outcome.row());
     }
     if wanted("argon2") {
         let cost = tokio::task::spawn_blocking(|| argon2_cost(20)).await??;
-        println!("\nargon2id (m=19456 KiB, t=2, p=1): {:.1} ms per hash on one core", cost.as_secs_f64() * 1000.0);
+        println!(
+            "\nargon2id (m=19456 KiB, t=2, p=1): {:.1} ms per hash on one core",
+            cost.as_secs_f64() * 1000.0
+        );
     }
     println!("\nbackend: {}", server.state.store.backend());
     server.stop().await?;
