@@ -205,9 +205,33 @@ impl Catalog {
             .chain(self.product.iter().map(String::as_str))
     }
 
+    /// The product's own permissions, as configured.
+    pub fn product(&self) -> impl Iterator<Item = &str> {
+        self.product.iter().map(String::as_str)
+    }
+
     /// True when `permission` is a known concrete permission.
     pub fn contains(&self, permission: &str) -> bool {
         self.all().any(|p| p == permission)
+    }
+
+    /// Checks that a pattern names something this instance knows: a concrete permission must be
+    /// in the catalog; a wildcard must match at least one catalog permission.
+    pub fn check_known(&self, pattern: &PermissionPattern) -> Result<(), String> {
+        if pattern.is_wildcard() {
+            if self.all().any(|p| pattern.matches(p)) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "`{}` matches no known permission",
+                    pattern.as_str()
+                ))
+            }
+        } else if self.contains(pattern.as_str()) {
+            Ok(())
+        } else {
+            Err(format!("`{}` is not a known permission", pattern.as_str()))
+        }
     }
 
     /// The permissions that holding `permission` implies (not including itself).
@@ -235,6 +259,11 @@ impl Grants {
             patterns,
             operator_org,
         }
+    }
+
+    /// Everything (`*`) within an org that is (or is not) the operator org.
+    pub fn everything(operator_org: bool) -> Self {
+        Self::new(vec![PermissionPattern("*".into())], operator_org)
     }
 
     /// The patterns as held.
@@ -267,6 +296,15 @@ impl Grants {
         } else {
             self.allows(pattern.as_str(), catalog)
         }
+    }
+
+    /// Does this set cover every one of `patterns`? (See [`Grants::covers`].)
+    pub fn covers_all<'a>(
+        &self,
+        patterns: impl IntoIterator<Item = &'a PermissionPattern>,
+        catalog: &Catalog,
+    ) -> bool {
+        patterns.into_iter().all(|p| self.covers(p, catalog))
     }
 
     /// Every catalog permission this set grants, sorted: what goes into a token's `perms`.
@@ -308,7 +346,7 @@ impl BuiltinRole {
         Self::ALL.into_iter().find(|r| r.name() == name)
     }
 
-    /// The role's permission patterns.
+    /// The role's platform permissions (the owner's `*` stands for everything).
     pub fn permissions(self) -> &'static [&'static str] {
         match self {
             Self::Owner => &["*"],
@@ -344,12 +382,23 @@ impl BuiltinRole {
         }
     }
 
-    /// The role's patterns, parsed.
-    pub fn patterns(self) -> Vec<PermissionPattern> {
-        self.permissions()
+    /// True when the role also holds every product scope of the catalog: admins and developers
+    /// do, so that they can issue keys carrying them; viewers do not.
+    pub fn holds_product_scopes(self) -> bool {
+        matches!(self, Self::Admin | Self::Developer)
+    }
+
+    /// The role's patterns in an instance with this catalog.
+    pub fn patterns(self, catalog: &Catalog) -> Vec<PermissionPattern> {
+        let mut patterns: Vec<PermissionPattern> = self
+            .permissions()
             .iter()
             .map(|p| PermissionPattern(String::from(*p)))
-            .collect()
+            .collect();
+        if self.holds_product_scopes() {
+            patterns.extend(catalog.product().map(|p| PermissionPattern(p.to_owned())));
+        }
+        patterns
     }
 }
 
@@ -431,29 +480,59 @@ mod tests {
     #[test]
     fn operator_permissions_stay_in_the_operator_org() {
         let c = catalog();
-        let customer_owner = Grants::new(BuiltinRole::Owner.patterns(), false);
+        let customer_owner = Grants::new(BuiltinRole::Owner.patterns(&c), false);
         assert!(customer_owner.allows("keys:write", &c));
         assert!(!customer_owner.allows("admin:orgs", &c));
         assert!(!customer_owner
             .effective(&c)
             .iter()
             .any(|p| p == "keys:verify"));
-        let operator_owner = Grants::new(BuiltinRole::Owner.patterns(), true);
+        let operator_owner = Grants::new(BuiltinRole::Owner.patterns(&c), true);
         assert!(operator_owner.allows("admin:orgs", &c));
     }
 
     #[test]
     fn covers_stops_escalation() {
         let c = catalog();
-        let admin = Grants::new(BuiltinRole::Admin.patterns(), false);
+        let admin = Grants::new(BuiltinRole::Admin.patterns(&c), false);
         assert!(admin.covers(&pat("keys:read"), &c));
         // admin holds keys:read and keys:write, not keys:* (which would cover future keys:… too)
         assert!(!admin.covers(&pat("keys:*"), &c));
         assert!(!admin.covers(&pat("*"), &c));
         assert!(!admin.covers(&pat("org:delete"), &c));
-        let owner = Grants::new(BuiltinRole::Owner.patterns(), false);
+        let owner = Grants::new(BuiltinRole::Owner.patterns(&c), false);
         assert!(owner.covers(&pat("*"), &c));
         assert!(owner.covers(&pat("keys:*"), &c));
+    }
+
+    #[test]
+    fn builtin_roles_and_product_scopes() {
+        let c = catalog();
+        let grants = |r: BuiltinRole| Grants::new(r.patterns(&c), false);
+        assert!(grants(BuiltinRole::Developer).allows("pix:write", &c));
+        assert!(grants(BuiltinRole::Admin).allows("read", &c));
+        assert!(!grants(BuiltinRole::Viewer).allows("read", &c));
+        assert!(!grants(BuiltinRole::Viewer).allows("keys:write", &c));
+        assert!(!grants(BuiltinRole::Admin).allows("org:delete", &c));
+        assert!(grants(BuiltinRole::Owner).allows("org:delete", &c));
+        // each role covers the ones below it, never the ones above
+        let order = BuiltinRole::ALL;
+        for (i, higher) in order.iter().enumerate() {
+            for (j, lower) in order.iter().enumerate() {
+                let covered = grants(*higher).covers_all(&lower.patterns(&c), &c);
+                assert_eq!(covered, i <= j, "{} covers {}", higher.name(), lower.name());
+            }
+        }
+    }
+
+    #[test]
+    fn patterns_must_name_known_permissions() {
+        let c = catalog();
+        assert!(c.check_known(&pat("keys:read")).is_ok());
+        assert!(c.check_known(&pat("pix:*")).is_ok());
+        assert!(c.check_known(&pat("*")).is_ok());
+        assert!(c.check_known(&pat("keys:frobnicate")).is_err());
+        assert!(c.check_known(&pat("nothing:*")).is_err());
     }
 
     #[test]
@@ -501,6 +580,26 @@ mod tests {
             // if p subsumes q, whatever q matches p matches too
             if pat(&p).subsumes(&pat(&q)) && pat(&q).matches(&x) {
                 prop_assert!(pat(&p).matches(&x));
+            }
+        }
+
+        #[test]
+        fn covering_a_set_means_holding_all_it_grants(
+            held in prop::collection::vec(pattern(), 0..4),
+            granted in prop::collection::vec(pattern(), 0..4),
+            operator in any::<bool>(),
+        ) {
+            // the anti-escalation rule: whoever covers a role can already do all the role can
+            let c = catalog();
+            let parse = |v: &[String]| v.iter().map(|p| pat(p)).collect::<Vec<_>>();
+            let held = Grants::new(parse(&held), operator);
+            let granted_patterns = parse(&granted);
+            let role = Grants::new(granted_patterns.clone(), operator);
+            if held.covers_all(&granted_patterns, &c) {
+                for permission in c.all() {
+                    prop_assert!(!role.allows(permission, &c) || held.allows(permission, &c),
+                        "role grants {} which the holder lacks", permission);
+                }
             }
         }
 

@@ -59,9 +59,64 @@ impl FieldErrors {
     }
 }
 
+/// A trimmed, single-line text of 1 to `max` characters (names, labels, external ids).
+pub fn single_line(input: &str, max: usize) -> Result<String, String> {
+    let text = input.trim();
+    if text.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if text.chars().count() > max {
+        return Err(format!("must be at most {max} characters"));
+    }
+    if text.chars().any(char::is_control) {
+        return Err("must not contain control characters".into());
+    }
+    Ok(text.to_owned())
+}
+
+/// A lowercase slug of 1 to 64 characters: `a-z`, `0-9`, `_`, `-`, starting with a letter or
+/// digit (role names).
+pub fn slug(input: &str) -> Result<String, String> {
+    let valid = !input.is_empty()
+        && input.len() <= 64
+        && input.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && input
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+    if valid {
+        Ok(input.to_owned())
+    } else {
+        Err(
+            "must be 1-64 characters of a-z, 0-9, `_` and `-`, starting with a letter or digit"
+                .into(),
+        )
+    }
+}
+
 impl std::fmt::Display for FieldErrors {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let parts: Vec<String> = self.iter().map(|(k, v)| format!("{k}: {v}")).collect();
         f.write_str(&parts.join("; "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn single_line_text() {
+        assert_eq!(single_line("  Acme  ", 10), Ok("Acme".into()));
+        assert!(single_line("   ", 10).is_err());
+        assert!(single_line("abcdefghijk", 10).is_err());
+        assert!(single_line("a\nb", 10).is_err());
+    }
+
+    #[test]
+    fn slugs() {
+        assert!(slug("billing-admin_2").is_ok());
+        for bad in ["", "-x", "Upper", "with space", &"x".repeat(65)] {
+            assert!(slug(bad).is_err(), "{bad}");
+        }
     }
 }

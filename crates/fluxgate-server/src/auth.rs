@@ -9,9 +9,7 @@ use axum::http::{header, request::Parts, HeaderMap, HeaderValue, Method};
 use axum::response::{IntoResponse, Response};
 use axum_extra::extract::cookie::{Cookie, SameSite};
 use fluxgate_core::claims::AccessClaims;
-use fluxgate_core::permission::{BuiltinRole, Grants, PermissionPattern};
 use fluxgate_core::secret::Secret;
-use fluxgate_store::MembershipRecord;
 use serde_json::json;
 
 /// Name of the access-token cookie.
@@ -127,22 +125,6 @@ fn origin_of(url: &str) -> &str {
     }
 }
 
-/// What a membership grants, from its built-in or custom role.
-pub async fn grants_of(state: &AppState, membership: &MembershipRecord) -> ApiResult<Grants> {
-    let patterns = match BuiltinRole::from_name(&membership.role) {
-        Some(role) => role.patterns(),
-        None => state
-            .store
-            .custom_role_permissions(&membership.org_id, &membership.role)
-            .await?
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|p| PermissionPattern::parse(p).ok())
-            .collect(),
-    };
-    Ok(Grants::new(patterns, membership.is_operator))
-}
-
 /// A freshly issued access + refresh token pair.
 pub struct TokenPair {
     /// The signed JWT.
@@ -169,7 +151,9 @@ pub async fn sign_access_token(
         Some(m) => (
             Some(m.org_id.clone()),
             Some(m.role.clone()),
-            grants_of(state, m).await?.effective(&state.config.catalog),
+            crate::access::grants_of(state, m)
+                .await?
+                .effective(&state.config.catalog),
         ),
         None => (None, None, Vec::new()),
     };

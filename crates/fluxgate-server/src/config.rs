@@ -77,6 +77,8 @@ pub struct AuthConfig {
     pub audience: String,
     /// Lifetime of email verification links.
     pub verification_ttl: Duration,
+    /// How long an invitation to an org stays valid.
+    pub invitation_ttl: Duration,
     /// Lifetime of password reset links.
     pub reset_ttl: Duration,
     /// Failed logins that lock an address.
@@ -232,6 +234,7 @@ impl Config {
             cookie_secure: r.bool("auth.cookie_secure", true),
             audience: r.string("auth.audience", "fluxgate"),
             verification_ttl: r.duration("auth.verification_ttl", "24h"),
+            invitation_ttl: r.duration("auth.invitation_ttl", "7d"),
             reset_ttl: r.duration("auth.reset_ttl", "1h"),
             lockout_threshold: r.integer("auth.lockout_threshold", 5, 1, 1000) as u32,
             lockout_window: r.duration("auth.lockout_window", "15m"),
@@ -353,6 +356,7 @@ impl Config {
             format!("cookie_secure = {}", self.auth.cookie_secure),
             format!("audience = \"{}\"", self.auth.audience),
             format!("verification_ttl = \"{}\"", d(self.auth.verification_ttl)),
+            format!("invitation_ttl = \"{}\"", d(self.auth.invitation_ttl)),
             format!("reset_ttl = \"{}\"", d(self.auth.reset_ttl)),
             format!("lockout_threshold = {}", self.auth.lockout_threshold),
             format!("lockout_window = \"{}\"", d(self.auth.lockout_window)),

@@ -32,6 +32,9 @@ pub enum ApiError {
     /// Authenticated but lacking a permission.
     #[error("missing permission {0}")]
     Forbidden(String),
+    /// Authenticated, but this caller may not do this (for a reason other than a permission).
+    #[error("{0}")]
+    Refused(String),
     /// A cookie-authenticated state change from a foreign origin.
     #[error("cross-site request refused")]
     CrossSite,
@@ -99,6 +102,7 @@ impl ApiError {
                 details.insert("required_permission".into(), Value::from(permission.as_str()));
                 (StatusCode::FORBIDDEN, "FORBIDDEN", format!("this action requires the `{permission}` permission"))
             }
+            Self::Refused(message) => (StatusCode::FORBIDDEN, "FORBIDDEN", message.clone()),
             Self::CrossSite => (
                 StatusCode::FORBIDDEN,
                 "FORBIDDEN",

@@ -65,28 +65,95 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             if inner.is_syntax() || inner.is_eof() || inner.is_io() {
                 return Err(ApiError::BadRequest(format!("malformed JSON: {inner}")));
             }
-            let message = inner.to_string();
-            let path = error.path().to_string();
-            let field = if path == "." || path.is_empty() {
-                // "missing field `email` at line 1 column 2": the field is named in the message
-                message
-                    .split('`')
-                    .nth(1)
-                    .filter(|_| {
-                        message.starts_with("missing field") || message.starts_with("unknown field")
-                    })
-                    .unwrap_or("body")
-                    .to_owned()
-            } else {
-                path
-            };
-            let reason = message
-                .split(" at line ")
-                .next()
-                .unwrap_or(&message)
-                .to_owned();
-            Err(ApiError::field(&field, reason))
+            Err(field_error(&error.path().to_string(), &inner.to_string()))
         }
+    }
+}
+
+/// A 422 naming the field a deserializer stopped at (or named in its message).
+fn field_error(path: &str, message: &str) -> ApiError {
+    let field = if path == "." || path.is_empty() {
+        // "missing field `email` at line 1 column 2": the field is named in the message
+        message
+            .split('`')
+            .nth(1)
+            .filter(|_| {
+                message.starts_with("missing field") || message.starts_with("unknown field")
+            })
+            .unwrap_or("body")
+    } else {
+        path
+    };
+    let reason = message.split(" at line ").next().unwrap_or(message);
+    ApiError::field(field, reason)
+}
+
+/// Query parameters: 422 naming the parameter when one is malformed or unknown.
+#[derive(Debug)]
+pub struct ApiQuery<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let query = parts.uri.query().unwrap_or("");
+        let deserializer =
+            serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+        serde_path_to_error::deserialize(deserializer)
+            .map(ApiQuery)
+            .map_err(|error| field_error(&error.path().to_string(), &error.inner().to_string()))
+    }
+}
+
+/// Default and largest page sizes of list endpoints.
+const DEFAULT_LIMIT: u32 = 50;
+const MAX_LIMIT: u32 = 200;
+
+/// One page of a list: how many, and after which item (the previous page's `next_cursor`).
+#[derive(Debug, Clone)]
+pub struct Page {
+    /// Items wanted.
+    pub limit: u32,
+    /// Items after this id.
+    pub cursor: Option<String>,
+}
+
+impl Page {
+    /// Validates `?limit=` (1–200, default 50) and `?cursor=`.
+    pub fn new(limit: Option<u32>, cursor: Option<String>) -> Result<Self, ApiError> {
+        let limit = limit.unwrap_or(DEFAULT_LIMIT);
+        if !(1..=MAX_LIMIT).contains(&limit) {
+            return Err(ApiError::field(
+                "limit",
+                format!("must be between 1 and {MAX_LIMIT}"),
+            ));
+        }
+        let cursor = cursor.filter(|c| !c.is_empty());
+        if cursor.as_ref().is_some_and(|c| c.len() > 64) {
+            return Err(ApiError::field("cursor", "is not a cursor this API issued"));
+        }
+        Ok(Self { limit, cursor })
+    }
+
+    /// How many rows to fetch: one more than the page, to learn whether another page follows.
+    pub fn fetch(&self) -> i64 {
+        i64::from(self.limit) + 1
+    }
+
+    /// The list body: the page's items and the cursor of the next page, if there is one.
+    pub fn body<T>(
+        &self,
+        mut rows: Vec<T>,
+        id: impl Fn(&T) -> String,
+        json: impl Fn(&T) -> serde_json::Value,
+    ) -> serde_json::Value {
+        let more = rows.len() > self.limit as usize;
+        rows.truncate(self.limit as usize);
+        let next_cursor = if more { rows.last().map(&id) } else { None };
+        serde_json::json!({
+            "data": rows.iter().map(json).collect::<Vec<_>>(),
+            "next_cursor": next_cursor,
+        })
     }
 }
 

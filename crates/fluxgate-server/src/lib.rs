@@ -1,5 +1,6 @@
 //! The Fluxgate server: configuration, the HTTP API, background workers and admin commands.
 
+pub mod access;
 pub mod admin;
 pub mod audit;
 pub mod auth;

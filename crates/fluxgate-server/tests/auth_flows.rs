@@ -318,7 +318,7 @@ async fn verification_tokens_are_single_use_and_expire(backend: Backend) {
         t["auth"]
             .as_table_mut()
             .expect("auth")
-            .insert("verification_ttl".into(), "1s".into());
+            .insert("verification_ttl".into(), "3s".into()); // times are whole seconds: 2-3 s of life
     })
     .await;
     app.post(
@@ -327,7 +327,7 @@ async fn verification_tokens_are_single_use_and_expire(backend: Backend) {
     )
     .await;
     let token = smtp::token_in(&app.mail.wait_for("cy@example.com", "Verify").await.body);
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    tokio::time::sleep(Duration::from_millis(3500)).await;
     let expired = app
         .post("/api/v1/auth/verify-email", json!({ "token": token }))
         .await;

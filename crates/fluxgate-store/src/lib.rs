@@ -2,12 +2,14 @@
 //! text serving both), and the checked-in migrations of each backend.
 
 mod error;
+mod orgs;
 mod postgres;
 mod records;
 mod shared;
 mod sqlite;
 
 pub use error::StoreError;
+pub use orgs::OrgStore;
 pub use postgres::PostgresStore;
 pub use records::*;
 pub use sqlite::SqliteStore;
@@ -23,7 +25,7 @@ pub type StoreResult<T> = Result<T, StoreError>;
 /// transaction; a method that changes state takes the audit entry that records the change and
 /// writes it in the same transaction.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: OrgStore + Send + Sync + 'static {
     /// `sqlite` or `postgres`.
     fn backend(&self) -> &'static str;
     /// Applies pending migrations (PostgreSQL takes an advisory lock, so concurrent nodes are safe).

@@ -28,3 +28,4 @@ impl PostgresStore {
 }
 
 crate::shared::impl_store!(PostgresStore, Postgres, "postgres");
+crate::orgs::impl_org_store!(PostgresStore, Postgres);

@@ -227,3 +227,113 @@ pub struct AuditFilter {
     /// How many.
     pub limit: i64,
 }
+
+/// A member of an org, with the user's email and name.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct MemberRecord {
+    /// `usr_…`
+    pub user_id: String,
+    /// The user's email.
+    pub email: String,
+    /// The user's display name.
+    pub name: Option<String>,
+    /// Built-in or custom role name.
+    pub role: String,
+    /// When they joined (Unix seconds).
+    pub created_at: i64,
+}
+
+/// A custom role of an org.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct RoleRecord {
+    /// `rol_…`
+    pub id: String,
+    /// `org_…`
+    pub org_id: String,
+    /// Unique within the org; never a built-in role's name.
+    pub name: String,
+    /// What the role is for.
+    pub description: Option<String>,
+    /// JSON array of permission patterns.
+    pub permissions: String,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds.
+    pub updated_at: i64,
+}
+
+impl RoleRecord {
+    /// The permission patterns, parsed from their JSON text.
+    pub fn permission_list(&self) -> Vec<String> {
+        serde_json::from_str(&self.permissions).unwrap_or_default()
+    }
+}
+
+/// An invitation to join an org.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct InvitationRecord {
+    /// `inv_…`
+    pub id: String,
+    /// `org_…`
+    pub org_id: String,
+    /// The invited (normalised) address.
+    pub email: String,
+    /// The role granted on acceptance.
+    pub role: String,
+    /// SHA-256 of the mailed token.
+    pub token_hash: String,
+    /// The inviting user.
+    pub invited_by: Option<String>,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds.
+    pub expires_at: i64,
+    /// When it was accepted.
+    pub accepted_at: Option<i64>,
+    /// Who accepted it.
+    pub accepted_by: Option<String>,
+    /// When it was cancelled.
+    pub canceled_at: Option<i64>,
+}
+
+/// What became of a change to a membership.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemberChange {
+    /// Done.
+    Done,
+    /// No such member.
+    NotFound,
+    /// Refused: it would leave the org without an owner.
+    LastOwner,
+}
+
+/// What became of deleting a custom role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoleDeletion {
+    /// Deleted.
+    Deleted,
+    /// No such role in that org.
+    NotFound,
+    /// Refused: members or open invitations still hold it.
+    InUse,
+}
+
+/// What became of accepting an invitation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Acceptance {
+    /// The user is now a member.
+    Joined,
+    /// The invitation was accepted, cancelled or expired meanwhile.
+    Gone,
+    /// The user was a member already.
+    AlreadyMember,
+}
+
+/// Changes to an org's editable fields; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct OrgChanges {
+    /// A new name.
+    pub name: Option<String>,
+    /// A new external id (`Some(None)` clears it).
+    pub external_id: Option<Option<String>>,
+}

@@ -34,3 +34,4 @@ impl SqliteStore {
 }
 
 crate::shared::impl_store!(SqliteStore, Sqlite, "sqlite");
+crate::orgs::impl_org_store!(SqliteStore, Sqlite);

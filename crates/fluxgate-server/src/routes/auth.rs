@@ -655,7 +655,7 @@ async fn reset_password(
 }
 
 /// The current user, their memberships, and their effective permissions in the active org.
-#[utoipa::path(get, path = "/auth/me", tag = "auth", responses((status = 200, description = "the current user")))]
+#[utoipa::path(get, path = "/auth/me", tag = "auth", security(("bearer" = [])), responses((status = 200, description = "the current user")))]
 async fn me(State(state): State<AppState>, user: AuthUser) -> ApiResult<Json<Value>> {
     let record = state
         .store
@@ -673,7 +673,7 @@ async fn me(State(state): State<AppState>, user: AuthUser) -> ApiResult<Json<Val
         .as_deref()
         .and_then(|id| memberships.iter().find(|m| m.org_id == id));
     let permissions = match active {
-        Some(m) => crate::auth::grants_of(&state, m)
+        Some(m) => crate::access::grants_of(&state, m)
             .await?
             .effective(&state.config.catalog),
         None => Vec::new(),
@@ -692,7 +692,7 @@ async fn me(State(state): State<AppState>, user: AuthUser) -> ApiResult<Json<Val
 }
 
 /// The user's live sessions.
-#[utoipa::path(get, path = "/auth/sessions", tag = "auth", responses((status = 200, description = "sessions, newest first")))]
+#[utoipa::path(get, path = "/auth/sessions", tag = "auth", security(("bearer" = [])), responses((status = 200, description = "sessions, newest first")))]
 async fn list_sessions(State(state): State<AppState>, user: AuthUser) -> ApiResult<Json<Value>> {
     let sessions = state
         .store
@@ -717,7 +717,7 @@ async fn list_sessions(State(state): State<AppState>, user: AuthUser) -> ApiResu
 }
 
 /// Revokes one of the user's sessions (another user's answers 404).
-#[utoipa::path(delete, path = "/auth/sessions/{session_id}", tag = "auth",
+#[utoipa::path(delete, path = "/auth/sessions/{session_id}", tag = "auth", security(("bearer" = [])),
     params(("session_id" = String, Path, description = "ses_…")),
     responses((status = 204, description = "revoked"), (status = 404, description = "no such session of yours")))]
 async fn revoke_session(
@@ -750,7 +750,7 @@ pub struct SwitchOrgBody {
 }
 
 /// Makes another of the user's orgs active and returns a new token pair for it.
-#[utoipa::path(post, path = "/auth/switch-org", tag = "auth", request_body = SwitchOrgBody,
+#[utoipa::path(post, path = "/auth/switch-org", tag = "auth", security(("bearer" = [])), request_body = SwitchOrgBody,
     responses((status = 200, description = "new tokens acting in that org"), (status = 404, description = "not a member")))]
 async fn switch_org(
     State(state): State<AppState>,

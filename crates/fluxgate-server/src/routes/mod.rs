@@ -1,12 +1,16 @@
 //! The HTTP surface: every route, its OpenAPI description, and the middleware stack.
 
+pub mod audit_log;
 pub mod auth;
+pub mod invitations;
+pub mod orgs;
+pub mod roles;
 pub mod system;
 
 use crate::error::{ApiError, REQUEST_ID};
 use crate::metrics;
 use crate::state::AppState;
-use axum::extract::{DefaultBodyLimit, Request};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -24,15 +28,40 @@ use utoipa_axum::router::OpenApiRouter;
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Fluxgate", description = "Self-hosted authentication and API-key platform"),
+    modifiers(&BearerAuth),
     tags((name = "auth", description = "Accounts, sessions and tokens"),
+         (name = "orgs", description = "Organizations, members, roles, invitations and the audit log"),
+         (name = "admin", description = "Instance-wide operations for the operator org"),
          (name = "system", description = "Health, metrics, keys and this document"))
 )]
 struct ApiDoc;
 
+/// Declares the `bearer` scheme; each route's `security` lists the permission it requires.
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+    }
+}
+
 /// The complete application: routes, OpenAPI document, fallbacks and middleware.
 pub fn app(state: AppState) -> Router {
     let (router, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
-        .nest("/api/v1", auth::router().merge(system::api_router()))
+        .nest(
+            "/api/v1",
+            auth::router()
+                .merge(orgs::router())
+                .merge(roles::router())
+                .merge(invitations::router())
+                .merge(audit_log::router())
+                .merge(system::api_router()),
+        )
         .merge(system::root_router())
         .split_for_parts();
     system::publish_openapi(openapi);
@@ -51,7 +80,14 @@ pub fn app(state: AppState) -> Router {
                         .get("x-request-id")
                         .and_then(|v| v.to_str().ok())
                         .unwrap_or("");
-                    tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id = %id)
+                    // the route template, never the concrete path: paths can carry tokens
+                    // (`/invitations/{token}/accept`)
+                    let route = request
+                        .extensions()
+                        .get::<MatchedPath>()
+                        .map(MatchedPath::as_str)
+                        .unwrap_or("unmatched");
+                    tracing::info_span!("request", method = %request.method(), route = %route, request_id = %id)
                 }))
                 .layer(middleware::from_fn(request_id_scope))
                 .layer(CatchPanicLayer::custom(|_| {

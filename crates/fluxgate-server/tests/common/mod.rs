@@ -195,6 +195,75 @@ impl TestApp {
         body(response).await["data"].clone()
     }
 
+    /// A verified user without an org; returns their access token.
+    pub async fn user(&self, email: &str) -> String {
+        self.signup_verified(email, None).await;
+        self.login(email, PASSWORD).await["access_token"]
+            .as_str()
+            .expect("access token")
+            .to_owned()
+    }
+
+    /// A verified user owning a new org; returns (access token, org id).
+    pub async fn owner(&self, email: &str, org: &str) -> (String, String) {
+        let created = self.signup_verified(email, Some(org)).await;
+        let token = self.login(email, PASSWORD).await["access_token"]
+            .as_str()
+            .expect("access token")
+            .to_owned();
+        let org_id = created["organization"]["id"]
+            .as_str()
+            .expect("org id")
+            .to_owned();
+        (token, org_id)
+    }
+
+    /// Invites `email` with `role` (as `inviter`) and returns the token from the mail.
+    pub async fn invite(&self, inviter: &str, org_id: &str, email: &str, role: &str) -> String {
+        let address = email.to_lowercase(); // mail goes to the normalised address
+        let before = self
+            .mail
+            .all()
+            .iter()
+            .filter(|m| m.to.contains(&address) && m.subject.contains("invited"))
+            .count();
+        let response = self
+            .call(
+                Method::POST,
+                &format!("/api/v1/orgs/{org_id}/invitations"),
+                Some(inviter),
+                Some(json!({ "email": email, "role": role })),
+            )
+            .await;
+        assert_eq!(
+            response.status(),
+            201,
+            "invite {email}: {}",
+            response.text().await.unwrap_or_default()
+        );
+        let mail = self
+            .mail
+            .wait_for_nth(&address, "invited", before + 1)
+            .await;
+        smtp::token_in(&mail.body)
+    }
+
+    /// A new verified user who joined `org_id` with `role` through an invitation; their token.
+    pub async fn member(&self, inviter: &str, org_id: &str, email: &str, role: &str) -> String {
+        let token = self.user(email).await;
+        let invitation = self.invite(inviter, org_id, email, role).await;
+        let accepted = self
+            .call(
+                Method::POST,
+                &format!("/api/v1/invitations/{invitation}/accept"),
+                Some(&token),
+                None,
+            )
+            .await;
+        assert_eq!(accepted.status(), 200, "accept for {email}");
+        token
+    }
+
     pub async fn stop(mut self) {
         if let Some(server) = self.server.take() {
             server.stop().await.expect("clean stop");

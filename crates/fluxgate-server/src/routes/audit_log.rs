@@ -1,0 +1,120 @@
+//! Reading the audit log: `/orgs/{org_id}/audit-log` for an org's members holding
+//! `audit:read`, and `/admin/audit-log` (every entry, including the org-less account events such
+//! as logins) for operators holding `admin:users`. Newest first, with cursor pagination.
+
+use crate::access::{AdminUsers, AuditRead, OperatorAccess, OrgAccess};
+use crate::auth::rfc3339;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{ApiQuery, Page};
+use crate::state::AppState;
+use axum::extract::State;
+use axum::Json;
+use fluxgate_store::{AuditFilter, AuditRecord};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+/// The routes of this module.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(org_audit_log))
+        .routes(routes!(instance_audit_log))
+}
+
+/// Filters of the audit log.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    /// Only this action, e.g. `member.invited`.
+    action: Option<String>,
+    /// Only this actor's entries (`usr_…` or `key_…`).
+    actor: Option<String>,
+    /// At or after this time (RFC 3339).
+    from: Option<String>,
+    /// Before this time (RFC 3339).
+    to: Option<String>,
+    /// Only this org's entries (instance log only).
+    #[param(required = false)]
+    org_id: Option<String>,
+    /// 1–200, default 50.
+    limit: Option<u32>,
+    /// The previous page's `next_cursor`.
+    cursor: Option<String>,
+}
+
+fn parse_time(field: &str, value: Option<&str>) -> ApiResult<Option<i64>> {
+    value
+        .map(|v| {
+            time::OffsetDateTime::parse(v, &time::format_description::well_known::Rfc3339)
+                .map(|t| t.unix_timestamp())
+                .map_err(|_| {
+                    ApiError::field(field, "must be an RFC 3339 time, e.g. 2026-01-31T12:00:00Z")
+                })
+        })
+        .transpose()
+}
+
+impl AuditQuery {
+    fn filter(self, org_id: Option<String>) -> ApiResult<(AuditFilter, Page)> {
+        let page = Page::new(self.limit, self.cursor)?;
+        let filter = AuditFilter {
+            org_id,
+            actor_id: self.actor.filter(|a| !a.is_empty()),
+            action: self.action.filter(|a| !a.is_empty()),
+            from: parse_time("from", self.from.as_deref())?,
+            to: parse_time("to", self.to.as_deref())?,
+            before_id: page.cursor.clone(),
+            limit: page.fetch(),
+        };
+        Ok((filter, page))
+    }
+}
+
+fn entry_json(entry: &AuditRecord) -> Value {
+    json!({
+        "id": entry.id,
+        "org_id": entry.org_id,
+        "action": entry.action,
+        "actor": { "type": entry.actor_type, "id": entry.actor_id },
+        "target": entry.target_type.as_ref().map(|t| json!({ "type": t, "id": entry.target_id })),
+        "ip": entry.ip,
+        "user_agent": entry.user_agent,
+        "data": entry.data_json(),
+        "created_at": rfc3339(entry.created_at),
+    })
+}
+
+/// The org's audit log, newest first.
+#[utoipa::path(get, path = "/orgs/{org_id}/audit-log", tag = "orgs",
+    params(("org_id" = String, Path, description = "org_…"), AuditQuery),
+    security(("bearer" = ["audit:read"])),
+    responses((status = 200, description = "entries, newest first")))]
+async fn org_audit_log(
+    State(state): State<AppState>,
+    access: OrgAccess<AuditRead>,
+    ApiQuery(query): ApiQuery<AuditQuery>,
+) -> ApiResult<Json<Value>> {
+    if query.org_id.is_some() {
+        return Err(ApiError::field("org_id", "is given by the path here"));
+    }
+    let (filter, page) = query.filter(Some(access.org.id.clone()))?;
+    let entries = state.store.audit_entries(&filter).await?;
+    Ok(Json(page.body(entries, |e| e.id.clone(), entry_json)))
+}
+
+/// Every audit entry of the instance, newest first (operators).
+#[utoipa::path(get, path = "/admin/audit-log", tag = "admin", params(AuditQuery),
+    security(("bearer" = ["admin:users"])),
+    responses((status = 200, description = "entries, newest first")))]
+async fn instance_audit_log(
+    State(state): State<AppState>,
+    _operator: OperatorAccess<AdminUsers>,
+    ApiQuery(mut query): ApiQuery<AuditQuery>,
+) -> ApiResult<Json<Value>> {
+    let org_id = query.org_id.take().filter(|o| !o.is_empty());
+    let (filter, page) = query.filter(org_id)?;
+    let entries = state.store.audit_entries(&filter).await?;
+    Ok(Json(page.body(entries, |e| e.id.clone(), entry_json)))
+}
