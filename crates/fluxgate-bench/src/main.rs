@@ -26,9 +26,12 @@ struct Args {
     /// Database to bench against (default: SQLite in a temp dir).
     #[arg(long)]
     database_url: Option<String>,
-    /// Only these scenarios (comma-separated): floor, me, refresh, login, argon2.
+    /// Only these scenarios (comma-separated): floor, me, refresh, login, argon2, limiter.
     #[arg(long)]
     only: Option<String>,
+    /// Redis for the limiter scenario's round-trip latency (skipped without it).
+    #[arg(long)]
+    redis_url: Option<String>,
 }
 
 /// Latency samples and a count of one scenario.
@@ -165,7 +168,8 @@ async fn main() -> anyhow::Result<()> {
         .unwrap_or_else(|| format!("sqlite://{}/fluxgate.db", dir.path().display()));
     let table: toml::Table = format!(
         "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\ndatabase_url = \"{}\"\nlog_level = \"error\"\n\
-         [auth]\nrequire_email_verification = false\ncookie_secure = false\nlockout_threshold = 1000\n",
+         [auth]\nrequire_email_verification = false\ncookie_secure = false\nlockout_threshold = 1000\n\
+         [rate_limits]\nip = \"1000000000/min\"\nuser = \"1000000000/min\"\n",
         dir.path().display(),
         database_url
     )
@@ -312,7 +316,89 @@ async fn main() -> anyhow::Result<()> {
             cost.as_secs_f64() * 1000.0
         );
     }
+    if wanted("limiter") {
+        limiter_bench(duration, args.redis_url.as_deref()).await?;
+    }
     println!("\nbackend: {}", server.state.store.backend());
     server.stop().await?;
+    Ok(())
+}
+
+/// Decisions per second of the in-memory limiter over 100k distinct keys from 1 and 2 threads,
+/// and the latency of one decision through Redis (sequential, then 64 concurrent).
+async fn limiter_bench(duration: Duration, redis_url: Option<&str>) -> anyhow::Result<()> {
+    use fluxgate_core::ratelimit::Quota;
+    use fluxgate_server::ratelimit::{Limiter, MemoryLimiter};
+    const KEYS: usize = 100_000;
+    let keys: Arc<Vec<String>> = Arc::new(
+        (0..KEYS)
+            .map(|i| format!("ip:10.{}.{}.{}", i >> 16, (i >> 8) & 255, i & 255))
+            .collect(),
+    );
+    let quota = Quota {
+        limit: 1000,
+        window: 60_000_000_000,
+    };
+    println!("\n| limiter | threads | decisions/s |\n|---|---|---|");
+    for threads in [1usize, 2] {
+        let limiter = Arc::new(MemoryLimiter::new(1_000_000));
+        let stop_at = Instant::now() + duration;
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let (limiter, keys) = (limiter.clone(), keys.clone());
+                std::thread::spawn(move || {
+                    let mut n = 0usize;
+                    let mut i = t * 7919;
+                    while Instant::now() < stop_at {
+                        for _ in 0..1000 {
+                            limiter.decide(&keys[i % KEYS], quota, 1, true);
+                            i += 1;
+                        }
+                        n += 1000;
+                    }
+                    n
+                })
+            })
+            .collect();
+        let total: usize = handles.into_iter().map(|h| h.join().unwrap_or(0)).sum();
+        println!(
+            "| memory, {KEYS} keys | {threads} | {:.0} |",
+            total as f64 / duration.as_secs_f64()
+        );
+    }
+    let Some(url) = redis_url else {
+        println!("\n(Redis latency skipped: pass --redis-url)");
+        return Ok(());
+    };
+    let redis = fluxgate_server::ratelimit::RedisLimiter::connect(
+        url,
+        Duration::from_secs(1),
+        tokio_util::sync::CancellationToken::new(),
+    )?;
+    let limiter = Arc::new(
+        Limiter::in_memory(1000)
+            .with_redis(redis, fluxgate_server::config::RedisFailure::FailClosed),
+    );
+    for _ in 0..100 {
+        if limiter.redis_connected() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    anyhow::ensure!(limiter.redis_connected(), "could not reach Redis at {url}");
+    for connections in [1usize, 64] {
+        let (limiter, keys) = (limiter.clone(), keys.clone());
+        let outcome = drive(
+            &format!("Redis GCRA decision ({connections} concurrent)"),
+            connections,
+            duration,
+            move |n| {
+                let (limiter, keys) = (limiter.clone(), keys.clone());
+                async move { limiter.check(&keys[n % KEYS], quota, 1).await.is_ok() }
+            },
+        )
+        .await;
+        println!("{}", outcome.row());
+    }
     Ok(())
 }

@@ -7,6 +7,7 @@ pub mod email;
 pub mod ids;
 pub mod password;
 pub mod permission;
+pub mod ratelimit;
 pub mod secret;
 pub mod units;
 pub mod validation;

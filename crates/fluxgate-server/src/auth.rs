@@ -9,6 +9,7 @@ use axum::http::{header, request::Parts, HeaderMap, HeaderValue, Method};
 use axum::response::{IntoResponse, Response};
 use axum_extra::extract::cookie::{Cookie, SameSite};
 use fluxgate_core::claims::AccessClaims;
+use fluxgate_core::ratelimit::Quota;
 use fluxgate_core::secret::Secret;
 use serde_json::json;
 
@@ -63,6 +64,8 @@ impl FromRequestParts<AppState> for AuthUser {
         if state.revocations.is_revoked(&claims.sid) {
             return Err(ApiError::Unauthorized);
         }
+        let quota = Quota::from_rate(state.config.rate_limits.user);
+        crate::limits::enforce(state, parts, &format!("user:{}", claims.sub), quota, 1).await?;
         Ok(Self { claims })
     }
 }

@@ -43,6 +43,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Default rate limits.
     pub rate_limits: RateLimits,
+    /// Peers whose `X-Forwarded-For` is believed (addresses or CIDR ranges).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// The product's scopes and their implications.
     pub catalog: Catalog,
     /// The product's scopes as configured (for display).
@@ -58,6 +60,15 @@ pub enum LogFormat {
     Json,
     /// Human-readable lines.
     Pretty,
+}
+
+/// What rate limiting does when Redis is configured but cannot answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RedisFailure {
+    /// Decide with this node's in-memory limiter (limits become per node meanwhile).
+    FailOpen,
+    /// Answer 503 `UNAVAILABLE`.
+    FailClosed,
 }
 
 /// `[auth]`
@@ -83,10 +94,9 @@ pub struct AuthConfig {
     pub reset_ttl: Duration,
     /// Failed logins that lock an address.
     pub lockout_threshold: u32,
-    /// Window in which failures count together.
+    /// `lockout_threshold` failures per this window lock an address; a locked address gets one
+    /// more attempt every `lockout_window / lockout_threshold`.
     pub lockout_window: Duration,
-    /// How long a lock lasts.
-    pub lockout_duration: Duration,
 }
 
 /// `[rate_limits]`
@@ -98,6 +108,12 @@ pub struct RateLimits {
     pub user: Rate,
     /// Per IP on unauthenticated endpoints.
     pub ip: Rate,
+    /// What to do when Redis cannot answer.
+    pub redis_failure: RedisFailure,
+    /// How long a decision waits for Redis before the failure policy applies.
+    pub redis_timeout: Duration,
+    /// Upper bound on keys the in-memory limiter tracks.
+    pub max_tracked_keys: usize,
 }
 
 /// `[scopes]`
@@ -238,7 +254,6 @@ impl Config {
             reset_ttl: r.duration("auth.reset_ttl", "1h"),
             lockout_threshold: r.integer("auth.lockout_threshold", 5, 1, 1000) as u32,
             lockout_window: r.duration("auth.lockout_window", "15m"),
-            lockout_duration: r.duration("auth.lockout_duration", "15m"),
         };
         if auth.access_token_ttl < Duration::from_secs(1) {
             r.error("auth.access_token_ttl", "must be at least 1s".into());
@@ -253,7 +268,46 @@ impl Config {
             api_key: r.rate("rate_limits.api_key", "1000/min"),
             user: r.rate("rate_limits.user", "100/min"),
             ip: r.rate("rate_limits.ip", "10/min"),
+            redis_failure: match r.string("rate_limits.redis_failure", "fail_open").as_str() {
+                "fail_open" => RedisFailure::FailOpen,
+                "fail_closed" => RedisFailure::FailClosed,
+                other => {
+                    r.error(
+                        "rate_limits.redis_failure",
+                        format!("`{other}` must be `fail_open` or `fail_closed`"),
+                    );
+                    RedisFailure::FailOpen
+                }
+            },
+            redis_timeout: r.duration("rate_limits.redis_timeout", "100ms"),
+            max_tracked_keys: r.integer(
+                "rate_limits.max_tracked_keys",
+                1_000_000,
+                1_000,
+                100_000_000,
+            ) as usize,
         };
+        let trusted_proxies: Vec<ipnet::IpNet> = r
+            .string_list("trusted_proxies")
+            .iter()
+            .filter_map(|entry| {
+                let parsed = entry
+                    .parse::<ipnet::IpNet>()
+                    .or_else(|_| entry.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+                match parsed {
+                    Ok(net) => Some(net),
+                    Err(_) => {
+                        r.error(
+                            "trusted_proxies",
+                            format!(
+                                "`{entry}` is not an IP address or CIDR range such as 10.0.0.0/8"
+                            ),
+                        );
+                        None
+                    }
+                }
+            })
+            .collect();
         let scopes = ScopesConfig {
             catalog: r.string_list("scopes.catalog"),
             implies: r.string_list_map("scopes.implies"),
@@ -288,6 +342,7 @@ impl Config {
             database_max_connections,
             auth,
             rate_limits,
+            trusted_proxies,
             catalog,
             scopes,
             plans,
@@ -320,6 +375,13 @@ impl Config {
             ),
             format!("smtp_from = \"{}\"", self.smtp_from),
             format!("key_prefix = \"{}\"", self.key_prefix),
+            format!(
+                "trusted_proxies = {:?}",
+                self.trusted_proxies
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+            ),
             format!(
                 "secret_key = {}",
                 if self.secret_key.is_some() {
@@ -360,11 +422,19 @@ impl Config {
             format!("reset_ttl = \"{}\"", d(self.auth.reset_ttl)),
             format!("lockout_threshold = {}", self.auth.lockout_threshold),
             format!("lockout_window = \"{}\"", d(self.auth.lockout_window)),
-            format!("lockout_duration = \"{}\"", d(self.auth.lockout_duration)),
             "[rate_limits]".into(),
             format!("api_key = \"{}\"", self.rate_limits.api_key),
             format!("user = \"{}\"", self.rate_limits.user),
             format!("ip = \"{}\"", self.rate_limits.ip),
+            format!(
+                "redis_failure = \"{}\"",
+                match self.rate_limits.redis_failure {
+                    RedisFailure::FailOpen => "fail_open",
+                    RedisFailure::FailClosed => "fail_closed",
+                }
+            ),
+            format!("redis_timeout = \"{}\"", d(self.rate_limits.redis_timeout)),
+            format!("max_tracked_keys = {}", self.rate_limits.max_tracked_keys),
             "[scopes]".into(),
             format!("catalog = {:?}", self.scopes.catalog),
             format!("implies = {:?}", self.scopes.implies),

@@ -5,9 +5,11 @@ use crate::error::ApiError;
 use crate::state::AppState;
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
+use axum::http::HeaderMap;
 use axum::http::{header, request::Parts, StatusCode};
+use ipnet::IpNet;
 use serde::de::DeserializeOwned;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 /// A JSON body: 400 for a wrong content type or malformed JSON, 413 when too large, 422 naming
 /// the field when the shape is wrong.
@@ -181,17 +183,85 @@ impl FromRequestParts<AppState> for ClientInfo {
 
     async fn from_request_parts(
         parts: &mut Parts,
-        _state: &AppState,
+        state: &AppState,
     ) -> Result<Self, Self::Rejection> {
         let ip = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
-            .map(|ConnectInfo(addr)| addr.ip().to_string());
+            .map(|ConnectInfo(addr)| {
+                client_ip(addr.ip(), &parts.headers, &state.config.trusted_proxies).to_string()
+            });
         let user_agent = parts
             .headers
             .get(header::USER_AGENT)
             .and_then(|v| v.to_str().ok())
             .map(|ua| ua.chars().take(256).collect());
         Ok(Self { ip, user_agent })
+    }
+}
+
+/// The client's address: the socket peer, unless the peer is a trusted proxy, in which case
+/// `X-Forwarded-For` is read from the right, skipping trusted hops, and the first untrusted
+/// address is the client. A header from an untrusted peer is never believed; a malformed entry
+/// stops the walk at the last address known good.
+pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let hops: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect();
+    let mut client = peer;
+    for hop in hops.iter().rev() {
+        match hop.parse::<IpAddr>() {
+            Ok(ip) => {
+                client = ip;
+                if !is_trusted(&ip) {
+                    break;
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    client
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn forwarded(value: &'static str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", HeaderValue::from_static(value));
+        h
+    }
+
+    #[test]
+    fn forwarded_for_is_only_believed_from_trusted_proxies() {
+        let proxy: IpAddr = "10.0.0.5".parse().unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        let stranger: IpAddr = "203.0.113.9".parse().unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap_or_default()];
+        let h = forwarded("198.51.100.7, 10.0.0.4");
+        // a stranger's header is ignored
+        assert_eq!(client_ip(stranger, &h, &trusted), stranger);
+        // behind trusted hops, the first untrusted address from the right is the client
+        assert_eq!(client_ip(proxy, &h, &trusted).to_string(), "198.51.100.7");
+        // a client cannot pick its address by prepending entries
+        let spoofed = forwarded("1.2.3.4, 198.51.100.7");
+        assert_eq!(
+            client_ip(proxy, &spoofed, &trusted).to_string(),
+            "198.51.100.7"
+        );
+        // garbage stops the walk; no header leaves the peer
+        assert_eq!(client_ip(proxy, &forwarded("nonsense"), &trusted), proxy);
+        assert_eq!(client_ip(proxy, &HeaderMap::new(), &trusted), proxy);
+        // with nothing trusted, nothing is believed
+        assert_eq!(client_ip(proxy, &h, &[]), proxy);
     }
 }

@@ -48,6 +48,11 @@ impl Metrics {
         }
     }
 
+    /// Adds a counter maintained elsewhere (exposed as `fluxgate_{name}_total`).
+    pub fn register_counter(&mut self, name: &str, help: &str, counter: Counter) {
+        self.registry.register(name, help, counter);
+    }
+
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut out = String::new();

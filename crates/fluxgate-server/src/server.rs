@@ -5,6 +5,7 @@ use crate::config::Config;
 use crate::mail::Mailer;
 use crate::metrics::Metrics;
 use crate::passwords::PasswordHasher;
+use crate::ratelimit::{Limiter, RedisLimiter};
 use crate::revocation::SessionRevocations;
 use crate::secrets::InstanceSecret;
 use crate::state::{AppInner, AppState};
@@ -73,11 +74,26 @@ pub async fn build_state(config: Config, cancel: &CancellationToken) -> anyhow::
     let parallelism = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2);
+    let mut limiter = Limiter::in_memory(config.rate_limits.max_tracked_keys);
+    if let Some(url) = &config.redis_url {
+        let redis = RedisLimiter::connect(url, config.rate_limits.redis_timeout, cancel.clone())
+            .context("redis_url")?;
+        limiter = limiter.with_redis(redis, config.rate_limits.redis_failure);
+    }
+    let limiter = Arc::new(limiter);
+    limiter.spawn_sweeper(cancel.clone());
+    let mut metrics = Metrics::new();
+    metrics.register_counter(
+        "ratelimit_redis_fallbacks",
+        "Rate-limit decisions taken without Redis although it is configured",
+        limiter.fallback_counter(),
+    );
     let state = AppState::new(AppInner {
         passwords: PasswordHasher::new(parallelism)?,
         mailer: Mailer::new(config.smtp_url.as_deref(), &config.smtp_from)?,
         refresh: RefreshTokenDeriver::new(secret.derive("refresh-token-successor")),
-        metrics: Arc::new(Metrics::new()),
+        metrics: Arc::new(metrics),
+        limiter,
         keyring,
         revocations,
         store,

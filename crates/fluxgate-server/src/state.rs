@@ -4,6 +4,7 @@ use crate::config::Config;
 use crate::mail::Mailer;
 use crate::metrics::Metrics;
 use crate::passwords::PasswordHasher;
+use crate::ratelimit::Limiter;
 use crate::revocation::SessionRevocations;
 use crate::tokens::{Keyring, RefreshTokenDeriver};
 use fluxgate_store::Store;
@@ -32,6 +33,8 @@ pub struct AppInner {
     pub revocations: Arc<SessionRevocations>,
     /// Prometheus metrics.
     pub metrics: Arc<Metrics>,
+    /// Rate limits (memory, or Redis when configured).
+    pub limiter: Arc<Limiter>,
 }
 
 impl AppState {

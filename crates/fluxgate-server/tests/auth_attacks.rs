@@ -380,7 +380,7 @@ async fn repeated_failures_lock_the_account_even_for_the_right_password(backend:
     let app = TestApp::spawn_with(backend, |t| {
         let auth = t["auth"].as_table_mut().expect("auth");
         auth.insert("lockout_threshold".into(), 3.into());
-        auth.insert("lockout_duration".into(), "2s".into());
+        auth.insert("lockout_window".into(), "6s".into()); // one attempt back every 2 s
     })
     .await;
     app.signup_verified("rae@example.com", None).await;

@@ -83,7 +83,7 @@ pub trait Store: OrgStore + Send + Sync + 'static {
         audit: AuditMeta,
     ) -> StoreResult<Option<String>>;
     /// Spends a reset token, sets the new password hash, verifies the email, revokes every
-    /// session of the user and clears login failures; the user's id, or None.
+    /// session of the user; the user's id, or None.
     async fn reset_password(
         &self,
         token_hash: &str,
@@ -140,22 +140,6 @@ pub trait Store: OrgStore + Send + Sync + 'static {
     /// Adds a signing key; every key in use so far is retired at `key.created_at`.
     async fn add_signing_key(&self, key: &SigningKeyRecord, audit: &AuditRecord)
         -> StoreResult<()>;
-
-    // ---- login throttling
-    /// The failure record of an email address.
-    async fn login_throttle(&self, email: &str) -> StoreResult<Option<LoginThrottleRecord>>;
-    /// Counts one failed login for `email`. Failures older than `window` start a new count; the
-    /// `threshold`-th failure locks the address until `now + lock_for` (and writes `lockout_audit`).
-    async fn record_login_failure(
-        &self,
-        email: &str,
-        now: i64,
-        policy: LockoutPolicy,
-        failure_audit: &AuditRecord,
-        lockout_audit: &AuditRecord,
-    ) -> StoreResult<LoginThrottleRecord>;
-    /// Forgets the failures of an email address (after a successful login).
-    async fn clear_login_failures(&self, email: &str) -> StoreResult<()>;
 
     // ---- audit
     /// Appends entries on their own (for events that change nothing else).

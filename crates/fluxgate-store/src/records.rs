@@ -142,30 +142,6 @@ pub struct SigningKeyRecord {
     pub retired_at: Option<i64>,
 }
 
-/// Failed-login bookkeeping for one email address.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct LoginThrottleRecord {
-    /// Normalised email.
-    pub email: String,
-    /// Failures in the current window.
-    pub failures: i64,
-    /// Start of the current window.
-    pub window_started_at: i64,
-    /// Locked until this time, if locked.
-    pub locked_until: Option<i64>,
-}
-
-/// When repeated login failures lock an address.
-#[derive(Debug, Clone, Copy)]
-pub struct LockoutPolicy {
-    /// Failures that lock.
-    pub threshold: i64,
-    /// Window (seconds) in which failures count together.
-    pub window: i64,
-    /// How long (seconds) a lock lasts.
-    pub lock_for: i64,
-}
-
 /// Who did something and from where; what every audit entry carries.
 #[derive(Debug, Clone, Default)]
 pub struct AuditMeta {

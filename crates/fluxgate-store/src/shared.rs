@@ -292,10 +292,6 @@ macro_rules! impl_store {
                 .bind(&user_id)
                 .execute(&mut *tx)
                 .await?;
-                sqlx::query("DELETE FROM login_throttle WHERE email = (SELECT email FROM users WHERE id = $1)")
-                    .bind(&user_id)
-                    .execute(&mut *tx)
-                    .await?;
                 insert_audit(&mut tx, &user_event(&user_id, "user.password_reset", now, &meta)).await?;
                 tx.commit().await?;
                 Ok(Some(user_id))
@@ -323,10 +319,6 @@ macro_rules! impl_store {
                 .execute(&mut *tx)
                 .await?;
                 insert_refresh_token(&mut tx, refresh).await?;
-                sqlx::query("DELETE FROM login_throttle WHERE email = (SELECT email FROM users WHERE id = $1)")
-                    .bind(&s.user_id)
-                    .execute(&mut *tx)
-                    .await?;
                 insert_audit(&mut tx, audit).await?;
                 tx.commit().await?;
                 Ok(())
@@ -476,64 +468,6 @@ macro_rules! impl_store {
                 .await?;
                 insert_audit(&mut tx, audit).await?;
                 tx.commit().await?;
-                Ok(())
-            }
-
-            async fn login_throttle(&self, email: &str) -> $crate::StoreResult<Option<$crate::LoginThrottleRecord>> {
-                Ok(sqlx::query_as(
-                    "SELECT email, failures, window_started_at, locked_until FROM login_throttle WHERE email = $1",
-                )
-                .bind(email)
-                .fetch_optional(&self.pool)
-                .await?)
-            }
-
-            async fn record_login_failure(
-                &self,
-                email: &str,
-                now: i64,
-                policy: $crate::LockoutPolicy,
-                failure_audit: &$crate::AuditRecord,
-                lockout_audit: &$crate::AuditRecord,
-            ) -> $crate::StoreResult<$crate::LoginThrottleRecord> {
-                let mut tx = self.pool.begin().await?;
-                let mut record: $crate::LoginThrottleRecord = sqlx::query_as(
-                    "INSERT INTO login_throttle (email, failures, window_started_at) VALUES ($1, 1, $2) \
-                     ON CONFLICT (email) DO UPDATE SET \
-                       failures = CASE WHEN login_throttle.window_started_at <= $3 THEN 1 \
-                                       ELSE login_throttle.failures + 1 END, \
-                       window_started_at = CASE WHEN login_throttle.window_started_at <= $3 THEN $2 \
-                                       ELSE login_throttle.window_started_at END \
-                     RETURNING email, failures, window_started_at, locked_until",
-                )
-                .bind(email)
-                .bind(now)
-                .bind(now - policy.window)
-                .fetch_one(&mut *tx)
-                .await?;
-                insert_audit(&mut tx, failure_audit).await?;
-                if record.failures >= policy.threshold {
-                    let until = now + policy.lock_for;
-                    sqlx::query(
-                        "UPDATE login_throttle SET failures = 0, window_started_at = $1, locked_until = $2 WHERE email = $3",
-                    )
-                    .bind(now)
-                    .bind(until)
-                    .bind(email)
-                    .execute(&mut *tx)
-                    .await?;
-                    insert_audit(&mut tx, lockout_audit).await?;
-                    record.locked_until = Some(until);
-                }
-                tx.commit().await?;
-                Ok(record)
-            }
-
-            async fn clear_login_failures(&self, email: &str) -> $crate::StoreResult<()> {
-                sqlx::query("DELETE FROM login_throttle WHERE email = $1")
-                    .bind(email)
-                    .execute(&self.pool)
-                    .await?;
                 Ok(())
             }
 

@@ -8,6 +8,7 @@ use crate::auth::{
 };
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{parse_json, ApiJson, ClientInfo};
+use crate::limits::IpLimit;
 use crate::mail::Mail;
 use crate::state::AppState;
 use axum::body::Bytes;
@@ -18,15 +19,16 @@ use axum::Json;
 use fluxgate_core::email::Email;
 use fluxgate_core::ids::{OrgId, SessionId, UserId};
 use fluxgate_core::password::Password;
+use fluxgate_core::ratelimit::Quota;
 use fluxgate_core::secret::{random_token, sha256_hex, Secret};
+use fluxgate_core::units::Rate;
 use fluxgate_core::validation::FieldErrors;
 use fluxgate_store::{
-    LockoutPolicy, OneTimeTokenRecord, OrgRecord, RefreshTokenRecord, SessionRecord, UserRecord,
+    OneTimeTokenRecord, OrgRecord, RefreshTokenRecord, SessionRecord, UserRecord,
     PURPOSE_RESET_PASSWORD, PURPOSE_VERIFY_EMAIL,
 };
 use serde::Deserialize;
 use serde_json::{json, Value};
-use std::time::Duration;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -80,6 +82,7 @@ fn optional_text(
               (status = 422, description = "invalid fields")))]
 async fn signup(
     State(state): State<AppState>,
+    _limit: IpLimit,
     client: ClientInfo,
     ApiJson(body): ApiJson<SignupBody>,
 ) -> ApiResult<Response> {
@@ -202,6 +205,7 @@ pub struct TokenBody {
     responses((status = 200, description = "verified"), (status = 422, description = "unknown, used or expired token")))]
 async fn verify_email(
     State(state): State<AppState>,
+    _limit: IpLimit,
     client: ClientInfo,
     ApiJson(body): ApiJson<TokenBody>,
 ) -> ApiResult<Json<Value>> {
@@ -232,6 +236,7 @@ pub struct EmailBody {
     responses((status = 202, description = "accepted")))]
 async fn resend_verification(
     State(state): State<AppState>,
+    _limit: IpLimit,
     ApiJson(body): ApiJson<EmailBody>,
 ) -> ApiResult<Response> {
     let email = Email::parse(&body.email).map_err(|e| ApiError::field("email", e.to_string()))?;
@@ -273,17 +278,19 @@ pub struct LoginBody {
               (status = 403, description = "EMAIL_NOT_VERIFIED"), (status = 429, description = "account locked")))]
 async fn login(
     State(state): State<AppState>,
+    _limit: IpLimit,
     client: ClientInfo,
     ApiJson(body): ApiJson<LoginBody>,
 ) -> ApiResult<Response> {
     let email = Email::parse(&body.email).map_err(|_| ApiError::InvalidCredentials)?;
     let now = unix_now();
-    if let Some(throttle) = state.store.login_throttle(email.as_str()).await? {
-        if let Some(until) = throttle.locked_until.filter(|u| *u > now) {
-            return Err(ApiError::RateLimited {
-                retry_after: (until - now) as u64,
-            });
-        }
+    let lockout = lockout_key(&email);
+    let quota = lockout_quota(&state);
+    let standing = state.limiter.peek(&lockout, quota, 1).await?;
+    if !standing.allowed {
+        return Err(ApiError::RateLimited {
+            retry_after: standing.retry_after_secs(),
+        });
     }
     let user = state.store.user_by_email(email.as_str()).await?;
     let ok = state
@@ -301,7 +308,6 @@ async fn login(
                 &client,
                 &email,
                 user.as_ref().map(|u| u.id.as_str()),
-                now,
             )
             .await)
         }
@@ -309,6 +315,7 @@ async fn login(
     if user.email_verified_at.is_none() && state.config.auth.require_email_verification {
         return Err(ApiError::EmailNotVerified);
     }
+    state.limiter.reset(&lockout).await;
     let memberships = state.store.memberships_of_user(&user.id).await?;
     let active_org = memberships.first().map(|m| m.org_id.clone());
     let session_id = SessionId::generate().to_string();
@@ -353,21 +360,29 @@ async fn login(
     ))
 }
 
-/// Counts a failed login (per address, whether or not it has an account, so the answers cannot
-/// tell the two apart), slows repeated failures, and locks the address at the threshold.
+/// The lockout's rate-limit key: per address, whether or not it has an account.
+fn lockout_key(email: &Email) -> String {
+    format!("lockout:{}", email.as_str())
+}
+
+/// `lockout_threshold` failures per `lockout_window`; once spent, one attempt per
+/// `lockout_window / lockout_threshold`.
+fn lockout_quota(state: &AppState) -> Quota {
+    Quota::from_rate(Rate {
+        limit: u64::from(state.config.auth.lockout_threshold),
+        window: state.config.auth.lockout_window,
+    })
+}
+
+/// Counts a failed login against the address (whether or not it has an account, so the answers
+/// cannot tell the two apart) and audits it; the failure that spends the allowance locks the
+/// address (audited too) and answers 429.
 async fn login_failed(
     state: &AppState,
     client: &ClientInfo,
     email: &Email,
     user_id: Option<&str>,
-    now: i64,
 ) -> ApiError {
-    let auth = &state.config.auth;
-    let policy = LockoutPolicy {
-        threshold: i64::from(auth.lockout_threshold),
-        window: auth.lockout_window.as_secs() as i64,
-        lock_for: auth.lockout_duration.as_secs() as i64,
-    };
     let event = |action: &str| {
         let e = AuditEvent::new(action, None, client).data(json!({ "email": email.as_str() }));
         match user_id {
@@ -376,32 +391,29 @@ async fn login_failed(
         }
         .build()
     };
-    let record = match state
-        .store
-        .record_login_failure(
-            email.as_str(),
-            now,
-            policy,
-            &event("user.login_failed"),
-            &event("user.locked_out"),
-        )
-        .await
-    {
-        Ok(record) => record,
-        Err(e) => return e.into(),
+    let key = lockout_key(email);
+    let quota = lockout_quota(state);
+    let counted = match state.limiter.check(&key, quota, 1).await {
+        Ok(decision) => decision,
+        Err(e) => return e,
     };
-    if let Some(until) = record.locked_until.filter(|u| *u > now) {
-        return ApiError::RateLimited {
-            retry_after: (until - now) as u64,
-        };
+    let mut entries = vec![event("user.login_failed")];
+    let locked = counted.remaining == 0;
+    if locked {
+        entries.push(event("user.locked_out"));
     }
-    // Slow down a guessing run before it reaches the lock: 250 ms doubling per failure past the
-    // second, capped at 2 s.
-    if record.failures > 2 {
-        let exponent = (record.failures - 3).min(3) as u32;
-        tokio::time::sleep(Duration::from_millis(250 * 2u64.pow(exponent))).await;
+    if let Err(e) = state.store.append_audit(&entries).await {
+        return e.into();
     }
-    ApiError::InvalidCredentials
+    if !locked {
+        return ApiError::InvalidCredentials;
+    }
+    match state.limiter.peek(&key, quota, 1).await {
+        Ok(next) => ApiError::RateLimited {
+            retry_after: next.retry_after_secs(),
+        },
+        Err(e) => e,
+    }
 }
 
 /// A refresh token in the body (or none, to use the cookie).
@@ -419,6 +431,7 @@ pub struct RefreshBody {
     responses((status = 200, description = "new access and refresh tokens"), (status = 401, description = "invalid, expired or reused token")))]
 async fn refresh(
     State(state): State<AppState>,
+    _limit: IpLimit,
     client: ClientInfo,
     method: Method,
     headers: HeaderMap,
@@ -568,6 +581,7 @@ async fn logout(
     responses((status = 202, description = "accepted")))]
 async fn forgot_password(
     State(state): State<AppState>,
+    _limit: IpLimit,
     ApiJson(body): ApiJson<EmailBody>,
 ) -> ApiResult<Response> {
     let email = Email::parse(&body.email).map_err(|e| ApiError::field("email", e.to_string()))?;
@@ -631,6 +645,7 @@ pub struct ResetBody {
     responses((status = 200, description = "password changed"), (status = 422, description = "bad token or password")))]
 async fn reset_password(
     State(state): State<AppState>,
+    _limit: IpLimit,
     client: ClientInfo,
     ApiJson(body): ApiJson<ResetBody>,
 ) -> ApiResult<Json<Value>> {
@@ -643,8 +658,15 @@ async fn reset_password(
         .reset_password(&token_hash, &hash, unix_now(), client.audit_meta())
         .await?
     {
-        Some(_) => {
+        Some(user_id) => {
             state.revocations.poke();
+            // whoever proves control of the mailbox is not locked out by earlier guesses
+            if let Some(user) = state.store.user_by_id(&user_id).await? {
+                state
+                    .limiter
+                    .reset(&lockout_key(&Email::from_trusted(user.email)))
+                    .await;
+            }
             Ok(Json(json!({ "data": { "password_reset": true } })))
         }
         None => Err(ApiError::field(

@@ -93,7 +93,8 @@ pub fn app(state: AppState) -> Router {
                 .layer(CatchPanicLayer::custom(|_| {
                     ApiError::Internal(anyhow::anyhow!("handler panicked")).into_response()
                 }))
-                .layer(middleware::from_fn_with_state(metrics, metrics::track)),
+                .layer(middleware::from_fn_with_state(metrics, metrics::track))
+                .layer(middleware::from_fn(crate::limits::headers)),
         )
         .with_state(state)
 }

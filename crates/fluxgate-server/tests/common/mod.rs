@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 #![allow(dead_code)]
 
+pub mod redis;
 pub mod smtp;
 
 use fluxgate_server::config::Config;
@@ -104,6 +105,10 @@ impl TestApp {
             database_max_connections = 8
             [auth]
             cookie_secure = false
+            [rate_limits]
+            # tests drive many calls from one address and user; the limits have their own tests
+            ip = "1000000/min"
+            user = "1000000/min"
             "#,
             dir = dir.path().display(),
             port = mail.port,

@@ -1,0 +1,98 @@
+//! Where rate limits apply — per client IP on the unauthenticated auth endpoints ([`IpLimit`]),
+//! per user on JWT-authenticated calls ([`enforce`] from the `AuthUser` extractor) — and the
+//! `X-RateLimit-*` headers every limited response carries ([`headers`]).
+
+use crate::error::{ApiError, ApiResult};
+use crate::extract::ClientInfo;
+use crate::state::AppState;
+use axum::extract::{FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::HeaderValue;
+use axum::middleware::Next;
+use axum::response::Response;
+use fluxgate_core::ratelimit::{Decision, Quota};
+use std::sync::{Arc, Mutex};
+
+/// The decision taken for this request, if any, for the response headers.
+#[derive(Clone, Default)]
+struct LimitSlot(Arc<Mutex<Option<Decision>>>);
+
+impl LimitSlot {
+    fn get(&self) -> Option<Decision> {
+        self.0.lock().ok().and_then(|d| *d)
+    }
+
+    fn set(&self, decision: Decision) {
+        if let Ok(mut slot) = self.0.lock() {
+            *slot = Some(decision);
+        }
+    }
+}
+
+/// Middleware: gives the request a slot for its rate-limit decision and writes
+/// `X-RateLimit-Limit`, `-Remaining` and `-Reset` (Unix seconds) from it on the way out.
+pub async fn headers(mut request: Request, next: Next) -> Response {
+    let slot = LimitSlot::default();
+    request.extensions_mut().insert(slot.clone());
+    let mut response = next.run(request).await;
+    if let Some(decision) = slot.get() {
+        let reset = crate::tokens::now() as u64 + decision.reset_after_secs();
+        let headers = response.headers_mut();
+        for (name, value) in [
+            ("x-ratelimit-limit", decision.limit),
+            ("x-ratelimit-remaining", decision.remaining),
+            ("x-ratelimit-reset", reset),
+        ] {
+            if let Ok(value) = HeaderValue::from_str(&value.to_string()) {
+                headers.insert(name, value);
+            }
+        }
+    }
+    response
+}
+
+/// Takes `cost` from `key`'s allowance under `quota`, once per request (a second limiter on
+/// the same request is not charged again): 429 `RATE_LIMITED` when it is spent.
+pub async fn enforce(
+    state: &AppState,
+    parts: &Parts,
+    key: &str,
+    quota: Quota,
+    cost: u64,
+) -> ApiResult<Decision> {
+    let slot = parts.extensions.get::<LimitSlot>();
+    if let Some(decision) = slot.and_then(LimitSlot::get) {
+        return Ok(decision);
+    }
+    let decision = state.limiter.check(key, quota, cost).await?;
+    if let Some(slot) = slot {
+        slot.set(decision);
+    }
+    if decision.allowed {
+        Ok(decision)
+    } else {
+        Err(ApiError::RateLimited {
+            retry_after: decision.retry_after_secs(),
+        })
+    }
+}
+
+/// The per-IP limit of the unauthenticated auth endpoints (`rate_limits.ip`), keyed by the
+/// client IP as [`ClientInfo`] determines it (the socket peer, or `X-Forwarded-For` from a
+/// trusted proxy).
+pub struct IpLimit;
+
+impl FromRequestParts<AppState> for IpLimit {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let client = ClientInfo::from_request_parts(parts, state).await?;
+        let ip = client.ip.as_deref().unwrap_or("unknown");
+        let quota = Quota::from_rate(state.config.rate_limits.ip);
+        enforce(state, parts, &format!("ip:{ip}"), quota, 1).await?;
+        Ok(Self)
+    }
+}

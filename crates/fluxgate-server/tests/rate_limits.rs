@@ -1,0 +1,310 @@
+//! Rate limiting: the same semantics suite against the in-memory and the Redis store; the
+//! limits over real HTTP (per IP, per user, headers, the 429 body, trusted proxies) on SQLite
+//! and PostgreSQL; counters shared between two nodes through Redis; Redis going away mid-run
+//! and coming back, under both failure policies.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
+mod common;
+
+use common::redis::RedisServer;
+use common::{eventually, expect_error, Backend, TestApp, PASSWORD};
+use fluxgate_core::ratelimit::Quota;
+use fluxgate_server::config::RedisFailure;
+use fluxgate_server::ratelimit::{Limiter, RedisLimiter};
+use reqwest::Method;
+use serde_json::json;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+both_backends!(
+    auth_endpoints_are_limited_per_ip_with_headers,
+    jwt_calls_are_limited_per_user,
+    forwarded_addresses_count_only_from_trusted_proxies,
+);
+
+fn per_second(limit: u64, millis: u64) -> Quota {
+    Quota {
+        limit,
+        window: millis * 1_000_000,
+    }
+}
+
+/// What every store must do alike.
+async fn store_semantics(limiter: &Limiter) {
+    let key = format!("suite:{}", ulid::Ulid::new());
+    // a burst of `limit` passes, counting down; the next is refused with the wait
+    let quota = per_second(5, 1000); // one back every 200 ms
+    for expected_remaining in (0..5).rev() {
+        let d = limiter.check(&key, quota, 1).await.unwrap();
+        assert!(d.allowed);
+        assert_eq!(d.remaining, expected_remaining);
+        assert_eq!(d.limit, 5);
+    }
+    let refused = limiter.check(&key, quota, 1).await.unwrap();
+    assert!(!refused.allowed);
+    assert_eq!(refused.remaining, 0);
+    assert!(
+        refused.retry_after > 0 && refused.retry_after <= 200_000_000,
+        "{refused:?}"
+    );
+    assert_eq!(refused.retry_after_secs(), 1);
+    assert!(refused.reset_after <= 1_000_000_000);
+    // peeking takes nothing
+    assert!(!limiter.peek(&key, quota, 1).await.unwrap().allowed);
+    // smooth refill: one call back per interval, never the whole window at once
+    tokio::time::sleep(Duration::from_millis(230)).await;
+    assert!(limiter.check(&key, quota, 1).await.unwrap().allowed);
+    assert!(!limiter.check(&key, quota, 1).await.unwrap().allowed);
+    // cost counts, and a cost above the limit never passes
+    let other = format!("{key}:cost");
+    assert!(limiter.check(&other, quota, 3).await.unwrap().allowed);
+    assert!(!limiter.check(&other, quota, 3).await.unwrap().allowed);
+    assert!(limiter.check(&other, quota, 2).await.unwrap().allowed);
+    assert!(
+        !limiter
+            .check(&format!("{key}:huge"), quota, 6)
+            .await
+            .unwrap()
+            .allowed
+    );
+    // reset forgets
+    limiter.reset(&key).await;
+    assert_eq!(limiter.check(&key, quota, 1).await.unwrap().remaining, 4);
+
+    // over real time the rate holds: hammering for 1.2 s passes the burst plus the refill
+    let steady = format!("{key}:steady");
+    let quota = per_second(10, 500); // one back every 50 ms
+    let started = Instant::now();
+    let mut passed = 0;
+    while started.elapsed() < Duration::from_millis(1200) {
+        if limiter.check(&steady, quota, 1).await.unwrap().allowed {
+            passed += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let ceiling = 10 + started.elapsed().as_millis() as u64 / 50;
+    assert!(
+        passed <= ceiling,
+        "{passed} passed, at most {ceiling} allowed"
+    );
+    assert!(
+        passed >= 10 + 1000 / 50 - 3,
+        "{passed} passed: refill too slow"
+    );
+}
+
+#[tokio::test]
+async fn the_memory_store_keeps_the_contract() {
+    store_semantics(&Limiter::in_memory(10_000)).await;
+}
+
+async fn redis_limiter(url: &str, policy: RedisFailure) -> Limiter {
+    let redis =
+        RedisLimiter::connect(url, Duration::from_millis(100), CancellationToken::new()).unwrap();
+    let limiter = Limiter::in_memory(10_000).with_redis(redis, policy);
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            limiter.redis_connected()
+        })
+        .await
+    );
+    limiter
+}
+
+#[tokio::test]
+async fn the_redis_store_keeps_the_contract() {
+    let redis = RedisServer::start().await;
+    let limiter = redis_limiter(&redis.url(), RedisFailure::FailClosed).await;
+    store_semantics(&limiter).await;
+    // and it was Redis that decided: the fallback never ran
+    assert_eq!(limiter.fallback_counter().get(), 0);
+}
+
+#[tokio::test]
+async fn two_limiters_on_one_redis_share_their_counters() {
+    let redis = RedisServer::start().await;
+    let a = redis_limiter(&redis.url(), RedisFailure::FailClosed).await;
+    let b = redis_limiter(&redis.url(), RedisFailure::FailClosed).await;
+    let quota = Quota {
+        limit: 6,
+        window: 3_600_000_000_000,
+    };
+    let mut passed = 0;
+    for i in 0..10 {
+        let limiter = if i % 2 == 0 { &a } else { &b };
+        if limiter.check("shared", quota, 1).await.unwrap().allowed {
+            passed += 1;
+        }
+    }
+    assert_eq!(passed, 6);
+}
+
+#[tokio::test]
+async fn redis_going_away_fails_open_or_closed_as_configured_and_recovers() {
+    let mut redis = RedisServer::start().await;
+    let open = redis_limiter(&redis.url(), RedisFailure::FailOpen).await;
+    let closed = redis_limiter(&redis.url(), RedisFailure::FailClosed).await;
+    let quota = per_second(1000, 60_000);
+    assert!(open.check("k", quota, 1).await.unwrap().allowed);
+
+    redis.stop();
+    // never a hang: each decision returns within the timeout (plus slack), by the policy
+    for _ in 0..5 {
+        let started = Instant::now();
+        assert!(
+            open.check("k", quota, 1).await.unwrap().allowed,
+            "fail_open decides in memory"
+        );
+        assert!(
+            closed.check("k", quota, 1).await.is_err(),
+            "fail_closed refuses"
+        );
+        assert!(
+            started.elapsed() < Duration::from_millis(1500),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+    assert!(open.fallback_counter().get() >= 5);
+
+    redis.restart().await;
+    // back: within a few seconds Redis decides again (the counter stops growing)
+    let recovered = eventually(Duration::from_secs(10), || async {
+        let before = closed.fallback_counter().get();
+        closed.check("k", quota, 1).await.is_ok() && closed.fallback_counter().get() == before
+    })
+    .await;
+    assert!(recovered, "the Redis limiter did not recover");
+}
+
+async fn auth_endpoints_are_limited_per_ip_with_headers(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |t| {
+        t["rate_limits"]
+            .as_table_mut()
+            .unwrap()
+            .insert("ip".into(), "3/min".into());
+    })
+    .await;
+    let wrong = json!({ "email": "nobody@example.com", "password": "wrong password here" });
+    for remaining in ["2", "1", "0"] {
+        let response = app.post("/api/v1/auth/login", wrong.clone()).await;
+        assert_eq!(response.status(), 401);
+        let h = response.headers();
+        assert_eq!(h["x-ratelimit-limit"], "3");
+        assert_eq!(h["x-ratelimit-remaining"], remaining);
+        let reset: u64 = h["x-ratelimit-reset"].to_str().unwrap().parse().unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        assert!(reset >= now && reset <= now + 61, "reset {reset} now {now}");
+    }
+    // the fourth, on any unauthenticated auth endpoint: 429 with the envelope and headers
+    let limited = app
+        .post(
+            "/api/v1/auth/signup",
+            json!({ "email": "x@example.com", "password": PASSWORD }),
+        )
+        .await;
+    assert_eq!(limited.headers()["x-ratelimit-remaining"], "0");
+    let retry_after: u64 = limited.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        (1..=20).contains(&retry_after),
+        "one call back every 20 s: {retry_after}"
+    );
+    let error = expect_error(limited, 429, "RATE_LIMITED").await;
+    assert_eq!(error["retry_after"], retry_after);
+    // operational routes are not limited
+    assert_eq!(
+        app.call(Method::GET, "/healthz", None, None).await.status(),
+        200
+    );
+    app.stop().await;
+}
+
+async fn jwt_calls_are_limited_per_user(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |t| {
+        t["rate_limits"]
+            .as_table_mut()
+            .unwrap()
+            .insert("user".into(), "2/min".into());
+    })
+    .await;
+    let ada = app.user("ada@example.com").await;
+    let bob = app.user("bob@example.com").await;
+    for remaining in ["1", "0"] {
+        let response = app.get_auth("/api/v1/auth/me", &ada).await;
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()["x-ratelimit-remaining"], remaining);
+    }
+    expect_error(
+        app.get_auth("/api/v1/auth/me", &ada).await,
+        429,
+        "RATE_LIMITED",
+    )
+    .await;
+    expect_error(
+        app.get_auth("/api/v1/orgs", &ada).await,
+        429,
+        "RATE_LIMITED",
+    )
+    .await;
+    // another user has their own allowance
+    assert_eq!(app.get_auth("/api/v1/auth/me", &bob).await.status(), 200);
+    app.stop().await;
+}
+
+async fn forgot(app: &TestApp, forwarded: &str) -> u16 {
+    app.client
+        .post(app.url("/api/v1/auth/password/forgot"))
+        .header("x-forwarded-for", forwarded)
+        .json(&json!({ "email": "someone@example.com" }))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+async fn forwarded_addresses_count_only_from_trusted_proxies(backend: Backend) {
+    // nobody trusted: a client cannot dodge its limit by inventing addresses
+    let app = TestApp::spawn_with(backend, |t| {
+        t["rate_limits"]
+            .as_table_mut()
+            .unwrap()
+            .insert("ip".into(), "2/min".into());
+    })
+    .await;
+    let mut statuses = Vec::new();
+    for i in 0..3 {
+        statuses.push(forgot(&app, &format!("198.51.100.{i}")).await);
+    }
+    assert_eq!(statuses, [202, 202, 429]);
+    app.stop().await;
+
+    // loopback trusted (a proxy on this host): each forwarded client has its own allowance,
+    // and a client prepending fake hops is still counted as itself
+    let app = TestApp::spawn_with(backend, |t| {
+        t["rate_limits"]
+            .as_table_mut()
+            .unwrap()
+            .insert("ip".into(), "2/min".into());
+        t.insert(
+            "trusted_proxies".into(),
+            toml::Value::Array(vec!["127.0.0.1".into()]),
+        );
+    })
+    .await;
+    for i in 0..3 {
+        assert_eq!(forgot(&app, &format!("198.51.100.{i}")).await, 202);
+    }
+    for _ in 0..2 {
+        assert_eq!(forgot(&app, "9.9.9.9").await, 202);
+    }
+    assert_eq!(forgot(&app, "1.1.1.1, 9.9.9.9").await, 429);
+    app.stop().await;
+}
