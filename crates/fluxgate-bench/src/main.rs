@@ -11,6 +11,10 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// The same allocator as the `fluxgate` binary, so the server measured here is the one shipped.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(about = "Measure Fluxgate over real HTTP on loopback")]
 struct Args {
@@ -26,7 +30,7 @@ struct Args {
     /// Database to bench against (default: SQLite in a temp dir).
     #[arg(long)]
     database_url: Option<String>,
-    /// Only these scenarios (comma-separated): floor, me, refresh, login, argon2, limiter.
+    /// Only these scenarios (comma-separated): floor, verify, me, refresh, login, argon2, limiter.
     #[arg(long)]
     only: Option<String>,
     /// Redis for the limiter scenario's round-trip latency (skipped without it).
@@ -139,6 +143,39 @@ async fn start_floor() -> anyhow::Result<String> {
     Ok(format!("http://{addr}/"))
 }
 
+/// The second floor: a bare axum POST handler doing what verify minimally must — parse
+/// `{"key": …}`, SHA-256 it, look it up in a hash map of the `keys`, answer JSON — with none of
+/// Fluxgate's middleware, authentication of the caller, rate limiting or usage.
+async fn start_lookup_floor(keys: &[String]) -> anyhow::Result<reqwest::Url> {
+    use sha2::{Digest, Sha256};
+    use std::collections::HashMap;
+    let map: Arc<HashMap<[u8; 32], usize>> = Arc::new(
+        keys.iter()
+            .enumerate()
+            .map(|(i, k)| (Sha256::digest(k.as_bytes()).into(), i))
+            .collect(),
+    );
+    #[derive(serde::Deserialize)]
+    struct Body {
+        key: String,
+    }
+    let app = axum::Router::new().route(
+        "/",
+        axum::routing::post(move |axum::Json(body): axum::Json<Body>| {
+            let map = map.clone();
+            async move {
+                let digest: [u8; 32] = Sha256::digest(body.key.as_bytes()).into();
+                let found = map.get(&digest).copied();
+                axum::Json(json!({ "data": { "valid": found.is_some(), "code": if found.is_some() { "VALID" } else { "NOT_FOUND" }, "index": found } }))
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok(reqwest::Url::parse(&format!("http://{addr}/"))?)
+}
+
 fn argon2_cost(samples: u32) -> anyhow::Result<Duration> {
     use argon2::password_hash::{rand_core::OsRng, PasswordHasher, SaltString};
     let argon2 = argon2::Argon2::default();
@@ -169,7 +206,8 @@ async fn main() -> anyhow::Result<()> {
     let table: toml::Table = format!(
         "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\ndatabase_url = \"{}\"\nlog_level = \"error\"\n\
          [auth]\nrequire_email_verification = false\ncookie_secure = false\nlockout_threshold = 1000\n\
-         [rate_limits]\nip = \"1000000000/min\"\nuser = \"1000000000/min\"\n",
+         [rate_limits]\nip = \"1000000000/min\"\nuser = \"1000000000/min\"\n\
+         [[plans]]\nname = \"bench\"\nrate_limit = \"1000000000/s\"\nentitlements = [\"bulk_export\"]\nquotas = {{}}\n",
         dir.path().display(),
         database_url
     )
@@ -193,7 +231,7 @@ async fn main() -> anyhow::Result<()> {
     println!("| scenario | connections | req/s | p50 ms | p99 ms | p99.9 ms | errors |");
     println!("|---|---|---|---|---|---|---|");
     if wanted("floor") {
-        let url = start_floor().await?;
+        let url = reqwest::Url::parse(&start_floor().await?)?;
         let c = client.clone();
         let outcome = drive(
             "bare axum handler (floor)",
@@ -202,7 +240,7 @@ async fn main() -> anyhow::Result<()> {
             move |_| {
                 let (c, url) = (c.clone(), url.clone());
                 async move {
-                    c.get(&url)
+                    c.get(url)
                         .send()
                         .await
                         .map(|r| r.status().is_success())
@@ -212,6 +250,31 @@ async fn main() -> anyhow::Result<()> {
         )
         .await;
         println!("{}", outcome.row());
+    }
+    if wanted("stack") {
+        // GET /healthz through Fluxgate's whole middleware stack: the cost of the stack itself
+        let url = reqwest::Url::parse(&format!("http://{}/healthz", server.addr))?;
+        let c = client.clone();
+        let outcome = drive(
+            "GET /healthz (full middleware stack)",
+            args.connections,
+            duration,
+            move |_| {
+                let (c, url) = (c.clone(), url.clone());
+                async move {
+                    c.get(url)
+                        .send()
+                        .await
+                        .map(|r| r.status().is_success())
+                        .unwrap_or(false)
+                }
+            },
+        )
+        .await;
+        println!("{}", outcome.row());
+    }
+    if wanted("verify") {
+        verify_bench(&server, &client, &base, args.connections, duration).await?;
     }
     if wanted("me") {
         let tokens = post(
@@ -400,5 +463,236 @@ async fn limiter_bench(duration: Duration, redis_url: Option<&str>) -> anyhow::R
         .await;
         println!("{}", outcome.row());
     }
+    Ok(())
+}
+
+/// `POST /keys/verify` with 10,000 keys in the database: warm keys, then a flood of unknown
+/// (well-formed) keys.
+async fn verify_bench(
+    server: &fluxgate_server::server::RunningServer,
+    client: &Client,
+    base: &str,
+    connections: usize,
+    duration: Duration,
+) -> anyhow::Result<()> {
+    use fluxgate_core::apikey::{self, Environment};
+    use fluxgate_store::ApiKeyRecord;
+    const KEYS: usize = 10_000;
+    let state = &server.state;
+    fluxgate_server::admin::bootstrap(&state.config, "ops@bench.test", "operator passphrase")
+        .await?;
+    let ops = post(
+        client,
+        &format!("{base}/auth/login"),
+        &json!({ "email": "ops@bench.test", "password": "operator passphrase" }),
+    )
+    .await
+    .context("operator login")?["data"]["access_token"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let ops_org = state
+        .store
+        .operator_org_id()
+        .await?
+        .context("operator org")?;
+    let root = client
+        .post(format!("{base}/orgs/{ops_org}/keys"))
+        .bearer_auth(&ops)
+        .json(&json!({ "name": "verifier", "scopes": ["keys:verify"] }))
+        .send()
+        .await?
+        .json::<Value>()
+        .await?["data"]["key"]
+        .as_str()
+        .context("verifier key")?
+        .to_owned();
+    let org = client
+        .post(format!("{base}/orgs"))
+        .bearer_auth(&ops)
+        .json(&json!({ "name": "Customer" }))
+        .send()
+        .await?
+        .json::<Value>()
+        .await?["data"]["id"]
+        .as_str()
+        .context("customer org")?
+        .to_owned();
+    // 10,000 keys straight into the database (as the API would store them)
+    let now = fluxgate_server::auth::unix_now();
+    let mut secrets = Vec::with_capacity(KEYS);
+    for i in 0..KEYS {
+        let secret = apikey::generate("fg", Environment::Live);
+        let parsed = apikey::parse(secret.expose()).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let record = ApiKeyRecord {
+            id: fluxgate_core::ids::KeyId::generate().to_string(),
+            org_id: org.clone(),
+            name: format!("bench {i}"),
+            environment: "live".into(),
+            start: parsed.start().to_owned(),
+            scopes: "[]".into(),
+            metadata: "{}".into(),
+            rate_limit: None,
+            rate_window_seconds: None,
+            created_by: None,
+            created_at: now,
+            updated_at: now,
+            expires_at: None,
+            revoked_at: None,
+            last_used_at: None,
+        };
+        let audit = fluxgate_store::AuditRecord {
+            id: fluxgate_core::ids::EventId::generate().to_string(),
+            org_id: Some(org.clone()),
+            actor_type: "system".into(),
+            actor_id: None,
+            action: "key.created".into(),
+            target_type: Some("key".into()),
+            target_id: Some(record.id.clone()),
+            ip: None,
+            user_agent: None,
+            data: "{}".into(),
+            created_at: now,
+        };
+        state
+            .store
+            .create_key(&record, &parsed.hash(), &audit)
+            .await?;
+        secrets.push(secret.expose().clone());
+    }
+    state
+        .keys
+        .sync_known(state.store.as_ref())
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    // put the org on the bench plan (no quota, a huge rate) so every warm verify is VALID
+    state
+        .store
+        .set_org_plan(
+            &org,
+            "bench",
+            now,
+            &fluxgate_store::AuditRecord {
+                id: fluxgate_core::ids::EventId::generate().to_string(),
+                org_id: Some(org.clone()),
+                actor_type: "system".into(),
+                actor_id: None,
+                action: "org.plan_changed".into(),
+                target_type: None,
+                target_id: None,
+                ip: None,
+                user_agent: None,
+                data: "{}".into(),
+                created_at: now,
+            },
+        )
+        .await?;
+    // requests prepared up front (parsed URL, header, bodies) so the client spends its share of
+    // the two cores on HTTP, as a product backend's client would
+    let url = reqwest::Url::parse(&format!("{base}/keys/verify"))?;
+    let root = reqwest::header::HeaderValue::from_str(&root)?;
+    let bodies = |keys: &[String]| -> Arc<Vec<bytes::Bytes>> {
+        Arc::new(
+            keys.iter()
+                .map(|k| bytes::Bytes::from(format!("{{\"key\":\"{k}\"}}")))
+                .collect(),
+        )
+    };
+    let verify_once = |c: Client,
+                       url: reqwest::Url,
+                       root: reqwest::header::HeaderValue,
+                       body: bytes::Bytes,
+                       expect: &'static [u8]| async move {
+        match c
+            .post(url)
+            .header("x-api-key", root)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+        {
+            Ok(r) if r.status().is_success() => r
+                .bytes()
+                .await
+                .map(|b| b.windows(expect.len()).any(|w| w == expect))
+                .unwrap_or(false),
+            _ => false,
+        }
+    };
+    let known = bodies(&secrets);
+    let lookup_floor = start_lookup_floor(&secrets).await?;
+    let (c, u, r, k) = (client.clone(), lookup_floor, root.clone(), known.clone());
+    let outcome = drive(
+        "bare POST: JSON + SHA-256 + map lookup (floor)",
+        connections,
+        duration,
+        move |n| {
+            verify_once(
+                c.clone(),
+                u.clone(),
+                r.clone(),
+                k[n % KEYS].clone(),
+                b"\"VALID\"",
+            )
+        },
+    )
+    .await;
+    println!("{}", outcome.row());
+    // warm every key once
+    for chunk in known.chunks(256) {
+        let calls: Vec<_> = chunk
+            .iter()
+            .map(|b| {
+                verify_once(
+                    client.clone(),
+                    url.clone(),
+                    root.clone(),
+                    b.clone(),
+                    b"\"VALID\"",
+                )
+            })
+            .collect();
+        for call in calls {
+            call.await;
+        }
+    }
+    let (c, u, r, k) = (client.clone(), url.clone(), root.clone(), known.clone());
+    let outcome = drive(
+        "POST /keys/verify, warm (10k keys)",
+        connections,
+        duration,
+        move |n| {
+            verify_once(
+                c.clone(),
+                u.clone(),
+                r.clone(),
+                k[n % KEYS].clone(),
+                b"\"VALID\"",
+            )
+        },
+    )
+    .await;
+    println!("{}", outcome.row());
+    let invented: Vec<String> = (0..KEYS)
+        .map(|_| apikey::generate("fg", Environment::Live).expose().clone())
+        .collect();
+    let unknown = bodies(&invented);
+    let (c, u, r) = (client.clone(), url.clone(), root.clone());
+    let outcome = drive(
+        "POST /keys/verify, unknown keys",
+        connections,
+        duration,
+        move |n| {
+            verify_once(
+                c.clone(),
+                u.clone(),
+                r.clone(),
+                unknown[n % KEYS].clone(),
+                b"\"NOT_FOUND\"",
+            )
+        },
+    )
+    .await;
+    println!("{}", outcome.row());
     Ok(())
 }

@@ -2,6 +2,7 @@
 //! parsing. Nothing in this crate performs I/O; the server, the storage layer and the SDK share it.
 #![warn(missing_docs)]
 
+pub mod apikey;
 pub mod claims;
 pub mod email;
 pub mod ids;

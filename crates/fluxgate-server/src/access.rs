@@ -3,16 +3,19 @@
 //! what a role grants. `docs/permissions.md` lists route → permission; a test keeps it true.
 
 use crate::audit::AuditEvent;
-use crate::auth::AuthUser;
+use crate::auth::{bearer_token, AuthUser};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::ClientInfo;
+use crate::keycache::{CachedKey, KeyHash, Lookup};
 use crate::state::AppState;
 use axum::extract::{FromRequestParts, RawPathParams};
 use axum::http::request::Parts;
+use fluxgate_core::apikey;
 use fluxgate_core::ids::OrgId;
 use fluxgate_core::permission::{BuiltinRole, Grants, PermissionPattern};
 use fluxgate_store::{MembershipRecord, OrgRecord};
 use std::marker::PhantomData;
+use std::sync::Arc;
 
 /// A permission a route requires, as a type; `None` means "any member of the org".
 pub trait Required: Send + Sync + 'static {
@@ -48,6 +51,14 @@ permissions! {
     AdminOrgs = "admin:orgs",
     /// `admin:users` (operator only)
     AdminUsers = "admin:users",
+    /// `admin:plans` (operator only)
+    AdminPlans = "admin:plans",
+    /// `keys:read`
+    KeysRead = "keys:read",
+    /// `keys:write`
+    KeysWrite = "keys:write",
+    /// `keys:verify` (operator only)
+    KeysVerify = "keys:verify",
 }
 
 /// Membership alone, for what every member may do (leave, read their own standing).
@@ -57,16 +68,112 @@ impl Required for AnyMember {
     const PERMISSION: Option<&'static str> = None;
 }
 
+/// Who is calling: a user (access token) or an API key.
+pub enum Caller {
+    /// Authenticated by an access token.
+    User(Box<AuthUser>),
+    /// Authenticated by an API key (`X-API-Key`, or a bearer value that parses as a key).
+    Key(Arc<CachedKey>),
+}
+
+/// Who did something, for audit entries and `created_by`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor {
+    /// `user` or `key`.
+    pub kind: &'static str,
+    /// `usr_…` or `key_…`.
+    pub id: String,
+}
+
+impl Caller {
+    /// The caller as an audit actor.
+    pub fn actor(&self) -> Actor {
+        match self {
+            Self::User(user) => Actor {
+                kind: "user",
+                id: user.user_id().to_owned(),
+            },
+            Self::Key(key) => Actor {
+                kind: "key",
+                id: key.key_id.clone(),
+            },
+        }
+    }
+
+    /// The refusal for a missing permission: `FORBIDDEN` for users, `INSUFFICIENT_SCOPE` for keys.
+    pub fn lacks(&self, permission: &str) -> ApiError {
+        match self {
+            Self::User(_) => ApiError::Forbidden(permission.to_owned()),
+            Self::Key(_) => ApiError::InsufficientScope(permission.to_owned()),
+        }
+    }
+
+    /// Does the caller hold an instance-wide (operator) permission?
+    pub async fn operator_allows(&self, state: &AppState, permission: &str) -> ApiResult<bool> {
+        match self {
+            Self::User(user) => operator_allows(state, user.user_id(), permission).await,
+            Self::Key(key) => {
+                Ok(key.org_is_operator && key.grants.allows(permission, &state.config.catalog))
+            }
+        }
+    }
+}
+
+/// The API key a request presents, if any: `X-API-Key`, or an `Authorization: Bearer` value
+/// that parses as a key (anything else there is an access token).
+pub fn presented_key(parts: &Parts) -> Option<String> {
+    if let Some(value) = parts.headers.get("x-api-key") {
+        return Some(value.to_str().unwrap_or("").trim().to_owned());
+    }
+    bearer_token(&parts.headers).filter(|token| apikey::looks_like_key(token))
+}
+
+/// Authenticates the caller (key or user) and charges its rate limit.
+pub async fn authenticate(parts: &mut Parts, state: &AppState) -> ApiResult<Caller> {
+    match presented_key(parts) {
+        Some(text) => {
+            let key = verified_key(state, &text)
+                .await?
+                .ok_or(ApiError::Unauthorized)?;
+            crate::limits::enforce(state, parts, &key.rate_key, key.quota, 1).await?;
+            state.usage.touch_key(&key.key_id, crate::tokens::now());
+            Ok(Caller::Key(key))
+        }
+        None => {
+            let user = AuthUser::from_request_parts(parts, state).await?;
+            Ok(Caller::User(Box::new(user)))
+        }
+    }
+}
+
+/// The context of a presented key that verifies now (well-formed, known, not revoked, expired,
+/// rotated out or of a deleted org), or None.
+pub async fn verified_key(state: &AppState, text: &str) -> ApiResult<Option<Arc<CachedKey>>> {
+    if apikey::parse(text).is_err() {
+        return Ok(None);
+    }
+    let hash = KeyHash::of(text);
+    match state
+        .keys
+        .get(&hash, state.store.as_ref(), &state.config)
+        .await?
+    {
+        Lookup::Found(key) if key.refusal(crate::tokens::now()).is_none() => Ok(Some(key)),
+        _ => Ok(None),
+    }
+}
+
 /// The caller's standing in the org named by the route's `{org_id}`, checked to hold `P`.
 /// Someone who is not a member gets 404 (the org's existence is not revealed); a member lacking
-/// `P` gets 403 naming it. Operators holding `admin:orgs` act in any customer org with every
-/// org permission (never the operator-only ones).
+/// `P` gets 403 naming it (`INSUFFICIENT_SCOPE` for a key). A key acts only in its own org.
+/// Operators holding `admin:orgs` (users, or operator keys with that scope) act in any customer
+/// org with every org permission (never the operator-only ones).
 pub struct OrgAccess<P: Required> {
     /// The org (not deleted).
     pub org: OrgRecord,
-    /// The acting user.
-    pub user_id: String,
-    /// The caller's role in the org; `None` for an operator acting from outside.
+    /// Who is calling.
+    pub caller: Caller,
+    /// The caller's role in the org; `None` for keys and for operators acting from outside.
     pub role: Option<String>,
     /// What the caller holds in the org.
     pub grants: Grants,
@@ -84,9 +191,28 @@ impl<P: Required> OrgAccess<P> {
         self.grants.allows(permission, &state.config.catalog)
     }
 
+    /// The refusal naming the first of `patterns` the caller does not hold, if any.
+    pub fn require_all(&self, state: &AppState, patterns: &[PermissionPattern]) -> ApiResult<()> {
+        match patterns
+            .iter()
+            .find(|p| !self.covers(state, std::slice::from_ref(p)))
+        {
+            Some(missing) => Err(self.caller.lacks(missing.as_str())),
+            None => Ok(()),
+        }
+    }
+
+    /// The acting user, when a user acts.
+    pub fn user_id(&self) -> Option<&str> {
+        match &self.caller {
+            Caller::User(user) => Some(user.user_id()),
+            Caller::Key(_) => None,
+        }
+    }
+
     /// An audit entry for an action of the caller in this org.
     pub fn audit(&self, action: &str, client: &ClientInfo) -> AuditEvent {
-        AuditEvent::new(action, Some(&self.user_id), client).org(Some(&self.org.id))
+        AuditEvent::by(action, &self.caller.actor(), client).org(Some(&self.org.id))
     }
 }
 
@@ -97,7 +223,7 @@ impl<P: Required> FromRequestParts<AppState> for OrgAccess<P> {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let user = AuthUser::from_request_parts(parts, state).await?;
+        let caller = authenticate(parts, state).await?;
         let params = RawPathParams::from_request_parts(parts, state)
             .await
             .map_err(|_| ApiError::NotFound)?;
@@ -112,26 +238,33 @@ impl<P: Required> FromRequestParts<AppState> for OrgAccess<P> {
             .org(org_id.as_str())
             .await?
             .ok_or(ApiError::NotFound)?;
-        let (role, grants) = match state.store.membership(&org.id, user.user_id()).await? {
-            Some(membership) => (
-                Some(membership.role.clone()),
-                grants_of(state, &membership).await?,
-            ),
-            None if !org.is_operator
-                && operator_allows(state, user.user_id(), "admin:orgs").await? =>
+        let (role, grants) = match &caller {
+            Caller::User(user) => match state.store.membership(&org.id, user.user_id()).await? {
+                Some(membership) => (
+                    Some(membership.role.clone()),
+                    grants_of(state, &membership).await?,
+                ),
+                None if !org.is_operator && caller.operator_allows(state, "admin:orgs").await? => {
+                    (None, Grants::everything(false))
+                }
+                None => return Err(ApiError::NotFound),
+            },
+            Caller::Key(key) if key.org_id == org.id => (None, key.grants.clone()),
+            Caller::Key(_)
+                if !org.is_operator && caller.operator_allows(state, "admin:orgs").await? =>
             {
                 (None, Grants::everything(false))
             }
-            None => return Err(ApiError::NotFound),
+            Caller::Key(_) => return Err(ApiError::NotFound),
         };
         if let Some(permission) = P::PERMISSION {
             if !grants.allows(permission, &state.config.catalog) {
-                return Err(ApiError::Forbidden(permission.into()));
+                return Err(caller.lacks(permission));
             }
         }
         Ok(Self {
             org,
-            user_id: user.user_id().to_owned(),
+            caller,
             role,
             grants,
             required: PhantomData,
@@ -139,18 +272,18 @@ impl<P: Required> FromRequestParts<AppState> for OrgAccess<P> {
     }
 }
 
-/// A member of the operator org holding the instance-wide permission `P`; anyone else gets
-/// 403 naming it.
+/// A caller holding the instance-wide permission `P` (a member of the operator org, or a key
+/// of it); anyone else gets 403 naming it.
 pub struct OperatorAccess<P: Required> {
-    /// The acting user.
-    pub user_id: String,
+    /// Who is calling.
+    pub caller: Caller,
     required: PhantomData<P>,
 }
 
 impl<P: Required> OperatorAccess<P> {
     /// An audit entry for an operator action (on `org_id`, when it concerns one org).
     pub fn audit(&self, action: &str, org_id: Option<&str>, client: &ClientInfo) -> AuditEvent {
-        AuditEvent::new(action, Some(&self.user_id), client).org(org_id)
+        AuditEvent::by(action, &self.caller.actor(), client).org(org_id)
     }
 }
 
@@ -161,13 +294,13 @@ impl<P: Required> FromRequestParts<AppState> for OperatorAccess<P> {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let user = AuthUser::from_request_parts(parts, state).await?;
+        let caller = authenticate(parts, state).await?;
         let permission = P::PERMISSION.unwrap_or("admin:orgs");
-        if !operator_allows(state, user.user_id(), permission).await? {
-            return Err(ApiError::Forbidden(permission.into()));
+        if !caller.operator_allows(state, permission).await? {
+            return Err(caller.lacks(permission));
         }
         Ok(Self {
-            user_id: user.user_id().to_owned(),
+            caller,
             required: PhantomData,
         })
     }

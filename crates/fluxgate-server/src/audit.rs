@@ -27,6 +27,13 @@ impl AuditEvent {
         })
     }
 
+    /// `action` done by `actor` (a user or a key), from `client`.
+    pub fn by(action: &str, actor: &crate::access::Actor, client: &ClientInfo) -> Self {
+        let mut event = Self::new(action, Some(&actor.id), client);
+        event.0.actor_type = actor.kind.into();
+        event
+    }
+
     /// The org the event belongs to.
     pub fn org(mut self, org_id: Option<&str>) -> Self {
         self.0.org_id = org_id.map(str::to_owned);

@@ -349,6 +349,11 @@ impl Config {
         })
     }
 
+    /// The plan of this name.
+    pub fn plan(&self, name: &str) -> Option<&Plan> {
+        self.plans.iter().find(|p| p.name == name)
+    }
+
     /// The plan new orgs get.
     pub fn default_plan(&self) -> &str {
         self.plans

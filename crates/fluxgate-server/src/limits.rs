@@ -1,21 +1,21 @@
 //! Where rate limits apply — per client IP on the unauthenticated auth endpoints ([`IpLimit`]),
 //! per user on JWT-authenticated calls ([`enforce`] from the `AuthUser` extractor) — and the
-//! `X-RateLimit-*` headers every limited response carries ([`headers`]).
+//! `X-RateLimit-*` headers every limited response carries ([`LimitSlot`]).
 
 use crate::error::{ApiError, ApiResult};
 use crate::extract::ClientInfo;
 use crate::state::AppState;
-use axum::extract::{FromRequestParts, Request};
+use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::HeaderValue;
-use axum::middleware::Next;
 use axum::response::Response;
 use fluxgate_core::ratelimit::{Decision, Quota};
 use std::sync::{Arc, Mutex};
 
-/// The decision taken for this request, if any, for the response headers.
+/// The decision taken for a request, if any, for its response headers. The request context
+/// middleware puts one in every request and writes the headers from it on the way out.
 #[derive(Clone, Default)]
-struct LimitSlot(Arc<Mutex<Option<Decision>>>);
+pub struct LimitSlot(Arc<Mutex<Option<Decision>>>);
 
 impl LimitSlot {
     fn get(&self) -> Option<Decision> {
@@ -27,15 +27,10 @@ impl LimitSlot {
             *slot = Some(decision);
         }
     }
-}
 
-/// Middleware: gives the request a slot for its rate-limit decision and writes
-/// `X-RateLimit-Limit`, `-Remaining` and `-Reset` (Unix seconds) from it on the way out.
-pub async fn headers(mut request: Request, next: Next) -> Response {
-    let slot = LimitSlot::default();
-    request.extensions_mut().insert(slot.clone());
-    let mut response = next.run(request).await;
-    if let Some(decision) = slot.get() {
+    /// Writes `X-RateLimit-Limit`, `-Remaining` and `-Reset` (Unix seconds) from the decision.
+    pub fn write_headers(&self, response: &mut Response) {
+        let Some(decision) = self.get() else { return };
         let reset = crate::tokens::now() as u64 + decision.reset_after_secs();
         let headers = response.headers_mut();
         for (name, value) in [
@@ -48,7 +43,6 @@ pub async fn headers(mut request: Request, next: Next) -> Response {
             }
         }
     }
-    response
 }
 
 /// Takes `cost` from `key`'s allowance under `quota`, once per request (a second limiter on

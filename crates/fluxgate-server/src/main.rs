@@ -5,6 +5,11 @@ use fluxgate_server::config::Config;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// mimalloc: the request path allocates small, short-lived buffers on many threads, where it is
+/// markedly faster than the system allocator (see docs/BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "fluxgate",

@@ -1,21 +1,61 @@
 //! Prometheus metrics: request counts and latency histograms by route and status.
 
-use axum::extract::{MatchedPath, Request, State};
-use axum::middleware::Next;
-use axum::response::Response;
+use axum::extract::{MatchedPath, Request};
+use axum::http::Method;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-use std::sync::Arc;
-use std::time::Instant;
+use std::time::Duration;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
-    method: String,
-    route: String,
+    method: &'static str,
+    route: &'static str,
     status: u16,
+}
+
+/// Route templates seen so far, leaked once each: labels then cost no allocation per request.
+/// Templates come from the router (a fixed set), never from request paths.
+static ROUTES: std::sync::LazyLock<std::sync::RwLock<std::collections::HashSet<&'static str>>> =
+    std::sync::LazyLock::new(Default::default);
+
+fn intern(route: &str) -> &'static str {
+    if let Some(known) = ROUTES.read().ok().and_then(|set| set.get(route).copied()) {
+        return known;
+    }
+    let Ok(mut set) = ROUTES.write() else {
+        return "unmatched";
+    };
+    if let Some(known) = set.get(route) {
+        return known;
+    }
+    let leaked: &'static str = Box::leak(route.to_owned().into_boxed_str());
+    set.insert(leaked);
+    leaked
+}
+
+/// The route label of a request: its matched template, or `unmatched`.
+pub fn route_of(request: &Request) -> &'static str {
+    request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| intern(p.as_str()))
+        .unwrap_or("unmatched")
+}
+
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "OTHER",
+    }
 }
 
 /// The process's metrics and their registry.
@@ -69,25 +109,17 @@ impl Default for Metrics {
     }
 }
 
-/// Middleware counting each request under its route template (not its raw path).
-pub async fn track(State(metrics): State<Arc<Metrics>>, request: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let method = request.method().to_string();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".into());
-    let response = next.run(request).await;
-    let labels = RequestLabels {
-        method,
-        route,
-        status: response.status().as_u16(),
-    };
-    metrics.requests.get_or_create(&labels).inc();
-    metrics
-        .latency
-        .get_or_create(&labels)
-        .observe(started.elapsed().as_secs_f64());
-    response
+impl Metrics {
+    /// Counts one request and its latency under its route template (not its raw path).
+    pub fn observe(&self, method: &Method, route: &'static str, status: u16, elapsed: Duration) {
+        let labels = RequestLabels {
+            method: method_label(method),
+            route,
+            status,
+        };
+        self.requests.get_or_create(&labels).inc();
+        self.latency
+            .get_or_create(&labels)
+            .observe(elapsed.as_secs_f64());
+    }
 }

@@ -5,12 +5,13 @@
 
 use crate::config::RedisFailure;
 use crate::error::ApiError;
+use crate::redisconn::RedisConnection;
 use fluxgate_core::ratelimit::{decide, Decision, Nanos, Quota};
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
@@ -149,7 +150,7 @@ return {0, math.floor((window - (tat - now)) / interval), tat - now, retry}
 /// The Redis store: one connection manager (multiplexed, reconnecting), established in the
 /// background so that a Redis that is down at start does not stop the node.
 pub struct RedisLimiter {
-    connection: Arc<OnceLock<redis::aio::ConnectionManager>>,
+    connection: RedisConnection,
     script: redis::Script,
     timeout: Duration,
 }
@@ -162,38 +163,15 @@ impl RedisLimiter {
         cancel: CancellationToken,
     ) -> anyhow::Result<Self> {
         let client = redis::Client::open(url)?;
-        let connection = Arc::new(OnceLock::new());
-        let slot = connection.clone();
-        tokio::spawn(async move {
-            loop {
-                let config = redis::aio::ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(Duration::from_secs(1)))
-                    .set_response_timeout(Some(Duration::from_secs(1)));
-                match client.get_connection_manager_with_config(config).await {
-                    Ok(manager) => {
-                        let _ = slot.set(manager);
-                        tracing::info!("rate limits: connected to Redis");
-                        return;
-                    }
-                    Err(error) => {
-                        tracing::warn!(%error, "rate limits: Redis unreachable; retrying")
-                    }
-                }
-                tokio::select! {
-                    _ = cancel.cancelled() => return,
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                }
-            }
-        });
         Ok(Self {
-            connection,
+            connection: RedisConnection::connect(client, "rate limits", cancel),
             script: redis::Script::new(GCRA_LUA),
             timeout,
         })
     }
 
     async fn decide(&self, key: &str, quota: Quota, cost: u64, commit: bool) -> Option<Decision> {
-        let mut connection = self.connection.get()?.clone();
+        let mut connection = self.connection.get()?;
         let interval_us = (quota.interval() / 1000).max(1);
         let mut invocation = self.script.prepare_invoke();
         invocation
@@ -223,10 +201,9 @@ impl RedisLimiter {
     }
 
     async fn reset(&self, key: &str) -> bool {
-        let Some(connection) = self.connection.get() else {
+        let Some(mut connection) = self.connection.get() else {
             return false;
         };
-        let mut connection = connection.clone();
         let mut command = redis::cmd("DEL");
         command.arg(format!("fg:rl:{key}"));
         let call = command.query_async::<i64>(&mut connection);

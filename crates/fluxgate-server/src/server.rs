@@ -2,6 +2,8 @@
 //! listen, and shut down gracefully (in-flight requests finish, queued mail goes out).
 
 use crate::config::Config;
+use crate::invalidation::InvalidationBus;
+use crate::keycache::KeyCache;
 use crate::mail::Mailer;
 use crate::metrics::Metrics;
 use crate::passwords::PasswordHasher;
@@ -10,6 +12,7 @@ use crate::revocation::SessionRevocations;
 use crate::secrets::InstanceSecret;
 use crate::state::{AppInner, AppState};
 use crate::tokens::{now, Keyring, RefreshTokenDeriver};
+use crate::usage::UsageRecorder;
 use anyhow::Context;
 use fluxgate_store::{ConnectOptions, Store, StoreError};
 use std::net::SocketAddr;
@@ -88,18 +91,59 @@ pub async fn build_state(config: Config, cancel: &CancellationToken) -> anyhow::
         "Rate-limit decisions taken without Redis although it is configured",
         limiter.fallback_counter(),
     );
+    let keys = Arc::new(KeyCache::new());
+    keys.sync_known(store.as_ref())
+        .await
+        .map_err(|e| anyhow::anyhow!("loading API key hashes: {e}"))?;
+    tokio::spawn(resync_keys_periodically(
+        keys.clone(),
+        store.clone(),
+        cancel.clone(),
+    ));
+    let invalidation = Arc::new(
+        InvalidationBus::start(
+            keys.clone(),
+            config.redis_url.as_deref(),
+            store.clone(),
+            cancel.clone(),
+        )
+        .await
+        .context("starting key invalidation")?,
+    );
+    let usage = Arc::new(UsageRecorder::new(store.clone()));
+    usage.spawn_flusher(cancel.clone());
     let state = AppState::new(AppInner {
         passwords: PasswordHasher::new(parallelism)?,
         mailer: Mailer::new(config.smtp_url.as_deref(), &config.smtp_from)?,
         refresh: RefreshTokenDeriver::new(secret.derive("refresh-token-successor")),
         metrics: Arc::new(metrics),
         limiter,
+        keys,
+        invalidation,
+        usage,
         keyring,
         revocations,
         store,
         config,
     });
     Ok(state)
+}
+
+/// Learns secrets whose creation message this node missed (every minute).
+async fn resync_keys_periodically(
+    keys: Arc<KeyCache>,
+    store: Arc<dyn Store>,
+    cancel: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(60)) => {}
+        }
+        if let Err(e) = keys.sync_known(store.as_ref()).await {
+            tracing::warn!(error = %e, "resyncing API key hashes failed");
+        }
+    }
 }
 
 async fn reload_keys_periodically(keyring: Arc<Keyring>, cancel: CancellationToken) {
@@ -129,6 +173,9 @@ impl RunningServer {
     pub async fn stop(self) -> anyhow::Result<()> {
         self.cancel.cancel();
         self.task.await.context("server task")??;
+        if let Err(e) = self.state.usage.flush().await {
+            tracing::error!(error = %e, "writing the last usage batch failed");
+        }
         self.state.mailer.drain(Duration::from_secs(5)).await;
         self.state.store.close().await;
         Ok(())

@@ -1,12 +1,15 @@
 //! The application state every handler shares, built once at start.
 
 use crate::config::Config;
+use crate::invalidation::InvalidationBus;
+use crate::keycache::KeyCache;
 use crate::mail::Mailer;
 use crate::metrics::Metrics;
 use crate::passwords::PasswordHasher;
 use crate::ratelimit::Limiter;
 use crate::revocation::SessionRevocations;
 use crate::tokens::{Keyring, RefreshTokenDeriver};
+use crate::usage::UsageRecorder;
 use fluxgate_store::Store;
 use std::ops::Deref;
 use std::sync::Arc;
@@ -35,6 +38,12 @@ pub struct AppInner {
     pub metrics: Arc<Metrics>,
     /// Rate limits (memory, or Redis when configured).
     pub limiter: Arc<Limiter>,
+    /// What verify answers with, by key hash.
+    pub keys: Arc<KeyCache>,
+    /// Tells every node's key cache about changes.
+    pub invalidation: Arc<InvalidationBus>,
+    /// Monthly usage counters and keys' last use, written in batches.
+    pub usage: Arc<UsageRecorder>,
 }
 
 impl AppState {

@@ -1791,7 +1791,8 @@ async fn declared_permissions_are_documented_and_enforced(backend: Backend) {
             .replace("{org_id}", &org)
             .replace("{user_id}", &owner_id)
             .replace("{role_id}", &role_id)
-            .replace("{invitation_id}", "inv_01ARZ3NDEKTSV4RRFFQ69G5FAV");
+            .replace("{invitation_id}", "inv_01ARZ3NDEKTSV4RRFFQ69G5FAV")
+            .replace("{key_id}", "key_01ARZ3NDEKTSV4RRFFQ69G5FAV");
         let method = Method::from_bytes(method.as_bytes()).unwrap();
         // without the declared permission: refused, naming exactly it
         let without: Vec<&str> = platform
@@ -1842,20 +1843,15 @@ async fn declared_permissions_are_documented_and_enforced(backend: Backend) {
         }
     }
     // instance-wide routes refuse a customer's owner, naming the operator permission
-    for (method, route, permission) in declared
-        .iter()
-        .filter(|(_, r, _)| r.starts_with("/api/v1/admin/"))
-    {
+    let instance_wide =
+        |route: &str| route.starts_with("/api/v1/admin/") || route == "/api/v1/keys/verify";
+    for (method, route, permission) in declared.iter().filter(|(_, r, _)| instance_wide(r)) {
         let method = Method::from_bytes(method.as_bytes()).unwrap();
+        let path = route
+            .trim_start_matches("/api/v1")
+            .replace("{org_id}", &org);
         forbidden(
-            send(
-                &app,
-                method,
-                route.trim_start_matches("/api/v1"),
-                &owner,
-                None,
-            )
-            .await,
+            send(&app, method, &path, &owner, Some(json!({}))).await,
             permission,
         )
         .await;

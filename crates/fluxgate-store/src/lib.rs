@@ -2,6 +2,7 @@
 //! text serving both), and the checked-in migrations of each backend.
 
 mod error;
+mod keys;
 mod orgs;
 mod postgres;
 mod records;
@@ -9,6 +10,7 @@ mod shared;
 mod sqlite;
 
 pub use error::StoreError;
+pub use keys::KeyStore;
 pub use orgs::OrgStore;
 pub use postgres::PostgresStore;
 pub use records::*;
@@ -25,7 +27,7 @@ pub type StoreResult<T> = Result<T, StoreError>;
 /// transaction; a method that changes state takes the audit entry that records the change and
 /// writes it in the same transaction.
 #[async_trait]
-pub trait Store: OrgStore + Send + Sync + 'static {
+pub trait Store: OrgStore + KeyStore + Notifier + Send + Sync + 'static {
     /// `sqlite` or `postgres`.
     fn backend(&self) -> &'static str;
     /// Applies pending migrations (PostgreSQL takes an advisory lock, so concurrent nodes are safe).
@@ -146,6 +148,20 @@ pub trait Store: OrgStore + Send + Sync + 'static {
     async fn append_audit(&self, entries: &[AuditRecord]) -> StoreResult<()>;
     /// Entries matching `filter`, newest first.
     async fn audit_entries(&self, filter: &AuditFilter) -> StoreResult<Vec<AuditRecord>>;
+}
+
+/// Messages between the nodes sharing a database: PostgreSQL `NOTIFY`/`LISTEN`; SQLite serves
+/// one node, so there is nobody to tell.
+#[async_trait]
+pub trait Notifier: Send + Sync {
+    /// Sends `payload` on `channel` to every listening node (this one included).
+    async fn notify(&self, channel: &str, payload: &str) -> StoreResult<()>;
+    /// Starts listening on `channel`, if this backend can. The receiver yields each payload,
+    /// and `None` when the connection dropped and messages may have been lost.
+    async fn listen(
+        &self,
+        channel: &str,
+    ) -> StoreResult<Option<tokio::sync::mpsc::Receiver<Option<String>>>>;
 }
 
 /// How to reach the database.

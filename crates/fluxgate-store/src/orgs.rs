@@ -246,6 +246,11 @@ macro_rules! impl_org_store {
                 .bind(org_id)
                 .execute(&mut *tx)
                 .await?;
+                sqlx::query("UPDATE api_keys SET revoked_at = $1, updated_at = $1 WHERE org_id = $2 AND revoked_at IS NULL")
+                    .bind(now)
+                    .bind(org_id)
+                    .execute(&mut *tx)
+                    .await?;
                 insert_audit(&mut tx, audit).await?;
                 tx.commit().await?;
                 Ok(true)

@@ -29,3 +29,62 @@ impl PostgresStore {
 
 crate::shared::impl_store!(PostgresStore, Postgres, "postgres");
 crate::orgs::impl_org_store!(PostgresStore, Postgres);
+crate::keys::impl_key_store!(PostgresStore, Postgres);
+
+#[async_trait::async_trait]
+impl crate::Notifier for PostgresStore {
+    async fn notify(&self, channel: &str, payload: &str) -> StoreResult<()> {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(channel)
+            .bind(payload)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn listen(
+        &self,
+        channel: &str,
+    ) -> StoreResult<Option<tokio::sync::mpsc::Receiver<Option<String>>>> {
+        let pool = self.pool.clone();
+        let channel = channel.to_owned();
+        let mut listener = sqlx::postgres::PgListener::connect_with(&pool).await?;
+        listener.listen(&channel).await?;
+        let (sender, receiver) = tokio::sync::mpsc::channel(1024);
+        tokio::spawn(async move {
+            loop {
+                match listener.try_recv().await {
+                    Ok(Some(notification)) => {
+                        if sender
+                            .send(Some(notification.payload().to_owned()))
+                            .await
+                            .is_err()
+                        {
+                            return; // nobody listens any more
+                        }
+                        continue;
+                    }
+                    Ok(None) => tracing::warn!("LISTEN connection lost; reconnecting"),
+                    Err(error) => tracing::warn!(%error, "LISTEN connection failed; reconnecting"),
+                }
+                // reconnect by hand, and only once it works tell the receiver that messages may
+                // have been missed (so caches are not flushed again and again during an outage)
+                listener = loop {
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    if sender.is_closed() {
+                        return;
+                    }
+                    if let Ok(mut fresh) = sqlx::postgres::PgListener::connect_with(&pool).await {
+                        if fresh.listen(&channel).await.is_ok() {
+                            break fresh;
+                        }
+                    }
+                };
+                if sender.send(None).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Some(receiver))
+    }
+}

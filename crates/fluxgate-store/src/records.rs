@@ -313,3 +313,118 @@ pub struct OrgChanges {
     /// A new external id (`Some(None)` clears it).
     pub external_id: Option<Option<String>>,
 }
+
+/// An API key (its secrets are stored apart, as hashes).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ApiKeyRecord {
+    /// `key_…`
+    pub id: String,
+    /// `org_…`
+    pub org_id: String,
+    /// What the key is for.
+    pub name: String,
+    /// `live` or `test`.
+    pub environment: String,
+    /// The displayable beginning of the current secret.
+    pub start: String,
+    /// JSON array of scopes.
+    pub scopes: String,
+    /// JSON object of the owner's metadata.
+    pub metadata: String,
+    /// The key's own rate limit (calls per window), if any.
+    pub rate_limit: Option<i64>,
+    /// The window of the key's own rate limit, in seconds.
+    pub rate_window_seconds: Option<i64>,
+    /// The user or key that created it.
+    pub created_by: Option<String>,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds.
+    pub updated_at: i64,
+    /// When it stops working.
+    pub expires_at: Option<i64>,
+    /// When it was revoked.
+    pub revoked_at: Option<i64>,
+    /// Last verified or used (updated in batches).
+    pub last_used_at: Option<i64>,
+}
+
+impl ApiKeyRecord {
+    /// The scopes, parsed from their JSON text.
+    pub fn scope_list(&self) -> Vec<String> {
+        serde_json::from_str(&self.scopes).unwrap_or_default()
+    }
+
+    /// The metadata, parsed from its JSON text.
+    pub fn metadata_json(&self) -> Value {
+        serde_json::from_str(&self.metadata).unwrap_or(Value::Null)
+    }
+
+    /// `active`, `revoked` or `expired` at `now`.
+    pub fn status(&self, now: i64) -> &'static str {
+        if self.revoked_at.is_some() {
+            "revoked"
+        } else if self.expires_at.is_some_and(|e| e <= now) {
+            "expired"
+        } else {
+            "active"
+        }
+    }
+}
+
+/// A key found by the hash of a presented secret, with its org and that secret's retirement.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct KeyLookup {
+    /// The key.
+    #[sqlx(flatten)]
+    pub key: ApiKeyRecord,
+    /// The org's name.
+    pub org_name: String,
+    /// The org's external id.
+    pub org_external_id: Option<String>,
+    /// The org's plan.
+    pub org_plan: String,
+    /// Whether the org is the operator org.
+    pub org_is_operator: bool,
+    /// When the org was deleted.
+    pub org_deleted_at: Option<i64>,
+    /// When the presented secret stops working (rotated out), if it does.
+    pub secret_retires_at: Option<i64>,
+}
+
+/// Which keys a listing wants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyStatus {
+    /// Neither revoked nor expired.
+    Active,
+    /// Revoked.
+    Revoked,
+    /// Past `expires_at`, not revoked.
+    Expired,
+}
+
+/// Metered quantity to add to an org's monthly counter.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct UsageIncrement {
+    /// `org_…`
+    pub org_id: String,
+    /// The meter, e.g. `requests`.
+    pub meter: String,
+    /// `YYYY-MM` (UTC).
+    pub month: String,
+    /// How much to add.
+    pub quantity: i64,
+}
+
+/// A key's new secret, and when its other secrets stop working.
+#[derive(Debug, Clone)]
+pub struct Rotation {
+    /// SHA-256 of the new secret.
+    pub secret_hash: String,
+    /// Its displayable beginning.
+    pub start: String,
+    /// When the previous secrets stop working.
+    pub retire_at: i64,
+    /// Unix seconds.
+    pub now: i64,
+}

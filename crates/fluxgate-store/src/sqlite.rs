@@ -35,3 +35,18 @@ impl SqliteStore {
 
 crate::shared::impl_store!(SqliteStore, Sqlite, "sqlite");
 crate::orgs::impl_org_store!(SqliteStore, Sqlite);
+crate::keys::impl_key_store!(SqliteStore, Sqlite);
+
+#[async_trait::async_trait]
+impl crate::Notifier for SqliteStore {
+    async fn notify(&self, _channel: &str, _payload: &str) -> StoreResult<()> {
+        Ok(())
+    }
+
+    async fn listen(
+        &self,
+        _channel: &str,
+    ) -> StoreResult<Option<tokio::sync::mpsc::Receiver<Option<String>>>> {
+        Ok(None)
+    }
+}

@@ -93,7 +93,7 @@ async fn invite(
         email: email.as_str().to_owned(),
         role: body.role.clone(),
         token_hash: sha256_hex(token.expose()),
-        invited_by: Some(access.user_id.clone()),
+        invited_by: access.user_id().map(str::to_owned),
         created_at: now,
         expires_at: now + ttl.as_secs() as i64,
         accepted_at: None,

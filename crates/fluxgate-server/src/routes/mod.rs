@@ -3,24 +3,27 @@
 pub mod audit_log;
 pub mod auth;
 pub mod invitations;
+pub mod keys;
 pub mod orgs;
+pub mod plans;
 pub mod roles;
 pub mod system;
+pub mod verify;
 
 use crate::error::{ApiError, REQUEST_ID};
-use crate::metrics;
+use crate::limits::LimitSlot;
+use crate::metrics::{self, Metrics};
 use crate::state::AppState;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
+use std::sync::Arc;
+use std::time::Instant;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::request_id::{
-    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
-};
-use tower_http::trace::TraceLayer;
+use tracing::Instrument;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
@@ -31,6 +34,7 @@ use utoipa_axum::router::OpenApiRouter;
     modifiers(&BearerAuth),
     tags((name = "auth", description = "Accounts, sessions and tokens"),
          (name = "orgs", description = "Organizations, members, roles, invitations and the audit log"),
+         (name = "keys", description = "API keys and their verification"),
          (name = "admin", description = "Instance-wide operations for the operator org"),
          (name = "system", description = "Health, metrics, keys and this document"))
 )]
@@ -60,6 +64,9 @@ pub fn app(state: AppState) -> Router {
                 .merge(roles::router())
                 .merge(invitations::router())
                 .merge(audit_log::router())
+                .merge(keys::router())
+                .merge(verify::router())
+                .merge(plans::router())
                 .merge(system::api_router()),
         )
         .merge(system::root_router())
@@ -72,55 +79,67 @@ pub fn app(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
         .layer(
             ServiceBuilder::new()
-                .layer(SetRequestIdLayer::x_request_id(MakeRequestUlid))
-                .layer(PropagateRequestIdLayer::x_request_id())
-                .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
-                    let id = request
-                        .headers()
-                        .get("x-request-id")
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("");
-                    // the route template, never the concrete path: paths can carry tokens
-                    // (`/invitations/{token}/accept`)
-                    let route = request
-                        .extensions()
-                        .get::<MatchedPath>()
-                        .map(MatchedPath::as_str)
-                        .unwrap_or("unmatched");
-                    tracing::info_span!("request", method = %request.method(), route = %route, request_id = %id)
-                }))
-                .layer(middleware::from_fn(request_id_scope))
+                .layer(middleware::from_fn_with_state(metrics, request_context))
                 .layer(CatchPanicLayer::custom(|_| {
                     ApiError::Internal(anyhow::anyhow!("handler panicked")).into_response()
-                }))
-                .layer(middleware::from_fn_with_state(metrics, metrics::track))
-                .layer(middleware::from_fn(crate::limits::headers)),
+                })),
         )
         .with_state(state)
 }
 
-/// Request ids: the caller's (if sane), else a fresh `req_<ulid>`.
-#[derive(Clone, Copy)]
-struct MakeRequestUlid;
-
-impl MakeRequestId for MakeRequestUlid {
-    fn make_request_id<B>(&mut self, _request: &axum::http::Request<B>) -> Option<RequestId> {
-        HeaderValue::from_str(&format!("req_{}", ulid::Ulid::new()))
-            .ok()
-            .map(RequestId::new)
-    }
-}
-
-/// Makes the request id available to error bodies and logs for the rest of the request.
-async fn request_id_scope(request: Request, next: Next) -> Response {
-    let id = request
+/// The request's id: the caller's `X-Request-Id` when it is sane (1–128 visible ASCII
+/// characters), else a fresh `req_<ulid>`.
+fn request_id(request: &Request) -> String {
+    request
         .headers()
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
-        .filter(|v| v.len() <= 128)
-        .unwrap_or("")
-        .to_owned();
-    REQUEST_ID.scope(id, next.run(request)).await
+        .filter(|v| (1..=128).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_owned)
+        .unwrap_or_else(|| format!("req_{}", ulid::Ulid::new()))
+}
+
+/// One middleware for what every request needs around it, in one place (each extra layer costs
+/// on the hot path): its id — honoured or made, echoed as `X-Request-Id`, in a task-local for
+/// error bodies and in the log span —, the span itself (method, route template — never the
+/// concrete path, which can carry tokens such as `/invitations/{token}/accept` — and id), a slot
+/// for its rate-limit decision written out as `X-RateLimit-*`, and its count and latency in the
+/// metrics.
+async fn request_context(
+    State(metrics): State<Arc<Metrics>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let started = Instant::now();
+    let method = request.method().clone();
+    let route = metrics::route_of(&request);
+    let id = request_id(&request);
+    let header = HeaderValue::from_str(&id).ok();
+    if let Some(value) = &header {
+        request.headers_mut().insert("x-request-id", value.clone());
+    }
+    let slot = LimitSlot::default();
+    request.extensions_mut().insert(slot.clone());
+    let span = tracing::info_span!("request", method = %method, route = %route, request_id = %id);
+    let mut response = REQUEST_ID
+        .scope(id, next.run(request))
+        .instrument(span.clone())
+        .await;
+    if let Some(value) = header {
+        response.headers_mut().insert("x-request-id", value);
+    }
+    slot.write_headers(&mut response);
+    let status = response.status().as_u16();
+    let elapsed = started.elapsed();
+    metrics.observe(&method, route, status, elapsed);
+    span.in_scope(|| {
+        tracing::debug!(
+            status,
+            latency_ms = elapsed.as_secs_f64() * 1000.0,
+            "request finished"
+        )
+    });
+    response
 }
 
 /// 204 No Content.

@@ -223,10 +223,8 @@ async fn update_org(
         None => None,
     };
     errors.into_result()?;
-    if external_id.is_some()
-        && !crate::access::operator_allows(&state, &access.user_id, "admin:orgs").await?
-    {
-        return Err(ApiError::Forbidden("admin:orgs".into()));
+    if external_id.is_some() && !access.caller.operator_allows(&state, "admin:orgs").await? {
+        return Err(access.caller.lacks("admin:orgs"));
     }
     let changes = OrgChanges { name, external_id };
     let audit = access
@@ -272,6 +270,10 @@ async fn delete_org(
     {
         return Err(ApiError::NotFound);
     }
+    state
+        .invalidation
+        .publish(crate::invalidation::Change::Org(access.org.id.clone()))
+        .await;
     Ok(no_content())
 }
 
@@ -412,10 +414,10 @@ async fn remove_member(
     Path(ids): Path<(String, String)>,
 ) -> ApiResult<Response> {
     let user_id = ids.1;
-    let leaving = user_id == access.user_id && access.role.is_some();
+    let leaving = access.user_id() == Some(user_id.as_str()) && access.role.is_some();
     if !leaving {
         if !access.allows(&state, "members:write") {
-            return Err(ApiError::Forbidden("members:write".into()));
+            return Err(access.caller.lacks("members:write"));
         }
         outranked_member(&state, &access, &user_id).await?;
     }

@@ -126,21 +126,6 @@ fn validate_role(
     Ok((name.unwrap_or_default(), description, patterns))
 }
 
-/// 403 naming the first pattern the caller does not hold.
-fn require_cover(
-    state: &AppState,
-    access: &OrgAccess<RolesWrite>,
-    patterns: &[PermissionPattern],
-) -> ApiResult<()> {
-    match patterns
-        .iter()
-        .find(|p| !access.covers(state, std::slice::from_ref(p)))
-    {
-        Some(missing) => Err(ApiError::Forbidden(missing.as_str().to_owned())),
-        None => Ok(()),
-    }
-}
-
 fn name_conflict(error: StoreError) -> ApiError {
     match error {
         StoreError::Conflict(_) => {
@@ -178,7 +163,7 @@ async fn create_role(
         body.description.as_deref(),
         &body.permissions,
     )?;
-    require_cover(&state, &access, &patterns)?;
+    access.require_all(&state, &patterns)?;
     let now = unix_now();
     let role = RoleRecord {
         id: RoleId::generate().to_string(),
@@ -222,7 +207,7 @@ async fn existing_role(
         .iter()
         .filter_map(|p| PermissionPattern::parse(p).ok())
         .collect();
-    require_cover(state, access, &current)?;
+    access.require_all(state, &current)?;
     Ok(role)
 }
 
@@ -247,7 +232,7 @@ async fn update_role(
         body.description.as_deref().or(role.description.as_deref()),
         &body.permissions.unwrap_or_else(|| role.permission_list()),
     )?;
-    require_cover(&state, &access, &patterns)?;
+    access.require_all(&state, &patterns)?;
     let changed = RoleRecord {
         name,
         description,

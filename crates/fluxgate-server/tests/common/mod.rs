@@ -269,6 +269,15 @@ impl TestApp {
         token
     }
 
+    /// Stops gracefully and hands back the data directory (so its database can be reopened).
+    pub async fn stop_keeping_data(mut self) -> tempfile::TempDir {
+        if let Some(server) = self.server.take() {
+            server.stop().await.expect("clean stop");
+        }
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::mem::replace(&mut self._dir, dir)
+    }
+
     pub async fn stop(mut self) {
         if let Some(server) = self.server.take() {
             server.stop().await.expect("clean stop");

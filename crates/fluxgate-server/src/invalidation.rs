@@ -1,0 +1,213 @@
+//! Cross-node invalidation of the key cache. A change applies to this node's cache at once and
+//! is published to the others: over Redis pub/sub when `redis_url` is set, else over PostgreSQL
+//! `NOTIFY`, else (SQLite: one node) nowhere. A subscriber that loses its connection drops every
+//! loaded entry when it is back, since it may have missed messages.
+
+use crate::keycache::{KeyCache, KeyHash};
+use crate::redisconn::RedisConnection;
+use fluxgate_store::Store;
+use futures_util::StreamExt;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+const CHANNEL: &str = "fluxgate_invalidate";
+
+/// What changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// A key was patched, rotated or revoked.
+    Key(String),
+    /// An org's plan changed or it was deleted.
+    Org(String),
+    /// A secret now exists (a key was created or rotated): its hash.
+    Secret(String),
+}
+
+impl Change {
+    fn encode(&self) -> String {
+        match self {
+            Self::Key(id) => format!("key:{id}"),
+            Self::Org(id) => format!("org:{id}"),
+            Self::Secret(hash) => format!("secret:{hash}"),
+        }
+    }
+
+    fn decode(text: &str) -> Option<Self> {
+        let (kind, value) = text.split_once(':')?;
+        let value = value.to_owned();
+        match kind {
+            "key" => Some(Self::Key(value)),
+            "org" => Some(Self::Org(value)),
+            "secret" => Some(Self::Secret(value)),
+            _ => None,
+        }
+    }
+
+    fn apply(&self, cache: &KeyCache) {
+        match self {
+            Self::Key(id) => cache.invalidate_key(id),
+            Self::Org(id) => cache.invalidate_org(id),
+            Self::Secret(hex) => {
+                if let Some(hash) = KeyHash::from_hex(hex) {
+                    cache.learn(&hash);
+                }
+            }
+        }
+    }
+}
+
+enum Transport {
+    Local,
+    Redis(RedisConnection),
+    Database(Arc<dyn Store>),
+}
+
+/// Publishes changes and applies the ones other nodes publish.
+pub struct InvalidationBus {
+    cache: Arc<KeyCache>,
+    transport: Transport,
+}
+
+impl InvalidationBus {
+    /// Picks the transport (Redis, else the database's own, else none) and starts listening.
+    pub async fn start(
+        cache: Arc<KeyCache>,
+        redis_url: Option<&str>,
+        store: Arc<dyn Store>,
+        cancel: CancellationToken,
+    ) -> anyhow::Result<Self> {
+        if let Some(url) = redis_url {
+            let client = redis::Client::open(url)?;
+            tokio::spawn(subscribe_redis(
+                client.clone(),
+                cache.clone(),
+                cancel.clone(),
+            ));
+            let connection = RedisConnection::connect(client, "key invalidation", cancel);
+            return Ok(Self {
+                cache,
+                transport: Transport::Redis(connection),
+            });
+        }
+        if let Some(receiver) = store.listen(CHANNEL).await? {
+            tokio::spawn(apply_from_database(receiver, cache.clone(), cancel));
+            return Ok(Self {
+                cache,
+                transport: Transport::Database(store),
+            });
+        }
+        Ok(Self {
+            cache,
+            transport: Transport::Local,
+        })
+    }
+
+    /// Applies `change` here at once and tells the other nodes (best effort: a node that
+    /// misses it heals when its subscription reconnects).
+    pub async fn publish(&self, change: Change) {
+        change.apply(&self.cache);
+        let payload = change.encode();
+        match &self.transport {
+            Transport::Local => {}
+            Transport::Redis(connection) => {
+                let Some(mut connection) = connection.get() else {
+                    tracing::warn!(
+                        "key invalidation: Redis not connected; other nodes learn on reconnect"
+                    );
+                    return;
+                };
+                let mut command = redis::cmd("PUBLISH");
+                command.arg(CHANNEL).arg(&payload);
+                let sent = tokio::time::timeout(
+                    Duration::from_secs(1),
+                    command.query_async::<i64>(&mut connection),
+                )
+                .await;
+                if !matches!(sent, Ok(Ok(_))) {
+                    tracing::warn!("key invalidation: publishing to Redis failed");
+                }
+            }
+            Transport::Database(store) => {
+                if let Err(error) = store.notify(CHANNEL, &payload).await {
+                    tracing::warn!(%error, "key invalidation: NOTIFY failed");
+                }
+            }
+        }
+    }
+}
+
+async fn subscribe_redis(client: redis::Client, cache: Arc<KeyCache>, cancel: CancellationToken) {
+    let mut first = true;
+    loop {
+        match client.get_async_pubsub().await {
+            Ok(mut pubsub) => {
+                if pubsub.subscribe(CHANNEL).await.is_ok() {
+                    if !first {
+                        cache.invalidate_all(); // messages may have been missed meanwhile
+                    }
+                    let mut messages = pubsub.on_message();
+                    loop {
+                        tokio::select! {
+                            _ = cancel.cancelled() => return,
+                            message = messages.next() => match message {
+                                Some(message) => {
+                                    let payload: String = message.get_payload().unwrap_or_default();
+                                    if let Some(change) = Change::decode(&payload) {
+                                        change.apply(&cache);
+                                    }
+                                }
+                                None => break,
+                            }
+                        }
+                    }
+                    tracing::warn!("key invalidation: Redis subscription lost; reconnecting");
+                }
+            }
+            Err(error) => tracing::warn!(%error, "key invalidation: Redis unreachable; retrying"),
+        }
+        first = false;
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
+async fn apply_from_database(
+    mut receiver: tokio::sync::mpsc::Receiver<Option<String>>,
+    cache: Arc<KeyCache>,
+    cancel: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            message = receiver.recv() => match message {
+                Some(Some(payload)) => {
+                    if let Some(change) = Change::decode(&payload) {
+                        change.apply(&cache);
+                    }
+                }
+                Some(None) => cache.invalidate_all(),
+                None => return,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn changes_round_trip() {
+        for change in [
+            Change::Key("key_1".into()),
+            Change::Org("org_1".into()),
+            Change::Secret("ab".repeat(32)),
+        ] {
+            assert_eq!(Change::decode(&change.encode()), Some(change));
+        }
+        assert_eq!(Change::decode("nonsense"), None);
+    }
+}

@@ -1,0 +1,104 @@
+//! Plans and entitlements: `PUT /admin/orgs/{org_id}/plan` (operators, `admin:plans`) and
+//! `GET /orgs/{org_id}/entitlements`. Plans themselves are declared in the configuration.
+
+use crate::access::{AdminPlans, OperatorAccess, OrgAccess, OrgRead};
+use crate::auth::unix_now;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{ApiJson, ClientInfo};
+use crate::invalidation::Change;
+use crate::routes::orgs::org_json;
+use crate::state::AppState;
+use axum::extract::{Path, State};
+use axum::Json;
+use fluxgate_core::ids::OrgId;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+/// The routes of this module.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(assign_plan))
+        .routes(routes!(entitlements))
+}
+
+/// `PUT /admin/orgs/{org_id}/plan`
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PlanBody {
+    /// A plan name from the configuration.
+    plan: String,
+}
+
+/// Puts an org on a plan; its keys' limits, quotas and entitlements change on their next verify.
+#[utoipa::path(put, path = "/admin/orgs/{org_id}/plan", tag = "admin", request_body = PlanBody,
+    params(("org_id" = String, Path, description = "org_…")),
+    security(("bearer" = ["admin:plans"])),
+    responses((status = 200, description = "the org on its new plan"), (status = 422, description = "unknown plan")))]
+async fn assign_plan(
+    State(state): State<AppState>,
+    operator: OperatorAccess<AdminPlans>,
+    client: ClientInfo,
+    Path(org_id): Path<String>,
+    ApiJson(body): ApiJson<PlanBody>,
+) -> ApiResult<Json<Value>> {
+    let org_id: OrgId = org_id.parse().map_err(|_| ApiError::NotFound)?;
+    if state.config.plan(&body.plan).is_none() {
+        let names: Vec<&str> = state.config.plans.iter().map(|p| p.name.as_str()).collect();
+        return Err(ApiError::field(
+            "plan",
+            format!("no such plan; configured: {}", names.join(", ")),
+        ));
+    }
+    let previous = state
+        .store
+        .org(org_id.as_str())
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    let audit = operator
+        .audit("org.plan_changed", Some(org_id.as_str()), &client)
+        .target("org", org_id.as_str())
+        .data(json!({ "from": previous.plan, "to": body.plan }))
+        .build();
+    let org = state
+        .store
+        .set_org_plan(org_id.as_str(), &body.plan, unix_now(), &audit)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    state
+        .invalidation
+        .publish(Change::Org(org.id.clone()))
+        .await;
+    Ok(Json(json!({ "data": org_json(&org, None) })))
+}
+
+/// The org's plan: its entitlements, rate limit and this month's quotas with what is used.
+#[utoipa::path(get, path = "/orgs/{org_id}/entitlements", tag = "orgs",
+    params(("org_id" = String, Path, description = "org_…")),
+    security(("bearer" = ["org:read"])),
+    responses((status = 200, description = "plan, entitlements, rate limit, quotas")))]
+async fn entitlements(
+    State(state): State<AppState>,
+    access: OrgAccess<OrgRead>,
+) -> ApiResult<Json<Value>> {
+    let now = unix_now();
+    let plan = state.config.plan(&access.org.plan);
+    let mut quotas = Map::new();
+    if let Some(plan) = plan {
+        for (meter, limit) in &plan.quotas {
+            let used = state.usage.load(&access.org.id, meter, now).await?;
+            quotas.insert(
+                meter.clone(),
+                json!({ "limit": limit, "used": used, "period": crate::usage::month_of(now) }),
+            );
+        }
+    }
+    Ok(Json(json!({ "data": {
+        "plan": access.org.plan,
+        "entitlements": plan.map(|p| p.entitlements.clone()).unwrap_or_default(),
+        "rate_limit": plan.map(|p| json!({ "limit": p.rate_limit.limit, "window_seconds": p.rate_limit.window.as_secs() })),
+        "quotas": quotas,
+    }})))
+}

@@ -1,0 +1,262 @@
+//! Usage bookkeeping off the request path: monthly counters per org and meter (what plan quotas
+//! are checked against) and keys' last use. Requests only touch memory; a background task writes
+//! the batch every second, and a graceful shutdown writes the rest — nothing is lost.
+//!
+//! Each node knows an org's monthly total as of its last write (the database answers the new
+//! total, other nodes' writes included) plus what it has not written yet; across nodes a quota
+//! can therefore be overshot by at most about a second of traffic.
+
+use crate::error::ApiResult;
+use fluxgate_store::{Store, UsageIncrement};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// One org's counter for one meter and month.
+struct Counter {
+    meter: String,
+    month: String,
+    /// The total as the database last answered it, once known.
+    stored: Option<i64>,
+    /// Added here and not yet written (including a write in flight).
+    pending: i64,
+}
+
+#[derive(Default)]
+struct Book {
+    /// Counters by org (a few per org: looked up without allocating on the hot path).
+    counters: HashMap<String, Vec<Counter>>,
+    /// Keys' last use, not yet written.
+    last_used: HashMap<String, i64>,
+    /// When each key's last use was last queued for writing.
+    last_queued: HashMap<String, i64>,
+}
+
+/// A key's `last_used_at` is written at most this often (seconds): with thousands of busy
+/// keys, a write per key per second would be database load for no reader's benefit.
+pub const LAST_USED_PRECISION: i64 = 60;
+
+/// The recorder every request reports to.
+pub struct UsageRecorder {
+    store: Arc<dyn Store>,
+    book: Mutex<Book>,
+    /// Serialises writes, so two flushes never write the same pending amounts.
+    writing: tokio::sync::Mutex<()>,
+}
+
+/// Runs `f` on the org's counter for `meter` in `month`, created empty if new (the org id is
+/// only copied the first time, so the hot path does not allocate for it).
+fn with_counter<R>(
+    book: &mut Book,
+    org_id: &str,
+    meter: &str,
+    month: String,
+    f: impl FnOnce(&mut Counter) -> R,
+) -> R {
+    if let Some(counters) = book.counters.get_mut(org_id) {
+        return f(find_or_push(counters, meter, month));
+    }
+    let counters = book.counters.entry(org_id.to_owned()).or_default();
+    f(find_or_push(counters, meter, month))
+}
+
+fn find_or_push<'a>(counters: &'a mut Vec<Counter>, meter: &str, month: String) -> &'a mut Counter {
+    let index = match counters
+        .iter()
+        .position(|c| c.meter == meter && c.month == month)
+    {
+        Some(index) => index,
+        None => {
+            counters.push(Counter {
+                meter: meter.to_owned(),
+                month,
+                stored: None,
+                pending: 0,
+            });
+            counters.len() - 1
+        }
+    };
+    &mut counters[index]
+}
+
+fn queue_use(book: &mut Book, key_id: &str, now: i64) {
+    let due = book
+        .last_queued
+        .get(key_id)
+        .is_none_or(|queued| now - queued >= LAST_USED_PRECISION);
+    if due {
+        book.last_queued.insert(key_id.to_owned(), now);
+        book.last_used.insert(key_id.to_owned(), now);
+    }
+}
+
+/// `YYYY-MM` (UTC) of a Unix time: the quota period.
+pub fn month_of(unix: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .map(|t| format!("{:04}-{:02}", t.year(), u8::from(t.month())))
+        .unwrap_or_else(|_| "1970-01".into())
+}
+
+impl UsageRecorder {
+    /// A recorder writing to `store`.
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self {
+            store,
+            book: Mutex::new(Book::default()),
+            writing: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Counts `quantity` of `meter` for `org_id` in the month of `now`.
+    pub fn add(&self, org_id: &str, meter: &str, quantity: i64, now: i64) {
+        let month = month_of(now);
+        if let Ok(mut book) = self.book.lock() {
+            with_counter(&mut book, org_id, meter, month, |c| c.pending += quantity);
+        }
+    }
+
+    /// Notes that a key was used at `now` (queued for writing at most once a minute per key).
+    pub fn touch_key(&self, key_id: &str, now: i64) {
+        if let Ok(mut book) = self.book.lock() {
+            queue_use(&mut book, key_id, now);
+        }
+    }
+
+    /// A verified call: counts `quantity` of `meter` for the org and notes the key's use, under
+    /// one lock.
+    pub fn record_call(&self, org_id: &str, key_id: &str, meter: &str, quantity: i64, now: i64) {
+        let month = month_of(now);
+        if let Ok(mut book) = self.book.lock() {
+            with_counter(&mut book, org_id, meter, month, |c| c.pending += quantity);
+            queue_use(&mut book, key_id, now);
+        }
+    }
+
+    /// The org's total for `meter` this month as far as this node knows, if it knows it.
+    pub fn used(&self, org_id: &str, meter: &str, now: i64) -> Option<i64> {
+        let month = month_of(now);
+        let book = self.book.lock().ok()?;
+        let found = book
+            .counters
+            .get(org_id)?
+            .iter()
+            .find(|c| c.meter == meter && c.month == month)?;
+        Some(found.stored? + found.pending)
+    }
+
+    /// Reads the org's stored total for `meter` this month (the cold path, before `used`).
+    pub async fn load(&self, org_id: &str, meter: &str, now: i64) -> ApiResult<i64> {
+        let month = month_of(now);
+        let total = self.store.usage_total(org_id, meter, &month).await?;
+        let mut book = self
+            .book
+            .lock()
+            .map_err(|_| anyhow::anyhow!("usage book poisoned"))?;
+        Ok(with_counter(&mut book, org_id, meter, month, |c| {
+            *c.stored.get_or_insert(total) + c.pending
+        }))
+    }
+
+    /// Writes everything pending; on failure it stays pending for the next attempt.
+    pub async fn flush(&self) -> ApiResult<()> {
+        let _writing = self.writing.lock().await;
+        let (increments, uses) = {
+            let book = self
+                .book
+                .lock()
+                .map_err(|_| anyhow::anyhow!("usage book poisoned"))?;
+            let increments: Vec<UsageIncrement> = book
+                .counters
+                .iter()
+                .flat_map(|(org_id, counters)| {
+                    counters
+                        .iter()
+                        .filter(|c| c.pending != 0)
+                        .map(|c| UsageIncrement {
+                            org_id: org_id.clone(),
+                            meter: c.meter.clone(),
+                            month: c.month.clone(),
+                            quantity: c.pending,
+                        })
+                })
+                .collect();
+            let uses: Vec<(String, i64)> = book
+                .last_used
+                .iter()
+                .map(|(k, v)| (k.clone(), *v))
+                .collect();
+            (increments, uses)
+        };
+        if !increments.is_empty() {
+            let totals = self.store.add_usage(&increments).await?;
+            let current = month_of(crate::tokens::now());
+            let mut book = self
+                .book
+                .lock()
+                .map_err(|_| anyhow::anyhow!("usage book poisoned"))?;
+            for (increment, total) in increments.into_iter().zip(totals) {
+                with_counter(
+                    &mut book,
+                    &increment.org_id,
+                    &increment.meter,
+                    increment.month,
+                    |c| {
+                        c.pending -= increment.quantity;
+                        c.stored = Some(total);
+                    },
+                );
+            }
+            // past months are done once written
+            for counters in book.counters.values_mut() {
+                counters.retain(|c| c.month == current || c.pending != 0);
+            }
+            book.counters.retain(|_, counters| !counters.is_empty());
+        }
+        if !uses.is_empty() {
+            self.store.record_key_use(&uses).await?;
+            let mut book = self
+                .book
+                .lock()
+                .map_err(|_| anyhow::anyhow!("usage book poisoned"))?;
+            for (key_id, at) in uses {
+                if book.last_used.get(&key_id) == Some(&at) {
+                    book.last_used.remove(&key_id);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes every second until cancelled (the final write is the shutdown's).
+    pub fn spawn_flusher(self: &Arc<Self>, cancel: CancellationToken) {
+        let recorder = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+                let Some(recorder) = recorder.upgrade() else {
+                    return;
+                };
+                if let Err(error) = recorder.flush().await {
+                    tracing::warn!(?error, "writing usage failed; retrying in a second");
+                }
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn months_are_utc_calendar_months() {
+        assert_eq!(month_of(0), "1970-01");
+        assert_eq!(month_of(1_795_000_000), "2026-11");
+        assert_eq!(month_of(1_798_761_599), "2026-12"); // 2026-12-31T23:59:59Z
+        assert_eq!(month_of(1_798_761_600), "2027-01");
+    }
+}

@@ -1,0 +1,260 @@
+//! Two real `fluxgate serve` processes on one PostgreSQL and one Redis: a key revoked through
+//! node A is refused by node B within a second, and a key's rate limit of N lets N calls pass in
+//! total across both nodes.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
+mod common;
+
+use common::redis::RedisServer;
+use common::{fresh_database, Backend};
+use reqwest::Client;
+use serde_json::{json, Value};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const PASSWORD: &str = "operator passphrase";
+
+struct Node {
+    base: String,
+    child: Child,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The binary with the shared settings of the cluster.
+fn fluxgate(dir: &std::path::Path, database_url: &str, redis_url: &str) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_fluxgate"));
+    command.current_dir(dir);
+    for (name, _) in std::env::vars() {
+        if name.starts_with("FLUXGATE_") {
+            command.env_remove(name);
+        }
+    }
+    command
+        .env("FLUXGATE_LOG_LEVEL", "warn")
+        .env("FLUXGATE_DATABASE_URL", database_url)
+        .env("FLUXGATE_REDIS_URL", redis_url)
+        .env("FLUXGATE_SECRET_KEY", "a".repeat(64))
+        .env("FLUXGATE_AUTH__REQUIRE_EMAIL_VERIFICATION", "false")
+        .env("FLUXGATE_AUTH__COOKIE_SECURE", "false")
+        .env("FLUXGATE_RATE_LIMITS__IP", "100000/min")
+        .env("FLUXGATE_RATE_LIMITS__USER", "100000/min");
+    command
+}
+
+async fn start_node(dir: &std::path::Path, database_url: &str, redis_url: &str) -> Node {
+    let port = free_port();
+    let mut child = fluxgate(dir, database_url, redis_url)
+        .env("FLUXGATE_LISTEN", format!("127.0.0.1:{port}"))
+        .env("FLUXGATE_DATA_DIR", dir.join(format!("node-{port}")))
+        .arg("serve")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}/api/v1");
+    let client = Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if client
+            .get(format!("http://127.0.0.1:{port}/readyz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+        {
+            return Node { base, child };
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("node on port {port} did not become ready");
+}
+
+async fn call(
+    client: &Client,
+    method: reqwest::Method,
+    url: String,
+    token: &str,
+    body: Option<Value>,
+) -> Value {
+    let mut request = client.request(method, url).bearer_auth(token);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status();
+    let value: Value = response.json().await.unwrap_or(Value::Null);
+    assert!(status.is_success(), "{status}: {value}");
+    value["data"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_share_revocations_and_rate_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    let database_url = fresh_database(Backend::Postgres, dir.path()).await;
+    let redis = RedisServer::start().await;
+    let migrate = fluxgate(dir.path(), &database_url, &redis.url())
+        .arg("migrate")
+        .output()
+        .unwrap();
+    assert!(
+        migrate.status.success(),
+        "{}",
+        String::from_utf8_lossy(&migrate.stderr)
+    );
+    let bootstrap = fluxgate(dir.path(), &database_url, &redis.url())
+        .args([
+            "admin",
+            "bootstrap",
+            "--email",
+            "ops@example.com",
+            "--password",
+            PASSWORD,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        bootstrap.status.success(),
+        "{}",
+        String::from_utf8_lossy(&bootstrap.stderr)
+    );
+    let a = start_node(dir.path(), &database_url, &redis.url()).await;
+    let b = start_node(dir.path(), &database_url, &redis.url()).await;
+    let client = Client::new();
+
+    // through node A: the operator's verifier key, a customer and its keys
+    let login = client
+        .post(format!("{}/auth/login", a.base))
+        .json(&json!({ "email": "ops@example.com", "password": PASSWORD }))
+        .send()
+        .await
+        .unwrap();
+    let ops: Value = login.json().await.unwrap();
+    let ops = ops["data"]["access_token"].as_str().unwrap().to_owned();
+    let me = call(
+        &client,
+        reqwest::Method::GET,
+        format!("{}/auth/me", a.base),
+        &ops,
+        None,
+    )
+    .await;
+    let ops_org = me["active_org"]["id"].as_str().unwrap().to_owned();
+    let root = call(
+        &client,
+        reqwest::Method::POST,
+        format!("{}/orgs/{ops_org}/keys", a.base),
+        &ops,
+        Some(json!({ "name": "verifier", "scopes": ["keys:verify"] })),
+    )
+    .await["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let org = call(
+        &client,
+        reqwest::Method::POST,
+        format!("{}/orgs", a.base),
+        &ops,
+        Some(json!({ "name": "Customer" })),
+    )
+    .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let created = call(
+        &client,
+        reqwest::Method::POST,
+        format!("{}/orgs/{org}/keys", a.base),
+        &ops,
+        Some(json!({ "name": "svc", "scopes": [] })),
+    )
+    .await;
+    let (key_id, key) = (
+        created["id"].as_str().unwrap().to_owned(),
+        created["key"].as_str().unwrap().to_owned(),
+    );
+
+    let verify = |node: &Node, key: &str| {
+        let request = client
+            .post(format!("{}/keys/verify", node.base))
+            .header("x-api-key", root.clone())
+            .json(&json!({ "key": key }));
+        async move {
+            let response: Value = request.send().await.unwrap().json().await.unwrap();
+            response["data"]["code"].as_str().unwrap_or("").to_owned()
+        }
+    };
+    // a key created on A verifies on B (B learns of it through Redis), and is warm there
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while verify(&b, &key).await != "VALID" {
+        assert!(
+            Instant::now() < deadline,
+            "node B never learned of the new key"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // revoked through A: refused by B within a second
+    call(
+        &client,
+        reqwest::Method::DELETE,
+        format!("{}/orgs/{org}/keys/{key_id}", a.base),
+        &ops,
+        None,
+    )
+    .await;
+    let revoked_at = Instant::now();
+    loop {
+        let code = verify(&b, &key).await;
+        if code == "REVOKED" {
+            break;
+        }
+        assert!(
+            revoked_at.elapsed() < Duration::from_secs(1),
+            "node B still says {code} after a second"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    // a limit of 6 per hour is 6 in total across the two nodes
+    let limited = call(&client, reqwest::Method::POST, format!("{}/orgs/{org}/keys", a.base), &ops,
+        Some(json!({ "name": "limited", "scopes": [], "rate_limit": { "limit": 6, "window_seconds": 3600 } }))).await["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut valid = 0;
+    for i in 0..12 {
+        let node = if i % 2 == 0 { &a } else { &b };
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let code = loop {
+            let code = verify(node, &limited).await;
+            if code != "NOT_FOUND" || Instant::now() > deadline {
+                break code;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        if code == "VALID" {
+            valid += 1;
+        } else {
+            assert_eq!(code, "RATE_LIMITED");
+        }
+    }
+    assert_eq!(valid, 6);
+    drop(a);
+    drop(b);
+}

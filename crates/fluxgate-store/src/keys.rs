@@ -1,0 +1,363 @@
+//! API keys, their secrets, plans of orgs and the monthly usage counters: the [`KeyStore`] trait
+//! and its one SQL implementation, expanded for each backend like [`Store`](crate::Store)'s.
+
+use crate::records::*;
+use crate::StoreResult;
+use async_trait::async_trait;
+
+/// Storage of API keys. Changing methods are one transaction each, with their audit entry.
+#[async_trait]
+pub trait KeyStore: Send + Sync {
+    /// Stores a new key with its first secret (by hash).
+    async fn create_key(
+        &self,
+        key: &ApiKeyRecord,
+        secret_hash: &str,
+        audit: &AuditRecord,
+    ) -> StoreResult<()>;
+    /// An org's keys by id after the cursor, optionally only those of one status at `now`.
+    async fn keys(
+        &self,
+        org_id: &str,
+        status: Option<KeyStatus>,
+        now: i64,
+        after: Option<&str>,
+        limit: i64,
+    ) -> StoreResult<Vec<ApiKeyRecord>>;
+    /// One key of an org.
+    async fn key(&self, org_id: &str, key_id: &str) -> StoreResult<Option<ApiKeyRecord>>;
+    /// Writes a key's editable fields (name, scopes, metadata, rate limit, expiry) unless it is
+    /// revoked; the stored key, or None.
+    async fn update_key(
+        &self,
+        key: &ApiKeyRecord,
+        audit: &AuditRecord,
+    ) -> StoreResult<Option<ApiKeyRecord>>;
+    /// Gives a live key a new secret; its other secrets stop working at `rotation.retire_at`.
+    async fn rotate_key(
+        &self,
+        org_id: &str,
+        key_id: &str,
+        rotation: &Rotation,
+        audit: &AuditRecord,
+    ) -> StoreResult<Option<ApiKeyRecord>>;
+    /// Revokes a key at once; false if there is no such unrevoked key.
+    async fn revoke_key(
+        &self,
+        org_id: &str,
+        key_id: &str,
+        now: i64,
+        audit: &AuditRecord,
+    ) -> StoreResult<bool>;
+    /// The key holding a secret of this hash, with its org.
+    async fn key_by_hash(&self, hash: &str) -> StoreResult<Option<KeyLookup>>;
+    /// Hashes of every secret that may still verify (of keys not revoked).
+    async fn live_secret_hashes(&self) -> StoreResult<Vec<String>>;
+    /// Records when keys were last used (the later time wins).
+    async fn record_key_use(&self, uses: &[(String, i64)]) -> StoreResult<()>;
+    /// Adds to monthly usage counters; the new totals, in order.
+    async fn add_usage(&self, increments: &[UsageIncrement]) -> StoreResult<Vec<i64>>;
+    /// An org's total for a meter in a month.
+    async fn usage_total(&self, org_id: &str, meter: &str, month: &str) -> StoreResult<i64>;
+    /// Puts an org on a plan; the updated org, or None.
+    async fn set_org_plan(
+        &self,
+        org_id: &str,
+        plan: &str,
+        now: i64,
+        audit: &AuditRecord,
+    ) -> StoreResult<Option<OrgRecord>>;
+}
+
+/// Expands `impl KeyStore for $store` next to [`impl_store`](crate::shared::impl_store), whose
+/// helper functions it uses.
+macro_rules! impl_key_store {
+    ($store:ident, $db:ty) => {
+        const KEY_COLUMNS: &str = "k.id, k.org_id, k.name, k.environment, k.start, k.scopes, \
+             k.metadata, k.rate_limit, k.rate_window_seconds, k.created_by, k.created_at, \
+             k.updated_at, k.expires_at, k.revoked_at, k.last_used_at";
+
+        async fn key_in_tx(
+            conn: &mut <$db as sqlx::Database>::Connection,
+            org_id: &str,
+            key_id: &str,
+        ) -> Result<Option<$crate::ApiKeyRecord>, sqlx::Error> {
+            let sql = format!("SELECT {KEY_COLUMNS} FROM api_keys k WHERE k.org_id = $1 AND k.id = $2");
+            sqlx::query_as(&sql).bind(org_id).bind(key_id).fetch_optional(&mut *conn).await
+        }
+
+        #[async_trait::async_trait]
+        impl $crate::KeyStore for $store {
+            async fn create_key(
+                &self,
+                key: &$crate::ApiKeyRecord,
+                secret_hash: &str,
+                audit: &$crate::AuditRecord,
+            ) -> $crate::StoreResult<()> {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query(
+                    "INSERT INTO api_keys (id, org_id, name, environment, start, scopes, metadata, \
+                     rate_limit, rate_window_seconds, created_by, created_at, updated_at, expires_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+                )
+                .bind(&key.id)
+                .bind(&key.org_id)
+                .bind(&key.name)
+                .bind(&key.environment)
+                .bind(&key.start)
+                .bind(&key.scopes)
+                .bind(&key.metadata)
+                .bind(key.rate_limit)
+                .bind(key.rate_window_seconds)
+                .bind(&key.created_by)
+                .bind(key.created_at)
+                .bind(key.updated_at)
+                .bind(key.expires_at)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query("INSERT INTO api_key_secrets (hash, key_id, start, created_at) VALUES ($1, $2, $3, $4)")
+                    .bind(secret_hash)
+                    .bind(&key.id)
+                    .bind(&key.start)
+                    .bind(key.created_at)
+                    .execute(&mut *tx)
+                    .await?;
+                insert_audit(&mut tx, audit).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn keys(
+                &self,
+                org_id: &str,
+                status: Option<$crate::KeyStatus>,
+                now: i64,
+                after: Option<&str>,
+                limit: i64,
+            ) -> $crate::StoreResult<Vec<$crate::ApiKeyRecord>> {
+                let condition = match status {
+                    None => "$4 = $4",
+                    Some($crate::KeyStatus::Active) => {
+                        "k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > $4)"
+                    }
+                    Some($crate::KeyStatus::Revoked) => "k.revoked_at IS NOT NULL AND $4 = $4",
+                    Some($crate::KeyStatus::Expired) => {
+                        "k.revoked_at IS NULL AND k.expires_at <= $4"
+                    }
+                };
+                let sql = format!(
+                    "SELECT {KEY_COLUMNS} FROM api_keys k WHERE k.org_id = $1 AND k.id > $2 AND {condition} \
+                     ORDER BY k.id LIMIT $3"
+                );
+                Ok(sqlx::query_as(&sql)
+                    .bind(org_id)
+                    .bind(after.unwrap_or(""))
+                    .bind(limit)
+                    .bind(now)
+                    .fetch_all(&self.pool)
+                    .await?)
+            }
+
+            async fn key(&self, org_id: &str, key_id: &str) -> $crate::StoreResult<Option<$crate::ApiKeyRecord>> {
+                let mut conn = self.pool.acquire().await?;
+                Ok(key_in_tx(&mut conn, org_id, key_id).await?)
+            }
+
+            async fn update_key(
+                &self,
+                key: &$crate::ApiKeyRecord,
+                audit: &$crate::AuditRecord,
+            ) -> $crate::StoreResult<Option<$crate::ApiKeyRecord>> {
+                let mut tx = self.pool.begin().await?;
+                let updated = sqlx::query(
+                    "UPDATE api_keys SET name = $1, scopes = $2, metadata = $3, rate_limit = $4, \
+                     rate_window_seconds = $5, expires_at = $6, updated_at = $7 \
+                     WHERE org_id = $8 AND id = $9 AND revoked_at IS NULL",
+                )
+                .bind(&key.name)
+                .bind(&key.scopes)
+                .bind(&key.metadata)
+                .bind(key.rate_limit)
+                .bind(key.rate_window_seconds)
+                .bind(key.expires_at)
+                .bind(key.updated_at)
+                .bind(&key.org_id)
+                .bind(&key.id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if updated == 0 {
+                    return Ok(None);
+                }
+                insert_audit(&mut tx, audit).await?;
+                let stored = key_in_tx(&mut tx, &key.org_id, &key.id).await?;
+                tx.commit().await?;
+                Ok(stored)
+            }
+
+            async fn rotate_key(
+                &self,
+                org_id: &str,
+                key_id: &str,
+                rotation: &$crate::Rotation,
+                audit: &$crate::AuditRecord,
+            ) -> $crate::StoreResult<Option<$crate::ApiKeyRecord>> {
+                let $crate::Rotation { secret_hash, start, retire_at, now } = rotation;
+                let (retire_at, now) = (*retire_at, *now);
+                let mut tx = self.pool.begin().await?;
+                let live = sqlx::query(
+                    "UPDATE api_keys SET start = $1, updated_at = $2 WHERE org_id = $3 AND id = $4 \
+                     AND revoked_at IS NULL",
+                )
+                .bind(start)
+                .bind(now)
+                .bind(org_id)
+                .bind(key_id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if live == 0 {
+                    return Ok(None);
+                }
+                sqlx::query(
+                    "UPDATE api_key_secrets SET retires_at = $1 WHERE key_id = $2 \
+                     AND (retires_at IS NULL OR retires_at > $1)",
+                )
+                .bind(retire_at)
+                .bind(key_id)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query("INSERT INTO api_key_secrets (hash, key_id, start, created_at) VALUES ($1, $2, $3, $4)")
+                    .bind(secret_hash)
+                    .bind(key_id)
+                    .bind(start)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                insert_audit(&mut tx, audit).await?;
+                let stored = key_in_tx(&mut tx, org_id, key_id).await?;
+                tx.commit().await?;
+                Ok(stored)
+            }
+
+            async fn revoke_key(&self, org_id: &str, key_id: &str, now: i64, audit: &$crate::AuditRecord) -> $crate::StoreResult<bool> {
+                let mut tx = self.pool.begin().await?;
+                let revoked = sqlx::query(
+                    "UPDATE api_keys SET revoked_at = $1, updated_at = $1 WHERE org_id = $2 AND id = $3 AND revoked_at IS NULL",
+                )
+                .bind(now)
+                .bind(org_id)
+                .bind(key_id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if revoked == 0 {
+                    return Ok(false);
+                }
+                insert_audit(&mut tx, audit).await?;
+                tx.commit().await?;
+                Ok(true)
+            }
+
+            async fn key_by_hash(&self, hash: &str) -> $crate::StoreResult<Option<$crate::KeyLookup>> {
+                let sql = format!(
+                    "SELECT {KEY_COLUMNS}, o.name AS org_name, o.external_id AS org_external_id, \
+                     o.plan AS org_plan, o.is_operator AS org_is_operator, o.deleted_at AS org_deleted_at, \
+                     s.retires_at AS secret_retires_at \
+                     FROM api_key_secrets s JOIN api_keys k ON k.id = s.key_id JOIN orgs o ON o.id = k.org_id \
+                     WHERE s.hash = $1"
+                );
+                Ok(sqlx::query_as(&sql).bind(hash).fetch_optional(&self.pool).await?)
+            }
+
+            async fn live_secret_hashes(&self) -> $crate::StoreResult<Vec<String>> {
+                Ok(sqlx::query_scalar(
+                    "SELECT s.hash FROM api_key_secrets s JOIN api_keys k ON k.id = s.key_id WHERE k.revoked_at IS NULL",
+                )
+                .fetch_all(&self.pool)
+                .await?)
+            }
+
+            async fn record_key_use(&self, uses: &[(String, i64)]) -> $crate::StoreResult<()> {
+                if uses.is_empty() {
+                    return Ok(());
+                }
+                let mut tx = self.pool.begin().await?;
+                for (key_id, at) in uses {
+                    sqlx::query(
+                        "UPDATE api_keys SET last_used_at = $1 WHERE id = $2 \
+                         AND (last_used_at IS NULL OR last_used_at < $1)",
+                    )
+                    .bind(at)
+                    .bind(key_id)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn add_usage(&self, increments: &[$crate::UsageIncrement]) -> $crate::StoreResult<Vec<i64>> {
+                let mut totals = Vec::with_capacity(increments.len());
+                if increments.is_empty() {
+                    return Ok(totals);
+                }
+                let mut tx = self.pool.begin().await?;
+                for inc in increments {
+                    let total: i64 = sqlx::query_scalar(
+                        "INSERT INTO usage_monthly (org_id, meter, month, quantity) VALUES ($1, $2, $3, $4) \
+                         ON CONFLICT (org_id, meter, month) DO UPDATE SET quantity = usage_monthly.quantity + $4 \
+                         RETURNING quantity",
+                    )
+                    .bind(&inc.org_id)
+                    .bind(&inc.meter)
+                    .bind(&inc.month)
+                    .bind(inc.quantity)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    totals.push(total);
+                }
+                tx.commit().await?;
+                Ok(totals)
+            }
+
+            async fn usage_total(&self, org_id: &str, meter: &str, month: &str) -> $crate::StoreResult<i64> {
+                let total: Option<i64> = sqlx::query_scalar(
+                    "SELECT quantity FROM usage_monthly WHERE org_id = $1 AND meter = $2 AND month = $3",
+                )
+                .bind(org_id)
+                .bind(meter)
+                .bind(month)
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(total.unwrap_or(0))
+            }
+
+            async fn set_org_plan(
+                &self,
+                org_id: &str,
+                plan: &str,
+                now: i64,
+                audit: &$crate::AuditRecord,
+            ) -> $crate::StoreResult<Option<$crate::OrgRecord>> {
+                let mut tx = self.pool.begin().await?;
+                let sql = format!(
+                    "UPDATE orgs SET plan = $1, updated_at = $2 WHERE id = $3 AND deleted_at IS NULL RETURNING {ORG_COLUMNS}"
+                );
+                let org: Option<$crate::OrgRecord> = sqlx::query_as(&sql)
+                    .bind(plan)
+                    .bind(now)
+                    .bind(org_id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                if org.is_some() {
+                    insert_audit(&mut tx, audit).await?;
+                }
+                tx.commit().await?;
+                Ok(org)
+            }
+        }
+    };
+}
+
+pub(crate) use impl_key_store;
