@@ -177,6 +177,79 @@ async fn redis_going_away_fails_open_or_closed_as_configured_and_recovers() {
     assert!(recovered, "the Redis limiter did not recover");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_http_redis_going_away_is_a_503_or_a_local_decision_never_a_500() {
+    let mut redis = RedisServer::start().await;
+    let url = redis.url();
+    let closed = TestApp::spawn_with(Backend::Sqlite, |t| {
+        t.insert("redis_url".into(), url.clone().into());
+        t["rate_limits"]
+            .as_table_mut()
+            .unwrap()
+            .insert("redis_failure".into(), "fail_closed".into());
+    })
+    .await;
+    let open = TestApp::spawn_with(Backend::Sqlite, |t| {
+        t.insert("redis_url".into(), url.clone().into());
+    })
+    .await;
+    let token = closed.user("ada@example.com").await;
+    let other = open.user("bob@example.com").await;
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            closed.state().limiter.redis_connected()
+        })
+        .await
+    );
+    assert_eq!(
+        closed.get_auth("/api/v1/auth/me", &token).await.status(),
+        200
+    );
+
+    redis.stop();
+    let started = Instant::now();
+    expect_error(
+        closed.get_auth("/api/v1/auth/me", &token).await,
+        503,
+        "UNAVAILABLE",
+    )
+    .await;
+    assert_eq!(
+        open.get_auth("/api/v1/auth/me", &other).await.status(),
+        200,
+        "fail_open decides locally"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "no hang: {:?}",
+        started.elapsed()
+    );
+    let metrics = open
+        .client
+        .get(open.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("fluxgate_ratelimit_redis_fallbacks_total"),
+        "{metrics}"
+    );
+
+    redis.restart().await;
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            closed.get_auth("/api/v1/auth/me", &token).await.status() == 200
+        })
+        .await,
+        "service resumes when Redis is back"
+    );
+    closed.stop().await;
+    open.stop().await;
+}
+
 async fn auth_endpoints_are_limited_per_ip_with_headers(backend: Backend) {
     let app = TestApp::spawn_with(backend, |t| {
         t["rate_limits"]
