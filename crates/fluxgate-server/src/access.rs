@@ -13,6 +13,7 @@ use axum::http::request::Parts;
 use fluxgate_core::apikey;
 use fluxgate_core::ids::OrgId;
 use fluxgate_core::permission::{BuiltinRole, Grants, PermissionPattern};
+use fluxgate_core::validation::FieldErrors;
 use fluxgate_store::{MembershipRecord, OrgRecord};
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -343,4 +344,39 @@ pub async fn role_patterns(
 pub async fn grants_of(state: &AppState, membership: &MembershipRecord) -> ApiResult<Grants> {
     let patterns = role_patterns(state, &membership.org_id, &membership.role).await?;
     Ok(Grants::new(patterns, membership.is_operator))
+}
+
+/// Parses permissions or patterns from input (a role's permissions, a key's scopes): each must
+/// parse and name known permissions, else an error under `{field}[i]`; at most `max` entries.
+/// Sorted and without duplicates.
+pub fn parse_permission_list(
+    state: &AppState,
+    errors: &mut FieldErrors,
+    field: &str,
+    list: &[String],
+    max: usize,
+) -> Vec<PermissionPattern> {
+    if list.len() > max {
+        errors.add(field, format!("at most {max} entries"));
+    }
+    let mut patterns = Vec::new();
+    for (i, text) in list.iter().enumerate() {
+        let entry = format!("{field}[{i}]");
+        match PermissionPattern::parse(text) {
+            Ok(p) => match state.config.catalog.check_known(&p) {
+                Ok(()) => patterns.push(p),
+                Err(reason) => errors.add(entry, reason),
+            },
+            Err(e) => errors.add(entry, e.to_string()),
+        }
+    }
+    patterns.sort();
+    patterns.dedup();
+    patterns
+}
+
+/// Patterns as stored: a JSON array of strings.
+pub fn permissions_json(patterns: &[PermissionPattern]) -> String {
+    let texts: Vec<&str> = patterns.iter().map(PermissionPattern::as_str).collect();
+    serde_json::to_string(&texts).unwrap_or_else(|_| "[]".into())
 }

@@ -228,7 +228,7 @@ fn append_cookie(response: &mut Response, cookie: &Cookie<'_>) {
 }
 
 /// Responses carrying credentials must not be cached.
-fn no_store(response: &mut Response) {
+pub fn no_store(response: &mut Response) {
     response
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -243,6 +243,16 @@ pub fn rfc3339(unix: i64) -> String {
                 .ok()
         })
         .unwrap_or_default()
+}
+
+/// What an unparsable time field is told.
+pub const RFC3339_HINT: &str = "must be an RFC 3339 time, e.g. 2027-01-31T12:00:00Z";
+
+/// An RFC 3339 time from API input, as Unix seconds.
+pub fn parse_rfc3339(text: &str) -> Option<i64> {
+    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .ok()
+        .map(|t| t.unix_timestamp())
 }
 
 /// Unix seconds now (re-exported for handlers).

@@ -94,6 +94,17 @@ fn field_error(path: &str, message: &str) -> ApiError {
     ApiError::field(field, reason)
 }
 
+/// For `#[serde(default, deserialize_with = "crate::extract::present")]` on an
+/// `Option<Option<T>>` field: tells an absent field (`None`) from an explicit `null`
+/// (`Some(None)`), for PATCH bodies where `null` clears a value.
+pub fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    Ok(Some(serde::Deserialize::deserialize(deserializer)?))
+}
+
 /// Query parameters: 422 naming the parameter when one is malformed or unknown.
 #[derive(Debug)]
 pub struct ApiQuery<T>(pub T);

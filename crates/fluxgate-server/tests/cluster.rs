@@ -6,7 +6,7 @@
 mod common;
 
 use common::redis::RedisServer;
-use common::{fresh_database, Backend};
+use common::{free_port, fresh_database, Backend};
 use reqwest::Client;
 use serde_json::{json, Value};
 use std::process::{Child, Command, Stdio};
@@ -24,14 +24,6 @@ impl Drop for Node {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// The binary with the shared settings of the cluster.

@@ -3,7 +3,7 @@
 //! as logins) for operators holding `admin:users`. Newest first, with cursor pagination.
 
 use crate::access::{AdminUsers, AuditRead, OperatorAccess, OrgAccess};
-use crate::auth::rfc3339;
+use crate::auth::{parse_rfc3339, rfc3339, RFC3339_HINT};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiQuery, Page};
 use crate::state::AppState;
@@ -46,13 +46,7 @@ pub struct AuditQuery {
 
 fn parse_time(field: &str, value: Option<&str>) -> ApiResult<Option<i64>> {
     value
-        .map(|v| {
-            time::OffsetDateTime::parse(v, &time::format_description::well_known::Rfc3339)
-                .map(|t| t.unix_timestamp())
-                .map_err(|_| {
-                    ApiError::field(field, "must be an RFC 3339 time, e.g. 2026-01-31T12:00:00Z")
-                })
-        })
+        .map(|v| parse_rfc3339(v).ok_or_else(|| ApiError::field(field, RFC3339_HINT)))
         .transpose()
 }
 

@@ -2,8 +2,8 @@
 //! A key is never more powerful than its maker: its scopes must come from the catalog and be
 //! held by whoever creates, changes or rotates it.
 
-use crate::access::{KeysRead, KeysWrite, OrgAccess};
-use crate::auth::{rfc3339, unix_now};
+use crate::access::{parse_permission_list, permissions_json, KeysRead, KeysWrite, OrgAccess};
+use crate::auth::{parse_rfc3339, rfc3339, unix_now, RFC3339_HINT};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiQuery, ClientInfo, Page};
 use crate::invalidation::Change;
@@ -101,46 +101,14 @@ pub struct CreateKeyBody {
 pub struct UpdateKeyBody {
     name: Option<String>,
     scopes: Option<Vec<String>>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "crate::extract::present")]
     #[schema(value_type = Option<RateLimitBody>)]
     rate_limit: Option<Option<RateLimitBody>>,
     #[schema(value_type = Option<Object>)]
     metadata: Option<Value>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "crate::extract::present")]
     #[schema(value_type = Option<String>)]
     expires_at: Option<Option<String>>,
-}
-
-fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: Deserialize<'de>,
-{
-    Ok(Some(Option::deserialize(d)?))
-}
-
-fn parse_scopes(
-    state: &AppState,
-    errors: &mut FieldErrors,
-    scopes: &[String],
-) -> Vec<PermissionPattern> {
-    if scopes.len() > 100 {
-        errors.add("scopes", "at most 100 scopes");
-    }
-    let mut patterns = Vec::new();
-    for (i, text) in scopes.iter().enumerate() {
-        let field = format!("scopes[{i}]");
-        match PermissionPattern::parse(text) {
-            Ok(p) => match state.config.catalog.check_known(&p) {
-                Ok(()) => patterns.push(p),
-                Err(reason) => errors.add(field, reason),
-            },
-            Err(e) => errors.add(field, e.to_string()),
-        }
-    }
-    patterns.sort();
-    patterns.dedup();
-    patterns
 }
 
 fn check_rate_limit(errors: &mut FieldErrors, rate: &RateLimitBody) {
@@ -167,27 +135,17 @@ fn check_metadata(errors: &mut FieldErrors, metadata: &Value) -> String {
 }
 
 fn future_time(errors: &mut FieldErrors, field: &str, text: &str, now: i64) -> Option<i64> {
-    match time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339) {
-        Ok(t) if t.unix_timestamp() > now => Some(t.unix_timestamp()),
-        Ok(_) => {
+    match parse_rfc3339(text) {
+        Some(t) if t > now => Some(t),
+        Some(_) => {
             errors.add(field, "must be in the future");
             None
         }
-        Err(_) => {
-            errors.add(field, "must be an RFC 3339 time, e.g. 2027-01-31T00:00:00Z");
+        None => {
+            errors.add(field, RFC3339_HINT);
             None
         }
     }
-}
-
-fn scope_texts(patterns: &[PermissionPattern]) -> String {
-    serde_json::to_string(
-        &patterns
-            .iter()
-            .map(PermissionPattern::as_str)
-            .collect::<Vec<_>>(),
-    )
-    .unwrap_or_else(|_| "[]".into())
 }
 
 /// Issues a key; the secret is in the answer once and never again.
@@ -205,7 +163,7 @@ async fn create_key(
     let now = unix_now();
     let mut errors = FieldErrors::new();
     let name = errors.check("name", single_line(&body.name, 200));
-    let patterns = parse_scopes(&state, &mut errors, &body.scopes);
+    let patterns = parse_permission_list(&state, &mut errors, "scopes", &body.scopes, 100);
     let environment = match body.environment.as_deref() {
         None => Some(Environment::Live),
         Some(text) => {
@@ -254,7 +212,7 @@ async fn create_key(
         name,
         environment: environment.as_str().into(),
         start: parsed.start().to_owned(),
-        scopes: scope_texts(&patterns),
+        scopes: permissions_json(&patterns),
         metadata,
         rate_limit: body.rate_limit.as_ref().map(|r| r.limit as i64),
         rate_window_seconds: body.rate_limit.as_ref().map(|r| r.window_seconds as i64),
@@ -277,15 +235,8 @@ async fn create_key(
     let mut data = key_json(&key, now);
     data["key"] = Value::from(secret.expose().as_str());
     let mut response = (StatusCode::CREATED, Json(json!({ "data": data }))).into_response();
-    no_store(&mut response);
+    crate::auth::no_store(&mut response);
     Ok(response)
-}
-
-fn no_store(response: &mut Response) {
-    response.headers_mut().insert(
-        axum::http::header::CACHE_CONTROL,
-        axum::http::HeaderValue::from_static("no-store"),
-    );
 }
 
 /// `?status=&limit=&cursor=`
@@ -404,7 +355,7 @@ async fn update_key(
     let new_patterns = body
         .scopes
         .as_ref()
-        .map(|scopes| parse_scopes(&state, &mut errors, scopes));
+        .map(|scopes| parse_permission_list(&state, &mut errors, "scopes", scopes, 100));
     match &body.rate_limit {
         Some(Some(rate)) => {
             check_rate_limit(&mut errors, rate);
@@ -428,7 +379,7 @@ async fn update_key(
     errors.into_result()?;
     if let Some(patterns) = &new_patterns {
         access.require_all(&state, patterns)?;
-        changed.scopes = scope_texts(patterns);
+        changed.scopes = permissions_json(patterns);
     }
     changed.updated_at = now;
     let audit = access
@@ -525,7 +476,7 @@ async fn rotate_key(
     data["key"] = Value::from(secret.expose().as_str());
     data["previous_secret_expires_at"] = Value::from(rfc3339(now + grace as i64));
     let mut response = Json(json!({ "data": data })).into_response();
-    no_store(&mut response);
+    crate::auth::no_store(&mut response);
     Ok(response)
 }
 

@@ -191,14 +191,9 @@ async fn get_org(access: OrgAccess<OrgRead>) -> Json<Value> {
 pub struct UpdateOrgBody {
     name: Option<String>,
     /// The product's own id for this customer; `null` clears it. Operators only (`admin:orgs`).
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "crate::extract::present")]
     #[schema(value_type = Option<String>)]
     external_id: Option<Option<String>>,
-}
-
-/// Distinguishes an absent field (`None`) from an explicit `null` (`Some(None)`).
-fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
-    Ok(Some(Option::deserialize(d)?))
 }
 
 /// Renames an org or sets its external id.

@@ -1,7 +1,7 @@
 //! `/orgs/{org_id}/roles`: the built-in roles and the org's custom roles. Nobody can create or
 //! change a role so that it grants more than they hold themselves.
 
-use crate::access::{OrgAccess, RolesRead, RolesWrite};
+use crate::access::{parse_permission_list, permissions_json, OrgAccess, RolesRead, RolesWrite};
 use crate::auth::{rfc3339, unix_now};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ClientInfo};
@@ -106,23 +106,8 @@ fn validate_role(
         errors.add("name", "is the name of a built-in role");
     }
     let description = description.and_then(|d| errors.check("description", single_line(d, 500)));
-    if permissions.len() > 200 {
-        errors.add("permissions", "at most 200 entries");
-    }
-    let mut patterns = Vec::new();
-    for (i, text) in permissions.iter().enumerate() {
-        let field = format!("permissions[{i}]");
-        match PermissionPattern::parse(text) {
-            Ok(p) => match state.config.catalog.check_known(&p) {
-                Ok(()) => patterns.push(p),
-                Err(reason) => errors.add(field, reason),
-            },
-            Err(e) => errors.add(field, e.to_string()),
-        }
-    }
+    let patterns = parse_permission_list(state, &mut errors, "permissions", permissions, 200);
     errors.into_result()?;
-    patterns.sort();
-    patterns.dedup();
     Ok((name.unwrap_or_default(), description, patterns))
 }
 
@@ -133,16 +118,6 @@ fn name_conflict(error: StoreError) -> ApiError {
         }
         other => other.into(),
     }
-}
-
-fn permission_texts(patterns: &[PermissionPattern]) -> String {
-    serde_json::to_string(
-        &patterns
-            .iter()
-            .map(PermissionPattern::as_str)
-            .collect::<Vec<_>>(),
-    )
-    .unwrap_or_else(|_| "[]".into())
 }
 
 /// Creates a custom role.
@@ -170,7 +145,7 @@ async fn create_role(
         org_id: access.org.id.clone(),
         name,
         description,
-        permissions: permission_texts(&patterns),
+        permissions: permissions_json(&patterns),
         created_at: now,
         updated_at: now,
     };
@@ -236,7 +211,7 @@ async fn update_role(
     let changed = RoleRecord {
         name,
         description,
-        permissions: permission_texts(&patterns),
+        permissions: permissions_json(&patterns),
         updated_at: unix_now(),
         ..role.clone()
     };

@@ -20,6 +20,14 @@ pub const PUBLIC_URL: &str = "http://fluxgate.test";
 /// A password that meets the policy.
 pub const PASSWORD: &str = "correct horse battery staple";
 
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
 /// Which database a test runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {

@@ -10,17 +10,10 @@ pub struct RedisServer {
     child: Option<Child>,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
 impl RedisServer {
     pub async fn start() -> Self {
         let mut server = Self {
-            port: free_port(),
+            port: super::free_port(),
             child: None,
         };
         server.restart().await;
