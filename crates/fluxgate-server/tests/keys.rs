@@ -1198,3 +1198,46 @@ async fn warm_keys_verify_while_the_database_is_down() {
     );
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_redis_postgres_notifications_reach_the_other_node() {
+    let secret = "b".repeat(64);
+    let a = TestApp::spawn_with(Backend::Postgres, |t| {
+        t.insert("secret_key".into(), secret.clone().into());
+    })
+    .await;
+    let shared = a.database_url.clone();
+    let b = TestApp::spawn_with(Backend::Postgres, |t| {
+        t.insert("secret_key".into(), secret.clone().into());
+        t.insert("database_url".into(), shared.clone().into());
+    })
+    .await;
+    let (_, root) = verifier(&a).await;
+    let (owner, org) = a.owner("ada@example.com", "Acme").await;
+    let (id, key) = create_key(&a, &owner, &org, json!({ "name": "k", "scopes": [] })).await;
+    assert!(
+        eventually(Duration::from_secs(2), || async {
+            verify(&b, &root, json!({ "key": key })).await["code"] == "VALID"
+        })
+        .await
+    );
+    // revoked through A: B's warm entry is dropped by the NOTIFY within a second
+    send(
+        &a,
+        Method::DELETE,
+        &format!("/orgs/{org}/keys/{id}"),
+        &owner,
+        None,
+    )
+    .await;
+    let revoked = std::time::Instant::now();
+    assert!(
+        eventually(Duration::from_secs(1), || async {
+            verify(&b, &root, json!({ "key": key })).await["code"] == "REVOKED"
+        })
+        .await
+    );
+    assert!(revoked.elapsed() < Duration::from_secs(1));
+    b.stop().await;
+    a.stop().await;
+}
