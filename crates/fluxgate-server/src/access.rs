@@ -136,6 +136,9 @@ pub async fn authenticate(parts: &mut Parts, state: &AppState) -> ApiResult<Call
             let key = verified_key(state, &text)
                 .await?
                 .ok_or(ApiError::Unauthorized)?;
+            if let Some(slot) = parts.extensions.get::<crate::limits::LimitSlot>() {
+                slot.set_key(&key.org_id, &key.key_id); // attributed once answered
+            }
             crate::limits::enforce(state, parts, &key.rate_key, key.quota, 1).await?;
             state.usage.touch_key(&key.key_id, crate::tokens::now());
             Ok(Caller::Key(key))
@@ -239,25 +242,7 @@ impl<P: Required> FromRequestParts<AppState> for OrgAccess<P> {
             .org(org_id.as_str())
             .await?
             .ok_or(ApiError::NotFound)?;
-        let (role, grants) = match &caller {
-            Caller::User(user) => match state.store.membership(&org.id, user.user_id()).await? {
-                Some(membership) => (
-                    Some(membership.role.clone()),
-                    grants_of(state, &membership).await?,
-                ),
-                None if !org.is_operator && caller.operator_allows(state, "admin:orgs").await? => {
-                    (None, Grants::everything(false))
-                }
-                None => return Err(ApiError::NotFound),
-            },
-            Caller::Key(key) if key.org_id == org.id => (None, key.grants.clone()),
-            Caller::Key(_)
-                if !org.is_operator && caller.operator_allows(state, "admin:orgs").await? =>
-            {
-                (None, Grants::everything(false))
-            }
-            Caller::Key(_) => return Err(ApiError::NotFound),
-        };
+        let (role, grants) = standing(state, &caller, &org).await?;
         if let Some(permission) = P::PERMISSION {
             if !grants.allows(permission, &state.config.catalog) {
                 return Err(caller.lacks(permission));
@@ -271,6 +256,34 @@ impl<P: Required> FromRequestParts<AppState> for OrgAccess<P> {
             required: PhantomData,
         })
     }
+}
+
+/// The caller's role and grants in `org`: a member's role; a key's scopes in its own org; every
+/// org permission for operators holding `admin:orgs` in a customer org. Anyone else: 404.
+pub async fn standing(
+    state: &AppState,
+    caller: &Caller,
+    org: &OrgRecord,
+) -> ApiResult<(Option<String>, Grants)> {
+    Ok(match caller {
+        Caller::User(user) => match state.store.membership(&org.id, user.user_id()).await? {
+            Some(membership) => (
+                Some(membership.role.clone()),
+                grants_of(state, &membership).await?,
+            ),
+            None if !org.is_operator && caller.operator_allows(state, "admin:orgs").await? => {
+                (None, Grants::everything(false))
+            }
+            None => return Err(ApiError::NotFound),
+        },
+        Caller::Key(key) if key.org_id == org.id => (None, key.grants.clone()),
+        Caller::Key(_)
+            if !org.is_operator && caller.operator_allows(state, "admin:orgs").await? =>
+        {
+            (None, Grants::everything(false))
+        }
+        Caller::Key(_) => return Err(ApiError::NotFound),
+    })
 }
 
 /// A caller holding the instance-wide permission `P` (a member of the operator org, or a key

@@ -12,20 +12,39 @@ use axum::response::Response;
 use fluxgate_core::ratelimit::{Decision, Quota};
 use std::sync::{Arc, Mutex};
 
-/// The decision taken for a request, if any, for its response headers. The request context
-/// middleware puts one in every request and writes the headers from it on the way out.
+/// What the request context needs back from a request once it is answered: the rate-limit
+/// decision (for the response headers) and the API key that authenticated it (to attribute the
+/// call). The request context middleware puts one in every request.
 #[derive(Clone, Default)]
-pub struct LimitSlot(Arc<Mutex<Option<Decision>>>);
+pub struct LimitSlot(Arc<Mutex<SlotState>>);
+
+#[derive(Default)]
+struct SlotState {
+    decision: Option<Decision>,
+    key: Option<(String, String)>,
+}
 
 impl LimitSlot {
     fn get(&self) -> Option<Decision> {
-        self.0.lock().ok().and_then(|d| *d)
+        self.0.lock().ok().and_then(|s| s.decision)
     }
 
     fn set(&self, decision: Decision) {
         if let Ok(mut slot) = self.0.lock() {
-            *slot = Some(decision);
+            slot.decision = Some(decision);
         }
+    }
+
+    /// Notes the (org, key) that authenticated the request.
+    pub fn set_key(&self, org_id: &str, key_id: &str) {
+        if let Ok(mut slot) = self.0.lock() {
+            slot.key = Some((org_id.to_owned(), key_id.to_owned()));
+        }
+    }
+
+    /// The (org, key) that authenticated the request, if a key did.
+    pub fn key(&self) -> Option<(String, String)> {
+        self.0.lock().ok().and_then(|s| s.key.clone())
     }
 
     /// Writes `X-RateLimit-Limit`, `-Remaining` and `-Reset` (Unix seconds) from the decision.

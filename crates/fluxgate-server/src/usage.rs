@@ -1,13 +1,15 @@
-//! Usage bookkeeping off the request path: monthly counters per org and meter (what plan quotas
-//! are checked against) and keys' last use. Requests only touch memory; a background task writes
-//! the batch every second, and a graceful shutdown writes the rest — nothing is lost.
+//! Usage bookkeeping off the request path: calls attributed per org, key, endpoint, outcome and
+//! minute; monthly counters per org and meter (what plan quotas are checked against); keys' last
+//! use. Requests only touch memory; a background task writes the batch every second (kept and
+//! retried when the database cannot take it), and a graceful shutdown writes the rest — nothing
+//! is lost then; a crash loses at most the last second.
 //!
 //! Each node knows an org's monthly total as of its last write (the database answers the new
 //! total, other nodes' writes included) plus what it has not written yet; across nodes a quota
 //! can therefore be overshot by at most about a second of traffic.
 
 use crate::error::ApiResult;
-use fluxgate_store::{Store, UsageIncrement};
+use fluxgate_store::{CallCount, Store, UsageIncrement};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -31,7 +33,12 @@ struct Book {
     last_used: HashMap<String, i64>,
     /// When each key's last use was last queued for writing.
     last_queued: HashMap<String, i64>,
+    /// Calls per (org, key, endpoint, outcome, minute), not yet written (including in flight).
+    calls: HashMap<CallKey, i64>,
 }
+
+/// `(org, key, endpoint, outcome, minute)`
+type CallKey = (String, String, String, String, i64);
 
 /// A key's `last_used_at` is written at most this often (seconds): with thousands of busy
 /// keys, a write per key per second would be database load for no reader's benefit.
@@ -133,6 +140,21 @@ impl UsageRecorder {
         }
     }
 
+    /// Attributes one call (an API-key-authenticated request or a verify) to its org, key,
+    /// endpoint and outcome in the minute of `now`.
+    pub fn count_call(&self, org_id: &str, key_id: &str, endpoint: &str, outcome: &str, now: i64) {
+        let key = (
+            org_id.to_owned(),
+            key_id.to_owned(),
+            endpoint.to_owned(),
+            outcome.to_owned(),
+            now - now.rem_euclid(60),
+        );
+        if let Ok(mut book) = self.book.lock() {
+            *book.calls.entry(key).or_insert(0) += 1;
+        }
+    }
+
     /// The org's total for `meter` this month as far as this node knows, if it knows it.
     pub fn used(&self, org_id: &str, meter: &str, now: i64) -> Option<i64> {
         let month = month_of(now);
@@ -149,23 +171,37 @@ impl UsageRecorder {
     pub async fn load(&self, org_id: &str, meter: &str, now: i64) -> ApiResult<i64> {
         let month = month_of(now);
         let total = self.store.usage_total(org_id, meter, &month).await?;
-        let mut book = self
-            .book
-            .lock()
-            .map_err(|_| anyhow::anyhow!("usage book poisoned"))?;
+        let mut book = self.lock_book()?;
         Ok(with_counter(&mut book, org_id, meter, month, |c| {
             *c.stored.get_or_insert(total) + c.pending
         }))
     }
 
+    fn lock_book(&self) -> ApiResult<std::sync::MutexGuard<'_, Book>> {
+        self.book
+            .lock()
+            .map_err(|_| anyhow::anyhow!("usage book poisoned").into())
+    }
+
     /// Writes everything pending; on failure it stays pending for the next attempt.
     pub async fn flush(&self) -> ApiResult<()> {
         let _writing = self.writing.lock().await;
-        let (increments, uses) = {
-            let book = self
-                .book
-                .lock()
-                .map_err(|_| anyhow::anyhow!("usage book poisoned"))?;
+        let (increments, uses, calls) = {
+            let book = self.lock_book()?;
+            let calls: Vec<CallCount> = book
+                .calls
+                .iter()
+                .map(
+                    |((org_id, key_id, endpoint, outcome, minute), count)| CallCount {
+                        org_id: org_id.clone(),
+                        key_id: key_id.clone(),
+                        endpoint: endpoint.clone(),
+                        outcome: outcome.clone(),
+                        minute: *minute,
+                        count: *count,
+                    },
+                )
+                .collect();
             let increments: Vec<UsageIncrement> = book
                 .counters
                 .iter()
@@ -186,15 +222,31 @@ impl UsageRecorder {
                 .iter()
                 .map(|(k, v)| (k.clone(), *v))
                 .collect();
-            (increments, uses)
+            (increments, uses, calls)
         };
+        if !calls.is_empty() {
+            self.store.add_call_counts(&calls).await?;
+            let mut book = self.lock_book()?;
+            for call in calls {
+                let key = (
+                    call.org_id,
+                    call.key_id,
+                    call.endpoint,
+                    call.outcome,
+                    call.minute,
+                );
+                if let Some(count) = book.calls.get_mut(&key) {
+                    *count -= call.count;
+                    if *count <= 0 {
+                        book.calls.remove(&key);
+                    }
+                }
+            }
+        }
         if !increments.is_empty() {
             let totals = self.store.add_usage(&increments).await?;
             let current = month_of(crate::tokens::now());
-            let mut book = self
-                .book
-                .lock()
-                .map_err(|_| anyhow::anyhow!("usage book poisoned"))?;
+            let mut book = self.lock_book()?;
             for (increment, total) in increments.into_iter().zip(totals) {
                 with_counter(
                     &mut book,
@@ -215,10 +267,7 @@ impl UsageRecorder {
         }
         if !uses.is_empty() {
             self.store.record_key_use(&uses).await?;
-            let mut book = self
-                .book
-                .lock()
-                .map_err(|_| anyhow::anyhow!("usage book poisoned"))?;
+            let mut book = self.lock_book()?;
             for (key_id, at) in uses {
                 if book.last_used.get(&key_id) == Some(&at) {
                     book.last_used.remove(&key_id);

@@ -8,6 +8,7 @@ mod postgres;
 mod records;
 mod shared;
 mod sqlite;
+mod usage;
 
 pub use error::StoreError;
 pub use keys::KeyStore;
@@ -15,6 +16,7 @@ pub use orgs::OrgStore;
 pub use postgres::PostgresStore;
 pub use records::*;
 pub use sqlite::SqliteStore;
+pub use usage::UsageStore;
 
 use async_trait::async_trait;
 use std::sync::Arc;
@@ -27,7 +29,7 @@ pub type StoreResult<T> = Result<T, StoreError>;
 /// transaction; a method that changes state takes the audit entry that records the change and
 /// writes it in the same transaction.
 #[async_trait]
-pub trait Store: OrgStore + KeyStore + Notifier + Send + Sync + 'static {
+pub trait Store: OrgStore + KeyStore + UsageStore + Notifier + Send + Sync + 'static {
     /// `sqlite` or `postgres`.
     fn backend(&self) -> &'static str;
     /// Applies pending migrations (PostgreSQL takes an advisory lock, so concurrent nodes are safe).

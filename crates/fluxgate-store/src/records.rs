@@ -428,3 +428,37 @@ pub struct Rotation {
     /// Unix seconds.
     pub now: i64,
 }
+
+/// Calls counted for one org, key, endpoint, outcome and minute.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CallCount {
+    /// `org_…`
+    pub org_id: String,
+    /// `key_…`
+    pub key_id: String,
+    /// `METHOD /route/template` for API calls, the caller's `endpoint` for verifies.
+    pub endpoint: String,
+    /// The HTTP status, or the verify code.
+    pub outcome: String,
+    /// Start of the minute (Unix seconds).
+    pub minute: i64,
+    /// How many.
+    pub count: i64,
+}
+
+/// Which calls to sum, and in buckets of what size.
+#[derive(Debug, Clone)]
+pub struct CallFilter {
+    /// Only this org's (None: every org).
+    pub org_id: Option<String>,
+    /// Only this key's.
+    pub key_id: Option<String>,
+    /// Only this endpoint's.
+    pub endpoint: Option<String>,
+    /// From (Unix seconds, inclusive).
+    pub from: i64,
+    /// To (Unix seconds, exclusive).
+    pub to: i64,
+    /// Bucket size in seconds (60, 3600 or 86400).
+    pub bucket: i64,
+}

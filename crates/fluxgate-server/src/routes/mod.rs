@@ -8,18 +8,18 @@ pub mod orgs;
 pub mod plans;
 pub mod roles;
 pub mod system;
+pub mod usage;
 pub mod verify;
 
 use crate::error::{ApiError, REQUEST_ID};
 use crate::limits::LimitSlot;
-use crate::metrics::{self, Metrics};
+use crate::metrics;
 use crate::state::AppState;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
-use std::sync::Arc;
 use std::time::Instant;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -35,6 +35,7 @@ use utoipa_axum::router::OpenApiRouter;
     tags((name = "auth", description = "Accounts, sessions and tokens"),
          (name = "orgs", description = "Organizations, members, roles, invitations and the audit log"),
          (name = "keys", description = "API keys and their verification"),
+         (name = "usage", description = "Usage attributed to API keys"),
          (name = "admin", description = "Instance-wide operations for the operator org"),
          (name = "system", description = "Health, metrics, keys and this document"))
 )]
@@ -67,19 +68,22 @@ pub fn app(state: AppState) -> Router {
                 .merge(keys::router())
                 .merge(verify::router())
                 .merge(plans::router())
+                .merge(usage::router())
                 .merge(system::api_router()),
         )
         .merge(system::root_router())
         .split_for_parts();
     system::publish_openapi(openapi);
-    let metrics = state.metrics.clone();
     router
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
         .layer(
             ServiceBuilder::new()
-                .layer(middleware::from_fn_with_state(metrics, request_context))
+                .layer(middleware::from_fn_with_state(
+                    state.clone(),
+                    request_context,
+                ))
                 .layer(CatchPanicLayer::custom(|_| {
                     ApiError::Internal(anyhow::anyhow!("handler panicked")).into_response()
                 })),
@@ -106,7 +110,7 @@ fn request_id(request: &Request) -> String {
 /// for its rate-limit decision written out as `X-RateLimit-*`, and its count and latency in the
 /// metrics.
 async fn request_context(
-    State(metrics): State<Arc<Metrics>>,
+    State(state): State<AppState>,
     mut request: Request,
     next: Next,
 ) -> Response {
@@ -130,8 +134,18 @@ async fn request_context(
     }
     slot.write_headers(&mut response);
     let status = response.status().as_u16();
+    if let Some((org_id, key_id)) = slot.key() {
+        let endpoint = format!("{method} {route}");
+        state.usage.count_call(
+            &org_id,
+            &key_id,
+            &endpoint,
+            &status.to_string(),
+            crate::tokens::now(),
+        );
+    }
     let elapsed = started.elapsed();
-    metrics.observe(&method, route, status, elapsed);
+    state.metrics.observe(&method, route, status, elapsed);
     span.in_scope(|| {
         tracing::debug!(
             status,

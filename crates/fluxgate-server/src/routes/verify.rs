@@ -13,6 +13,7 @@ use axum::http::header;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use fluxgate_core::apikey;
+use fluxgate_core::ratelimit::Decision;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -169,12 +170,42 @@ async fn verify(
         Lookup::Unknown => return respond(Verdict::refused("NOT_FOUND")),
     };
     let now = crate::tokens::now();
+    let (code, decision) = judge(&state, &key, &body.scopes, cost, now).await?;
+    let endpoint = body.endpoint.as_deref().unwrap_or("");
+    state
+        .usage
+        .count_call(&key.org_id, &key.key_id, endpoint, code, now);
+    let mut verdict = Verdict::of(&key, code);
+    if let Some(decision) = decision {
+        verdict.ratelimit = Some(RateLimitView {
+            limit: decision.limit,
+            remaining: decision.remaining,
+            reset: now.max(0) as u64 + decision.reset_after_secs(),
+        });
+        if decision.allowed {
+            state
+                .usage
+                .record_call(&key.org_id, &key.key_id, "requests", cost as i64, now);
+        }
+    }
+    respond(verdict)
+}
+
+/// The verdict on a known key, in order: its standing, the required scopes, the org's monthly
+/// quota, then the rate limit (the only step that takes anything, and only when all else passed).
+async fn judge(
+    state: &AppState,
+    key: &CachedKey,
+    scopes: &[String],
+    cost: u64,
+    now: i64,
+) -> ApiResult<(&'static str, Option<Decision>)> {
     if let Some(code) = key.refusal(now) {
-        return respond(Verdict::of(&key, code));
+        return Ok((code, None));
     }
     let catalog = &state.config.catalog;
-    if !body.scopes.iter().all(|s| key.grants.allows(s, catalog)) {
-        return respond(Verdict::of(&key, "INSUFFICIENT_SCOPE"));
+    if !scopes.iter().all(|s| key.grants.allows(s, catalog)) {
+        return Ok(("INSUFFICIENT_SCOPE", None));
     }
     if let Some(quota) = key.requests_quota {
         let used = match state.usage.used(&key.org_id, "requests", now) {
@@ -182,29 +213,16 @@ async fn verify(
             None => state.usage.load(&key.org_id, "requests", now).await?,
         };
         if used.max(0) as u64 + cost > quota {
-            return respond(Verdict::of(&key, "QUOTA_EXCEEDED"));
+            return Ok(("QUOTA_EXCEEDED", None));
         }
     }
     let decision = state.limiter.check(&key.rate_key, key.quota, cost).await?;
-    let mut verdict = Verdict::of(
-        &key,
-        if decision.allowed {
-            "VALID"
-        } else {
-            "RATE_LIMITED"
-        },
-    );
-    verdict.ratelimit = Some(RateLimitView {
-        limit: decision.limit,
-        remaining: decision.remaining,
-        reset: now.max(0) as u64 + decision.reset_after_secs(),
-    });
-    if decision.allowed {
-        state
-            .usage
-            .record_call(&key.org_id, &key.key_id, "requests", cost as i64, now);
-    }
-    respond(verdict)
+    let code = if decision.allowed {
+        "VALID"
+    } else {
+        "RATE_LIMITED"
+    };
+    Ok((code, Some(decision)))
 }
 
 /// Serializes straight to the body (no intermediate JSON tree).

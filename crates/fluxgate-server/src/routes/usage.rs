@@ -1,0 +1,175 @@
+//! `GET /usage`: calls attributed to API keys (management calls and verifies) as a time series
+//! by minute, hour or day, with the total — for one org (its members or keys holding
+//! `usage:read`), or for the whole instance (operators holding `admin:orgs`).
+
+use crate::access::{authenticate, standing};
+use crate::auth::{parse_rfc3339, rfc3339, RFC3339_HINT};
+use crate::error::{ApiError, ApiResult};
+use crate::extract::ApiQuery;
+use crate::state::AppState;
+use axum::extract::State;
+use axum::http::request::Parts;
+use axum::Json;
+use fluxgate_core::ids::OrgId;
+use fluxgate_core::validation::FieldErrors;
+use fluxgate_store::CallFilter;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+/// The routes of this module.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(usage))
+}
+
+/// Most buckets one query answers.
+const MAX_BUCKETS: i64 = 10_000;
+
+/// `GET /usage` filters.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct UsageQuery {
+    /// The org (required unless the caller is an operator).
+    org_id: Option<String>,
+    /// Only this key's calls.
+    key_id: Option<String>,
+    /// Only this endpoint's (`GET /api/v1/orgs/{org_id}/keys`, or a verify's `endpoint`).
+    endpoint: Option<String>,
+    /// RFC 3339 (default: 24 hours before `to`; 30 days for `day`).
+    from: Option<String>,
+    /// RFC 3339 (default: now).
+    to: Option<String>,
+    /// `minute`, `hour` (default) or `day`.
+    granularity: Option<String>,
+}
+
+/// Attributed calls as a time series (every bucket, zeros included) and their total.
+#[utoipa::path(get, path = "/usage", tag = "usage", params(UsageQuery),
+    security(("bearer" = ["usage:read"])),
+    responses((status = 200, description = "series and total"), (status = 422, description = "bad filters")))]
+async fn usage(
+    State(state): State<AppState>,
+    access: UsageReader,
+    ApiQuery(query): ApiQuery<UsageQuery>,
+) -> ApiResult<Json<Value>> {
+    let _resolved_by_the_reader = query.org_id;
+    let mut errors = FieldErrors::new();
+    let (bucket, granularity) = match query.granularity.as_deref().unwrap_or("hour") {
+        "minute" => (60, "minute"),
+        "hour" => (3600, "hour"),
+        "day" => (86_400, "day"),
+        _ => {
+            errors.add("granularity", "must be minute, hour or day");
+            (3600, "hour")
+        }
+    };
+    let now = crate::tokens::now();
+    let mut time = |field: &str, value: Option<&str>| {
+        value.and_then(|v| {
+            let parsed = parse_rfc3339(v);
+            if parsed.is_none() {
+                errors.add(field, RFC3339_HINT);
+            }
+            parsed
+        })
+    };
+    let to = time("to", query.to.as_deref()).unwrap_or(now);
+    let default_span = if bucket == 86_400 {
+        30 * 86_400
+    } else {
+        86_400
+    };
+    let from = time("from", query.from.as_deref()).unwrap_or(to - default_span);
+    // whole buckets: from rounds down, to rounds up
+    let (from, to) = (
+        from - from.rem_euclid(bucket),
+        to + (bucket - to.rem_euclid(bucket)) % bucket,
+    );
+    if to <= from {
+        errors.add("from", "must be before `to`");
+    } else if (to - from) / bucket > MAX_BUCKETS {
+        errors.add(
+            "from",
+            format!("at most {MAX_BUCKETS} buckets per query; use a coarser granularity"),
+        );
+    }
+    errors.into_result()?;
+    let filter = CallFilter {
+        org_id: access.org_id.clone(),
+        key_id: query.key_id.filter(|k| !k.is_empty()),
+        endpoint: query.endpoint.filter(|e| !e.is_empty()),
+        from,
+        to,
+        bucket,
+    };
+    let rows = state.store.call_series(&filter).await?;
+    let mut counts = rows.into_iter().peekable();
+    let mut series = Vec::new();
+    let mut total = 0i64;
+    let mut start = from;
+    while start < to {
+        let mut count = 0;
+        while let Some((_, c)) = counts.next_if(|(b, _)| *b <= start) {
+            count += c;
+        }
+        total += count;
+        series.push(json!({ "start": rfc3339(start), "count": count }));
+        start += bucket;
+    }
+    Ok(Json(json!({ "data": {
+        "org_id": filter.org_id,
+        "key_id": filter.key_id,
+        "endpoint": filter.endpoint,
+        "granularity": granularity,
+        "from": rfc3339(from),
+        "to": rfc3339(to),
+        "series": series,
+        "total": { "count": total },
+    }})))
+}
+
+/// Whose usage the caller may read: the org in `?org_id=` when it holds `usage:read` there
+/// (404 when it has no standing in it), or every org for operators holding `admin:orgs`.
+pub struct UsageReader {
+    /// The org to read; `None` for all (operators).
+    org_id: Option<String>,
+}
+
+impl axum::extract::FromRequestParts<AppState> for UsageReader {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let caller = authenticate(parts, state).await?;
+        let org_id = form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes())
+            .find(|(name, _)| name == "org_id")
+            .map(|(_, value)| value.into_owned())
+            .filter(|v| !v.is_empty());
+        match org_id {
+            Some(org_id) => {
+                let id: OrgId = org_id.parse().map_err(|_| ApiError::NotFound)?;
+                let org = state
+                    .store
+                    .org(id.as_str())
+                    .await?
+                    .ok_or(ApiError::NotFound)?;
+                let (_, grants) = standing(state, &caller, &org).await?;
+                if !grants.allows("usage:read", &state.config.catalog) {
+                    return Err(caller.lacks("usage:read"));
+                }
+                Ok(Self {
+                    org_id: Some(org.id),
+                })
+            }
+            None if caller.operator_allows(state, "admin:orgs").await? => Ok(Self { org_id: None }),
+            None => Err(ApiError::field(
+                "org_id",
+                "is required (only operators read every org)",
+            )),
+        }
+    }
+}

@@ -1,0 +1,336 @@
+//! Usage attribution over real HTTP, on SQLite and PostgreSQL: every verify and every
+//! key-authenticated call is counted exactly, per org, key, endpoint and outcome; `GET /usage`
+//! answers series by minute, hour and day within the caller's permissions; a graceful stop right
+//! after a burst loses nothing.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
+mod common;
+
+use common::{body, eventually, expect_error, Backend, TestApp, PASSWORD};
+use reqwest::{Method, Response};
+use serde_json::{json, Value};
+use std::time::Duration;
+
+both_backends!(
+    verifies_and_key_calls_are_attributed_exactly,
+    usage_is_read_within_the_callers_permissions,
+    a_graceful_stop_right_after_a_burst_loses_nothing,
+);
+
+async fn send(
+    app: &TestApp,
+    method: Method,
+    path: &str,
+    token: &str,
+    body: Option<Value>,
+) -> Response {
+    app.call(method, &format!("/api/v1{path}"), Some(token), body)
+        .await
+}
+
+async fn with_key(
+    app: &TestApp,
+    method: Method,
+    path: &str,
+    key: &str,
+    body: Option<Value>,
+) -> Response {
+    let mut request = app
+        .client
+        .request(method, app.url(&format!("/api/v1{path}")))
+        .header("x-api-key", key);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    request.send().await.unwrap()
+}
+
+async fn create_key(app: &TestApp, token: &str, org: &str, scopes: Value) -> (String, String) {
+    let response = send(
+        app,
+        Method::POST,
+        &format!("/orgs/{org}/keys"),
+        token,
+        Some(json!({ "name": "k", "scopes": scopes })),
+    )
+    .await;
+    assert_eq!(response.status(), 201);
+    let data = body(response).await["data"].clone();
+    (
+        data["id"].as_str().unwrap().to_owned(),
+        data["key"].as_str().unwrap().to_owned(),
+    )
+}
+
+/// The operator's token and a verifier key.
+async fn operator(app: &TestApp) -> (String, String) {
+    fluxgate_server::admin::bootstrap(&app.config, "ops@example.com", PASSWORD)
+        .await
+        .unwrap();
+    let ops = app.login("ops@example.com", PASSWORD).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let me = body(send(app, Method::GET, "/auth/me", &ops, None).await).await;
+    let ops_org = me["data"]["active_org"]["id"].as_str().unwrap().to_owned();
+    let (_, root) = create_key(app, &ops, &ops_org, json!(["keys:verify"])).await;
+    (ops, root)
+}
+
+async fn total(app: &TestApp, token: &str, query: &str) -> i64 {
+    let response = send(app, Method::GET, &format!("/usage?{query}"), token, None).await;
+    assert_eq!(response.status(), 200);
+    body(response).await["data"]["total"]["count"]
+        .as_i64()
+        .unwrap()
+}
+
+async fn verifies_and_key_calls_are_attributed_exactly(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (_, root) = operator(&app).await;
+    let (owner, org) = app.owner("ada@example.com", "Acme").await;
+    let (key_id, key) = create_key(&app, &owner, &org, json!(["keys:read"])).await;
+    for _ in 0..7 {
+        with_key(
+            &app,
+            Method::POST,
+            "/keys/verify",
+            &root,
+            Some(json!({ "key": key, "endpoint": "/v1/accounts" })),
+        )
+        .await;
+    }
+    for _ in 0..2 {
+        with_key(
+            &app,
+            Method::POST,
+            "/keys/verify",
+            &root,
+            Some(json!({ "key": key, "endpoint": "/v1/admin", "scopes": ["keys:write"] })),
+        )
+        .await;
+    }
+    for _ in 0..3 {
+        assert_eq!(
+            with_key(&app, Method::GET, &format!("/orgs/{org}/keys"), &key, None)
+                .await
+                .status(),
+            200
+        );
+    }
+    // written in batches: within a couple of seconds, exactly 12
+    let q = format!("org_id={org}");
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            total(&app, &owner, &q).await == 12
+        })
+        .await,
+        "{}",
+        total(&app, &owner, &q).await
+    );
+    assert_eq!(
+        total(&app, &owner, &format!("org_id={org}&endpoint=/v1/accounts")).await,
+        7
+    );
+    assert_eq!(
+        total(&app, &owner, &format!("org_id={org}&endpoint=/v1/admin")).await,
+        2
+    );
+    let path = "GET /api/v1/orgs/{org_id}/keys";
+    let encoded: String = form_urlencoded::byte_serialize(path.as_bytes()).collect();
+    assert_eq!(
+        total(&app, &owner, &format!("org_id={org}&endpoint={encoded}")).await,
+        3
+    );
+    assert_eq!(
+        total(&app, &owner, &format!("org_id={org}&key_id={key_id}")).await,
+        12
+    );
+    // the series: dense buckets, the counts in the current one
+    let minute = body(
+        send(
+            &app,
+            Method::GET,
+            &format!("/usage?org_id={org}&granularity=minute"),
+            &owner,
+            None,
+        )
+        .await,
+    )
+    .await;
+    let series = minute["data"]["series"].as_array().unwrap();
+    // a day of minutes, plus the current one unless `now` falls on a minute's first second
+    assert!(
+        [24 * 60, 24 * 60 + 1].contains(&series.len()),
+        "{}",
+        series.len()
+    );
+    assert_eq!(
+        series
+            .iter()
+            .map(|p| p["count"].as_i64().unwrap())
+            .sum::<i64>(),
+        12
+    );
+    let day = body(
+        send(
+            &app,
+            Method::GET,
+            &format!("/usage?org_id={org}&granularity=day"),
+            &owner,
+            None,
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(day["data"]["total"]["count"], 12);
+    // bad filters name the field
+    for (query, field) in [
+        ("granularity=week", "granularity"),
+        ("from=yesterday", "from"),
+        ("from=2030-01-02T00:00:00Z&to=2030-01-01T00:00:00Z", "from"),
+    ] {
+        let error = expect_error(
+            send(
+                &app,
+                Method::GET,
+                &format!("/usage?org_id={org}&{query}"),
+                &owner,
+                None,
+            )
+            .await,
+            422,
+            "VALIDATION_FAILED",
+        )
+        .await;
+        assert!(error["fields"][field].is_string(), "{query}: {error}");
+    }
+    app.stop().await;
+}
+
+async fn usage_is_read_within_the_callers_permissions(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (ops, _) = operator(&app).await;
+    let (owner, org) = app.owner("ada@example.com", "Acme").await;
+    let (_, other_org) = app.owner("bob@example.com", "Beta").await;
+    let viewer = app
+        .member(&owner, &org, "viewer@example.com", "viewer")
+        .await;
+    assert_eq!(
+        send(
+            &app,
+            Method::GET,
+            &format!("/usage?org_id={org}"),
+            &viewer,
+            None
+        )
+        .await
+        .status(),
+        200
+    );
+    // another org: 404, as for anything of another org
+    expect_error(
+        send(
+            &app,
+            Method::GET,
+            &format!("/usage?org_id={other_org}"),
+            &owner,
+            None,
+        )
+        .await,
+        404,
+        "NOT_FOUND",
+    )
+    .await;
+    // a key without usage:read
+    let (_, key) = create_key(&app, &owner, &org, json!(["keys:read"])).await;
+    let error = expect_error(
+        with_key(
+            &app,
+            Method::GET,
+            &format!("/usage?org_id={org}"),
+            &key,
+            None,
+        )
+        .await,
+        403,
+        "INSUFFICIENT_SCOPE",
+    )
+    .await;
+    assert_eq!(error["required_scope"], "usage:read");
+    let (_, reader) = create_key(&app, &owner, &org, json!(["usage:read"])).await;
+    assert_eq!(
+        with_key(
+            &app,
+            Method::GET,
+            &format!("/usage?org_id={org}"),
+            &reader,
+            None
+        )
+        .await
+        .status(),
+        200
+    );
+    // every org at once is for operators
+    expect_error(
+        send(&app, Method::GET, "/usage", &owner, None).await,
+        422,
+        "VALIDATION_FAILED",
+    )
+    .await;
+    assert_eq!(
+        send(&app, Method::GET, "/usage", &ops, None).await.status(),
+        200
+    );
+    assert_eq!(
+        send(
+            &app,
+            Method::GET,
+            &format!("/usage?org_id={other_org}"),
+            &ops,
+            None
+        )
+        .await
+        .status(),
+        200
+    );
+    app.stop().await;
+}
+
+async fn a_graceful_stop_right_after_a_burst_loses_nothing(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (_, root) = operator(&app).await;
+    let (owner, org) = app.owner("ada@example.com", "Acme").await;
+    let (_, key) = create_key(&app, &owner, &org, json!([])).await;
+    let burst: Vec<_> = (0..50)
+        .map(|_| {
+            with_key(
+                &app,
+                Method::POST,
+                "/keys/verify",
+                &root,
+                Some(json!({ "key": key, "endpoint": "/burst" })),
+            )
+        })
+        .collect();
+    for response in futures_util::future::join_all(burst).await {
+        assert_eq!(response.status(), 200);
+    }
+    let config = app.config.clone();
+    let _data = app.stop_keeping_data().await; // at once: the last batch is written by the stop
+    let store = fluxgate_server::server::open_store(&config).await.unwrap();
+    let now = fluxgate_server::auth::unix_now();
+    let series = store
+        .call_series(&fluxgate_store::CallFilter {
+            org_id: Some(org.clone()),
+            key_id: None,
+            endpoint: Some("/burst".into()),
+            from: now - 3600,
+            to: now + 3600,
+            bucket: 3600,
+        })
+        .await
+        .unwrap();
+    store.close().await;
+    assert_eq!(series.iter().map(|(_, c)| c).sum::<i64>(), 50);
+}
