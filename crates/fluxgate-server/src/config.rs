@@ -43,6 +43,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Default rate limits.
     pub rate_limits: RateLimits,
+    /// `[usage]`
+    pub usage: UsageConfig,
     /// Peers whose `X-Forwarded-For` is believed (addresses or CIDR ranges).
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// The product's scopes and their implications.
@@ -60,6 +62,13 @@ pub enum LogFormat {
     Json,
     /// Human-readable lines.
     Pretty,
+}
+
+/// `[usage]`
+#[derive(Debug, Clone)]
+pub struct UsageConfig {
+    /// How old a tracked event's `timestamp` may be.
+    pub track_max_age: Duration,
 }
 
 /// What rate limiting does when Redis is configured but cannot answer.
@@ -287,6 +296,9 @@ impl Config {
                 100_000_000,
             ) as usize,
         };
+        let usage = UsageConfig {
+            track_max_age: r.duration("usage.track_max_age", "35d"),
+        };
         let trusted_proxies: Vec<ipnet::IpNet> = r
             .string_list("trusted_proxies")
             .iter()
@@ -342,6 +354,7 @@ impl Config {
             database_max_connections,
             auth,
             rate_limits,
+            usage,
             trusted_proxies,
             catalog,
             scopes,
@@ -440,6 +453,8 @@ impl Config {
             ),
             format!("redis_timeout = \"{}\"", d(self.rate_limits.redis_timeout)),
             format!("max_tracked_keys = {}", self.rate_limits.max_tracked_keys),
+            "[usage]".into(),
+            format!("track_max_age = \"{}\"", d(self.usage.track_max_age)),
             "[scopes]".into(),
             format!("catalog = {:?}", self.scopes.catalog),
             format!("implies = {:?}", self.scopes.implies),

@@ -15,6 +15,7 @@ both_backends!(
     verifies_and_key_calls_are_attributed_exactly,
     usage_is_read_within_the_callers_permissions,
     a_graceful_stop_right_after_a_burst_loses_nothing,
+    metered_events_count_once_per_idempotency_key,
 );
 
 async fn send(
@@ -333,4 +334,137 @@ async fn a_graceful_stop_right_after_a_burst_loses_nothing(backend: Backend) {
         .unwrap();
     store.close().await;
     assert_eq!(series.iter().map(|(_, c)| c).sum::<i64>(), 50);
+}
+
+async fn metered_events_count_once_per_idempotency_key(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (ops, _) = operator(&app).await;
+    let (owner, org) = app.owner("ada@example.com", "Acme").await;
+    let (_, other_org) = app.owner("bob@example.com", "Beta").await;
+    send(
+        &app,
+        Method::PATCH,
+        &format!("/orgs/{org}"),
+        &ops,
+        Some(json!({ "external_id": "cus_7" })),
+    )
+    .await;
+    let (_, writer) = create_key(&app, &owner, &org, json!(["usage:write", "usage:read"])).await;
+    let track = |body: Value| with_key(&app, Method::POST, "/sdk/track", &writer, Some(body));
+
+    let first = body(track(json!({ "meter": "tokens", "org_id": org, "quantity": 2.5, "idempotency_key": "job-1" })).await).await;
+    assert_eq!(first["data"]["status"], "recorded");
+    let again = body(track(json!({ "meter": "tokens", "org_id": org, "quantity": 2.5, "idempotency_key": "job-1" })).await).await;
+    assert_eq!(again["data"]["status"], "duplicate");
+    // ten concurrent duplicates of a new key: exactly one counts
+    let racing: Vec<_> = (0..10)
+        .map(|_| track(json!({ "meter": "tokens", "customer_external_id": "cus_7", "quantity": 1, "idempotency_key": "job-2" })))
+        .collect();
+    let mut statuses = Vec::new();
+    for response in futures_util::future::join_all(racing).await {
+        statuses.push(
+            body(response).await["data"]["status"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned(),
+        );
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| *s == "recorded").count(),
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| *s == "duplicate").count(),
+        9,
+        "{statuses:?}"
+    );
+
+    // a batch answers per event
+    let batch = body(
+        track(json!({ "events": [
+            { "meter": "tokens", "org_id": org, "quantity": 4 },
+            { "meter": "tokens", "org_id": org, "quantity": "5" },
+            { "meter": "tokens", "org_id": org, "quantity": 1, "idempotency_key": "job-1" },
+            { "meter": "tokens", "org_id": other_org, "quantity": 1 },
+        ]}))
+        .await,
+    )
+    .await;
+    let results = batch["data"]["results"].as_array().unwrap();
+    assert_eq!(results[0]["status"], "recorded");
+    assert_eq!(results[1]["status"], "error");
+    assert!(
+        results[1]["error"]["fields"]["quantity"].is_string(),
+        "{batch}"
+    );
+    assert_eq!(results[2]["status"], "duplicate");
+    assert_eq!(
+        results[3]["error"]["code"], "NOT_FOUND",
+        "another org's usage cannot be written"
+    );
+    assert_eq!(
+        batch["data"]["summary"],
+        json!({ "recorded": 1, "duplicate": 1, "error": 2 })
+    );
+
+    // bad input names the field
+    let future = (time::OffsetDateTime::now_utc() + time::Duration::hours(1))
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    for (event, field) in [
+        (
+            json!({ "meter": "tokens", "org_id": org, "quantity": 0 }),
+            "quantity",
+        ),
+        (
+            json!({ "meter": "tokens", "org_id": org, "quantity": -1.5 }),
+            "quantity",
+        ),
+        (
+            json!({ "meter": "Tokens!", "org_id": org, "quantity": 1 }),
+            "meter",
+        ),
+        (
+            json!({ "meter": "tokens", "org_id": org, "quantity": 1, "timestamp": future }),
+            "timestamp",
+        ),
+        (
+            json!({ "meter": "tokens", "org_id": org, "quantity": 1, "timestamp": "2001-01-01T00:00:00Z" }),
+            "timestamp",
+        ),
+        (json!({ "meter": "tokens", "quantity": 1 }), "org_id"),
+    ] {
+        let error = expect_error(track(event.clone()).await, 422, "VALIDATION_FAILED").await;
+        assert!(error["fields"][field].is_string(), "{event}: {error}");
+    }
+    // a key without usage:write
+    let (_, reader) = create_key(&app, &owner, &org, json!(["usage:read"])).await;
+    let refused = with_key(
+        &app,
+        Method::POST,
+        "/sdk/track",
+        &reader,
+        Some(json!({ "meter": "tokens", "org_id": org, "quantity": 1 })),
+    )
+    .await;
+    assert_eq!(
+        expect_error(refused, 403, "INSUFFICIENT_SCOPE").await["required_scope"],
+        "usage:write"
+    );
+
+    // the meter's series: 2.5 + 1 + 4
+    let usage = body(
+        with_key(
+            &app,
+            Method::GET,
+            &format!("/usage?org_id={org}&meter=tokens&granularity=day"),
+            &writer,
+            None,
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(usage["data"]["total"]["quantity"], 7.5, "{usage}");
+    app.stop().await;
 }

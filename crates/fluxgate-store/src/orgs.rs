@@ -22,6 +22,8 @@ pub trait OrgStore: Send + Sync {
     ) -> StoreResult<()>;
     /// An org that is not deleted.
     async fn org(&self, org_id: &str) -> StoreResult<Option<OrgRecord>>;
+    /// The org (not deleted) with this external id.
+    async fn org_by_external_id(&self, external_id: &str) -> StoreResult<Option<OrgRecord>>;
     /// Orgs that are not deleted, by id, after the cursor.
     async fn orgs(&self, after: Option<&str>, limit: i64) -> StoreResult<Vec<OrgRecord>>;
     /// Applies `changes`; the updated org, or None if there is no such org. `Conflict` when the
@@ -183,6 +185,11 @@ macro_rules! impl_org_store {
             async fn org(&self, org_id: &str) -> $crate::StoreResult<Option<$crate::OrgRecord>> {
                 let sql = format!("SELECT {ORG_COLUMNS} FROM orgs WHERE id = $1 AND deleted_at IS NULL");
                 Ok(sqlx::query_as(&sql).bind(org_id).fetch_optional(&self.pool).await?)
+            }
+
+            async fn org_by_external_id(&self, external_id: &str) -> $crate::StoreResult<Option<$crate::OrgRecord>> {
+                let sql = format!("SELECT {ORG_COLUMNS} FROM orgs WHERE external_id = $1 AND deleted_at IS NULL");
+                Ok(sqlx::query_as(&sql).bind(external_id).fetch_optional(&self.pool).await?)
             }
 
             async fn orgs(&self, after: Option<&str>, limit: i64) -> $crate::StoreResult<Vec<$crate::OrgRecord>> {

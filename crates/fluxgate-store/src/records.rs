@@ -462,3 +462,22 @@ pub struct CallFilter {
     /// Bucket size in seconds (60, 3600 or 86400).
     pub bucket: i64,
 }
+
+/// One metered usage event.
+#[derive(Debug, Clone)]
+pub struct UsageEvent {
+    /// `evt_…`
+    pub id: String,
+    /// `org_…`
+    pub org_id: String,
+    /// The meter, e.g. `tokens`.
+    pub meter: String,
+    /// How much (positive).
+    pub quantity: f64,
+    /// When it happened (Unix seconds).
+    pub occurred_at: i64,
+    /// Counted once per org when given.
+    pub idempotency_key: Option<String>,
+    /// When it was recorded (Unix seconds).
+    pub created_at: i64,
+}

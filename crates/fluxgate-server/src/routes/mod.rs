@@ -8,6 +8,7 @@ pub mod orgs;
 pub mod plans;
 pub mod roles;
 pub mod system;
+pub mod track;
 pub mod usage;
 pub mod verify;
 
@@ -69,6 +70,7 @@ pub fn app(state: AppState) -> Router {
                 .merge(verify::router())
                 .merge(plans::router())
                 .merge(usage::router())
+                .merge(track::router())
                 .merge(system::api_router()),
         )
         .merge(system::root_router())

@@ -37,6 +37,8 @@ pub struct UsageQuery {
     key_id: Option<String>,
     /// Only this endpoint's (`GET /api/v1/orgs/{org_id}/keys`, or a verify's `endpoint`).
     endpoint: Option<String>,
+    /// A meter reported with `POST /sdk/track`: its quantities instead of calls.
+    meter: Option<String>,
     /// RFC 3339 (default: 24 hours before `to`; 30 days for `day`).
     from: Option<String>,
     /// RFC 3339 (default: now).
@@ -104,30 +106,57 @@ async fn usage(
         to,
         bucket,
     };
-    let rows = state.store.call_series(&filter).await?;
-    let mut counts = rows.into_iter().peekable();
+    let meter = query.meter.filter(|m| !m.is_empty());
+    if meter.is_some() && (filter.key_id.is_some() || filter.endpoint.is_some()) {
+        return Err(ApiError::field(
+            "meter",
+            "cannot be combined with key_id or endpoint",
+        ));
+    }
+    let rows: Vec<(i64, f64)> = match &meter {
+        Some(meter) => state.store.meter_series(meter, &filter).await?,
+        None => state
+            .store
+            .call_series(&filter)
+            .await?
+            .into_iter()
+            .map(|(bucket, count)| (bucket, count as f64))
+            .collect(),
+    };
+    let measure = if meter.is_some() { "quantity" } else { "count" };
+    let mut points = rows.into_iter().peekable();
     let mut series = Vec::new();
-    let mut total = 0i64;
+    let mut total = 0f64;
     let mut start = from;
     while start < to {
-        let mut count = 0;
-        while let Some((_, c)) = counts.next_if(|(b, _)| *b <= start) {
-            count += c;
+        let mut amount = 0f64;
+        while let Some((_, value)) = points.next_if(|(b, _)| *b <= start) {
+            amount += value;
         }
-        total += count;
-        series.push(json!({ "start": rfc3339(start), "count": count }));
+        total += amount;
+        series.push(json!({ "start": rfc3339(start), measure: number(amount, meter.is_none()) }));
         start += bucket;
     }
     Ok(Json(json!({ "data": {
         "org_id": filter.org_id,
         "key_id": filter.key_id,
         "endpoint": filter.endpoint,
+        "meter": meter,
         "granularity": granularity,
         "from": rfc3339(from),
         "to": rfc3339(to),
         "series": series,
-        "total": { "count": total },
+        "total": { measure: number(total, meter.is_none()) },
     }})))
+}
+
+/// Counts as integers, quantities as they are.
+fn number(value: f64, integer: bool) -> Value {
+    if integer {
+        Value::from(value.round() as i64)
+    } else {
+        Value::from(value)
+    }
 }
 
 /// Whose usage the caller may read: the org in `?org_id=` when it holds `usage:read` there
