@@ -69,6 +69,10 @@ pub enum LogFormat {
 pub struct UsageConfig {
     /// How old a tracked event's `timestamp` may be.
     pub track_max_age: Duration,
+    /// Lifetime of usage-widget tokens.
+    pub widget_token_ttl: Duration,
+    /// Origins allowed to read usage with a widget token (`*`: any).
+    pub widget_origins: Vec<String>,
 }
 
 /// What rate limiting does when Redis is configured but cannot answer.
@@ -298,6 +302,15 @@ impl Config {
         };
         let usage = UsageConfig {
             track_max_age: r.duration("usage.track_max_age", "35d"),
+            widget_token_ttl: r.duration("usage.widget_token_ttl", "15m"),
+            widget_origins: {
+                let origins = r.string_list("usage.widget_origins");
+                if origins.is_empty() {
+                    vec!["*".to_owned()]
+                } else {
+                    origins
+                }
+            },
         };
         let trusted_proxies: Vec<ipnet::IpNet> = r
             .string_list("trusted_proxies")
@@ -455,6 +468,8 @@ impl Config {
             format!("max_tracked_keys = {}", self.rate_limits.max_tracked_keys),
             "[usage]".into(),
             format!("track_max_age = \"{}\"", d(self.usage.track_max_age)),
+            format!("widget_token_ttl = \"{}\"", d(self.usage.widget_token_ttl)),
+            format!("widget_origins = {:?}", self.usage.widget_origins),
             "[scopes]".into(),
             format!("catalog = {:?}", self.scopes.catalog),
             format!("implies = {:?}", self.scopes.implies),

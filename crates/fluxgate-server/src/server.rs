@@ -116,6 +116,7 @@ pub async fn build_state(config: Config, cancel: &CancellationToken) -> anyhow::
         passwords: PasswordHasher::new(parallelism)?,
         mailer: Mailer::new(config.smtp_url.as_deref(), &config.smtp_from)?,
         refresh: RefreshTokenDeriver::new(secret.derive("refresh-token-successor")),
+        widget_tokens: crate::widget::WidgetTokens::new(secret.derive("usage-widget-token")),
         metrics: Arc::new(metrics),
         limiter,
         keys,

@@ -44,6 +44,8 @@ pub struct AppInner {
     pub invalidation: Arc<InvalidationBus>,
     /// Monthly usage counters and keys' last use, written in batches.
     pub usage: Arc<UsageRecorder>,
+    /// Signs and checks usage-widget tokens.
+    pub widget_tokens: crate::widget::WidgetTokens,
 }
 
 impl AppState {

@@ -1708,7 +1708,10 @@ async fn declared_routes(app: &TestApp) -> Vec<(String, String, String)> {
             let Some(security) = operation["security"].as_array() else {
                 continue;
             };
-            let scopes = security[0]["bearer"].as_array().unwrap();
+            // routes for another kind of token (the usage widget's) are not in the table
+            let Some(scopes) = security[0]["bearer"].as_array() else {
+                continue;
+            };
             let permission = scopes
                 .first()
                 .and_then(Value::as_str)

@@ -16,6 +16,7 @@ both_backends!(
     usage_is_read_within_the_callers_permissions,
     a_graceful_stop_right_after_a_burst_loses_nothing,
     metered_events_count_once_per_idempotency_key,
+    widget_tokens_read_one_orgs_usage_and_nothing_else,
 );
 
 async fn send(
@@ -466,5 +467,175 @@ async fn metered_events_count_once_per_idempotency_key(backend: Backend) {
     )
     .await;
     assert_eq!(usage["data"]["total"]["quantity"], 7.5, "{usage}");
+    app.stop().await;
+}
+
+async fn widget_tokens_read_one_orgs_usage_and_nothing_else(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |t| {
+        let mut usage = toml::Table::new();
+        usage.insert(
+            "widget_origins".into(),
+            toml::Value::Array(vec!["https://app.example.com".into()]),
+        );
+        t.insert("usage".into(), toml::Value::Table(usage));
+    })
+    .await;
+    let (owner, org) = app.owner("ada@example.com", "Acme").await;
+    let (_, other_org) = app.owner("bob@example.com", "Beta").await;
+    let minted = send(
+        &app,
+        Method::POST,
+        "/widget/token",
+        &owner,
+        Some(json!({ "org_id": org })),
+    )
+    .await;
+    assert_eq!(minted.status(), 200);
+    assert_eq!(minted.headers()["cache-control"], "no-store");
+    let minted = body(minted).await["data"].clone();
+    let token = minted["token"].as_str().unwrap().to_owned();
+    assert!(token.starts_with("wgt_"));
+    assert!(minted["widget_url"]
+        .as_str()
+        .unwrap()
+        .ends_with(&format!("/widget#token={token}")));
+
+    // it reads its org's usage, from an allowed origin (CORS)
+    let read = app
+        .client
+        .get(app.url("/api/v1/widget/usage?granularity=day"))
+        .bearer_auth(&token)
+        .header("origin", "https://app.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.status(), 200);
+    assert_eq!(
+        read.headers()["access-control-allow-origin"],
+        "https://app.example.com"
+    );
+    assert_eq!(body(read).await["data"]["org_id"], org.as_str());
+    let preflight = app
+        .client
+        .request(Method::OPTIONS, app.url("/api/v1/widget/usage"))
+        .header("origin", "https://app.example.com")
+        .header("access-control-request-method", "GET")
+        .header("access-control-request-headers", "authorization")
+        .send()
+        .await
+        .unwrap();
+    assert!(preflight.status().is_success(), "{}", preflight.status());
+    assert!(preflight.headers()["access-control-allow-headers"]
+        .to_str()
+        .unwrap()
+        .contains("authorization"));
+    // a foreign origin gets no CORS grant
+    let foreign = app
+        .client
+        .get(app.url("/api/v1/widget/usage"))
+        .bearer_auth(&token)
+        .header("origin", "https://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert!(foreign
+        .headers()
+        .get("access-control-allow-origin")
+        .is_none());
+
+    // nothing else: not another org, not keys, not the management API; tampered tokens are nothing
+    expect_error(
+        app.client
+            .get(app.url(&format!("/api/v1/widget/usage?org_id={other_org}")))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap(),
+        422,
+        "VALIDATION_FAILED",
+    )
+    .await;
+    expect_error(
+        send(
+            &app,
+            Method::GET,
+            &format!("/orgs/{org}/keys"),
+            &token,
+            None,
+        )
+        .await,
+        401,
+        "UNAUTHORIZED",
+    )
+    .await;
+    expect_error(
+        send(
+            &app,
+            Method::GET,
+            &format!("/usage?org_id={org}"),
+            &token,
+            None,
+        )
+        .await,
+        401,
+        "UNAUTHORIZED",
+    )
+    .await;
+    let tampered = format!("{}A", &token[..token.len() - 1]);
+    expect_error(
+        app.client
+            .get(app.url("/api/v1/widget/usage"))
+            .bearer_auth(&tampered)
+            .send()
+            .await
+            .unwrap(),
+        401,
+        "UNAUTHORIZED",
+    )
+    .await;
+    expect_error(
+        app.client
+            .get(app.url("/api/v1/widget/usage"))
+            .send()
+            .await
+            .unwrap(),
+        401,
+        "UNAUTHORIZED",
+    )
+    .await;
+
+    // minting needs usage:write in that org
+    let (_, reader) = create_key(&app, &owner, &org, json!(["usage:read"])).await;
+    let refused = with_key(
+        &app,
+        Method::POST,
+        "/widget/token",
+        &reader,
+        Some(json!({ "org_id": org })),
+    )
+    .await;
+    expect_error(refused, 403, "INSUFFICIENT_SCOPE").await;
+    expect_error(
+        send(
+            &app,
+            Method::POST,
+            "/widget/token",
+            &owner,
+            Some(json!({ "org_id": other_org })),
+        )
+        .await,
+        404,
+        "NOT_FOUND",
+    )
+    .await;
+
+    // the page itself
+    let page = app.client.get(app.url("/widget")).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
+    assert!(page.text().await.unwrap().contains("/api/v1/widget/usage"));
     app.stop().await;
 }

@@ -11,6 +11,7 @@ pub mod system;
 pub mod track;
 pub mod usage;
 pub mod verify;
+pub mod widget;
 
 use crate::error::{ApiError, REQUEST_ID};
 use crate::limits::LimitSlot;
@@ -53,6 +54,10 @@ impl utoipa::Modify for BearerAuth {
             "bearer",
             SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
         );
+        components.add_security_scheme(
+            "widget",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
     }
 }
 
@@ -71,9 +76,11 @@ pub fn app(state: AppState) -> Router {
                 .merge(plans::router())
                 .merge(usage::router())
                 .merge(track::router())
+                .merge(widget::router(&state))
                 .merge(system::api_router()),
         )
         .merge(system::root_router())
+        .merge(widget::page_router())
         .split_for_parts();
     system::publish_openapi(openapi);
     router

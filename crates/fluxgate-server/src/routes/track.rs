@@ -57,7 +57,7 @@ pub struct TrackBatch {
 }
 
 /// Any authenticated caller; `usage:write` is checked per event, in the event's org.
-pub struct Tracker(Caller);
+pub struct Tracker(pub Caller);
 
 impl FromRequestParts<AppState> for Tracker {
     type Rejection = ApiError;

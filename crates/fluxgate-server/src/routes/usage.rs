@@ -28,23 +28,23 @@ pub fn router() -> OpenApiRouter<AppState> {
 const MAX_BUCKETS: i64 = 10_000;
 
 /// `GET /usage` filters.
-#[derive(Debug, Deserialize, IntoParams)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct UsageQuery {
     /// The org (required unless the caller is an operator).
-    org_id: Option<String>,
+    pub(crate) org_id: Option<String>,
     /// Only this key's calls.
-    key_id: Option<String>,
+    pub(crate) key_id: Option<String>,
     /// Only this endpoint's (`GET /api/v1/orgs/{org_id}/keys`, or a verify's `endpoint`).
-    endpoint: Option<String>,
+    pub(crate) endpoint: Option<String>,
     /// A meter reported with `POST /sdk/track`: its quantities instead of calls.
-    meter: Option<String>,
+    pub(crate) meter: Option<String>,
     /// RFC 3339 (default: 24 hours before `to`; 30 days for `day`).
-    from: Option<String>,
+    pub(crate) from: Option<String>,
     /// RFC 3339 (default: now).
-    to: Option<String>,
+    pub(crate) to: Option<String>,
     /// `minute`, `hour` (default) or `day`.
-    granularity: Option<String>,
+    pub(crate) granularity: Option<String>,
 }
 
 /// Attributed calls as a time series (every bucket, zeros included) and their total.
@@ -56,7 +56,16 @@ async fn usage(
     access: UsageReader,
     ApiQuery(query): ApiQuery<UsageQuery>,
 ) -> ApiResult<Json<Value>> {
-    let _resolved_by_the_reader = query.org_id;
+    answer(&state, access.org_id, query).await
+}
+
+/// The series for `org_id` (None: every org) under the query's filters.
+pub async fn answer(
+    state: &AppState,
+    org_id: Option<String>,
+    query: UsageQuery,
+) -> ApiResult<Json<Value>> {
+    let _resolved_by_the_caller = query.org_id;
     let mut errors = FieldErrors::new();
     let (bucket, granularity) = match query.granularity.as_deref().unwrap_or("hour") {
         "minute" => (60, "minute"),
@@ -99,7 +108,7 @@ async fn usage(
     }
     errors.into_result()?;
     let filter = CallFilter {
-        org_id: access.org_id.clone(),
+        org_id,
         key_id: query.key_id.filter(|k| !k.is_empty()),
         endpoint: query.endpoint.filter(|e| !e.is_empty()),
         from,
