@@ -112,6 +112,7 @@ pub async fn build_state(config: Config, cancel: &CancellationToken) -> anyhow::
     );
     let usage = Arc::new(UsageRecorder::new(store.clone()));
     usage.spawn_flusher(cancel.clone());
+    usage.spawn_roller(config.usage.clone(), cancel.clone());
     let state = AppState::new(AppInner {
         passwords: PasswordHasher::new(parallelism)?,
         mailer: Mailer::new(config.smtp_url.as_deref(), &config.smtp_from)?,

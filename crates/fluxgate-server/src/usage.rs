@@ -9,8 +9,9 @@
 //! can therefore be overshot by at most about a second of traffic.
 
 use crate::error::ApiResult;
-use fluxgate_store::{CallCount, Store, UsageIncrement};
+use fluxgate_store::{CallCount, RollUp, Store, UsageIncrement};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -47,6 +48,9 @@ pub const LAST_USED_PRECISION: i64 = 60;
 /// The recorder every request reports to.
 pub struct UsageRecorder {
     store: Arc<dyn Store>,
+    /// Hourly and daily roll-ups are complete before these times (set by the roll-up task).
+    hours_rolled_until: AtomicI64,
+    days_rolled_until: AtomicI64,
     book: Mutex<Book>,
     /// Serialises writes, so two flushes never write the same pending amounts.
     writing: tokio::sync::Mutex<()>,
@@ -110,6 +114,8 @@ impl UsageRecorder {
     pub fn new(store: Arc<dyn Store>) -> Self {
         Self {
             store,
+            hours_rolled_until: AtomicI64::new(0),
+            days_rolled_until: AtomicI64::new(0),
             book: Mutex::new(Book::default()),
             writing: tokio::sync::Mutex::new(()),
         }
@@ -275,6 +281,61 @@ impl UsageRecorder {
             }
         }
         Ok(())
+    }
+
+    /// Where roll-ups of `bucket`-second buckets are complete: before it, series read them.
+    pub fn rolled_until(&self, bucket: i64) -> i64 {
+        match bucket {
+            3_600 => self.hours_rolled_until.load(Ordering::Relaxed),
+            86_400 => self.days_rolled_until.load(Ordering::Relaxed),
+            _ => 0,
+        }
+    }
+
+    /// Rolls complete hours and days up and applies the retention (recomputing the last two
+    /// hours and days, so batches written late are included).
+    pub async fn roll_up(&self, retention: &crate::config::UsageConfig, now: i64) -> ApiResult<()> {
+        let hour = now - now.rem_euclid(3_600);
+        let day = now - now.rem_euclid(86_400);
+        let keep = |d: Duration| (!d.is_zero()).then(|| now - d.as_secs() as i64);
+        self.store
+            .roll_up_calls(&RollUp {
+                hours_from: hour - 2 * 3_600,
+                hours_to: hour,
+                days_from: day - 2 * 86_400,
+                days_to: day,
+                keep_minutes_after: keep(retention.minute_retention),
+                keep_hours_after: keep(retention.hour_retention),
+                keep_days_after: keep(retention.day_retention),
+            })
+            .await?;
+        self.hours_rolled_until.store(hour, Ordering::Relaxed);
+        self.days_rolled_until.store(day, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Rolls up at once and then every minute until cancelled.
+    pub fn spawn_roller(
+        self: &Arc<Self>,
+        retention: crate::config::UsageConfig,
+        cancel: CancellationToken,
+    ) {
+        let recorder = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                let Some(strong) = recorder.upgrade() else {
+                    return;
+                };
+                if let Err(error) = strong.roll_up(&retention, crate::tokens::now()).await {
+                    tracing::warn!(?error, "rolling usage up failed; retrying in a minute");
+                }
+                drop(strong);
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(60)) => {}
+                }
+            }
+        });
     }
 
     /// Writes every second until cancelled (the final write is the shutdown's).

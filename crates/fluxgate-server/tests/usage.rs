@@ -17,6 +17,7 @@ both_backends!(
     a_graceful_stop_right_after_a_burst_loses_nothing,
     metered_events_count_once_per_idempotency_key,
     widget_tokens_read_one_orgs_usage_and_nothing_else,
+    minutes_roll_up_into_hours_and_days_and_expire,
 );
 
 async fn send(
@@ -330,6 +331,7 @@ async fn a_graceful_stop_right_after_a_burst_loses_nothing(backend: Backend) {
             from: now - 3600,
             to: now + 3600,
             bucket: 3600,
+            rolled_until: 0,
         })
         .await
         .unwrap();
@@ -581,7 +583,7 @@ async fn widget_tokens_read_one_orgs_usage_and_nothing_else(backend: Backend) {
         "UNAUTHORIZED",
     )
     .await;
-    let tampered = format!("{}A", &token[..token.len() - 1]);
+    let tampered = tamper(&token);
     expect_error(
         app.client
             .get(app.url("/api/v1/widget/usage"))
@@ -638,4 +640,126 @@ async fn widget_tokens_read_one_orgs_usage_and_nothing_else(backend: Backend) {
         .starts_with("text/html"));
     assert!(page.text().await.unwrap().contains("/api/v1/widget/usage"));
     app.stop().await;
+}
+
+async fn minutes_roll_up_into_hours_and_days_and_expire(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |t| {
+        let mut usage = toml::Table::new();
+        usage.insert("minute_retention".into(), "1d".into());
+        t.insert("usage".into(), toml::Value::Table(usage));
+    })
+    .await;
+    let (owner, org) = app.owner("ada@example.com", "Acme").await;
+    let state = app.state().clone();
+    let now = fluxgate_server::auth::unix_now();
+    let day = now - now.rem_euclid(86_400);
+    // counts written three days ago (two minutes of one hour) and two hours ago
+    let at = |minute: i64, count: i64| fluxgate_store::CallCount {
+        org_id: org.clone(),
+        key_id: "key_01ARZ3NDEKTSV4RRFFQ69G5FAV".into(),
+        endpoint: "/v1/x".into(),
+        outcome: "VALID".into(),
+        minute,
+        count,
+    };
+    let old_hour = day - 3 * 86_400 + 5 * 3_600;
+    let recent = now - now.rem_euclid(3_600) - 2 * 3_600;
+    state
+        .store
+        .add_call_counts(&[at(old_hour, 4), at(old_hour + 60, 6), at(recent, 5)])
+        .await
+        .unwrap();
+
+    // before any roll-up of those hours (the first ran at start, before they were written)
+    let config = app.config.usage.clone();
+    state.usage.roll_up(&config, now).await.unwrap();
+    let query = |granularity: &str, from: i64| {
+        let from = time::OffsetDateTime::from_unix_timestamp(from)
+            .unwrap()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap();
+        format!("/usage?org_id={org}&granularity={granularity}&from={from}")
+    };
+    let hours = body(
+        send(
+            &app,
+            Method::GET,
+            &query("hour", day - 4 * 86_400),
+            &owner,
+            None,
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(
+        hours["data"]["total"]["count"], 5,
+        "three-day-old minutes are past the 1-day retention; the recent hour is rolled up: {hours}"
+    );
+    let days = body(
+        send(
+            &app,
+            Method::GET,
+            &query("day", day - 4 * 86_400),
+            &owner,
+            None,
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(days["data"]["total"]["count"], 5);
+
+    // roll-ups made while the minutes existed survive the minutes' retention
+    state
+        .store
+        .add_call_counts(&[at(old_hour, 4), at(old_hour + 60, 6)])
+        .await
+        .unwrap();
+    let earlier = day - 3 * 86_400 + 6 * 3_600; // "now" three days ago, after that hour
+    state.usage.roll_up(&config, earlier).await.unwrap(); // rolls the old hour up (and keeps minutes after earlier - 1d)
+    state.usage.roll_up(&config, now).await.unwrap(); // deletes the old minutes, keeps the hour
+    let hours = body(
+        send(
+            &app,
+            Method::GET,
+            &query("hour", day - 4 * 86_400),
+            &owner,
+            None,
+        )
+        .await,
+    )
+    .await;
+    let series = hours["data"]["series"].as_array().unwrap();
+    let bucket = time::OffsetDateTime::from_unix_timestamp(old_hour)
+        .unwrap()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let point = series
+        .iter()
+        .find(|p| p["start"] == bucket.as_str())
+        .unwrap();
+    assert_eq!(point["count"], 10, "{point}");
+    let minutes = body(
+        send(
+            &app,
+            Method::GET,
+            &format!("/usage?org_id={org}&granularity=minute"),
+            &owner,
+            None,
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(
+        minutes["data"]["total"]["count"], 5,
+        "the last day holds only the recent minute"
+    );
+    app.stop().await;
+}
+
+/// The token with one character of its signature changed.
+fn tamper(token: &str) -> String {
+    let mut chars: Vec<char> = token.chars().collect();
+    let i = chars.len() - 10;
+    chars[i] = if chars[i] == 'A' { 'B' } else { 'A' };
+    chars.into_iter().collect()
 }

@@ -461,6 +461,28 @@ pub struct CallFilter {
     pub to: i64,
     /// Bucket size in seconds (60, 3600 or 86400).
     pub bucket: i64,
+    /// Hourly/daily roll-ups are complete before this time (Unix seconds); later buckets are
+    /// summed from minute rows.
+    pub rolled_until: i64,
+}
+
+/// One run of the usage roll-up: which hours and days to recompute, and what to delete.
+#[derive(Debug, Clone)]
+pub struct RollUp {
+    /// First hour to recompute (Unix seconds, on an hour).
+    pub hours_from: i64,
+    /// End of the hours to recompute (exclusive; the current hour's start).
+    pub hours_to: i64,
+    /// First day to recompute.
+    pub days_from: i64,
+    /// End of the days to recompute (exclusive; the current day's start).
+    pub days_to: i64,
+    /// Delete minute rows before this time.
+    pub keep_minutes_after: Option<i64>,
+    /// Delete hourly rows before this time.
+    pub keep_hours_after: Option<i64>,
+    /// Delete daily rows before this time.
+    pub keep_days_after: Option<i64>,
 }
 
 /// One metered usage event.

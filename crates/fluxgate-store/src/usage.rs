@@ -13,6 +13,11 @@ pub trait UsageStore: Send + Sync {
     async fn add_call_counts(&self, counts: &[CallCount]) -> StoreResult<()>;
     /// Sums of calls matching `filter`, per bucket start (Unix seconds), oldest first.
     async fn call_series(&self, filter: &CallFilter) -> StoreResult<Vec<(i64, i64)>>;
+    /// Recomputes the hourly roll-up of every hour in `[from, to)` from the minute rows, and the
+    /// daily roll-up of every day in `[day_from, day_to)` from the hourly rows (idempotent: rows
+    /// are replaced, so late minute batches are picked up by the next run), then deletes minute,
+    /// hourly and daily rows older than the given cutoffs (None keeps them).
+    async fn roll_up_calls(&self, plan: &RollUp) -> StoreResult<()>;
     /// Records metered events in one transaction; per event, true when recorded and false when
     /// its idempotency key was seen before (the unique index decides, so concurrent duplicates
     /// count once).
@@ -53,20 +58,73 @@ macro_rules! impl_usage_store {
             }
 
             async fn call_series(&self, f: &$crate::CallFilter) -> $crate::StoreResult<Vec<(i64, i64)>> {
-                Ok(sqlx::query_as(
-                    "SELECT (minute / $1) * $1 AS bucket, CAST(SUM(count) AS BIGINT) AS total FROM usage_calls \
-                     WHERE ($2 IS NULL OR org_id = $2) AND ($3 IS NULL OR key_id = $3) \
-                     AND ($4 IS NULL OR endpoint = $4) AND minute >= $5 AND minute < $6 \
-                     GROUP BY (minute / $1) * $1 ORDER BY bucket",
-                )
+                // whole hours and days come from their roll-ups where those exist (`rolled_until`),
+                // the rest from the minute rows
+                let (table, column) = match f.bucket {
+                    86_400 => ("usage_calls_daily", "bucket"),
+                    3_600 => ("usage_calls_hourly", "bucket"),
+                    _ => ("usage_calls", "minute"),
+                };
+                let sql = format!(
+                    "SELECT bucket, CAST(SUM(total) AS BIGINT) AS total FROM ( \
+                       SELECT ({column} / $1) * $1 AS bucket, count AS total FROM {table} \
+                       WHERE ($2 IS NULL OR org_id = $2) AND ($3 IS NULL OR key_id = $3) \
+                       AND ($4 IS NULL OR endpoint = $4) AND {column} >= $5 AND {column} < $7 \
+                       UNION ALL \
+                       SELECT (minute / $1) * $1 AS bucket, count AS total FROM usage_calls \
+                       WHERE ($2 IS NULL OR org_id = $2) AND ($3 IS NULL OR key_id = $3) \
+                       AND ($4 IS NULL OR endpoint = $4) AND minute >= $7 AND minute >= $5 AND minute < $6 \
+                     ) AS parts GROUP BY bucket ORDER BY bucket"
+                );
+                let rolled_until = if table == "usage_calls" { f.from } else { f.rolled_until.clamp(f.from, f.to) };
+                Ok(sqlx::query_as(&sql)
                 .bind(f.bucket)
                 .bind(&f.org_id)
                 .bind(&f.key_id)
                 .bind(&f.endpoint)
                 .bind(f.from)
                 .bind(f.to)
+                .bind(rolled_until)
                 .fetch_all(&self.pool)
                 .await?)
+            }
+
+            async fn roll_up_calls(&self, plan: &$crate::RollUp) -> $crate::StoreResult<()> {
+                let mut tx = self.pool.begin().await?;
+                for (target, source, column, size, from, to) in [
+                    ("usage_calls_hourly", "usage_calls", "minute", 3_600i64, plan.hours_from, plan.hours_to),
+                    ("usage_calls_daily", "usage_calls_hourly", "bucket", 86_400i64, plan.days_from, plan.days_to),
+                ] {
+                    sqlx::query(&format!("DELETE FROM {target} WHERE bucket >= $1 AND bucket < $2"))
+                        .bind(from)
+                        .bind(to)
+                        .execute(&mut *tx)
+                        .await?;
+                    sqlx::query(&format!(
+                        "INSERT INTO {target} (org_id, key_id, endpoint, outcome, bucket, count) \
+                         SELECT org_id, key_id, endpoint, outcome, ({column} / {size}) * {size}, CAST(SUM(count) AS BIGINT) \
+                         FROM {source} WHERE {column} >= $1 AND {column} < $2 \
+                         GROUP BY org_id, key_id, endpoint, outcome, ({column} / {size}) * {size}"
+                    ))
+                    .bind(from)
+                    .bind(to)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                for (table, column, cutoff) in [
+                    ("usage_calls", "minute", plan.keep_minutes_after),
+                    ("usage_calls_hourly", "bucket", plan.keep_hours_after),
+                    ("usage_calls_daily", "bucket", plan.keep_days_after),
+                ] {
+                    if let Some(cutoff) = cutoff {
+                        sqlx::query(&format!("DELETE FROM {table} WHERE {column} < $1"))
+                            .bind(cutoff)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                }
+                tx.commit().await?;
+                Ok(())
             }
 
             async fn insert_usage_events(&self, events: &[$crate::UsageEvent]) -> $crate::StoreResult<Vec<bool>> {

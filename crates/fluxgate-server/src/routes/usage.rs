@@ -114,6 +114,7 @@ pub async fn answer(
         from,
         to,
         bucket,
+        rolled_until: state.usage.rolled_until(bucket),
     };
     let meter = query.meter.filter(|m| !m.is_empty());
     if meter.is_some() && (filter.key_id.is_some() || filter.endpoint.is_some()) {
