@@ -673,6 +673,26 @@ async fn verify_bench(
     )
     .await;
     println!("{}", outcome.row());
+    state.usage.set_attribution(false);
+    let (c, u, r, k) = (client.clone(), url.clone(), root.clone(), known.clone());
+    let outcome = drive(
+        "POST /keys/verify, warm, attribution off",
+        connections,
+        duration,
+        move |n| {
+            verify_once(
+                c.clone(),
+                u.clone(),
+                r.clone(),
+                k[n % KEYS].clone(),
+                b"\"VALID\"",
+            )
+        },
+    )
+    .await;
+    println!("{}", outcome.row());
+    state.usage.set_attribution(true);
+    track_bench(client, base, &ops, &org, connections, duration).await?;
     let invented: Vec<String> = (0..KEYS)
         .map(|_| apikey::generate("fg", Environment::Live).expose().clone())
         .collect();
@@ -694,5 +714,63 @@ async fn verify_bench(
     )
     .await;
     println!("{}", outcome.row());
+    Ok(())
+}
+
+/// `POST /sdk/track` ingestion: single events, and batches of 100, with a `usage:write` key.
+async fn track_bench(
+    client: &Client,
+    base: &str,
+    ops: &str,
+    org: &str,
+    connections: usize,
+    duration: Duration,
+) -> anyhow::Result<()> {
+    let writer = client
+        .post(format!("{base}/orgs/{org}/keys"))
+        .bearer_auth(ops)
+        .json(&json!({ "name": "meter", "scopes": ["usage:write"] }))
+        .send()
+        .await?
+        .json::<Value>()
+        .await?["data"]["key"]
+        .as_str()
+        .context("usage key")?
+        .to_owned();
+    let url = reqwest::Url::parse(&format!("{base}/sdk/track"))?;
+    let writer = reqwest::header::HeaderValue::from_str(&writer)?;
+    for batch in [1usize, 100] {
+        let body = if batch == 1 {
+            json!({ "meter": "tokens", "org_id": org, "quantity": 1.5 })
+        } else {
+            json!({ "events": (0..batch).map(|_| json!({ "meter": "tokens", "org_id": org, "quantity": 1.5 })).collect::<Vec<_>>() })
+        };
+        let body = bytes::Bytes::from(body.to_string());
+        let (c, u, w) = (client.clone(), url.clone(), writer.clone());
+        let outcome = drive(
+            &format!("POST /sdk/track, {batch} event(s) per request"),
+            connections,
+            duration,
+            move |_| {
+                let (c, u, w, b) = (c.clone(), u.clone(), w.clone(), body.clone());
+                async move {
+                    c.post(u)
+                        .header("x-api-key", w)
+                        .header("content-type", "application/json")
+                        .body(b)
+                        .send()
+                        .await
+                        .map(|r| r.status().is_success())
+                        .unwrap_or(false)
+                }
+            },
+        )
+        .await;
+        println!(
+            "{}  ≈ {:.0} events/s",
+            outcome.row(),
+            outcome.latencies.len() as f64 * batch as f64 / duration.as_secs_f64()
+        );
+    }
     Ok(())
 }

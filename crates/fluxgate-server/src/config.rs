@@ -73,6 +73,8 @@ pub struct UsageConfig {
     pub widget_token_ttl: Duration,
     /// Origins allowed to read usage with a widget token (`*`: any).
     pub widget_origins: Vec<String>,
+    /// Whether calls are attributed per key, endpoint and outcome (monthly quotas count anyway).
+    pub attribution: bool,
     /// How long per-minute call counts are kept (zero: forever).
     pub minute_retention: Duration,
     /// How long hourly roll-ups are kept (zero: forever).
@@ -309,6 +311,7 @@ impl Config {
         let usage = UsageConfig {
             track_max_age: r.duration("usage.track_max_age", "35d"),
             widget_token_ttl: r.duration("usage.widget_token_ttl", "15m"),
+            attribution: r.bool("usage.attribution", true),
             minute_retention: r.duration("usage.minute_retention", "7d"),
             hour_retention: r.duration("usage.hour_retention", "400d"),
             day_retention: r.duration("usage.day_retention", "0s"),
@@ -479,6 +482,7 @@ impl Config {
             format!("track_max_age = \"{}\"", d(self.usage.track_max_age)),
             format!("widget_token_ttl = \"{}\"", d(self.usage.widget_token_ttl)),
             format!("widget_origins = {:?}", self.usage.widget_origins),
+            format!("attribution = {}", self.usage.attribution),
             format!("minute_retention = \"{}\"", d(self.usage.minute_retention)),
             format!("hour_retention = \"{}\"", d(self.usage.hour_retention)),
             format!("day_retention = \"{}\"", d(self.usage.day_retention)),

@@ -110,7 +110,7 @@ pub async fn build_state(config: Config, cancel: &CancellationToken) -> anyhow::
         .await
         .context("starting key invalidation")?,
     );
-    let usage = Arc::new(UsageRecorder::new(store.clone()));
+    let usage = Arc::new(UsageRecorder::new(store.clone(), config.usage.attribution));
     usage.spawn_flusher(cancel.clone());
     usage.spawn_roller(config.usage.clone(), cancel.clone());
     let state = AppState::new(AppInner {
