@@ -139,7 +139,30 @@ fn serve_runs_on_sqlite_with_no_setup_and_stops_gracefully() {
             .expect("json");
         let token = login["data"]["access_token"].as_str().expect("operator logs in").to_string();
         let me: serde_json::Value =
-            client.get(format!("{base}/api/v1/auth/me")).bearer_auth(token).send().await.expect("me").json().await.expect("json");
+            client.get(format!("{base}/api/v1/auth/me")).bearer_auth(&token).send().await.expect("me").json().await.expect("json");
+        // a verifier key and a burst of verifies right before the SIGTERM below
+        let org = me["data"]["active_org"]["id"].as_str().expect("operator org").to_string();
+        let created: serde_json::Value = client
+            .post(format!("{base}/api/v1/orgs/{org}/keys"))
+            .bearer_auth(&token)
+            .json(&serde_json::json!({ "name": "verifier", "scopes": ["keys:verify"] }))
+            .send()
+            .await
+            .expect("create key")
+            .json()
+            .await
+            .expect("json");
+        let key = created["data"]["key"].as_str().expect("key").to_string();
+        let burst = (0..40).map(|_| {
+            client
+                .post(format!("{base}/api/v1/keys/verify"))
+                .header("x-api-key", &key)
+                .json(&serde_json::json!({ "key": key, "endpoint": "/burst" }))
+                .send()
+        });
+        for response in futures_util::future::join_all(burst).await {
+            assert!(response.expect("verify").status().is_success());
+        }
         me
     });
     assert!(
@@ -175,4 +198,23 @@ fn serve_runs_on_sqlite_with_no_setup_and_stops_gracefully() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(status.success(), "exit status {status}");
+    // nothing of the burst was lost: the stop wrote the last batch before exiting
+    let counted: i64 = runtime.block_on(async {
+        let url = format!("sqlite://{}/data/fluxgate.db", dir.path().display());
+        let pool = sqlx::SqlitePool::connect(&url)
+            .await
+            .expect("open the database");
+        let counted = sqlx::query_scalar(
+            "SELECT COALESCE(SUM(count), 0) FROM usage_calls WHERE endpoint = '/burst'",
+        )
+        .fetch_one(&pool)
+        .await
+        .expect("count");
+        pool.close().await;
+        counted
+    });
+    assert_eq!(
+        counted, 40,
+        "40 verifies right before SIGTERM, all attributed"
+    );
 }
