@@ -35,9 +35,10 @@ struct Book {
     last_used: HashMap<String, i64>,
     /// When each key's last use was last queued for writing.
     last_queued: HashMap<String, i64>,
-    /// Calls per (org, key, endpoint, outcome, minute), not yet written (including in flight).
-    calls: HashMap<CallKey, i64>,
 }
+
+/// Shards of the attributed-call counters, so concurrent calls of different keys rarely meet.
+const CALL_SHARDS: usize = 16;
 
 /// `(org, key, endpoint, outcome, minute)`
 type CallKey = (String, String, String, String, i64);
@@ -52,6 +53,10 @@ pub const LAST_USED_PRECISION: i64 = 60;
 /// The recorder every request reports to.
 pub struct UsageRecorder {
     store: Arc<dyn Store>,
+    /// Calls per (org, key, endpoint, outcome, minute), not yet written (including in flight),
+    /// sharded by key.
+    calls: Box<[Mutex<HashMap<CallKey, i64>>]>,
+    hasher: std::collections::hash_map::RandomState,
     /// `usage.attribution`: whether [`UsageRecorder::count_call`] counts.
     attribution: std::sync::atomic::AtomicBool,
     /// Hourly and daily roll-ups are complete before these times (set by the roll-up task).
@@ -121,6 +126,10 @@ impl UsageRecorder {
     pub fn new(store: Arc<dyn Store>, attribution: bool) -> Self {
         Self {
             store,
+            calls: (0..CALL_SHARDS)
+                .map(|_| Mutex::new(HashMap::new()))
+                .collect(),
+            hasher: std::collections::hash_map::RandomState::new(),
             attribution: std::sync::atomic::AtomicBool::new(attribution),
             hours_rolled_until: AtomicI64::new(0),
             days_rolled_until: AtomicI64::new(0),
@@ -172,8 +181,8 @@ impl UsageRecorder {
             outcome.to_owned(),
             now - now.rem_euclid(60),
         );
-        if let Ok(mut book) = self.book.lock() {
-            *book.calls.entry(key).or_insert(0) += 1;
+        if let Ok(mut shard) = self.call_shard(key_id).lock() {
+            *shard.entry(key).or_insert(0) += 1;
         }
     }
 
@@ -199,6 +208,11 @@ impl UsageRecorder {
         }))
     }
 
+    fn call_shard(&self, key_id: &str) -> &Mutex<HashMap<CallKey, i64>> {
+        use std::hash::BuildHasher;
+        &self.calls[(self.hasher.hash_one(key_id) as usize) % CALL_SHARDS]
+    }
+
     fn lock_book(&self) -> ApiResult<std::sync::MutexGuard<'_, Book>> {
         self.book
             .lock()
@@ -213,25 +227,26 @@ impl UsageRecorder {
     /// Writes the monthly counters and last uses, and the attributed calls when `with_calls`.
     async fn write(&self, with_calls: bool) -> ApiResult<()> {
         let _writing = self.writing.lock().await;
-        let (increments, uses, calls) = {
+        let mut calls: Vec<CallCount> = Vec::new();
+        if with_calls {
+            for shard in self.calls.iter() {
+                let shard = shard
+                    .lock()
+                    .map_err(|_| anyhow::anyhow!("usage counters poisoned"))?;
+                calls.extend(shard.iter().map(
+                    |((org_id, key_id, endpoint, outcome, minute), count)| CallCount {
+                        org_id: org_id.clone(),
+                        key_id: key_id.clone(),
+                        endpoint: endpoint.clone(),
+                        outcome: outcome.clone(),
+                        minute: *minute,
+                        count: *count,
+                    },
+                ));
+            }
+        }
+        let (increments, uses) = {
             let book = self.lock_book()?;
-            let calls: Vec<CallCount> = if !with_calls {
-                Vec::new()
-            } else {
-                book.calls
-                    .iter()
-                    .map(
-                        |((org_id, key_id, endpoint, outcome, minute), count)| CallCount {
-                            org_id: org_id.clone(),
-                            key_id: key_id.clone(),
-                            endpoint: endpoint.clone(),
-                            outcome: outcome.clone(),
-                            minute: *minute,
-                            count: *count,
-                        },
-                    )
-                    .collect()
-            };
             let increments: Vec<UsageIncrement> = book
                 .counters
                 .iter()
@@ -252,12 +267,14 @@ impl UsageRecorder {
                 .iter()
                 .map(|(k, v)| (k.clone(), *v))
                 .collect();
-            (increments, uses, calls)
+            (increments, uses)
         };
         if !calls.is_empty() {
             self.store.add_call_counts(&calls).await?;
-            let mut book = self.lock_book()?;
             for call in calls {
+                let Ok(mut shard) = self.call_shard(&call.key_id).lock() else {
+                    continue;
+                };
                 let key = (
                     call.org_id,
                     call.key_id,
@@ -265,10 +282,10 @@ impl UsageRecorder {
                     call.outcome,
                     call.minute,
                 );
-                if let Some(count) = book.calls.get_mut(&key) {
+                if let Some(count) = shard.get_mut(&key) {
                     *count -= call.count;
                     if *count <= 0 {
-                        book.calls.remove(&key);
+                        shard.remove(&key);
                     }
                 }
             }
