@@ -1196,6 +1196,15 @@ async fn warm_keys_verify_while_the_database_is_down() {
         })
         .await
     );
+    // the counts of the verifies made during the outage were kept and written once it ended
+    let usage = format!("/api/v1/usage?org_id={org}&granularity=day");
+    let counted = eventually(Duration::from_secs(15), || async {
+        body(app.call(Method::GET, &usage, Some(&owner), None).await).await["data"]["total"]
+            ["count"]
+            == 21
+    })
+    .await;
+    assert!(counted, "1 verify before and 20 during the outage");
     app.stop().await;
 }
 
