@@ -1,4 +1,4 @@
-//! API keys, their secrets, plans of orgs and the monthly usage counters: the [`KeyStore`] trait
+//! API keys, their secrets and the plans of orgs: the [`KeyStore`] trait
 //! and its one SQL implementation, expanded for each backend like [`Store`](crate::Store)'s.
 
 use crate::records::*;
@@ -55,10 +55,6 @@ pub trait KeyStore: Send + Sync {
     async fn live_secret_hashes(&self) -> StoreResult<Vec<String>>;
     /// Records when keys were last used (the later time wins).
     async fn record_key_use(&self, uses: &[(String, i64)]) -> StoreResult<()>;
-    /// Adds to monthly usage counters; the new totals, in order.
-    async fn add_usage(&self, increments: &[UsageIncrement]) -> StoreResult<Vec<i64>>;
-    /// An org's total for a meter in a month.
-    async fn usage_total(&self, org_id: &str, meter: &str, month: &str) -> StoreResult<i64>;
     /// Puts an org on a plan; the updated org, or None.
     async fn set_org_plan(
         &self,
@@ -295,42 +291,6 @@ macro_rules! impl_key_store {
                 }
                 tx.commit().await?;
                 Ok(())
-            }
-
-            async fn add_usage(&self, increments: &[$crate::UsageIncrement]) -> $crate::StoreResult<Vec<i64>> {
-                let mut totals = Vec::with_capacity(increments.len());
-                if increments.is_empty() {
-                    return Ok(totals);
-                }
-                let mut tx = self.pool.begin().await?;
-                for inc in increments {
-                    let total: i64 = sqlx::query_scalar(
-                        "INSERT INTO usage_monthly (org_id, meter, month, quantity) VALUES ($1, $2, $3, $4) \
-                         ON CONFLICT (org_id, meter, month) DO UPDATE SET quantity = usage_monthly.quantity + $4 \
-                         RETURNING quantity",
-                    )
-                    .bind(&inc.org_id)
-                    .bind(&inc.meter)
-                    .bind(&inc.month)
-                    .bind(inc.quantity)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                    totals.push(total);
-                }
-                tx.commit().await?;
-                Ok(totals)
-            }
-
-            async fn usage_total(&self, org_id: &str, meter: &str, month: &str) -> $crate::StoreResult<i64> {
-                let total: Option<i64> = sqlx::query_scalar(
-                    "SELECT quantity FROM usage_monthly WHERE org_id = $1 AND meter = $2 AND month = $3",
-                )
-                .bind(org_id)
-                .bind(meter)
-                .bind(month)
-                .fetch_optional(&self.pool)
-                .await?;
-                Ok(total.unwrap_or(0))
             }
 
             async fn set_org_plan(

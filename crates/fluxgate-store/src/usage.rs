@@ -1,6 +1,6 @@
-//! Usage: the [`UsageStore`] trait (per-minute call counters written in batches, metered events
-//! with idempotency keys, both summed into time series) and its one SQL implementation, expanded
-//! for each backend.
+//! Usage: the [`UsageStore`] trait (monthly quota counters and per-minute call counters written in
+//! batches, metered events with idempotency keys, time series of both) and its one SQL
+//! implementation, expanded for each backend.
 
 use crate::records::*;
 use crate::StoreResult;
@@ -9,6 +9,10 @@ use async_trait::async_trait;
 /// Storage of usage counters.
 #[async_trait]
 pub trait UsageStore: Send + Sync {
+    /// Adds to monthly usage counters; the new totals, in order.
+    async fn add_usage(&self, increments: &[UsageIncrement]) -> StoreResult<Vec<i64>>;
+    /// An org's total for a meter in a month.
+    async fn usage_total(&self, org_id: &str, meter: &str, month: &str) -> StoreResult<i64>;
     /// Adds a batch of call counts (one transaction; upserts).
     async fn add_call_counts(&self, counts: &[CallCount]) -> StoreResult<()>;
     /// Sums of calls matching `filter`, per bucket start (Unix seconds), oldest first.
@@ -32,6 +36,42 @@ macro_rules! impl_usage_store {
     ($store:ident, $db:ty) => {
         #[async_trait::async_trait]
         impl $crate::UsageStore for $store {
+            async fn add_usage(&self, increments: &[$crate::UsageIncrement]) -> $crate::StoreResult<Vec<i64>> {
+                let mut totals = Vec::with_capacity(increments.len());
+                if increments.is_empty() {
+                    return Ok(totals);
+                }
+                let mut tx = self.pool.begin().await?;
+                for inc in increments {
+                    let total: i64 = sqlx::query_scalar(
+                        "INSERT INTO usage_monthly (org_id, meter, month, quantity) VALUES ($1, $2, $3, $4) \
+                         ON CONFLICT (org_id, meter, month) DO UPDATE SET quantity = usage_monthly.quantity + $4 \
+                         RETURNING quantity",
+                    )
+                    .bind(&inc.org_id)
+                    .bind(&inc.meter)
+                    .bind(&inc.month)
+                    .bind(inc.quantity)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    totals.push(total);
+                }
+                tx.commit().await?;
+                Ok(totals)
+            }
+
+            async fn usage_total(&self, org_id: &str, meter: &str, month: &str) -> $crate::StoreResult<i64> {
+                let total: Option<i64> = sqlx::query_scalar(
+                    "SELECT quantity FROM usage_monthly WHERE org_id = $1 AND meter = $2 AND month = $3",
+                )
+                .bind(org_id)
+                .bind(meter)
+                .bind(month)
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(total.unwrap_or(0))
+            }
+
             async fn add_call_counts(&self, counts: &[$crate::CallCount]) -> $crate::StoreResult<()> {
                 if counts.is_empty() {
                     return Ok(());
