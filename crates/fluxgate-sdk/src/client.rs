@@ -1,0 +1,211 @@
+//! The connection to Fluxgate: base URL, credentials, timeouts, safe retries, and the one error
+//! type, which tells "Fluxgate could not be reached" from "Fluxgate said no".
+
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use std::time::Duration;
+
+/// What went wrong talking to Fluxgate.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Fluxgate could not be reached, or did not answer within the timeout.
+    #[error("Fluxgate unreachable: {0}")]
+    Unreachable(String),
+    /// The key presented for verification is not valid; `code` says why (`NOT_FOUND`,
+    /// `REVOKED`, `EXPIRED`, `RATE_LIMITED`, …).
+    #[error("key not valid: {code}")]
+    InvalidKey {
+        /// The verify code.
+        code: String,
+        /// The answer's `data`, with whatever context the key has.
+        details: Value,
+    },
+    /// Fluxgate refused the request with its error envelope (`status`, `code`, `message`).
+    #[error("Fluxgate answered {status} {code}: {message}")]
+    Api {
+        /// HTTP status.
+        status: u16,
+        /// The envelope's `code`, e.g. `FORBIDDEN`.
+        code: String,
+        /// The envelope's `message`.
+        message: String,
+        /// The whole `error` object (e.g. `fields`, `required_scope`).
+        details: Value,
+    },
+}
+
+/// Settings of a [`Flux`] client.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// let flux = fluxgate_sdk::Flux::builder("fg_live_…")
+///     .base_url("https://auth.example.com")
+///     .timeout(Duration::from_secs(2))
+///     .retries(2)
+///     .build();
+/// ```
+#[derive(Clone)]
+pub struct FluxBuilder {
+    api_key: String,
+    base_url: String,
+    timeout: Duration,
+    retries: u32,
+    user_agent: String,
+}
+
+impl std::fmt::Debug for FluxBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // the API key never reaches logs
+        f.debug_struct("FluxBuilder")
+            .field("api_key", &"[redacted]")
+            .field("base_url", &self.base_url)
+            .field("timeout", &self.timeout)
+            .field("retries", &self.retries)
+            .finish()
+    }
+}
+
+impl FluxBuilder {
+    /// Where Fluxgate listens (default: `FLUXGATE_URL`, else `http://127.0.0.1:8080`).
+    pub fn base_url(mut self, url: impl Into<String>) -> Self {
+        self.base_url = url.into().trim_end_matches('/').to_owned();
+        self
+    }
+
+    /// How long one attempt may take (default 5 s).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Extra attempts when a request could not be delivered (default 2). Only requests that
+    /// never reached Fluxgate are retried, so nothing is applied twice.
+    pub fn retries(mut self, retries: u32) -> Self {
+        self.retries = retries;
+        self
+    }
+
+    /// The `User-Agent` sent (default `fluxgate-sdk/<version>`).
+    pub fn user_agent(mut self, user_agent: impl Into<String>) -> Self {
+        self.user_agent = user_agent.into();
+        self
+    }
+
+    /// The client (connections are pooled and reused).
+    pub fn build(self) -> Flux {
+        let http = reqwest::Client::builder()
+            .timeout(self.timeout)
+            .user_agent(self.user_agent.clone())
+            .build()
+            .unwrap_or_else(|_| reqwest::Client::new());
+        Flux {
+            http,
+            settings: self,
+        }
+    }
+}
+
+/// A Fluxgate client. Cheap to clone; share one per process.
+#[derive(Debug, Clone)]
+pub struct Flux {
+    http: reqwest::Client,
+    settings: FluxBuilder,
+}
+
+impl Flux {
+    /// A client with default settings authenticating with `api_key`.
+    ///
+    /// ```no_run
+    /// let flux = fluxgate_sdk::Flux::init("fg_live_…");
+    /// ```
+    pub fn init(api_key: impl Into<String>) -> Self {
+        Self::builder(api_key).build()
+    }
+
+    /// Settings for a client authenticating with `api_key`.
+    pub fn builder(api_key: impl Into<String>) -> FluxBuilder {
+        FluxBuilder {
+            api_key: api_key.into(),
+            base_url: std::env::var("FLUXGATE_URL")
+                .unwrap_or_else(|_| "http://127.0.0.1:8080".into())
+                .trim_end_matches('/')
+                .to_owned(),
+            timeout: Duration::from_secs(5),
+            retries: 2,
+            user_agent: concat!("fluxgate-sdk/", env!("CARGO_PKG_VERSION")).into(),
+        }
+    }
+
+    /// API keys: verify, issue, list, rotate, revoke.
+    pub fn keys(&self) -> crate::Keys<'_> {
+        crate::Keys { flux: self }
+    }
+
+    /// Entitlement checks on a verified key's context (no call to Fluxgate).
+    pub fn entitlements(&self) -> crate::Entitlements {
+        crate::Entitlements
+    }
+
+    /// Metered usage.
+    pub fn usage(&self) -> crate::Usage<'_> {
+        crate::Usage { flux: self }
+    }
+
+    /// Sends a request to `/api/v1{path}` and returns the answer's `data`, retrying only
+    /// deliveries that failed before reaching Fluxgate.
+    pub(crate) async fn call<T: DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<T, Error> {
+        let url = format!("{}/api/v1{path}", self.settings.base_url);
+        let mut attempt = 0;
+        let response = loop {
+            let mut request = self
+                .http
+                .request(method.clone(), &url)
+                .header("x-api-key", &self.settings.api_key);
+            if let Some(body) = body {
+                request = request.json(body);
+            }
+            match request.send().await {
+                Ok(response) => break response,
+                Err(error) if error.is_connect() && attempt < self.settings.retries => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(50 * 2u64.pow(attempt))).await;
+                }
+                Err(error) => return Err(Error::Unreachable(error.to_string())),
+            }
+        };
+        let status = response.status().as_u16();
+        if status == 204 {
+            return serde_json::from_value(Value::Null)
+                .map_err(|e| Error::Unreachable(format!("unexpected empty answer: {e}")));
+        }
+        let value: Value = response
+            .json()
+            .await
+            .map_err(|e| Error::Unreachable(format!("unreadable answer: {e}")))?;
+        if status >= 400 {
+            let error = value.get("error").cloned().unwrap_or(Value::Null);
+            return Err(Error::Api {
+                status,
+                code: error["code"].as_str().unwrap_or("").to_owned(),
+                message: error["message"].as_str().unwrap_or("").to_owned(),
+                details: error,
+            });
+        }
+        serde_json::from_value(value.get("data").cloned().unwrap_or(Value::Null))
+            .map_err(|e| Error::Unreachable(format!("unexpected answer: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn debug_output_never_shows_the_key() {
+        let flux = super::Flux::init("fg_live_supersecretvalue1234567890ab");
+        assert!(!format!("{flux:?}").contains("supersecret"));
+    }
+}

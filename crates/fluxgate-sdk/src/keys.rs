@@ -1,0 +1,263 @@
+//! API keys: verifying inbound keys into a [`KeyContext`], checking entitlements on it, and
+//! issuing, listing, rotating and revoking keys.
+
+use crate::client::{Error, Flux};
+use reqwest::Method;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+/// The org a key belongs to.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct OrgRef {
+    /// `org_…`
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// Your own id for this customer, if set.
+    pub external_id: Option<String>,
+}
+
+/// Rate-limit state after a verify.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct RateLimitState {
+    /// Calls per window.
+    pub limit: u64,
+    /// Calls left now.
+    pub remaining: u64,
+    /// When the allowance is full again (Unix seconds).
+    pub reset: u64,
+}
+
+/// Everything Fluxgate knows about a valid key.
+#[derive(Debug, Clone, Deserialize)]
+pub struct KeyContext {
+    /// `key_…`
+    pub key_id: String,
+    /// The key's org.
+    pub org: OrgRef,
+    /// The org's plan.
+    pub plan: String,
+    /// The key's scopes.
+    pub scopes: Vec<String>,
+    /// The plan's entitlements.
+    pub entitlements: Vec<String>,
+    /// Rate-limit state after this call.
+    pub ratelimit: RateLimitState,
+    /// When the key expires (RFC 3339).
+    pub expires_at: Option<String>,
+    /// The metadata stored with the key.
+    pub metadata: Value,
+    /// `live` or `test`.
+    pub environment: String,
+}
+
+impl KeyContext {
+    /// The key's org id.
+    pub fn org_id(&self) -> &str {
+        &self.org.id
+    }
+}
+
+/// A key as listed (never its secret).
+#[derive(Debug, Clone, Deserialize)]
+pub struct KeyInfo {
+    /// `key_…`
+    pub id: String,
+    /// `org_…`
+    pub org_id: String,
+    /// Its name.
+    pub name: String,
+    /// The displayable beginning, e.g. `fg_live_3xKq`.
+    pub start: String,
+    /// Its scopes.
+    pub scopes: Vec<String>,
+    /// `active`, `revoked` or `expired`.
+    pub status: String,
+    /// When it expires (RFC 3339).
+    pub expires_at: Option<String>,
+}
+
+/// A key just issued or rotated: its secret is here, once.
+#[derive(Debug, Clone, Deserialize)]
+pub struct IssuedKey {
+    /// The key's description.
+    #[serde(flatten)]
+    pub info: KeyInfo,
+    /// The secret to hand to your customer.
+    pub key: String,
+}
+
+/// `flux.keys()`
+pub struct Keys<'a> {
+    pub(crate) flux: &'a Flux,
+}
+
+impl Keys<'_> {
+    /// Verifies a key your caller presented. `Ok` only for a valid key;
+    /// [`Error::InvalidKey`] carries the reason (`REVOKED`, `RATE_LIMITED`, …).
+    ///
+    /// ```no_run
+    /// # async fn f(flux: fluxgate_sdk::Flux) {
+    /// match flux.keys().verify("fg_live_…").await {
+    ///     Ok(ctx) => println!("{} may call us", ctx.org.name),
+    ///     Err(fluxgate_sdk::Error::InvalidKey { code, .. }) => println!("refused: {code}"),
+    ///     Err(other) => println!("cannot tell right now: {other}"),
+    /// }
+    /// # }
+    /// ```
+    pub async fn verify(&self, key: &str) -> Result<KeyContext, Error> {
+        self.verify_with(key, &[]).await
+    }
+
+    /// Verifies a key and requires `scopes` of it (`INSUFFICIENT_SCOPE` otherwise).
+    pub async fn verify_with(&self, key: &str, scopes: &[&str]) -> Result<KeyContext, Error> {
+        let body = json!({ "key": key, "scopes": scopes });
+        let answer: Value = self
+            .flux
+            .call(Method::POST, "/keys/verify", Some(&body))
+            .await?;
+        if answer["valid"] == true {
+            serde_json::from_value(answer)
+                .map_err(|e| Error::Unreachable(format!("unexpected verify answer: {e}")))
+        } else {
+            Err(Error::InvalidKey {
+                code: answer["code"].as_str().unwrap_or("").to_owned(),
+                details: answer,
+            })
+        }
+    }
+
+    /// Starts issuing a key.
+    ///
+    /// ```no_run
+    /// # async fn f(flux: fluxgate_sdk::Flux) -> Result<(), fluxgate_sdk::Error> {
+    /// let issued = flux.keys().create()
+    ///     .for_org("org_01…")
+    ///     .with_scopes(["accounts:read"])
+    ///     .expires_in_days(90)
+    ///     .issue()
+    ///     .await?;
+    /// println!("give them {}", issued.key);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn create(&self) -> CreateKey<'_> {
+        CreateKey {
+            flux: self.flux,
+            org_id: String::new(),
+            body: json!({ "name": "API key", "scopes": [] }),
+        }
+    }
+
+    /// An org's keys (first page, up to 200).
+    pub async fn list(&self, org_id: &str) -> Result<Vec<KeyInfo>, Error> {
+        self.flux
+            .call(Method::GET, &format!("/orgs/{org_id}/keys?limit=200"), None)
+            .await
+    }
+
+    /// A new secret for a key; the old one works for `grace_period_seconds` more.
+    pub async fn rotate(
+        &self,
+        org_id: &str,
+        key_id: &str,
+        grace_period_seconds: u64,
+    ) -> Result<IssuedKey, Error> {
+        let body = json!({ "grace_period_seconds": grace_period_seconds });
+        self.flux
+            .call(
+                Method::POST,
+                &format!("/orgs/{org_id}/keys/{key_id}/rotate"),
+                Some(&body),
+            )
+            .await
+    }
+
+    /// Revokes a key at once.
+    pub async fn revoke(&self, org_id: &str, key_id: &str) -> Result<(), Error> {
+        self.flux
+            .call(
+                Method::DELETE,
+                &format!("/orgs/{org_id}/keys/{key_id}"),
+                None,
+            )
+            .await
+    }
+}
+
+/// A key being issued: `flux.keys().create().for_org(…).with_scopes(…).issue()`.
+pub struct CreateKey<'a> {
+    flux: &'a Flux,
+    org_id: String,
+    body: Value,
+}
+
+impl CreateKey<'_> {
+    /// The org the key is for.
+    pub fn for_org(mut self, org_id: &str) -> Self {
+        self.org_id = org_id.to_owned();
+        self
+    }
+
+    /// Its name (default `API key`).
+    pub fn named(mut self, name: &str) -> Self {
+        self.body["name"] = json!(name);
+        self
+    }
+
+    /// Its scopes.
+    pub fn with_scopes<I, S>(mut self, scopes: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let scopes: Vec<String> = scopes.into_iter().map(|s| s.as_ref().to_owned()).collect();
+        self.body["scopes"] = json!(scopes);
+        self
+    }
+
+    /// Expiry in days from now.
+    pub fn expires_in_days(mut self, days: u32) -> Self {
+        self.body["expires_in_days"] = json!(days);
+        self
+    }
+
+    /// Its own rate limit.
+    pub fn rate_limit(mut self, limit: u64, window_seconds: u64) -> Self {
+        self.body["rate_limit"] = json!({ "limit": limit, "window_seconds": window_seconds });
+        self
+    }
+
+    /// Metadata returned by every verify of the key.
+    pub fn metadata(mut self, metadata: Value) -> Self {
+        self.body["metadata"] = metadata;
+        self
+    }
+
+    /// Issues it.
+    pub async fn issue(self) -> Result<IssuedKey, Error> {
+        self.flux
+            .call(
+                Method::POST,
+                &format!("/orgs/{}/keys", self.org_id),
+                Some(&self.body),
+            )
+            .await
+    }
+}
+
+/// `flux.entitlements()`: decided from a verified key's context, without a call.
+pub struct Entitlements;
+
+impl Entitlements {
+    /// Does the key's plan include `entitlement`?
+    ///
+    /// ```no_run
+    /// # fn f(flux: fluxgate_sdk::Flux, ctx: fluxgate_sdk::KeyContext) {
+    /// if flux.entitlements().check_for_key(&ctx, "bulk_export") { /* … */ }
+    /// # }
+    /// ```
+    pub fn check_for_key(&self, ctx: &KeyContext, entitlement: &str) -> bool {
+        ctx.entitlements.iter().any(|e| e == entitlement)
+    }
+}
