@@ -5,7 +5,9 @@
 
 mod common;
 
-use common::{body, eventually, expect_error, Backend, TestApp, PASSWORD};
+use common::{
+    body, eventually, expect_error, issue_key, send, with_key, Backend, TestApp, PASSWORD,
+};
 use reqwest::{Method, Response};
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -54,57 +56,6 @@ async fn spawn(backend: Backend) -> TestApp {
     .await
 }
 
-async fn send(
-    app: &TestApp,
-    method: Method,
-    path: &str,
-    token: &str,
-    body: Option<Value>,
-) -> Response {
-    app.call(method, &format!("/api/v1{path}"), Some(token), body)
-        .await
-}
-
-async fn with_key(
-    app: &TestApp,
-    method: Method,
-    path: &str,
-    key: &str,
-    body: Option<Value>,
-) -> Response {
-    let mut request = app
-        .client
-        .request(method, app.url(&format!("/api/v1{path}")))
-        .header("x-api-key", key);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    request.send().await.unwrap()
-}
-
-/// Creates a key as `token` in `org`; returns (key id, secret).
-async fn create_key(app: &TestApp, token: &str, org: &str, body: Value) -> (String, String) {
-    let response = send(
-        app,
-        Method::POST,
-        &format!("/orgs/{org}/keys"),
-        token,
-        Some(body),
-    )
-    .await;
-    assert_eq!(
-        response.status(),
-        201,
-        "{}",
-        response.text().await.unwrap_or_default()
-    );
-    let data = body_of(response).await;
-    (
-        data["id"].as_str().unwrap().to_owned(),
-        data["key"].as_str().unwrap().to_owned(),
-    )
-}
-
 async fn body_of(response: Response) -> Value {
     body(response).await["data"].clone()
 }
@@ -120,7 +71,7 @@ async fn verifier(app: &TestApp) -> (String, String) {
         .to_owned();
     let me = body_of(send(app, Method::GET, "/auth/me", &ops, None).await).await;
     let ops_org = me["active_org"]["id"].as_str().unwrap().to_owned();
-    let (_, root) = create_key(
+    let (_, root) = issue_key(
         app,
         &ops,
         &ops_org,
@@ -284,7 +235,7 @@ async fn keys_are_created_listed_changed_rotated_and_revoked(backend: Backend) {
     .await;
 
     // listing by status, with pages
-    let (_, _) = create_key(
+    let (_, _) = issue_key(
         &app,
         &owner,
         &org,
@@ -397,7 +348,7 @@ async fn verify_answers_every_code_with_the_context(backend: Backend) {
         Some(json!({ "external_id": "cus_42" })),
     )
     .await;
-    let (id, key) = create_key(&app, &owner, &org, json!({
+    let (id, key) = issue_key(&app, &owner, &org, json!({
         "name": "svc", "scopes": ["admin", "accounts:read"], "rate_limit": { "limit": 3, "window_seconds": 3600 },
         "metadata": { "tier": "gold" }, "expires_in_days": 30 })).await;
 
@@ -467,7 +418,7 @@ async fn verify_answers_every_code_with_the_context(backend: Backend) {
 
     // expiry is checked on every call, not by the cache's age
     let (short_id, short) =
-        create_key(&app, &owner, &org, json!({ "name": "short", "scopes": [] })).await;
+        issue_key(&app, &owner, &org, json!({ "name": "short", "scopes": [] })).await;
     assert_eq!(
         verify(&app, &root, json!({ "key": short })).await["code"],
         "VALID"
@@ -497,7 +448,7 @@ async fn verify_answers_every_code_with_the_context(backend: Backend) {
 
     // revocation takes effect on the very next verify
     let (other_id, other) =
-        create_key(&app, &owner, &org, json!({ "name": "other", "scopes": [] })).await;
+        issue_key(&app, &owner, &org, json!({ "name": "other", "scopes": [] })).await;
     assert_eq!(
         verify(&app, &root, json!({ "key": other })).await["code"],
         "VALID"
@@ -523,7 +474,7 @@ async fn verify_answers_every_code_with_the_context(backend: Backend) {
         Some(json!({ "plan": "tiny" })),
     )
     .await;
-    let (_, metered) = create_key(
+    let (_, metered) = issue_key(
         &app,
         &owner,
         &org,
@@ -544,7 +495,7 @@ async fn verify_answers_every_code_with_the_context(backend: Backend) {
 
     // a deleted org's keys
     let (bob, bob_org) = app.owner("bob@example.com", "Beta").await;
-    let (_, bobs) = create_key(&app, &bob, &bob_org, json!({ "name": "b", "scopes": [] })).await;
+    let (_, bobs) = issue_key(&app, &bob, &bob_org, json!({ "name": "b", "scopes": [] })).await;
     assert_eq!(
         verify(&app, &root, json!({ "key": bobs })).await["code"],
         "VALID"
@@ -563,7 +514,7 @@ async fn verify_answers_every_code_with_the_context(backend: Backend) {
     );
 
     // only keys:verify may verify: a customer's key or user is refused
-    let (_, customer_key) = create_key(
+    let (_, customer_key) = issue_key(
         &app,
         &owner,
         &org,
@@ -607,7 +558,7 @@ async fn rotation_keeps_the_old_secret_for_its_grace_period(backend: Backend) {
     let app = spawn(backend).await;
     let (_, root) = verifier(&app).await;
     let (owner, org) = app.owner("ada@example.com", "Acme").await;
-    let (id, old) = create_key(&app, &owner, &org, json!({ "name": "k", "scopes": [] })).await;
+    let (id, old) = issue_key(&app, &owner, &org, json!({ "name": "k", "scopes": [] })).await;
     assert_eq!(
         verify(&app, &root, json!({ "key": old })).await["code"],
         "VALID"
@@ -688,7 +639,7 @@ async fn keys_are_never_more_powerful_than_their_maker(backend: Backend) {
     let keys = format!("/orgs/{org}/keys");
 
     // a developer may issue keys with what it holds (keys, usage, product scopes), nothing more
-    create_key(
+    issue_key(
         &app,
         &developer,
         &org,
@@ -755,7 +706,7 @@ async fn keys_are_never_more_powerful_than_their_maker(backend: Backend) {
     assert_eq!(error["required_permission"], "keys:write");
 
     // a more powerful key cannot be widened, rotated (its new secret is its power) or edited by a developer
-    let (strong, _) = create_key(
+    let (strong, _) = issue_key(
         &app,
         &owner,
         &org,
@@ -788,7 +739,7 @@ async fn keys_are_never_more_powerful_than_their_maker(backend: Backend) {
         "FORBIDDEN",
     )
     .await;
-    let (weak, _) = create_key(
+    let (weak, _) = issue_key(
         &app,
         &developer,
         &org,
@@ -810,7 +761,7 @@ async fn keys_are_never_more_powerful_than_their_maker(backend: Backend) {
     .await;
 
     // a key making keys: bound by its own scopes, refused with INSUFFICIENT_SCOPE
-    let (_, maker) = create_key(
+    let (_, maker) = issue_key(
         &app,
         &owner,
         &org,
@@ -851,7 +802,7 @@ async fn api_keys_authenticate_the_management_api(backend: Backend) {
     let app = spawn(backend).await;
     let (owner, org) = app.owner("ada@example.com", "Acme").await;
     let (_, other_org) = app.owner("bob@example.com", "Beta").await;
-    let (id, key) = create_key(
+    let (id, key) = issue_key(
         &app,
         &owner,
         &org,
@@ -902,7 +853,7 @@ async fn api_keys_authenticate_the_management_api(backend: Backend) {
     .await;
 
     // revoked, mistyped and unknown keys are 401, one message for all
-    let (rid, rkey) = create_key(
+    let (rid, rkey) = issue_key(
         &app,
         &owner,
         &org,
@@ -944,7 +895,7 @@ async fn api_keys_authenticate_the_management_api(backend: Backend) {
     .await;
 
     // what a key does is audited with the key as actor
-    let (_, writer) = create_key(
+    let (_, writer) = issue_key(
         &app,
         &owner,
         &org,
@@ -984,7 +935,7 @@ async fn plans_change_limits_quotas_and_entitlements_at_once(backend: Backend) {
     let app = spawn(backend).await;
     let (ops, root) = verifier(&app).await;
     let (owner, org) = app.owner("ada@example.com", "Acme").await;
-    let (_, key) = create_key(&app, &owner, &org, json!({ "name": "k", "scopes": [] })).await;
+    let (_, key) = issue_key(&app, &owner, &org, json!({ "name": "k", "scopes": [] })).await;
     let before = verify(&app, &root, json!({ "key": key })).await;
     assert_eq!(
         (before["plan"].clone(), before["ratelimit"]["limit"].clone()),
@@ -1086,7 +1037,7 @@ async fn usage_and_last_use_are_written_in_batches_and_at_shutdown(backend: Back
     let app = spawn(backend).await;
     let (_, root) = verifier(&app).await;
     let (owner, org) = app.owner("ada@example.com", "Acme").await;
-    let (id, key) = create_key(&app, &owner, &org, json!({ "name": "k", "scopes": [] })).await;
+    let (id, key) = issue_key(&app, &owner, &org, json!({ "name": "k", "scopes": [] })).await;
     for _ in 0..5 {
         verify(&app, &root, json!({ "key": key, "cost": 2 })).await;
     }
@@ -1131,7 +1082,7 @@ async fn warm_keys_verify_while_the_database_is_down() {
     let app = spawn(Backend::Postgres).await;
     let (_, root) = verifier(&app).await;
     let (owner, org) = app.owner("ada@example.com", "Acme").await;
-    let (_, key) = create_key(&app, &owner, &org, json!({ "name": "k", "scopes": [] })).await;
+    let (_, key) = issue_key(&app, &owner, &org, json!({ "name": "k", "scopes": [] })).await;
     assert_eq!(
         verify(&app, &root, json!({ "key": key })).await["code"],
         "VALID"
@@ -1223,7 +1174,7 @@ async fn without_redis_postgres_notifications_reach_the_other_node() {
     .await;
     let (_, root) = verifier(&a).await;
     let (owner, org) = a.owner("ada@example.com", "Acme").await;
-    let (id, key) = create_key(&a, &owner, &org, json!({ "name": "k", "scopes": [] })).await;
+    let (id, key) = issue_key(&a, &owner, &org, json!({ "name": "k", "scopes": [] })).await;
     assert!(
         eventually(Duration::from_secs(2), || async {
             verify(&b, &root, json!({ "key": key })).await["code"] == "VALID"

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{body, expect_error, Backend, TestApp, PASSWORD};
+use common::{body, expect_error, send, Backend, TestApp, PASSWORD};
 use reqwest::{Method, Response};
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -24,17 +24,6 @@ both_backends!(
     every_action_is_audited_with_actor_and_ip,
     declared_permissions_are_documented_and_enforced,
 );
-
-async fn send(
-    app: &TestApp,
-    method: Method,
-    path: &str,
-    token: &str,
-    body: Option<Value>,
-) -> Response {
-    app.call(method, &format!("/api/v1{path}"), Some(token), body)
-        .await
-}
 
 async fn status(
     app: &TestApp,

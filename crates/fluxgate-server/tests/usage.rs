@@ -6,8 +6,10 @@
 
 mod common;
 
-use common::{body, eventually, expect_error, Backend, TestApp, PASSWORD};
-use reqwest::{Method, Response};
+use common::{
+    body, eventually, expect_error, issue_key, send, with_key, Backend, TestApp, PASSWORD,
+};
+use reqwest::Method;
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -20,51 +22,6 @@ both_backends!(
     minutes_roll_up_into_hours_and_days_and_expire,
 );
 
-async fn send(
-    app: &TestApp,
-    method: Method,
-    path: &str,
-    token: &str,
-    body: Option<Value>,
-) -> Response {
-    app.call(method, &format!("/api/v1{path}"), Some(token), body)
-        .await
-}
-
-async fn with_key(
-    app: &TestApp,
-    method: Method,
-    path: &str,
-    key: &str,
-    body: Option<Value>,
-) -> Response {
-    let mut request = app
-        .client
-        .request(method, app.url(&format!("/api/v1{path}")))
-        .header("x-api-key", key);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    request.send().await.unwrap()
-}
-
-async fn create_key(app: &TestApp, token: &str, org: &str, scopes: Value) -> (String, String) {
-    let response = send(
-        app,
-        Method::POST,
-        &format!("/orgs/{org}/keys"),
-        token,
-        Some(json!({ "name": "k", "scopes": scopes })),
-    )
-    .await;
-    assert_eq!(response.status(), 201);
-    let data = body(response).await["data"].clone();
-    (
-        data["id"].as_str().unwrap().to_owned(),
-        data["key"].as_str().unwrap().to_owned(),
-    )
-}
-
 /// The operator's token and a verifier key.
 async fn operator(app: &TestApp) -> (String, String) {
     fluxgate_server::admin::bootstrap(&app.config, "ops@example.com", PASSWORD)
@@ -76,7 +33,13 @@ async fn operator(app: &TestApp) -> (String, String) {
         .to_owned();
     let me = body(send(app, Method::GET, "/auth/me", &ops, None).await).await;
     let ops_org = me["data"]["active_org"]["id"].as_str().unwrap().to_owned();
-    let (_, root) = create_key(app, &ops, &ops_org, json!(["keys:verify"])).await;
+    let (_, root) = issue_key(
+        app,
+        &ops,
+        &ops_org,
+        json!({ "name": "verifier", "scopes": ["keys:verify"] }),
+    )
+    .await;
     (ops, root)
 }
 
@@ -92,7 +55,13 @@ async fn verifies_and_key_calls_are_attributed_exactly(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let (_, root) = operator(&app).await;
     let (owner, org) = app.owner("ada@example.com", "Acme").await;
-    let (key_id, key) = create_key(&app, &owner, &org, json!(["keys:read"])).await;
+    let (key_id, key) = issue_key(
+        &app,
+        &owner,
+        &org,
+        json!({ "name": "k", "scopes": ["keys:read"] }),
+    )
+    .await;
     for _ in 0..7 {
         with_key(
             &app,
@@ -246,7 +215,13 @@ async fn usage_is_read_within_the_callers_permissions(backend: Backend) {
     )
     .await;
     // a key without usage:read
-    let (_, key) = create_key(&app, &owner, &org, json!(["keys:read"])).await;
+    let (_, key) = issue_key(
+        &app,
+        &owner,
+        &org,
+        json!({ "name": "k", "scopes": ["keys:read"] }),
+    )
+    .await;
     let error = expect_error(
         with_key(
             &app,
@@ -261,7 +236,13 @@ async fn usage_is_read_within_the_callers_permissions(backend: Backend) {
     )
     .await;
     assert_eq!(error["required_scope"], "usage:read");
-    let (_, reader) = create_key(&app, &owner, &org, json!(["usage:read"])).await;
+    let (_, reader) = issue_key(
+        &app,
+        &owner,
+        &org,
+        json!({ "name": "k", "scopes": ["usage:read"] }),
+    )
+    .await;
     assert_eq!(
         with_key(
             &app,
@@ -304,7 +285,7 @@ async fn a_graceful_stop_right_after_a_burst_loses_nothing(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let (_, root) = operator(&app).await;
     let (owner, org) = app.owner("ada@example.com", "Acme").await;
-    let (_, key) = create_key(&app, &owner, &org, json!([])).await;
+    let (_, key) = issue_key(&app, &owner, &org, json!({ "name": "k", "scopes": [] })).await;
     let burst: Vec<_> = (0..50)
         .map(|_| {
             with_key(
@@ -352,7 +333,13 @@ async fn metered_events_count_once_per_idempotency_key(backend: Backend) {
         Some(json!({ "external_id": "cus_7" })),
     )
     .await;
-    let (_, writer) = create_key(&app, &owner, &org, json!(["usage:write", "usage:read"])).await;
+    let (_, writer) = issue_key(
+        &app,
+        &owner,
+        &org,
+        json!({ "name": "k", "scopes": ["usage:write", "usage:read"] }),
+    )
+    .await;
     let track = |body: Value| with_key(&app, Method::POST, "/sdk/track", &writer, Some(body));
 
     let first = body(track(json!({ "meter": "tokens", "org_id": org, "quantity": 2.5, "idempotency_key": "job-1" })).await).await;
@@ -442,7 +429,13 @@ async fn metered_events_count_once_per_idempotency_key(backend: Backend) {
         assert!(error["fields"][field].is_string(), "{event}: {error}");
     }
     // a key without usage:write
-    let (_, reader) = create_key(&app, &owner, &org, json!(["usage:read"])).await;
+    let (_, reader) = issue_key(
+        &app,
+        &owner,
+        &org,
+        json!({ "name": "k", "scopes": ["usage:read"] }),
+    )
+    .await;
     let refused = with_key(
         &app,
         Method::POST,
@@ -607,7 +600,13 @@ async fn widget_tokens_read_one_orgs_usage_and_nothing_else(backend: Backend) {
     .await;
 
     // minting needs usage:write in that org
-    let (_, reader) = create_key(&app, &owner, &org, json!(["usage:read"])).await;
+    let (_, reader) = issue_key(
+        &app,
+        &owner,
+        &org,
+        json!({ "name": "k", "scopes": ["usage:read"] }),
+    )
+    .await;
     let refused = with_key(
         &app,
         Method::POST,

@@ -293,6 +293,54 @@ impl TestApp {
     }
 }
 
+/// `/api/v1{path}` with a bearer token (an access token, or an API key as a bearer).
+pub async fn send(
+    app: &TestApp,
+    method: Method,
+    path: &str,
+    token: &str,
+    body: Option<Value>,
+) -> Response {
+    app.call(method, &format!("/api/v1{path}"), Some(token), body)
+        .await
+}
+
+/// `/api/v1{path}` authenticated by an API key in `X-API-Key`.
+pub async fn with_key(
+    app: &TestApp,
+    method: Method,
+    path: &str,
+    key: &str,
+    body: Option<Value>,
+) -> Response {
+    let mut request = app
+        .client
+        .request(method, app.url(&format!("/api/v1{path}")))
+        .header("x-api-key", key);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    request.send().await.expect("request sent")
+}
+
+/// Issues a key as `token` in `org` from `body`; (key id, secret).
+pub async fn issue_key(app: &TestApp, token: &str, org: &str, body: Value) -> (String, String) {
+    let response = send(
+        app,
+        Method::POST,
+        &format!("/orgs/{org}/keys"),
+        token,
+        Some(body),
+    )
+    .await;
+    assert_eq!(response.status(), 201, "issuing a key");
+    let data = response.json::<Value>().await.expect("JSON body")["data"].clone();
+    (
+        data["id"].as_str().expect("key id").to_owned(),
+        data["key"].as_str().expect("secret").to_owned(),
+    )
+}
+
 /// The JSON body of a response.
 pub async fn body(response: Response) -> Value {
     response.json().await.expect("JSON body")
