@@ -6,7 +6,8 @@
 mod common;
 
 use common::{
-    body, eventually, expect_error, issue_key, send, with_key, Backend, TestApp, PASSWORD,
+    body, eventually, expect_error, issue_key, operator_with_verifier, send, with_key, Backend,
+    TestApp,
 };
 use reqwest::{Method, Response};
 use serde_json::{json, Value};
@@ -58,27 +59,6 @@ async fn spawn(backend: Backend) -> TestApp {
 
 async fn body_of(response: Response) -> Value {
     body(response).await["data"].clone()
-}
-
-/// The operator and a verifier key of the operator org (scope `keys:verify`).
-async fn verifier(app: &TestApp) -> (String, String) {
-    fluxgate_server::admin::bootstrap(&app.config, "ops@example.com", PASSWORD)
-        .await
-        .unwrap();
-    let ops = app.login("ops@example.com", PASSWORD).await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let me = body_of(send(app, Method::GET, "/auth/me", &ops, None).await).await;
-    let ops_org = me["active_org"]["id"].as_str().unwrap().to_owned();
-    let (_, root) = issue_key(
-        app,
-        &ops,
-        &ops_org,
-        json!({ "name": "verifier", "scopes": ["keys:verify"] }),
-    )
-    .await;
-    (ops, root)
 }
 
 async fn verify(app: &TestApp, root: &str, body: Value) -> Value {
@@ -338,7 +318,7 @@ async fn keys_are_created_listed_changed_rotated_and_revoked(backend: Backend) {
 
 async fn verify_answers_every_code_with_the_context(backend: Backend) {
     let app = spawn(backend).await;
-    let (ops, root) = verifier(&app).await;
+    let (ops, root) = operator_with_verifier(&app).await;
     let (owner, org) = app.owner("ada@example.com", "Acme").await;
     send(
         &app,
@@ -556,7 +536,7 @@ async fn verify_answers_every_code_with_the_context(backend: Backend) {
 
 async fn rotation_keeps_the_old_secret_for_its_grace_period(backend: Backend) {
     let app = spawn(backend).await;
-    let (_, root) = verifier(&app).await;
+    let (_, root) = operator_with_verifier(&app).await;
     let (owner, org) = app.owner("ada@example.com", "Acme").await;
     let (id, old) = issue_key(&app, &owner, &org, json!({ "name": "k", "scopes": [] })).await;
     assert_eq!(
@@ -933,7 +913,7 @@ async fn api_keys_authenticate_the_management_api(backend: Backend) {
 
 async fn plans_change_limits_quotas_and_entitlements_at_once(backend: Backend) {
     let app = spawn(backend).await;
-    let (ops, root) = verifier(&app).await;
+    let (ops, root) = operator_with_verifier(&app).await;
     let (owner, org) = app.owner("ada@example.com", "Acme").await;
     let (_, key) = issue_key(&app, &owner, &org, json!({ "name": "k", "scopes": [] })).await;
     let before = verify(&app, &root, json!({ "key": key })).await;
@@ -1035,7 +1015,7 @@ async fn plans_change_limits_quotas_and_entitlements_at_once(backend: Backend) {
 
 async fn usage_and_last_use_are_written_in_batches_and_at_shutdown(backend: Backend) {
     let app = spawn(backend).await;
-    let (_, root) = verifier(&app).await;
+    let (_, root) = operator_with_verifier(&app).await;
     let (owner, org) = app.owner("ada@example.com", "Acme").await;
     let (id, key) = issue_key(&app, &owner, &org, json!({ "name": "k", "scopes": [] })).await;
     for _ in 0..5 {
@@ -1080,7 +1060,7 @@ async fn usage_and_last_use_are_written_in_batches_and_at_shutdown(backend: Back
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn warm_keys_verify_while_the_database_is_down() {
     let app = spawn(Backend::Postgres).await;
-    let (_, root) = verifier(&app).await;
+    let (_, root) = operator_with_verifier(&app).await;
     let (owner, org) = app.owner("ada@example.com", "Acme").await;
     let (_, key) = issue_key(&app, &owner, &org, json!({ "name": "k", "scopes": [] })).await;
     assert_eq!(
@@ -1172,7 +1152,7 @@ async fn without_redis_postgres_notifications_reach_the_other_node() {
         t.insert("database_url".into(), shared.clone().into());
     })
     .await;
-    let (_, root) = verifier(&a).await;
+    let (_, root) = operator_with_verifier(&a).await;
     let (owner, org) = a.owner("ada@example.com", "Acme").await;
     let (id, key) = issue_key(&a, &owner, &org, json!({ "name": "k", "scopes": [] })).await;
     assert!(

@@ -7,7 +7,8 @@
 mod common;
 
 use common::{
-    body, eventually, expect_error, issue_key, send, with_key, Backend, TestApp, PASSWORD,
+    body, eventually, expect_error, issue_key, operator_with_verifier, send, with_key, Backend,
+    TestApp,
 };
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -22,27 +23,6 @@ both_backends!(
     minutes_roll_up_into_hours_and_days_and_expire,
 );
 
-/// The operator's token and a verifier key.
-async fn operator(app: &TestApp) -> (String, String) {
-    fluxgate_server::admin::bootstrap(&app.config, "ops@example.com", PASSWORD)
-        .await
-        .unwrap();
-    let ops = app.login("ops@example.com", PASSWORD).await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let me = body(send(app, Method::GET, "/auth/me", &ops, None).await).await;
-    let ops_org = me["data"]["active_org"]["id"].as_str().unwrap().to_owned();
-    let (_, root) = issue_key(
-        app,
-        &ops,
-        &ops_org,
-        json!({ "name": "verifier", "scopes": ["keys:verify"] }),
-    )
-    .await;
-    (ops, root)
-}
-
 async fn total(app: &TestApp, token: &str, query: &str) -> i64 {
     let response = send(app, Method::GET, &format!("/usage?{query}"), token, None).await;
     assert_eq!(response.status(), 200);
@@ -53,7 +33,7 @@ async fn total(app: &TestApp, token: &str, query: &str) -> i64 {
 
 async fn verifies_and_key_calls_are_attributed_exactly(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let (_, root) = operator(&app).await;
+    let (_, root) = operator_with_verifier(&app).await;
     let (owner, org) = app.owner("ada@example.com", "Acme").await;
     let (key_id, key) = issue_key(
         &app,
@@ -182,7 +162,7 @@ async fn verifies_and_key_calls_are_attributed_exactly(backend: Backend) {
 
 async fn usage_is_read_within_the_callers_permissions(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let (ops, _) = operator(&app).await;
+    let (ops, _) = operator_with_verifier(&app).await;
     let (owner, org) = app.owner("ada@example.com", "Acme").await;
     let (_, other_org) = app.owner("bob@example.com", "Beta").await;
     let viewer = app
@@ -283,7 +263,7 @@ async fn usage_is_read_within_the_callers_permissions(backend: Backend) {
 
 async fn a_graceful_stop_right_after_a_burst_loses_nothing(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let (_, root) = operator(&app).await;
+    let (_, root) = operator_with_verifier(&app).await;
     let (owner, org) = app.owner("ada@example.com", "Acme").await;
     let (_, key) = issue_key(&app, &owner, &org, json!({ "name": "k", "scopes": [] })).await;
     let burst: Vec<_> = (0..50)
@@ -322,7 +302,7 @@ async fn a_graceful_stop_right_after_a_burst_loses_nothing(backend: Backend) {
 
 async fn metered_events_count_once_per_idempotency_key(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let (ops, _) = operator(&app).await;
+    let (ops, _) = operator_with_verifier(&app).await;
     let (owner, org) = app.owner("ada@example.com", "Acme").await;
     let (_, other_org) = app.owner("bob@example.com", "Beta").await;
     send(

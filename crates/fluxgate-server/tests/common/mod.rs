@@ -341,6 +341,31 @@ pub async fn issue_key(app: &TestApp, token: &str, org: &str, body: Value) -> (S
     )
 }
 
+/// Bootstraps the operator and issues it a verifier key (scope `keys:verify`); (operator's
+/// access token, verifier key).
+pub async fn operator_with_verifier(app: &TestApp) -> (String, String) {
+    fluxgate_server::admin::bootstrap(&app.config, "ops@example.com", PASSWORD)
+        .await
+        .expect("bootstrap");
+    let ops = app.login("ops@example.com", PASSWORD).await["access_token"]
+        .as_str()
+        .expect("access token")
+        .to_owned();
+    let me = body(send(app, Method::GET, "/auth/me", &ops, None).await).await;
+    let ops_org = me["data"]["active_org"]["id"]
+        .as_str()
+        .expect("operator org")
+        .to_owned();
+    let (_, root) = issue_key(
+        app,
+        &ops,
+        &ops_org,
+        json!({ "name": "verifier", "scopes": ["keys:verify"] }),
+    )
+    .await;
+    (ops, root)
+}
+
 /// The JSON body of a response.
 pub async fn body(response: Response) -> Value {
     response.json().await.expect("JSON body")
