@@ -117,6 +117,29 @@ pub fn looks_like_key(text: &str) -> bool {
     parse(text).is_ok()
 }
 
+/// The value of an `Authorization: Bearer …` header (scheme case-insensitive), if that is what
+/// `authorization` holds.
+pub fn bearer_value(authorization: &str) -> Option<&str> {
+    let (scheme, token) = authorization.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+/// The API key a request presents, from its `X-API-Key` and `Authorization` header values: the
+/// `X-API-Key` value (even empty or malformed, so it is refused rather than ignored), else a bearer
+/// value that parses as a key (any other bearer value is a JWT, not a key).
+pub fn presented_key<'a>(
+    x_api_key: Option<&'a str>,
+    authorization: Option<&'a str>,
+) -> Option<&'a str> {
+    if let Some(value) = x_api_key {
+        return Some(value.trim());
+    }
+    authorization
+        .and_then(bearer_value)
+        .filter(|token| looks_like_key(token))
+}
+
 /// A fresh key.
 pub fn generate(prefix: &str, environment: Environment) -> Secret<String> {
     let signed = format!(
@@ -144,6 +167,33 @@ pub const KEY_REGEX: &str = r"\bfg_(live|test)_[0-9A-Za-z]{30}\b";
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_request_presents_its_x_api_key_or_a_bearer_that_is_a_key() {
+        let key = super::generate("fg", super::Environment::Live);
+        let key = key.expose().as_str();
+        let bearer = format!("Bearer {key}");
+        assert_eq!(super::presented_key(Some(key), None), Some(key));
+        assert_eq!(super::presented_key(None, Some(&bearer)), Some(key));
+        assert_eq!(
+            super::presented_key(None, Some(&format!("bearer  {key} "))),
+            Some(key)
+        );
+        // a JWT in Authorization is not a key; a junk X-API-Key still is one (and gets refused)
+        assert_eq!(
+            super::presented_key(None, Some("Bearer eyJhbGciOi.x.y")),
+            None
+        );
+        assert_eq!(
+            super::presented_key(None, Some(&format!("Basic {key}"))),
+            None
+        );
+        assert_eq!(
+            super::presented_key(Some(" junk "), Some(&bearer)),
+            Some("junk")
+        );
+        assert_eq!(super::presented_key(None, None), None);
+    }
+
     use super::*;
     use proptest::prelude::*;
 

@@ -3,6 +3,7 @@
 
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// What went wrong talking to Fluxgate.
@@ -20,6 +21,10 @@ pub enum Error {
         /// The answer's `data`, with whatever context the key has.
         details: Value,
     },
+    /// An access token failed offline verification; the text names the failed check (`expired`,
+    /// `bad signature`, …) and never the token.
+    #[error("access token not valid: {0}")]
+    InvalidToken(String),
     /// Fluxgate refused the request with its error envelope (`status`, `code`, `message`).
     #[error("Fluxgate answered {status} {code}: {message}")]
     Api {
@@ -51,6 +56,8 @@ pub struct FluxBuilder {
     timeout: Duration,
     retries: u32,
     user_agent: String,
+    token_issuer: Option<String>,
+    pub(crate) token_audience: String,
 }
 
 impl std::fmt::Debug for FluxBuilder {
@@ -91,6 +98,23 @@ impl FluxBuilder {
         self
     }
 
+    /// The `iss` access tokens must carry: the instance's `public_url` (default: the base URL).
+    pub fn token_issuer(mut self, issuer: impl Into<String>) -> Self {
+        self.token_issuer = Some(issuer.into().trim_end_matches('/').to_owned());
+        self
+    }
+
+    /// The `aud` access tokens must carry: the instance's `auth.audience` (default `fluxgate`).
+    pub fn token_audience(mut self, audience: impl Into<String>) -> Self {
+        self.token_audience = audience.into();
+        self
+    }
+
+    /// The issuer access tokens are checked against.
+    pub(crate) fn expected_issuer(&self) -> &str {
+        self.token_issuer.as_deref().unwrap_or(&self.base_url)
+    }
+
     /// The client (connections are pooled and reused).
     pub fn build(self) -> Flux {
         let http = reqwest::Client::builder()
@@ -101,15 +125,25 @@ impl FluxBuilder {
         Flux {
             http,
             settings: self,
+            jwks: Arc::default(),
         }
     }
 }
 
 /// A Fluxgate client. Cheap to clone; share one per process.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Flux {
     http: reqwest::Client,
     settings: FluxBuilder,
+    pub(crate) jwks: Arc<crate::tokens::JwksCache>,
+}
+
+impl std::fmt::Debug for Flux {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Flux")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Flux {
@@ -133,6 +167,8 @@ impl Flux {
             timeout: Duration::from_secs(5),
             retries: 2,
             user_agent: concat!("fluxgate-sdk/", env!("CARGO_PKG_VERSION")).into(),
+            token_issuer: None,
+            token_audience: "fluxgate".into(),
         }
     }
 
@@ -151,6 +187,48 @@ impl Flux {
         crate::Usage { flux: self }
     }
 
+    /// Offline verification of users' access tokens.
+    pub fn tokens(&self) -> crate::Tokens<'_> {
+        crate::Tokens { flux: self }
+    }
+
+    pub(crate) fn settings(&self) -> &FluxBuilder {
+        &self.settings
+    }
+
+    /// Fetches a public document outside the API (`/.well-known/…`) as plain JSON.
+    pub(crate) async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, Error> {
+        let url = format!("{}{path}", self.settings.base_url);
+        let response = self.send(|http| http.get(&url)).await?;
+        let status = response.status().as_u16();
+        if status != 200 {
+            return Err(Error::Unreachable(format!("{path} answered {status}")));
+        }
+        response
+            .json()
+            .await
+            .map_err(|e| Error::Unreachable(format!("unreadable {path}: {e}")))
+    }
+
+    /// Sends the request `build` makes, again (with backoff) while it fails before reaching
+    /// Fluxgate, so nothing is applied twice.
+    async fn send(
+        &self,
+        build: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, Error> {
+        let mut attempt = 0;
+        loop {
+            match build(&self.http).send().await {
+                Ok(response) => return Ok(response),
+                Err(error) if error.is_connect() && attempt < self.settings.retries => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(50 * 2u64.pow(attempt))).await;
+                }
+                Err(error) => return Err(Error::Unreachable(error.to_string())),
+            }
+        }
+    }
+
     /// Sends a request to `/api/v1{path}` and returns the answer's `data`, retrying only
     /// deliveries that failed before reaching Fluxgate.
     pub(crate) async fn call<T: DeserializeOwned>(
@@ -160,24 +238,17 @@ impl Flux {
         body: Option<&Value>,
     ) -> Result<T, Error> {
         let url = format!("{}/api/v1{path}", self.settings.base_url);
-        let mut attempt = 0;
-        let response = loop {
-            let mut request = self
-                .http
-                .request(method.clone(), &url)
-                .header("x-api-key", &self.settings.api_key);
-            if let Some(body) = body {
-                request = request.json(body);
-            }
-            match request.send().await {
-                Ok(response) => break response,
-                Err(error) if error.is_connect() && attempt < self.settings.retries => {
-                    attempt += 1;
-                    tokio::time::sleep(Duration::from_millis(50 * 2u64.pow(attempt))).await;
+        let response = self
+            .send(|http| {
+                let request = http
+                    .request(method.clone(), &url)
+                    .header("x-api-key", &self.settings.api_key);
+                match body {
+                    Some(body) => request.json(body),
+                    None => request,
                 }
-                Err(error) => return Err(Error::Unreachable(error.to_string())),
-            }
-        };
+            })
+            .await?;
         let status = response.status().as_u16();
         if status == 204 {
             return serde_json::from_value(Value::Null)

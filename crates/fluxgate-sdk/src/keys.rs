@@ -111,7 +111,18 @@ impl Keys<'_> {
 
     /// Verifies a key and requires `scopes` of it (`INSUFFICIENT_SCOPE` otherwise).
     pub async fn verify_with(&self, key: &str, scopes: &[&str]) -> Result<KeyContext, Error> {
-        let body = json!({ "key": key, "scopes": scopes });
+        self.verify_charging(key, scopes, 1).await
+    }
+
+    /// Verifies a key, requiring `scopes`, and takes `cost` from its rate limit and quota.
+    pub(crate) async fn verify_charging<S: AsRef<str>>(
+        &self,
+        key: &str,
+        scopes: &[S],
+        cost: u64,
+    ) -> Result<KeyContext, Error> {
+        let scopes: Vec<&str> = scopes.iter().map(AsRef::as_ref).collect();
+        let body = json!({ "key": key, "scopes": scopes, "cost": cost });
         let answer: Value = self
             .flux
             .call(Method::POST, "/keys/verify", Some(&body))
@@ -141,12 +152,8 @@ impl Keys<'_> {
     /// # Ok(())
     /// # }
     /// ```
-    pub fn create(&self) -> CreateKey<'_> {
-        CreateKey {
-            flux: self.flux,
-            org_id: String::new(),
-            body: json!({ "name": "API key", "scopes": [] }),
-        }
+    pub fn create(&self) -> CreateKey {
+        CreateKey::new(self.flux.clone())
     }
 
     /// An org's keys (first page, up to 200).
@@ -185,14 +192,23 @@ impl Keys<'_> {
     }
 }
 
-/// A key being issued: `flux.keys().create().for_org(…).with_scopes(…).issue()`.
-pub struct CreateKey<'a> {
-    flux: &'a Flux,
-    org_id: String,
-    body: Value,
+/// A key being issued: `flux.keys().create().for_org(…).with_scopes(…).issue()`, by the async
+/// client (`C` = [`Flux`]) or the [`blocking`](crate::blocking) one.
+pub struct CreateKey<C = Flux> {
+    pub(crate) client: C,
+    pub(crate) org_id: String,
+    pub(crate) body: Value,
 }
 
-impl CreateKey<'_> {
+impl<C> CreateKey<C> {
+    pub(crate) fn new(client: C) -> Self {
+        Self {
+            client,
+            org_id: String::new(),
+            body: json!({ "name": "API key", "scopes": [] }),
+        }
+    }
+
     /// The org the key is for.
     pub fn for_org(mut self, org_id: &str) -> Self {
         self.org_id = org_id.to_owned();
@@ -233,10 +249,12 @@ impl CreateKey<'_> {
         self.body["metadata"] = metadata;
         self
     }
+}
 
+impl CreateKey<Flux> {
     /// Issues it.
     pub async fn issue(self) -> Result<IssuedKey, Error> {
-        self.flux
+        self.client
             .call(
                 Method::POST,
                 &format!("/orgs/{}/keys", self.org_id),

@@ -18,14 +18,24 @@
 //!
 //! The key given to [`Flux::init`] is an operator key: `keys:verify` to verify, `keys:write` and
 //! `admin:orgs` to issue keys for your customers' orgs, `usage:write` to report usage.
+//!
+//! To protect your own API, wrap its routes in [`KeyAuthLayer`]; synchronous code uses
+//! [`blocking::Flux`]; users' access tokens are verified offline with
+//! [`Flux::tokens`].
 #![warn(missing_docs)]
 
+pub mod blocking;
 mod client;
+mod gate;
 mod keys;
+mod layer;
+mod tokens;
 mod usage;
 
 pub use client::{Error, Flux, FluxBuilder};
 pub use keys::{
     CreateKey, Entitlements, IssuedKey, KeyContext, KeyInfo, Keys, OrgRef, RateLimitState,
 };
+pub use layer::{KeyAuth, KeyAuthLayer};
+pub use tokens::{AccessClaims, Tokens};
 pub use usage::{TrackEvent, TrackOutcome, Usage};

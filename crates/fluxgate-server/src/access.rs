@@ -3,7 +3,7 @@
 //! what a role grants. `docs/permissions.md` lists route → permission; a test keeps it true.
 
 use crate::audit::AuditEvent;
-use crate::auth::{bearer_token, AuthUser};
+use crate::auth::AuthUser;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::ClientInfo;
 use crate::keycache::{CachedKey, KeyHash, Lookup};
@@ -123,10 +123,13 @@ impl Caller {
 /// The API key a request presents, if any: `X-API-Key`, or an `Authorization: Bearer` value
 /// that parses as a key (anything else there is an access token).
 pub fn presented_key(parts: &Parts) -> Option<String> {
-    if let Some(value) = parts.headers.get("x-api-key") {
-        return Some(value.to_str().unwrap_or("").trim().to_owned());
-    }
-    bearer_token(&parts.headers).filter(|token| apikey::looks_like_key(token))
+    let header = |name| {
+        parts
+            .headers
+            .get(name)
+            .map(|value| value.to_str().unwrap_or(""))
+    };
+    apikey::presented_key(header("x-api-key"), header("authorization")).map(str::to_owned)
 }
 
 /// Authenticates the caller (key or user) and charges its rate limit.

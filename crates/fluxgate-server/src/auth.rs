@@ -73,11 +73,7 @@ impl FromRequestParts<AppState> for AuthUser {
 /// The `Authorization: Bearer …` value, if any.
 pub fn bearer_token(headers: &HeaderMap) -> Option<String> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim().to_owned())
-        .filter(|t| !t.is_empty())
+    fluxgate_core::apikey::bearer_value(value).map(str::to_owned)
 }
 
 /// A cookie's value, if sent.

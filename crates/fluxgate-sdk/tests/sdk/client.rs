@@ -1,82 +1,17 @@
-//! The SDK against a real Fluxgate (the server's router on a random port, SQLite): verify with
-//! context, entitlements, issue / list / rotate / revoke, usage tracking, and a server that is
-//! down.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+//! The async client: issue, verify with context, entitlements, list, rotate, revoke, usage
+//! tracking, and a server that is down.
 
+use crate::common::{self, Backend};
+use crate::world;
 use fluxgate_sdk::{Error, Flux, TrackEvent};
-use serde_json::{json, Value};
+use serde_json::json;
 use std::time::{Duration, Instant};
 
-const PASSWORD: &str = "operator passphrase";
+crate::both_backends!(issue_verify_rotate_revoke_and_track);
 
-/// A running server, the operator's SDK key (verify, issue, track), and a customer org.
-async fn setup(dir: &std::path::Path) -> (fluxgate_server::server::RunningServer, Flux, String) {
-    let config: toml::Table = format!(
-        "listen = \"127.0.0.1:0\"\ndata_dir = \"{0}\"\ndatabase_url = \"sqlite://{0}/f.db\"\nlog_level = \"warn\"\n\
-         [auth]\nrequire_email_verification = false\ncookie_secure = false\n",
-        dir.display()
-    )
-    .parse()
-    .unwrap();
-    let config = fluxgate_server::config::Config::from_table(&config).unwrap();
-    let server = fluxgate_server::server::start(config.clone())
-        .await
-        .unwrap();
-    fluxgate_server::admin::bootstrap(&config, "ops@example.com", PASSWORD)
-        .await
-        .unwrap();
-    let base = format!("http://{}/api/v1", server.addr);
-    let http = reqwest::Client::new();
-    let login: Value = http
-        .post(format!("{base}/auth/login"))
-        .json(&json!({ "email": "ops@example.com", "password": PASSWORD }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let ops = login["data"]["access_token"].as_str().unwrap().to_owned();
-    let me: Value = http
-        .get(format!("{base}/auth/me"))
-        .bearer_auth(&ops)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let ops_org = me["data"]["active_org"]["id"].as_str().unwrap().to_owned();
-    let sdk_key: Value = http
-        .post(format!("{base}/orgs/{ops_org}/keys"))
-        .bearer_auth(&ops)
-        .json(&json!({ "name": "backend", "scopes": ["keys:verify", "keys:read", "keys:write", "admin:orgs", "usage:write"] }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let org: Value = http
-        .post(format!("{base}/orgs"))
-        .bearer_auth(&ops)
-        .json(&json!({ "name": "Customer" }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let flux = Flux::builder(sdk_key["data"]["key"].as_str().unwrap())
-        .base_url(format!("http://{}", server.addr))
-        .build();
-    (server, flux, org["data"]["id"].as_str().unwrap().to_owned())
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn issue_verify_rotate_revoke_and_track() {
-    let dir = tempfile::tempdir().unwrap();
-    let (server, flux, org) = setup(dir.path()).await;
+async fn issue_verify_rotate_revoke_and_track(backend: Backend) {
+    let world = world(backend).await;
+    let (flux, org) = (&world.flux, world.org.clone());
 
     let issued = flux
         .keys()
@@ -151,16 +86,12 @@ async fn issue_verify_rotate_revoke_and_track() {
         .unwrap();
     assert_eq!(batch[0].status, "recorded");
     assert_eq!(batch[1].status, "error");
-    server.stop().await.unwrap();
+    world.app.stop().await;
 }
 
 #[tokio::test]
 async fn a_server_that_is_down_is_a_clear_error_within_the_timeout() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::free_port();
     let flux = Flux::builder("fg_live_whatever")
         .base_url(format!("http://127.0.0.1:{port}"))
         .timeout(Duration::from_millis(500))

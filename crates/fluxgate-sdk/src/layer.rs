@@ -1,0 +1,224 @@
+//! A tower layer for your own API: authenticates inbound `X-API-Key` / `Authorization: Bearer`
+//! keys through Fluxgate, requires scopes, hands the [`KeyContext`] to your handlers, sets the
+//! `X-RateLimit-*` headers and answers refusals in Fluxgate's error envelope.
+
+use crate::client::Flux;
+use crate::gate::{Gate, GateSettings, Refusal, MAX_CACHE_TTL};
+use crate::keys::RateLimitState;
+use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode};
+use serde_json::json;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+/// Protects every route it wraps with Fluxgate API keys.
+///
+/// Valid keys reach the handler with their [`KeyContext`] in the request extensions (in axum:
+/// `Extension<KeyContext>`). Refusals never reach it: `401 UNAUTHORIZED` (no key, or one that is
+/// malformed, unknown, revoked, expired or of a disabled org — one message for all),
+/// `403 INSUFFICIENT_SCOPE` with `required_scope`, `429 RATE_LIMITED` with `retry_after` and
+/// `Retry-After`, `429 QUOTA_EXCEEDED`, and `503 UNAVAILABLE` when Fluxgate cannot be reached
+/// (fail closed).
+///
+/// Verdicts are cached for at most a second (see [`KeyAuthLayer::cache_for`]): a key's remaining
+/// allowance is spent locally and charged on its next verify, so the rate limit and the monthly
+/// quota still count every request.
+///
+/// ```no_run
+/// use axum::{routing::get, Extension, Router};
+/// use fluxgate_sdk::{Flux, KeyAuthLayer, KeyContext};
+///
+/// async fn events(Extension(key): Extension<KeyContext>) -> String {
+///     format!("events of {}", key.org.name)
+/// }
+///
+/// let flux = Flux::init("fg_live_…a key with keys:verify…");
+/// let app: Router = Router::new()
+///     .route("/v1/events", get(events))
+///     .layer(KeyAuthLayer::new(flux).require_scopes(["events:read"]));
+/// ```
+#[derive(Clone)]
+pub struct KeyAuthLayer {
+    gate: Arc<Gate>,
+}
+
+impl KeyAuthLayer {
+    /// Keys verified through `flux` (whose own key needs `keys:verify`), no scope required,
+    /// verdicts cached for a second.
+    pub fn new(flux: Flux) -> Self {
+        Self {
+            gate: Arc::new(Gate::new(GateSettings {
+                flux,
+                scopes: Vec::new(),
+                cache_ttl: MAX_CACHE_TTL,
+            })),
+        }
+    }
+
+    /// Scopes every key must hold (`403 INSUFFICIENT_SCOPE` otherwise).
+    ///
+    /// ```no_run
+    /// # let flux = fluxgate_sdk::Flux::init("fg_live_…");
+    /// let layer = fluxgate_sdk::KeyAuthLayer::new(flux).require_scopes(["events:read"]);
+    /// ```
+    pub fn require_scopes<I, S>(self, scopes: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let scopes = scopes.into_iter().map(Into::into).collect();
+        self.reconfigure(|settings| settings.scopes = scopes)
+    }
+
+    /// How long a verdict is reused: at most one second (longer values are cut to one);
+    /// `Duration::ZERO` asks Fluxgate on every request.
+    ///
+    /// ```no_run
+    /// # let flux = fluxgate_sdk::Flux::init("fg_live_…");
+    /// use std::time::Duration;
+    /// let every_request = fluxgate_sdk::KeyAuthLayer::new(flux).cache_for(Duration::ZERO);
+    /// ```
+    pub fn cache_for(self, ttl: Duration) -> Self {
+        self.reconfigure(|settings| settings.cache_ttl = ttl.min(MAX_CACHE_TTL))
+    }
+
+    fn reconfigure(self, change: impl FnOnce(&mut GateSettings)) -> Self {
+        let mut settings = self.gate.settings.clone();
+        change(&mut settings);
+        Self {
+            gate: Arc::new(Gate::new(settings)),
+        }
+    }
+}
+
+impl<S> tower_layer::Layer<S> for KeyAuthLayer {
+    type Service = KeyAuth<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        KeyAuth {
+            inner,
+            gate: self.gate.clone(),
+        }
+    }
+}
+
+/// The service [`KeyAuthLayer`] wraps around yours.
+#[derive(Clone)]
+pub struct KeyAuth<S> {
+    inner: S,
+    gate: Arc<Gate>,
+}
+
+impl<S, ReqBody, ResBody> tower_service::Service<Request<ReqBody>> for KeyAuth<S>
+where
+    S: tower_service::Service<Request<ReqBody>, Response = Response<ResBody>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    ReqBody: Send + 'static,
+    ResBody: From<String>,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
+        // the clone that was polled ready serves this request; the fresh clone waits for the next
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let gate = self.gate.clone();
+        Box::pin(async move {
+            let presented = presented_key(request.headers());
+            match gate.admit(presented.as_deref()).await {
+                Ok(context) => {
+                    let ratelimit = context.ratelimit.clone();
+                    request.extensions_mut().insert(context);
+                    let mut response = inner.call(request).await?;
+                    set_ratelimit_headers(response.headers_mut(), &ratelimit);
+                    Ok(response)
+                }
+                Err(refusal) => Ok(refused(refusal)),
+            }
+        })
+    }
+}
+
+/// The key in `X-API-Key`, or a bearer value that parses as one.
+fn presented_key(headers: &HeaderMap) -> Option<String> {
+    let header = |name| headers.get(name).map(|v| v.to_str().unwrap_or(""));
+    fluxgate_core::apikey::presented_key(header("x-api-key"), header("authorization"))
+        .map(str::to_owned)
+}
+
+fn set_ratelimit_headers(headers: &mut HeaderMap, ratelimit: &RateLimitState) {
+    for (name, value) in [
+        ("x-ratelimit-limit", ratelimit.limit),
+        ("x-ratelimit-remaining", ratelimit.remaining),
+        ("x-ratelimit-reset", ratelimit.reset),
+    ] {
+        headers.insert(name, HeaderValue::from(value));
+    }
+}
+
+/// A refusal in Fluxgate's envelope: `{"error": {"code", "message", …details}}`.
+fn refused<B: From<String>>(refusal: Refusal) -> Response<B> {
+    let mut headers = HeaderMap::new();
+    let (status, error) = match refusal {
+        Refusal::Unauthorized => {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            (
+                StatusCode::UNAUTHORIZED,
+                json!({ "code": "UNAUTHORIZED", "message": "missing or invalid API key" }),
+            )
+        }
+        Refusal::InsufficientScope { required } => (
+            StatusCode::FORBIDDEN,
+            json!({ "code": "INSUFFICIENT_SCOPE", "message": "the API key lacks a required scope",
+                    "required_scope": required }),
+        ),
+        Refusal::RateLimited(ratelimit) => {
+            let retry_after = ratelimit.reset.saturating_sub(unix_now()).max(1);
+            set_ratelimit_headers(&mut headers, &ratelimit);
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+            (
+                StatusCode::TOO_MANY_REQUESTS,
+                json!({ "code": "RATE_LIMITED", "message": "rate limit exceeded",
+                        "retry_after": retry_after }),
+            )
+        }
+        Refusal::QuotaExceeded => (
+            StatusCode::TOO_MANY_REQUESTS,
+            json!({ "code": "QUOTA_EXCEEDED",
+                    "message": "the monthly request quota of this key's plan is used up" }),
+        ),
+        Refusal::Unavailable => {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(1));
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({ "code": "UNAVAILABLE", "message": "API keys cannot be verified right now" }),
+            )
+        }
+    };
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    let mut response = Response::new(B::from(json!({ "error": error }).to_string()));
+    *response.status_mut() = status;
+    *response.headers_mut() = headers;
+    response
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_secs())
+        .unwrap_or(0)
+}
