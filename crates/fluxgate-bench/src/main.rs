@@ -30,7 +30,8 @@ struct Args {
     /// Database to bench against (default: SQLite in a temp dir).
     #[arg(long)]
     database_url: Option<String>,
-    /// Only these scenarios (comma-separated): floor, verify, me, refresh, login, argon2, limiter.
+    /// Only these scenarios (comma-separated): floor, stack, verify, sdk, me, refresh, login,
+    /// argon2, limiter.
     #[arg(long)]
     only: Option<String>,
     /// Redis for the limiter scenario's round-trip latency (skipped without it).
@@ -273,8 +274,15 @@ async fn main() -> anyhow::Result<()> {
         .await;
         println!("{}", outcome.row());
     }
-    if wanted("verify") {
-        verify_bench(&server, &client, &base, args.connections, duration).await?;
+    if wanted("verify") || wanted("sdk") {
+        let world = key_world(&server, &client, &base).await?;
+        if wanted("verify") {
+            verify_bench(&server, &client, &base, &world, args.connections, duration).await?;
+        }
+        if wanted("sdk") {
+            let fluxgate = format!("http://{}", server.addr);
+            sdk_bench(&fluxgate, &world, args.connections, duration).await?;
+        }
     }
     if wanted("me") {
         let tokens = post(
@@ -468,16 +476,26 @@ async fn limiter_bench(duration: Duration, redis_url: Option<&str>) -> anyhow::R
 
 /// `POST /keys/verify` with 10,000 keys in the database: warm keys, then a flood of unknown
 /// (well-formed) keys.
-async fn verify_bench(
+/// Keys in the verify and SDK scenarios.
+const KEYS: usize = 10_000;
+
+/// What the verify and SDK scenarios share: the operator's token, a verifier key, and a customer
+/// org on the bench plan with 10,000 keys.
+struct KeyWorld {
+    ops: String,
+    root: String,
+    org: String,
+    secrets: Vec<String>,
+}
+
+/// Bootstraps the operator, issues a verifier key and stores 10,000 customer keys.
+async fn key_world(
     server: &fluxgate_server::server::RunningServer,
     client: &Client,
     base: &str,
-    connections: usize,
-    duration: Duration,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<KeyWorld> {
     use fluxgate_core::apikey::{self, Environment};
     use fluxgate_store::ApiKeyRecord;
-    const KEYS: usize = 10_000;
     let state = &server.state;
     fluxgate_server::admin::bootstrap(&state.config, "ops@bench.test", "operator passphrase")
         .await?;
@@ -587,10 +605,36 @@ async fn verify_bench(
             },
         )
         .await?;
+    Ok(KeyWorld {
+        ops,
+        root,
+        org,
+        secrets,
+    })
+}
+
+/// `POST /keys/verify` over raw HTTP: the lookup floor, warm keys with and without attribution,
+/// unknown keys; and `POST /sdk/track`.
+async fn verify_bench(
+    server: &fluxgate_server::server::RunningServer,
+    client: &Client,
+    base: &str,
+    world: &KeyWorld,
+    connections: usize,
+    duration: Duration,
+) -> anyhow::Result<()> {
+    use fluxgate_core::apikey::{self, Environment};
+    let state = &server.state;
+    let KeyWorld {
+        ops,
+        root,
+        org,
+        secrets,
+    } = world;
     // requests prepared up front (parsed URL, header, bodies) so the client spends its share of
     // the two cores on HTTP, as a product backend's client would
     let url = reqwest::Url::parse(&format!("{base}/keys/verify"))?;
-    let root = reqwest::header::HeaderValue::from_str(&root)?;
+    let root = reqwest::header::HeaderValue::from_str(root)?;
     let bodies = |keys: &[String]| -> Arc<Vec<bytes::Bytes>> {
         Arc::new(
             keys.iter()
@@ -619,8 +663,8 @@ async fn verify_bench(
             _ => false,
         }
     };
-    let known = bodies(&secrets);
-    let lookup_floor = start_lookup_floor(&secrets).await?;
+    let known = bodies(secrets);
+    let lookup_floor = start_lookup_floor(secrets).await?;
     let (c, u, r, k) = (client.clone(), lookup_floor, root.clone(), known.clone());
     let outcome = drive(
         "bare POST: JSON + SHA-256 + map lookup (floor)",
@@ -692,7 +736,7 @@ async fn verify_bench(
     .await;
     println!("{}", outcome.row());
     state.usage.set_attribution(true);
-    track_bench(client, base, &ops, &org, connections, duration).await?;
+    track_bench(client, base, ops, org, connections, duration).await?;
     let invented: Vec<String> = (0..KEYS)
         .map(|_| apikey::generate("fg", Environment::Live).expose().clone())
         .collect();
@@ -771,6 +815,79 @@ async fn track_bench(
             outcome.row(),
             outcome.latencies.len() as f64 * batch as f64 / duration.as_secs_f64()
         );
+    }
+    Ok(())
+}
+
+/// The SDK: `keys().verify()` through one client (one connection pool), and the tower layer's
+/// cost per request in front of a bare handler — with its one-second cache over 100 customers'
+/// keys, and with the cache off (every request verified).
+async fn sdk_bench(
+    fluxgate: &str,
+    world: &KeyWorld,
+    connections: usize,
+    duration: Duration,
+) -> anyhow::Result<()> {
+    use fluxgate_sdk::{Flux, KeyAuthLayer};
+    let flux = Flux::builder(&world.root).base_url(fluxgate).build();
+    let keys = Arc::new(world.secrets.clone());
+    let (f, k) = (flux.clone(), keys.clone());
+    let outcome = drive(
+        "SDK keys().verify(), one client (10k keys)",
+        connections,
+        duration,
+        move |n| {
+            let (f, k) = (f.clone(), k.clone());
+            async move { f.keys().verify(&k[n % KEYS]).await.is_ok() }
+        },
+    )
+    .await;
+    println!("{}", outcome.row());
+
+    let client = Client::builder().pool_max_idle_per_host(1024).build()?;
+    let customers: Arc<Vec<reqwest::header::HeaderValue>> = Arc::new(
+        world.secrets[..100]
+            .iter()
+            .filter_map(|k| reqwest::header::HeaderValue::from_str(k).ok())
+            .collect(),
+    );
+    let scenarios = [
+        ("bare axum handler (floor)", None),
+        (
+            "same handler behind KeyAuthLayer, 1 s cache, 100 keys",
+            Some(KeyAuthLayer::new(flux.clone())),
+        ),
+        (
+            "same handler behind KeyAuthLayer, no cache, 100 keys",
+            Some(KeyAuthLayer::new(flux.clone()).cache_for(Duration::ZERO)),
+        ),
+    ];
+    for (name, layer) in scenarios {
+        let mut app = axum::Router::new().route(
+            "/",
+            axum::routing::get(|| async { axum::Json(json!({ "data": { "ok": true } })) }),
+        );
+        if let Some(layer) = layer {
+            app = app.layer(layer);
+        }
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = reqwest::Url::parse(&format!("http://{}/", listener.local_addr()?))?;
+        let served = tokio::spawn(async move { axum::serve(listener, app).await });
+        let (c, k) = (client.clone(), customers.clone());
+        let outcome = drive(name, connections, duration, move |n| {
+            let (c, url, key) = (c.clone(), url.clone(), k[n % k.len()].clone());
+            async move {
+                c.get(url)
+                    .header("x-api-key", key)
+                    .send()
+                    .await
+                    .map(|r| r.status().is_success())
+                    .unwrap_or(false)
+            }
+        })
+        .await;
+        println!("{}", outcome.row());
+        served.abort();
     }
     Ok(())
 }
