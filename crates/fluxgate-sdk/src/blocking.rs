@@ -24,6 +24,11 @@ use std::future::Future;
 use std::sync::Arc;
 
 /// A blocking Fluxgate client. Cheap to clone; share one per process.
+///
+/// ```no_run
+/// let flux = fluxgate_sdk::blocking::Flux::init("fg_live_…");
+/// let same_client = flux.clone();
+/// ```
 #[derive(Debug, Clone)]
 pub struct Flux {
     inner: crate::Flux,
@@ -139,6 +144,13 @@ impl Keys<'_> {
     }
 
     /// Verifies a key and requires `scopes` of it.
+    ///
+    /// ```no_run
+    /// # fn f(flux: fluxgate_sdk::blocking::Flux) -> Result<(), fluxgate_sdk::Error> {
+    /// let ctx = flux.keys().verify_with("fg_live_…", &["events:write"])?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn verify_with(&self, key: &str, scopes: &[&str]) -> Result<KeyContext, Error> {
         let key = key.to_owned();
         let scopes: Vec<String> = scopes.iter().map(|s| (*s).to_owned()).collect();
@@ -163,6 +175,13 @@ impl Keys<'_> {
     }
 
     /// An org's keys (first page, up to 200).
+    ///
+    /// ```no_run
+    /// # fn f(flux: fluxgate_sdk::blocking::Flux) -> Result<(), fluxgate_sdk::Error> {
+    /// let keys = flux.keys().list("org_01…")?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn list(&self, org_id: &str) -> Result<Vec<KeyInfo>, Error> {
         let org_id = org_id.to_owned();
         self.flux
@@ -170,6 +189,13 @@ impl Keys<'_> {
     }
 
     /// A new secret for a key; the old one works for `grace_period_seconds` more.
+    ///
+    /// ```no_run
+    /// # fn f(flux: fluxgate_sdk::blocking::Flux) -> Result<(), fluxgate_sdk::Error> {
+    /// let rotated = flux.keys().rotate("org_01…", "key_01…", 0)?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn rotate(
         &self,
         org_id: &str,
@@ -185,6 +211,13 @@ impl Keys<'_> {
     }
 
     /// Revokes a key at once.
+    ///
+    /// ```no_run
+    /// # fn f(flux: fluxgate_sdk::blocking::Flux) -> Result<(), fluxgate_sdk::Error> {
+    /// flux.keys().revoke("org_01…", "key_01…")?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn revoke(&self, org_id: &str, key_id: &str) -> Result<(), Error> {
         let (org_id, key_id) = (org_id.to_owned(), key_id.to_owned());
         self.flux
@@ -212,12 +245,26 @@ pub struct Usage<'a> {
 
 impl Usage<'_> {
     /// Records one event; see [`crate::Usage::track`].
+    ///
+    /// ```no_run
+    /// # fn f(flux: fluxgate_sdk::blocking::Flux) -> Result<(), fluxgate_sdk::Error> {
+    /// flux.usage().track(fluxgate_sdk::TrackEvent::new("tokens", "org_01…", 2.0))?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn track(&self, event: TrackEvent) -> Result<TrackOutcome, Error> {
         self.flux
             .run(move |flux| async move { flux.usage().track(event).await })
     }
 
     /// Records up to 1,000 events in one request; one outcome per event, in order.
+    ///
+    /// ```no_run
+    /// # fn f(flux: fluxgate_sdk::blocking::Flux) -> Result<(), fluxgate_sdk::Error> {
+    /// flux.usage().track_batch(vec![fluxgate_sdk::TrackEvent::new("tokens", "org_01…", 2.0)])?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn track_batch(&self, events: Vec<TrackEvent>) -> Result<Vec<TrackOutcome>, Error> {
         self.flux
             .run(move |flux| async move { flux.usage().track_batch(events).await })
@@ -231,6 +278,14 @@ pub struct Tokens<'a> {
 
 impl Tokens<'_> {
     /// Verifies an access token offline; see [`crate::Tokens::verify_access_token`].
+    ///
+    /// ```no_run
+    /// # fn f(flux: fluxgate_sdk::blocking::Flux) -> Result<(), fluxgate_sdk::Error> {
+    /// let claims = flux.tokens().verify_access_token("eyJ…")?;
+    /// println!("user {}", claims.sub);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn verify_access_token(&self, token: &str) -> Result<AccessClaims, Error> {
         let token = token.to_owned();
         self.flux

@@ -7,6 +7,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// What went wrong talking to Fluxgate.
+///
+/// ```no_run
+/// # async fn f(flux: fluxgate_sdk::Flux, incoming: &str) {
+/// use fluxgate_sdk::Error;
+/// match flux.keys().verify(incoming).await {
+///     Ok(ctx) => println!("welcome, {}", ctx.org.name),
+///     Err(Error::InvalidKey { code, .. }) => println!("401 for the caller: {code}"),
+///     Err(Error::Unreachable(why)) => println!("503 for the caller: {why}"),
+///     Err(other) => println!("misconfigured: {other}"),
+/// }
+/// # }
+/// ```
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// Fluxgate could not be reached, or did not answer within the timeout.
@@ -131,6 +143,14 @@ impl FluxBuilder {
 }
 
 /// A Fluxgate client. Cheap to clone; share one per process.
+///
+/// ```no_run
+/// # async fn f() -> Result<(), fluxgate_sdk::Error> {
+/// let flux = fluxgate_sdk::Flux::init("fg_live_…");
+/// let for_the_layer = flux.clone(); // same connection pool and JWKS cache
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct Flux {
     http: reqwest::Client,

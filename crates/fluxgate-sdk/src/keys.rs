@@ -29,6 +29,17 @@ pub struct RateLimitState {
 }
 
 /// Everything Fluxgate knows about a valid key.
+///
+/// ```no_run
+/// # async fn f(flux: fluxgate_sdk::Flux) -> Result<(), fluxgate_sdk::Error> {
+/// let ctx = flux.keys().verify("fg_live_…").await?;
+/// println!(
+///     "{} on {} may {:?}; {} of {} calls left",
+///     ctx.org.name, ctx.plan, ctx.scopes, ctx.ratelimit.remaining, ctx.ratelimit.limit
+/// );
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, Deserialize)]
 pub struct KeyContext {
     /// `key_…`
@@ -110,6 +121,13 @@ impl Keys<'_> {
     }
 
     /// Verifies a key and requires `scopes` of it (`INSUFFICIENT_SCOPE` otherwise).
+    ///
+    /// ```no_run
+    /// # async fn f(flux: fluxgate_sdk::Flux) -> Result<(), fluxgate_sdk::Error> {
+    /// let ctx = flux.keys().verify_with("fg_live_…", &["events:write"]).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn verify_with(&self, key: &str, scopes: &[&str]) -> Result<KeyContext, Error> {
         self.verify_charging(key, scopes, 1).await
     }
@@ -157,6 +175,15 @@ impl Keys<'_> {
     }
 
     /// An org's keys (first page, up to 200).
+    ///
+    /// ```no_run
+    /// # async fn f(flux: fluxgate_sdk::Flux) -> Result<(), fluxgate_sdk::Error> {
+    /// for key in flux.keys().list("org_01…").await? {
+    ///     println!("{} {} {}", key.start, key.name, key.status);
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn list(&self, org_id: &str) -> Result<Vec<KeyInfo>, Error> {
         self.flux
             .call(Method::GET, &format!("/orgs/{org_id}/keys?limit=200"), None)
@@ -164,6 +191,14 @@ impl Keys<'_> {
     }
 
     /// A new secret for a key; the old one works for `grace_period_seconds` more.
+    ///
+    /// ```no_run
+    /// # async fn f(flux: fluxgate_sdk::Flux) -> Result<(), fluxgate_sdk::Error> {
+    /// let rotated = flux.keys().rotate("org_01…", "key_01…", 24 * 3600).await?;
+    /// println!("new secret {}; the old one works for a day", rotated.key);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn rotate(
         &self,
         org_id: &str,
@@ -181,6 +216,13 @@ impl Keys<'_> {
     }
 
     /// Revokes a key at once.
+    ///
+    /// ```no_run
+    /// # async fn f(flux: fluxgate_sdk::Flux) -> Result<(), fluxgate_sdk::Error> {
+    /// flux.keys().revoke("org_01…", "key_01…").await?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn revoke(&self, org_id: &str, key_id: &str) -> Result<(), Error> {
         self.flux
             .call(

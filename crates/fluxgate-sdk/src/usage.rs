@@ -6,6 +6,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 /// One metered event.
+///
+/// ```
+/// let event = fluxgate_sdk::TrackEvent::new("tokens", "org_01…", 1.5).idempotency_key("job-7");
+/// assert_eq!(event.meter, "tokens");
+/// ```
 #[derive(Debug, Clone, Serialize)]
 pub struct TrackEvent {
     /// The meter, e.g. `tokens`.
@@ -81,6 +86,18 @@ impl Usage<'_> {
     }
 
     /// Records up to 1,000 events in one request; one outcome per event, in order.
+    ///
+    /// ```no_run
+    /// # async fn f(flux: fluxgate_sdk::Flux) -> Result<(), fluxgate_sdk::Error> {
+    /// use fluxgate_sdk::TrackEvent;
+    /// let outcomes = flux.usage().track_batch(vec![
+    ///     TrackEvent::new("tokens", "org_01…", 120.0).idempotency_key("req-1"),
+    ///     TrackEvent::new("tokens", "org_01…", 80.0).idempotency_key("req-2"),
+    /// ]).await?;
+    /// assert_eq!(outcomes.len(), 2);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn track_batch(&self, events: Vec<TrackEvent>) -> Result<Vec<TrackOutcome>, Error> {
         let body = json!({ "events": events });
         let answer: Value = self
