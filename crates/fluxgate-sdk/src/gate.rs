@@ -18,6 +18,9 @@ pub(crate) const MAX_CACHE_TTL: Duration = Duration::from_secs(1);
 const SHARDS: usize = 16;
 /// Verdicts kept per shard; beyond this, new keys are verified without being cached.
 const ENTRIES_PER_SHARD: usize = 4096;
+/// Calls one verdict admits before Fluxgate is asked again, so what is owed always fits in one
+/// verify's `cost` (Fluxgate accepts up to 10,000).
+const MAX_UNBILLED: u64 = 5_000;
 
 /// What the gate is configured with.
 #[derive(Clone)]
@@ -50,9 +53,8 @@ enum Verdict {
         context: Box<KeyContext>,
         /// Kept to charge `unbilled` when the entry goes stale without another request.
         key: Secret<String>,
-        /// Calls this entry may still admit without asking Fluxgate.
-        remaining: u64,
-        /// Calls admitted from the cache that Fluxgate has not been charged for yet.
+        /// Calls admitted from the cache that Fluxgate has not been charged for yet; the entry
+        /// admits while this is below the allowance the verify reported (and `MAX_UNBILLED`).
         unbilled: u64,
     },
     Refused(Refusal),
@@ -103,16 +105,13 @@ impl Gate {
                 match &mut entry.verdict {
                     Verdict::Refused(refusal) if fresh => return Err(refusal.clone()),
                     Verdict::Valid {
-                        context,
-                        remaining,
-                        unbilled,
-                        ..
+                        context, unbilled, ..
                     } => {
-                        if fresh && *remaining > 0 {
-                            *remaining -= 1;
+                        let allowance = context.ratelimit.remaining.min(MAX_UNBILLED);
+                        if fresh && *unbilled < allowance {
                             *unbilled += 1;
                             let mut context = KeyContext::clone(context);
-                            context.ratelimit.remaining = *remaining;
+                            context.ratelimit.remaining -= *unbilled;
                             return Ok(context);
                         }
                         carried = std::mem::take(unbilled);
@@ -126,7 +125,6 @@ impl Gate {
         let (admission, verdict) = match answer {
             Ok(context) => {
                 let verdict = Verdict::Valid {
-                    remaining: context.ratelimit.remaining,
                     context: Box::new(context.clone()),
                     key: Secret::new(key.to_owned()),
                     unbilled: 0,
