@@ -129,11 +129,13 @@ impl FluxBuilder {
 
     /// The client (connections are pooled and reused).
     pub fn build(self) -> Flux {
-        let http = reqwest::Client::builder()
-            .timeout(self.timeout)
+        let with_timeout = || reqwest::Client::builder().timeout(self.timeout);
+        // a user agent that is not a valid header value is dropped, never the timeout
+        let http = with_timeout()
             .user_agent(self.user_agent.clone())
             .build()
-            .unwrap_or_else(|_| reqwest::Client::new());
+            .or_else(|_| with_timeout().build())
+            .unwrap_or_default();
         Flux {
             http,
             settings: self,
@@ -293,7 +295,33 @@ impl Flux {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests fail loudly by design
 mod tests {
+    #[tokio::test]
+    async fn a_bad_user_agent_does_not_cost_the_timeout() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        // accepts, then never answers
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                held.push(socket);
+            }
+        });
+        let flux = super::Flux::builder("fg_live_x")
+            .base_url(format!("http://{addr}"))
+            .user_agent("bad\nagent")
+            .timeout(std::time::Duration::from_millis(200))
+            .build();
+        let started = std::time::Instant::now();
+        let answer = flux.keys().verify("fg_live_x").await;
+        assert!(
+            matches!(answer, Err(super::Error::Unreachable(_))),
+            "{answer:?}"
+        );
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
+    }
+
     #[test]
     fn debug_output_never_shows_the_key() {
         let flux = super::Flux::init("fg_live_supersecretvalue1234567890ab");
