@@ -1,5 +1,5 @@
 //! A tower layer for your own API: authenticates inbound `X-API-Key` / `Authorization: Bearer`
-//! keys through Fluxgate, requires scopes, hands the [`KeyContext`] to your handlers, sets the
+//! keys through Fluxgate, requires scopes, hands the [`KeyContext`](crate::KeyContext) to your handlers, sets the
 //! `X-RateLimit-*` headers and answers refusals in Fluxgate's error envelope.
 
 use crate::client::Flux;
@@ -15,7 +15,7 @@ use std::time::Duration;
 
 /// Protects every route it wraps with Fluxgate API keys.
 ///
-/// Valid keys reach the handler with their [`KeyContext`] in the request extensions (in axum:
+/// Valid keys reach the handler with their [`KeyContext`](crate::KeyContext) in the request extensions (in axum:
 /// `Extension<KeyContext>`). Refusals never reach it: `401 UNAUTHORIZED` (no key, or one that is
 /// malformed, unknown, revoked, expired or of a disabled org — one message for all),
 /// `403 INSUFFICIENT_SCOPE` with `required_scope`, `429 RATE_LIMITED` with `retry_after` and
