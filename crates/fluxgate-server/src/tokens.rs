@@ -45,7 +45,7 @@ struct KeyringState {
 }
 
 impl Keyring {
-    /// A keyring for `issuer`/`audience`; call [`Keyring::load`] before use.
+    /// A keyring for `issuer`/`audience`; call [`Keyring::load_or_create`] before use.
     pub fn new(
         store: Arc<dyn Store>,
         encryption_key: Secret<[u8; 32]>,

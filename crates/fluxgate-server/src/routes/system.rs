@@ -27,7 +27,7 @@ pub fn root_router() -> OpenApiRouter<AppState> {
         .routes(routes!(jwks))
 }
 
-/// Keeps the generated document for [`openapi_document`].
+/// Keeps the generated document for `openapi_document`.
 pub fn publish_openapi(doc: utoipa::openapi::OpenApi) {
     if let Ok(text) = doc.to_json() {
         let _ = OPENAPI.set(text);
