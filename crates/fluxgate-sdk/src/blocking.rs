@@ -154,8 +154,10 @@ impl Keys<'_> {
     pub fn verify_with(&self, key: &str, scopes: &[&str]) -> Result<KeyContext, Error> {
         let key = key.to_owned();
         let scopes: Vec<String> = scopes.iter().map(|s| (*s).to_owned()).collect();
-        self.flux
-            .run(move |flux| async move { flux.keys().verify_charging(&key, &scopes, 1).await })
+        self.flux.run(move |flux| async move {
+            let scopes: Vec<&str> = scopes.iter().map(String::as_str).collect();
+            flux.keys().verify_with(&key, &scopes).await
+        })
     }
 
     /// Starts issuing a key; finish with [`CreateKey::issue`](CreateKey#method.issue-1).

@@ -21,6 +21,10 @@ const ENTRIES_PER_SHARD: usize = 4096;
 /// Calls one verdict admits before Fluxgate is asked again, so what is owed always fits in one
 /// verify's `cost` (Fluxgate accepts up to 10,000).
 const MAX_UNBILLED: u64 = 5_000;
+/// Endpoints one verify may settle cached calls for (Fluxgate's limit).
+const MAX_OWED_ENDPOINTS: usize = 100;
+/// The longest endpoint name Fluxgate takes.
+const MAX_ENDPOINT_LEN: usize = 200;
 
 /// What the gate is configured with.
 #[derive(Clone)]
@@ -28,6 +32,57 @@ pub(crate) struct GateSettings {
     pub(crate) flux: Flux,
     pub(crate) scopes: Vec<String>,
     pub(crate) cache_ttl: Duration,
+    /// Names a request's endpoint for usage attribution (none: calls are attributed unnamed).
+    pub(crate) endpoint_of: Option<EndpointOf>,
+}
+
+/// How a layer names the endpoint of a request.
+pub(crate) type EndpointOf = Arc<dyn Fn(&http::request::Parts) -> Option<String> + Send + Sync>;
+
+/// Calls admitted from a cached verdict and not settled with Fluxgate yet, by endpoint.
+#[derive(Debug, Default)]
+pub(crate) struct Owed {
+    total: u64,
+    by_endpoint: Vec<(String, u64)>,
+}
+
+impl Owed {
+    fn add(&mut self, endpoint: &str, calls: u64) {
+        self.total += calls;
+        match self.by_endpoint.iter_mut().find(|(e, _)| e == endpoint) {
+            Some((_, count)) => *count += calls,
+            None => self.by_endpoint.push((endpoint.to_owned(), calls)),
+        }
+    }
+
+    /// Whether one more call to `endpoint` can still be settled by a single verify.
+    fn has_room_for(&self, endpoint: &str) -> bool {
+        self.by_endpoint.len() < MAX_OWED_ENDPOINTS
+            || self.by_endpoint.iter().any(|(e, _)| e == endpoint)
+    }
+
+    fn merge(&mut self, other: Owed) {
+        for (endpoint, calls) in other.by_endpoint {
+            self.add(&endpoint, calls);
+        }
+    }
+
+    /// One owed call to stand as the verify's own call, and the rest as its `cached_calls`.
+    fn split_one(mut self) -> Option<(String, Owed)> {
+        let (endpoint, count) = self.by_endpoint.last_mut()?;
+        let endpoint = endpoint.clone();
+        *count -= 1;
+        if *count == 0 {
+            self.by_endpoint.pop();
+        }
+        self.total -= 1;
+        Some((endpoint, self))
+    }
+
+    /// The calls by endpoint, as verify's `cached_calls` takes them.
+    pub(crate) fn by_endpoint(&self) -> &[(String, u64)] {
+        &self.by_endpoint
+    }
 }
 
 /// Why a request is turned away.
@@ -54,8 +109,8 @@ enum Verdict {
         /// Kept to charge `unbilled` when the entry goes stale without another request.
         key: Secret<String>,
         /// Calls admitted from the cache that Fluxgate has not been charged for yet; the entry
-        /// admits while this is below the allowance the verify reported (and `MAX_UNBILLED`).
-        unbilled: u64,
+        /// admits while they are fewer than the allowance the verify reported (and `MAX_UNBILLED`).
+        owed: Owed,
     },
     Refused(Refusal),
 }
@@ -89,14 +144,19 @@ impl Gate {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Decides on the key a request presented.
-    pub(crate) async fn admit(self: &Arc<Self>, presented: Option<&str>) -> Admission {
+    /// Decides on the key a request to `endpoint` ("" when unnamed) presented.
+    pub(crate) async fn admit(
+        self: &Arc<Self>,
+        presented: Option<&str>,
+        endpoint: &str,
+    ) -> Admission {
         let Some(key) = presented.filter(|key| apikey::parse(key).is_ok()) else {
             return Err(Refusal::Unauthorized); // decided here: no call for a malformed key
         };
+        let endpoint = truncated(endpoint, MAX_ENDPOINT_LEN);
         let caching = !self.settings.cache_ttl.is_zero();
         let hash: [u8; 32] = Sha256::digest(key.as_bytes()).into();
-        let mut carried = 0;
+        let mut carried = Owed::default();
         if caching {
             self.start_sweeper();
             let mut shard = self.shard(&hash);
@@ -104,44 +164,44 @@ impl Gate {
                 let fresh = entry.asked_at.elapsed() < self.settings.cache_ttl;
                 match &mut entry.verdict {
                     Verdict::Refused(refusal) if fresh => return Err(refusal.clone()),
-                    Verdict::Valid {
-                        context, unbilled, ..
-                    } => {
+                    Verdict::Valid { context, owed, .. } => {
                         let allowance = context.ratelimit.remaining.min(MAX_UNBILLED);
-                        if fresh && *unbilled < allowance {
-                            *unbilled += 1;
+                        if fresh && owed.total < allowance && owed.has_room_for(endpoint) {
+                            owed.add(endpoint, 1);
                             let mut context = KeyContext::clone(context);
-                            context.ratelimit.remaining -= *unbilled;
+                            context.ratelimit.remaining -= owed.total;
                             return Ok(context);
                         }
-                        carried = std::mem::take(unbilled);
+                        carried = std::mem::take(owed);
                     }
                     Verdict::Refused(_) => {}
                 }
             }
         }
         let asked_at = Instant::now();
-        let answer = self.verify(key, carried + 1).await;
+        let answer = self.verify(key, endpoint, &carried).await;
         let (admission, verdict) = match answer {
             Ok(context) => {
                 let verdict = Verdict::Valid {
                     context: Box::new(context.clone()),
                     key: Secret::new(key.to_owned()),
-                    unbilled: 0,
+                    owed: Owed::default(),
                 };
                 (Ok(context), Some(verdict))
             }
             Err(Error::InvalidKey { code, details }) => {
                 let mut refusal = refusal_for(&code, &details, &self.settings.scopes);
-                if code == "RATE_LIMITED" && carried > 0 {
-                    // the cached calls were served: charge them even though this one is refused,
+                if code == "RATE_LIMITED" {
+                    // the cached calls were served: settle them even though this one is refused,
                     // and report the allowance as it is after that
-                    match self.verify(key, carried).await {
-                        Ok(context) => refusal = Refusal::RateLimited(context.ratelimit),
-                        Err(Error::InvalidKey { code, details }) if code == "RATE_LIMITED" => {
+                    match self.settle(key, carried).await {
+                        Some(Ok(context)) => refusal = Refusal::RateLimited(context.ratelimit),
+                        Some(Err(Error::InvalidKey { code, details }))
+                            if code == "RATE_LIMITED" =>
+                        {
                             refusal = refusal_for(&code, &details, &self.settings.scopes);
                         }
-                        Err(_) => {}
+                        _ => {}
                     }
                 }
                 let lasting = !matches!(refusal, Refusal::RateLimited(_) | Refusal::QuotaExceeded);
@@ -151,9 +211,7 @@ impl Gate {
                 )
             }
             Err(_) => {
-                if carried > 0 {
-                    self.return_unbilled(&hash, carried);
-                }
+                self.return_owed(&hash, carried);
                 return Err(Refusal::Unavailable);
             }
         };
@@ -177,22 +235,34 @@ impl Gate {
         admission
     }
 
-    async fn verify(&self, key: &str, cost: u64) -> Result<KeyContext, Error> {
+    /// Verifies `key` for a call to `endpoint`, settling the `owed` calls: they are attributed
+    /// with it and paid for in its cost.
+    async fn verify(&self, key: &str, endpoint: &str, owed: &Owed) -> Result<KeyContext, Error> {
         self.settings
             .flux
             .keys()
-            .verify_charging(key, &self.settings.scopes, cost)
+            .verify_settling(key, &self.settings.scopes, endpoint, owed)
             .await
     }
 
-    /// Puts back calls that could not be charged because Fluxgate was unreachable.
-    fn return_unbilled(&self, hash: &[u8; 32], calls: u64) {
+    /// Settles owed calls on their own: one of them stands as the verify's call. `None` when
+    /// nothing is owed.
+    async fn settle(&self, key: &str, owed: Owed) -> Option<Result<KeyContext, Error>> {
+        let (endpoint, rest) = owed.split_one()?;
+        Some(self.verify(key, &endpoint, &rest).await)
+    }
+
+    /// Puts back calls that could not be settled because Fluxgate was unreachable.
+    fn return_owed(&self, hash: &[u8; 32], calls: Owed) {
+        if calls.total == 0 {
+            return;
+        }
         if let Some(Entry {
-            verdict: Verdict::Valid { unbilled, .. },
+            verdict: Verdict::Valid { owed, .. },
             ..
         }) = self.shard(hash).get_mut(hash)
         {
-            *unbilled += calls;
+            owed.merge(calls);
         }
     }
 
@@ -206,10 +276,10 @@ impl Gate {
         }
     }
 
-    /// Removes stale entries; returns the keys whose cached calls are still to be charged.
-    fn take_stale(&self) -> Vec<(Secret<String>, u64)> {
+    /// Removes stale entries; returns the keys whose cached calls are still to be settled.
+    fn take_stale(&self) -> Vec<(Secret<String>, Owed)> {
         let ttl = self.settings.cache_ttl;
-        let mut unbilled_calls = Vec::new();
+        let mut unsettled = Vec::new();
         for shard in &self.shards {
             let mut shard = shard
                 .lock()
@@ -218,28 +288,37 @@ impl Gate {
                 if entry.asked_at.elapsed() < ttl {
                     return true;
                 }
-                if let Verdict::Valid { key, unbilled, .. } = &entry.verdict {
-                    if *unbilled > 0 {
-                        unbilled_calls.push((Secret::new(key.expose().clone()), *unbilled));
+                if let Verdict::Valid { key, owed, .. } = &mut entry.verdict {
+                    if owed.total > 0 {
+                        unsettled.push((Secret::new(key.expose().clone()), std::mem::take(owed)));
                     }
                 }
                 false
             });
         }
-        unbilled_calls
+        unsettled
     }
 }
 
-/// Every `ttl`, charges the calls stale verdicts admitted and forgets them; ends with the gate.
+/// Every `ttl`, settles the calls stale verdicts admitted and forgets them; ends with the gate.
 async fn sweep(gate: Weak<Gate>, ttl: Duration) {
     let period = ttl.max(Duration::from_millis(100));
     loop {
         tokio::time::sleep(period).await;
         let Some(gate) = gate.upgrade() else { return };
-        for (key, calls) in gate.take_stale() {
-            let _ = gate.verify(key.expose(), calls).await;
+        for (key, owed) in gate.take_stale() {
+            let _ = gate.settle(key.expose(), owed).await;
         }
     }
+}
+
+/// At most `max` bytes of `text`, cut at a character boundary.
+fn truncated(text: &str, max: usize) -> &str {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }
 
 /// The refusal a verify code means for the caller.
@@ -277,9 +356,44 @@ fn missing_scope(details: &serde_json::Value, required: &[String]) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests fail loudly by design
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn owed_calls_split_into_one_call_and_the_rest_by_endpoint() {
+        let mut owed = Owed::default();
+        owed.add("GET /a", 1);
+        owed.add("GET /b", 1);
+        owed.add("GET /a", 1);
+        assert_eq!(owed.total, 3);
+        assert_eq!(
+            owed.by_endpoint(),
+            [("GET /a".to_owned(), 2), ("GET /b".to_owned(), 1)]
+        );
+        let (one, rest) = owed.split_one().unwrap();
+        assert_eq!(one, "GET /b");
+        assert_eq!(
+            (rest.total, rest.by_endpoint()),
+            (2, &[("GET /a".to_owned(), 2)][..])
+        );
+        assert!(Owed::default().split_one().is_none());
+    }
+
+    #[test]
+    fn one_verify_settles_at_most_a_hundred_endpoints_of_at_most_200_bytes() {
+        let mut owed = Owed::default();
+        for i in 0..MAX_OWED_ENDPOINTS {
+            owed.add(&format!("GET /{i}"), 1);
+        }
+        assert!(owed.has_room_for("GET /7"));
+        assert!(!owed.has_room_for("GET /new"));
+        let long = "é".repeat(150); // 300 bytes
+        assert_eq!(truncated(&long, 200).len(), 200);
+        assert_eq!(truncated(&format!("x{long}"), 200).len(), 199);
+        assert_eq!(truncated("GET /a", 200), "GET /a");
+    }
 
     #[test]
     fn verify_codes_become_the_callers_refusals() {

@@ -2,6 +2,7 @@
 //! issuing, listing, rotating and revoking keys.
 
 use crate::client::{Error, Flux};
+use crate::gate::Owed;
 use reqwest::Method;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -129,18 +130,39 @@ impl Keys<'_> {
     /// # }
     /// ```
     pub async fn verify_with(&self, key: &str, scopes: &[&str]) -> Result<KeyContext, Error> {
-        self.verify_charging(key, scopes, 1).await
+        self.verify_settling(key, scopes, "", &Owed::default())
+            .await
     }
 
-    /// Verifies a key, requiring `scopes`, and takes `cost` from its rate limit and quota.
-    pub(crate) async fn verify_charging<S: AsRef<str>>(
+    /// Verifies a key for a call to `endpoint` ("" when unnamed), requiring `scopes`, and settles
+    /// `owed` calls served from a cached verdict: attributed with this one and paid for in its
+    /// cost.
+    pub(crate) async fn verify_settling<S: AsRef<str>>(
         &self,
         key: &str,
         scopes: &[S],
-        cost: u64,
+        endpoint: &str,
+        owed: &Owed,
     ) -> Result<KeyContext, Error> {
         let scopes: Vec<&str> = scopes.iter().map(AsRef::as_ref).collect();
-        let body = json!({ "key": key, "scopes": scopes, "cost": cost });
+        let cached_calls: serde_json::Map<String, Value> = owed
+            .by_endpoint()
+            .iter()
+            .map(|(endpoint, calls)| (endpoint.clone(), json!(calls)))
+            .collect();
+        let cost = owed
+            .by_endpoint()
+            .iter()
+            .map(|(_, calls)| calls)
+            .sum::<u64>()
+            + 1;
+        let mut body = json!({ "key": key, "scopes": scopes, "cost": cost });
+        if !endpoint.is_empty() {
+            body["endpoint"] = json!(endpoint);
+        }
+        if !cached_calls.is_empty() {
+            body["cached_calls"] = Value::Object(cached_calls);
+        }
         let answer: Value = self
             .flux
             .call(Method::POST, "/keys/verify", Some(&body))

@@ -3,7 +3,7 @@
 //! `X-RateLimit-*` headers and answers refusals in Fluxgate's error envelope.
 
 use crate::client::Flux;
-use crate::gate::{Gate, GateSettings, Refusal, MAX_CACHE_TTL};
+use crate::gate::{EndpointOf, Gate, GateSettings, Refusal, MAX_CACHE_TTL};
 use crate::keys::RateLimitState;
 use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode};
 use serde_json::json;
@@ -53,6 +53,7 @@ impl KeyAuthLayer {
                 flux,
                 scopes: Vec::new(),
                 cache_ttl: MAX_CACHE_TTL,
+                endpoint_of: None,
             })),
         }
     }
@@ -82,6 +83,26 @@ impl KeyAuthLayer {
     /// ```
     pub fn cache_for(self, ttl: Duration) -> Self {
         self.reconfigure(|settings| settings.cache_ttl = ttl.min(MAX_CACHE_TTL))
+    }
+
+    /// Names each request's endpoint so Fluxgate attributes the call to it (`GET /usage?endpoint=`),
+    /// calls served from the cache included. Return a route template, not the raw path, so that
+    /// ids do not make every call its own endpoint.
+    ///
+    /// ```no_run
+    /// # let flux = fluxgate_sdk::Flux::init("fg_live_…");
+    /// use axum::extract::MatchedPath;
+    /// let layer = fluxgate_sdk::KeyAuthLayer::new(flux).endpoint(|request| {
+    ///     let route = request.extensions.get::<MatchedPath>()?;
+    ///     Some(format!("{} {}", request.method, route.as_str()))
+    /// });
+    /// ```
+    pub fn endpoint<F>(self, name: F) -> Self
+    where
+        F: Fn(&http::request::Parts) -> Option<String> + Send + Sync + 'static,
+    {
+        let name: EndpointOf = Arc::new(name);
+        self.reconfigure(|settings| settings.endpoint_of = Some(name))
     }
 
     fn reconfigure(self, change: impl FnOnce(&mut GateSettings)) -> Self {
@@ -136,7 +157,13 @@ where
         let gate = self.gate.clone();
         Box::pin(async move {
             let presented = presented_key(request.headers());
-            match gate.admit(presented.as_deref()).await {
+            let mut endpoint = String::new();
+            if let Some(name) = &gate.settings.endpoint_of {
+                let (parts, body) = request.into_parts();
+                endpoint = name(&parts).unwrap_or_default();
+                request = Request::from_parts(parts, body);
+            }
+            match gate.admit(presented.as_deref(), &endpoint).await {
                 Ok(context) => {
                     let ratelimit = context.ratelimit.clone();
                     request.extensions_mut().insert(context);

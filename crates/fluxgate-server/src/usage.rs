@@ -50,6 +50,19 @@ const CALLS_EVERY: u64 = 5;
 /// keys, a write per key per second would be database load for no reader's benefit.
 pub const LAST_USED_PRECISION: i64 = 60;
 
+/// What a call is attributed to.
+#[derive(Debug, Clone, Copy)]
+pub struct Attribution<'a> {
+    /// The key's org.
+    pub org_id: &'a str,
+    /// The key.
+    pub key_id: &'a str,
+    /// `METHOD /route/template`, or what the verify caller named.
+    pub endpoint: &'a str,
+    /// The status code, or the verify code.
+    pub outcome: &'a str,
+}
+
 /// The recorder every request reports to.
 pub struct UsageRecorder {
     store: Arc<dyn Store>,
@@ -168,9 +181,15 @@ impl UsageRecorder {
         self.attribution.store(on, Ordering::Relaxed);
     }
 
-    /// Attributes one call (an API-key-authenticated request or a verify) to its org, key,
-    /// endpoint and outcome in the minute of `now`.
-    pub fn count_call(&self, org_id: &str, key_id: &str, endpoint: &str, outcome: &str, now: i64) {
+    /// Attributes `calls` calls (an API-key-authenticated request, a verify, or the calls an SDK
+    /// served from its cache) to their org, key, endpoint and outcome in the minute of `now`.
+    pub fn count_calls(&self, call: Attribution<'_>, calls: u64, now: i64) {
+        let Attribution {
+            org_id,
+            key_id,
+            endpoint,
+            outcome,
+        } = call;
         if !self.attribution.load(Ordering::Relaxed) {
             return;
         }
@@ -182,7 +201,7 @@ impl UsageRecorder {
             now - now.rem_euclid(60),
         );
         if let Ok(mut shard) = self.call_shard(key_id).lock() {
-            *shard.entry(key).or_insert(0) += 1;
+            *shard.entry(key).or_insert(0) += calls as i64;
         }
     }
 

@@ -70,11 +70,29 @@ async fn verifies_and_key_calls_are_attributed_exactly(backend: Backend) {
             200
         );
     }
-    // written in batches (attributed calls every five seconds): soon, exactly 12
+    // an SDK settling the calls it served from its cache: attributed when the verify is VALID,
+    // and only when paid for in cost
+    let verify = |body: Value| with_key(&app, Method::POST, "/keys/verify", &root, Some(body));
+    let settled = verify(json!({ "key": key, "endpoint": "/v1/accounts", "cost": 4,
+        "cached_calls": { "/v1/accounts": 1, "/v1/export": 2 } }))
+    .await;
+    assert_eq!(body(settled).await["data"]["code"], "VALID");
+    let refused = verify(
+        json!({ "key": key, "endpoint": "/v1/admin", "scopes": ["keys:write"],
+        "cost": 6, "cached_calls": { "/v1/export": 5 } }),
+    )
+    .await;
+    assert_eq!(body(refused).await["data"]["code"], "INSUFFICIENT_SCOPE");
+    let unpaid =
+        verify(json!({ "key": key, "cost": 2, "cached_calls": { "/v1/export": 2 } })).await;
+    let error = expect_error(unpaid, 422, "VALIDATION_FAILED").await;
+    assert!(error["fields"]["cached_calls"].is_string(), "{error}");
+
+    // written in batches (attributed calls every five seconds): soon, exactly 12 + 4 + 1
     let q = format!("org_id={org}");
     assert!(
         eventually(Duration::from_secs(12), || async {
-            total(&app, &owner, &q).await == 12
+            total(&app, &owner, &q).await == 17
         })
         .await,
         "{}",
@@ -82,10 +100,14 @@ async fn verifies_and_key_calls_are_attributed_exactly(backend: Backend) {
     );
     assert_eq!(
         total(&app, &owner, &format!("org_id={org}&endpoint=/v1/accounts")).await,
-        7
+        9
     );
     assert_eq!(
         total(&app, &owner, &format!("org_id={org}&endpoint=/v1/admin")).await,
+        3
+    );
+    assert_eq!(
+        total(&app, &owner, &format!("org_id={org}&endpoint=/v1/export")).await,
         2
     );
     let path = "GET /api/v1/orgs/{org_id}/keys";
@@ -96,7 +118,7 @@ async fn verifies_and_key_calls_are_attributed_exactly(backend: Backend) {
     );
     assert_eq!(
         total(&app, &owner, &format!("org_id={org}&key_id={key_id}")).await,
-        12
+        17
     );
     // the series: dense buckets, the counts in the current one
     let minute = body(
@@ -122,7 +144,7 @@ async fn verifies_and_key_calls_are_attributed_exactly(backend: Backend) {
             .iter()
             .map(|p| p["count"].as_i64().unwrap())
             .sum::<i64>(),
-        12
+        17
     );
     let day = body(
         send(
@@ -135,7 +157,7 @@ async fn verifies_and_key_calls_are_attributed_exactly(backend: Backend) {
         .await,
     )
     .await;
-    assert_eq!(day["data"]["total"]["count"], 12);
+    assert_eq!(day["data"]["total"]["count"], 17);
     // bad filters name the field
     for (query, field) in [
         ("granularity=week", "granularity"),

@@ -14,6 +14,7 @@ crate::both_backends!(
     valid_keys_reach_the_handler_with_their_context_and_others_are_refused,
     a_revoked_key_is_refused_within_a_second,
     rate_limits_count_every_request_through_the_layer,
+    every_call_through_the_layer_is_attributed_to_its_endpoint,
 );
 
 /// Serves a small API (`GET /v1/whoami`, protected by `layer`) on a random port; its base URL.
@@ -159,6 +160,38 @@ async fn rate_limits_count_every_request_through_the_layer(backend: Backend) {
     let context = world.flux.keys().verify(&quiet).await.unwrap();
     // 3 through the layer + this verify; a refill takes 6 s
     assert_eq!(context.ratelimit.remaining, 10 - 4);
+    world.app.stop().await;
+}
+
+async fn every_call_through_the_layer_is_attributed_to_its_endpoint(backend: Backend) {
+    let world = world(backend).await;
+    let layer = KeyAuthLayer::new(world.flux.clone()).endpoint(|request| {
+        let route = request.extensions.get::<axum::extract::MatchedPath>()?;
+        Some(format!("{} {}", request.method, route.as_str()))
+    });
+    let api = protected_api(layer).await;
+    let (key_id, key) = customer_key(&world, &[], None).await;
+    // one verify, then four calls served from the cache and settled later
+    for _ in 0..5 {
+        assert_eq!(get_with(&api, Some(("x-api-key", &key))).await.0, 200);
+    }
+    let query = format!(
+        "/usage?org_id={}&key_id={key_id}&endpoint=GET%20%2Fv1%2Fwhoami",
+        world.org
+    );
+    let counted = || async {
+        let response =
+            common::send(&world.app, reqwest::Method::GET, &query, &world.ops, None).await;
+        common::body(response).await["data"]["total"]["count"].as_i64()
+    };
+    assert!(
+        common::eventually(Duration::from_secs(15), || async {
+            counted().await == Some(5)
+        })
+        .await,
+        "{:?}",
+        counted().await
+    );
     world.app.stop().await;
 }
 

@@ -17,6 +17,7 @@ use crate::error::{ApiError, REQUEST_ID};
 use crate::limits::LimitSlot;
 use crate::metrics;
 use crate::state::AppState;
+use crate::usage::Attribution;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
@@ -145,13 +146,13 @@ async fn request_context(
     let status = response.status().as_u16();
     if let Some((org_id, key_id)) = slot.key() {
         let endpoint = format!("{method} {route}");
-        state.usage.count_call(
-            &org_id,
-            &key_id,
-            &endpoint,
-            &status.to_string(),
-            crate::tokens::now(),
-        );
+        let call = Attribution {
+            org_id: &org_id,
+            key_id: &key_id,
+            endpoint: &endpoint,
+            outcome: &status.to_string(),
+        };
+        state.usage.count_calls(call, 1, crate::tokens::now());
     }
     let elapsed = started.elapsed();
     state.metrics.observe(&method, route, status, elapsed);

@@ -8,6 +8,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::ApiJson;
 use crate::keycache::{CachedKey, KeyHash, Lookup};
 use crate::state::AppState;
+use crate::usage::Attribution;
 use axum::extract::{FromRequestParts, State};
 use axum::http::header;
 use axum::http::request::Parts;
@@ -16,6 +17,7 @@ use fluxgate_core::apikey;
 use fluxgate_core::ratelimit::Decision;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use std::collections::BTreeMap;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -39,7 +41,15 @@ pub struct VerifyBody {
     endpoint: Option<String>,
     /// Units of rate limit and quota this call takes (default 1, 0–10000).
     cost: Option<u64>,
+    /// Calls a client admitted from its cached verdict of this key since its previous verify,
+    /// by endpoint (at most 100 endpoints). When the verify is `VALID` they are attributed to the
+    /// key as `VALID` calls; they must be paid for in `cost` (their sum + 1 ≤ `cost`).
+    #[serde(default)]
+    cached_calls: BTreeMap<String, u64>,
 }
+
+/// The most endpoints one verify may settle cached calls for.
+const MAX_CACHED_ENDPOINTS: usize = 100;
 
 /// The org part of the answer.
 #[derive(Serialize)]
@@ -157,6 +167,16 @@ async fn verify(
             "must be at most 200 characters",
         ));
     }
+    let cached: u64 = body.cached_calls.values().sum();
+    if body.cached_calls.len() > MAX_CACHED_ENDPOINTS
+        || body.cached_calls.keys().any(|e| e.len() > 200)
+        || (cached > 0 && cached + 1 > cost)
+    {
+        return Err(ApiError::field(
+            "cached_calls",
+            "at most 100 endpoints of at most 200 characters, paid for in cost (their sum + 1 ≤ cost)",
+        ));
+    }
     if apikey::parse(&body.key).is_err() {
         return respond(Verdict::refused("MALFORMED"));
     }
@@ -171,10 +191,21 @@ async fn verify(
     };
     let now = crate::tokens::now();
     let (code, decision) = judge(&state, &key, &body.scopes, cost, now).await?;
-    let endpoint = body.endpoint.as_deref().unwrap_or("");
-    state
-        .usage
-        .count_call(&key.org_id, &key.key_id, endpoint, code, now);
+    let attribute = |endpoint: &str, outcome: &str, calls: u64| {
+        let call = Attribution {
+            org_id: &key.org_id,
+            key_id: &key.key_id,
+            endpoint,
+            outcome,
+        };
+        state.usage.count_calls(call, calls, now);
+    };
+    attribute(body.endpoint.as_deref().unwrap_or(""), code, 1);
+    if code == "VALID" {
+        for (endpoint, &calls) in &body.cached_calls {
+            attribute(endpoint, "VALID", calls);
+        }
+    }
     let mut verdict = Verdict::of(&key, code);
     if let Some(decision) = decision {
         verdict.ratelimit = Some(RateLimitView {
