@@ -134,7 +134,7 @@ pub fn month_of(unix: i64) -> String {
 }
 
 impl UsageRecorder {
-    /// A recorder writing to `store`; `attribution` off makes [`UsageRecorder::count_call`] a
+    /// A recorder writing to `store`; `attribution` off makes [`UsageRecorder::count_calls`] a
     /// no-op.
     pub fn new(store: Arc<dyn Store>, attribution: bool) -> Self {
         Self {
