@@ -101,6 +101,7 @@ async fn a_revoked_key_is_refused_within_a_second(backend: Backend) {
     let revoked_at = Instant::now();
     let mut served_after_revocation = 0;
     loop {
+        let sent_at = Instant::now();
         let (status, _, body) = get_with(&api, Some(("x-api-key", &key))).await;
         if status == 401 {
             assert_eq!(body["error"]["code"], "UNAUTHORIZED");
@@ -108,9 +109,11 @@ async fn a_revoked_key_is_refused_within_a_second(backend: Backend) {
         }
         assert_eq!(status, 200);
         served_after_revocation += 1;
+        // admitted, so decided before its cached verdict (asked before the revocation) aged 1 s
+        let sent_after = sent_at.duration_since(revoked_at);
         assert!(
-            revoked_at.elapsed() < Duration::from_millis(1100),
-            "still admitted"
+            sent_after < Duration::from_secs(1),
+            "admitted {sent_after:?} after revocation"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -156,9 +159,10 @@ async fn rate_limits_count_every_request_through_the_layer(backend: Backend) {
     for _ in 0..3 {
         assert_eq!(get_with(&api, Some(("x-api-key", &quiet))).await.0, 200);
     }
-    tokio::time::sleep(Duration::from_millis(2300)).await;
+    // stale after 1 s, settled by the sweeper within the next second; a refill takes 6 s
+    tokio::time::sleep(Duration::from_millis(3000)).await;
     let context = world.flux.keys().verify(&quiet).await.unwrap();
-    // 3 through the layer + this verify; a refill takes 6 s
+    // 3 through the layer + this verify
     assert_eq!(context.ratelimit.remaining, 10 - 4);
     world.app.stop().await;
 }
