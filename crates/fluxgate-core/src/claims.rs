@@ -35,3 +35,58 @@ pub struct AccessClaims {
     #[serde(default)]
     pub perms: Vec<String>,
 }
+
+/// The signing key id (`kid`) of a token whose header is an access token's — EdDSA and
+/// `typ: at+jwt`, checked before any key is looked up (so `alg: HS256` signed with a public key is
+/// refused) — or why it is not.
+pub fn access_token_kid(header: jsonwebtoken::Header) -> Result<String, &'static str> {
+    if header.alg != jsonwebtoken::Algorithm::EdDSA {
+        return Err("algorithm not accepted (only EdDSA)");
+    }
+    if header.typ.as_deref() != Some(ACCESS_TOKEN_TYPE) {
+        return Err("not an access token (typ must be at+jwt)");
+    }
+    header.kid.ok_or("no kid")
+}
+
+/// Clock skew tolerated on `exp` and `nbf`, in seconds.
+pub const LEEWAY_SECS: u64 = 5;
+
+/// The checks an access token's claims must pass once its signing key is known — the same for
+/// the server and for offline verifiers: EdDSA only, this `issuer` and `audience`, and `exp`,
+/// `nbf`, `iss`, `aud`, `sub` all present, with [`LEEWAY_SECS`] of skew.
+pub fn access_token_validation(issuer: &str, audience: &str) -> jsonwebtoken::Validation {
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::EdDSA);
+    validation.algorithms = vec![jsonwebtoken::Algorithm::EdDSA];
+    validation.set_issuer(&[issuer]);
+    validation.set_audience(&[audience]);
+    validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
+    validation.validate_nbf = true;
+    validation.leeway = LEEWAY_SECS;
+    validation
+}
+
+#[cfg(test)]
+mod tests {
+    use jsonwebtoken::{Algorithm, Header};
+
+    #[test]
+    fn only_an_eddsa_access_token_header_names_its_key() {
+        let header = |alg, typ: Option<&str>, kid: Option<&str>| {
+            let mut header = Header::new(alg);
+            header.typ = typ.map(str::to_owned);
+            header.kid = kid.map(str::to_owned);
+            header
+        };
+        let kid = super::access_token_kid(header(Algorithm::EdDSA, Some("at+jwt"), Some("fgk_1")));
+        assert_eq!(kid, Ok("fgk_1".to_owned()));
+        for refused in [
+            header(Algorithm::HS256, Some("at+jwt"), Some("fgk_1")),
+            header(Algorithm::EdDSA, Some("JWT"), Some("fgk_1")),
+            header(Algorithm::EdDSA, None, Some("fgk_1")),
+            header(Algorithm::EdDSA, Some("at+jwt"), None),
+        ] {
+            assert!(super::access_token_kid(refused).is_err());
+        }
+    }
+}

@@ -8,11 +8,13 @@ use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use ed25519_dalek::pkcs8::EncodePrivateKey;
 use ed25519_dalek::SigningKey;
-use fluxgate_core::claims::{AccessClaims, ACCESS_TOKEN_TYPE};
+use fluxgate_core::claims::{
+    access_token_kid, access_token_validation, AccessClaims, ACCESS_TOKEN_TYPE,
+};
 use fluxgate_core::secret::{random_bytes, Secret};
 use fluxgate_store::{AuditRecord, SigningKeyRecord, Store};
 use hmac::{Hmac, Mac};
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header};
 use serde_json::{json, Value};
 use sha2::Sha256;
 use std::collections::HashMap;
@@ -192,10 +194,7 @@ impl Keyring {
     /// audience, and `exp`/`nbf`. Session revocation is checked by the caller.
     pub async fn verify(&self, token: &str) -> Option<AccessClaims> {
         let header = jsonwebtoken::decode_header(token).ok()?;
-        if header.alg != Algorithm::EdDSA || header.typ.as_deref() != Some(ACCESS_TOKEN_TYPE) {
-            return None;
-        }
-        let kid = header.kid?;
+        let kid = access_token_kid(header).ok()?;
         if let Some(result) = self.verify_with(&kid, token) {
             return result;
         }
@@ -216,13 +215,7 @@ impl Keyring {
     fn verify_with(&self, kid: &str, token: &str) -> Option<Option<AccessClaims>> {
         let state = self.state.read().ok()?;
         let key = state.verifying.get(kid)?;
-        let mut validation = Validation::new(Algorithm::EdDSA);
-        validation.algorithms = vec![Algorithm::EdDSA];
-        validation.set_issuer(&[&self.issuer]);
-        validation.set_audience(&[&self.audience]);
-        validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
-        validation.validate_nbf = true;
-        validation.leeway = 5;
+        let validation = access_token_validation(&self.issuer, &self.audience);
         Some(
             jsonwebtoken::decode::<AccessClaims>(token, key, &validation)
                 .ok()
