@@ -20,7 +20,7 @@ const SHARDS: usize = 16;
 const ENTRIES_PER_SHARD: usize = 4096;
 /// Calls one verdict admits before Fluxgate is asked again, so what is owed always fits in one
 /// verify's `cost` (Fluxgate accepts up to 10,000).
-const MAX_UNBILLED: u64 = 5_000;
+const MAX_OWED: u64 = 5_000;
 /// Endpoints one verify may settle cached calls for (Fluxgate's limit).
 const MAX_OWED_ENDPOINTS: usize = 100;
 /// The longest endpoint name Fluxgate takes.
@@ -83,6 +83,11 @@ impl Owed {
     pub(crate) fn by_endpoint(&self) -> &[(String, u64)] {
         &self.by_endpoint
     }
+
+    /// How many calls are owed in all.
+    pub(crate) fn total(&self) -> u64 {
+        self.total
+    }
 }
 
 /// Why a request is turned away.
@@ -106,10 +111,10 @@ pub(crate) type Admission = Result<KeyContext, Refusal>;
 enum Verdict {
     Valid {
         context: Box<KeyContext>,
-        /// Kept to charge `unbilled` when the entry goes stale without another request.
+        /// Kept to settle `owed` when the entry goes stale without another request.
         key: Secret<String>,
         /// Calls admitted from the cache that Fluxgate has not been charged for yet; the entry
-        /// admits while they are fewer than the allowance the verify reported (and `MAX_UNBILLED`).
+        /// admits while they are fewer than the allowance the verify reported (and `MAX_OWED`).
         owed: Owed,
     },
     Refused(Refusal),
@@ -138,10 +143,7 @@ impl Gate {
     }
 
     fn shard(&self, hash: &[u8; 32]) -> MutexGuard<'_, HashMap<[u8; 32], Entry>> {
-        let shard = &self.shards[usize::from(hash[0]) % SHARDS];
-        shard
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        locked(&self.shards[usize::from(hash[0]) % SHARDS])
     }
 
     /// Decides on the key a request to `endpoint` ("" when unnamed) presented.
@@ -165,7 +167,7 @@ impl Gate {
                 match &mut entry.verdict {
                     Verdict::Refused(refusal) if fresh => return Err(refusal.clone()),
                     Verdict::Valid { context, owed, .. } => {
-                        let allowance = context.ratelimit.remaining.min(MAX_UNBILLED);
+                        let allowance = context.ratelimit.remaining.min(MAX_OWED);
                         if fresh && owed.total < allowance && owed.has_room_for(endpoint) {
                             owed.add(endpoint, 1);
                             let mut context = KeyContext::clone(context);
@@ -281,10 +283,7 @@ impl Gate {
         let ttl = self.settings.cache_ttl;
         let mut unsettled = Vec::new();
         for shard in &self.shards {
-            let mut shard = shard
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            shard.retain(|_, entry| {
+            locked(shard).retain(|_, entry| {
                 if entry.asked_at.elapsed() < ttl {
                     return true;
                 }
@@ -310,6 +309,13 @@ async fn sweep(gate: Weak<Gate>, ttl: Duration) {
             let _ = gate.settle(key.expose(), owed).await;
         }
     }
+}
+
+/// A shard's map; a panic elsewhere while it was held leaves verdicts that are still usable.
+fn locked(shard: &Mutex<HashMap<[u8; 32], Entry>>) -> MutexGuard<'_, HashMap<[u8; 32], Entry>> {
+    shard
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// At most `max` bytes of `text`, cut at a character boundary.

@@ -150,12 +150,7 @@ impl Keys<'_> {
             .iter()
             .map(|(endpoint, calls)| (endpoint.clone(), json!(calls)))
             .collect();
-        let cost = owed
-            .by_endpoint()
-            .iter()
-            .map(|(_, calls)| calls)
-            .sum::<u64>()
-            + 1;
+        let cost = owed.total() + 1;
         let mut body = json!({ "key": key, "scopes": scopes, "cost": cost });
         if !endpoint.is_empty() {
             body["endpoint"] = json!(endpoint);
