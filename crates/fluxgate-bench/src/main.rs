@@ -5,6 +5,7 @@
 use anyhow::Context;
 use clap::Parser;
 use fluxgate_server::config::Config;
+use reqwest::header::HeaderValue;
 use reqwest::Client;
 use serde_json::{json, Value};
 use std::future::Future;
@@ -132,16 +133,33 @@ async fn post(client: &Client, url: &str, body: &Value) -> Option<Value> {
     response.json().await.ok()
 }
 
-/// A bare axum handler returning a constant: the floor any route is compared with.
-async fn start_floor() -> anyhow::Result<String> {
-    let app = axum::Router::new().route(
+/// A bare axum handler returning a constant — the floor any route is compared with — behind
+/// `layer` when given; its URL.
+async fn start_floor(layer: Option<fluxgate_sdk::KeyAuthLayer>) -> anyhow::Result<reqwest::Url> {
+    let mut app = axum::Router::new().route(
         "/",
         axum::routing::get(|| async { axum::Json(json!({ "data": { "ok": true } })) }),
     );
+    if let Some(layer) = layer {
+        app = app.layer(layer);
+    }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     tokio::spawn(async move { axum::serve(listener, app).await });
-    Ok(format!("http://{addr}/"))
+    Ok(reqwest::Url::parse(&format!("http://{addr}/"))?)
+}
+
+/// One `GET url` (with `X-API-Key: key` when given); whether it succeeded.
+async fn get_ok(client: Client, url: reqwest::Url, key: Option<HeaderValue>) -> bool {
+    let mut request = client.get(url);
+    if let Some(key) = key {
+        request = request.header("x-api-key", key);
+    }
+    request
+        .send()
+        .await
+        .map(|r| r.status().is_success())
+        .unwrap_or(false)
 }
 
 /// The second floor: a bare axum POST handler doing what verify minimally must — parse
@@ -232,22 +250,13 @@ async fn main() -> anyhow::Result<()> {
     println!("| scenario | connections | req/s | p50 ms | p99 ms | p99.9 ms | errors |");
     println!("|---|---|---|---|---|---|---|");
     if wanted("floor") {
-        let url = reqwest::Url::parse(&start_floor().await?)?;
+        let url = start_floor(None).await?;
         let c = client.clone();
         let outcome = drive(
             "bare axum handler (floor)",
             args.connections,
             duration,
-            move |_| {
-                let (c, url) = (c.clone(), url.clone());
-                async move {
-                    c.get(url)
-                        .send()
-                        .await
-                        .map(|r| r.status().is_success())
-                        .unwrap_or(false)
-                }
-            },
+            move |_| get_ok(c.clone(), url.clone(), None),
         )
         .await;
         println!("{}", outcome.row());
@@ -260,16 +269,7 @@ async fn main() -> anyhow::Result<()> {
             "GET /healthz (full middleware stack)",
             args.connections,
             duration,
-            move |_| {
-                let (c, url) = (c.clone(), url.clone());
-                async move {
-                    c.get(url)
-                        .send()
-                        .await
-                        .map(|r| r.status().is_success())
-                        .unwrap_or(false)
-                }
-            },
+            move |_| get_ok(c.clone(), url.clone(), None),
         )
         .await;
         println!("{}", outcome.row());
@@ -281,7 +281,7 @@ async fn main() -> anyhow::Result<()> {
         }
         if wanted("sdk") {
             let fluxgate = format!("http://{}", server.addr);
-            sdk_bench(&fluxgate, &world, args.connections, duration).await?;
+            sdk_bench(&client, &fluxgate, &world, args.connections, duration).await?;
         }
     }
     if wanted("me") {
@@ -634,7 +634,7 @@ async fn verify_bench(
     // requests prepared up front (parsed URL, header, bodies) so the client spends its share of
     // the two cores on HTTP, as a product backend's client would
     let url = reqwest::Url::parse(&format!("{base}/keys/verify"))?;
-    let root = reqwest::header::HeaderValue::from_str(root)?;
+    let root = HeaderValue::from_str(root)?;
     let bodies = |keys: &[String]| -> Arc<Vec<bytes::Bytes>> {
         Arc::new(
             keys.iter()
@@ -644,7 +644,7 @@ async fn verify_bench(
     };
     let verify_once = |c: Client,
                        url: reqwest::Url,
-                       root: reqwest::header::HeaderValue,
+                       root: HeaderValue,
                        body: bytes::Bytes,
                        expect: &'static [u8]| async move {
         match c
@@ -782,7 +782,7 @@ async fn track_bench(
         .context("usage key")?
         .to_owned();
     let url = reqwest::Url::parse(&format!("{base}/sdk/track"))?;
-    let writer = reqwest::header::HeaderValue::from_str(&writer)?;
+    let writer = HeaderValue::from_str(&writer)?;
     for batch in [1usize, 100] {
         let body = if batch == 1 {
             json!({ "meter": "tokens", "org_id": org, "quantity": 1.5 })
@@ -823,6 +823,7 @@ async fn track_bench(
 /// cost per request in front of a bare handler — with its one-second cache over 100 customers'
 /// keys, and with the cache off (every request verified).
 async fn sdk_bench(
+    client: &Client,
     fluxgate: &str,
     world: &KeyWorld,
     connections: usize,
@@ -830,8 +831,7 @@ async fn sdk_bench(
 ) -> anyhow::Result<()> {
     use fluxgate_sdk::{Flux, KeyAuthLayer};
     let flux = Flux::builder(&world.root).base_url(fluxgate).build();
-    let keys = Arc::new(world.secrets.clone());
-    let (f, k) = (flux.clone(), keys.clone());
+    let (f, k) = (flux.clone(), Arc::new(world.secrets.clone()));
     let outcome = drive(
         "SDK keys().verify(), one client (10k keys)",
         connections,
@@ -844,11 +844,10 @@ async fn sdk_bench(
     .await;
     println!("{}", outcome.row());
 
-    let client = Client::builder().pool_max_idle_per_host(1024).build()?;
-    let customers: Arc<Vec<reqwest::header::HeaderValue>> = Arc::new(
+    let customers: Arc<Vec<HeaderValue>> = Arc::new(
         world.secrets[..100]
             .iter()
-            .filter_map(|k| reqwest::header::HeaderValue::from_str(k).ok())
+            .filter_map(|k| HeaderValue::from_str(k).ok())
             .collect(),
     );
     let scenarios = [
@@ -863,31 +862,13 @@ async fn sdk_bench(
         ),
     ];
     for (name, layer) in scenarios {
-        let mut app = axum::Router::new().route(
-            "/",
-            axum::routing::get(|| async { axum::Json(json!({ "data": { "ok": true } })) }),
-        );
-        if let Some(layer) = layer {
-            app = app.layer(layer);
-        }
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let url = reqwest::Url::parse(&format!("http://{}/", listener.local_addr()?))?;
-        let served = tokio::spawn(async move { axum::serve(listener, app).await });
+        let url = start_floor(layer).await?;
         let (c, k) = (client.clone(), customers.clone());
         let outcome = drive(name, connections, duration, move |n| {
-            let (c, url, key) = (c.clone(), url.clone(), k[n % k.len()].clone());
-            async move {
-                c.get(url)
-                    .header("x-api-key", key)
-                    .send()
-                    .await
-                    .map(|r| r.status().is_success())
-                    .unwrap_or(false)
-            }
+            get_ok(c.clone(), url.clone(), Some(k[n % k.len()].clone()))
         })
         .await;
         println!("{}", outcome.row());
-        served.abort();
     }
     Ok(())
 }
