@@ -45,6 +45,8 @@ pub struct Config {
     pub rate_limits: RateLimits,
     /// `[usage]`
     pub usage: UsageConfig,
+    /// `[keys]`
+    pub keys: KeysConfig,
     /// Peers whose `X-Forwarded-For` is believed (addresses or CIDR ranges).
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// The product's scopes and their implications.
@@ -81,6 +83,15 @@ pub struct UsageConfig {
     pub hour_retention: Duration,
     /// How long daily roll-ups are kept (zero: forever).
     pub day_retention: Duration,
+}
+
+/// `[keys]`
+#[derive(Debug, Clone)]
+pub struct KeysConfig {
+    /// The longest a node answers verify from a cached key without rereading it (also how
+    /// often it rereads the list of live secrets): the bound on staleness when a change
+    /// announcement is lost.
+    pub cache_max_age: Duration,
 }
 
 /// What rate limiting does when Redis is configured but cannot answer.
@@ -324,6 +335,14 @@ impl Config {
                 }
             },
         };
+        let keys = KeysConfig {
+            cache_max_age: r.duration("keys.cache_max_age", "60s"),
+        };
+        if keys.cache_max_age < Duration::from_secs(1)
+            || keys.cache_max_age > Duration::from_secs(3600)
+        {
+            r.error("keys.cache_max_age", "must be between 1s and 1h".into());
+        }
         let trusted_proxies: Vec<ipnet::IpNet> = r
             .string_list("trusted_proxies")
             .iter()
@@ -380,6 +399,7 @@ impl Config {
             auth,
             rate_limits,
             usage,
+            keys,
             trusted_proxies,
             catalog,
             scopes,
@@ -486,6 +506,8 @@ impl Config {
             format!("minute_retention = \"{}\"", d(self.usage.minute_retention)),
             format!("hour_retention = \"{}\"", d(self.usage.hour_retention)),
             format!("day_retention = \"{}\"", d(self.usage.day_retention)),
+            "[keys]".into(),
+            format!("cache_max_age = \"{}\"", d(self.keys.cache_max_age)),
             "[scopes]".into(),
             format!("catalog = {:?}", self.scopes.catalog),
             format!("implies = {:?}", self.scopes.implies),

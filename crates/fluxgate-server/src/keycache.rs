@@ -15,7 +15,7 @@ use fluxgate_core::units::Rate;
 use fluxgate_store::{KeyLookup, Store};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -169,12 +169,22 @@ impl CachedKey {
     }
 }
 
+fn shard_of(short: u128) -> usize {
+    (short % SHARDS as u128) as usize
+}
+
+/// What the cache holds for one secret.
 #[derive(Clone)]
 enum Slot {
-    /// A live secret not loaded yet (or invalidated): load on next use.
-    Known,
-    /// Loaded.
-    Loaded(Arc<CachedKey>),
+    /// A live secret not loaded yet (or invalidated): load on next use. `since` is the change
+    /// number when it was learned, so a resync that began earlier does not drop it.
+    Known { since: u64 },
+    /// Loaded at `at` (reread once older than the cache's maximum age).
+    Loaded {
+        key: Arc<CachedKey>,
+        at: Instant,
+        since: u64,
+    },
 }
 
 /// What the cache knows of a hash.
@@ -185,88 +195,264 @@ pub enum Lookup {
     Unknown,
 }
 
-/// The cache. Cheap reads (one shard read lock); writes only on load and invalidation.
-pub struct KeyCache {
-    shards: Box<[RwLock<HashMap<u128, Slot>>]>,
-    negative: Mutex<HashMap<u128, ()>>,
-    unknown_budget: Mutex<(Instant, u64)>,
+/// How long an invalidation is remembered for fills that began before it. A fill that takes
+/// longer than this is answered but not cached.
+const REMEMBER_CHANGES_FOR: Duration = Duration::from_secs(30);
+
+/// Every change to the cache gets a number; a fill caches what it read only if no change that
+/// concerns its key arrived after the fill began.
+struct Changes {
+    /// The number of the latest change.
+    latest: u64,
+    /// The latest `invalidate_all`.
+    everything: u64,
+    /// Key and org ids invalidated lately, with the change number and when.
+    ids: HashMap<String, (u64, Instant)>,
+    /// When `ids` was last pruned.
+    pruned: Instant,
 }
 
-impl Default for KeyCache {
-    fn default() -> Self {
-        Self::new()
+impl Changes {
+    fn next(&mut self) -> u64 {
+        self.latest = self.latest.saturating_add(1);
+        self.latest
+    }
+
+    fn record(&mut self, id: &str) {
+        let number = self.next();
+        let now = Instant::now();
+        if now.duration_since(self.pruned) >= Duration::from_secs(1) {
+            self.ids
+                .retain(|_, (_, at)| now.duration_since(*at) < REMEMBER_CHANGES_FOR);
+            self.pruned = now;
+        }
+        self.ids.insert(id.to_owned(), (number, now));
+    }
+
+    /// Whether a fill of `key` that began at change `began` (at `started`) is still current.
+    fn still_current(&self, key: &CachedKey, began: u64, started: Instant) -> bool {
+        let changed_after = |id: &str| self.ids.get(id).is_some_and(|(n, _)| *n > began);
+        self.everything <= began
+            && started.elapsed() < REMEMBER_CHANGES_FOR
+            && !changed_after(&key.key_id)
+            && !changed_after(&key.org_id)
     }
 }
 
+/// Which loaded secrets belong to which key, and which keys to which org, so invalidating one
+/// key or org touches only its own entries.
+#[derive(Default)]
+struct Index {
+    secrets_of_key: HashMap<String, Vec<u128>>,
+    keys_of_org: HashMap<String, HashSet<String>>,
+}
+
+impl Index {
+    fn add(&mut self, key: &CachedKey, short: u128) {
+        let secrets = self.secrets_of_key.entry(key.key_id.clone()).or_default();
+        if !secrets.contains(&short) {
+            secrets.push(short);
+        }
+        self.keys_of_org
+            .entry(key.org_id.clone())
+            .or_default()
+            .insert(key.key_id.clone());
+    }
+}
+
+/// Lets a test hold a fill between its database read and its caching, to force the race of a
+/// fill with a concurrent change. Unset in production.
+pub struct FillPause {
+    /// Signalled when a fill has read the database and waits.
+    pub reached: tokio::sync::Notify,
+    /// The fill goes on once a permit is added.
+    pub resume: tokio::sync::Semaphore,
+}
+
+impl Default for FillPause {
+    fn default() -> Self {
+        Self {
+            reached: tokio::sync::Notify::new(),
+            resume: tokio::sync::Semaphore::new(0),
+        }
+    }
+}
+
+/// The cache. Cheap reads (one shard read lock); writes only on load and invalidation.
+pub struct KeyCache {
+    shards: Box<[RwLock<HashMap<u128, Slot>>]>,
+    max_age: Duration,
+    changes: Mutex<Changes>,
+    index: Mutex<Index>,
+    negative: Mutex<HashMap<u128, ()>>,
+    unknown_budget: Mutex<(Instant, u64)>,
+    fill_pause: Mutex<Option<Arc<FillPause>>>,
+}
+
 impl KeyCache {
-    /// An empty cache.
-    pub fn new() -> Self {
+    /// An empty cache whose entries are reread once older than `max_age`.
+    pub fn new(max_age: Duration) -> Self {
+        let now = Instant::now();
         Self {
             shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
+            max_age,
+            changes: Mutex::new(Changes {
+                latest: 0,
+                everything: 0,
+                ids: HashMap::new(),
+                pruned: now,
+            }),
+            index: Mutex::new(Index::default()),
             negative: Mutex::new(HashMap::new()),
-            unknown_budget: Mutex::new((Instant::now(), 0)),
+            unknown_budget: Mutex::new((now, 0)),
+            fill_pause: Mutex::new(None),
         }
     }
 
     fn shard(&self, short: u128) -> &RwLock<HashMap<u128, Slot>> {
-        &self.shards[(short as usize) % SHARDS]
+        &self.shards[shard_of(short)]
     }
 
-    /// Learns every live secret from the database (at start, and to heal missed messages).
+    fn change_number(&self) -> u64 {
+        self.changes.lock().map(|c| c.latest).unwrap_or(u64::MAX)
+    }
+
+    /// Makes the live secrets exactly the database's (at start, and periodically to heal lost
+    /// announcements): learns the new ones and drops those no longer live — unless this node
+    /// learned of them after the read began. Returns how many are live.
     pub async fn sync_known(&self, store: &dyn Store) -> ApiResult<usize> {
-        let hashes = store.live_secret_hashes().await?;
-        let count = hashes.len();
-        for hex in hashes {
-            if let Some(hash) = KeyHash::from_hex(&hex) {
-                self.learn(&hash);
+        let began = self.change_number();
+        let live: HashSet<u128> = store
+            .live_secret_hashes()
+            .await?
+            .iter()
+            .filter_map(|hex| KeyHash::from_hex(hex))
+            .map(|hash| hash.short)
+            .collect();
+        let mut live_by_shard: Vec<Vec<u128>> = vec![Vec::new(); SHARDS];
+        for short in &live {
+            live_by_shard[shard_of(*short)].push(*short);
+        }
+        let mut dropped = 0usize;
+        for (shard, live_here) in self.shards.iter().zip(live_by_shard) {
+            if let Ok(mut shard) = shard.write() {
+                shard.retain(|short, slot| {
+                    let keep = live.contains(short)
+                        || match slot {
+                            Slot::Known { since } => *since > began,
+                            // a loaded key that knows it is revoked answers REVOKED: keep it
+                            Slot::Loaded { key, since, .. } => {
+                                *since > began || key.revoked_at.is_some()
+                            }
+                        };
+                    dropped += usize::from(!keep);
+                    keep
+                });
+                for short in live_here {
+                    shard.entry(short).or_insert(Slot::Known { since: began });
+                }
             }
         }
-        Ok(count)
+        if dropped > 0 {
+            tracing::debug!(dropped, "key cache: secrets no longer live");
+        }
+        Ok(live.len())
     }
 
     /// A new secret exists (created or rotated in): remember it, unloaded.
     pub fn learn(&self, hash: &KeyHash) {
+        let since = match self.changes.lock() {
+            Ok(mut changes) => changes.next(),
+            Err(_) => u64::MAX,
+        };
         if let Ok(mut negative) = self.negative.lock() {
             negative.remove(&hash.short);
         }
         if let Ok(mut shard) = self.shard(hash.short).write() {
-            shard.entry(hash.short).or_insert(Slot::Known);
+            shard.entry(hash.short).or_insert(Slot::Known { since });
         }
     }
 
-    /// Forgets the loaded context of every entry matching `predicate` (reloaded on next use).
-    fn unload_where(&self, predicate: impl Fn(&CachedKey) -> bool) {
-        for shard in self.shards.iter() {
-            if let Ok(mut shard) = shard.write() {
-                for slot in shard.values_mut() {
-                    if matches!(slot, Slot::Loaded(k) if predicate(k)) {
-                        *slot = Slot::Known;
+    /// Unloads these secrets (reloaded on next use).
+    fn unload(&self, shorts: &[u128]) {
+        for short in shorts {
+            if let Ok(mut shard) = self.shard(*short).write() {
+                if let Some(slot) = shard.get_mut(short) {
+                    if let Slot::Loaded { since, .. } = slot {
+                        *slot = Slot::Known { since: *since };
                     }
                 }
             }
         }
     }
 
-    /// A key changed (patched, rotated, revoked).
+    /// A key changed (patched, rotated, revoked): its secrets are reread on next use, and a
+    /// fill that read the key before this will not be cached.
     pub fn invalidate_key(&self, key_id: &str) {
-        self.unload_where(|k| k.key_id == key_id);
+        if let Ok(mut changes) = self.changes.lock() {
+            changes.record(key_id);
+        }
+        let shorts = self
+            .index
+            .lock()
+            .ok()
+            .and_then(|mut index| index.secrets_of_key.remove(key_id))
+            .unwrap_or_default();
+        self.unload(&shorts);
     }
 
-    /// An org changed (plan, deletion).
+    /// An org changed (name, external id, plan, deletion): every key of it is reread.
     pub fn invalidate_org(&self, org_id: &str) {
-        self.unload_where(|k| k.org_id == org_id);
+        if let Ok(mut changes) = self.changes.lock() {
+            changes.record(org_id);
+        }
+        let shorts: Vec<u128> = self
+            .index
+            .lock()
+            .ok()
+            .map(|mut index| {
+                let keys = index.keys_of_org.remove(org_id).unwrap_or_default();
+                keys.iter()
+                    .filter_map(|key| index.secrets_of_key.remove(key))
+                    .flatten()
+                    .collect()
+            })
+            .unwrap_or_default();
+        self.unload(&shorts);
     }
 
     /// Everything may have changed (the bus lost messages).
     pub fn invalidate_all(&self) {
-        self.unload_where(|_| true);
+        if let Ok(mut changes) = self.changes.lock() {
+            changes.everything = changes.next();
+        }
+        if let Ok(mut index) = self.index.lock() {
+            *index = Index::default();
+        }
+        for shard in self.shards.iter() {
+            if let Ok(mut shard) = shard.write() {
+                for slot in shard.values_mut() {
+                    if let Slot::Loaded { since, .. } = slot {
+                        *slot = Slot::Known { since: *since };
+                    }
+                }
+            }
+        }
         if let Ok(mut negative) = self.negative.lock() {
             negative.clear();
         }
     }
 
-    /// The context of a presented secret: from memory when warm; from the database when known
-    /// but not loaded, or unknown within the per-second budget.
+    /// Holds every fill after its database read until the test lets it go (see [`FillPause`]).
+    pub fn pause_fills(&self, pause: Option<Arc<FillPause>>) {
+        if let Ok(mut slot) = self.fill_pause.lock() {
+            *slot = pause;
+        }
+    }
+
+    /// The context of a presented secret: from memory when warm and younger than the maximum
+    /// age; from the database when known but not loaded (or too old), or unknown within the
+    /// per-second budget.
     pub async fn get(
         &self,
         hash: &KeyHash,
@@ -278,9 +464,11 @@ impl KeyCache {
             .read()
             .ok()
             .and_then(|s| s.get(&hash.short).cloned());
-        match slot {
-            Some(Slot::Loaded(key)) => return Ok(Lookup::Found(key)),
-            Some(Slot::Known) => {}
+        match &slot {
+            Some(Slot::Loaded { key, at, .. }) if at.elapsed() < self.max_age => {
+                return Ok(Lookup::Found(key.clone()))
+            }
+            Some(_) => {}
             None => {
                 let negative = self
                     .negative
@@ -292,35 +480,85 @@ impl KeyCache {
                 }
             }
         }
-        let found = match store.key_by_hash(&hash.hex).await {
-            Ok(found) => found,
-            // a hash no node announced is almost surely invented: without a database to ask,
-            // it is unknown rather than a 503
-            Err(error) if slot.is_none() => {
-                tracing::debug!(%error, "unknown key hash not checked: database unavailable");
+        // A change may land while the database is read; then read once more, and cache only
+        // a read that no change overtook.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let began = self.change_number();
+            let started = Instant::now();
+            let found = match store.key_by_hash(&hash.hex).await {
+                Ok(found) => found,
+                // a hash no node announced is almost surely invented: without a database to
+                // ask, it is unknown rather than a 503
+                Err(error) if slot.is_none() => {
+                    tracing::debug!(%error, "unknown key hash not checked: database unavailable");
+                    return Ok(Lookup::Unknown);
+                }
+                Err(error) => return Err(error.into()),
+            };
+            self.wait_if_paused().await;
+            let Some(lookup) = found else {
+                self.forget(hash);
                 return Ok(Lookup::Unknown);
+            };
+            let key = Arc::new(CachedKey::from_lookup(lookup, config));
+            if self.cache_if_current(hash, &key, began, started) || attempt >= 2 {
+                return Ok(Lookup::Found(key));
             }
-            Err(error) => return Err(error.into()),
+        }
+    }
+
+    /// Stores a filled entry unless a change concerning it arrived since the fill began.
+    /// Holding the change log while storing orders this against any invalidation.
+    fn cache_if_current(
+        &self,
+        hash: &KeyHash,
+        key: &Arc<CachedKey>,
+        began: u64,
+        started: Instant,
+    ) -> bool {
+        let Ok(changes) = self.changes.lock() else {
+            return false;
         };
-        match found {
-            Some(lookup) => {
-                let key = Arc::new(CachedKey::from_lookup(lookup, config));
-                if let Ok(mut shard) = self.shard(hash.short).write() {
-                    shard.insert(hash.short, Slot::Loaded(key.clone()));
-                }
-                Ok(Lookup::Found(key))
+        if !changes.still_current(key, began, started) {
+            return false;
+        }
+        if let Ok(mut index) = self.index.lock() {
+            index.add(key, hash.short);
+        }
+        if let Ok(mut shard) = self.shard(hash.short).write() {
+            shard.insert(
+                hash.short,
+                Slot::Loaded {
+                    key: key.clone(),
+                    at: Instant::now(),
+                    since: changes.latest,
+                },
+            );
+        }
+        true
+    }
+
+    /// No key has this secret: drop it and remember so (bounded).
+    fn forget(&self, hash: &KeyHash) {
+        if let Ok(mut shard) = self.shard(hash.short).write() {
+            shard.remove(&hash.short);
+        }
+        if let Ok(mut negative) = self.negative.lock() {
+            if negative.len() >= MAX_NEGATIVE {
+                negative.clear();
             }
-            None => {
-                if let Ok(mut shard) = self.shard(hash.short).write() {
-                    shard.remove(&hash.short);
-                }
-                if let Ok(mut negative) = self.negative.lock() {
-                    if negative.len() >= MAX_NEGATIVE {
-                        negative.clear();
-                    }
-                    negative.insert(hash.short, ());
-                }
-                Ok(Lookup::Unknown)
+            negative.insert(hash.short, ());
+        }
+    }
+
+    async fn wait_if_paused(&self) {
+        let pause = self.fill_pause.lock().ok().and_then(|p| p.clone());
+        if let Some(pause) = pause {
+            pause.reached.notify_one();
+            if let Ok(permit) = pause.resume.acquire().await {
+                permit.forget();
             }
         }
     }
@@ -368,7 +606,7 @@ mod tests {
 
     #[test]
     fn the_unknown_budget_refills_each_second() {
-        let cache = KeyCache::new();
+        let cache = KeyCache::new(Duration::from_secs(60));
         let spent = (0..200).filter(|_| cache.spend_unknown_budget()).count();
         assert_eq!(spent as u64, UNKNOWN_LOOKUPS_PER_SECOND);
     }

@@ -91,13 +91,14 @@ pub async fn build_state(config: Config, cancel: &CancellationToken) -> anyhow::
         "Rate-limit decisions taken without Redis although it is configured",
         limiter.fallback_counter(),
     );
-    let keys = Arc::new(KeyCache::new());
+    let keys = Arc::new(KeyCache::new(config.keys.cache_max_age));
     keys.sync_known(store.as_ref())
         .await
         .map_err(|e| anyhow::anyhow!("loading API key hashes: {e}"))?;
     tokio::spawn(resync_keys_periodically(
         keys.clone(),
         store.clone(),
+        config.keys.cache_max_age,
         cancel.clone(),
     ));
     let invalidation = Arc::new(
@@ -131,16 +132,18 @@ pub async fn build_state(config: Config, cancel: &CancellationToken) -> anyhow::
     Ok(state)
 }
 
-/// Learns secrets whose creation message this node missed (every minute).
+/// Learns secrets whose creation message this node missed and drops those revoked meanwhile,
+/// every `every` (the key cache's maximum age).
 async fn resync_keys_periodically(
     keys: Arc<KeyCache>,
     store: Arc<dyn Store>,
+    every: Duration,
     cancel: CancellationToken,
 ) {
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep(Duration::from_secs(60)) => {}
+            _ = tokio::time::sleep(every) => {}
         }
         if let Err(e) = keys.sync_known(store.as_ref()).await {
             tracing::warn!(error = %e, "resyncing API key hashes failed");

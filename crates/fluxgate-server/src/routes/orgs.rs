@@ -233,6 +233,10 @@ async fn update_org(
         .await
         .map_err(external_id_conflict)?
         .ok_or(ApiError::NotFound)?;
+    state
+        .invalidation
+        .publish(crate::invalidation::Change::Org(org.id.clone()))
+        .await;
     Ok(Json(
         json!({ "data": org_json(&org, access.role.as_deref()) }),
     ))
