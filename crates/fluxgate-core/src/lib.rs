@@ -4,6 +4,7 @@
 
 pub mod apikey;
 pub mod claims;
+pub mod cost;
 pub mod email;
 pub mod ids;
 pub mod password;

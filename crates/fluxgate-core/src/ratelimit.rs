@@ -298,6 +298,28 @@ mod tests {
             }
         }
 
+        /// Any numbers at all — limits, windows, costs, clocks at the ends of u64 — decide
+        /// without panicking or wrapping: a call is allowed only if it fits in the limit, and
+        /// what is left never exceeds it.
+        #[test]
+        fn extreme_numbers_never_wrap(
+            limit in prop_oneof![any::<u64>(), Just(u64::MAX), Just(0u64), 1u64..10],
+            window in prop_oneof![any::<u64>(), Just(u64::MAX), Just(0u64)],
+            cost in prop_oneof![any::<u64>(), Just(u64::MAX), Just(0u64), 0u64..10],
+            tat in prop::option::of(prop_oneof![any::<u64>(), Just(u64::MAX)]),
+            now in prop_oneof![any::<u64>(), Just(u64::MAX), Just(0u64)],
+        ) {
+            let q = Quota { limit: limit.max(1), window: window.max(1) };
+            let (decision, next) = decide(q, tat, now, cost);
+            prop_assert!(decision.remaining <= q.limit);
+            if decision.allowed {
+                prop_assert!(cost <= q.limit);
+                prop_assert!(next >= now);
+            } else {
+                prop_assert_eq!(Some(next), Some(tat.unwrap_or(now).max(now)));
+            }
+        }
+
         #[test]
         fn an_idle_key_is_a_new_key(limit in 1u64..50, window in 1u64..100, idle in 0u64..10, cost in 1u64..5) {
             // once its TAT has passed, dropping a key's state changes no decision

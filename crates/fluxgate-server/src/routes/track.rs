@@ -29,6 +29,8 @@ pub fn router() -> OpenApiRouter<AppState> {
 const MAX_BATCH: usize = 1000;
 /// Tolerated clock skew for "not in the future" (seconds).
 const FUTURE_SKEW: i64 = 60;
+/// The largest quantity one event may carry (sums of many stay exact enough and finite).
+const MAX_QUANTITY: f64 = 1e15;
 
 /// One metered event.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -163,11 +165,13 @@ async fn prepare(state: &AppState, caller: &Caller, raw: Value, now: i64) -> Api
         );
     }
     let quantity = match &event.quantity {
-        Value::Number(n) => n.as_f64().filter(|q| q.is_finite() && *q > 0.0),
+        Value::Number(n) => n
+            .as_f64()
+            .filter(|q| q.is_finite() && *q > 0.0 && *q <= MAX_QUANTITY),
         _ => None,
     };
     if quantity.is_none() {
-        errors.add("quantity", "must be a positive number");
+        errors.add("quantity", "must be a positive number of at most 1e15");
     }
     let occurred_at = match event.timestamp.as_deref() {
         None => Some(now),

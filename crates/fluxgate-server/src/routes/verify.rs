@@ -13,8 +13,8 @@ use axum::extract::{FromRequestParts, State};
 use axum::http::header;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
-use fluxgate_core::apikey;
 use fluxgate_core::ratelimit::Decision;
+use fluxgate_core::{apikey, cost};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -42,14 +42,12 @@ pub struct VerifyBody {
     /// Units of rate limit and quota this call takes (default 1, 0–10000).
     cost: Option<u64>,
     /// Calls a client admitted from its cached verdict of this key since its previous verify,
-    /// by endpoint (at most 100 endpoints). When the verify is `VALID` they are attributed to the
-    /// key as `VALID` calls; they must be paid for in `cost` (their sum + 1 ≤ `cost`).
+    /// by endpoint (at most 100 endpoints, each count below 10000). When the verify is `VALID`
+    /// they are attributed to the key as `VALID` calls; they must be paid for in `cost` (their
+    /// sum + 1 ≤ `cost`).
     #[serde(default)]
     cached_calls: BTreeMap<String, u64>,
 }
-
-/// The most endpoints one verify may settle cached calls for.
-const MAX_CACHED_ENDPOINTS: usize = 100;
 
 /// The org part of the answer.
 #[derive(Serialize)]
@@ -157,24 +155,15 @@ async fn verify(
     _verifier: Verifier,
     ApiJson(body): ApiJson<VerifyBody>,
 ) -> ApiResult<Response> {
-    let cost = body.cost.unwrap_or(1);
-    if cost > 10_000 {
-        return Err(ApiError::field("cost", "must be between 0 and 10000"));
-    }
-    if body.endpoint.as_ref().is_some_and(|e| e.len() > 200) {
+    let cost = cost::verify_cost(body.cost, &body.cached_calls)?;
+    if body
+        .endpoint
+        .as_ref()
+        .is_some_and(|e| e.len() > cost::MAX_ENDPOINT_LEN)
+    {
         return Err(ApiError::field(
             "endpoint",
             "must be at most 200 characters",
-        ));
-    }
-    let cached: u64 = body.cached_calls.values().sum();
-    if body.cached_calls.len() > MAX_CACHED_ENDPOINTS
-        || body.cached_calls.keys().any(|e| e.len() > 200)
-        || (cached > 0 && cached + 1 > cost)
-    {
-        return Err(ApiError::field(
-            "cached_calls",
-            "at most 100 endpoints of at most 200 characters, paid for in cost (their sum + 1 ≤ cost)",
         ));
     }
     if apikey::parse(&body.key).is_err() {
@@ -214,9 +203,13 @@ async fn verify(
             reset: now.max(0) as u64 + decision.reset_after_secs(),
         });
         if decision.allowed {
-            state
-                .usage
-                .record_call(&key.org_id, &key.key_id, "requests", cost as i64, now);
+            state.usage.record_call(
+                &key.org_id,
+                &key.key_id,
+                "requests",
+                i64::try_from(cost).unwrap_or(i64::MAX),
+                now,
+            );
         }
     }
     respond(verdict)
@@ -243,7 +236,7 @@ async fn judge(
             Some(used) => used,
             None => state.usage.load(&key.org_id, "requests", now).await?,
         };
-        if used.max(0) as u64 + cost > quota {
+        if u64::try_from(used).unwrap_or(0).saturating_add(cost) > quota {
             return Ok(("QUOTA_EXCEEDED", None));
         }
     }
