@@ -8,6 +8,7 @@ use argon2::password_hash::{
 use argon2::Argon2;
 use fluxgate_core::password::Password;
 use fluxgate_core::secret::Secret;
+use prometheus_client::metrics::counter::Counter;
 use std::sync::Arc;
 use tokio::sync::Semaphore;
 
@@ -17,6 +18,8 @@ pub struct PasswordHasher {
     permits: Arc<Semaphore>,
     /// Verified against when the email is unknown, so both answers take the same time.
     dummy_hash: Arc<String>,
+    /// Password verifications run (known email or not): `fluxgate_password_verifications_total`.
+    verifications: Counter,
 }
 
 fn argon2() -> Argon2<'static> {
@@ -35,6 +38,7 @@ impl PasswordHasher {
         Ok(Self {
             permits: Arc::new(Semaphore::new(parallelism.max(1))),
             dummy_hash: Arc::new(dummy_hash),
+            verifications: Counter::default(),
         })
     }
 
@@ -59,6 +63,7 @@ impl PasswordHasher {
     ) -> anyhow::Result<bool> {
         let known = stored.is_some();
         let hash = stored.unwrap_or_else(|| self.dummy_hash.as_ref().clone());
+        self.verifications.inc();
         self.run(move || {
             let parsed = PasswordHash::new(&hash).map_err(|e| anyhow!("stored hash: {e}"))?;
             let ok = argon2()
@@ -67,6 +72,11 @@ impl PasswordHasher {
             Ok(ok && known)
         })
         .await
+    }
+
+    /// How many verifications ran, for the metrics.
+    pub fn verification_counter(&self) -> Counter {
+        self.verifications.clone()
     }
 
     async fn run<T: Send + 'static>(

@@ -91,6 +91,12 @@ pub async fn build_state(config: Config, cancel: &CancellationToken) -> anyhow::
         "Rate-limit decisions taken without Redis although it is configured",
         limiter.fallback_counter(),
     );
+    let passwords = PasswordHasher::new(parallelism)?;
+    metrics.register_counter(
+        "password_verifications",
+        "Password verifications run, whether or not the email has an account",
+        passwords.verification_counter(),
+    );
     let keys = Arc::new(KeyCache::new(config.keys.cache_max_age));
     keys.sync_known(store.as_ref())
         .await
@@ -115,7 +121,7 @@ pub async fn build_state(config: Config, cancel: &CancellationToken) -> anyhow::
     usage.spawn_flusher(cancel.clone());
     usage.spawn_roller(config.usage.clone(), cancel.clone());
     let state = AppState::new(AppInner {
-        passwords: PasswordHasher::new(parallelism)?,
+        passwords,
         mailer: Mailer::new(config.smtp_url.as_deref(), &config.smtp_from)?,
         refresh: RefreshTokenDeriver::new(secret.derive("refresh-token-successor")),
         widget_tokens: crate::widget::WidgetTokens::new(secret.derive("usage-widget-token")),
