@@ -34,6 +34,12 @@ impl AuditEvent {
         event
     }
 
+    /// When it happened (the operation's clock, for services that take the time as input).
+    pub fn at(mut self, now: i64) -> Self {
+        self.0.created_at = now;
+        self
+    }
+
     /// The org the event belongs to.
     pub fn org(mut self, org_id: Option<&str>) -> Self {
         self.0.org_id = org_id.map(str::to_owned);

@@ -19,6 +19,7 @@ pub mod revocation;
 pub mod routes;
 pub mod secrets;
 pub mod server;
+pub mod services;
 pub mod state;
 pub mod telemetry;
 pub mod tokens;

@@ -3,14 +3,13 @@
 
 use crate::access::{AdminPlans, OperatorAccess, OrgAccess, OrgRead};
 use crate::auth::unix_now;
-use crate::error::{ApiError, ApiResult};
+use crate::error::ApiResult;
 use crate::extract::{ApiJson, ClientInfo};
-use crate::invalidation::Change;
 use crate::routes::orgs::org_json;
+use crate::services;
 use crate::state::AppState;
 use axum::extract::{Path, State};
 use axum::Json;
-use fluxgate_core::ids::OrgId;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use utoipa::ToSchema;
@@ -44,33 +43,9 @@ async fn assign_plan(
     Path(org_id): Path<String>,
     ApiJson(body): ApiJson<PlanBody>,
 ) -> ApiResult<Json<Value>> {
-    let org_id: OrgId = org_id.parse().map_err(|_| ApiError::NotFound)?;
-    if state.config.plan(&body.plan).is_none() {
-        let names: Vec<&str> = state.config.plans.iter().map(|p| p.name.as_str()).collect();
-        return Err(ApiError::field(
-            "plan",
-            format!("no such plan; configured: {}", names.join(", ")),
-        ));
-    }
-    let previous = state
-        .store
-        .org(org_id.as_str())
-        .await?
-        .ok_or(ApiError::NotFound)?;
-    let audit = operator
-        .audit("org.plan_changed", Some(org_id.as_str()), &client)
-        .target("org", org_id.as_str())
-        .data(json!({ "from": previous.plan, "to": body.plan }))
-        .build();
-    let org = state
-        .store
-        .set_org_plan(org_id.as_str(), &body.plan, unix_now(), &audit)
-        .await?
-        .ok_or(ApiError::NotFound)?;
-    state
-        .invalidation
-        .publish(Change::Org(org.id.clone()))
-        .await;
+    let org =
+        services::orgs::assign_plan(&state, &operator, &client, &org_id, &body.plan, unix_now())
+            .await?;
     Ok(Json(json!({ "data": org_json(&org, None) })))
 }
 

@@ -1,0 +1,452 @@
+//! API keys: issue, list, read, change, rotate and revoke. A key is never more powerful than its
+//! maker: its scopes must come from the catalog and be held by whoever creates, changes or
+//! rotates it. Every change is written with its audit entry in one transaction, then announced
+//! to every node's key cache.
+
+use crate::access::{
+    parse_permission_list, permissions_json, KeysRead, KeysWrite, OrgAccess, Required,
+};
+use crate::auth::{parse_rfc3339, rfc3339, RFC3339_HINT};
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{ClientInfo, Page};
+use crate::invalidation::Change;
+use crate::state::AppState;
+use fluxgate_core::apikey::{self, Environment};
+use fluxgate_core::ids::KeyId;
+use fluxgate_core::permission::PermissionPattern;
+use fluxgate_core::secret::Secret;
+use fluxgate_core::validation::{single_line, FieldErrors};
+use fluxgate_store::{ApiKeyRecord, KeyStatus, Rotation};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use utoipa::ToSchema;
+
+/// Default grace period of a rotation: the old secret keeps working for a day.
+pub const DEFAULT_GRACE_SECONDS: u64 = 86_400;
+/// Longest grace period.
+pub const MAX_GRACE_SECONDS: u64 = 30 * 86_400;
+/// Longest expiry, in days.
+pub const MAX_EXPIRY_DAYS: u32 = 3650;
+/// Largest metadata object, serialized.
+pub const MAX_METADATA_BYTES: usize = 4096;
+
+/// A key's own rate limit.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitInput {
+    /// Calls per window (1–1,000,000,000).
+    pub limit: u64,
+    /// The window in seconds (1–2,678,400).
+    pub window_seconds: u64,
+}
+
+/// What a new key is made of (`POST /orgs/{org_id}/keys`).
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewKey {
+    /// A name for people.
+    pub name: String,
+    /// Permissions from the catalog (patterns allowed), each held by the creator.
+    pub scopes: Vec<String>,
+    /// `live` (default) or `test`.
+    pub environment: Option<String>,
+    /// RFC 3339, in the future; or use `expires_in_days`.
+    pub expires_at: Option<String>,
+    /// 1–3650.
+    pub expires_in_days: Option<u32>,
+    /// The key's own limit; without it the org's plan decides.
+    pub rate_limit: Option<RateLimitInput>,
+    /// A JSON object of your own (at most 4 KiB), returned by verify.
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<Value>,
+}
+
+/// Changes to a key (`PATCH /orgs/{org_id}/keys/{key_id}`): absent fields stay; `null` clears
+/// the nullable ones.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KeyChanges {
+    /// A new name.
+    pub name: Option<String>,
+    /// New scopes (the caller must hold the old and the new).
+    pub scopes: Option<Vec<String>>,
+    /// A new own rate limit, or `null` for the plan's.
+    #[serde(default, deserialize_with = "crate::extract::present")]
+    #[schema(value_type = Option<RateLimitInput>)]
+    pub rate_limit: Option<Option<RateLimitInput>>,
+    /// New metadata.
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<Value>,
+    /// A new expiry (RFC 3339, in the future), or `null` for none.
+    #[serde(default, deserialize_with = "crate::extract::present")]
+    #[schema(value_type = Option<String>)]
+    pub expires_at: Option<Option<String>>,
+}
+
+/// A key with its secret, which exists only in this answer.
+pub struct KeyWithSecret {
+    /// The key as stored.
+    pub key: ApiKeyRecord,
+    /// The secret, shown once.
+    pub secret: Secret<String>,
+    /// When the previous secret stops working (rotation only).
+    pub previous_secret_expires_at: Option<i64>,
+}
+
+fn check_rate_limit(errors: &mut FieldErrors, rate: &RateLimitInput) {
+    if !(1..=1_000_000_000).contains(&rate.limit) {
+        errors.add("rate_limit.limit", "must be between 1 and 1000000000");
+    }
+    if !(1..=31 * 86_400).contains(&rate.window_seconds) {
+        errors.add("rate_limit.window_seconds", "must be between 1 and 2678400");
+    }
+}
+
+/// The checked limit as stored (`None` when out of range, with the error recorded).
+fn stored_rate(errors: &mut FieldErrors, rate: &RateLimitInput) -> (Option<i64>, Option<i64>) {
+    check_rate_limit(errors, rate);
+    (
+        i64::try_from(rate.limit).ok(),
+        i64::try_from(rate.window_seconds).ok(),
+    )
+}
+
+fn check_metadata(errors: &mut FieldErrors, metadata: &Value) -> String {
+    if !metadata.is_object() {
+        errors.add("metadata", "must be a JSON object");
+    }
+    let text = metadata.to_string();
+    if text.len() > MAX_METADATA_BYTES {
+        errors.add(
+            "metadata",
+            format!("must be at most {MAX_METADATA_BYTES} bytes"),
+        );
+    }
+    text
+}
+
+fn future_time(errors: &mut FieldErrors, field: &str, text: &str, now: i64) -> Option<i64> {
+    match parse_rfc3339(text) {
+        Some(t) if t > now => Some(t),
+        Some(_) => {
+            errors.add(field, "must be in the future");
+            None
+        }
+        None => {
+            errors.add(field, RFC3339_HINT);
+            None
+        }
+    }
+}
+
+fn patterns_of(key: &ApiKeyRecord) -> Vec<PermissionPattern> {
+    key.scope_list()
+        .iter()
+        .filter_map(|s| PermissionPattern::parse(s).ok())
+        .collect()
+}
+
+/// A new secret for a key of this environment, with its hash.
+fn new_secret(
+    state: &AppState,
+    environment: Environment,
+) -> ApiResult<(Secret<String>, String, String)> {
+    let secret = apikey::generate(&state.config.key_prefix, environment);
+    let parsed = apikey::parse(secret.expose())
+        .map_err(|e| ApiError::Internal(anyhow::anyhow!("generated key does not parse: {e}")))?;
+    let start = parsed.start().to_owned();
+    let hash = parsed.hash();
+    Ok((secret, hash, start))
+}
+
+/// Issues a key in the caller's org; the secret is in the answer once and never again.
+pub async fn issue(
+    state: &AppState,
+    access: &OrgAccess<KeysWrite>,
+    client: &ClientInfo,
+    input: NewKey,
+    now: i64,
+) -> ApiResult<KeyWithSecret> {
+    let mut errors = FieldErrors::new();
+    let name = errors.check("name", single_line(&input.name, 200));
+    let patterns = parse_permission_list(state, &mut errors, "scopes", &input.scopes, 100);
+    let environment = match input.environment.as_deref() {
+        None => Some(Environment::Live),
+        Some(text) => {
+            let env = Environment::parse(text);
+            if env.is_none() {
+                errors.add("environment", "must be `live` or `test`");
+            }
+            env
+        }
+    };
+    let expires_at = match (&input.expires_at, input.expires_in_days) {
+        (Some(_), Some(_)) => {
+            errors.add("expires_at", "give expires_at or expires_in_days, not both");
+            None
+        }
+        (Some(text), None) => future_time(&mut errors, "expires_at", text, now),
+        (None, Some(days)) if (1..=MAX_EXPIRY_DAYS).contains(&days) => {
+            Some(now.saturating_add(i64::from(days) * 86_400))
+        }
+        (None, Some(_)) => {
+            errors.add(
+                "expires_in_days",
+                format!("must be between 1 and {MAX_EXPIRY_DAYS}"),
+            );
+            None
+        }
+        (None, None) => None,
+    };
+    let (rate_limit, rate_window_seconds) = match &input.rate_limit {
+        Some(rate) => stored_rate(&mut errors, rate),
+        None => (None, None),
+    };
+    let metadata = check_metadata(&mut errors, input.metadata.as_ref().unwrap_or(&json!({})));
+    errors.into_result()?;
+    let (Some(name), Some(environment)) = (name, environment) else {
+        return Err(ApiError::field("name", "invalid"));
+    };
+    access.require_all(state, &patterns)?;
+
+    let (secret, hash, start) = new_secret(state, environment)?;
+    let key = ApiKeyRecord {
+        id: KeyId::generate().to_string(),
+        org_id: access.org.id.clone(),
+        name,
+        environment: environment.as_str().into(),
+        start,
+        scopes: permissions_json(&patterns),
+        metadata,
+        rate_limit,
+        rate_window_seconds,
+        created_by: Some(access.caller.actor().id),
+        created_at: now,
+        updated_at: now,
+        expires_at,
+        revoked_at: None,
+        last_used_at: None,
+    };
+    let audit = access
+        .audit("key.created", client)
+        .at(now)
+        .target("key", &key.id)
+        .data(
+            json!({ "name": key.name, "scopes": key.scope_list(), "environment": key.environment }),
+        )
+        .build();
+    state.store.create_key(&key, &hash, &audit).await?;
+    state.invalidation.publish(Change::Secret(hash)).await;
+    Ok(KeyWithSecret {
+        key,
+        secret,
+        previous_secret_expires_at: None,
+    })
+}
+
+/// A `?status=` filter: `active`, `revoked` or `expired` (empty: all).
+pub fn parse_status(text: Option<&str>) -> ApiResult<Option<KeyStatus>> {
+    match text {
+        None | Some("") => Ok(None),
+        Some("active") => Ok(Some(KeyStatus::Active)),
+        Some("revoked") => Ok(Some(KeyStatus::Revoked)),
+        Some("expired") => Ok(Some(KeyStatus::Expired)),
+        Some(_) => Err(ApiError::field(
+            "status",
+            "must be active, revoked or expired",
+        )),
+    }
+}
+
+/// One page of the org's keys, by id.
+pub async fn list(
+    state: &AppState,
+    access: &OrgAccess<KeysRead>,
+    status: Option<KeyStatus>,
+    page: &Page,
+    now: i64,
+) -> ApiResult<Vec<ApiKeyRecord>> {
+    Ok(state
+        .store
+        .keys(
+            &access.org.id,
+            status,
+            now,
+            page.cursor.as_deref(),
+            page.fetch(),
+        )
+        .await?)
+}
+
+/// One key of the caller's org; 404 for a malformed id or another org's key.
+pub async fn get<P: Required>(
+    state: &AppState,
+    access: &OrgAccess<P>,
+    key_id: &str,
+) -> ApiResult<ApiKeyRecord> {
+    let key_id: KeyId = key_id.parse().map_err(|_| ApiError::NotFound)?;
+    state
+        .store
+        .key(&access.org.id, key_id.as_str())
+        .await?
+        .ok_or(ApiError::NotFound)
+}
+
+/// Changes a key's name, scopes, rate limit, metadata or expiry; takes effect on the next verify
+/// on every node. The caller must hold the key's scopes, before and after.
+pub async fn update(
+    state: &AppState,
+    access: &OrgAccess<KeysWrite>,
+    client: &ClientInfo,
+    key_id: &str,
+    changes: KeyChanges,
+    now: i64,
+) -> ApiResult<ApiKeyRecord> {
+    let key = get(state, access, key_id).await?;
+    if key.revoked_at.is_some() {
+        return Err(ApiError::Conflict("a revoked key cannot be changed".into()));
+    }
+    access.require_all(state, &patterns_of(&key))?;
+    let mut errors = FieldErrors::new();
+    let mut changed = key.clone();
+    if let Some(name) = &changes.name {
+        if let Some(name) = errors.check("name", single_line(name, 200)) {
+            changed.name = name;
+        }
+    }
+    let new_patterns = changes
+        .scopes
+        .as_ref()
+        .map(|scopes| parse_permission_list(state, &mut errors, "scopes", scopes, 100));
+    match &changes.rate_limit {
+        Some(Some(rate)) => {
+            (changed.rate_limit, changed.rate_window_seconds) = stored_rate(&mut errors, rate);
+        }
+        Some(None) => {
+            changed.rate_limit = None;
+            changed.rate_window_seconds = None;
+        }
+        None => {}
+    }
+    if let Some(metadata) = &changes.metadata {
+        changed.metadata = check_metadata(&mut errors, metadata);
+    }
+    match &changes.expires_at {
+        Some(Some(text)) => changed.expires_at = future_time(&mut errors, "expires_at", text, now),
+        Some(None) => changed.expires_at = None,
+        None => {}
+    }
+    errors.into_result()?;
+    if let Some(patterns) = &new_patterns {
+        access.require_all(state, patterns)?;
+        changed.scopes = permissions_json(patterns);
+    }
+    changed.updated_at = now;
+    let audit = access
+        .audit("key.updated", client)
+        .at(now)
+        .target("key", &key.id)
+        .data(json!({
+            "name": changed.name,
+            "scopes": changed.scope_list(),
+            "previous_scopes": key.scope_list(),
+            "expires_at": changed.expires_at.map(rfc3339),
+            "rate_limit": changed.rate_limit,
+            "rate_window_seconds": changed.rate_window_seconds,
+        }))
+        .build();
+    let stored = state
+        .store
+        .update_key(&changed, &audit)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    state
+        .invalidation
+        .publish(Change::Key(key.id.clone()))
+        .await;
+    Ok(stored)
+}
+
+/// Gives a key a new secret (shown once); the old one keeps working for `grace_period_seconds`
+/// (default a day, at most 30 days, 0 = at once).
+pub async fn rotate(
+    state: &AppState,
+    access: &OrgAccess<KeysWrite>,
+    client: &ClientInfo,
+    key_id: &str,
+    grace_period_seconds: Option<u64>,
+    now: i64,
+) -> ApiResult<KeyWithSecret> {
+    let grace = grace_period_seconds.unwrap_or(DEFAULT_GRACE_SECONDS);
+    let grace = match i64::try_from(grace) {
+        Ok(grace) if grace <= MAX_GRACE_SECONDS as i64 => grace,
+        _ => {
+            return Err(ApiError::field(
+                "grace_period_seconds",
+                format!("must be at most {MAX_GRACE_SECONDS}"),
+            ))
+        }
+    };
+    let key = get(state, access, key_id).await?;
+    // the new secret carries the key's power: only someone holding it may mint it
+    access.require_all(state, &patterns_of(&key))?;
+    let environment = Environment::parse(&key.environment).unwrap_or(Environment::Live);
+    let (secret, hash, start) = new_secret(state, environment)?;
+    let retire_at = now.saturating_add(grace);
+    let audit = access
+        .audit("key.rotated", client)
+        .at(now)
+        .target("key", &key.id)
+        .data(json!({ "grace_period_seconds": grace }))
+        .build();
+    let rotated = state
+        .store
+        .rotate_key(
+            &access.org.id,
+            &key.id,
+            &Rotation {
+                secret_hash: hash.clone(),
+                start,
+                retire_at,
+                now,
+            },
+            &audit,
+        )
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    state.invalidation.publish(Change::Secret(hash)).await;
+    state
+        .invalidation
+        .publish(Change::Key(key.id.clone()))
+        .await;
+    Ok(KeyWithSecret {
+        key: rotated,
+        secret,
+        previous_secret_expires_at: Some(retire_at),
+    })
+}
+
+/// Revokes a key at once, on every node; it stays listed as revoked.
+pub async fn revoke(
+    state: &AppState,
+    access: &OrgAccess<KeysWrite>,
+    client: &ClientInfo,
+    key_id: &str,
+    now: i64,
+) -> ApiResult<()> {
+    let key = get(state, access, key_id).await?;
+    let audit = access
+        .audit("key.revoked", client)
+        .at(now)
+        .target("key", &key.id)
+        .build();
+    if !state
+        .store
+        .revoke_key(&access.org.id, &key.id, now, &audit)
+        .await?
+    {
+        return Err(ApiError::NotFound);
+    }
+    state.invalidation.publish(Change::Key(key.id)).await;
+    Ok(())
+}

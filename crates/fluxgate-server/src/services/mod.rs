@@ -1,0 +1,8 @@
+//! The operations Fluxgate performs, each owning its whole rule: validate the input, check the
+//! caller may (no escalation), write the change with its audit entry in one transaction, and
+//! announce what every node's key cache must forget. The JSON handlers in
+//! [`routes`](crate::routes) (and the portal's pages) only extract, call one of these and
+//! serialise. Each takes the current time as `now`, so its rules are testable without a clock.
+
+pub mod keys;
+pub mod orgs;
