@@ -10,6 +10,7 @@ pub mod ids;
 pub mod password;
 pub mod permission;
 pub mod ratelimit;
+pub mod refresh;
 pub mod secret;
 pub mod units;
 pub mod validation;

@@ -4,5 +4,7 @@
 //! [`routes`](crate::routes) (and the portal's pages) only extract, call one of these and
 //! serialise. Each takes the current time as `now`, so its rules are testable without a clock.
 
+pub mod accounts;
 pub mod keys;
 pub mod orgs;
+pub mod sessions;

@@ -1,0 +1,283 @@
+//! Accounts: signing up (with an org of one's own), verifying the email address, resending the
+//! link, and resetting a forgotten password. Mail goes out through the mailer's queue; answers
+//! that could reveal whether an address has an account are the same either way.
+
+use crate::audit::AuditEvent;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::ClientInfo;
+use crate::mail::Mail;
+use crate::services::sessions::lockout_key;
+use crate::state::AppState;
+use fluxgate_core::email::Email;
+use fluxgate_core::ids::{OrgId, UserId};
+use fluxgate_core::password::Password;
+use fluxgate_core::secret::{random_token, sha256_hex, Secret};
+use fluxgate_core::validation::FieldErrors;
+use fluxgate_store::{
+    OneTimeTokenRecord, OrgRecord, UserRecord, PURPOSE_RESET_PASSWORD, PURPOSE_VERIFY_EMAIL,
+};
+use serde::Deserialize;
+use serde_json::json;
+use std::time::Duration;
+use utoipa::ToSchema;
+
+/// A new account (`POST /auth/signup`).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Signup {
+    /// The address to sign in with; a verification link is mailed to it.
+    pub email: String,
+    /// At least 12 characters, not a common password.
+    #[schema(value_type = String, format = Password)]
+    pub password: Secret<String>,
+    /// A display name.
+    pub name: Option<String>,
+    /// Creates an org owned by the new user.
+    pub organization_name: Option<String>,
+}
+
+fn optional_text(
+    errors: &mut FieldErrors,
+    field: &str,
+    value: Option<&str>,
+    max: usize,
+) -> Option<String> {
+    let value = value.map(str::trim).filter(|v| !v.is_empty())?;
+    if value.chars().count() > max {
+        errors.add(field, format!("must be at most {max} characters"));
+        return None;
+    }
+    Some(value.to_owned())
+}
+
+fn expiry(now: i64, ttl: Duration) -> i64 {
+    now.saturating_add(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// Creates an account (and an org owned by it when `organization_name` is given) and mails a
+/// verification link. An address already registered: 409.
+pub async fn signup(
+    state: &AppState,
+    client: &ClientInfo,
+    input: Signup,
+    now: i64,
+) -> ApiResult<(UserRecord, Option<OrgRecord>)> {
+    let mut errors = FieldErrors::new();
+    let email = errors.check("email", Email::parse(&input.email));
+    let password = errors.check("password", Password::parse(input.password.expose()));
+    let name = optional_text(&mut errors, "name", input.name.as_deref(), 200);
+    let org_name = optional_text(
+        &mut errors,
+        "organization_name",
+        input.organization_name.as_deref(),
+        200,
+    );
+    errors.into_result()?;
+    let (Some(email), Some(password)) = (email, password) else {
+        return Err(ApiError::field("body", "invalid"));
+    };
+    let password_hash = state.passwords.hash(&password).await?;
+    let user = UserRecord {
+        id: UserId::generate().to_string(),
+        email: email.as_str().to_owned(),
+        name,
+        password_hash,
+        email_verified_at: None,
+        created_at: now,
+        updated_at: now,
+    };
+    let org = org_name.map(|name| OrgRecord {
+        id: OrgId::generate().to_string(),
+        name,
+        external_id: None,
+        plan: state.config.default_plan().to_owned(),
+        is_operator: false,
+        created_at: now,
+        updated_at: now,
+        deleted_at: None,
+    });
+    let mut audit = vec![AuditEvent::new("user.signup", Some(&user.id), client)
+        .at(now)
+        .target("user", &user.id)
+        .build()];
+    if let Some(org) = &org {
+        audit.push(
+            AuditEvent::new("org.created", Some(&user.id), client)
+                .at(now)
+                .org(Some(&org.id))
+                .target("org", &org.id)
+                .data(json!({ "name": org.name }))
+                .build(),
+        );
+    }
+    match state.store.create_user(&user, org.as_ref(), &audit).await {
+        Ok(()) => {}
+        Err(fluxgate_store::StoreError::Conflict(_)) => {
+            return Err(ApiError::Conflict(
+                "an account with this email already exists".into(),
+            ))
+        }
+        Err(e) => return Err(e.into()),
+    }
+    send_verification(state, &user, now).await?;
+    Ok((user, org))
+}
+
+async fn send_verification(state: &AppState, user: &UserRecord, now: i64) -> ApiResult<()> {
+    let token = random_token();
+    let ttl = state.config.auth.verification_ttl;
+    state
+        .store
+        .insert_one_time_token(&OneTimeTokenRecord {
+            token_hash: sha256_hex(token.expose()),
+            purpose: PURPOSE_VERIFY_EMAIL.into(),
+            user_id: user.id.clone(),
+            created_at: now,
+            expires_at: expiry(now, ttl),
+            used_at: None,
+        })
+        .await?;
+    let link = format!(
+        "{}/verify-email?token={}",
+        state.config.public_url,
+        token.expose()
+    );
+    state.mailer.send(Mail {
+        to: user.email.clone(),
+        subject: "Verify your email address".into(),
+        body: format!(
+            "Welcome to Fluxgate.\r\n\r\nConfirm your email address by opening this link:\r\n{link}\r\n\r\n\
+             Or send the token to POST /api/v1/auth/verify-email:\r\ntoken={}\r\n\r\nThe link expires in {}.\r\n",
+            token.expose(),
+            fluxgate_core::units::format_duration(ttl)
+        ),
+    });
+    Ok(())
+}
+
+/// Spends a mailed verification token and marks its user's email verified.
+pub async fn verify_email(
+    state: &AppState,
+    client: &ClientInfo,
+    token: &Secret<String>,
+    now: i64,
+) -> ApiResult<()> {
+    let hash = sha256_hex(token.expose());
+    match state
+        .store
+        .verify_email(&hash, now, client.audit_meta())
+        .await?
+    {
+        Some(_) => Ok(()),
+        None => Err(ApiError::field(
+            "token",
+            "is invalid, already used or expired",
+        )),
+    }
+}
+
+fn parse_email(text: &str) -> ApiResult<Email> {
+    Email::parse(text).map_err(|e| ApiError::field("email", e.to_string()))
+}
+
+/// Sends a new verification link if the account exists and is unverified, in the background
+/// so the caller's answer (and its timing) says nothing about the address.
+pub fn resend_verification(state: &AppState, email: &str) -> ApiResult<()> {
+    let email = parse_email(email)?;
+    let background = state.clone();
+    tokio::spawn(async move {
+        match background.store.user_by_email(email.as_str()).await {
+            Ok(Some(user)) if user.email_verified_at.is_none() => {
+                let now = crate::tokens::now();
+                if let Err(e) = send_verification(&background, &user, now).await {
+                    tracing::warn!(error = %e, "resending verification failed");
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "resending verification failed"),
+        }
+    });
+    Ok(())
+}
+
+/// Mails a single-use reset link if the account exists, in the background (same answer and
+/// timing either way).
+pub fn forgot_password(state: &AppState, email: &str) -> ApiResult<()> {
+    let email = parse_email(email)?;
+    let background = state.clone();
+    tokio::spawn(async move {
+        if let Err(e) = send_reset(&background, &email, crate::tokens::now()).await {
+            tracing::warn!(error = %e, "sending password reset failed");
+        }
+    });
+    Ok(())
+}
+
+async fn send_reset(state: &AppState, email: &Email, now: i64) -> ApiResult<()> {
+    let Some(user) = state.store.user_by_email(email.as_str()).await? else {
+        return Ok(());
+    };
+    let token = random_token();
+    let ttl = state.config.auth.reset_ttl;
+    state
+        .store
+        .insert_one_time_token(&OneTimeTokenRecord {
+            token_hash: sha256_hex(token.expose()),
+            purpose: PURPOSE_RESET_PASSWORD.into(),
+            user_id: user.id.clone(),
+            created_at: now,
+            expires_at: expiry(now, ttl),
+            used_at: None,
+        })
+        .await?;
+    let link = format!(
+        "{}/reset-password?token={}",
+        state.config.public_url,
+        token.expose()
+    );
+    state.mailer.send(Mail {
+        to: user.email.clone(),
+        subject: "Reset your password".into(),
+        body: format!(
+            "Someone asked to reset the password of this account.\r\n\r\nChoose a new password here:\r\n{link}\r\n\r\n\
+             Or send the token with a new password to POST /api/v1/auth/password/reset:\r\ntoken={}\r\n\r\n\
+             The link expires in {}. If it was not you, ignore this message.\r\n",
+            token.expose(),
+            fluxgate_core::units::format_duration(ttl)
+        ),
+    });
+    Ok(())
+}
+
+/// Spends a reset token, sets the new password and ends every session of the user; whoever
+/// proves control of the mailbox is no longer locked out by earlier guesses.
+pub async fn reset_password(
+    state: &AppState,
+    client: &ClientInfo,
+    token: &Secret<String>,
+    password: &Secret<String>,
+    now: i64,
+) -> ApiResult<()> {
+    let password = Password::parse(password.expose())
+        .map_err(|e| ApiError::field("password", e.to_string()))?;
+    let hash = state.passwords.hash(&password).await?;
+    let token_hash = sha256_hex(token.expose());
+    let Some(user_id) = state
+        .store
+        .reset_password(&token_hash, &hash, now, client.audit_meta())
+        .await?
+    else {
+        return Err(ApiError::field(
+            "token",
+            "is invalid, already used or expired",
+        ));
+    };
+    state.revocations.poke();
+    if let Some(user) = state.store.user_by_id(&user_id).await? {
+        state
+            .limiter
+            .reset(&lockout_key(&Email::from_trusted(user.email)))
+            .await;
+    }
+    Ok(())
+}

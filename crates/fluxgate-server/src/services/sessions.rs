@@ -1,0 +1,390 @@
+//! Sessions: logging in (with the per-address lockout), refresh-token rotation with reuse
+//! detection, switching the active org, logging out and ending sessions. Ending a session is
+//! written with its audit entry, then marked in this node's revocation cache (other nodes poll
+//! the database every second).
+
+use crate::audit::AuditEvent;
+use crate::auth::{sign_access_token, AuthUser, TokenPair};
+use crate::error::{ApiError, ApiResult};
+use crate::extract::ClientInfo;
+use crate::state::AppState;
+use fluxgate_core::email::Email;
+use fluxgate_core::ids::{OrgId, SessionId};
+use fluxgate_core::ratelimit::Quota;
+use fluxgate_core::refresh::{self, RefreshStep, SpentReason, TokenState};
+use fluxgate_core::secret::{random_token, sha256_hex, Secret};
+use fluxgate_core::units::Rate;
+use fluxgate_store::{RefreshTokenRecord, SessionRecord, UserRecord};
+use serde_json::json;
+
+/// The lockout's rate-limit key: per address, whether or not it has an account.
+pub fn lockout_key(email: &Email) -> String {
+    format!("lockout:{}", email.as_str())
+}
+
+/// `lockout_threshold` failures per `lockout_window`; once spent, one attempt per
+/// `lockout_window / lockout_threshold`.
+fn lockout_quota(state: &AppState) -> Quota {
+    Quota::from_rate(Rate {
+        limit: u64::from(state.config.auth.lockout_threshold),
+        window: state.config.auth.lockout_window,
+    })
+}
+
+fn refresh_expiry(state: &AppState, now: i64) -> i64 {
+    let ttl = i64::try_from(state.config.auth.refresh_token_ttl.as_secs()).unwrap_or(i64::MAX);
+    now.saturating_add(ttl)
+}
+
+/// Logs in with email and password: a new session and its first token pair. Unknown emails and
+/// wrong passwords take the same path (one argon2 verification, one audit entry, one count
+/// against the address's lockout) and get the same answer; the failure that spends the
+/// address's allowance locks it (429 with the wait).
+pub async fn login(
+    state: &AppState,
+    client: &ClientInfo,
+    email: &str,
+    password: Secret<String>,
+    now: i64,
+) -> ApiResult<TokenPair> {
+    let email = Email::parse(email).map_err(|_| ApiError::InvalidCredentials)?;
+    let lockout = lockout_key(&email);
+    let quota = lockout_quota(state);
+    let standing = state.limiter.peek(&lockout, quota, 1).await?;
+    if !standing.allowed {
+        return Err(ApiError::RateLimited {
+            retry_after: standing.retry_after_secs(),
+        });
+    }
+    let user = state.store.user_by_email(email.as_str()).await?;
+    let ok = state
+        .passwords
+        .verify(password, user.as_ref().map(|u| u.password_hash.clone()))
+        .await?;
+    let user = match (ok, user) {
+        (true, Some(user)) => user,
+        (_, user) => {
+            let user_id = user.as_ref().map(|u| u.id.as_str());
+            return Err(login_failed(state, client, &email, user_id, now).await);
+        }
+    };
+    if user.email_verified_at.is_none() && state.config.auth.require_email_verification {
+        return Err(ApiError::EmailNotVerified);
+    }
+    state.limiter.reset(&lockout).await;
+    start_session(state, client, &user, now).await
+}
+
+/// Counts a failed login against the address (whether or not it has an account, so the answers
+/// cannot tell the two apart) and audits it; the failure that spends the allowance locks the
+/// address (audited too) and answers 429.
+async fn login_failed(
+    state: &AppState,
+    client: &ClientInfo,
+    email: &Email,
+    user_id: Option<&str>,
+    now: i64,
+) -> ApiError {
+    let event = |action: &str| {
+        let e = AuditEvent::new(action, None, client)
+            .at(now)
+            .data(json!({ "email": email.as_str() }));
+        match user_id {
+            Some(id) => e.target("user", id),
+            None => e,
+        }
+        .build()
+    };
+    let key = lockout_key(email);
+    let quota = lockout_quota(state);
+    let counted = match state.limiter.check(&key, quota, 1).await {
+        Ok(decision) => decision,
+        Err(e) => return e,
+    };
+    let mut entries = vec![event("user.login_failed")];
+    let locked = counted.remaining == 0;
+    if locked {
+        entries.push(event("user.locked_out"));
+    }
+    if let Err(e) = state.store.append_audit(&entries).await {
+        return e.into();
+    }
+    if !locked {
+        return ApiError::InvalidCredentials;
+    }
+    match state.limiter.peek(&key, quota, 1).await {
+        Ok(next) => ApiError::RateLimited {
+            retry_after: next.retry_after_secs(),
+        },
+        Err(e) => e,
+    }
+}
+
+/// A new session for `user` in their first org, with its first refresh token.
+async fn start_session(
+    state: &AppState,
+    client: &ClientInfo,
+    user: &UserRecord,
+    now: i64,
+) -> ApiResult<TokenPair> {
+    let memberships = state.store.memberships_of_user(&user.id).await?;
+    let active_org = memberships.first().map(|m| m.org_id.clone());
+    let session_id = SessionId::generate().to_string();
+    let refresh_token = random_token();
+    let expires_at = refresh_expiry(state, now);
+    let session = SessionRecord {
+        id: session_id.clone(),
+        user_id: user.id.clone(),
+        active_org_id: active_org.clone(),
+        user_agent: client.user_agent.clone(),
+        ip: client.ip.clone(),
+        created_at: now,
+        last_used_at: now,
+        expires_at,
+        revoked_at: None,
+        revoked_reason: None,
+    };
+    let refresh = RefreshTokenRecord {
+        token_hash: sha256_hex(refresh_token.expose()),
+        session_id: session_id.clone(),
+        generation: 0,
+        issued_at: now,
+        expires_at,
+        spent_at: None,
+        spent_reason: None,
+    };
+    let audit = AuditEvent::new("user.login", Some(&user.id), client)
+        .at(now)
+        .target("session", &session_id)
+        .build();
+    state
+        .store
+        .create_session(&session, &refresh, &audit)
+        .await?;
+    let access_token =
+        sign_access_token(state, &user.id, &session_id, active_org.as_deref(), now, 0).await?;
+    Ok(TokenPair {
+        access_token,
+        refresh_token,
+    })
+}
+
+fn token_state(record: &RefreshTokenRecord, now: i64) -> TokenState {
+    TokenState {
+        expires_at: record.expires_at,
+        spent: record.spent_at.map(|at| {
+            let reason = record
+                .spent_reason
+                .as_deref()
+                .and_then(SpentReason::parse)
+                .unwrap_or(SpentReason::Superseded);
+            (at.min(now), reason)
+        }),
+    }
+}
+
+/// Exchanges a refresh token for a new pair; the old token is spent. A spent token presented
+/// again ends the whole session, except within the reuse interval, where it gets the same new
+/// pair (two tabs refreshing at once). See [`fluxgate_core::refresh`] for the rule.
+pub async fn refresh(
+    state: &AppState,
+    client: &ClientInfo,
+    token: Secret<String>,
+    now: i64,
+) -> ApiResult<TokenPair> {
+    let token_hash = sha256_hex(token.expose());
+    let mut record = state
+        .store
+        .refresh_token(&token_hash)
+        .await?
+        .ok_or(ApiError::Unauthorized)?;
+    let session = state
+        .store
+        .session(&record.session_id)
+        .await?
+        .ok_or(ApiError::Unauthorized)?;
+    if session.revoked_at.is_some() {
+        return Err(ApiError::Unauthorized);
+    }
+    let successor = state.refresh.successor(token.expose());
+    let successor_hash = sha256_hex(successor.expose());
+    let reuse_interval =
+        i64::try_from(state.config.auth.refresh_reuse_interval.as_secs()).unwrap_or(i64::MAX);
+    let mut step = refresh::step(token_state(&record, now), now, reuse_interval);
+    if step == RefreshStep::Rotate {
+        let next = RefreshTokenRecord {
+            token_hash: successor_hash.clone(),
+            session_id: session.id.clone(),
+            generation: record.generation.saturating_add(1),
+            issued_at: now,
+            expires_at: refresh_expiry(state, now),
+            spent_at: None,
+            spent_reason: None,
+        };
+        if state
+            .store
+            .rotate_refresh_token(&token_hash, &next, now)
+            .await?
+        {
+            let access_token = sign_access_token(
+                state,
+                &session.user_id,
+                &session.id,
+                session.active_org_id.as_deref(),
+                now,
+                next.generation,
+            )
+            .await?;
+            return Ok(TokenPair {
+                access_token,
+                refresh_token: successor,
+            });
+        }
+        // Another request spent it a moment ago: treat this one as the duplicate it is.
+        record = state
+            .store
+            .refresh_token(&token_hash)
+            .await?
+            .ok_or(ApiError::Unauthorized)?;
+        step = refresh::step(token_state(&record, now), now, reuse_interval);
+    }
+    if step == RefreshStep::ReplaySuccessor {
+        // the pair its token was exchanged for, even if that pair has rotated since:
+        // successors are derived, so the chain stays consistent
+        if let Some(child) = state.store.refresh_token(&successor_hash).await? {
+            let access_token = sign_access_token(
+                state,
+                &session.user_id,
+                &session.id,
+                session.active_org_id.as_deref(),
+                child.issued_at,
+                child.generation,
+            )
+            .await?;
+            return Ok(TokenPair {
+                access_token,
+                refresh_token: successor,
+            });
+        }
+        step = RefreshStep::EndSession; // rotated, yet its successor is gone: not ours
+    }
+    if step == RefreshStep::EndSession {
+        // A spent token came back: someone holds a copy. End the whole session.
+        let audit = AuditEvent::new("session.refresh_reuse_detected", None, client)
+            .at(now)
+            .target("session", &session.id)
+            .data(json!({ "user_id": session.user_id, "generation": record.generation }))
+            .build();
+        if state
+            .store
+            .revoke_session(&session.user_id, &session.id, "refresh_reuse", now, &audit)
+            .await?
+        {
+            state.revocations.mark(&session.id, now);
+        }
+    }
+    Err(ApiError::Unauthorized)
+}
+
+/// Ends the caller's current session.
+pub async fn logout(
+    state: &AppState,
+    user: &AuthUser,
+    client: &ClientInfo,
+    now: i64,
+) -> ApiResult<()> {
+    let audit = AuditEvent::new("user.logout", Some(user.user_id()), client)
+        .at(now)
+        .target("session", user.session_id())
+        .build();
+    state
+        .store
+        .revoke_session(user.user_id(), user.session_id(), "logout", now, &audit)
+        .await?;
+    state.revocations.mark(user.session_id(), now);
+    Ok(())
+}
+
+/// The user's live sessions, newest first.
+pub async fn list(state: &AppState, user: &AuthUser, now: i64) -> ApiResult<Vec<SessionRecord>> {
+    Ok(state
+        .store
+        .active_sessions(user.user_id(), now)
+        .await?
+        .into_iter()
+        .filter(|s| !state.revocations.is_revoked(&s.id))
+        .collect())
+}
+
+/// Ends one of the user's sessions; another user's (or a malformed id) answers 404.
+pub async fn end(
+    state: &AppState,
+    user: &AuthUser,
+    client: &ClientInfo,
+    session_id: &str,
+    now: i64,
+) -> ApiResult<()> {
+    let session_id: SessionId = session_id.parse().map_err(|_| ApiError::NotFound)?;
+    let audit = AuditEvent::new("session.revoked", Some(user.user_id()), client)
+        .at(now)
+        .target("session", session_id.as_str())
+        .build();
+    if !state
+        .store
+        .revoke_session(user.user_id(), session_id.as_str(), "revoked", now, &audit)
+        .await?
+    {
+        return Err(ApiError::NotFound);
+    }
+    state.revocations.mark(session_id.as_str(), now);
+    Ok(())
+}
+
+/// Makes another of the user's orgs active: a new token pair acting in it (the session's
+/// previous refresh token is superseded). Not a member: 404.
+pub async fn switch_org(
+    state: &AppState,
+    user: &AuthUser,
+    org_id: &str,
+    now: i64,
+) -> ApiResult<TokenPair> {
+    let org_id: OrgId = org_id.parse().map_err(|_| ApiError::NotFound)?;
+    state
+        .store
+        .membership(org_id.as_str(), user.user_id())
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    let refresh_token = random_token();
+    let current = state
+        .store
+        .session(user.session_id())
+        .await?
+        .ok_or(ApiError::Unauthorized)?;
+    let generation = now; // strictly increasing per session and distinct from rotation counts
+    let next = RefreshTokenRecord {
+        token_hash: sha256_hex(refresh_token.expose()),
+        session_id: current.id.clone(),
+        generation,
+        issued_at: now,
+        expires_at: refresh_expiry(state, now),
+        spent_at: None,
+        spent_reason: None,
+    };
+    state
+        .store
+        .switch_session_org(&current.id, org_id.as_str(), &next, now)
+        .await?;
+    let access_token = sign_access_token(
+        state,
+        user.user_id(),
+        &current.id,
+        Some(org_id.as_str()),
+        now,
+        generation,
+    )
+    .await?;
+    Ok(TokenPair {
+        access_token,
+        refresh_token,
+    })
+}
