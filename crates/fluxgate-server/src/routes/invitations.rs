@@ -3,26 +3,19 @@
 
 use crate::access::{MembersRead, MembersWrite, OrgAccess};
 use crate::auth::{rfc3339, unix_now, AuthUser};
-use crate::error::{ApiError, ApiResult};
+use crate::error::ApiResult;
 use crate::extract::{ApiJson, ApiQuery, ClientInfo};
-use crate::mail::Mail;
 use crate::routes::no_content;
 use crate::routes::orgs::{org_json, PageQuery};
-use crate::services::orgs::grantable_role;
+use crate::services::invitations::{self, NewInvitation};
 use crate::state::AppState;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use fluxgate_core::email::Email;
-use fluxgate_core::ids::InvitationId;
-use fluxgate_core::secret::{random_token, sha256_hex, Secret};
-use fluxgate_core::units::format_duration;
-use fluxgate_core::validation::FieldErrors;
-use fluxgate_store::{Acceptance, InvitationRecord, StoreError};
-use serde::Deserialize;
+use fluxgate_core::secret::Secret;
+use fluxgate_store::InvitationRecord;
 use serde_json::{json, Value};
-use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -45,17 +38,8 @@ fn invitation_json(inv: &InvitationRecord) -> Value {
     })
 }
 
-/// `POST /orgs/{org_id}/invitations`
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct InviteBody {
-    email: String,
-    /// The role the invitee gets; the inviter must hold everything it grants.
-    role: String,
-}
-
 /// Invites an address to the org with a role; the mail carries a single-use token.
-#[utoipa::path(post, path = "/orgs/{org_id}/invitations", tag = "orgs", request_body = InviteBody,
+#[utoipa::path(post, path = "/orgs/{org_id}/invitations", tag = "orgs", request_body = NewInvitation,
     params(("org_id" = String, Path, description = "org_…")),
     security(("bearer" = ["members:write"])),
     responses((status = 201, description = "invitation sent"), (status = 403, description = "role above the inviter's"),
@@ -64,90 +48,14 @@ async fn invite(
     State(state): State<AppState>,
     access: OrgAccess<MembersWrite>,
     client: ClientInfo,
-    ApiJson(body): ApiJson<InviteBody>,
+    ApiJson(body): ApiJson<NewInvitation>,
 ) -> ApiResult<Response> {
-    let mut errors = FieldErrors::new();
-    let email = errors.check("email", Email::parse(&body.email));
-    errors.into_result()?;
-    let Some(email) = email else {
-        return Err(ApiError::field("email", "invalid"));
-    };
-    grantable_role(&state, &access, &body.role).await?;
-    if let Some(user) = state.store.user_by_email(email.as_str()).await? {
-        if state
-            .store
-            .membership(&access.org.id, &user.id)
-            .await?
-            .is_some()
-        {
-            return Err(ApiError::Conflict(
-                "this address belongs to a member already".into(),
-            ));
-        }
-    }
-    let token = random_token();
-    let now = unix_now();
-    let ttl = state.config.auth.invitation_ttl;
-    let invitation = InvitationRecord {
-        id: InvitationId::generate().to_string(),
-        org_id: access.org.id.clone(),
-        email: email.as_str().to_owned(),
-        role: body.role.clone(),
-        token_hash: sha256_hex(token.expose()),
-        invited_by: access.user_id().map(str::to_owned),
-        created_at: now,
-        expires_at: now + ttl.as_secs() as i64,
-        accepted_at: None,
-        accepted_by: None,
-        canceled_at: None,
-    };
-    let audit = access
-        .audit("member.invited", &client)
-        .target("invitation", &invitation.id)
-        .data(json!({ "email": invitation.email, "role": invitation.role }))
-        .build();
-    match state.store.create_invitation(&invitation, &audit).await {
-        Ok(()) => {}
-        Err(StoreError::Conflict(_)) => {
-            return Err(ApiError::Conflict(
-                "this address has an open invitation; cancel it to invite again".into(),
-            ))
-        }
-        Err(e) => return Err(e.into()),
-    }
-    send_invitation(&state, &access.org.name, &invitation, &token, ttl);
+    let invitation = invitations::invite(&state, &access, &client, body, unix_now()).await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({ "data": invitation_json(&invitation) })),
     )
         .into_response())
-}
-
-fn send_invitation(
-    state: &AppState,
-    org_name: &str,
-    invitation: &InvitationRecord,
-    token: &Secret<String>,
-    ttl: std::time::Duration,
-) {
-    let link = format!(
-        "{}/invitations/accept?token={}",
-        state.config.public_url,
-        token.expose()
-    );
-    state.mailer.send(Mail {
-        to: invitation.email.clone(),
-        subject: format!("You are invited to join {org_name}"),
-        body: format!(
-            "You have been invited to join {org_name} as {role}.\r\n\r\n\
-             Log in (or sign up with this address) and open this link to accept:\r\n{link}\r\n\r\n\
-             Or send the token to POST /api/v1/invitations/{{token}}/accept:\r\ntoken={token}\r\n\r\n\
-             The invitation expires in {ttl}.\r\n",
-            role = invitation.role,
-            token = token.expose(),
-            ttl = format_duration(ttl),
-        ),
-    });
 }
 
 /// The org's open invitations.
@@ -161,15 +69,7 @@ async fn list_invitations(
     ApiQuery(query): ApiQuery<PageQuery>,
 ) -> ApiResult<Json<Value>> {
     let page = query.page()?;
-    let invitations = state
-        .store
-        .open_invitations(
-            &access.org.id,
-            unix_now(),
-            page.cursor.as_deref(),
-            page.fetch(),
-        )
-        .await?;
+    let invitations = invitations::list_open(&state, &access, &page, unix_now()).await?;
     Ok(Json(page.body(
         invitations,
         |i| i.id.clone(),
@@ -188,25 +88,8 @@ async fn cancel_invitation(
     client: ClientInfo,
     Path(ids): Path<(String, String)>,
 ) -> ApiResult<Response> {
-    let invitation_id = ids.1;
-    let invitation_id: InvitationId = invitation_id.parse().map_err(|_| ApiError::NotFound)?;
-    let audit = access
-        .audit("invitation.canceled", &client)
-        .target("invitation", invitation_id.as_str())
-        .build();
-    if state
-        .store
-        .cancel_invitation(&access.org.id, invitation_id.as_str(), unix_now(), &audit)
-        .await?
-    {
-        Ok(no_content())
-    } else {
-        Err(ApiError::NotFound)
-    }
-}
-
-fn invitation_gone() -> ApiError {
-    ApiError::NotFound
+    invitations::cancel(&state, &access, &client, &ids.1, unix_now()).await?;
+    Ok(no_content())
 }
 
 /// Joins the org of an invitation. The caller must be logged in with the invited address; the
@@ -222,48 +105,7 @@ async fn accept_invitation(
     client: ClientInfo,
     Path(token): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let token = Secret::new(token);
-    let now = unix_now();
-    let invitation = state
-        .store
-        .invitation_by_token(&sha256_hex(token.expose()))
-        .await?
-        .filter(|i| i.accepted_at.is_none() && i.canceled_at.is_none() && i.expires_at > now)
-        .ok_or_else(invitation_gone)?;
-    let account = state
-        .store
-        .user_by_id(user.user_id())
-        .await?
-        .ok_or(ApiError::Unauthorized)?;
-    if account.email != invitation.email {
-        return Err(ApiError::Refused(
-            "this invitation was sent to another email address; log in with that address to accept it".into(),
-        ));
-    }
-    let audit = crate::audit::AuditEvent::new("member.joined", Some(user.user_id()), &client)
-        .org(Some(&invitation.org_id))
-        .target("invitation", &invitation.id)
-        .data(json!({ "role": invitation.role }))
-        .build();
-    match state
-        .store
-        .accept_invitation(&invitation.id, user.user_id(), now, &audit)
-        .await?
-    {
-        Acceptance::Joined => {}
-        Acceptance::Gone => return Err(invitation_gone()),
-        Acceptance::AlreadyMember => {
-            return Err(ApiError::Conflict(
-                "you are a member of this organization already".into(),
-            ))
-        }
-    }
-    let org = state
-        .store
-        .org(&invitation.org_id)
-        .await?
-        .ok_or(ApiError::NotFound)?;
-    Ok(Json(
-        json!({ "data": org_json(&org, Some(&invitation.role)) }),
-    ))
+    let (org, role) =
+        invitations::accept(&state, &user, &client, &Secret::new(token), unix_now()).await?;
+    Ok(Json(json!({ "data": org_json(&org, Some(&role)) })))
 }

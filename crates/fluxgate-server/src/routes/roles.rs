@@ -1,23 +1,20 @@
 //! `/orgs/{org_id}/roles`: the built-in roles and the org's custom roles. Nobody can create or
 //! change a role so that it grants more than they hold themselves.
 
-use crate::access::{parse_permission_list, permissions_json, OrgAccess, RolesRead, RolesWrite};
+use crate::access::{OrgAccess, RolesRead, RolesWrite};
 use crate::auth::{rfc3339, unix_now};
-use crate::error::{ApiError, ApiResult};
+use crate::error::ApiResult;
 use crate::extract::{ApiJson, ClientInfo};
 use crate::routes::no_content;
+use crate::services::roles::{self, NewRole, RoleChanges};
 use crate::state::AppState;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use fluxgate_core::ids::RoleId;
 use fluxgate_core::permission::{BuiltinRole, PermissionPattern};
-use fluxgate_core::validation::{single_line, slug, FieldErrors};
-use fluxgate_store::{RoleDeletion, RoleRecord, StoreError};
-use serde::Deserialize;
+use fluxgate_store::RoleRecord;
 use serde_json::{json, Value};
-use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -62,66 +59,12 @@ async fn list_roles(
             })
         })
         .collect();
-    data.extend(
-        state
-            .store
-            .roles(&access.org.id)
-            .await?
-            .iter()
-            .map(role_json),
-    );
+    data.extend(roles::list(&state, &access).await?.iter().map(role_json));
     Ok(Json(json!({ "data": data, "next_cursor": null })))
 }
 
-/// `POST /orgs/{org_id}/roles`
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CreateRoleBody {
-    /// `a-z 0-9 _ -`, unique in the org, not a built-in role's name.
-    name: String,
-    description: Option<String>,
-    /// Permissions or patterns (`keys:*`) the role grants; each must name known permissions.
-    permissions: Vec<String>,
-}
-
-/// `PATCH /orgs/{org_id}/roles/{role_id}`: absent fields stay as they are.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct UpdateRoleBody {
-    name: Option<String>,
-    description: Option<String>,
-    permissions: Option<Vec<String>>,
-}
-
-/// Validates a role's name, description and permissions.
-fn validate_role(
-    state: &AppState,
-    name: &str,
-    description: Option<&str>,
-    permissions: &[String],
-) -> ApiResult<(String, Option<String>, Vec<PermissionPattern>)> {
-    let mut errors = FieldErrors::new();
-    let name = errors.check("name", slug(name));
-    if name.as_deref().and_then(BuiltinRole::from_name).is_some() {
-        errors.add("name", "is the name of a built-in role");
-    }
-    let description = description.and_then(|d| errors.check("description", single_line(d, 500)));
-    let patterns = parse_permission_list(state, &mut errors, "permissions", permissions, 200);
-    errors.into_result()?;
-    Ok((name.unwrap_or_default(), description, patterns))
-}
-
-fn name_conflict(error: StoreError) -> ApiError {
-    match error {
-        StoreError::Conflict(_) => {
-            ApiError::Conflict("the organization has a role of this name".into())
-        }
-        other => other.into(),
-    }
-}
-
 /// Creates a custom role.
-#[utoipa::path(post, path = "/orgs/{org_id}/roles", tag = "orgs", request_body = CreateRoleBody,
+#[utoipa::path(post, path = "/orgs/{org_id}/roles", tag = "orgs", request_body = NewRole,
     params(("org_id" = String, Path, description = "org_…")),
     security(("bearer" = ["roles:write"])),
     responses((status = 201, description = "created"), (status = 403, description = "grants more than the caller holds"),
@@ -130,35 +73,9 @@ async fn create_role(
     State(state): State<AppState>,
     access: OrgAccess<RolesWrite>,
     client: ClientInfo,
-    ApiJson(body): ApiJson<CreateRoleBody>,
+    ApiJson(body): ApiJson<NewRole>,
 ) -> ApiResult<Response> {
-    let (name, description, patterns) = validate_role(
-        &state,
-        &body.name,
-        body.description.as_deref(),
-        &body.permissions,
-    )?;
-    access.require_all(&state, &patterns)?;
-    let now = unix_now();
-    let role = RoleRecord {
-        id: RoleId::generate().to_string(),
-        org_id: access.org.id.clone(),
-        name,
-        description,
-        permissions: permissions_json(&patterns),
-        created_at: now,
-        updated_at: now,
-    };
-    let audit = access
-        .audit("role.created", &client)
-        .target("role", &role.id)
-        .data(json!({ "name": role.name, "permissions": role.permission_list() }))
-        .build();
-    state
-        .store
-        .create_role(&role, &audit)
-        .await
-        .map_err(name_conflict)?;
+    let role = roles::create(&state, &access, &client, body, unix_now()).await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({ "data": role_json(&role) })),
@@ -166,29 +83,9 @@ async fn create_role(
         .into_response())
 }
 
-async fn existing_role(
-    state: &AppState,
-    access: &OrgAccess<RolesWrite>,
-    role_id: &str,
-) -> ApiResult<RoleRecord> {
-    let role_id: RoleId = role_id.parse().map_err(|_| ApiError::NotFound)?;
-    let role = state
-        .store
-        .role(&access.org.id, role_id.as_str())
-        .await?
-        .ok_or(ApiError::NotFound)?;
-    let current: Vec<PermissionPattern> = role
-        .permission_list()
-        .iter()
-        .filter_map(|p| PermissionPattern::parse(p).ok())
-        .collect();
-    access.require_all(state, &current)?;
-    Ok(role)
-}
-
 /// Changes a custom role; its members' permissions change with it. The caller must hold
 /// everything the role grants, before and after.
-#[utoipa::path(patch, path = "/orgs/{org_id}/roles/{role_id}", tag = "orgs", request_body = UpdateRoleBody,
+#[utoipa::path(patch, path = "/orgs/{org_id}/roles/{role_id}", tag = "orgs", request_body = RoleChanges,
     params(("org_id" = String, Path, description = "org_…"), ("role_id" = String, Path, description = "rol_…")),
     security(("bearer" = ["roles:write"])),
     responses((status = 200, description = "updated"), (status = 404, description = "no such role")))]
@@ -197,40 +94,9 @@ async fn update_role(
     access: OrgAccess<RolesWrite>,
     client: ClientInfo,
     Path(ids): Path<(String, String)>,
-    ApiJson(body): ApiJson<UpdateRoleBody>,
+    ApiJson(body): ApiJson<RoleChanges>,
 ) -> ApiResult<Json<Value>> {
-    let role_id = ids.1;
-    let role = existing_role(&state, &access, &role_id).await?;
-    let (name, description, patterns) = validate_role(
-        &state,
-        body.name.as_deref().unwrap_or(&role.name),
-        body.description.as_deref().or(role.description.as_deref()),
-        &body.permissions.unwrap_or_else(|| role.permission_list()),
-    )?;
-    access.require_all(&state, &patterns)?;
-    let changed = RoleRecord {
-        name,
-        description,
-        permissions: permissions_json(&patterns),
-        updated_at: unix_now(),
-        ..role.clone()
-    };
-    let audit = access
-        .audit("role.updated", &client)
-        .target("role", &role.id)
-        .data(json!({
-            "name": changed.name,
-            "previous_name": role.name,
-            "permissions": changed.permission_list(),
-            "previous_permissions": role.permission_list(),
-        }))
-        .build();
-    let updated = state
-        .store
-        .update_role(&changed, &audit)
-        .await
-        .map_err(name_conflict)?
-        .ok_or(ApiError::NotFound)?;
+    let updated = roles::update(&state, &access, &client, &ids.1, body, unix_now()).await?;
     Ok(Json(json!({ "data": role_json(&updated) })))
 }
 
@@ -245,22 +111,6 @@ async fn delete_role(
     client: ClientInfo,
     Path(ids): Path<(String, String)>,
 ) -> ApiResult<Response> {
-    let role_id = ids.1;
-    let role = existing_role(&state, &access, &role_id).await?;
-    let audit = access
-        .audit("role.deleted", &client)
-        .target("role", &role.id)
-        .data(json!({ "name": role.name }))
-        .build();
-    match state
-        .store
-        .delete_role(&access.org.id, &role.id, &audit)
-        .await?
-    {
-        RoleDeletion::Deleted => Ok(no_content()),
-        RoleDeletion::NotFound => Err(ApiError::NotFound),
-        RoleDeletion::InUse => Err(ApiError::Conflict(
-            "members or open invitations hold this role; give them another role first".into(),
-        )),
-    }
+    roles::delete(&state, &access, &client, &ids.1, unix_now()).await?;
+    Ok(no_content())
 }

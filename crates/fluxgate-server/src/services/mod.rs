@@ -5,6 +5,8 @@
 //! serialise. Each takes the current time as `now`, so its rules are testable without a clock.
 
 pub mod accounts;
+pub mod invitations;
 pub mod keys;
 pub mod orgs;
+pub mod roles;
 pub mod sessions;
