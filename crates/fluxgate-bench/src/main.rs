@@ -399,7 +399,7 @@ async fn main() -> anyhow::Result<()> {
 /// and the latency of one decision through Redis (sequential, then 64 concurrent).
 async fn limiter_bench(duration: Duration, redis_url: Option<&str>) -> anyhow::Result<()> {
     use fluxgate_core::ratelimit::Quota;
-    use fluxgate_server::ratelimit::{Limiter, MemoryLimiter};
+    use fluxgate_server::limiter::{Limiter, MemoryLimiter};
     const KEYS: usize = 100_000;
     let keys: Arc<Vec<String>> = Arc::new(
         (0..KEYS)
@@ -441,7 +441,7 @@ async fn limiter_bench(duration: Duration, redis_url: Option<&str>) -> anyhow::R
         println!("\n(Redis latency skipped: pass --redis-url)");
         return Ok(());
     };
-    let redis = fluxgate_server::ratelimit::RedisLimiter::connect(
+    let redis = fluxgate_server::limiter::RedisLimiter::connect(
         url,
         Duration::from_secs(1),
         tokio_util::sync::CancellationToken::new(),
@@ -537,7 +537,7 @@ async fn key_world(
         .context("customer org")?
         .to_owned();
     // 10,000 keys straight into the database (as the API would store them)
-    let now = fluxgate_server::auth::unix_now();
+    let now = fluxgate_server::clock::now();
     let mut secrets = Vec::with_capacity(KEYS);
     for i in 0..KEYS {
         let secret = apikey::generate("fg", Environment::Live);

@@ -2,12 +2,12 @@
 //! signature as `OrgAccess<P>` or `OperatorAccess<P>` (so a handler cannot run unchecked), and
 //! what a role grants. `docs/permissions.md` lists route → permission; a test keeps it true.
 
-use crate::audit::AuditEvent;
-use crate::auth::AuthUser;
+use crate::audit::{Actor, AuditEvent};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::ClientInfo;
 use crate::keycache::{CachedKey, KeyHash, Lookup};
 use crate::state::AppState;
+use crate::user_auth::AuthUser;
 use axum::extract::{FromRequestParts, RawPathParams};
 use axum::http::request::Parts;
 use fluxgate_core::apikey;
@@ -77,15 +77,6 @@ pub enum Caller {
     Key(Arc<CachedKey>),
 }
 
-/// Who did something, for audit entries and `created_by`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Actor {
-    /// `user` or `key`.
-    pub kind: &'static str,
-    /// `usr_…` or `key_…`.
-    pub id: String,
-}
-
 impl Caller {
     /// The caller as an audit actor.
     pub fn actor(&self) -> Actor {
@@ -139,11 +130,11 @@ pub async fn authenticate(parts: &mut Parts, state: &AppState) -> ApiResult<Call
             let key = verified_key(state, &text)
                 .await?
                 .ok_or(ApiError::Unauthorized)?;
-            if let Some(slot) = parts.extensions.get::<crate::limits::LimitSlot>() {
+            if let Some(slot) = parts.extensions.get::<crate::request_limits::LimitSlot>() {
                 slot.set_key(&key.org_id, &key.key_id); // attributed once answered
             }
-            crate::limits::enforce(state, parts, &key.rate_key, key.quota, 1).await?;
-            state.usage.touch_key(&key.key_id, crate::tokens::now());
+            crate::request_limits::enforce(state, parts, &key.rate_key, key.quota, 1).await?;
+            state.usage.touch_key(&key.key_id, crate::clock::now());
             Ok(Caller::Key(key))
         }
         None => {
@@ -165,7 +156,7 @@ pub async fn verified_key(state: &AppState, text: &str) -> ApiResult<Option<Arc<
         .get(&hash, state.store.as_ref(), &state.config)
         .await?
     {
-        Lookup::Found(key) if key.refusal(crate::tokens::now()).is_none() => Ok(Some(key)),
+        Lookup::Found(key) if key.refusal(crate::clock::now()).is_none() => Ok(Some(key)),
         _ => Ok(None),
     }
 }

@@ -1,9 +1,10 @@
 //! The `admin` commands: bootstrap the operator, rotate the JWT signing key.
 
+use crate::clock::now;
 use crate::config::Config;
 use crate::secrets::InstanceSecret;
 use crate::server::open_store;
-use crate::tokens::{now, Keyring};
+use crate::tokens::Keyring;
 use anyhow::Context;
 use fluxgate_core::email::Email;
 use fluxgate_core::ids::{EventId, OrgId, UserId};

@@ -1,10 +1,19 @@
 //! Building audit entries: who did what to which target, from where. Never a secret.
 
+use crate::clock::now;
 use crate::extract::ClientInfo;
-use crate::tokens::now;
 use fluxgate_core::ids::EventId;
 use fluxgate_store::AuditRecord;
 use serde_json::Value;
+
+/// Who did something, for audit entries and `created_by`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor {
+    /// `user` or `key`.
+    pub kind: &'static str,
+    /// `usr_…` or `key_…`.
+    pub id: String,
+}
 
 /// An audit entry under construction.
 pub struct AuditEvent(AuditRecord);
@@ -28,7 +37,7 @@ impl AuditEvent {
     }
 
     /// `action` done by `actor` (a user or a key), from `client`.
-    pub fn by(action: &str, actor: &crate::access::Actor, client: &ClientInfo) -> Self {
+    pub fn by(action: &str, actor: &Actor, client: &ClientInfo) -> Self {
         let mut event = Self::new(action, Some(&actor.id), client);
         event.0.actor_type = actor.kind.into();
         event

@@ -83,7 +83,7 @@ impl SessionRevocations {
                 _ = tokio::time::sleep(POLL_EVERY) => {}
                 _ = self.poke.notified() => {}
             }
-            let now = crate::tokens::now();
+            let now = crate::clock::now();
             match store.revoked_sessions_since(now - OVERLAP_SECS).await {
                 Ok(rows) => {
                     if failing {

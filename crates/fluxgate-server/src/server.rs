@@ -1,18 +1,19 @@
 //! Starting and stopping the server: build the state, migrate, start the background workers,
 //! listen, and shut down gracefully (in-flight requests finish, queued mail goes out).
 
+use crate::clock::now;
 use crate::config::Config;
 use crate::invalidation::InvalidationBus;
 use crate::keycache::KeyCache;
+use crate::limiter::{Limiter, RedisLimiter};
 use crate::mail::Mailer;
 use crate::metrics::Metrics;
 use crate::passwords::PasswordHasher;
-use crate::ratelimit::{Limiter, RedisLimiter};
 use crate::revocation::SessionRevocations;
 use crate::secrets::InstanceSecret;
 use crate::state::{AppInner, AppState};
-use crate::tokens::{now, Keyring, RefreshTokenDeriver};
-use crate::usage::UsageRecorder;
+use crate::tokens::{Keyring, RefreshTokenDeriver};
+use crate::usage_recorder::UsageRecorder;
 use anyhow::Context;
 use fluxgate_store::{ConnectOptions, Store, StoreError};
 use std::net::SocketAddr;
@@ -124,7 +125,7 @@ pub async fn build_state(config: Config, cancel: &CancellationToken) -> anyhow::
         passwords,
         mailer: Mailer::new(config.smtp_url.as_deref(), &config.smtp_from)?,
         refresh: RefreshTokenDeriver::new(secret.derive("refresh-token-successor")),
-        widget_tokens: crate::widget::WidgetTokens::new(secret.derive("usage-widget-token")),
+        widget_tokens: crate::widget_tokens::WidgetTokens::new(secret.derive("usage-widget-token")),
         metrics: Arc::new(metrics),
         limiter,
         keys,

@@ -3,13 +3,13 @@
 use crate::config::Config;
 use crate::invalidation::InvalidationBus;
 use crate::keycache::KeyCache;
+use crate::limiter::Limiter;
 use crate::mail::Mailer;
 use crate::metrics::Metrics;
 use crate::passwords::PasswordHasher;
-use crate::ratelimit::Limiter;
 use crate::revocation::SessionRevocations;
 use crate::tokens::{Keyring, RefreshTokenDeriver};
-use crate::usage::UsageRecorder;
+use crate::usage_recorder::UsageRecorder;
 use fluxgate_store::Store;
 use std::ops::Deref;
 use std::sync::Arc;
@@ -45,7 +45,7 @@ pub struct AppInner {
     /// Monthly usage counters and keys' last use, written in batches.
     pub usage: Arc<UsageRecorder>,
     /// Signs and checks usage-widget tokens.
-    pub widget_tokens: crate::widget::WidgetTokens,
+    pub widget_tokens: crate::widget_tokens::WidgetTokens,
 }
 
 impl AppState {

@@ -1,6 +1,7 @@
 //! Access tokens: Ed25519 signing keys kept in the database (private halves encrypted under the
 //! instance secret), signing, pinned verification, the JWKS, and refresh-token derivation.
 
+use crate::clock::now;
 use anyhow::{anyhow, Context};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -287,12 +288,4 @@ impl RefreshTokenDeriver {
 fn unreachable_hmac() -> ! {
     // Hmac::new_from_slice only fails for fixed-size-key MACs; HMAC has none.
     std::process::abort()
-}
-
-/// Unix seconds now.
-pub fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }

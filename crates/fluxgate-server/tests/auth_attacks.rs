@@ -139,7 +139,7 @@ async fn forged_and_tampered_access_tokens_are_refused(backend: Backend) {
 
     // correctly signed by our key but expired, not yet valid, for another audience or issuer, or untyped
     let base: AccessClaims = serde_json::from_value(claims.clone()).expect("claims");
-    let now = fluxgate_server::tokens::now();
+    let now = fluxgate_server::clock::now();
     let keyring = &app.state().keyring;
     let variants: Vec<(&str, AccessClaims)> = vec![
         (

@@ -998,7 +998,7 @@ async fn usage_and_last_use_are_written_in_batches_and_at_shutdown(backend: Back
         verify(&app, &root, json!({ "key": key })).await;
     }
     let state = app.state().clone();
-    let month = fluxgate_server::usage::month_of(fluxgate_server::auth::unix_now());
+    let month = fluxgate_server::usage_recorder::month_of(fluxgate_server::clock::now());
     let _data = app.stop_keeping_data().await; // a graceful stop writes what is pending
     let total = {
         // the store is closed with the app: reopen it to read what was written

@@ -10,7 +10,7 @@ use common::redis::RedisServer;
 use common::{eventually, expect_error, Backend, TestApp, PASSWORD};
 use fluxgate_core::ratelimit::Quota;
 use fluxgate_server::config::RedisFailure;
-use fluxgate_server::ratelimit::{Limiter, RedisLimiter};
+use fluxgate_server::limiter::{Limiter, RedisLimiter};
 use reqwest::Method;
 use serde_json::json;
 use std::time::{Duration, Instant};

@@ -305,7 +305,7 @@ async fn a_graceful_stop_right_after_a_burst_loses_nothing(backend: Backend) {
     let config = app.config.clone();
     let _data = app.stop_keeping_data().await; // at once: the last batch is written by the stop
     let store = fluxgate_server::server::open_store(&config).await.unwrap();
-    let now = fluxgate_server::auth::unix_now();
+    let now = fluxgate_server::clock::now();
     let series = store
         .call_series(&fluxgate_store::CallFilter {
             org_id: Some(org.clone()),
@@ -652,7 +652,7 @@ async fn minutes_roll_up_into_hours_and_days_and_expire(backend: Backend) {
     .await;
     let (owner, org) = app.owner("ada@example.com", "Acme").await;
     let state = app.state().clone();
-    let now = fluxgate_server::auth::unix_now();
+    let now = fluxgate_server::clock::now();
     let day = now - now.rem_euclid(86_400);
     // counts written three days ago (two minutes of one hour) and two hours ago
     let at = |minute: i64, count: i64| fluxgate_store::CallCount {

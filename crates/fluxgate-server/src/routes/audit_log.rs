@@ -3,7 +3,7 @@
 //! as logins) for operators holding `admin:users`. Newest first, with cursor pagination.
 
 use crate::access::{AdminUsers, AuditRead, OperatorAccess, OrgAccess};
-use crate::auth::{parse_rfc3339, rfc3339, RFC3339_HINT};
+use crate::clock::{parse_rfc3339, rfc3339, RFC3339_HINT};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiQuery, Page};
 use crate::state::AppState;

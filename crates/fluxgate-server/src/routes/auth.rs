@@ -1,16 +1,16 @@
 //! `/auth/*`: signup, email verification, login, refresh, logout, password reset, the current
 //! user, sessions and switching the active org.
 
-use crate::auth::{
-    check_same_origin, clear_cookies, cookie_value, rfc3339, token_pair_response, unix_now,
-    AuthUser, REFRESH_COOKIE,
-};
+use crate::clock::{self, rfc3339};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{parse_json, ApiJson, ClientInfo};
-use crate::limits::IpLimit;
+use crate::request_limits::IpLimit;
 use crate::services::accounts::Signup;
 use crate::services::{accounts, sessions};
 use crate::state::AppState;
+use crate::user_auth::{
+    check_same_origin, clear_cookies, cookie_value, token_pair_response, AuthUser, REFRESH_COOKIE,
+};
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, Method, StatusCode};
@@ -52,7 +52,7 @@ async fn signup(
     client: ClientInfo,
     ApiJson(body): ApiJson<Signup>,
 ) -> ApiResult<Response> {
-    let (user, org) = accounts::signup(&state, &client, body, unix_now()).await?;
+    let (user, org) = accounts::signup(&state, &client, body, clock::now()).await?;
     let body = json!({ "data": {
         "user": user_json(&user),
         "organization": org.as_ref().map(|o| json!({ "id": o.id, "name": o.name, "plan": o.plan, "role": "owner" })),
@@ -87,7 +87,7 @@ async fn verify_email(
     client: ClientInfo,
     ApiJson(body): ApiJson<TokenBody>,
 ) -> ApiResult<Json<Value>> {
-    accounts::verify_email(&state, &client, &body.token, unix_now()).await?;
+    accounts::verify_email(&state, &client, &body.token, clock::now()).await?;
     Ok(Json(json!({ "data": { "email_verified": true } })))
 }
 
@@ -138,7 +138,7 @@ async fn login(
     client: ClientInfo,
     ApiJson(body): ApiJson<LoginBody>,
 ) -> ApiResult<Response> {
-    let pair = sessions::login(&state, &client, &body.email, body.password, unix_now()).await?;
+    let pair = sessions::login(&state, &client, &body.email, body.password, clock::now()).await?;
     Ok(token_pair_response(&state, pair))
 }
 
@@ -179,7 +179,7 @@ async fn refresh(
         check_same_origin(&method, &headers, &state.config.public_url)?;
         Secret::new(token)
     };
-    let pair = sessions::refresh(&state, &client, token, unix_now()).await?;
+    let pair = sessions::refresh(&state, &client, token, clock::now()).await?;
     Ok(token_pair_response(&state, pair))
 }
 
@@ -190,7 +190,7 @@ async fn logout(
     user: AuthUser,
     client: ClientInfo,
 ) -> ApiResult<Response> {
-    sessions::logout(&state, &user, &client, unix_now()).await?;
+    sessions::logout(&state, &user, &client, clock::now()).await?;
     let mut response = StatusCode::NO_CONTENT.into_response();
     clear_cookies(&state, &mut response);
     Ok(response)
@@ -227,7 +227,7 @@ async fn reset_password(
     client: ClientInfo,
     ApiJson(body): ApiJson<ResetBody>,
 ) -> ApiResult<Json<Value>> {
-    accounts::reset_password(&state, &client, &body.token, &body.password, unix_now()).await?;
+    accounts::reset_password(&state, &client, &body.token, &body.password, clock::now()).await?;
     Ok(Json(json!({ "data": { "password_reset": true } })))
 }
 
@@ -271,7 +271,7 @@ async fn me(State(state): State<AppState>, user: AuthUser) -> ApiResult<Json<Val
 /// The user's live sessions.
 #[utoipa::path(get, path = "/auth/sessions", tag = "auth", security(("bearer" = [])), responses((status = 200, description = "sessions, newest first")))]
 async fn list_sessions(State(state): State<AppState>, user: AuthUser) -> ApiResult<Json<Value>> {
-    let sessions = sessions::list(&state, &user, unix_now()).await?;
+    let sessions = sessions::list(&state, &user, clock::now()).await?;
     let data: Vec<Value> = sessions
         .iter()
         .map(|s| {
@@ -299,7 +299,7 @@ async fn revoke_session(
     client: ClientInfo,
     Path(session_id): Path<String>,
 ) -> ApiResult<Response> {
-    sessions::end(&state, &user, &client, &session_id, unix_now()).await?;
+    sessions::end(&state, &user, &client, &session_id, clock::now()).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -318,6 +318,6 @@ async fn switch_org(
     user: AuthUser,
     ApiJson(body): ApiJson<SwitchOrgBody>,
 ) -> ApiResult<Response> {
-    let pair = sessions::switch_org(&state, &user, &body.org_id, unix_now()).await?;
+    let pair = sessions::switch_org(&state, &user, &body.org_id, clock::now()).await?;
     Ok(token_pair_response(&state, pair))
 }

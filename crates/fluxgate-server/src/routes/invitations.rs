@@ -2,13 +2,14 @@
 //! token), list and cancel; `/invitations/{token}/accept` to join as the invited address.
 
 use crate::access::{MembersRead, MembersWrite, OrgAccess};
-use crate::auth::{rfc3339, unix_now, AuthUser};
+use crate::clock::{self, rfc3339};
 use crate::error::ApiResult;
 use crate::extract::{ApiJson, ApiQuery, ClientInfo};
 use crate::routes::no_content;
 use crate::routes::orgs::{org_json, PageQuery};
 use crate::services::invitations::{self, NewInvitation};
 use crate::state::AppState;
+use crate::user_auth::AuthUser;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -50,7 +51,7 @@ async fn invite(
     client: ClientInfo,
     ApiJson(body): ApiJson<NewInvitation>,
 ) -> ApiResult<Response> {
-    let invitation = invitations::invite(&state, &access, &client, body, unix_now()).await?;
+    let invitation = invitations::invite(&state, &access, &client, body, clock::now()).await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({ "data": invitation_json(&invitation) })),
@@ -69,7 +70,7 @@ async fn list_invitations(
     ApiQuery(query): ApiQuery<PageQuery>,
 ) -> ApiResult<Json<Value>> {
     let page = query.page()?;
-    let invitations = invitations::list_open(&state, &access, &page, unix_now()).await?;
+    let invitations = invitations::list_open(&state, &access, &page, clock::now()).await?;
     Ok(Json(page.body(
         invitations,
         |i| i.id.clone(),
@@ -88,7 +89,7 @@ async fn cancel_invitation(
     client: ClientInfo,
     Path(ids): Path<(String, String)>,
 ) -> ApiResult<Response> {
-    invitations::cancel(&state, &access, &client, &ids.1, unix_now()).await?;
+    invitations::cancel(&state, &access, &client, &ids.1, clock::now()).await?;
     Ok(no_content())
 }
 
@@ -106,6 +107,6 @@ async fn accept_invitation(
     Path(token): Path<String>,
 ) -> ApiResult<Json<Value>> {
     let (org, role) =
-        invitations::accept(&state, &user, &client, &Secret::new(token), unix_now()).await?;
+        invitations::accept(&state, &user, &client, &Secret::new(token), clock::now()).await?;
     Ok(Json(json!({ "data": org_json(&org, Some(&role)) })))
 }

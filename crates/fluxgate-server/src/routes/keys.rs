@@ -2,7 +2,7 @@
 //! extract, call the service, serialise.
 
 use crate::access::{KeysRead, KeysWrite, OrgAccess};
-use crate::auth::{rfc3339, unix_now};
+use crate::clock::{self, rfc3339};
 use crate::error::ApiResult;
 use crate::extract::{ApiJson, ApiQuery, ClientInfo, Page};
 use crate::routes::no_content;
@@ -60,7 +60,7 @@ fn with_secret(issued: &KeyWithSecret, status: StatusCode, now: i64) -> Response
         data["previous_secret_expires_at"] = Value::from(rfc3339(at));
     }
     let mut response = (status, Json(json!({ "data": data }))).into_response();
-    crate::auth::no_store(&mut response);
+    crate::user_auth::no_store(&mut response);
     response
 }
 
@@ -76,7 +76,7 @@ async fn create_key(
     client: ClientInfo,
     ApiJson(body): ApiJson<NewKey>,
 ) -> ApiResult<Response> {
-    let now = unix_now();
+    let now = clock::now();
     let issued = keys::issue(&state, &access, &client, body, now).await?;
     Ok(with_secret(&issued, StatusCode::CREATED, now))
 }
@@ -105,7 +105,7 @@ async fn list_keys(
 ) -> ApiResult<Json<Value>> {
     let status = keys::parse_status(query.status.as_deref())?;
     let page = Page::new(query.limit, query.cursor)?;
-    let now = unix_now();
+    let now = clock::now();
     let found = keys::list(&state, &access, status, &page, now).await?;
     Ok(Json(page.body(
         found,
@@ -125,7 +125,7 @@ async fn get_key(
     Path(ids): Path<(String, String)>,
 ) -> ApiResult<Json<Value>> {
     let key = keys::get(&state, &access, &ids.1).await?;
-    Ok(Json(json!({ "data": key_json(&key, unix_now()) })))
+    Ok(Json(json!({ "data": key_json(&key, clock::now()) })))
 }
 
 /// Changes a key's name, scopes, rate limit, metadata or expiry; takes effect on the next
@@ -141,7 +141,7 @@ async fn update_key(
     Path(ids): Path<(String, String)>,
     ApiJson(body): ApiJson<KeyChanges>,
 ) -> ApiResult<Json<Value>> {
-    let now = unix_now();
+    let now = clock::now();
     let stored = keys::update(&state, &access, &client, &ids.1, body, now).await?;
     Ok(Json(json!({ "data": key_json(&stored, now) })))
 }
@@ -171,7 +171,7 @@ async fn rotate_key(
     } else {
         crate::extract::parse_json(&body)?
     };
-    let now = unix_now();
+    let now = clock::now();
     let rotated = keys::rotate(
         &state,
         &access,
@@ -195,6 +195,6 @@ async fn revoke_key(
     client: ClientInfo,
     Path(ids): Path<(String, String)>,
 ) -> ApiResult<Response> {
-    keys::revoke(&state, &access, &client, &ids.1, unix_now()).await?;
+    keys::revoke(&state, &access, &client, &ids.1, clock::now()).await?;
     Ok(no_content())
 }

@@ -14,10 +14,10 @@ pub mod verify;
 pub mod widget;
 
 use crate::error::{ApiError, REQUEST_ID};
-use crate::limits::LimitSlot;
 use crate::metrics;
+use crate::request_limits::LimitSlot;
 use crate::state::AppState;
-use crate::usage::Attribution;
+use crate::usage_recorder::Attribution;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
@@ -152,7 +152,7 @@ async fn request_context(
             endpoint: &endpoint,
             outcome: &status.to_string(),
         };
-        state.usage.count_calls(call, 1, crate::tokens::now());
+        state.usage.count_calls(call, 1, crate::clock::now());
     }
     let elapsed = started.elapsed();
     state.metrics.observe(&method, route, status, elapsed);

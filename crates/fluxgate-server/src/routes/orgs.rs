@@ -5,12 +5,13 @@ use crate::access::{
     AdminOrgs, AnyMember, MembersRead, MembersWrite, OperatorAccess, OrgAccess, OrgDelete, OrgRead,
     OrgWrite,
 };
-use crate::auth::{rfc3339, unix_now, AuthUser};
+use crate::clock::{self, rfc3339};
 use crate::error::ApiResult;
 use crate::extract::{ApiJson, ApiQuery, ClientInfo, Page};
 use crate::routes::no_content;
 use crate::services::orgs::{self, NewOrg, OrgUpdate};
 use crate::state::AppState;
+use crate::user_auth::AuthUser;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -114,7 +115,7 @@ async fn create_org(
     client: ClientInfo,
     ApiJson(body): ApiJson<NewOrg>,
 ) -> ApiResult<Response> {
-    let org = orgs::create(&state, &user, &client, body, unix_now()).await?;
+    let org = orgs::create(&state, &user, &client, body, clock::now()).await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({ "data": org_json(&org, Some(BuiltinRole::Owner.name())) })),
@@ -142,7 +143,7 @@ async fn update_org(
     client: ClientInfo,
     ApiJson(body): ApiJson<OrgUpdate>,
 ) -> ApiResult<Json<Value>> {
-    let org = orgs::update(&state, &access, &client, body, unix_now()).await?;
+    let org = orgs::update(&state, &access, &client, body, clock::now()).await?;
     Ok(Json(
         json!({ "data": org_json(&org, access.role.as_deref()) }),
     ))
@@ -159,7 +160,7 @@ async fn delete_org(
     access: OrgAccess<OrgDelete>,
     client: ClientInfo,
 ) -> ApiResult<Response> {
-    orgs::delete(&state, &access, &client, unix_now()).await?;
+    orgs::delete(&state, &access, &client, clock::now()).await?;
     Ok(no_content())
 }
 
@@ -203,7 +204,8 @@ async fn change_member_role(
     ApiJson(body): ApiJson<ChangeRoleBody>,
 ) -> ApiResult<Json<Value>> {
     let member =
-        orgs::change_member_role(&state, &access, &client, &ids.1, &body.role, unix_now()).await?;
+        orgs::change_member_role(&state, &access, &client, &ids.1, &body.role, clock::now())
+            .await?;
     Ok(Json(json!({ "data": {
         "user_id": member.user_id,
         "role": member.role,
@@ -223,7 +225,7 @@ async fn remove_member(
     client: ClientInfo,
     Path(ids): Path<(String, String)>,
 ) -> ApiResult<Response> {
-    orgs::remove_member(&state, &access, &client, &ids.1, unix_now()).await?;
+    orgs::remove_member(&state, &access, &client, &ids.1, clock::now()).await?;
     Ok(no_content())
 }
 

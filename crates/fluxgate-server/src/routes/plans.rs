@@ -2,7 +2,7 @@
 //! `GET /orgs/{org_id}/entitlements`. Plans themselves are declared in the configuration.
 
 use crate::access::{AdminPlans, OperatorAccess, OrgAccess, OrgRead};
-use crate::auth::unix_now;
+use crate::clock;
 use crate::error::ApiResult;
 use crate::extract::{ApiJson, ClientInfo};
 use crate::routes::orgs::org_json;
@@ -43,9 +43,15 @@ async fn assign_plan(
     Path(org_id): Path<String>,
     ApiJson(body): ApiJson<PlanBody>,
 ) -> ApiResult<Json<Value>> {
-    let org =
-        services::orgs::assign_plan(&state, &operator, &client, &org_id, &body.plan, unix_now())
-            .await?;
+    let org = services::orgs::assign_plan(
+        &state,
+        &operator,
+        &client,
+        &org_id,
+        &body.plan,
+        clock::now(),
+    )
+    .await?;
     Ok(Json(json!({ "data": org_json(&org, None) })))
 }
 
@@ -58,7 +64,7 @@ async fn entitlements(
     State(state): State<AppState>,
     access: OrgAccess<OrgRead>,
 ) -> ApiResult<Json<Value>> {
-    let now = unix_now();
+    let now = clock::now();
     let plan = state.config.plan(&access.org.plan);
     let mut quotas = Map::new();
     if let Some(plan) = plan {
@@ -66,7 +72,7 @@ async fn entitlements(
             let used = state.usage.load(&access.org.id, meter, now).await?;
             quotas.insert(
                 meter.clone(),
-                json!({ "limit": limit, "used": used, "period": crate::usage::month_of(now) }),
+                json!({ "limit": limit, "used": used, "period": crate::usage_recorder::month_of(now) }),
             );
         }
     }

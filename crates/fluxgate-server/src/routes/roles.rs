@@ -2,7 +2,7 @@
 //! change a role so that it grants more than they hold themselves.
 
 use crate::access::{OrgAccess, RolesRead, RolesWrite};
-use crate::auth::{rfc3339, unix_now};
+use crate::clock::{self, rfc3339};
 use crate::error::ApiResult;
 use crate::extract::{ApiJson, ClientInfo};
 use crate::routes::no_content;
@@ -75,7 +75,7 @@ async fn create_role(
     client: ClientInfo,
     ApiJson(body): ApiJson<NewRole>,
 ) -> ApiResult<Response> {
-    let role = roles::create(&state, &access, &client, body, unix_now()).await?;
+    let role = roles::create(&state, &access, &client, body, clock::now()).await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({ "data": role_json(&role) })),
@@ -96,7 +96,7 @@ async fn update_role(
     Path(ids): Path<(String, String)>,
     ApiJson(body): ApiJson<RoleChanges>,
 ) -> ApiResult<Json<Value>> {
-    let updated = roles::update(&state, &access, &client, &ids.1, body, unix_now()).await?;
+    let updated = roles::update(&state, &access, &client, &ids.1, body, clock::now()).await?;
     Ok(Json(json!({ "data": role_json(&updated) })))
 }
 
@@ -111,6 +111,6 @@ async fn delete_role(
     client: ClientInfo,
     Path(ids): Path<(String, String)>,
 ) -> ApiResult<Response> {
-    roles::delete(&state, &access, &client, &ids.1, unix_now()).await?;
+    roles::delete(&state, &access, &client, &ids.1, clock::now()).await?;
     Ok(no_content())
 }

@@ -3,7 +3,7 @@
 //! decides, so concurrent duplicates count once).
 
 use crate::access::{authenticate, standing, Caller};
-use crate::auth::{parse_rfc3339, RFC3339_HINT};
+use crate::clock::{parse_rfc3339, RFC3339_HINT};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::parse_json;
 use crate::state::AppState;
@@ -84,7 +84,7 @@ async fn track(
     body: Bytes,
 ) -> ApiResult<Json<Value>> {
     let value: Value = parse_json(&body)?;
-    let now = crate::tokens::now();
+    let now = crate::clock::now();
     if value.get("events").is_some() {
         let batch: TrackBatch =
             serde_json::from_value(value).map_err(|e| ApiError::field("events", e.to_string()))?;

@@ -3,7 +3,7 @@
 //! `usage:read`), or for the whole instance (operators holding `admin:orgs`).
 
 use crate::access::{authenticate, standing};
-use crate::auth::{parse_rfc3339, rfc3339, RFC3339_HINT};
+use crate::clock::{parse_rfc3339, rfc3339, RFC3339_HINT};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::ApiQuery;
 use crate::state::AppState;
@@ -76,7 +76,7 @@ pub async fn answer(
             (3600, "hour")
         }
     };
-    let now = crate::tokens::now();
+    let now = crate::clock::now();
     let mut time = |field: &str, value: Option<&str>| {
         value.and_then(|v| {
             let parsed = parse_rfc3339(v);

@@ -3,12 +3,13 @@
 //! key cache, the rate limiter and the usage recorder — no database round trip.
 
 use crate::access::{presented_key, verified_key, Caller};
-use crate::auth::{rfc3339, AuthUser};
+use crate::clock::rfc3339;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::ApiJson;
 use crate::keycache::{CachedKey, KeyHash, Lookup};
 use crate::state::AppState;
-use crate::usage::Attribution;
+use crate::usage_recorder::Attribution;
+use crate::user_auth::AuthUser;
 use axum::extract::{FromRequestParts, State};
 use axum::http::header;
 use axum::http::request::Parts;
@@ -178,7 +179,7 @@ async fn verify(
         Lookup::Found(key) => key,
         Lookup::Unknown => return respond(Verdict::refused("NOT_FOUND")),
     };
-    let now = crate::tokens::now();
+    let now = crate::clock::now();
     let (code, decision) = judge(&state, &key, &body.scopes, cost, now).await?;
     let attribute = |endpoint: &str, outcome: &str, calls: u64| {
         let call = Attribution {

@@ -3,11 +3,12 @@
 //! `GET /widget` is a self-contained HTML page drawing that usage, for an iframe.
 
 use crate::access::standing;
-use crate::auth::{bearer_token, rfc3339};
+use crate::clock::rfc3339;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiQuery};
 use crate::routes::usage::{answer, UsageQuery};
 use crate::state::AppState;
+use crate::user_auth::bearer_token;
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, Method};
@@ -88,7 +89,7 @@ async fn widget_token(
     if !grants.allows("usage:write", &state.config.catalog) {
         return Err(caller.lacks("usage:write"));
     }
-    let expires_at = crate::tokens::now() + state.config.usage.widget_token_ttl.as_secs() as i64;
+    let expires_at = crate::clock::now() + state.config.usage.widget_token_ttl.as_secs() as i64;
     let token = state
         .widget_tokens
         .issue(&org.id, expires_at)
@@ -100,7 +101,7 @@ async fn widget_token(
         "widget_url": format!("{}/widget#token={}", state.config.public_url, token.expose()),
     }}))
     .into_response();
-    crate::auth::no_store(&mut response);
+    crate::user_auth::no_store(&mut response);
     Ok(response)
 }
 
@@ -117,7 +118,7 @@ impl FromRequestParts<AppState> for WidgetReader {
         let token = bearer_token(&parts.headers).ok_or(ApiError::Unauthorized)?;
         let org_id = state
             .widget_tokens
-            .check(&token, crate::tokens::now())
+            .check(&token, crate::clock::now())
             .ok_or(ApiError::Unauthorized)?;
         Ok(Self(org_id))
     }

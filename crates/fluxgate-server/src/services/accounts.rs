@@ -188,7 +188,7 @@ pub fn resend_verification(state: &AppState, email: &str) -> ApiResult<()> {
     tokio::spawn(async move {
         match background.store.user_by_email(email.as_str()).await {
             Ok(Some(user)) if user.email_verified_at.is_none() => {
-                let now = crate::tokens::now();
+                let now = crate::clock::now();
                 if let Err(e) = send_verification(&background, &user, now).await {
                     tracing::warn!(error = %e, "resending verification failed");
                 }
@@ -206,7 +206,7 @@ pub fn forgot_password(state: &AppState, email: &str) -> ApiResult<()> {
     let email = parse_email(email)?;
     let background = state.clone();
     tokio::spawn(async move {
-        if let Err(e) = send_reset(&background, &email, crate::tokens::now()).await {
+        if let Err(e) = send_reset(&background, &email, crate::clock::now()).await {
             tracing::warn!(error = %e, "sending password reset failed");
         }
     });

@@ -3,12 +3,12 @@
 
 use crate::access::{MembersRead, MembersWrite, OrgAccess};
 use crate::audit::AuditEvent;
-use crate::auth::AuthUser;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ClientInfo, Page};
 use crate::mail::Mail;
 use crate::services::orgs::grantable_role;
 use crate::state::AppState;
+use crate::user_auth::AuthUser;
 use fluxgate_core::email::Email;
 use fluxgate_core::ids::InvitationId;
 use fluxgate_core::secret::{random_token, sha256_hex, Secret};

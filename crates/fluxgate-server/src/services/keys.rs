@@ -6,7 +6,7 @@
 use crate::access::{
     parse_permission_list, permissions_json, KeysRead, KeysWrite, OrgAccess, Required,
 };
-use crate::auth::{parse_rfc3339, rfc3339, RFC3339_HINT};
+use crate::clock::{parse_rfc3339, rfc3339, RFC3339_HINT};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ClientInfo, Page};
 use crate::invalidation::Change;

@@ -7,11 +7,11 @@ use crate::access::{
     OrgWrite, Required,
 };
 use crate::audit::AuditEvent;
-use crate::auth::AuthUser;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::ClientInfo;
 use crate::invalidation::Change;
 use crate::state::AppState;
+use crate::user_auth::AuthUser;
 use fluxgate_core::ids::{OrgId, UserId};
 use fluxgate_core::permission::BuiltinRole;
 use fluxgate_core::validation::{single_line, FieldErrors};

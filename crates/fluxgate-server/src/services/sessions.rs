@@ -4,10 +4,11 @@
 //! the database every second).
 
 use crate::audit::AuditEvent;
-use crate::auth::{sign_access_token, AuthUser, TokenPair};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::ClientInfo;
 use crate::state::AppState;
+use crate::user_auth::{AuthUser, TokenPair};
+use fluxgate_core::claims::AccessClaims;
 use fluxgate_core::email::Email;
 use fluxgate_core::ids::{OrgId, SessionId};
 use fluxgate_core::ratelimit::Quota;
@@ -29,6 +30,46 @@ fn lockout_quota(state: &AppState) -> Quota {
         limit: u64::from(state.config.auth.lockout_threshold),
         window: state.config.auth.lockout_window,
     })
+}
+
+/// Signs an access token for a session. Deterministic for equal inputs (Ed25519 signatures
+/// are), so re-issuing generation `n` of a session yields the same token.
+pub async fn sign_access_token(
+    state: &AppState,
+    user_id: &str,
+    session_id: &str,
+    org_id: Option<&str>,
+    issued_at: i64,
+    generation: i64,
+) -> ApiResult<String> {
+    let membership = match org_id {
+        Some(org) => state.store.membership(org, user_id).await?,
+        None => None,
+    };
+    let (org, role, perms) = match &membership {
+        Some(m) => (
+            Some(m.org_id.clone()),
+            Some(m.role.clone()),
+            crate::access::grants_of(state, m)
+                .await?
+                .effective(&state.config.catalog),
+        ),
+        None => (None, None, Vec::new()),
+    };
+    let claims = AccessClaims {
+        iss: state.keyring.issuer().to_owned(),
+        aud: state.keyring.audience().to_owned(),
+        sub: user_id.to_owned(),
+        sid: session_id.to_owned(),
+        iat: issued_at,
+        nbf: issued_at,
+        exp: issued_at + state.config.auth.access_token_ttl.as_secs() as i64,
+        jti: format!("{session_id}.{generation}"),
+        org,
+        role,
+        perms,
+    };
+    Ok(state.keyring.sign(&claims)?)
 }
 
 fn refresh_expiry(state: &AppState, now: i64) -> i64 {

@@ -3,7 +3,6 @@
 
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
-use crate::tokens::now;
 use axum::extract::FromRequestParts;
 use axum::http::{header, request::Parts, HeaderMap, HeaderValue, Method};
 use axum::response::{IntoResponse, Response};
@@ -65,7 +64,8 @@ impl FromRequestParts<AppState> for AuthUser {
             return Err(ApiError::Unauthorized);
         }
         let quota = Quota::from_rate(state.config.rate_limits.user);
-        crate::limits::enforce(state, parts, &format!("user:{}", claims.sub), quota, 1).await?;
+        crate::request_limits::enforce(state, parts, &format!("user:{}", claims.sub), quota, 1)
+            .await?;
         Ok(Self { claims })
     }
 }
@@ -132,46 +132,6 @@ pub struct TokenPair {
     pub refresh_token: Secret<String>,
 }
 
-/// Signs an access token for a session. Deterministic for equal inputs (Ed25519 signatures
-/// are), so re-issuing generation `n` of a session yields the same token.
-pub async fn sign_access_token(
-    state: &AppState,
-    user_id: &str,
-    session_id: &str,
-    org_id: Option<&str>,
-    issued_at: i64,
-    generation: i64,
-) -> ApiResult<String> {
-    let membership = match org_id {
-        Some(org) => state.store.membership(org, user_id).await?,
-        None => None,
-    };
-    let (org, role, perms) = match &membership {
-        Some(m) => (
-            Some(m.org_id.clone()),
-            Some(m.role.clone()),
-            crate::access::grants_of(state, m)
-                .await?
-                .effective(&state.config.catalog),
-        ),
-        None => (None, None, Vec::new()),
-    };
-    let claims = AccessClaims {
-        iss: state.keyring.issuer().to_owned(),
-        aud: state.keyring.audience().to_owned(),
-        sub: user_id.to_owned(),
-        sid: session_id.to_owned(),
-        iat: issued_at,
-        nbf: issued_at,
-        exp: issued_at + state.config.auth.access_token_ttl.as_secs() as i64,
-        jti: format!("{session_id}.{generation}"),
-        org,
-        role,
-        perms,
-    };
-    Ok(state.keyring.sign(&claims)?)
-}
-
 /// The login/refresh answer: the pair in the body and in HttpOnly cookies.
 pub fn token_pair_response(state: &AppState, pair: TokenPair) -> Response {
     let auth = &state.config.auth;
@@ -228,32 +188,6 @@ pub fn no_store(response: &mut Response) {
     response
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-}
-
-/// Unix seconds as RFC 3339, for API bodies.
-pub fn rfc3339(unix: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(unix)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_default()
-}
-
-/// What an unparsable time field is told.
-pub const RFC3339_HINT: &str = "must be an RFC 3339 time, e.g. 2027-01-31T12:00:00Z";
-
-/// An RFC 3339 time from API input, as Unix seconds.
-pub fn parse_rfc3339(text: &str) -> Option<i64> {
-    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
-        .ok()
-        .map(|t| t.unix_timestamp())
-}
-
-/// Unix seconds now (re-exported for handlers).
-pub fn unix_now() -> i64 {
-    now()
 }
 
 #[cfg(test)]

@@ -50,7 +50,7 @@ impl LimitSlot {
     /// Writes `X-RateLimit-Limit`, `-Remaining` and `-Reset` (Unix seconds) from the decision.
     pub fn write_headers(&self, response: &mut Response) {
         let Some(decision) = self.get() else { return };
-        let reset = crate::tokens::now() as u64 + decision.reset_after_secs();
+        let reset = crate::clock::now() as u64 + decision.reset_after_secs();
         let headers = response.headers_mut();
         for (name, value) in [
             ("x-ratelimit-limit", decision.limit),

@@ -311,7 +311,7 @@ impl UsageRecorder {
         }
         if !increments.is_empty() {
             let totals = self.store.add_usage(&increments).await?;
-            let current = month_of(crate::tokens::now());
+            let current = month_of(crate::clock::now());
             let mut book = self.lock_book()?;
             for (increment, total) in increments.into_iter().zip(totals) {
                 with_counter(
@@ -386,7 +386,7 @@ impl UsageRecorder {
                 let Some(strong) = recorder.upgrade() else {
                     return;
                 };
-                if let Err(error) = strong.roll_up(&retention, crate::tokens::now()).await {
+                if let Err(error) = strong.roll_up(&retention, crate::clock::now()).await {
                     tracing::warn!(?error, "rolling usage up failed; retrying in a minute");
                 }
                 drop(strong);
