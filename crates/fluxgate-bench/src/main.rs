@@ -4,6 +4,7 @@
 
 use anyhow::Context;
 use clap::Parser;
+use fluxgate_core::secret::ExposeSecret;
 use fluxgate_server::config::Config;
 use reqwest::header::HeaderValue;
 use reqwest::Client;
@@ -541,7 +542,7 @@ async fn key_world(
     let mut secrets = Vec::with_capacity(KEYS);
     for i in 0..KEYS {
         let secret = apikey::generate("fg", Environment::Live);
-        let parsed = apikey::parse(secret.expose()).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let parsed = apikey::parse(secret.expose_secret()).map_err(|e| anyhow::anyhow!("{e}"))?;
         let record = ApiKeyRecord {
             id: fluxgate_core::ids::KeyId::generate().to_string(),
             org_id: org.clone(),
@@ -576,7 +577,7 @@ async fn key_world(
             .store
             .create_key(&record, &parsed.hash(), &audit)
             .await?;
-        secrets.push(secret.expose().clone());
+        secrets.push(secret.expose_secret().to_owned());
     }
     state
         .keys
@@ -738,7 +739,11 @@ async fn verify_bench(
     state.usage.set_attribution(true);
     track_bench(client, base, ops, org, connections, duration).await?;
     let invented: Vec<String> = (0..KEYS)
-        .map(|_| apikey::generate("fg", Environment::Live).expose().clone())
+        .map(|_| {
+            apikey::generate("fg", Environment::Live)
+                .expose_secret()
+                .to_owned()
+        })
         .collect();
     let unknown = bodies(&invented);
     let (c, u, r) = (client.clone(), url.clone(), root.clone());

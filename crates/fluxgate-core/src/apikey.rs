@@ -3,7 +3,7 @@
 //! before it as 6 base62 characters. The checksum lets anyone (and secret scanners) reject a
 //! mistyped or truncated key without a lookup; keys are stored only as SHA-256 hashes.
 
-use crate::secret::{random_base62, sha256_hex, Secret};
+use crate::secret::{random_base62, sha256_hex, SecretString};
 
 /// Characters of the random part.
 pub const SECRET_LEN: usize = 24;
@@ -141,14 +141,14 @@ pub fn presented_key<'a>(
 }
 
 /// A fresh key.
-pub fn generate(prefix: &str, environment: Environment) -> Secret<String> {
+pub fn generate(prefix: &str, environment: Environment) -> SecretString {
     let signed = format!(
         "{prefix}_{}_{}",
         environment.as_str(),
         random_base62(SECRET_LEN)
     );
     let sum = checksum(&signed);
-    Secret::new(signed + &sum)
+    SecretString::from(signed + &sum)
 }
 
 /// CRC32 of `text` as exactly 6 base62 characters (62⁶ > 2³²).
@@ -167,10 +167,11 @@ pub const KEY_REGEX: &str = r"\bfg_(live|test)_[0-9A-Za-z]{30}\b";
 
 #[cfg(test)]
 mod tests {
+    use crate::secret::ExposeSecret;
     #[test]
     fn a_request_presents_its_x_api_key_or_a_bearer_that_is_a_key() {
         let key = super::generate("fg", super::Environment::Live);
-        let key = key.expose().as_str();
+        let key = key.expose_secret();
         let bearer = format!("Bearer {key}");
         assert_eq!(super::presented_key(Some(key), None), Some(key));
         assert_eq!(super::presented_key(None, Some(&bearer)), Some(key));
@@ -200,10 +201,10 @@ mod tests {
     #[test]
     fn generated_keys_parse() {
         let key = generate("fg", Environment::Live);
-        let parsed = parse(key.expose()).unwrap_or_else(|e| panic!("{e}"));
+        let parsed = parse(key.expose_secret()).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(parsed.prefix, "fg");
         assert_eq!(parsed.environment, Environment::Live);
-        assert_eq!(key.expose().len(), "fg_live_".len() + 30);
+        assert_eq!(key.expose_secret().len(), "fg_live_".len() + 30);
         assert!(parsed.start().starts_with("fg_live_") && parsed.start().len() == 12);
         assert_eq!(parsed.hash().len(), 64);
     }
@@ -229,7 +230,7 @@ mod tests {
         fn round_trip(prefix in "[a-z][a-z0-9]{0,15}", live in any::<bool>()) {
             let env = if live { Environment::Live } else { Environment::Test };
             let key = generate(&prefix, env);
-            let parsed = parse(key.expose());
+            let parsed = parse(key.expose_secret());
             prop_assert!(parsed.is_ok());
             let parsed = parsed.unwrap_or_else(|_| unreachable!());
             prop_assert_eq!(parsed.prefix, prefix.as_str());
@@ -239,7 +240,7 @@ mod tests {
         #[test]
         fn any_single_character_change_is_rejected(index in 0usize..38, replacement in "[0-9A-Za-z_]") {
             let key = generate("fg", Environment::Live);
-            let text = key.expose();
+            let text = key.expose_secret();
             let index = index % text.len();
             let replacement = replacement.chars().next().unwrap_or('x');
             prop_assume!(text.as_bytes()[index] != replacement as u8);
@@ -252,7 +253,7 @@ mod tests {
         #[test]
         fn truncated_keys_are_rejected(cut in 1usize..37) {
             let key = generate("fg", Environment::Test);
-            let text = key.expose();
+            let text = key.expose_secret();
             prop_assert!(parse(&text[..text.len() - cut.min(text.len())]).is_err());
         }
     }

@@ -1,6 +1,6 @@
 //! Password policy: 8 to 128 characters, not on the built-in list of common passwords.
 
-use crate::secret::Secret;
+use crate::secret::{ExposeSecret, SecretString};
 use std::collections::HashSet;
 use std::sync::OnceLock;
 
@@ -15,7 +15,7 @@ pub const MAX_LEN: usize = 128;
 
 /// A password that meets the policy, kept redacted.
 #[derive(Debug, Clone)]
-pub struct Password(Secret<String>);
+pub struct Password(SecretString);
 
 /// Why a password is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -49,12 +49,12 @@ impl Password {
         if common_passwords().contains(candidate.to_lowercase().as_str()) {
             return Err(PasswordError::TooCommon);
         }
-        Ok(Self(Secret::new(candidate.to_owned())))
+        Ok(Self(SecretString::from(candidate.to_owned())))
     }
 
     /// The password itself, for hashing.
     pub fn expose(&self) -> &str {
-        self.0.expose()
+        self.0.expose_secret()
     }
 }
 

@@ -1,4 +1,4 @@
-//! Secrets that never print, random tokens from the OS CSPRNG, hashing and constant-time checks.
+//! Secrets that never print and are wiped on drop (the `secrecy` crate), random tokens from the OS CSPRNG, hashing and constant-time checks.
 
 use rand::distributions::Alphanumeric;
 use rand::rngs::OsRng;
@@ -6,39 +6,14 @@ use rand::Rng;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-/// A value that must never reach a log, an error message or an audit entry.
-/// `Debug` and `Display` print `[redacted]`; read it only with [`Secret::expose`].
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret<T>(T);
+pub use secrecy::{ExposeSecret, SecretBox, SecretString};
 
-impl<T> Secret<T> {
-    /// Wraps a secret value.
-    pub fn new(value: T) -> Self {
-        Self(value)
-    }
+/// A 32-byte key (HMAC, encryption, derivation): never printed, wiped from memory on drop.
+pub type SecretKey = SecretBox<[u8; 32]>;
 
-    /// The secret itself; call sites are where secrets are handled, so keep them few.
-    pub fn expose(&self) -> &T {
-        &self.0
-    }
-}
-
-impl<T> std::fmt::Debug for Secret<T> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
-
-impl<T> std::fmt::Display for Secret<T> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
-
-impl<'de, T: serde::Deserialize<'de>> serde::Deserialize<'de> for Secret<T> {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        T::deserialize(deserializer).map(Secret)
-    }
+/// Wraps a 32-byte key.
+pub fn secret_key(bytes: [u8; 32]) -> SecretKey {
+    SecretBox::new(Box::new(bytes))
 }
 
 /// A random base62 string of `len` characters from the OS CSPRNG (≈5.95 bits per character).
@@ -51,8 +26,8 @@ pub fn random_base62(len: usize) -> String {
 }
 
 /// A fresh opaque token (256 bits of entropy) for refresh, verification and reset links.
-pub fn random_token() -> Secret<String> {
-    Secret::new(random_base62(43))
+pub fn random_token() -> SecretString {
+    SecretString::from(random_base62(43))
 }
 
 /// `n` random bytes from the OS CSPRNG.
@@ -86,18 +61,20 @@ mod tests {
 
     #[test]
     fn secrets_never_print() {
-        let s = Secret::new("hunter22".to_string());
-        assert_eq!(format!("{s:?} {s}"), "[redacted] [redacted]");
-        assert_eq!(s.expose(), "hunter22");
+        let s = SecretString::from("hunter22".to_string());
+        assert!(!format!("{s:?}").contains("hunter22"));
+        assert_eq!(s.expose_secret(), "hunter22");
+        let key = secret_key([7; 32]);
+        assert!(!format!("{key:?}").contains('7'));
     }
 
     #[test]
     fn tokens_are_base62_and_distinct() {
         let a = random_token();
         let b = random_token();
-        assert_eq!(a.expose().len(), 43);
-        assert!(a.expose().chars().all(|c| c.is_ascii_alphanumeric()));
-        assert_ne!(a.expose(), b.expose());
+        assert_eq!(a.expose_secret().len(), 43);
+        assert!(a.expose_secret().chars().all(|c| c.is_ascii_alphanumeric()));
+        assert_ne!(a.expose_secret(), b.expose_secret());
     }
 
     #[test]

@@ -6,7 +6,7 @@ use crate::client::{Error, Flux};
 use crate::keys::{KeyContext, RateLimitState};
 use fluxgate_core::apikey;
 use fluxgate_core::permission::PermissionPattern;
-use fluxgate_core::secret::Secret;
+use fluxgate_core::secret::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -112,7 +112,7 @@ enum Verdict {
     Valid {
         context: Box<KeyContext>,
         /// Kept to settle `owed` when the entry goes stale without another request.
-        key: Secret<String>,
+        key: SecretString,
         /// Calls admitted from the cache that Fluxgate has not been charged for yet; the entry
         /// admits while they are fewer than the allowance the verify reported (and `MAX_OWED`).
         owed: Owed,
@@ -186,7 +186,7 @@ impl Gate {
             Ok(context) => {
                 let verdict = Verdict::Valid {
                     context: Box::new(context.clone()),
-                    key: Secret::new(key.to_owned()),
+                    key: SecretString::from(key.to_owned()),
                     owed: Owed::default(),
                 };
                 (Ok(context), Some(verdict))
@@ -279,7 +279,7 @@ impl Gate {
     }
 
     /// Removes stale entries; returns the keys whose cached calls are still to be settled.
-    fn take_stale(&self) -> Vec<(Secret<String>, Owed)> {
+    fn take_stale(&self) -> Vec<(SecretString, Owed)> {
         let ttl = self.settings.cache_ttl;
         let mut unsettled = Vec::new();
         for shard in &self.shards {
@@ -289,7 +289,10 @@ impl Gate {
                 }
                 if let Verdict::Valid { key, owed, .. } = &mut entry.verdict {
                     if owed.total > 0 {
-                        unsettled.push((Secret::new(key.expose().clone()), std::mem::take(owed)));
+                        unsettled.push((
+                            SecretString::from(key.expose_secret().to_owned()),
+                            std::mem::take(owed),
+                        ));
                     }
                 }
                 false
@@ -306,7 +309,7 @@ async fn sweep(gate: Weak<Gate>, ttl: Duration) {
         tokio::time::sleep(period).await;
         let Some(gate) = gate.upgrade() else { return };
         for (key, owed) in gate.take_stale() {
-            let _ = gate.settle(key.expose(), owed).await;
+            let _ = gate.settle(key.expose_secret(), owed).await;
         }
     }
 }

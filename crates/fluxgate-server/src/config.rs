@@ -2,7 +2,7 @@
 //! environment wins; `__` nests), with every default in one place and every bad value named.
 
 use fluxgate_core::permission::Catalog;
-use fluxgate_core::secret::Secret;
+use fluxgate_core::secret::SecretString;
 use fluxgate_core::units::{format_duration, parse_duration, Rate};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -30,7 +30,7 @@ pub struct Config {
     /// API key prefix (`fg` → `fg_live_…`).
     pub key_prefix: String,
     /// The instance secret (64 hex characters); unset: generated into `data_dir`.
-    pub secret_key: Option<Secret<String>>,
+    pub secret_key: Option<SecretString>,
     /// `json` (default) or `pretty`.
     pub log_format: LogFormat,
     /// A tracing filter such as `info` or `fluxgate=debug,info`.
@@ -391,7 +391,7 @@ impl Config {
             smtp_url,
             smtp_from,
             key_prefix,
-            secret_key: secret_key.map(Secret::new),
+            secret_key: secret_key.map(SecretString::from),
             log_format,
             log_level,
             max_body_bytes,

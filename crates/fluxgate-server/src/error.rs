@@ -178,7 +178,11 @@ impl From<StoreError> for ApiError {
                 tracing::warn!(error = %e, "database unavailable");
                 Self::Unavailable
             }
-            StoreError::Conflict(m) => Self::Conflict(m),
+            // the constraint's text names tables and columns: logged, never answered
+            StoreError::Conflict(constraint) => {
+                tracing::debug!(%constraint, "unique constraint refused a write");
+                Self::Conflict("this conflicts with something that already exists".into())
+            }
             other => Self::Internal(other.into()),
         }
     }
@@ -192,3 +196,26 @@ impl From<FieldErrors> for ApiError {
 
 /// Handler results.
 pub type ApiResult<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_conflict_never_carries_the_database_message() {
+        let error = ApiError::from(StoreError::Conflict(
+            "UNIQUE constraint failed: users.email".into(),
+        ));
+        let response = error.into_response();
+        assert_eq!(response.status(), StatusCode::CONFLICT);
+        let body = axum::body::to_bytes(response.into_body(), 4096)
+            .await
+            .unwrap_or_default();
+        let text = String::from_utf8_lossy(&body);
+        assert!(text.contains("\"CONFLICT\""), "{text}");
+        assert!(
+            !text.contains("UNIQUE") && !text.contains("users"),
+            "{text}"
+        );
+    }
+}

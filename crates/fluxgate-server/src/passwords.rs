@@ -7,7 +7,7 @@ use argon2::password_hash::{
 };
 use argon2::Argon2;
 use fluxgate_core::password::Password;
-use fluxgate_core::secret::Secret;
+use fluxgate_core::secret::{ExposeSecret, SecretString};
 use prometheus_client::metrics::counter::Counter;
 use std::sync::Arc;
 use tokio::sync::Semaphore;
@@ -44,11 +44,11 @@ impl PasswordHasher {
 
     /// The PHC string of a new hash of `password`.
     pub async fn hash(&self, password: &Password) -> anyhow::Result<String> {
-        let secret = Secret::new(password.expose().to_owned());
+        let secret = SecretString::from(password.expose().to_owned());
         self.run(move || {
             let salt = SaltString::generate(&mut OsRng);
             argon2()
-                .hash_password(secret.expose().as_bytes(), &salt)
+                .hash_password(secret.expose_secret().as_bytes(), &salt)
                 .map(|h| h.to_string())
                 .map_err(|e| anyhow!("argon2: {e}"))
         })
@@ -58,7 +58,7 @@ impl PasswordHasher {
     /// Checks `password` against `stored`; with no stored hash, spends the same time and fails.
     pub async fn verify(
         &self,
-        password: Secret<String>,
+        password: SecretString,
         stored: Option<String>,
     ) -> anyhow::Result<bool> {
         let known = stored.is_some();
@@ -67,7 +67,7 @@ impl PasswordHasher {
         self.run(move || {
             let parsed = PasswordHash::new(&hash).map_err(|e| anyhow!("stored hash: {e}"))?;
             let ok = argon2()
-                .verify_password(password.expose().as_bytes(), &parsed)
+                .verify_password(password.expose_secret().as_bytes(), &parsed)
                 .is_ok();
             Ok(ok && known)
         })

@@ -2,25 +2,25 @@
 //! the purpose-bound keys derived from it.
 
 use anyhow::Context;
-use fluxgate_core::secret::{random_bytes, Secret};
+use fluxgate_core::secret::{random_bytes, secret_key, ExposeSecret, SecretKey, SecretString};
 use hkdf::Hkdf;
 use sha2::Sha256;
 use std::path::Path;
 
 /// The instance secret; every node of one deployment must share it.
-#[derive(Debug, Clone)]
-pub struct InstanceSecret(Secret<[u8; 32]>);
+#[derive(Debug)]
+pub struct InstanceSecret(SecretKey);
 
 const FILE_NAME: &str = "secret.key";
 
 impl InstanceSecret {
     /// From `secret_key` if set, else from `data_dir/secret.key`, created (mode 0600) if missing.
     pub fn load_or_create(
-        configured: Option<&Secret<String>>,
+        configured: Option<&SecretString>,
         data_dir: &Path,
     ) -> anyhow::Result<Self> {
         if let Some(hex) = configured {
-            return Self::from_hex(hex.expose()).context("secret_key");
+            return Self::from_hex(hex.expose_secret()).context("secret_key");
         }
         let path = data_dir.join(FILE_NAME);
         match std::fs::read_to_string(&path) {
@@ -33,7 +33,7 @@ impl InstanceSecret {
                 write_private(&path, &hex)
                     .with_context(|| format!("writing {}", path.display()))?;
                 tracing::info!(path = %path.display(), "generated a new instance secret");
-                Ok(Self(Secret::new(bytes)))
+                Ok(Self(secret_key(bytes)))
             }
             Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
         }
@@ -47,16 +47,16 @@ impl InstanceSecret {
             *byte =
                 u8::from_str_radix(&hex[i * 2..i * 2 + 2], 16).context("must be hexadecimal")?;
         }
-        Ok(Self(Secret::new(bytes)))
+        Ok(Self(secret_key(bytes)))
     }
 
     /// A 32-byte key for one purpose (HKDF-SHA256 with the purpose as info).
-    pub fn derive(&self, purpose: &str) -> Secret<[u8; 32]> {
-        let hk = Hkdf::<Sha256>::new(Some(b"fluxgate"), self.0.expose());
+    pub fn derive(&self, purpose: &str) -> SecretKey {
+        let hk = Hkdf::<Sha256>::new(Some(b"fluxgate"), self.0.expose_secret());
         let mut out = [0u8; 32];
         // 32 bytes is far below HKDF-SHA256's output limit, so expand cannot fail.
         let _ = hk.expand(purpose.as_bytes(), &mut out);
-        Secret::new(out)
+        secret_key(out)
     }
 }
 

@@ -12,7 +12,7 @@ use ed25519_dalek::SigningKey;
 use fluxgate_core::claims::{
     access_token_kid, access_token_validation, AccessClaims, ACCESS_TOKEN_TYPE,
 };
-use fluxgate_core::secret::{random_bytes, Secret};
+use fluxgate_core::secret::{random_bytes, ExposeSecret, SecretKey, SecretString};
 use fluxgate_store::{AuditRecord, SigningKeyRecord, Store};
 use hmac::{Hmac, Mac};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header};
@@ -32,7 +32,7 @@ const RELOAD_AT_MOST_EVERY: Duration = Duration::from_secs(2);
 /// The signing keys of this instance, as this node knows them.
 pub struct Keyring {
     store: Arc<dyn Store>,
-    encryption_key: Secret<[u8; 32]>,
+    encryption_key: SecretKey,
     issuer: String,
     audience: String,
     access_ttl: Duration,
@@ -51,7 +51,7 @@ impl Keyring {
     /// A keyring for `issuer`/`audience`; call [`Keyring::load_or_create`] before use.
     pub fn new(
         store: Arc<dyn Store>,
-        encryption_key: Secret<[u8; 32]>,
+        encryption_key: SecretKey,
         issuer: String,
         audience: String,
         access_ttl: Duration,
@@ -148,7 +148,7 @@ impl Keyring {
     }
 
     fn encrypt(&self, kid: &str, plaintext: &[u8]) -> anyhow::Result<String> {
-        let cipher = XChaCha20Poly1305::new(self.encryption_key.expose().into());
+        let cipher = XChaCha20Poly1305::new(self.encryption_key.expose_secret().into());
         let nonce_bytes: [u8; 24] = random_bytes();
         let ciphertext = cipher
             .encrypt(
@@ -170,7 +170,7 @@ impl Keyring {
             .context("signing key is not base64")?;
         anyhow::ensure!(bytes.len() > 24, "signing key ciphertext too short");
         let (nonce, ciphertext) = bytes.split_at(24);
-        XChaCha20Poly1305::new(self.encryption_key.expose().into())
+        XChaCha20Poly1305::new(self.encryption_key.expose_secret().into())
             .decrypt(XNonce::from_slice(nonce), Payload { msg: ciphertext, aad: kid.as_bytes() })
             .map_err(|_| anyhow!("cannot decrypt signing key {kid}: is the instance secret (secret_key / data_dir/secret.key) the one it was created with?"))
     }
@@ -264,23 +264,23 @@ fn system_audit(action: &str) -> AuditRecord {
 /// Derives the successor of a refresh token: HMAC-SHA256 under a key derived from the instance
 /// secret. Deterministic, so a duplicate refresh within the reuse interval can be answered with
 /// the very same new token without ever storing a token in the clear.
-pub struct RefreshTokenDeriver(Secret<[u8; 32]>);
+pub struct RefreshTokenDeriver(SecretKey);
 
 impl RefreshTokenDeriver {
     /// A deriver with its own key.
-    pub fn new(key: Secret<[u8; 32]>) -> Self {
+    pub fn new(key: SecretKey) -> Self {
         Self(key)
     }
 
     /// The token that replaces `token`.
-    pub fn successor(&self, token: &str) -> Secret<String> {
+    pub fn successor(&self, token: &str) -> SecretString {
         // HMAC accepts keys of any length, so construction cannot fail.
-        let mut mac = match <Hmac<Sha256> as Mac>::new_from_slice(self.0.expose()) {
+        let mut mac = match <Hmac<Sha256> as Mac>::new_from_slice(self.0.expose_secret()) {
             Ok(mac) => mac,
             Err(_) => unreachable_hmac(),
         };
         mac.update(token.as_bytes());
-        Secret::new(URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()))
+        SecretString::from(URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()))
     }
 }
 

@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum_extra::extract::cookie::{Cookie, SameSite};
 use fluxgate_core::claims::AccessClaims;
 use fluxgate_core::ratelimit::Quota;
-use fluxgate_core::secret::Secret;
+use fluxgate_core::secret::{ExposeSecret, SecretString};
 use serde_json::json;
 
 /// Name of the access-token cookie.
@@ -129,7 +129,7 @@ pub struct TokenPair {
     /// The signed JWT.
     pub access_token: String,
     /// The opaque refresh token.
-    pub refresh_token: Secret<String>,
+    pub refresh_token: SecretString,
 }
 
 /// The login/refresh answer: the pair in the body and in HttpOnly cookies.
@@ -138,7 +138,7 @@ pub fn token_pair_response(state: &AppState, pair: TokenPair) -> Response {
     let access_ttl = auth.access_token_ttl.as_secs();
     let body = json!({ "data": {
         "access_token": pair.access_token,
-        "refresh_token": pair.refresh_token.expose(),
+        "refresh_token": pair.refresh_token.expose_secret(),
         "token_type": "Bearer",
         "expires_in": access_ttl,
     }});
@@ -148,14 +148,17 @@ pub fn token_pair_response(state: &AppState, pair: TokenPair) -> Response {
         .secure(auth.cookie_secure)
         .path("/")
         .max_age(time::Duration::seconds(access_ttl as i64));
-    let refresh = Cookie::build((REFRESH_COOKIE, pair.refresh_token.expose().clone()))
-        .http_only(true)
-        .same_site(SameSite::Lax)
-        .secure(auth.cookie_secure)
-        .path(REFRESH_COOKIE_PATH)
-        .max_age(time::Duration::seconds(
-            auth.refresh_token_ttl.as_secs() as i64
-        ));
+    let refresh = Cookie::build((
+        REFRESH_COOKIE,
+        pair.refresh_token.expose_secret().to_owned(),
+    ))
+    .http_only(true)
+    .same_site(SameSite::Lax)
+    .secure(auth.cookie_secure)
+    .path(REFRESH_COOKIE_PATH)
+    .max_age(time::Duration::seconds(
+        auth.refresh_token_ttl.as_secs() as i64
+    ));
     let mut response = axum::Json(body).into_response();
     append_cookie(&mut response, &access.build());
     append_cookie(&mut response, &refresh.build());

@@ -4,7 +4,7 @@
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use fluxgate_core::secret::{constant_time_eq, Secret};
+use fluxgate_core::secret::{constant_time_eq, ExposeSecret, SecretKey, SecretString};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
@@ -12,25 +12,25 @@ const PREFIX: &str = "wgt_";
 
 /// Issues and checks widget tokens with a key derived from the instance secret (so every node
 /// accepts every node's tokens).
-pub struct WidgetTokens(Secret<[u8; 32]>);
+pub struct WidgetTokens(SecretKey);
 
 impl WidgetTokens {
     /// With the derived key.
-    pub fn new(key: Secret<[u8; 32]>) -> Self {
+    pub fn new(key: SecretKey) -> Self {
         Self(key)
     }
 
     fn mac(&self, payload: &str) -> Option<Vec<u8>> {
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(self.0.expose()).ok()?;
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(self.0.expose_secret()).ok()?;
         mac.update(payload.as_bytes());
         Some(mac.finalize().into_bytes().to_vec())
     }
 
     /// A token for `org_id` valid until `expires_at` (Unix seconds).
-    pub fn issue(&self, org_id: &str, expires_at: i64) -> Option<Secret<String>> {
+    pub fn issue(&self, org_id: &str, expires_at: i64) -> Option<SecretString> {
         let payload = format!("{org_id}.{expires_at}");
         let mac = self.mac(&payload)?;
-        Some(Secret::new(format!(
+        Some(SecretString::from(format!(
             "{PREFIX}{}.{}",
             URL_SAFE_NO_PAD.encode(payload),
             URL_SAFE_NO_PAD.encode(mac)
@@ -57,10 +57,10 @@ mod tests {
 
     #[test]
     fn tokens_grant_one_org_until_they_expire() {
-        let tokens = WidgetTokens::new(Secret::new([7; 32]));
+        let tokens = WidgetTokens::new(fluxgate_core::secret::secret_key([7; 32]));
         let token = tokens
             .issue("org_1", 100)
-            .map(|t| t.expose().clone())
+            .map(|t| t.expose_secret().to_owned())
             .unwrap_or_default();
         assert_eq!(tokens.check(&token, 99).as_deref(), Some("org_1"));
         assert_eq!(tokens.check(&token, 100), None, "expired");
@@ -69,7 +69,7 @@ mod tests {
         chars[i] = if chars[i] == 'A' { 'B' } else { 'A' };
         let tampered: String = chars.into_iter().collect();
         assert_eq!(tokens.check(&tampered, 50), None);
-        let other_key = WidgetTokens::new(Secret::new([8; 32]));
+        let other_key = WidgetTokens::new(fluxgate_core::secret::secret_key([8; 32]));
         assert_eq!(other_key.check(&token, 50), None);
         assert_eq!(tokens.check("wgt_garbage", 50), None);
     }

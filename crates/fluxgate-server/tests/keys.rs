@@ -9,6 +9,7 @@ use common::{
     body, eventually, expect_error, issue_key, operator_with_verifier, send, with_key, Backend,
     TestApp,
 };
+use fluxgate_core::secret::ExposeSecret;
 use reqwest::{Method, Response};
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -392,7 +393,7 @@ async fn verify_answers_every_code_with_the_context(backend: Backend) {
         "MALFORMED"
     );
     let unknown = fluxgate_core::apikey::generate("fg", fluxgate_core::apikey::Environment::Live);
-    let not_found = verify(&app, &root, json!({ "key": unknown.expose() })).await;
+    let not_found = verify(&app, &root, json!({ "key": unknown.expose_secret() })).await;
     assert_eq!(not_found["code"], "NOT_FOUND");
     assert!(not_found["org"].is_null());
 
@@ -1061,7 +1062,7 @@ async fn warm_keys_verify_while_the_database_is_down() {
             Method::POST,
             "/keys/verify",
             &root,
-            Some(json!({ "key": invented.expose() })),
+            Some(json!({ "key": invented.expose_secret() })),
         )
         .await;
         assert_eq!(

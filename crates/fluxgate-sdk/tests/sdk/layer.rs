@@ -5,6 +5,7 @@
 use crate::common::{self, Backend};
 use crate::{customer_key, world};
 use axum::{routing::get, Extension, Json, Router};
+use fluxgate_core::secret::ExposeSecret;
 use fluxgate_sdk::{Flux, KeyAuthLayer, KeyContext};
 use reqwest::header::HeaderMap;
 use serde_json::{json, Value};
@@ -73,7 +74,7 @@ async fn valid_keys_reach_the_handler_with_their_context_and_others_are_refused(
     for header in [
         None,
         Some(("x-api-key", "fg_live_not-a-key")),
-        Some(("x-api-key", unknown.expose().as_str())),
+        Some(("x-api-key", unknown.expose_secret())),
         Some(("authorization", ops_bearer.as_str())), // a user's JWT is not an API key
     ] {
         let (status, headers, body) = get_with(&api, header).await;
@@ -209,7 +210,7 @@ async fn when_fluxgate_is_down_the_layer_answers_503_within_the_timeout() {
     let api = protected_api(KeyAuthLayer::new(flux)).await;
     let key = fluxgate_core::apikey::generate("fg", fluxgate_core::apikey::Environment::Live);
     let started = Instant::now();
-    let (status, headers, body) = get_with(&api, Some(("x-api-key", key.expose()))).await;
+    let (status, headers, body) = get_with(&api, Some(("x-api-key", key.expose_secret()))).await;
     assert_eq!(status, 503);
     assert_eq!(body["error"]["code"], "UNAVAILABLE");
     assert_eq!(headers["retry-after"], "1");

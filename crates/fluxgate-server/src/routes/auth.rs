@@ -16,7 +16,7 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use fluxgate_core::secret::Secret;
+use fluxgate_core::secret::SecretString;
 use fluxgate_store::UserRecord;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -75,7 +75,7 @@ fn user_json(user: &UserRecord) -> Value {
 #[serde(deny_unknown_fields)]
 pub struct TokenBody {
     #[schema(value_type = String)]
-    token: Secret<String>,
+    token: SecretString,
 }
 
 /// Marks the email of the token's user verified (token single-use, 24 h).
@@ -125,7 +125,7 @@ fn accepted() -> Response {
 pub struct LoginBody {
     email: String,
     #[schema(value_type = String, format = Password)]
-    password: Secret<String>,
+    password: SecretString,
 }
 
 /// Logs in: a token pair in the body and in HttpOnly cookies.
@@ -147,7 +147,7 @@ async fn login(
 #[serde(deny_unknown_fields)]
 pub struct RefreshBody {
     #[schema(value_type = String)]
-    refresh_token: Secret<String>,
+    refresh_token: SecretString,
 }
 
 /// Exchanges a refresh token for a new pair; the old token is spent. A spent token presented
@@ -177,7 +177,7 @@ async fn refresh(
     } else {
         let token = cookie_value(&headers, REFRESH_COOKIE).ok_or(ApiError::Unauthorized)?;
         check_same_origin(&method, &headers, &state.config.public_url)?;
-        Secret::new(token)
+        SecretString::from(token)
     };
     let pair = sessions::refresh(&state, &client, token, clock::now()).await?;
     Ok(token_pair_response(&state, pair))
@@ -213,9 +213,9 @@ async fn forgot_password(
 #[serde(deny_unknown_fields)]
 pub struct ResetBody {
     #[schema(value_type = String)]
-    token: Secret<String>,
+    token: SecretString,
     #[schema(value_type = String, format = Password)]
-    password: Secret<String>,
+    password: SecretString,
 }
 
 /// Sets a new password and revokes every session of the user.

@@ -14,7 +14,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use fluxgate_core::secret::Secret;
+use fluxgate_core::secret::SecretString;
 use fluxgate_store::InvitationRecord;
 use serde_json::{json, Value};
 use utoipa_axum::router::OpenApiRouter;
@@ -106,7 +106,13 @@ async fn accept_invitation(
     client: ClientInfo,
     Path(token): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let (org, role) =
-        invitations::accept(&state, &user, &client, &Secret::new(token), clock::now()).await?;
+    let (org, role) = invitations::accept(
+        &state,
+        &user,
+        &client,
+        &SecretString::from(token),
+        clock::now(),
+    )
+    .await?;
     Ok(Json(json!({ "data": org_json(&org, Some(&role)) })))
 }

@@ -13,6 +13,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use fluxgate_core::secret::ExposeSecret;
 use fluxgate_store::ApiKeyRecord;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -55,7 +56,7 @@ pub fn key_json(key: &ApiKeyRecord, now: i64) -> Value {
 /// A key with its one-time secret, answered `no-store`.
 fn with_secret(issued: &KeyWithSecret, status: StatusCode, now: i64) -> Response {
     let mut data = key_json(&issued.key, now);
-    data["key"] = Value::from(issued.secret.expose().as_str());
+    data["key"] = Value::from(issued.secret.expose_secret());
     if let Some(at) = issued.previous_secret_expires_at {
         data["previous_secret_expires_at"] = Value::from(rfc3339(at));
     }

@@ -15,6 +15,7 @@ use axum::http::{header, HeaderValue, Method};
 use axum::response::{Html, IntoResponse, Response};
 use axum::Json;
 use fluxgate_core::ids::OrgId;
+use fluxgate_core::secret::ExposeSecret;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -95,10 +96,10 @@ async fn widget_token(
         .issue(&org.id, expires_at)
         .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("widget token signing failed")))?;
     let mut response = Json(json!({ "data": {
-        "token": token.expose(),
+        "token": token.expose_secret(),
         "org_id": org.id,
         "expires_at": rfc3339(expires_at),
-        "widget_url": format!("{}/widget#token={}", state.config.public_url, token.expose()),
+        "widget_url": format!("{}/widget#token={}", state.config.public_url, token.expose_secret()),
     }}))
     .into_response();
     crate::user_auth::no_store(&mut response);

@@ -11,7 +11,7 @@ use crate::state::AppState;
 use fluxgate_core::email::Email;
 use fluxgate_core::ids::{OrgId, UserId};
 use fluxgate_core::password::Password;
-use fluxgate_core::secret::{random_token, sha256_hex, Secret};
+use fluxgate_core::secret::{random_token, sha256_hex, ExposeSecret, SecretString};
 use fluxgate_core::validation::FieldErrors;
 use fluxgate_store::{
     OneTimeTokenRecord, OrgRecord, UserRecord, PURPOSE_RESET_PASSWORD, PURPOSE_VERIFY_EMAIL,
@@ -29,7 +29,7 @@ pub struct Signup {
     pub email: String,
     /// At least 12 characters, not a common password.
     #[schema(value_type = String, format = Password)]
-    pub password: Secret<String>,
+    pub password: SecretString,
     /// A display name.
     pub name: Option<String>,
     /// Creates an org owned by the new user.
@@ -64,7 +64,7 @@ pub async fn signup(
 ) -> ApiResult<(UserRecord, Option<OrgRecord>)> {
     let mut errors = FieldErrors::new();
     let email = errors.check("email", Email::parse(&input.email));
-    let password = errors.check("password", Password::parse(input.password.expose()));
+    let password = errors.check("password", Password::parse(input.password.expose_secret()));
     let name = optional_text(&mut errors, "name", input.name.as_deref(), 200);
     let org_name = optional_text(
         &mut errors,
@@ -129,7 +129,7 @@ async fn send_verification(state: &AppState, user: &UserRecord, now: i64) -> Api
     state
         .store
         .insert_one_time_token(&OneTimeTokenRecord {
-            token_hash: sha256_hex(token.expose()),
+            token_hash: sha256_hex(token.expose_secret()),
             purpose: PURPOSE_VERIFY_EMAIL.into(),
             user_id: user.id.clone(),
             created_at: now,
@@ -140,7 +140,7 @@ async fn send_verification(state: &AppState, user: &UserRecord, now: i64) -> Api
     let link = format!(
         "{}/verify-email?token={}",
         state.config.public_url,
-        token.expose()
+        token.expose_secret()
     );
     state.mailer.send(Mail {
         to: user.email.clone(),
@@ -148,7 +148,7 @@ async fn send_verification(state: &AppState, user: &UserRecord, now: i64) -> Api
         body: format!(
             "Welcome to Fluxgate.\r\n\r\nConfirm your email address by opening this link:\r\n{link}\r\n\r\n\
              Or send the token to POST /api/v1/auth/verify-email:\r\ntoken={}\r\n\r\nThe link expires in {}.\r\n",
-            token.expose(),
+            token.expose_secret(),
             fluxgate_core::units::format_duration(ttl)
         ),
     });
@@ -159,10 +159,10 @@ async fn send_verification(state: &AppState, user: &UserRecord, now: i64) -> Api
 pub async fn verify_email(
     state: &AppState,
     client: &ClientInfo,
-    token: &Secret<String>,
+    token: &SecretString,
     now: i64,
 ) -> ApiResult<()> {
-    let hash = sha256_hex(token.expose());
+    let hash = sha256_hex(token.expose_secret());
     match state
         .store
         .verify_email(&hash, now, client.audit_meta())
@@ -222,7 +222,7 @@ async fn send_reset(state: &AppState, email: &Email, now: i64) -> ApiResult<()> 
     state
         .store
         .insert_one_time_token(&OneTimeTokenRecord {
-            token_hash: sha256_hex(token.expose()),
+            token_hash: sha256_hex(token.expose_secret()),
             purpose: PURPOSE_RESET_PASSWORD.into(),
             user_id: user.id.clone(),
             created_at: now,
@@ -233,7 +233,7 @@ async fn send_reset(state: &AppState, email: &Email, now: i64) -> ApiResult<()> 
     let link = format!(
         "{}/reset-password?token={}",
         state.config.public_url,
-        token.expose()
+        token.expose_secret()
     );
     state.mailer.send(Mail {
         to: user.email.clone(),
@@ -242,7 +242,7 @@ async fn send_reset(state: &AppState, email: &Email, now: i64) -> ApiResult<()> 
             "Someone asked to reset the password of this account.\r\n\r\nChoose a new password here:\r\n{link}\r\n\r\n\
              Or send the token with a new password to POST /api/v1/auth/password/reset:\r\ntoken={}\r\n\r\n\
              The link expires in {}. If it was not you, ignore this message.\r\n",
-            token.expose(),
+            token.expose_secret(),
             fluxgate_core::units::format_duration(ttl)
         ),
     });
@@ -254,14 +254,14 @@ async fn send_reset(state: &AppState, email: &Email, now: i64) -> ApiResult<()> 
 pub async fn reset_password(
     state: &AppState,
     client: &ClientInfo,
-    token: &Secret<String>,
-    password: &Secret<String>,
+    token: &SecretString,
+    password: &SecretString,
     now: i64,
 ) -> ApiResult<()> {
-    let password = Password::parse(password.expose())
+    let password = Password::parse(password.expose_secret())
         .map_err(|e| ApiError::field("password", e.to_string()))?;
     let hash = state.passwords.hash(&password).await?;
-    let token_hash = sha256_hex(token.expose());
+    let token_hash = sha256_hex(token.expose_secret());
     let Some(user_id) = state
         .store
         .reset_password(&token_hash, &hash, now, client.audit_meta())

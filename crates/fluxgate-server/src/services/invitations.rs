@@ -11,7 +11,7 @@ use crate::state::AppState;
 use crate::user_auth::AuthUser;
 use fluxgate_core::email::Email;
 use fluxgate_core::ids::InvitationId;
-use fluxgate_core::secret::{random_token, sha256_hex, Secret};
+use fluxgate_core::secret::{random_token, sha256_hex, ExposeSecret, SecretString};
 use fluxgate_core::units::format_duration;
 use fluxgate_core::validation::FieldErrors;
 use fluxgate_store::{Acceptance, InvitationRecord, OrgRecord, StoreError};
@@ -64,7 +64,7 @@ pub async fn invite(
         org_id: access.org.id.clone(),
         email: email.as_str().to_owned(),
         role: input.role,
-        token_hash: sha256_hex(token.expose()),
+        token_hash: sha256_hex(token.expose_secret()),
         invited_by: access.user_id().map(str::to_owned),
         created_at: now,
         expires_at: now.saturating_add(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX)),
@@ -95,13 +95,13 @@ fn send_invitation(
     state: &AppState,
     org_name: &str,
     invitation: &InvitationRecord,
-    token: &Secret<String>,
+    token: &SecretString,
     ttl: std::time::Duration,
 ) {
     let link = format!(
         "{}/invitations/accept?token={}",
         state.config.public_url,
-        token.expose()
+        token.expose_secret()
     );
     state.mailer.send(Mail {
         to: invitation.email.clone(),
@@ -112,7 +112,7 @@ fn send_invitation(
              Or send the token to POST /api/v1/invitations/{{token}}/accept:\r\ntoken={token}\r\n\r\n\
              The invitation expires in {ttl}.\r\n",
             role = invitation.role,
-            token = token.expose(),
+            token = token.expose_secret(),
             ttl = format_duration(ttl),
         ),
     });
@@ -162,12 +162,12 @@ pub async fn accept(
     state: &AppState,
     user: &AuthUser,
     client: &ClientInfo,
-    token: &Secret<String>,
+    token: &SecretString,
     now: i64,
 ) -> ApiResult<(OrgRecord, String)> {
     let invitation = state
         .store
-        .invitation_by_token(&sha256_hex(token.expose()))
+        .invitation_by_token(&sha256_hex(token.expose_secret()))
         .await?
         .filter(|i| i.accepted_at.is_none() && i.canceled_at.is_none() && i.expires_at > now)
         .ok_or(ApiError::NotFound)?;

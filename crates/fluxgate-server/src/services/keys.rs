@@ -14,7 +14,7 @@ use crate::state::AppState;
 use fluxgate_core::apikey::{self, Environment};
 use fluxgate_core::ids::KeyId;
 use fluxgate_core::permission::PermissionPattern;
-use fluxgate_core::secret::Secret;
+use fluxgate_core::secret::{ExposeSecret, SecretString};
 use fluxgate_core::validation::{single_line, FieldErrors};
 use fluxgate_store::{ApiKeyRecord, KeyStatus, Rotation};
 use serde::Deserialize;
@@ -88,7 +88,7 @@ pub struct KeyWithSecret {
     /// The key as stored.
     pub key: ApiKeyRecord,
     /// The secret, shown once.
-    pub secret: Secret<String>,
+    pub secret: SecretString,
     /// When the previous secret stops working (rotation only).
     pub previous_secret_expires_at: Option<i64>,
 }
@@ -150,9 +150,9 @@ fn patterns_of(key: &ApiKeyRecord) -> Vec<PermissionPattern> {
 fn new_secret(
     state: &AppState,
     environment: Environment,
-) -> ApiResult<(Secret<String>, String, String)> {
+) -> ApiResult<(SecretString, String, String)> {
     let secret = apikey::generate(&state.config.key_prefix, environment);
-    let parsed = apikey::parse(secret.expose())
+    let parsed = apikey::parse(secret.expose_secret())
         .map_err(|e| ApiError::Internal(anyhow::anyhow!("generated key does not parse: {e}")))?;
     let start = parsed.start().to_owned();
     let hash = parsed.hash();

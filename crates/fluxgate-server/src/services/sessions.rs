@@ -13,7 +13,7 @@ use fluxgate_core::email::Email;
 use fluxgate_core::ids::{OrgId, SessionId};
 use fluxgate_core::ratelimit::Quota;
 use fluxgate_core::refresh::{self, RefreshStep, SpentReason, TokenState};
-use fluxgate_core::secret::{random_token, sha256_hex, Secret};
+use fluxgate_core::secret::{random_token, sha256_hex, ExposeSecret, SecretString};
 use fluxgate_core::units::Rate;
 use fluxgate_store::{RefreshTokenRecord, SessionRecord, UserRecord};
 use serde_json::json;
@@ -85,7 +85,7 @@ pub async fn login(
     state: &AppState,
     client: &ClientInfo,
     email: &str,
-    password: Secret<String>,
+    password: SecretString,
     now: i64,
 ) -> ApiResult<TokenPair> {
     let email = Email::parse(email).map_err(|_| ApiError::InvalidCredentials)?;
@@ -186,7 +186,7 @@ async fn start_session(
         revoked_reason: None,
     };
     let refresh = RefreshTokenRecord {
-        token_hash: sha256_hex(refresh_token.expose()),
+        token_hash: sha256_hex(refresh_token.expose_secret()),
         session_id: session_id.clone(),
         generation: 0,
         issued_at: now,
@@ -230,10 +230,10 @@ fn token_state(record: &RefreshTokenRecord, now: i64) -> TokenState {
 pub async fn refresh(
     state: &AppState,
     client: &ClientInfo,
-    token: Secret<String>,
+    token: SecretString,
     now: i64,
 ) -> ApiResult<TokenPair> {
-    let token_hash = sha256_hex(token.expose());
+    let token_hash = sha256_hex(token.expose_secret());
     let mut record = state
         .store
         .refresh_token(&token_hash)
@@ -247,8 +247,8 @@ pub async fn refresh(
     if session.revoked_at.is_some() {
         return Err(ApiError::Unauthorized);
     }
-    let successor = state.refresh.successor(token.expose());
-    let successor_hash = sha256_hex(successor.expose());
+    let successor = state.refresh.successor(token.expose_secret());
+    let successor_hash = sha256_hex(successor.expose_secret());
     let reuse_interval =
         i64::try_from(state.config.auth.refresh_reuse_interval.as_secs()).unwrap_or(i64::MAX);
     let mut step = refresh::step(token_state(&record, now), now, reuse_interval);
@@ -403,7 +403,7 @@ pub async fn switch_org(
         .ok_or(ApiError::Unauthorized)?;
     let generation = now; // strictly increasing per session and distinct from rotation counts
     let next = RefreshTokenRecord {
-        token_hash: sha256_hex(refresh_token.expose()),
+        token_hash: sha256_hex(refresh_token.expose_secret()),
         session_id: current.id.clone(),
         generation,
         issued_at: now,
