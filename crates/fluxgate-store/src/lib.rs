@@ -13,7 +13,7 @@ mod usage;
 pub use error::StoreError;
 pub use keys::KeyStore;
 pub use orgs::OrgStore;
-pub use postgres::PostgresStore;
+pub use postgres::{migrations_fingerprint, PostgresStore};
 pub use records::*;
 pub use sqlite::SqliteStore;
 pub use usage::UsageStore;

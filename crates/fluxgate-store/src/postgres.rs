@@ -7,6 +7,17 @@ use std::str::FromStr;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
 
+/// A fingerprint of the PostgreSQL migrations (their versions and checksums, SHA-256, 16 hex
+/// characters): equal exactly when two builds migrate a database to the same schema. Test kits
+/// name migrated template databases by it.
+pub fn migrations_fingerprint() -> String {
+    let listing: String = MIGRATOR
+        .iter()
+        .map(|m| format!("{}:{:?};", m.version, m.checksum))
+        .collect();
+    fluxgate_core::secret::sha256_hex(&listing)[..16].to_owned()
+}
+
 /// Fluxgate's store on PostgreSQL.
 #[derive(Debug, Clone)]
 pub struct PostgresStore {

@@ -1,8 +1,8 @@
 //! The blocking client from plain threads: every call, and a client dropped inside async code.
 
-use crate::common::Backend;
 use crate::{client_for, world};
 use fluxgate_sdk::{Error, TrackEvent};
+use fluxgate_testkit::Backend;
 
 #[test]
 fn blocking_client_on_sqlite() {

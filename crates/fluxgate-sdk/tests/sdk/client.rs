@@ -1,13 +1,13 @@
 //! The async client: issue, verify with context, entitlements, list, rotate, revoke, usage
 //! tracking, and a server that is down.
 
-use crate::common::{self, Backend};
 use crate::world;
 use fluxgate_sdk::{Error, Flux, TrackEvent};
+use fluxgate_testkit::{self, Backend};
 use serde_json::json;
 use std::time::{Duration, Instant};
 
-crate::both_backends!(issue_verify_rotate_revoke_and_track);
+fluxgate_testkit::both_backends!(issue_verify_rotate_revoke_and_track);
 
 async fn issue_verify_rotate_revoke_and_track(backend: Backend) {
     let world = world(backend).await;
@@ -91,7 +91,7 @@ async fn issue_verify_rotate_revoke_and_track(backend: Backend) {
 
 #[tokio::test]
 async fn a_server_that_is_down_is_a_clear_error_within_the_timeout() {
-    let port = common::free_port();
+    let port = fluxgate_testkit::free_port();
     let flux = Flux::builder("fg_live_whatever")
         .base_url(format!("http://127.0.0.1:{port}"))
         .timeout(Duration::from_millis(500))

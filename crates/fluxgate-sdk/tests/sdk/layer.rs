@@ -2,16 +2,16 @@
 //! handler sees, the refusals in Fluxgate's envelope, revocation within a second, rate limits
 //! that count every request, and Fluxgate being down.
 
-use crate::common::{self, Backend};
 use crate::{customer_key, world};
 use axum::{routing::get, Extension, Json, Router};
 use fluxgate_core::secret::ExposeSecret;
 use fluxgate_sdk::{Flux, KeyAuthLayer, KeyContext};
+use fluxgate_testkit::{self, Backend};
 use reqwest::header::HeaderMap;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
-crate::both_backends!(
+fluxgate_testkit::both_backends!(
     valid_keys_reach_the_handler_with_their_context_and_others_are_refused,
     a_revoked_key_is_refused_within_a_second,
     rate_limits_count_every_request_through_the_layer,
@@ -186,11 +186,12 @@ async fn every_call_through_the_layer_is_attributed_to_its_endpoint(backend: Bac
     );
     let counted = || async {
         let response =
-            common::send(&world.app, reqwest::Method::GET, &query, &world.ops, None).await;
-        common::body(response).await["data"]["total"]["count"].as_i64()
+            fluxgate_testkit::send(&world.app, reqwest::Method::GET, &query, &world.ops, None)
+                .await;
+        fluxgate_testkit::body(response).await["data"]["total"]["count"].as_i64()
     };
     assert!(
-        common::eventually(Duration::from_secs(15), || async {
+        fluxgate_testkit::eventually(Duration::from_secs(15), || async {
             counted().await == Some(5)
         })
         .await,
@@ -203,7 +204,10 @@ async fn every_call_through_the_layer_is_attributed_to_its_endpoint(backend: Bac
 #[tokio::test]
 async fn when_fluxgate_is_down_the_layer_answers_503_within_the_timeout() {
     let flux: Flux = Flux::builder("fg_live_whatever")
-        .base_url(format!("http://127.0.0.1:{}", common::free_port()))
+        .base_url(format!(
+            "http://127.0.0.1:{}",
+            fluxgate_testkit::free_port()
+        ))
         .timeout(Duration::from_millis(300))
         .retries(1)
         .build();

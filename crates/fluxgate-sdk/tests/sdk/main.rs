@@ -1,18 +1,15 @@
 //! The SDK against a real Fluxgate — the server's router on a random port, on SQLite and on
-//! PostgreSQL, through the server's own test kit: the async client, the blocking client, the
+//! PostgreSQL, through the shared test kit (`fluxgate-testkit`): the async client, the blocking client, the
 //! tower layer in front of a real axum API, and offline access-token verification.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
-
-#[path = "../../../fluxgate-server/tests/common/mod.rs"]
-mod common;
 
 mod blocking;
 mod client;
 mod layer;
 mod tokens;
 
-use common::{issue_key, send, Backend, TestApp, PUBLIC_URL};
 use fluxgate_sdk::Flux;
+use fluxgate_testkit::{issue_key, send, Backend, TestApp, PUBLIC_URL};
 use reqwest::Method;
 use serde_json::json;
 
@@ -31,8 +28,8 @@ pub struct World {
 
 pub async fn world(backend: Backend) -> World {
     let app = TestApp::spawn(backend).await;
-    let (ops, _) = common::operator_with_verifier(&app).await;
-    let me = common::body(send(&app, Method::GET, "/auth/me", &ops, None).await).await;
+    let (ops, _) = fluxgate_testkit::operator_with_verifier(&app).await;
+    let me = fluxgate_testkit::body(send(&app, Method::GET, "/auth/me", &ops, None).await).await;
     let ops_org = me["data"]["active_org"]["id"].as_str().unwrap().to_owned();
     let scopes = [
         "keys:verify",
@@ -56,7 +53,7 @@ pub async fn world(backend: Backend) -> World {
         Some(json!({ "name": "Customer" })),
     )
     .await;
-    let org = common::body(created).await["data"]["id"]
+    let org = fluxgate_testkit::body(created).await["data"]["id"]
         .as_str()
         .unwrap()
         .to_owned();

@@ -1,14 +1,14 @@
 //! Offline access-token verification: a real token's claims, and refusals for a forged
 //! signature, another audience or issuer, another algorithm, and a key rotated in meanwhile.
 
-use crate::common::{self, Backend};
 use crate::{client_for, world};
 use fluxgate_sdk::Error;
+use fluxgate_testkit::{self, Backend};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest::Method;
 use std::time::Duration;
 
-crate::both_backends!(access_tokens_verify_offline_and_forgeries_do_not);
+fluxgate_testkit::both_backends!(access_tokens_verify_offline_and_forgeries_do_not);
 
 fn refusal(result: Result<fluxgate_sdk::AccessClaims, Error>) -> String {
     match result {
@@ -20,9 +20,10 @@ fn refusal(result: Result<fluxgate_sdk::AccessClaims, Error>) -> String {
 async fn access_tokens_verify_offline_and_forgeries_do_not(backend: Backend) {
     let world = world(backend).await;
     let tokens = world.flux.tokens();
-    let me =
-        common::body(common::send(&world.app, Method::GET, "/auth/me", &world.ops, None).await)
-            .await;
+    let me = fluxgate_testkit::body(
+        fluxgate_testkit::send(&world.app, Method::GET, "/auth/me", &world.ops, None).await,
+    )
+    .await;
     let claims = tokens.verify_access_token(&world.ops).await.unwrap();
     assert_eq!(claims.sub, me["data"]["user"]["id"].as_str().unwrap());
     assert_eq!(
@@ -88,7 +89,10 @@ async fn access_tokens_verify_offline_and_forgeries_do_not(backend: Backend) {
         .await
         .unwrap();
     world.app.state().keyring.reload().await.unwrap();
-    let fresh = world.app.login("ops@example.com", common::PASSWORD).await["access_token"]
+    let fresh = world
+        .app
+        .login("ops@example.com", fluxgate_testkit::PASSWORD)
+        .await["access_token"]
         .as_str()
         .unwrap()
         .to_owned();

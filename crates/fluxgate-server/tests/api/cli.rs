@@ -1,6 +1,5 @@
 //! The real `fluxgate` binary: `config check`, `admin bootstrap`, `migrate`, and `serve` on an
 //! embedded SQLite database with a graceful shutdown on SIGTERM.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

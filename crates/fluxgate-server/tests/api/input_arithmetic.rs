@@ -1,11 +1,8 @@
 //! Numbers from requests are range-checked before any arithmetic: arbitrary `cost`,
 //! `cached_calls` and rate-limit values sent to the real server never answer 500, never wrap,
 //! and never buy a `VALID` that was not paid for — on SQLite and PostgreSQL.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
-mod common;
-
-use common::{body, issue_key, operator_with_verifier, send, with_key, Backend, TestApp};
+use fluxgate_testkit::{body, issue_key, operator_with_verifier, send, with_key, Backend, TestApp};
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::{Config as ProptestConfig, TestRunner};
@@ -20,7 +17,7 @@ both_backends!(
 async fn verify(app: &TestApp, root: &str, body: Value) -> (u16, Value) {
     let response = with_key(app, Method::POST, "/keys/verify", root, Some(body)).await;
     let status = response.status().as_u16();
-    (status, common::body(response).await)
+    (status, fluxgate_testkit::body(response).await)
 }
 
 /// The report's case: a sum that wraps in a release build answered `VALID` before.

@@ -2,13 +2,12 @@
 //! it at once (one per kind of change), a cache fill cannot put back what a revocation removed,
 //! and a change whose announcement is lost is seen within the cache's maximum age — on SQLite
 //! and PostgreSQL, and across two nodes with Redis stopped.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
-mod common;
-
-use common::redis::RedisServer;
-use common::{body, eventually, issue_key, operator_with_verifier, send, Backend, TestApp};
 use fluxgate_server::keycache::FillPause;
+use fluxgate_testkit::redis::RedisServer;
+use fluxgate_testkit::{
+    body, eventually, issue_key, operator_with_verifier, send, Backend, TestApp,
+};
 use reqwest::Method;
 use serde_json::{json, Value};
 use sqlx::Connection;
@@ -93,7 +92,7 @@ async fn warm(backend: Backend, max_age: &str) -> Warm {
 }
 
 async fn verify(app: &TestApp, root: &str, key: &str) -> Value {
-    let response = common::with_key(
+    let response = fluxgate_testkit::with_key(
         app,
         Method::POST,
         "/keys/verify",

@@ -1,11 +1,8 @@
 //! Organizations, members, roles, invitations and the audit log over real HTTP, on SQLite and
 //! PostgreSQL: each role's allowed and refused actions, escalation attempts, cross-org access,
 //! invitations, the last-owner rule and the audit trail.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
-mod common;
-
-use common::{body, expect_error, send, Backend, TestApp, PASSWORD};
+use fluxgate_testkit::{body, expect_error, send, Backend, TestApp, PASSWORD};
 use reqwest::{Method, Response};
 use serde_json::{json, Value};
 use std::time::Duration;

@@ -1,10 +1,7 @@
 //! Wire conventions every route shares: request ids, the error envelope for unknown routes and
 //! methods, health and readiness, metrics, the OpenAPI document, and 503 while the database is away.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
-mod common;
-
-use common::{body, expect_error, Backend, TestApp};
+use fluxgate_testkit::{body, expect_error, Backend, TestApp};
 use reqwest::Method;
 use serde_json::json;
 use sqlx::Connection;
@@ -247,7 +244,7 @@ async fn postgres_outage_answers_503_and_recovers() {
     let login = app
         .post(
             "/api/v1/auth/login",
-            json!({ "email": "uma@example.com", "password": common::PASSWORD }),
+            json!({ "email": "uma@example.com", "password": fluxgate_testkit::PASSWORD }),
         )
         .await;
     expect_error(login, 503, "UNAVAILABLE").await;
@@ -270,7 +267,7 @@ async fn postgres_outage_answers_503_and_recovers() {
         .execute(&mut admin)
         .await
         .expect("unblock");
-    let recovered = common::eventually(Duration::from_secs(10), || async {
+    let recovered = fluxgate_testkit::eventually(Duration::from_secs(10), || async {
         app.client
             .get(app.url("/readyz"))
             .send()
@@ -280,6 +277,7 @@ async fn postgres_outage_answers_503_and_recovers() {
     })
     .await;
     assert!(recovered, "readiness did not recover");
-    app.login("uma@example.com", common::PASSWORD).await;
+    app.login("uma@example.com", fluxgate_testkit::PASSWORD)
+        .await;
     app.stop().await;
 }

@@ -2,11 +2,8 @@
 //! key-authenticated call is counted exactly, per org, key, endpoint and outcome; `GET /usage`
 //! answers series by minute, hour and day within the caller's permissions; a graceful stop right
 //! after a burst loses nothing.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
-mod common;
-
-use common::{
+use fluxgate_testkit::{
     body, eventually, expect_error, issue_key, operator_with_verifier, send, with_key, Backend,
     TestApp,
 };

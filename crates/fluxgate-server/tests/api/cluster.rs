@@ -1,12 +1,9 @@
 //! Two real `fluxgate serve` processes on one PostgreSQL and one Redis: a key revoked through
 //! node A is refused by node B within a second, and a key's rate limit of N lets N calls pass in
 //! total across both nodes.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
-mod common;
-
-use common::redis::RedisServer;
-use common::{free_port, fresh_database, Backend};
+use fluxgate_testkit::redis::RedisServer;
+use fluxgate_testkit::{free_port, fresh_database, Backend};
 use reqwest::Client;
 use serde_json::{json, Value};
 use std::process::{Child, Command, Stdio};
@@ -249,4 +246,5 @@ async fn two_nodes_share_revocations_and_rate_limits() {
     assert_eq!(valid, 6);
     drop(a);
     drop(b);
+    fluxgate_testkit::drop_database(&database_url).await;
 }

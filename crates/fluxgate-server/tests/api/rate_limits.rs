@@ -2,15 +2,12 @@
 //! limits over real HTTP (per IP, per user, headers, the 429 body, trusted proxies) on SQLite
 //! and PostgreSQL; counters shared between two nodes through Redis; Redis going away mid-run
 //! and coming back, under both failure policies.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
-mod common;
-
-use common::redis::RedisServer;
-use common::{eventually, expect_error, Backend, TestApp, PASSWORD};
 use fluxgate_core::ratelimit::Quota;
 use fluxgate_server::config::RedisFailure;
 use fluxgate_server::limiter::{Limiter, RedisLimiter};
+use fluxgate_testkit::redis::RedisServer;
+use fluxgate_testkit::{eventually, expect_error, Backend, TestApp, PASSWORD};
 use reqwest::Method;
 use serde_json::json;
 use std::time::{Duration, Instant};

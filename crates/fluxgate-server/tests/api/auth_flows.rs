@@ -1,9 +1,8 @@
 //! Every user-authentication flow over real HTTP, on SQLite and PostgreSQL.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
-mod common;
-
-use common::{body, eventually, expect_error, smtp, Backend, TestApp, PASSWORD, PUBLIC_URL};
+use fluxgate_testkit::{
+    body, eventually, expect_error, smtp, Backend, TestApp, PASSWORD, PUBLIC_URL,
+};
 use reqwest::Method;
 use serde_json::{json, Value};
 use std::time::Duration;

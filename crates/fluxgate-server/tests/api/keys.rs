@@ -1,15 +1,12 @@
 //! API keys over real HTTP, on SQLite and PostgreSQL: the lifecycle, every verify code with its
 //! context, rotation's grace period, escalation attempts, keys as credentials on the management
 //! API, plans and entitlements, usage written in batches, and warm verifies without a database.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
-mod common;
-
-use common::{
+use fluxgate_core::secret::ExposeSecret;
+use fluxgate_testkit::{
     body, eventually, expect_error, issue_key, operator_with_verifier, send, with_key, Backend,
     TestApp,
 };
-use fluxgate_core::secret::ExposeSecret;
 use reqwest::{Method, Response};
 use serde_json::{json, Value};
 use std::time::Duration;

@@ -1,7 +1,8 @@
-//! Test kit: boots the real router on a random port against a fresh SQLite file or a fresh
-//! PostgreSQL database, with a local SMTP sink receiving the real mail, and a reqwest client.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-#![allow(dead_code)]
+//! The test kit every crate's tests share: boots the real server on a random loopback port
+//! against a fresh SQLite file or a fresh PostgreSQL database (copied from a migrated template,
+//! dropped when the test stops), with a local SMTP sink receiving the real mail, a Redis it can
+//! stop and start, and request helpers.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test kit fails loudly by design
 
 pub mod redis;
 pub mod smtp;
@@ -43,7 +44,7 @@ macro_rules! both_backends {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
-                    super::$name(super::common::Backend::Sqlite).await
+                    super::$name($crate::Backend::Sqlite).await
                 }
             )*
         }
@@ -51,7 +52,7 @@ macro_rules! both_backends {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
-                    super::$name(super::common::Backend::Postgres).await
+                    super::$name($crate::Backend::Postgres).await
                 }
             )*
         }
@@ -69,26 +70,126 @@ pub struct TestApp {
     _dir: tempfile::TempDir,
 }
 
-/// A fresh, empty database URL for `backend`.
+/// The PostgreSQL server the suite runs against (`FLUXGATE_TEST_POSTGRES_URL`, set by
+/// `scripts/test`), as a URL to its `postgres` database.
+pub fn postgres_admin_url() -> String {
+    std::env::var("FLUXGATE_TEST_POSTGRES_URL").unwrap_or_else(|_| {
+        panic!("FLUXGATE_TEST_POSTGRES_URL is not set: run the suite with scripts/test, which starts PostgreSQL")
+    })
+}
+
+fn database_url_named(name: &str) -> String {
+    let admin = postgres_admin_url();
+    let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin);
+    format!("{base}/{name}")
+}
+
+/// A migrated database every test database is copied from: created once per migration set
+/// (its name carries a hash of the migrations), so each test skips migrating.
+async fn migrated_template() -> &'static str {
+    static TEMPLATE: tokio::sync::OnceCell<String> = tokio::sync::OnceCell::const_new();
+    TEMPLATE
+        .get_or_init(|| async {
+            let name = format!("fgtemplate_{}", fluxgate_store::migrations_fingerprint());
+            let mut conn = sqlx::PgConnection::connect(&postgres_admin_url())
+                .await
+                .expect("connect to test PostgreSQL");
+            let exists: bool =
+                sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+                    .bind(&name)
+                    .fetch_one(&mut conn)
+                    .await
+                    .expect("look for the template");
+            if !exists {
+                let building = format!("{name}_{}", std::process::id());
+                sqlx::query(&format!("CREATE DATABASE {building}"))
+                    .execute(&mut conn)
+                    .await
+                    .expect("create the template");
+                let store = fluxgate_store::connect(&fluxgate_store::ConnectOptions {
+                    url: database_url_named(&building),
+                    max_connections: 1,
+                    acquire_timeout: Duration::from_secs(30),
+                })
+                .await
+                .expect("open the template");
+                store.migrate().await.expect("migrate the template");
+                store.close().await;
+                // the closed pool's backends may take a moment to exit; another process may
+                // have finished a template first, and then either serves
+                for _ in 0..100 {
+                    let _ = sqlx::query(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
+                    )
+                    .bind(&building)
+                    .execute(&mut conn)
+                    .await;
+                    let renamed =
+                        sqlx::query(&format!("ALTER DATABASE {building} RENAME TO {name}"))
+                            .execute(&mut conn)
+                            .await;
+                    if renamed.is_ok() {
+                        break;
+                    }
+                    let taken: bool = sqlx::query_scalar(
+                        "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)",
+                    )
+                    .bind(&name)
+                    .fetch_one(&mut conn)
+                    .await
+                    .expect("look for the template");
+                    if taken {
+                        let _ = sqlx::query(&format!(
+                            "DROP DATABASE IF EXISTS {building} WITH (FORCE)"
+                        ))
+                        .execute(&mut conn)
+                        .await;
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+            let _ = conn.close().await;
+            name
+        })
+        .await
+}
+
+/// A fresh database URL for `backend`: a new SQLite file in `dir`, or a new PostgreSQL database
+/// copied from the migrated template.
 pub async fn fresh_database(backend: Backend, dir: &std::path::Path) -> String {
     match backend {
         Backend::Sqlite => format!("sqlite://{}/fluxgate.db", dir.display()),
         Backend::Postgres => {
-            let admin = std::env::var("FLUXGATE_TEST_POSTGRES_URL").unwrap_or_else(|_| {
-                panic!("FLUXGATE_TEST_POSTGRES_URL is not set: run the suite with scripts/test, which starts PostgreSQL")
-            });
+            let template = migrated_template().await;
             let name = format!("fgtest_{}", ulid::Ulid::new().to_string().to_lowercase());
-            let mut conn = sqlx::PgConnection::connect(&admin)
+            let mut conn = sqlx::PgConnection::connect(&postgres_admin_url())
                 .await
                 .expect("connect to test PostgreSQL");
-            sqlx::query(&format!("CREATE DATABASE {name}"))
+            sqlx::query(&format!("CREATE DATABASE {name} TEMPLATE {template}"))
                 .execute(&mut conn)
                 .await
                 .expect("create database");
             let _ = conn.close().await;
-            let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin);
-            format!("{base}/{name}")
+            database_url_named(&name)
         }
+    }
+}
+
+/// Drops a PostgreSQL test database (connections are ended first); SQLite files go with
+/// their temporary directory.
+pub async fn drop_database(database_url: &str) {
+    if !database_url.starts_with("postgres") {
+        return;
+    }
+    let Some(name) = database_url.rsplit('/').next() else {
+        return;
+    };
+    if let Ok(mut conn) = sqlx::PgConnection::connect(&postgres_admin_url()).await {
+        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .execute(&mut conn)
+            .await;
+        let _ = conn.close().await;
     }
 }
 
@@ -286,10 +387,12 @@ impl TestApp {
         std::mem::replace(&mut self._dir, dir)
     }
 
+    /// Stops gracefully and drops the test's PostgreSQL database.
     pub async fn stop(mut self) {
         if let Some(server) = self.server.take() {
             server.stop().await.expect("clean stop");
         }
+        drop_database(&self.database_url).await;
     }
 }
 

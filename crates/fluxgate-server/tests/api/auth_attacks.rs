@@ -1,13 +1,10 @@
 //! The attacks: forged and tampered tokens, refresh-token theft, CSRF, password guessing,
 //! account enumeration, hostile bodies, and secrets leaking into the audit log.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
-
-mod common;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use common::{body, expect_error, Backend, TestApp, PASSWORD, PUBLIC_URL};
 use fluxgate_core::claims::AccessClaims;
+use fluxgate_testkit::{body, expect_error, Backend, TestApp, PASSWORD, PUBLIC_URL};
 use reqwest::Method;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
@@ -612,8 +609,9 @@ async fn secrets_never_reach_the_audit_log(backend: Backend) {
         json!({ "email": "tess@example.com" }),
     )
     .await;
-    let reset_token =
-        common::smtp::token_in(&app.mail.wait_for("tess@example.com", "Reset").await.body);
+    let reset_token = fluxgate_testkit::smtp::token_in(
+        &app.mail.wait_for("tess@example.com", "Reset").await.body,
+    );
     let new_password = "the next secret passphrase";
     app.post(
         "/api/v1/auth/password/reset",

@@ -1,0 +1,19 @@
+//! The server's tests over real HTTP, compiled as one binary: each module exercises one part
+//! of the API against the real server (booted by `fluxgate-testkit`) on SQLite and on
+//! PostgreSQL; `cli` and `cluster` run the real `fluxgate` binary.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
+#[macro_use]
+extern crate fluxgate_testkit;
+
+mod auth_attacks;
+mod auth_flows;
+mod cli;
+mod cluster;
+mod fresh_context;
+mod http_conventions;
+mod input_arithmetic;
+mod keys;
+mod orgs;
+mod rate_limits;
+mod usage;
