@@ -3,31 +3,11 @@
 
 use crate::client::{Error, Flux};
 use crate::gate::Owed;
+pub use fluxgate_proto::{IssuedKey, Key, OrgRef, RateLimitState};
+use fluxgate_proto::{NewKey, RateLimit, RotateKey, Verdict, VerifyRequest};
 use reqwest::Method;
 use serde::Deserialize;
-use serde_json::{json, Value};
-
-/// The org a key belongs to.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-pub struct OrgRef {
-    /// `org_…`
-    pub id: String,
-    /// Its name.
-    pub name: String,
-    /// Your own id for this customer, if set.
-    pub external_id: Option<String>,
-}
-
-/// Rate-limit state after a verify.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-pub struct RateLimitState {
-    /// Calls per window.
-    pub limit: u64,
-    /// Calls left now.
-    pub remaining: u64,
-    /// When the allowance is full again (Unix seconds).
-    pub reset: u64,
-}
+use serde_json::Value;
 
 /// Everything Fluxgate knows about a valid key.
 ///
@@ -70,33 +50,27 @@ impl KeyContext {
     }
 }
 
-/// A key as listed (never its secret).
-#[derive(Debug, Clone, Deserialize)]
-pub struct KeyInfo {
-    /// `key_…`
-    pub id: String,
-    /// `org_…`
-    pub org_id: String,
-    /// Its name.
-    pub name: String,
-    /// The displayable beginning, e.g. `fg_live_3xKq`.
-    pub start: String,
-    /// Its scopes.
-    pub scopes: Vec<String>,
-    /// `active`, `revoked` or `expired`.
-    pub status: String,
-    /// When it expires (RFC 3339).
-    pub expires_at: Option<String>,
-}
+/// A key as listed (never its secret): the wire type itself.
+pub type KeyInfo = Key;
 
-/// A key just issued or rotated: its secret is here, once.
-#[derive(Debug, Clone, Deserialize)]
-pub struct IssuedKey {
-    /// The key's description.
-    #[serde(flatten)]
-    pub info: KeyInfo,
-    /// The secret to hand to your customer.
-    pub key: String,
+impl TryFrom<Verdict> for KeyContext {
+    type Error = Error;
+
+    /// The context of a `VALID` verdict (which always carries all of it).
+    fn try_from(verdict: Verdict) -> Result<Self, Error> {
+        let missing = |what: &str| Error::Unreachable(format!("verify answer without {what}"));
+        Ok(Self {
+            key_id: verdict.key_id.ok_or_else(|| missing("key_id"))?,
+            org: verdict.org.ok_or_else(|| missing("org"))?,
+            plan: verdict.plan.ok_or_else(|| missing("plan"))?,
+            scopes: verdict.scopes.unwrap_or_default(),
+            entitlements: verdict.entitlements.unwrap_or_default(),
+            ratelimit: verdict.ratelimit.ok_or_else(|| missing("ratelimit"))?,
+            expires_at: verdict.expires_at,
+            metadata: verdict.metadata.unwrap_or(Value::Null),
+            environment: verdict.environment.ok_or_else(|| missing("environment"))?,
+        })
+    }
 }
 
 /// `flux.keys()`
@@ -144,31 +118,27 @@ impl Keys<'_> {
         endpoint: &str,
         owed: &Owed,
     ) -> Result<KeyContext, Error> {
-        let scopes: Vec<&str> = scopes.iter().map(AsRef::as_ref).collect();
-        let cached_calls: serde_json::Map<String, Value> = owed
-            .by_endpoint()
-            .iter()
-            .map(|(endpoint, calls)| (endpoint.clone(), json!(calls)))
-            .collect();
-        let cost = owed.total() + 1;
-        let mut body = json!({ "key": key, "scopes": scopes, "cost": cost });
-        if !endpoint.is_empty() {
-            body["endpoint"] = json!(endpoint);
-        }
-        if !cached_calls.is_empty() {
-            body["cached_calls"] = Value::Object(cached_calls);
-        }
-        let answer: Value = self
+        let request = VerifyRequest {
+            key: key.to_owned(),
+            scopes: scopes.iter().map(|s| s.as_ref().to_owned()).collect(),
+            endpoint: (!endpoint.is_empty()).then(|| endpoint.to_owned()),
+            cost: Some(owed.total() + 1),
+            cached_calls: owed
+                .by_endpoint()
+                .iter()
+                .map(|(endpoint, calls)| (endpoint.clone(), *calls))
+                .collect(),
+        };
+        let verdict: Verdict = self
             .flux
-            .call(Method::POST, "/keys/verify", Some(&body))
+            .call(Method::POST, "/keys/verify", Some(&to_body(&request)?))
             .await?;
-        if answer["valid"] == true {
-            serde_json::from_value(answer)
-                .map_err(|e| Error::Unreachable(format!("unexpected verify answer: {e}")))
+        if verdict.valid {
+            KeyContext::try_from(verdict)
         } else {
             Err(Error::InvalidKey {
-                code: answer["code"].as_str().unwrap_or("").to_owned(),
-                details: answer,
+                code: verdict.code.clone(),
+                details: serde_json::to_value(&verdict).unwrap_or(Value::Null),
             })
         }
     }
@@ -222,7 +192,9 @@ impl Keys<'_> {
         key_id: &str,
         grace_period_seconds: u64,
     ) -> Result<IssuedKey, Error> {
-        let body = json!({ "grace_period_seconds": grace_period_seconds });
+        let body = to_body(&RotateKey {
+            grace_period_seconds: Some(grace_period_seconds),
+        })?;
         self.flux
             .call(
                 Method::POST,
@@ -256,7 +228,7 @@ impl Keys<'_> {
 pub struct CreateKey<C = Flux> {
     pub(crate) client: C,
     pub(crate) org_id: String,
-    pub(crate) body: Value,
+    pub(crate) body: NewKey,
 }
 
 impl<C> CreateKey<C> {
@@ -264,7 +236,10 @@ impl<C> CreateKey<C> {
         Self {
             client,
             org_id: String::new(),
-            body: json!({ "name": "API key", "scopes": [] }),
+            body: NewKey {
+                name: "API key".to_owned(),
+                ..NewKey::default()
+            },
         }
     }
 
@@ -276,7 +251,7 @@ impl<C> CreateKey<C> {
 
     /// Its name (default `API key`).
     pub fn named(mut self, name: &str) -> Self {
-        self.body["name"] = json!(name);
+        self.body.name = name.to_owned();
         self
     }
 
@@ -286,26 +261,28 @@ impl<C> CreateKey<C> {
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
-        let scopes: Vec<String> = scopes.into_iter().map(|s| s.as_ref().to_owned()).collect();
-        self.body["scopes"] = json!(scopes);
+        self.body.scopes = scopes.into_iter().map(|s| s.as_ref().to_owned()).collect();
         self
     }
 
     /// Expiry in days from now.
     pub fn expires_in_days(mut self, days: u32) -> Self {
-        self.body["expires_in_days"] = json!(days);
+        self.body.expires_in_days = Some(days);
         self
     }
 
     /// Its own rate limit.
     pub fn rate_limit(mut self, limit: u64, window_seconds: u64) -> Self {
-        self.body["rate_limit"] = json!({ "limit": limit, "window_seconds": window_seconds });
+        self.body.rate_limit = Some(RateLimit {
+            limit,
+            window_seconds,
+        });
         self
     }
 
     /// Metadata returned by every verify of the key.
     pub fn metadata(mut self, metadata: Value) -> Self {
-        self.body["metadata"] = metadata;
+        self.body.metadata = Some(metadata);
         self
     }
 }
@@ -317,7 +294,7 @@ impl CreateKey<Flux> {
             .call(
                 Method::POST,
                 &format!("/orgs/{}/keys", self.org_id),
-                Some(&self.body),
+                Some(&to_body(&self.body)?),
             )
             .await
     }
@@ -337,4 +314,9 @@ impl Entitlements {
     pub fn check_for_key(&self, ctx: &KeyContext, entitlement: &str) -> bool {
         ctx.entitlements.iter().any(|e| e == entitlement)
     }
+}
+
+/// A request body as JSON.
+pub(crate) fn to_body<T: serde::Serialize>(body: &T) -> Result<Value, Error> {
+    serde_json::to_value(body).map_err(|e| Error::Unreachable(format!("unencodable request: {e}")))
 }

@@ -165,7 +165,7 @@ where
             }
             match gate.admit(presented.as_deref(), &endpoint).await {
                 Ok(context) => {
-                    let ratelimit = context.ratelimit.clone();
+                    let ratelimit = context.ratelimit;
                     request.extensions_mut().insert(context);
                     let mut response = inner.call(request).await?;
                     set_ratelimit_headers(response.headers_mut(), &ratelimit);

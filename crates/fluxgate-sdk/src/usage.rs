@@ -1,66 +1,10 @@
 //! Metered usage: `flux.usage().track(…)` and its batch form.
 
 use crate::client::{Error, Flux};
+use fluxgate_proto::TrackBatchResult;
+pub use fluxgate_proto::{TrackEvent, TrackOutcome};
 use reqwest::Method;
-use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
-
-/// One metered event.
-///
-/// ```
-/// let event = fluxgate_sdk::TrackEvent::new("tokens", "org_01…", 1.5).idempotency_key("job-7");
-/// assert_eq!(event.meter, "tokens");
-/// ```
-#[derive(Debug, Clone, Serialize)]
-pub struct TrackEvent {
-    /// The meter, e.g. `tokens`.
-    pub meter: String,
-    /// The org (or set `customer_external_id`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub org_id: Option<String>,
-    /// The org by your own customer id.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub customer_external_id: Option<String>,
-    /// How much (positive).
-    pub quantity: f64,
-    /// When it happened (RFC 3339; default now).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub timestamp: Option<String>,
-    /// Counted once, ever, per org.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub idempotency_key: Option<String>,
-}
-
-impl TrackEvent {
-    /// `quantity` of `meter` for `org_id`, now.
-    pub fn new(meter: &str, org_id: &str, quantity: f64) -> Self {
-        Self {
-            meter: meter.to_owned(),
-            org_id: Some(org_id.to_owned()),
-            customer_external_id: None,
-            quantity,
-            timestamp: None,
-            idempotency_key: None,
-        }
-    }
-
-    /// Counted once per org for this key, however often it is sent.
-    pub fn idempotency_key(mut self, key: &str) -> Self {
-        self.idempotency_key = Some(key.to_owned());
-        self
-    }
-}
-
-/// What became of a tracked event.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-pub struct TrackOutcome {
-    /// `recorded`, `duplicate` or `error`.
-    pub status: String,
-    /// The event's id when recorded.
-    pub id: Option<String>,
-    /// Why, for `error` (batch form).
-    pub error: Option<Value>,
-}
+use serde_json::json;
 
 /// `flux.usage()`
 pub struct Usage<'a> {
@@ -100,11 +44,10 @@ impl Usage<'_> {
     /// ```
     pub async fn track_batch(&self, events: Vec<TrackEvent>) -> Result<Vec<TrackOutcome>, Error> {
         let body = json!({ "events": events });
-        let answer: Value = self
+        let answer: TrackBatchResult = self
             .flux
             .call(Method::POST, "/sdk/track", Some(&body))
             .await?;
-        serde_json::from_value(answer["results"].clone())
-            .map_err(|e| Error::Unreachable(format!("unexpected track answer: {e}")))
+        Ok(answer.results)
     }
 }

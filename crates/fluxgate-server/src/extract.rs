@@ -128,14 +128,14 @@ const MAX_LIMIT: u32 = 200;
 
 /// One page of a list: how many, and after which item (the previous page's `next_cursor`).
 #[derive(Debug, Clone)]
-pub struct Page {
+pub struct Paging {
     /// Items wanted.
     pub limit: u32,
     /// Items after this id.
     pub cursor: Option<String>,
 }
 
-impl Page {
+impl Paging {
     /// Validates `?limit=` (1–200, default 50) and `?cursor=`.
     pub fn new(limit: Option<u32>, cursor: Option<String>) -> Result<Self, ApiError> {
         let limit = limit.unwrap_or(DEFAULT_LIMIT);
@@ -157,20 +157,21 @@ impl Page {
         i64::from(self.limit) + 1
     }
 
-    /// The list body: the page's items and the cursor of the next page, if there is one.
-    pub fn body<T>(
+    /// The list body: the page's items (each shown by `view`) and the cursor of the next
+    /// page, if there is one.
+    pub fn body<T, U>(
         &self,
         mut rows: Vec<T>,
         id: impl Fn(&T) -> String,
-        json: impl Fn(&T) -> serde_json::Value,
-    ) -> serde_json::Value {
+        view: impl Fn(&T) -> U,
+    ) -> fluxgate_proto::Page<U> {
         let more = rows.len() > self.limit as usize;
         rows.truncate(self.limit as usize);
         let next_cursor = if more { rows.last().map(&id) } else { None };
-        serde_json::json!({
-            "data": rows.iter().map(json).collect::<Vec<_>>(),
-            "next_cursor": next_cursor,
-        })
+        fluxgate_proto::Page {
+            data: rows.iter().map(view).collect(),
+            next_cursor,
+        }
     }
 }
 

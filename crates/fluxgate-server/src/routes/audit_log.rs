@@ -5,10 +5,11 @@
 use crate::access::{AdminUsers, AuditRead, OperatorAccess, OrgAccess};
 use crate::clock::{parse_rfc3339, rfc3339, RFC3339_HINT};
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{ApiQuery, Page};
+use crate::extract::{ApiQuery, Paging};
 use crate::state::AppState;
 use axum::extract::State;
 use axum::Json;
+use fluxgate_proto::Page;
 use fluxgate_store::{AuditFilter, AuditRecord};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -51,8 +52,8 @@ fn parse_time(field: &str, value: Option<&str>) -> ApiResult<Option<i64>> {
 }
 
 impl AuditQuery {
-    fn filter(self, org_id: Option<String>) -> ApiResult<(AuditFilter, Page)> {
-        let page = Page::new(self.limit, self.cursor)?;
+    fn filter(self, org_id: Option<String>) -> ApiResult<(AuditFilter, Paging)> {
+        let page = Paging::new(self.limit, self.cursor)?;
         let filter = AuditFilter {
             org_id,
             actor_id: self.actor.filter(|a| !a.is_empty()),
@@ -89,7 +90,7 @@ async fn org_audit_log(
     State(state): State<AppState>,
     access: OrgAccess<AuditRead>,
     ApiQuery(query): ApiQuery<AuditQuery>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Page<Value>>> {
     if query.org_id.is_some() {
         return Err(ApiError::field("org_id", "is given by the path here"));
     }
@@ -106,7 +107,7 @@ async fn instance_audit_log(
     State(state): State<AppState>,
     _operator: OperatorAccess<AdminUsers>,
     ApiQuery(mut query): ApiQuery<AuditQuery>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Page<Value>>> {
     let org_id = query.org_id.take().filter(|o| !o.is_empty());
     let (filter, page) = query.filter(org_id)?;
     let entries = state.store.audit_entries(&filter).await?;

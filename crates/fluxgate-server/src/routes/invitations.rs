@@ -15,6 +15,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use fluxgate_core::secret::SecretString;
+use fluxgate_proto::Page;
 use fluxgate_store::InvitationRecord;
 use serde_json::{json, Value};
 use utoipa_axum::router::OpenApiRouter;
@@ -68,7 +69,7 @@ async fn list_invitations(
     State(state): State<AppState>,
     access: OrgAccess<MembersRead>,
     ApiQuery(query): ApiQuery<PageQuery>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Page<Value>>> {
     let page = query.page()?;
     let invitations = invitations::list_open(&state, &access, &page, clock::now()).await?;
     Ok(Json(page.body(

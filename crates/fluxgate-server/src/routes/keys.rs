@@ -4,9 +4,9 @@
 use crate::access::{KeysRead, KeysWrite, OrgAccess};
 use crate::clock::{self, rfc3339};
 use crate::error::ApiResult;
-use crate::extract::{ApiJson, ApiQuery, ClientInfo, Page};
+use crate::extract::{ApiJson, ApiQuery, ClientInfo, Paging};
 use crate::routes::no_content;
-use crate::services::keys::{self, KeyChanges, KeyWithSecret, NewKey};
+use crate::services::keys::{self, KeyWithSecret};
 use crate::state::AppState;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -14,10 +14,13 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use fluxgate_core::secret::ExposeSecret;
+use fluxgate_proto::{
+    Data, ErrorEnvelope, IssuedKey, Key, KeyChanges, NewKey, Page, RateLimit, RotateKey,
+};
 use fluxgate_store::ApiKeyRecord;
 use serde::Deserialize;
-use serde_json::{json, Value};
-use utoipa::{IntoParams, ToSchema};
+
+use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -30,37 +33,40 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 /// A key as the API shows it (never its secret).
-pub fn key_json(key: &ApiKeyRecord, now: i64) -> Value {
-    json!({
-        "id": key.id,
-        "org_id": key.org_id,
-        "name": key.name,
-        "start": key.start,
-        "environment": key.environment,
-        "scopes": key.scope_list(),
-        "metadata": key.metadata_json(),
-        "rate_limit": match (key.rate_limit, key.rate_window_seconds) {
-            (Some(limit), Some(window)) => json!({ "limit": limit, "window_seconds": window }),
-            _ => Value::Null,
+pub fn key_view(key: &ApiKeyRecord, now: i64) -> Key {
+    Key {
+        id: key.id.clone(),
+        org_id: key.org_id.clone(),
+        name: key.name.clone(),
+        start: key.start.clone(),
+        environment: key.environment.clone(),
+        scopes: key.scope_list(),
+        metadata: key.metadata_json(),
+        rate_limit: match (key.rate_limit, key.rate_window_seconds) {
+            (Some(limit), Some(window)) => Some(RateLimit {
+                limit: u64::try_from(limit).unwrap_or(0),
+                window_seconds: u64::try_from(window).unwrap_or(0),
+            }),
+            _ => None,
         },
-        "status": key.status(now),
-        "created_by": key.created_by,
-        "created_at": rfc3339(key.created_at),
-        "updated_at": rfc3339(key.updated_at),
-        "expires_at": key.expires_at.map(rfc3339),
-        "revoked_at": key.revoked_at.map(rfc3339),
-        "last_used_at": key.last_used_at.map(rfc3339),
-    })
+        status: key.status(now).to_owned(),
+        created_by: key.created_by.clone(),
+        created_at: rfc3339(key.created_at),
+        updated_at: rfc3339(key.updated_at),
+        expires_at: key.expires_at.map(rfc3339),
+        revoked_at: key.revoked_at.map(rfc3339),
+        last_used_at: key.last_used_at.map(rfc3339),
+    }
 }
 
 /// A key with its one-time secret, answered `no-store`.
 fn with_secret(issued: &KeyWithSecret, status: StatusCode, now: i64) -> Response {
-    let mut data = key_json(&issued.key, now);
-    data["key"] = Value::from(issued.secret.expose_secret());
-    if let Some(at) = issued.previous_secret_expires_at {
-        data["previous_secret_expires_at"] = Value::from(rfc3339(at));
-    }
-    let mut response = (status, Json(json!({ "data": data }))).into_response();
+    let data = IssuedKey {
+        info: key_view(&issued.key, now),
+        key: issued.secret.expose_secret().to_owned(),
+        previous_secret_expires_at: issued.previous_secret_expires_at.map(rfc3339),
+    };
+    let mut response = (status, Json(Data { data })).into_response();
     crate::user_auth::no_store(&mut response);
     response
 }
@@ -69,7 +75,7 @@ fn with_secret(issued: &KeyWithSecret, status: StatusCode, now: i64) -> Response
 #[utoipa::path(post, path = "/orgs/{org_id}/keys", tag = "keys", request_body = NewKey,
     params(("org_id" = String, Path, description = "org_…")),
     security(("bearer" = ["keys:write"])),
-    responses((status = 201, description = "the key, with its secret in `key` (shown once)"),
+    responses((status = 201, description = "the key, with its secret in `key` (shown once)", body = Data<IssuedKey>),
               (status = 403, description = "a scope the caller does not hold"), (status = 422, description = "invalid fields")))]
 async fn create_key(
     State(state): State<AppState>,
@@ -98,20 +104,20 @@ pub struct KeyListQuery {
 #[utoipa::path(get, path = "/orgs/{org_id}/keys", tag = "keys",
     params(("org_id" = String, Path, description = "org_…"), KeyListQuery),
     security(("bearer" = ["keys:read"])),
-    responses((status = 200, description = "keys (never their secrets)")))]
+    responses((status = 200, description = "keys (never their secrets)", body = Page<Key>)))]
 async fn list_keys(
     State(state): State<AppState>,
     access: OrgAccess<KeysRead>,
     ApiQuery(query): ApiQuery<KeyListQuery>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Page<Key>>> {
     let status = keys::parse_status(query.status.as_deref())?;
-    let page = Page::new(query.limit, query.cursor)?;
+    let page = Paging::new(query.limit, query.cursor)?;
     let now = clock::now();
     let found = keys::list(&state, &access, status, &page, now).await?;
     Ok(Json(page.body(
         found,
         |k| k.id.clone(),
-        |k| key_json(k, now),
+        |k| key_view(k, now),
     )))
 }
 
@@ -119,14 +125,16 @@ async fn list_keys(
 #[utoipa::path(get, path = "/orgs/{org_id}/keys/{key_id}", tag = "keys",
     params(("org_id" = String, Path, description = "org_…"), ("key_id" = String, Path, description = "key_…")),
     security(("bearer" = ["keys:read"])),
-    responses((status = 200, description = "the key"), (status = 404, description = "no such key in this org")))]
+    responses((status = 200, description = "the key", body = Data<Key>), (status = 404, description = "no such key in this org", body = ErrorEnvelope)))]
 async fn get_key(
     State(state): State<AppState>,
     access: OrgAccess<KeysRead>,
     Path(ids): Path<(String, String)>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Data<Key>>> {
     let key = keys::get(&state, &access, &ids.1).await?;
-    Ok(Json(json!({ "data": key_json(&key, clock::now()) })))
+    Ok(Json(Data {
+        data: key_view(&key, clock::now()),
+    }))
 }
 
 /// Changes a key's name, scopes, rate limit, metadata or expiry; takes effect on the next
@@ -134,32 +142,26 @@ async fn get_key(
 #[utoipa::path(patch, path = "/orgs/{org_id}/keys/{key_id}", tag = "keys", request_body = KeyChanges,
     params(("org_id" = String, Path, description = "org_…"), ("key_id" = String, Path, description = "key_…")),
     security(("bearer" = ["keys:write"])),
-    responses((status = 200, description = "the changed key"), (status = 404, description = "no such live key")))]
+    responses((status = 200, description = "the changed key", body = Data<Key>), (status = 404, description = "no such live key", body = ErrorEnvelope)))]
 async fn update_key(
     State(state): State<AppState>,
     access: OrgAccess<KeysWrite>,
     client: ClientInfo,
     Path(ids): Path<(String, String)>,
     ApiJson(body): ApiJson<KeyChanges>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Data<Key>>> {
     let now = clock::now();
     let stored = keys::update(&state, &access, &client, &ids.1, body, now).await?;
-    Ok(Json(json!({ "data": key_json(&stored, now) })))
-}
-
-/// `POST /orgs/{org_id}/keys/{key_id}/rotate`
-#[derive(Debug, Default, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RotateBody {
-    /// How long the old secret keeps working (default 86400; 0 = at once; at most 30 days).
-    grace_period_seconds: Option<u64>,
+    Ok(Json(Data {
+        data: key_view(&stored, now),
+    }))
 }
 
 /// Gives a key a new secret (shown once); the old one keeps working for the grace period.
-#[utoipa::path(post, path = "/orgs/{org_id}/keys/{key_id}/rotate", tag = "keys", request_body(content = Option<RotateBody>),
+#[utoipa::path(post, path = "/orgs/{org_id}/keys/{key_id}/rotate", tag = "keys", request_body(content = Option<RotateKey>),
     params(("org_id" = String, Path, description = "org_…"), ("key_id" = String, Path, description = "key_…")),
     security(("bearer" = ["keys:write"])),
-    responses((status = 200, description = "the key with its new secret in `key`"), (status = 404, description = "no such live key")))]
+    responses((status = 200, description = "the key with its new secret in `key`", body = Data<IssuedKey>), (status = 404, description = "no such live key", body = ErrorEnvelope)))]
 async fn rotate_key(
     State(state): State<AppState>,
     access: OrgAccess<KeysWrite>,
@@ -167,8 +169,8 @@ async fn rotate_key(
     Path(ids): Path<(String, String)>,
     body: Bytes,
 ) -> ApiResult<Response> {
-    let body: RotateBody = if body.is_empty() {
-        RotateBody::default()
+    let body: RotateKey = if body.is_empty() {
+        RotateKey::default()
     } else {
         crate::extract::parse_json(&body)?
     };

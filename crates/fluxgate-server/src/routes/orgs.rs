@@ -7,7 +7,7 @@ use crate::access::{
 };
 use crate::clock::{self, rfc3339};
 use crate::error::ApiResult;
-use crate::extract::{ApiJson, ApiQuery, ClientInfo, Page};
+use crate::extract::{ApiJson, ApiQuery, ClientInfo, Paging};
 use crate::routes::no_content;
 use crate::services::orgs::{self, NewOrg, OrgUpdate};
 use crate::state::AppState;
@@ -17,6 +17,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use fluxgate_core::permission::BuiltinRole;
+use fluxgate_proto::Page;
 use fluxgate_store::{MemberRecord, OrgRecord};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -70,8 +71,8 @@ pub struct PageQuery {
 
 impl PageQuery {
     /// The validated page.
-    pub fn page(self) -> ApiResult<Page> {
-        Page::new(self.limit, self.cursor)
+    pub fn page(self) -> ApiResult<Paging> {
+        Paging::new(self.limit, self.cursor)
     }
 }
 
@@ -83,7 +84,7 @@ async fn list_my_orgs(
     State(state): State<AppState>,
     user: AuthUser,
     ApiQuery(query): ApiQuery<PageQuery>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Page<Value>>> {
     let page = query.page()?;
     let mut memberships = state.store.memberships_of_user(user.user_id()).await?;
     memberships.sort_by(|a, b| a.org_id.cmp(&b.org_id));
@@ -172,7 +173,7 @@ async fn list_members(
     State(state): State<AppState>,
     access: OrgAccess<MembersRead>,
     ApiQuery(query): ApiQuery<PageQuery>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Page<Value>>> {
     let page = query.page()?;
     let members = state
         .store
@@ -237,7 +238,7 @@ async fn list_all_orgs(
     State(state): State<AppState>,
     _operator: OperatorAccess<AdminOrgs>,
     ApiQuery(query): ApiQuery<PageQuery>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Page<Value>>> {
     let page = query.page()?;
     let orgs = state
         .store

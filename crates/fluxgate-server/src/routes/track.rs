@@ -13,6 +13,9 @@ use axum::http::request::Parts;
 use axum::Json;
 use fluxgate_core::ids::{EventId, OrgId};
 use fluxgate_core::validation::FieldErrors;
+use fluxgate_proto::{
+    Data, ErrorEnvelope, TrackBatchResult, TrackEvent, TrackOutcome, TrackSummary,
+};
 use fluxgate_store::UsageEvent;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -31,25 +34,6 @@ const MAX_BATCH: usize = 1000;
 const FUTURE_SKEW: i64 = 60;
 /// The largest quantity one event may carry (sums of many stay exact enough and finite).
 const MAX_QUANTITY: f64 = 1e15;
-
-/// One metered event.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct TrackEvent {
-    /// `a-z 0-9 _ . : -`, 1–64 characters, e.g. `tokens`.
-    meter: String,
-    /// The org (or give `customer_external_id`).
-    org_id: Option<String>,
-    /// The org by your own customer id.
-    customer_external_id: Option<String>,
-    /// A positive number (integer or decimal).
-    #[schema(value_type = f64)]
-    quantity: Value,
-    /// RFC 3339; not in the future, not older than `usage.track_max_age`. Default: now.
-    timestamp: Option<String>,
-    /// Counted once, ever, per org.
-    idempotency_key: Option<String>,
-}
 
 /// `{"events": [...]}`
 #[derive(Debug, Deserialize, ToSchema)]
@@ -77,7 +61,7 @@ impl FromRequestParts<AppState> for Tracker {
 /// others).
 #[utoipa::path(post, path = "/sdk/track", tag = "usage", request_body = TrackEvent,
     security(("bearer" = ["usage:write"])),
-    responses((status = 200, description = "per-event results"), (status = 422, description = "invalid event")))]
+    responses((status = 200, description = "one event: its outcome; a batch: one outcome per event and the totals (`TrackBatchResult`)", body = Data<TrackOutcome>), (status = 422, description = "invalid event", body = ErrorEnvelope)))]
 async fn track(
     State(state): State<AppState>,
     Tracker(caller): Tracker,
@@ -94,32 +78,38 @@ async fn track(
                 format!("at most {MAX_BATCH} events"),
             ));
         }
-        let mut results: Vec<Value> = Vec::with_capacity(batch.events.len());
+        let mut results: Vec<TrackOutcome> = Vec::with_capacity(batch.events.len());
         let mut accepted = Vec::new();
         for (index, raw) in batch.events.into_iter().enumerate() {
             match prepare(&state, &caller, raw, now).await {
                 Ok(event) => {
                     accepted.push((index, event));
-                    results.push(Value::Null);
+                    results.push(outcome(index, "error", None));
                 }
-                Err(error) => results.push(
-                    json!({ "index": index, "status": "error", "error": error_json(&error) }),
-                ),
+                Err(error) => results.push(TrackOutcome {
+                    error: Some(error_json(&error)),
+                    ..outcome(index, "error", None)
+                }),
             }
         }
         let events: Vec<UsageEvent> = accepted.iter().map(|(_, e)| e.clone()).collect();
         let recorded = state.store.insert_usage_events(&events).await?;
-        for ((index, event), fresh) in accepted.iter().zip(recorded) {
-            results[*index] = json!({
-                "index": index,
-                "status": if fresh { "recorded" } else { "duplicate" },
-                "id": if fresh { Some(event.id.as_str()) } else { None },
-            });
+        for ((index, event), fresh) in accepted.into_iter().zip(recorded) {
+            results[index] = if fresh {
+                outcome(index, "recorded", Some(event.id))
+            } else {
+                outcome(index, "duplicate", None)
+            };
         }
-        let count = |status: &str| results.iter().filter(|r| r["status"] == status).count();
-        let summary = json!({ "recorded": count("recorded"), "duplicate": count("duplicate"), "error": count("error") });
+        let count = |status: &str| results.iter().filter(|r| r.status == status).count();
+        let summary = TrackSummary {
+            recorded: count("recorded"),
+            duplicate: count("duplicate"),
+            error: count("error"),
+        };
+        let body = TrackBatchResult { results, summary };
         return Ok(Json(
-            json!({ "data": { "results": results, "summary": summary } }),
+            serde_json::to_value(Data { data: body }).map_err(|e| ApiError::Internal(e.into()))?,
         ));
     }
     let event = prepare(&state, &caller, value, now).await?;
@@ -128,10 +118,26 @@ async fn track(
         .insert_usage_events(std::slice::from_ref(&event))
         .await?;
     let fresh = fresh.first().copied().unwrap_or(false);
-    Ok(Json(json!({ "data": {
-        "status": if fresh { "recorded" } else { "duplicate" },
-        "id": if fresh { Some(event.id) } else { None },
-    }})))
+    let single = TrackOutcome {
+        index: None,
+        ..if fresh {
+            outcome(0, "recorded", Some(event.id))
+        } else {
+            outcome(0, "duplicate", None)
+        }
+    };
+    Ok(Json(
+        serde_json::to_value(Data { data: single }).map_err(|e| ApiError::Internal(e.into()))?,
+    ))
+}
+
+fn outcome(index: usize, status: &str, id: Option<String>) -> TrackOutcome {
+    TrackOutcome {
+        index: Some(index),
+        status: status.to_owned(),
+        id,
+        error: None,
+    }
 }
 
 fn error_json(error: &ApiError) -> Value {
@@ -164,12 +170,7 @@ async fn prepare(state: &AppState, caller: &Caller, raw: Value, now: i64) -> Api
             "must be 1-64 characters of a-z, 0-9, `_`, `.`, `:`, `-`",
         );
     }
-    let quantity = match &event.quantity {
-        Value::Number(n) => n
-            .as_f64()
-            .filter(|q| q.is_finite() && *q > 0.0 && *q <= MAX_QUANTITY),
-        _ => None,
-    };
+    let quantity = Some(event.quantity).filter(|q| q.is_finite() && *q > 0.0 && *q <= MAX_QUANTITY);
     if quantity.is_none() {
         errors.add("quantity", "must be a positive number of at most 1e15");
     }

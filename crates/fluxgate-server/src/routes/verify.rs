@@ -16,10 +16,7 @@ use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use fluxgate_core::ratelimit::Decision;
 use fluxgate_core::{apikey, cost};
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
-use std::collections::BTreeMap;
-use utoipa::ToSchema;
+use fluxgate_proto::{Data, ErrorEnvelope, OrgRef, RateLimitState, Verdict, VerifyRequest};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -28,92 +25,33 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(verify))
 }
 
-/// `POST /keys/verify`
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct VerifyBody {
-    /// The key your caller presented.
-    #[schema(value_type = String)]
-    key: String,
-    /// Scopes the key must hold (implications honoured).
-    #[serde(default)]
-    scopes: Vec<String>,
-    /// The endpoint being called, for usage attribution.
-    endpoint: Option<String>,
-    /// Units of rate limit and quota this call takes (default 1, 0–10000).
-    cost: Option<u64>,
-    /// Calls a client admitted from its cached verdict of this key since its previous verify,
-    /// by endpoint (at most 100 endpoints, each count below 10000). When the verify is `VALID`
-    /// they are attributed to the key as `VALID` calls; they must be paid for in `cost` (their
-    /// sum + 1 ≤ `cost`).
-    #[serde(default)]
-    cached_calls: BTreeMap<String, u64>,
-}
-
-/// The org part of the answer.
-#[derive(Serialize)]
-struct OrgView<'a> {
-    id: &'a str,
-    name: &'a str,
-    external_id: Option<&'a str>,
-}
-
-/// Rate-limit state after this call.
-#[derive(Serialize)]
-struct RateLimitView {
-    limit: u64,
-    remaining: u64,
-    reset: u64,
-}
-
-/// The answer: `valid`, `code`, and as much context as the key has.
-#[derive(Serialize, Default)]
-struct Verdict<'a> {
-    valid: bool,
-    code: &'static str,
-    key_id: Option<&'a str>,
-    org: Option<OrgView<'a>>,
-    plan: Option<&'a str>,
-    scopes: Option<&'a [String]>,
-    entitlements: Option<&'a [String]>,
-    ratelimit: Option<RateLimitView>,
-    expires_at: Option<String>,
-    metadata: Option<&'a Value>,
-    environment: Option<&'a str>,
-}
-
-impl<'a> Verdict<'a> {
-    fn refused(code: &'static str) -> Self {
-        Self {
-            code,
-            ..Self::default()
-        }
-    }
-
-    fn of(key: &'a CachedKey, code: &'static str) -> Self {
-        Self {
-            valid: code == "VALID",
-            code,
-            key_id: Some(&key.key_id),
-            org: Some(OrgView {
-                id: &key.org_id,
-                name: &key.org_name,
-                external_id: key.org_external_id.as_deref(),
-            }),
-            plan: Some(&key.plan),
-            scopes: Some(&key.scopes),
-            entitlements: Some(&key.entitlements),
-            ratelimit: None,
-            expires_at: key.expires_at.map(rfc3339),
-            metadata: Some(&key.metadata),
-            environment: Some(&key.environment),
-        }
+/// The verdict on a known key: its whole context, with `code`.
+fn verdict_of(key: &CachedKey, code: &'static str) -> Verdict {
+    Verdict {
+        valid: code == "VALID",
+        code: code.to_owned(),
+        key_id: Some(key.key_id.clone()),
+        org: Some(OrgRef {
+            id: key.org_id.clone(),
+            name: key.org_name.clone(),
+            external_id: key.org_external_id.clone(),
+        }),
+        plan: Some(key.plan.clone()),
+        scopes: Some(key.scopes.clone()),
+        entitlements: Some(key.entitlements.clone()),
+        ratelimit: None,
+        expires_at: key.expires_at.map(rfc3339),
+        metadata: Some(key.metadata.clone()),
+        environment: Some(key.environment.clone()),
     }
 }
 
-#[derive(Serialize)]
-struct Envelope<'a> {
-    data: Verdict<'a>,
+/// The verdict on a key that is not known (or not even well-formed): the code alone.
+fn refused(code: &'static str) -> Verdict {
+    Verdict {
+        code: code.to_owned(),
+        ..Verdict::default()
+    }
 }
 
 /// A caller allowed to verify keys: an operator key with `keys:verify`, or a user whose
@@ -147,14 +85,15 @@ impl FromRequestParts<AppState> for Verifier {
 /// `ORG_DISABLED`, `INSUFFICIENT_SCOPE`, `QUOTA_EXCEEDED`, `RATE_LIMITED`), with the org, plan,
 /// scopes, entitlements, rate-limit state, expiry and metadata. A valid call takes `cost` from
 /// the key's rate limit and its org's monthly `requests` quota.
-#[utoipa::path(post, path = "/keys/verify", tag = "keys", request_body = VerifyBody,
+#[utoipa::path(post, path = "/keys/verify", tag = "keys", request_body = VerifyRequest,
     security(("bearer" = ["keys:verify"])),
-    responses((status = 200, description = "the verdict (always 200; see `valid` and `code`)"),
-              (status = 403, description = "the caller lacks keys:verify")))]
+    responses((status = 200, description = "the verdict (always 200; see `valid` and `code`)", body = Data<Verdict>),
+              (status = 403, description = "the caller lacks keys:verify", body = ErrorEnvelope),
+              (status = 422, description = "invalid fields", body = ErrorEnvelope)))]
 async fn verify(
     State(state): State<AppState>,
     _verifier: Verifier,
-    ApiJson(body): ApiJson<VerifyBody>,
+    ApiJson(body): ApiJson<VerifyRequest>,
 ) -> ApiResult<Response> {
     let cost = cost::verify_cost(body.cost, &body.cached_calls)?;
     if body
@@ -168,7 +107,7 @@ async fn verify(
         ));
     }
     if apikey::parse(&body.key).is_err() {
-        return respond(Verdict::refused("MALFORMED"));
+        return respond(refused("MALFORMED"));
     }
     let hash = KeyHash::of(&body.key);
     let key = match state
@@ -177,7 +116,7 @@ async fn verify(
         .await?
     {
         Lookup::Found(key) => key,
-        Lookup::Unknown => return respond(Verdict::refused("NOT_FOUND")),
+        Lookup::Unknown => return respond(refused("NOT_FOUND")),
     };
     let now = crate::clock::now();
     let (code, decision) = judge(&state, &key, &body.scopes, cost, now).await?;
@@ -196,9 +135,9 @@ async fn verify(
             attribute(endpoint, "VALID", calls);
         }
     }
-    let mut verdict = Verdict::of(&key, code);
+    let mut verdict = verdict_of(&key, code);
     if let Some(decision) = decision {
-        verdict.ratelimit = Some(RateLimitView {
+        verdict.ratelimit = Some(RateLimitState {
             limit: decision.limit,
             remaining: decision.remaining,
             reset: now.max(0) as u64 + decision.reset_after_secs(),
@@ -251,8 +190,8 @@ async fn judge(
 }
 
 /// Serializes straight to the body (no intermediate JSON tree).
-fn respond(verdict: Verdict<'_>) -> ApiResult<Response> {
-    let body = serde_json::to_vec(&Envelope { data: verdict })
-        .map_err(|e| ApiError::Internal(e.into()))?;
+fn respond(verdict: Verdict) -> ApiResult<Response> {
+    let body =
+        serde_json::to_vec(&Data { data: verdict }).map_err(|e| ApiError::Internal(e.into()))?;
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }

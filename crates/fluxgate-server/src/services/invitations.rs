@@ -4,7 +4,7 @@
 use crate::access::{MembersRead, MembersWrite, OrgAccess};
 use crate::audit::AuditEvent;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{ClientInfo, Page};
+use crate::extract::{ClientInfo, Paging};
 use crate::mail::Mail;
 use crate::services::orgs::grantable_role;
 use crate::state::AppState;
@@ -122,7 +122,7 @@ fn send_invitation(
 pub async fn list_open(
     state: &AppState,
     access: &OrgAccess<MembersRead>,
-    page: &Page,
+    page: &Paging,
     now: i64,
 ) -> ApiResult<Vec<InvitationRecord>> {
     Ok(state

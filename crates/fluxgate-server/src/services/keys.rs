@@ -8,7 +8,7 @@ use crate::access::{
 };
 use crate::clock::{parse_rfc3339, rfc3339, RFC3339_HINT};
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{ClientInfo, Page};
+use crate::extract::{ClientInfo, Paging};
 use crate::invalidation::Change;
 use crate::state::AppState;
 use fluxgate_core::apikey::{self, Environment};
@@ -16,10 +16,9 @@ use fluxgate_core::ids::KeyId;
 use fluxgate_core::permission::PermissionPattern;
 use fluxgate_core::secret::{ExposeSecret, SecretString};
 use fluxgate_core::validation::{single_line, FieldErrors};
+use fluxgate_proto::{KeyChanges, NewKey, RateLimit};
 use fluxgate_store::{ApiKeyRecord, KeyStatus, Rotation};
-use serde::Deserialize;
 use serde_json::{json, Value};
-use utoipa::ToSchema;
 
 /// Default grace period of a rotation: the old secret keeps working for a day.
 pub const DEFAULT_GRACE_SECONDS: u64 = 86_400;
@@ -29,59 +28,6 @@ pub const MAX_GRACE_SECONDS: u64 = 30 * 86_400;
 pub const MAX_EXPIRY_DAYS: u32 = 3650;
 /// Largest metadata object, serialized.
 pub const MAX_METADATA_BYTES: usize = 4096;
-
-/// A key's own rate limit.
-#[derive(Debug, Clone, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RateLimitInput {
-    /// Calls per window (1–1,000,000,000).
-    pub limit: u64,
-    /// The window in seconds (1–2,678,400).
-    pub window_seconds: u64,
-}
-
-/// What a new key is made of (`POST /orgs/{org_id}/keys`).
-#[derive(Debug, Clone, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct NewKey {
-    /// A name for people.
-    pub name: String,
-    /// Permissions from the catalog (patterns allowed), each held by the creator.
-    pub scopes: Vec<String>,
-    /// `live` (default) or `test`.
-    pub environment: Option<String>,
-    /// RFC 3339, in the future; or use `expires_in_days`.
-    pub expires_at: Option<String>,
-    /// 1–3650.
-    pub expires_in_days: Option<u32>,
-    /// The key's own limit; without it the org's plan decides.
-    pub rate_limit: Option<RateLimitInput>,
-    /// A JSON object of your own (at most 4 KiB), returned by verify.
-    #[schema(value_type = Option<Object>)]
-    pub metadata: Option<Value>,
-}
-
-/// Changes to a key (`PATCH /orgs/{org_id}/keys/{key_id}`): absent fields stay; `null` clears
-/// the nullable ones.
-#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct KeyChanges {
-    /// A new name.
-    pub name: Option<String>,
-    /// New scopes (the caller must hold the old and the new).
-    pub scopes: Option<Vec<String>>,
-    /// A new own rate limit, or `null` for the plan's.
-    #[serde(default, deserialize_with = "crate::extract::present")]
-    #[schema(value_type = Option<RateLimitInput>)]
-    pub rate_limit: Option<Option<RateLimitInput>>,
-    /// New metadata.
-    #[schema(value_type = Option<Object>)]
-    pub metadata: Option<Value>,
-    /// A new expiry (RFC 3339, in the future), or `null` for none.
-    #[serde(default, deserialize_with = "crate::extract::present")]
-    #[schema(value_type = Option<String>)]
-    pub expires_at: Option<Option<String>>,
-}
 
 /// A key with its secret, which exists only in this answer.
 pub struct KeyWithSecret {
@@ -93,7 +39,7 @@ pub struct KeyWithSecret {
     pub previous_secret_expires_at: Option<i64>,
 }
 
-fn check_rate_limit(errors: &mut FieldErrors, rate: &RateLimitInput) {
+fn check_rate_limit(errors: &mut FieldErrors, rate: &RateLimit) {
     if !(1..=1_000_000_000).contains(&rate.limit) {
         errors.add("rate_limit.limit", "must be between 1 and 1000000000");
     }
@@ -103,7 +49,7 @@ fn check_rate_limit(errors: &mut FieldErrors, rate: &RateLimitInput) {
 }
 
 /// The checked limit as stored (`None` when out of range, with the error recorded).
-fn stored_rate(errors: &mut FieldErrors, rate: &RateLimitInput) -> (Option<i64>, Option<i64>) {
+fn stored_rate(errors: &mut FieldErrors, rate: &RateLimit) -> (Option<i64>, Option<i64>) {
     check_rate_limit(errors, rate);
     (
         i64::try_from(rate.limit).ok(),
@@ -263,7 +209,7 @@ pub async fn list(
     state: &AppState,
     access: &OrgAccess<KeysRead>,
     status: Option<KeyStatus>,
-    page: &Page,
+    page: &Paging,
     now: i64,
 ) -> ApiResult<Vec<ApiKeyRecord>> {
     Ok(state

@@ -1,0 +1,138 @@
+//! API keys on the wire: what a new key is made of, changes to one, rotation, and a key as the
+//! API shows it (never its secret, except once in [`IssuedKey`]).
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// A key's own rate limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    /// Calls per window (1–1,000,000,000).
+    pub limit: u64,
+    /// The window in seconds (1–2,678,400).
+    pub window_seconds: u64,
+}
+
+/// What a new key is made of (`POST /orgs/{org_id}/keys`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct NewKey {
+    /// A name for people.
+    pub name: String,
+    /// Permissions from the catalog (patterns allowed), each held by the creator.
+    pub scopes: Vec<String>,
+    /// `live` (default) or `test`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<String>,
+    /// RFC 3339, in the future; or use `expires_in_days`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+    /// 1–3650.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_in_days: Option<u32>,
+    /// The key's own limit; without it the org's plan decides.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimit>,
+    /// A JSON object of your own (at most 4 KiB), returned by verify.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub metadata: Option<Value>,
+}
+
+/// Changes to a key (`PATCH /orgs/{org_id}/keys/{key_id}`): absent fields stay; `null` clears
+/// the nullable ones.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct KeyChanges {
+    /// A new name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// New scopes (the caller must hold the old and the new).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scopes: Option<Vec<String>>,
+    /// A new own rate limit, or `null` for the plan's.
+    #[serde(
+        default,
+        deserialize_with = "crate::present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<RateLimit>))]
+    pub rate_limit: Option<Option<RateLimit>>,
+    /// New metadata.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub metadata: Option<Value>,
+    /// A new expiry (RFC 3339, in the future), or `null` for none.
+    #[serde(
+        default,
+        deserialize_with = "crate::present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    pub expires_at: Option<Option<String>>,
+}
+
+/// `POST /orgs/{org_id}/keys/{key_id}/rotate` (the body may be empty).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct RotateKey {
+    /// How long the old secret keeps working (default 86400; 0 = at once; at most 30 days).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grace_period_seconds: Option<u64>,
+}
+
+/// A key as the API shows it (never its secret).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Key {
+    /// `key_…`
+    pub id: String,
+    /// `org_…`
+    pub org_id: String,
+    /// Its name.
+    pub name: String,
+    /// The displayable beginning, e.g. `fg_live_3xKq`.
+    pub start: String,
+    /// `live` or `test`.
+    pub environment: String,
+    /// Its scopes.
+    pub scopes: Vec<String>,
+    /// The metadata stored with it.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub metadata: Value,
+    /// Its own rate limit (`null`: the plan's).
+    pub rate_limit: Option<RateLimit>,
+    /// `active`, `revoked` or `expired`.
+    pub status: String,
+    /// Who made it (`usr_…` or `key_…`).
+    pub created_by: Option<String>,
+    /// RFC 3339.
+    pub created_at: String,
+    /// RFC 3339.
+    pub updated_at: String,
+    /// When it expires (RFC 3339).
+    pub expires_at: Option<String>,
+    /// When it was revoked (RFC 3339).
+    pub revoked_at: Option<String>,
+    /// When it was last used, to the minute (RFC 3339).
+    pub last_used_at: Option<String>,
+}
+
+/// A key just issued or rotated: its secret is here, once (answered `no-store`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct IssuedKey {
+    /// The key's description.
+    #[serde(flatten)]
+    pub info: Key,
+    /// The secret to hand to your customer.
+    pub key: String,
+    /// After a rotation: when the previous secret stops working (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_secret_expires_at: Option<String>,
+}

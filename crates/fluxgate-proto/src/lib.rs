@@ -1,0 +1,25 @@
+//! Fluxgate's wire types: the bodies of requests and responses that the server writes and
+//! reads, and the SDK reads and writes, defined once so the two cannot drift. With the
+//! `openapi` feature each type also describes itself for the server's OpenAPI document.
+#![warn(missing_docs)]
+
+pub mod envelope;
+pub mod keys;
+pub mod usage;
+pub mod verify;
+
+pub use envelope::{Data, ErrorBody, ErrorEnvelope, Page};
+pub use keys::{IssuedKey, Key, KeyChanges, NewKey, RateLimit, RotateKey};
+pub use usage::{TrackBatchResult, TrackEvent, TrackOutcome, TrackSummary};
+pub use verify::{OrgRef, RateLimitState, Verdict, VerifyRequest};
+
+/// For `#[serde(default, deserialize_with = "fluxgate_proto::present")]` on an
+/// `Option<Option<T>>` field: tells an absent field (`None`) from an explicit `null`
+/// (`Some(None)`), for PATCH bodies where `null` clears a value.
+pub fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    Ok(Some(serde::Deserialize::deserialize(deserializer)?))
+}
