@@ -27,6 +27,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// Filters of the audit log.
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct AuditQuery {
     /// Only this action, e.g. `member.invited`.
     action: Option<String>,

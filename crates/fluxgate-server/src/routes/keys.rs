@@ -91,6 +91,7 @@ async fn create_key(
 /// `?status=&limit=&cursor=`
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct KeyListQuery {
     /// `active`, `revoked` or `expired`.
     status: Option<String>,

@@ -62,6 +62,7 @@ fn member_json(member: &MemberRecord) -> Value {
 /// `?limit=&cursor=`
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct PageQuery {
     /// 1–200, default 50.
     limit: Option<u32>,

@@ -30,6 +30,7 @@ const MAX_BUCKETS: i64 = 10_000;
 /// `GET /usage` filters.
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct UsageQuery {
     /// The org (required unless the caller is an operator).
     pub(crate) org_id: Option<String>,

@@ -128,6 +128,7 @@ impl FromRequestParts<AppState> for WidgetReader {
 /// `GET /widget/usage` filters.
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct WidgetQuery {
     /// A meter instead of calls.
     meter: Option<String>,

@@ -199,6 +199,60 @@ async fn openapi_document_covers_every_route(backend: Backend) {
     app.stop().await;
 }
 
+/// The document passes a real OpenAPI validator (`openapi-spec-validator`, which `scripts/test`
+/// installs from PyPI into a virtualenv and names in `FLUXGATE_TEST_OPENAPI_VALIDATOR`), and the
+/// routes whose bodies are shared wire types declare the schema of their success answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_document_passes_a_validator_and_declares_response_schemas() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let doc = body(
+        app.client
+            .get(app.url("/api/v1/openapi.json"))
+            .send()
+            .await
+            .expect("send"),
+    )
+    .await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("openapi.json");
+    std::fs::write(&file, serde_json::to_vec_pretty(&doc).expect("json")).expect("write");
+    let validator = std::env::var("FLUXGATE_TEST_OPENAPI_VALIDATOR")
+        .unwrap_or_else(|_| "openapi-spec-validator".into());
+    let checked = std::process::Command::new(&validator)
+        .arg(&file)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "{validator} cannot run ({e}): run the suite with scripts/test, which installs it"
+            )
+        });
+    assert!(
+        checked.status.success(),
+        "the OpenAPI document is invalid:\n{}{}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
+    let success_schema = |path: &str, method: &str, status: &str| {
+        doc["paths"][path][method]["responses"][status]["content"]["application/json"]["schema"]
+            .is_object()
+    };
+    for (path, method, status) in [
+        ("/api/v1/keys/verify", "post", "200"),
+        ("/api/v1/orgs/{org_id}/keys", "post", "201"),
+        ("/api/v1/orgs/{org_id}/keys", "get", "200"),
+        ("/api/v1/orgs/{org_id}/keys/{key_id}", "get", "200"),
+        ("/api/v1/orgs/{org_id}/keys/{key_id}", "patch", "200"),
+        ("/api/v1/orgs/{org_id}/keys/{key_id}/rotate", "post", "200"),
+        ("/api/v1/sdk/track", "post", "200"),
+    ] {
+        assert!(
+            success_schema(path, method, status),
+            "{method} {path} declares no schema for {status}"
+        );
+    }
+    app.stop().await;
+}
+
 async fn body_code(response: reqwest::Response) -> Option<String> {
     let text = response.text().await.ok()?;
     let value: serde_json::Value = serde_json::from_str(&text).ok()?;
