@@ -1,24 +1,18 @@
-//! `POST /sdk/track`: metered usage reported by the product — one event, or a batch of up to
-//! 1,000 answered per event. An `idempotency_key` counts once, ever, per org (a unique index
-//! decides, so concurrent duplicates count once).
+//! `POST /sdk/track`: the HTTP face of [`services::usage`](crate::services::usage) — one event,
+//! or a batch of up to 1,000 answered per event.
 
-use crate::access::{authenticate, standing, Caller};
-use crate::clock::{parse_rfc3339, RFC3339_HINT};
+use crate::access::{authenticate, Caller};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::parse_json;
+use crate::services::usage;
 use crate::state::AppState;
 use axum::body::Bytes;
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::Json;
-use fluxgate_core::ids::{EventId, OrgId};
-use fluxgate_core::validation::FieldErrors;
-use fluxgate_proto::{
-    Data, ErrorEnvelope, TrackBatchResult, TrackEvent, TrackOutcome, TrackSummary,
-};
-use fluxgate_store::UsageEvent;
+use fluxgate_proto::{Data, ErrorEnvelope, TrackEvent, TrackOutcome};
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -27,13 +21,6 @@ use utoipa_axum::routes;
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(track))
 }
-
-/// Most events in one batch.
-const MAX_BATCH: usize = 1000;
-/// Tolerated clock skew for "not in the future" (seconds).
-const FUTURE_SKEW: i64 = 60;
-/// The largest quantity one event may carry (sums of many stay exact enough and finite).
-const MAX_QUANTITY: f64 = 1e15;
 
 /// `{"events": [...]}`
 #[derive(Debug, Deserialize, ToSchema)]
@@ -69,169 +56,14 @@ async fn track(
 ) -> ApiResult<Json<Value>> {
     let value: Value = parse_json(&body)?;
     let now = crate::clock::now();
-    if value.get("events").is_some() {
+    let answer = if value.get("events").is_some() {
         let batch: TrackBatch =
             serde_json::from_value(value).map_err(|e| ApiError::field("events", e.to_string()))?;
-        if batch.events.len() > MAX_BATCH {
-            return Err(ApiError::field(
-                "events",
-                format!("at most {MAX_BATCH} events"),
-            ));
-        }
-        let mut results: Vec<TrackOutcome> = Vec::with_capacity(batch.events.len());
-        let mut accepted = Vec::new();
-        for (index, raw) in batch.events.into_iter().enumerate() {
-            match prepare(&state, &caller, raw, now).await {
-                Ok(event) => {
-                    accepted.push((index, event));
-                    results.push(outcome(index, "error", None));
-                }
-                Err(error) => results.push(TrackOutcome {
-                    error: Some(error_json(&error)),
-                    ..outcome(index, "error", None)
-                }),
-            }
-        }
-        let events: Vec<UsageEvent> = accepted.iter().map(|(_, e)| e.clone()).collect();
-        let recorded = state.store.insert_usage_events(&events).await?;
-        for ((index, event), fresh) in accepted.into_iter().zip(recorded) {
-            results[index] = if fresh {
-                outcome(index, "recorded", Some(event.id))
-            } else {
-                outcome(index, "duplicate", None)
-            };
-        }
-        let count = |status: &str| results.iter().filter(|r| r.status == status).count();
-        let summary = TrackSummary {
-            recorded: count("recorded"),
-            duplicate: count("duplicate"),
-            error: count("error"),
-        };
-        let body = TrackBatchResult { results, summary };
-        return Ok(Json(
-            serde_json::to_value(Data { data: body }).map_err(|e| ApiError::Internal(e.into()))?,
-        ));
-    }
-    let event = prepare(&state, &caller, value, now).await?;
-    let fresh = state
-        .store
-        .insert_usage_events(std::slice::from_ref(&event))
-        .await?;
-    let fresh = fresh.first().copied().unwrap_or(false);
-    let single = TrackOutcome {
-        index: None,
-        ..if fresh {
-            outcome(0, "recorded", Some(event.id))
-        } else {
-            outcome(0, "duplicate", None)
-        }
+        let result = usage::track_batch(&state, &caller, batch.events, now).await?;
+        serde_json::to_value(Data { data: result })
+    } else {
+        let result = usage::track_one(&state, &caller, value, now).await?;
+        serde_json::to_value(Data { data: result })
     };
-    Ok(Json(
-        serde_json::to_value(Data { data: single }).map_err(|e| ApiError::Internal(e.into()))?,
-    ))
-}
-
-fn outcome(index: usize, status: &str, id: Option<String>) -> TrackOutcome {
-    TrackOutcome {
-        index: Some(index),
-        status: status.to_owned(),
-        id,
-        error: None,
-    }
-}
-
-fn error_json(error: &ApiError) -> Value {
-    match error {
-        ApiError::Validation(fields) => json!({
-            "code": "VALIDATION_FAILED",
-            "fields": fields.iter().map(|(k, v)| (k.to_owned(), Value::from(v))).collect::<serde_json::Map<_, _>>(),
-        }),
-        ApiError::NotFound => json!({ "code": "NOT_FOUND", "message": "no such organization" }),
-        ApiError::Forbidden(p) => json!({ "code": "FORBIDDEN", "required_permission": p }),
-        ApiError::InsufficientScope(s) => {
-            json!({ "code": "INSUFFICIENT_SCOPE", "required_scope": s })
-        }
-        other => json!({ "code": "BAD_REQUEST", "message": other.to_string() }),
-    }
-}
-
-/// Validates one event and checks the caller may write usage in its org.
-async fn prepare(state: &AppState, caller: &Caller, raw: Value, now: i64) -> ApiResult<UsageEvent> {
-    let event: TrackEvent = parse_json(raw.to_string().as_bytes())?;
-    let mut errors = FieldErrors::new();
-    let meter_ok = (1..=64).contains(&event.meter.len())
-        && event
-            .meter
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_.:-".contains(c));
-    if !meter_ok {
-        errors.add(
-            "meter",
-            "must be 1-64 characters of a-z, 0-9, `_`, `.`, `:`, `-`",
-        );
-    }
-    let quantity = Some(event.quantity).filter(|q| q.is_finite() && *q > 0.0 && *q <= MAX_QUANTITY);
-    if quantity.is_none() {
-        errors.add("quantity", "must be a positive number of at most 1e15");
-    }
-    let occurred_at = match event.timestamp.as_deref() {
-        None => Some(now),
-        Some(text) => match parse_rfc3339(text) {
-            None => {
-                errors.add("timestamp", RFC3339_HINT);
-                None
-            }
-            Some(t) if t > now + FUTURE_SKEW => {
-                errors.add("timestamp", "must not be in the future");
-                None
-            }
-            Some(t) if t < now - state.config.usage.track_max_age.as_secs() as i64 => {
-                errors.add(
-                    "timestamp",
-                    format!(
-                        "must be within the last {}",
-                        fluxgate_core::units::format_duration(state.config.usage.track_max_age)
-                    ),
-                );
-                None
-            }
-            Some(t) => Some(t),
-        },
-    };
-    if event
-        .idempotency_key
-        .as_ref()
-        .is_some_and(|k| k.is_empty() || k.len() > 200)
-    {
-        errors.add("idempotency_key", "must be 1-200 characters");
-    }
-    if event.org_id.is_some() == event.customer_external_id.is_some() {
-        errors.add(
-            "org_id",
-            "give exactly one of org_id and customer_external_id",
-        );
-    }
-    errors.into_result()?;
-    let org = match (&event.org_id, &event.customer_external_id) {
-        (Some(id), _) => {
-            let id: OrgId = id.parse().map_err(|_| ApiError::NotFound)?;
-            state.store.org(id.as_str()).await?
-        }
-        (None, Some(external)) => state.store.org_by_external_id(external).await?,
-        (None, None) => None,
-    }
-    .ok_or(ApiError::NotFound)?;
-    let (_, grants) = standing(state, caller, &org).await?;
-    if !grants.allows("usage:write", &state.config.catalog) {
-        return Err(caller.lacks("usage:write"));
-    }
-    Ok(UsageEvent {
-        id: EventId::generate().to_string(),
-        org_id: org.id,
-        meter: event.meter,
-        quantity: quantity.unwrap_or_default(),
-        occurred_at: occurred_at.unwrap_or(now),
-        idempotency_key: event.idempotency_key,
-        created_at: now,
-    })
+    Ok(Json(answer.map_err(|e| ApiError::Internal(e.into()))?))
 }

@@ -10,3 +10,4 @@ pub mod keys;
 pub mod orgs;
 pub mod roles;
 pub mod sessions;
+pub mod usage;
