@@ -136,3 +136,29 @@ pub struct IssuedKey {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous_secret_expires_at: Option<String>,
 }
+
+/// This month's use of one of the plan's quotas.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct QuotaUse {
+    /// The plan's monthly limit.
+    pub limit: u64,
+    /// Used so far this month.
+    pub used: i64,
+    /// The month, `YYYY-MM` (UTC).
+    pub period: String,
+}
+
+/// An org's plan: its entitlements, rate limit and this month's quotas with what is used.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Entitlements {
+    /// The plan's name.
+    pub plan: String,
+    /// What the plan includes, e.g. `sso`.
+    pub entitlements: Vec<String>,
+    /// The plan's rate limit for its keys.
+    pub rate_limit: Option<RateLimit>,
+    /// Quotas by meter.
+    pub quotas: std::collections::BTreeMap<String, QuotaUse>,
+}

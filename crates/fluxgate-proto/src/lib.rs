@@ -3,13 +3,20 @@
 //! `openapi` feature each type also describes itself for the server's OpenAPI document.
 #![warn(missing_docs)]
 
+pub mod auth;
 pub mod envelope;
 pub mod keys;
+pub mod orgs;
 pub mod usage;
 pub mod verify;
 
+pub use auth::{
+    Accepted, EmailVerified, Me, Membership, OrgSummary, PasswordReset, Session, SignedUp, Tokens,
+    User,
+};
 pub use envelope::{Data, ErrorBody, ErrorEnvelope, Page};
-pub use keys::{IssuedKey, Key, KeyChanges, NewKey, RateLimit, RotateKey};
+pub use keys::{Entitlements, IssuedKey, Key, KeyChanges, NewKey, QuotaUse, RateLimit, RotateKey};
+pub use orgs::{AuditEntry, Invitation, Member, MemberRole, Org, Party, Role};
 pub use usage::{TrackBatchResult, TrackEvent, TrackOutcome, TrackSummary};
 pub use verify::{OrgRef, RateLimitState, Verdict, VerifyRequest};
 

@@ -10,7 +10,6 @@ use axum_extra::extract::cookie::{Cookie, SameSite};
 use fluxgate_core::claims::AccessClaims;
 use fluxgate_core::ratelimit::Quota;
 use fluxgate_core::secret::{ExposeSecret, SecretString};
-use serde_json::json;
 
 /// Name of the access-token cookie.
 pub const ACCESS_COOKIE: &str = "access_token";
@@ -136,12 +135,14 @@ pub struct TokenPair {
 pub fn token_pair_response(state: &AppState, pair: TokenPair) -> Response {
     let auth = &state.config.auth;
     let access_ttl = auth.access_token_ttl.as_secs();
-    let body = json!({ "data": {
-        "access_token": pair.access_token,
-        "refresh_token": pair.refresh_token.expose_secret(),
-        "token_type": "Bearer",
-        "expires_in": access_ttl,
-    }});
+    let body = fluxgate_proto::Data {
+        data: fluxgate_proto::Tokens {
+            access_token: pair.access_token.clone(),
+            refresh_token: pair.refresh_token.expose_secret().to_owned(),
+            token_type: "Bearer".to_owned(),
+            expires_in: access_ttl,
+        },
+    };
     let access = Cookie::build((ACCESS_COOKIE, pair.access_token.clone()))
         .http_only(true)
         .same_site(SameSite::Lax)

@@ -9,10 +9,9 @@ use crate::extract::{ApiQuery, Paging};
 use crate::state::AppState;
 use axum::extract::State;
 use axum::Json;
-use fluxgate_proto::Page;
+use fluxgate_proto::{AuditEntry, Page, Party};
 use fluxgate_store::{AuditFilter, AuditRecord};
 use serde::Deserialize;
-use serde_json::{json, Value};
 use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -68,30 +67,36 @@ impl AuditQuery {
     }
 }
 
-fn entry_json(entry: &AuditRecord) -> Value {
-    json!({
-        "id": entry.id,
-        "org_id": entry.org_id,
-        "action": entry.action,
-        "actor": { "type": entry.actor_type, "id": entry.actor_id },
-        "target": entry.target_type.as_ref().map(|t| json!({ "type": t, "id": entry.target_id })),
-        "ip": entry.ip,
-        "user_agent": entry.user_agent,
-        "data": entry.data_json(),
-        "created_at": rfc3339(entry.created_at),
-    })
+fn entry_json(entry: &AuditRecord) -> AuditEntry {
+    AuditEntry {
+        id: entry.id.clone(),
+        org_id: entry.org_id.clone(),
+        action: entry.action.clone(),
+        actor: Party {
+            kind: entry.actor_type.clone(),
+            id: entry.actor_id.clone(),
+        },
+        target: entry.target_type.as_ref().map(|kind| Party {
+            kind: kind.clone(),
+            id: entry.target_id.clone(),
+        }),
+        ip: entry.ip.clone(),
+        user_agent: entry.user_agent.clone(),
+        data: entry.data_json(),
+        created_at: rfc3339(entry.created_at),
+    }
 }
 
 /// The org's audit log, newest first.
 #[utoipa::path(get, path = "/orgs/{org_id}/audit-log", tag = "orgs",
     params(("org_id" = String, Path, description = "org_…"), AuditQuery),
     security(("bearer" = ["audit:read"])),
-    responses((status = 200, description = "entries, newest first")))]
+    responses((status = 200, description = "entries, newest first", body = Page<AuditEntry>)))]
 async fn org_audit_log(
     State(state): State<AppState>,
     access: OrgAccess<AuditRead>,
     ApiQuery(query): ApiQuery<AuditQuery>,
-) -> ApiResult<Json<Page<Value>>> {
+) -> ApiResult<Json<Page<AuditEntry>>> {
     if query.org_id.is_some() {
         return Err(ApiError::field("org_id", "is given by the path here"));
     }
@@ -103,12 +108,12 @@ async fn org_audit_log(
 /// Every audit entry of the instance, newest first (operators).
 #[utoipa::path(get, path = "/admin/audit-log", tag = "admin", params(AuditQuery),
     security(("bearer" = ["admin:users"])),
-    responses((status = 200, description = "entries, newest first")))]
+    responses((status = 200, description = "entries, newest first", body = Page<AuditEntry>)))]
 async fn instance_audit_log(
     State(state): State<AppState>,
     _operator: OperatorAccess<AdminUsers>,
     ApiQuery(mut query): ApiQuery<AuditQuery>,
-) -> ApiResult<Json<Page<Value>>> {
+) -> ApiResult<Json<Page<AuditEntry>>> {
     let org_id = query.org_id.take().filter(|o| !o.is_empty());
     let (filter, page) = query.filter(org_id)?;
     let entries = state.store.audit_entries(&filter).await?;

@@ -17,9 +17,12 @@ use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use fluxgate_core::secret::SecretString;
+use fluxgate_proto::{
+    Accepted, Data, EmailVerified, Me, Membership, OrgSummary, Page, PasswordReset, Session,
+    SignedUp, Tokens, User,
+};
 use fluxgate_store::UserRecord;
 use serde::Deserialize;
-use serde_json::{json, Value};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -44,7 +47,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// Creates an account (and an org owned by it when `organization_name` is given) and mails a
 /// verification link.
 #[utoipa::path(post, path = "/auth/signup", tag = "auth", request_body = Signup,
-    responses((status = 201, description = "user created"), (status = 409, description = "email already registered"),
+    responses((status = 201, description = "user created", body = Data<SignedUp>), (status = 409, description = "email already registered"),
               (status = 422, description = "invalid fields")))]
 async fn signup(
     State(state): State<AppState>,
@@ -53,21 +56,27 @@ async fn signup(
     ApiJson(body): ApiJson<Signup>,
 ) -> ApiResult<Response> {
     let (user, org) = accounts::signup(&state, &client, body, clock::now()).await?;
-    let body = json!({ "data": {
-        "user": user_json(&user),
-        "organization": org.as_ref().map(|o| json!({ "id": o.id, "name": o.name, "plan": o.plan, "role": "owner" })),
-    }});
-    Ok((StatusCode::CREATED, Json(body)).into_response())
+    let data = SignedUp {
+        user: user_json(&user),
+        organization: org.map(|o| OrgSummary {
+            id: o.id,
+            name: o.name,
+            plan: Some(o.plan),
+            role: Some("owner".to_owned()),
+            operator: None,
+        }),
+    };
+    Ok((StatusCode::CREATED, Json(Data { data })).into_response())
 }
 
-fn user_json(user: &UserRecord) -> Value {
-    json!({
-        "id": user.id,
-        "email": user.email,
-        "name": user.name,
-        "email_verified": user.email_verified_at.is_some(),
-        "created_at": rfc3339(user.created_at),
-    })
+fn user_json(user: &UserRecord) -> User {
+    User {
+        id: user.id.clone(),
+        email: user.email.clone(),
+        name: user.name.clone(),
+        email_verified: user.email_verified_at.is_some(),
+        created_at: rfc3339(user.created_at),
+    }
 }
 
 /// A single-use token from a mailed link.
@@ -80,15 +89,19 @@ pub struct TokenBody {
 
 /// Marks the email of the token's user verified (token single-use, 24 h).
 #[utoipa::path(post, path = "/auth/verify-email", tag = "auth", request_body = TokenBody,
-    responses((status = 200, description = "verified"), (status = 422, description = "unknown, used or expired token")))]
+    responses((status = 200, description = "verified", body = Data<EmailVerified>), (status = 422, description = "unknown, used or expired token")))]
 async fn verify_email(
     State(state): State<AppState>,
     _limit: IpLimit,
     client: ClientInfo,
     ApiJson(body): ApiJson<TokenBody>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Data<EmailVerified>>> {
     accounts::verify_email(&state, &client, &body.token, clock::now()).await?;
-    Ok(Json(json!({ "data": { "email_verified": true } })))
+    Ok(Json(Data {
+        data: EmailVerified {
+            email_verified: true,
+        },
+    }))
 }
 
 /// An email address.
@@ -101,7 +114,7 @@ pub struct EmailBody {
 /// Sends a new verification link if the account exists and is unverified. Always 202, with
 /// the work done in the background so the answer's timing says nothing.
 #[utoipa::path(post, path = "/auth/resend-verification", tag = "auth", request_body = EmailBody,
-    responses((status = 202, description = "accepted")))]
+    responses((status = 202, description = "accepted", body = Data<Accepted>)))]
 async fn resend_verification(
     State(state): State<AppState>,
     _limit: IpLimit,
@@ -114,7 +127,9 @@ async fn resend_verification(
 fn accepted() -> Response {
     (
         StatusCode::ACCEPTED,
-        Json(json!({ "data": { "accepted": true } })),
+        Json(Data {
+            data: Accepted { accepted: true },
+        }),
     )
         .into_response()
 }
@@ -130,7 +145,7 @@ pub struct LoginBody {
 
 /// Logs in: a token pair in the body and in HttpOnly cookies.
 #[utoipa::path(post, path = "/auth/login", tag = "auth", request_body = LoginBody,
-    responses((status = 200, description = "access and refresh tokens"), (status = 401, description = "INVALID_CREDENTIALS"),
+    responses((status = 200, description = "access and refresh tokens", body = Data<Tokens>), (status = 401, description = "INVALID_CREDENTIALS"),
               (status = 403, description = "EMAIL_NOT_VERIFIED"), (status = 429, description = "account locked")))]
 async fn login(
     State(state): State<AppState>,
@@ -154,7 +169,7 @@ pub struct RefreshBody {
 /// again revokes the whole session, except within the reuse interval, where it gets the same
 /// new pair (two tabs refreshing at once).
 #[utoipa::path(post, path = "/auth/refresh", tag = "auth", request_body(content = Option<RefreshBody>, description = "or the refresh_token cookie"),
-    responses((status = 200, description = "new access and refresh tokens"), (status = 401, description = "invalid, expired or reused token")))]
+    responses((status = 200, description = "new access and refresh tokens", body = Data<Tokens>), (status = 401, description = "invalid, expired or reused token")))]
 async fn refresh(
     State(state): State<AppState>,
     _limit: IpLimit,
@@ -198,7 +213,7 @@ async fn logout(
 
 /// Mails a single-use reset link (1 h) if the account exists. Always 202.
 #[utoipa::path(post, path = "/auth/password/forgot", tag = "auth", request_body = EmailBody,
-    responses((status = 202, description = "accepted")))]
+    responses((status = 202, description = "accepted", body = Data<Accepted>)))]
 async fn forgot_password(
     State(state): State<AppState>,
     _limit: IpLimit,
@@ -220,20 +235,24 @@ pub struct ResetBody {
 
 /// Sets a new password and revokes every session of the user.
 #[utoipa::path(post, path = "/auth/password/reset", tag = "auth", request_body = ResetBody,
-    responses((status = 200, description = "password changed"), (status = 422, description = "bad token or password")))]
+    responses((status = 200, description = "password changed", body = Data<PasswordReset>), (status = 422, description = "bad token or password")))]
 async fn reset_password(
     State(state): State<AppState>,
     _limit: IpLimit,
     client: ClientInfo,
     ApiJson(body): ApiJson<ResetBody>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Data<PasswordReset>>> {
     accounts::reset_password(&state, &client, &body.token, &body.password, clock::now()).await?;
-    Ok(Json(json!({ "data": { "password_reset": true } })))
+    Ok(Json(Data {
+        data: PasswordReset {
+            password_reset: true,
+        },
+    }))
 }
 
 /// The current user, their memberships, and their effective permissions in the active org.
-#[utoipa::path(get, path = "/auth/me", tag = "auth", security(("bearer" = [])), responses((status = 200, description = "the current user")))]
-async fn me(State(state): State<AppState>, user: AuthUser) -> ApiResult<Json<Value>> {
+#[utoipa::path(get, path = "/auth/me", tag = "auth", security(("bearer" = [])), responses((status = 200, description = "the current user", body = Data<Me>)))]
+async fn me(State(state): State<AppState>, user: AuthUser) -> ApiResult<Json<Data<Me>>> {
     let record = state
         .store
         .user_by_id(user.user_id())
@@ -255,38 +274,59 @@ async fn me(State(state): State<AppState>, user: AuthUser) -> ApiResult<Json<Val
             .effective(&state.config.catalog),
         None => Vec::new(),
     };
-    Ok(Json(json!({ "data": {
-        "user": user_json(&record),
-        "memberships": memberships.iter().map(|m| json!({
-            "org": { "id": m.org_id, "name": m.org_name, "operator": m.is_operator },
-            "role": m.role,
-            "joined_at": rfc3339(m.created_at),
-        })).collect::<Vec<_>>(),
-        "active_org": active.map(|m| json!({ "id": m.org_id, "name": m.org_name, "role": m.role })),
-        "permissions": permissions,
-        "session_id": user.session_id(),
-    }})))
+    Ok(Json(Data {
+        data: Me {
+            user: user_json(&record),
+            memberships: memberships
+                .iter()
+                .map(|m| Membership {
+                    org: OrgSummary {
+                        id: m.org_id.clone(),
+                        name: m.org_name.clone(),
+                        plan: None,
+                        role: None,
+                        operator: Some(m.is_operator),
+                    },
+                    role: m.role.clone(),
+                    joined_at: rfc3339(m.created_at),
+                })
+                .collect(),
+            active_org: active.map(|m| OrgSummary {
+                id: m.org_id.clone(),
+                name: m.org_name.clone(),
+                plan: None,
+                role: Some(m.role.clone()),
+                operator: None,
+            }),
+            permissions,
+            session_id: user.session_id().to_owned(),
+        },
+    }))
 }
 
 /// The user's live sessions.
-#[utoipa::path(get, path = "/auth/sessions", tag = "auth", security(("bearer" = [])), responses((status = 200, description = "sessions, newest first")))]
-async fn list_sessions(State(state): State<AppState>, user: AuthUser) -> ApiResult<Json<Value>> {
+#[utoipa::path(get, path = "/auth/sessions", tag = "auth", security(("bearer" = [])), responses((status = 200, description = "sessions, newest first", body = Page<Session>)))]
+async fn list_sessions(
+    State(state): State<AppState>,
+    user: AuthUser,
+) -> ApiResult<Json<Page<Session>>> {
     let sessions = sessions::list(&state, &user, clock::now()).await?;
-    let data: Vec<Value> = sessions
+    let data = sessions
         .iter()
-        .map(|s| {
-            json!({
-                "id": s.id,
-                "device": s.user_agent,
-                "ip": s.ip,
-                "created_at": rfc3339(s.created_at),
-                "last_used_at": rfc3339(s.last_used_at),
-                "expires_at": rfc3339(s.expires_at),
-                "current": s.id == user.session_id(),
-            })
+        .map(|s| Session {
+            id: s.id.clone(),
+            device: s.user_agent.clone(),
+            ip: s.ip.clone(),
+            created_at: rfc3339(s.created_at),
+            last_used_at: rfc3339(s.last_used_at),
+            expires_at: rfc3339(s.expires_at),
+            current: s.id == user.session_id(),
         })
         .collect();
-    Ok(Json(json!({ "data": data, "next_cursor": null })))
+    Ok(Json(Page {
+        data,
+        next_cursor: None,
+    }))
 }
 
 /// Revokes one of the user's sessions (another user's answers 404).
@@ -312,7 +352,7 @@ pub struct SwitchOrgBody {
 
 /// Makes another of the user's orgs active and returns a new token pair for it.
 #[utoipa::path(post, path = "/auth/switch-org", tag = "auth", security(("bearer" = [])), request_body = SwitchOrgBody,
-    responses((status = 200, description = "new tokens acting in that org"), (status = 404, description = "not a member")))]
+    responses((status = 200, description = "new tokens acting in that org", body = Data<Tokens>), (status = 404, description = "not a member")))]
 async fn switch_org(
     State(state): State<AppState>,
     user: AuthUser,

@@ -15,9 +15,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use fluxgate_core::secret::SecretString;
-use fluxgate_proto::Page;
+use fluxgate_proto::{Data, Invitation, Org, Page};
 use fluxgate_store::InvitationRecord;
-use serde_json::{json, Value};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -29,22 +28,22 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(accept_invitation))
 }
 
-fn invitation_json(inv: &InvitationRecord) -> Value {
-    json!({
-        "id": inv.id,
-        "email": inv.email,
-        "role": inv.role,
-        "invited_by": inv.invited_by,
-        "created_at": rfc3339(inv.created_at),
-        "expires_at": rfc3339(inv.expires_at),
-    })
+fn invitation_json(inv: &InvitationRecord) -> Invitation {
+    Invitation {
+        id: inv.id.clone(),
+        email: inv.email.clone(),
+        role: inv.role.clone(),
+        invited_by: inv.invited_by.clone(),
+        created_at: rfc3339(inv.created_at),
+        expires_at: rfc3339(inv.expires_at),
+    }
 }
 
 /// Invites an address to the org with a role; the mail carries a single-use token.
 #[utoipa::path(post, path = "/orgs/{org_id}/invitations", tag = "orgs", request_body = NewInvitation,
     params(("org_id" = String, Path, description = "org_…")),
     security(("bearer" = ["members:write"])),
-    responses((status = 201, description = "invitation sent"), (status = 403, description = "role above the inviter's"),
+    responses((status = 201, description = "invitation sent", body = Data<Invitation>), (status = 403, description = "role above the inviter's"),
               (status = 409, description = "already a member, or already invited")))]
 async fn invite(
     State(state): State<AppState>,
@@ -55,7 +54,9 @@ async fn invite(
     let invitation = invitations::invite(&state, &access, &client, body, clock::now()).await?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({ "data": invitation_json(&invitation) })),
+        Json(Data {
+            data: invitation_json(&invitation),
+        }),
     )
         .into_response())
 }
@@ -64,12 +65,12 @@ async fn invite(
 #[utoipa::path(get, path = "/orgs/{org_id}/invitations", tag = "orgs",
     params(("org_id" = String, Path, description = "org_…"), PageQuery),
     security(("bearer" = ["members:read"])),
-    responses((status = 200, description = "open, unexpired invitations")))]
+    responses((status = 200, description = "open, unexpired invitations", body = Page<Invitation>)))]
 async fn list_invitations(
     State(state): State<AppState>,
     access: OrgAccess<MembersRead>,
     ApiQuery(query): ApiQuery<PageQuery>,
-) -> ApiResult<Json<Page<Value>>> {
+) -> ApiResult<Json<Page<Invitation>>> {
     let page = query.page()?;
     let invitations = invitations::list_open(&state, &access, &page, clock::now()).await?;
     Ok(Json(page.body(
@@ -99,14 +100,14 @@ async fn cancel_invitation(
 #[utoipa::path(post, path = "/invitations/{token}/accept", tag = "orgs",
     params(("token" = String, Path, description = "the token from the invitation mail")),
     security(("bearer" = [])),
-    responses((status = 200, description = "joined: the org and the role"), (status = 403, description = "invitation for another address"),
+    responses((status = 200, description = "joined: the org and the role", body = Data<Org>), (status = 403, description = "invitation for another address"),
               (status = 404, description = "unknown, used, cancelled or expired"), (status = 409, description = "already a member")))]
 async fn accept_invitation(
     State(state): State<AppState>,
     user: AuthUser,
     client: ClientInfo,
     Path(token): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Data<Org>>> {
     let (org, role) = invitations::accept(
         &state,
         &user,
@@ -115,5 +116,7 @@ async fn accept_invitation(
         clock::now(),
     )
     .await?;
-    Ok(Json(json!({ "data": org_json(&org, Some(&role)) })))
+    Ok(Json(Data {
+        data: org_json(&org, Some(&role)),
+    }))
 }

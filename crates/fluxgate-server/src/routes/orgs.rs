@@ -17,10 +17,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use fluxgate_core::permission::BuiltinRole;
-use fluxgate_proto::Page;
+use fluxgate_proto::{Data, ErrorEnvelope, Member, MemberRole, Org, Page};
 use fluxgate_store::{MemberRecord, OrgRecord};
 use serde::Deserialize;
-use serde_json::{json, Value};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -36,27 +35,27 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 /// An org as the API shows it; `role` is the caller's, when a member.
-pub fn org_json(org: &OrgRecord, role: Option<&str>) -> Value {
-    json!({
-        "id": org.id,
-        "name": org.name,
-        "external_id": org.external_id,
-        "plan": org.plan,
-        "operator": org.is_operator,
-        "created_at": rfc3339(org.created_at),
-        "updated_at": rfc3339(org.updated_at),
-        "role": role,
-    })
+pub fn org_json(org: &OrgRecord, role: Option<&str>) -> Org {
+    Org {
+        id: org.id.clone(),
+        name: org.name.clone(),
+        external_id: org.external_id.clone(),
+        plan: org.plan.clone(),
+        operator: org.is_operator,
+        created_at: rfc3339(org.created_at),
+        updated_at: rfc3339(org.updated_at),
+        role: role.map(str::to_owned),
+    }
 }
 
-fn member_json(member: &MemberRecord) -> Value {
-    json!({
-        "user_id": member.user_id,
-        "email": member.email,
-        "name": member.name,
-        "role": member.role,
-        "joined_at": rfc3339(member.created_at),
-    })
+fn member_json(member: &MemberRecord) -> Member {
+    Member {
+        user_id: member.user_id.clone(),
+        email: member.email.clone(),
+        name: member.name.clone(),
+        role: member.role.clone(),
+        joined_at: rfc3339(member.created_at),
+    }
 }
 
 /// `?limit=&cursor=`
@@ -80,12 +79,12 @@ impl PageQuery {
 /// The orgs the caller belongs to.
 #[utoipa::path(get, path = "/orgs", tag = "orgs", params(PageQuery),
     security(("bearer" = [])),
-    responses((status = 200, description = "the caller's orgs, by id")))]
+    responses((status = 200, description = "the caller's orgs, by id", body = Page<Org>)))]
 async fn list_my_orgs(
     State(state): State<AppState>,
     user: AuthUser,
     ApiQuery(query): ApiQuery<PageQuery>,
-) -> ApiResult<Json<Page<Value>>> {
+) -> ApiResult<Json<Page<Org>>> {
     let page = query.page()?;
     let mut memberships = state.store.memberships_of_user(user.user_id()).await?;
     memberships.sort_by(|a, b| a.org_id.cmp(&b.org_id));
@@ -109,7 +108,7 @@ async fn list_my_orgs(
 /// Creates an org owned by the caller.
 #[utoipa::path(post, path = "/orgs", tag = "orgs", request_body = NewOrg,
     security(("bearer" = [])),
-    responses((status = 201, description = "created; the caller is its owner"),
+    responses((status = 201, description = "created; the caller is its owner", body = Data<Org>),
               (status = 409, description = "external id taken"), (status = 422, description = "invalid fields")))]
 async fn create_org(
     State(state): State<AppState>,
@@ -120,7 +119,9 @@ async fn create_org(
     let org = orgs::create(&state, &user, &client, body, clock::now()).await?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({ "data": org_json(&org, Some(BuiltinRole::Owner.name())) })),
+        Json(Data {
+            data: org_json(&org, Some(BuiltinRole::Owner.name())),
+        }),
     )
         .into_response())
 }
@@ -129,26 +130,28 @@ async fn create_org(
 #[utoipa::path(get, path = "/orgs/{org_id}", tag = "orgs",
     params(("org_id" = String, Path, description = "org_…")),
     security(("bearer" = ["org:read"])),
-    responses((status = 200, description = "the org"), (status = 404, description = "no such org of yours")))]
-async fn get_org(access: OrgAccess<OrgRead>) -> Json<Value> {
-    Json(json!({ "data": org_json(&access.org, access.role.as_deref()) }))
+    responses((status = 200, description = "the org", body = Data<Org>), (status = 404, description = "no such org of yours", body = ErrorEnvelope)))]
+async fn get_org(access: OrgAccess<OrgRead>) -> Json<Data<Org>> {
+    Json(Data {
+        data: org_json(&access.org, access.role.as_deref()),
+    })
 }
 
 /// Renames an org or sets its external id.
 #[utoipa::path(patch, path = "/orgs/{org_id}", tag = "orgs", request_body = OrgUpdate,
     params(("org_id" = String, Path, description = "org_…")),
     security(("bearer" = ["org:write"])),
-    responses((status = 200, description = "the updated org"), (status = 409, description = "external id taken")))]
+    responses((status = 200, description = "the updated org", body = Data<Org>), (status = 409, description = "external id taken", body = ErrorEnvelope)))]
 async fn update_org(
     State(state): State<AppState>,
     access: OrgAccess<OrgWrite>,
     client: ClientInfo,
     ApiJson(body): ApiJson<OrgUpdate>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Data<Org>>> {
     let org = orgs::update(&state, &access, &client, body, clock::now()).await?;
-    Ok(Json(
-        json!({ "data": org_json(&org, access.role.as_deref()) }),
-    ))
+    Ok(Json(Data {
+        data: org_json(&org, access.role.as_deref()),
+    }))
 }
 
 /// Deletes an org (owners): its keys are revoked and its invitations cancelled. The operator
@@ -169,12 +172,12 @@ async fn delete_org(
 /// The org's members, by user id.
 #[utoipa::path(get, path = "/orgs/{org_id}/members", tag = "orgs", params(("org_id" = String, Path, description = "org_…"), PageQuery),
     security(("bearer" = ["members:read"])),
-    responses((status = 200, description = "members with their roles")))]
+    responses((status = 200, description = "members with their roles", body = Page<Member>)))]
 async fn list_members(
     State(state): State<AppState>,
     access: OrgAccess<MembersRead>,
     ApiQuery(query): ApiQuery<PageQuery>,
-) -> ApiResult<Json<Page<Value>>> {
+) -> ApiResult<Json<Page<Member>>> {
     let page = query.page()?;
     let members = state
         .store
@@ -196,7 +199,7 @@ pub struct ChangeRoleBody {
 #[utoipa::path(patch, path = "/orgs/{org_id}/members/{user_id}", tag = "orgs", request_body = ChangeRoleBody,
     params(("org_id" = String, Path, description = "org_…"), ("user_id" = String, Path, description = "usr_…")),
     security(("bearer" = ["members:write"])),
-    responses((status = 200, description = "the member with the new role"), (status = 403, description = "escalation"),
+    responses((status = 200, description = "the member with the new role", body = Data<MemberRole>), (status = 403, description = "escalation", body = ErrorEnvelope),
               (status = 409, description = "last owner")))]
 async fn change_member_role(
     State(state): State<AppState>,
@@ -204,15 +207,17 @@ async fn change_member_role(
     client: ClientInfo,
     Path(ids): Path<(String, String)>,
     ApiJson(body): ApiJson<ChangeRoleBody>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Data<MemberRole>>> {
     let member =
         orgs::change_member_role(&state, &access, &client, &ids.1, &body.role, clock::now())
             .await?;
-    Ok(Json(json!({ "data": {
-        "user_id": member.user_id,
-        "role": member.role,
-        "joined_at": rfc3339(member.created_at),
-    }})))
+    Ok(Json(Data {
+        data: MemberRole {
+            user_id: member.user_id,
+            role: member.role,
+            joined_at: rfc3339(member.created_at),
+        },
+    }))
 }
 
 /// Removes a member (`members:write`, and outranking them), or leaves the org when the
@@ -234,12 +239,12 @@ async fn remove_member(
 /// Every org of the instance (operators).
 #[utoipa::path(get, path = "/admin/orgs", tag = "admin", params(PageQuery),
     security(("bearer" = ["admin:orgs"])),
-    responses((status = 200, description = "all orgs, by id")))]
+    responses((status = 200, description = "all orgs, by id", body = Page<Org>)))]
 async fn list_all_orgs(
     State(state): State<AppState>,
     _operator: OperatorAccess<AdminOrgs>,
     ApiQuery(query): ApiQuery<PageQuery>,
-) -> ApiResult<Json<Page<Value>>> {
+) -> ApiResult<Json<Page<Org>>> {
     let page = query.page()?;
     let orgs = state
         .store

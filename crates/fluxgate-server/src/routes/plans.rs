@@ -10,8 +10,9 @@ use crate::services;
 use crate::state::AppState;
 use axum::extract::{Path, State};
 use axum::Json;
+use fluxgate_proto::{Data, Entitlements, ErrorEnvelope, Org, QuotaUse, RateLimit};
 use serde::Deserialize;
-use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -35,14 +36,14 @@ pub struct PlanBody {
 #[utoipa::path(put, path = "/admin/orgs/{org_id}/plan", tag = "admin", request_body = PlanBody,
     params(("org_id" = String, Path, description = "org_…")),
     security(("bearer" = ["admin:plans"])),
-    responses((status = 200, description = "the org on its new plan"), (status = 422, description = "unknown plan")))]
+    responses((status = 200, description = "the org on its new plan", body = Data<Org>), (status = 422, description = "unknown plan", body = ErrorEnvelope)))]
 async fn assign_plan(
     State(state): State<AppState>,
     operator: OperatorAccess<AdminPlans>,
     client: ClientInfo,
     Path(org_id): Path<String>,
     ApiJson(body): ApiJson<PlanBody>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Data<Org>>> {
     let org = services::orgs::assign_plan(
         &state,
         &operator,
@@ -52,34 +53,45 @@ async fn assign_plan(
         clock::now(),
     )
     .await?;
-    Ok(Json(json!({ "data": org_json(&org, None) })))
+    Ok(Json(Data {
+        data: org_json(&org, None),
+    }))
 }
 
 /// The org's plan: its entitlements, rate limit and this month's quotas with what is used.
 #[utoipa::path(get, path = "/orgs/{org_id}/entitlements", tag = "orgs",
     params(("org_id" = String, Path, description = "org_…")),
     security(("bearer" = ["org:read"])),
-    responses((status = 200, description = "plan, entitlements, rate limit, quotas")))]
+    responses((status = 200, description = "plan, entitlements, rate limit, quotas", body = Data<Entitlements>)))]
 async fn entitlements(
     State(state): State<AppState>,
     access: OrgAccess<OrgRead>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Data<Entitlements>>> {
     let now = clock::now();
     let plan = state.config.plan(&access.org.plan);
-    let mut quotas = Map::new();
+    let mut quotas = BTreeMap::new();
     if let Some(plan) = plan {
         for (meter, limit) in &plan.quotas {
             let used = state.usage.load(&access.org.id, meter, now).await?;
             quotas.insert(
                 meter.clone(),
-                json!({ "limit": limit, "used": used, "period": crate::usage_recorder::month_of(now) }),
+                QuotaUse {
+                    limit: *limit,
+                    used,
+                    period: crate::usage_recorder::month_of(now),
+                },
             );
         }
     }
-    Ok(Json(json!({ "data": {
-        "plan": access.org.plan,
-        "entitlements": plan.map(|p| p.entitlements.clone()).unwrap_or_default(),
-        "rate_limit": plan.map(|p| json!({ "limit": p.rate_limit.limit, "window_seconds": p.rate_limit.window.as_secs() })),
-        "quotas": quotas,
-    }})))
+    Ok(Json(Data {
+        data: Entitlements {
+            plan: access.org.plan.clone(),
+            entitlements: plan.map(|p| p.entitlements.clone()).unwrap_or_default(),
+            rate_limit: plan.map(|p| RateLimit {
+                limit: p.rate_limit.limit,
+                window_seconds: p.rate_limit.window.as_secs(),
+            }),
+            quotas,
+        },
+    }))
 }

@@ -12,9 +12,9 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use fluxgate_core::permission::{BuiltinRole, PermissionPattern};
+use fluxgate_core::permission::BuiltinRole;
+use fluxgate_proto::{Data, Page, Role};
 use fluxgate_store::RoleRecord;
-use serde_json::{json, Value};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -25,49 +25,55 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(update_role, delete_role))
 }
 
-fn role_json(role: &RoleRecord) -> Value {
-    json!({
-        "id": role.id,
-        "name": role.name,
-        "description": role.description,
-        "permissions": role.permission_list(),
-        "builtin": false,
-        "created_at": rfc3339(role.created_at),
-        "updated_at": rfc3339(role.updated_at),
-    })
+fn role_json(role: &RoleRecord) -> Role {
+    Role {
+        id: Some(role.id.clone()),
+        name: role.name.clone(),
+        description: role.description.clone(),
+        permissions: role.permission_list(),
+        builtin: false,
+        created_at: Some(rfc3339(role.created_at)),
+        updated_at: Some(rfc3339(role.updated_at)),
+    }
 }
 
 /// The built-in roles, then the org's custom roles by name.
 #[utoipa::path(get, path = "/orgs/{org_id}/roles", tag = "orgs",
     params(("org_id" = String, Path, description = "org_…")),
     security(("bearer" = ["roles:read"])),
-    responses((status = 200, description = "roles with their permissions")))]
+    responses((status = 200, description = "roles with their permissions", body = Page<Role>)))]
 async fn list_roles(
     State(state): State<AppState>,
     access: OrgAccess<RolesRead>,
-) -> ApiResult<Json<Value>> {
-    let mut data: Vec<Value> = BuiltinRole::ALL
+) -> ApiResult<Json<Page<Role>>> {
+    let mut data: Vec<Role> = BuiltinRole::ALL
         .iter()
-        .map(|role| {
-            let patterns = role.patterns(&state.config.catalog);
-            json!({
-                "id": null,
-                "name": role.name(),
-                "description": null,
-                "permissions": patterns.iter().map(PermissionPattern::as_str).collect::<Vec<_>>(),
-                "builtin": true,
-            })
+        .map(|role| Role {
+            id: None,
+            name: role.name().to_owned(),
+            description: None,
+            permissions: role
+                .patterns(&state.config.catalog)
+                .iter()
+                .map(|p| p.as_str().to_owned())
+                .collect(),
+            builtin: true,
+            created_at: None,
+            updated_at: None,
         })
         .collect();
     data.extend(roles::list(&state, &access).await?.iter().map(role_json));
-    Ok(Json(json!({ "data": data, "next_cursor": null })))
+    Ok(Json(Page {
+        data,
+        next_cursor: None,
+    }))
 }
 
 /// Creates a custom role.
 #[utoipa::path(post, path = "/orgs/{org_id}/roles", tag = "orgs", request_body = NewRole,
     params(("org_id" = String, Path, description = "org_…")),
     security(("bearer" = ["roles:write"])),
-    responses((status = 201, description = "created"), (status = 403, description = "grants more than the caller holds"),
+    responses((status = 201, description = "created", body = Data<Role>), (status = 403, description = "grants more than the caller holds"),
               (status = 409, description = "name taken")))]
 async fn create_role(
     State(state): State<AppState>,
@@ -78,7 +84,9 @@ async fn create_role(
     let role = roles::create(&state, &access, &client, body, clock::now()).await?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({ "data": role_json(&role) })),
+        Json(Data {
+            data: role_json(&role),
+        }),
     )
         .into_response())
 }
@@ -88,16 +96,18 @@ async fn create_role(
 #[utoipa::path(patch, path = "/orgs/{org_id}/roles/{role_id}", tag = "orgs", request_body = RoleChanges,
     params(("org_id" = String, Path, description = "org_…"), ("role_id" = String, Path, description = "rol_…")),
     security(("bearer" = ["roles:write"])),
-    responses((status = 200, description = "updated"), (status = 404, description = "no such role")))]
+    responses((status = 200, description = "updated", body = Data<Role>), (status = 404, description = "no such role")))]
 async fn update_role(
     State(state): State<AppState>,
     access: OrgAccess<RolesWrite>,
     client: ClientInfo,
     Path(ids): Path<(String, String)>,
     ApiJson(body): ApiJson<RoleChanges>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Data<Role>>> {
     let updated = roles::update(&state, &access, &client, &ids.1, body, clock::now()).await?;
-    Ok(Json(json!({ "data": role_json(&updated) })))
+    Ok(Json(Data {
+        data: role_json(&updated),
+    }))
 }
 
 /// Deletes a custom role that no member or open invitation holds.

@@ -1,0 +1,134 @@
+//! Accounts and sessions on the wire: users, the token pair, who am I, sessions.
+
+use serde::{Deserialize, Serialize};
+
+/// A user account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct User {
+    /// `usr_…`
+    pub id: String,
+    /// Their email address.
+    pub email: String,
+    /// Their display name.
+    pub name: Option<String>,
+    /// Whether the address is verified.
+    pub email_verified: bool,
+    /// RFC 3339.
+    pub created_at: String,
+}
+
+/// An org as signup shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct OrgSummary {
+    /// `org_…`
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// Its plan.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<String>,
+    /// The user's role in it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    /// Whether it is the operator org.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operator: Option<bool>,
+}
+
+/// The answer to a signup.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SignedUp {
+    /// The new account.
+    pub user: User,
+    /// The org it owns, when one was asked for.
+    pub organization: Option<OrgSummary>,
+}
+
+/// A token pair (also set as HttpOnly cookies).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Tokens {
+    /// The EdDSA access token (JWT).
+    pub access_token: String,
+    /// The opaque refresh token (single use).
+    pub refresh_token: String,
+    /// `Bearer`.
+    pub token_type: String,
+    /// Seconds until the access token expires.
+    pub expires_in: u64,
+}
+
+/// One membership of the current user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Membership {
+    /// The org.
+    pub org: OrgSummary,
+    /// The role in it.
+    pub role: String,
+    /// RFC 3339.
+    pub joined_at: String,
+}
+
+/// Who am I: the user, their memberships, the active org and what they may do there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Me {
+    /// The account.
+    pub user: User,
+    /// Every org they belong to.
+    pub memberships: Vec<Membership>,
+    /// The org this session acts in.
+    pub active_org: Option<OrgSummary>,
+    /// Effective permissions in the active org.
+    pub permissions: Vec<String>,
+    /// `ses_…`
+    pub session_id: String,
+}
+
+/// A live session of the current user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Session {
+    /// `ses_…`
+    pub id: String,
+    /// The user agent that started it.
+    pub device: Option<String>,
+    /// The address it started from.
+    pub ip: Option<String>,
+    /// RFC 3339.
+    pub created_at: String,
+    /// RFC 3339.
+    pub last_used_at: String,
+    /// RFC 3339.
+    pub expires_at: String,
+    /// Whether it is the session asking.
+    pub current: bool,
+}
+
+/// `{"email_verified": true}`
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct EmailVerified {
+    /// Always true.
+    pub email_verified: bool,
+}
+
+/// `{"password_reset": true}`
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PasswordReset {
+    /// Always true.
+    pub password_reset: bool,
+}
+
+/// `{"accepted": true}`: the request is taken; its outcome is not told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Accepted {
+    /// Always true.
+    pub accepted: bool,
+}
