@@ -14,10 +14,13 @@ pub use auth::{
     Accepted, EmailVerified, Me, Membership, OrgSummary, PasswordReset, Session, SignedUp, Tokens,
     User,
 };
-pub use envelope::{Data, ErrorBody, ErrorEnvelope, Page};
+pub use envelope::{Data, ErrorBody, ErrorEnvelope, Health, Page};
 pub use keys::{Entitlements, IssuedKey, Key, KeyChanges, NewKey, QuotaUse, RateLimit, RotateKey};
 pub use orgs::{AuditEntry, Invitation, Member, MemberRole, Org, Party, Role};
-pub use usage::{TrackBatchResult, TrackEvent, TrackOutcome, TrackSummary};
+pub use usage::{
+    Amount, TrackBatchResult, TrackEvent, TrackOutcome, TrackSummary, UsagePoint, UsageSeries,
+    WidgetToken,
+};
 pub use verify::{OrgRef, RateLimitState, Verdict, VerifyRequest};
 
 /// For `#[serde(default, deserialize_with = "fluxgate_proto::present")]` on an

@@ -91,3 +91,65 @@ pub struct TrackBatchResult {
     /// The totals.
     pub summary: TrackSummary,
 }
+
+/// An amount of usage: calls are counted (`count`), metered quantities summed (`quantity`).
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Amount {
+    /// Calls (when no `meter` was asked for).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u64>,
+    /// The meter's summed quantity (when a `meter` was asked for).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantity: Option<f64>,
+}
+
+/// One bucket of a usage series.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct UsagePoint {
+    /// The bucket's start (RFC 3339).
+    pub start: String,
+    /// What was used in it.
+    #[serde(flatten)]
+    pub amount: Amount,
+}
+
+/// Usage as a time series (every bucket, zeros included) with its total and the filters that
+/// produced it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct UsageSeries {
+    /// The org (`null`: every org).
+    pub org_id: Option<String>,
+    /// Only this key's calls.
+    pub key_id: Option<String>,
+    /// Only this endpoint's calls.
+    pub endpoint: Option<String>,
+    /// The meter, for metered usage.
+    pub meter: Option<String>,
+    /// `minute`, `hour` or `day`.
+    pub granularity: String,
+    /// The first bucket's start (RFC 3339).
+    pub from: String,
+    /// The end of the last bucket (RFC 3339).
+    pub to: String,
+    /// One point per bucket.
+    pub series: Vec<UsagePoint>,
+    /// The sum of the series.
+    pub total: Amount,
+}
+
+/// A usage-widget token: reads one org's usage, nothing else, until it expires.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct WidgetToken {
+    /// `wgt_…`: send as `Authorization: Bearer` to `GET /widget/usage`.
+    pub token: String,
+    /// The org it reads.
+    pub org_id: String,
+    /// RFC 3339.
+    pub expires_at: String,
+    /// The ready-made widget page for it.
+    pub widget_url: String,
+}

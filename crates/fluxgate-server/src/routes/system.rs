@@ -6,7 +6,7 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::{json, Value};
+use fluxgate_proto::{Data, ErrorEnvelope, Health};
 use std::sync::OnceLock;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -35,27 +35,35 @@ pub fn publish_openapi(doc: utoipa::openapi::OpenApi) {
 }
 
 /// The process is up.
-#[utoipa::path(get, path = "/healthz", tag = "system", responses((status = 200, description = "alive")))]
-async fn healthz() -> Json<Value> {
-    Json(json!({ "data": { "status": "ok" } }))
+#[utoipa::path(get, path = "/healthz", tag = "system", responses((status = 200, description = "alive", body = Data<Health>)))]
+async fn healthz() -> Json<Data<Health>> {
+    Json(Data {
+        data: Health {
+            status: "ok".to_owned(),
+            database: None,
+        },
+    })
 }
 
 /// The process can serve: the database answers.
 #[utoipa::path(get, path = "/readyz", tag = "system",
-    responses((status = 200, description = "ready"), (status = 503, description = "database unreachable")))]
-async fn readyz(State(state): State<AppState>) -> ApiResult<Json<Value>> {
+    responses((status = 200, description = "ready", body = Data<Health>), (status = 503, description = "database unreachable", body = ErrorEnvelope)))]
+async fn readyz(State(state): State<AppState>) -> ApiResult<Json<Data<Health>>> {
     state
         .store
         .ping()
         .await
         .map_err(|_| ApiError::Unavailable)?;
-    Ok(Json(
-        json!({ "data": { "status": "ready", "database": state.store.backend() } }),
-    ))
+    Ok(Json(Data {
+        data: Health {
+            status: "ready".to_owned(),
+            database: Some(state.store.backend().to_owned()),
+        },
+    }))
 }
 
 /// Prometheus text exposition.
-#[utoipa::path(get, path = "/metrics", tag = "system", responses((status = 200, description = "metrics", content_type = "text/plain")))]
+#[utoipa::path(get, path = "/metrics", tag = "system", responses((status = 200, description = "metrics (OpenMetrics text)", content_type = "application/openmetrics-text", body = String)))]
 async fn metrics(State(state): State<AppState>) -> Response {
     (
         [(
@@ -68,7 +76,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
 }
 
 /// The public keys that verify access tokens.
-#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "system", responses((status = 200, description = "JWK set")))]
+#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "system", responses((status = 200, description = "JWK set (Ed25519 public keys, `kid`, `alg: EdDSA`)", body = serde_json::Value)))]
 async fn jwks(State(state): State<AppState>) -> Response {
     (
         [(header::CACHE_CONTROL, "public, max-age=60")],
@@ -78,7 +86,7 @@ async fn jwks(State(state): State<AppState>) -> Response {
 }
 
 /// This document.
-#[utoipa::path(get, path = "/openapi.json", tag = "system", responses((status = 200, description = "OpenAPI 3.1 document")))]
+#[utoipa::path(get, path = "/openapi.json", tag = "system", responses((status = 200, description = "OpenAPI 3.1 document", body = serde_json::Value)))]
 async fn openapi_document() -> Response {
     match OPENAPI.get() {
         Some(text) => ([(header::CONTENT_TYPE, "application/json")], text.clone()).into_response(),

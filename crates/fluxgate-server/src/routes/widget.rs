@@ -16,8 +16,8 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::Json;
 use fluxgate_core::ids::OrgId;
 use fluxgate_core::secret::ExposeSecret;
+use fluxgate_proto::{Data, ErrorEnvelope, UsageSeries, WidgetToken};
 use serde::Deserialize;
-use serde_json::{json, Value};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -65,7 +65,7 @@ pub struct WidgetTokenBody {
 /// Mints a token that can only read this org's usage, for `usage.widget_token_ttl` (15 min).
 #[utoipa::path(post, path = "/widget/token", tag = "usage", request_body = WidgetTokenBody,
     security(("bearer" = ["usage:write"])),
-    responses((status = 200, description = "the token and when it expires")))]
+    responses((status = 200, description = "the token and when it expires", body = Data<WidgetToken>)))]
 async fn widget_token(
     State(state): State<AppState>,
     caller: crate::routes::track::Tracker,
@@ -90,18 +90,23 @@ async fn widget_token(
     if !grants.allows("usage:write", &state.config.catalog) {
         return Err(caller.lacks("usage:write"));
     }
-    let expires_at = crate::clock::now() + state.config.usage.widget_token_ttl.as_secs() as i64;
+    let ttl = i64::try_from(state.config.usage.widget_token_ttl.as_secs()).unwrap_or(i64::MAX);
+    let expires_at = crate::clock::now().saturating_add(ttl);
     let token = state
         .widget_tokens
         .issue(&org.id, expires_at)
         .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("widget token signing failed")))?;
-    let mut response = Json(json!({ "data": {
-        "token": token.expose_secret(),
-        "org_id": org.id,
-        "expires_at": rfc3339(expires_at),
-        "widget_url": format!("{}/widget#token={}", state.config.public_url, token.expose_secret()),
-    }}))
-    .into_response();
+    let data = WidgetToken {
+        token: token.expose_secret().to_owned(),
+        widget_url: format!(
+            "{}/widget#token={}",
+            state.config.public_url,
+            token.expose_secret()
+        ),
+        org_id: org.id,
+        expires_at: rfc3339(expires_at),
+    };
+    let mut response = Json(Data { data }).into_response();
     crate::user_auth::no_store(&mut response);
     Ok(response)
 }
@@ -143,12 +148,12 @@ pub struct WidgetQuery {
 /// The token's org's usage, as `GET /usage` answers it.
 #[utoipa::path(get, path = "/widget/usage", tag = "usage", params(WidgetQuery),
     security(("widget" = [])),
-    responses((status = 200, description = "series and total"), (status = 401, description = "no valid widget token")))]
+    responses((status = 200, description = "series and total", body = Data<UsageSeries>), (status = 401, description = "no valid widget token", body = ErrorEnvelope)))]
 async fn widget_usage(
     State(state): State<AppState>,
     WidgetReader(org_id): WidgetReader,
     ApiQuery(query): ApiQuery<WidgetQuery>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Data<UsageSeries>>> {
     let query = UsageQuery {
         meter: query.meter,
         from: query.from,
@@ -162,7 +167,7 @@ async fn widget_usage(
 /// A self-contained page (no external assets) that reads a widget token from its URL fragment
 /// (`/widget#token=wgt_…&granularity=day`) and draws the org's usage as a bar chart.
 #[utoipa::path(get, path = "/widget", tag = "usage",
-    responses((status = 200, description = "the widget page (HTML)")))]
+    responses((status = 200, description = "the widget page (HTML)", content_type = "text/html", body = String)))]
 async fn widget_page() -> Response {
     let mut response = Html(WIDGET_HTML).into_response();
     response.headers_mut().insert(

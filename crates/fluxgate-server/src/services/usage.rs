@@ -3,15 +3,39 @@
 //! counts once, ever, per org (a unique index decides, so concurrent duplicates count once).
 
 use crate::access::{standing, Caller};
+use crate::clock::rfc3339;
 use crate::clock::{parse_rfc3339, RFC3339_HINT};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::parse_json;
 use crate::state::AppState;
 use fluxgate_core::ids::{EventId, OrgId};
 use fluxgate_core::validation::FieldErrors;
-use fluxgate_proto::{TrackBatchResult, TrackEvent, TrackOutcome, TrackSummary};
+use fluxgate_proto::{
+    Amount, TrackBatchResult, TrackEvent, TrackOutcome, TrackSummary, UsagePoint, UsageSeries,
+};
+use fluxgate_store::CallFilter;
 use fluxgate_store::UsageEvent;
 use serde_json::{json, Value};
+
+/// Most buckets one series answers.
+const MAX_BUCKETS: i64 = 10_000;
+
+/// The filters of a usage series (all optional).
+#[derive(Debug, Clone, Default)]
+pub struct SeriesQuery {
+    /// Only this key's calls.
+    pub key_id: Option<String>,
+    /// Only this endpoint's calls.
+    pub endpoint: Option<String>,
+    /// A meter's quantities instead of calls.
+    pub meter: Option<String>,
+    /// RFC 3339 (default: 24 hours before `to`; 30 days for `day`).
+    pub from: Option<String>,
+    /// RFC 3339 (default: now).
+    pub to: Option<String>,
+    /// `minute`, `hour` (default) or `day`.
+    pub granularity: Option<String>,
+}
 
 /// Most events in one batch.
 pub const MAX_BATCH: usize = 1000;
@@ -193,4 +217,123 @@ async fn prepare(state: &AppState, caller: &Caller, raw: Value, now: i64) -> Api
         idempotency_key: event.idempotency_key,
         created_at: now,
     })
+}
+
+/// Usage for `org_id` (None: every org) as a series of minute, hour or day buckets between
+/// `from` and `to` (whole buckets), every bucket present, with the total: calls (optionally one
+/// key's or one endpoint's), or a meter's quantities.
+pub async fn series(
+    state: &AppState,
+    org_id: Option<String>,
+    query: SeriesQuery,
+    now: i64,
+) -> ApiResult<UsageSeries> {
+    let mut errors = FieldErrors::new();
+    let (bucket, granularity) = match query.granularity.as_deref().unwrap_or("hour") {
+        "minute" => (60, "minute"),
+        "hour" => (3600, "hour"),
+        "day" => (86_400, "day"),
+        _ => {
+            errors.add("granularity", "must be minute, hour or day");
+            (3600, "hour")
+        }
+    };
+    let mut time = |field: &str, value: Option<&str>| {
+        value.and_then(|v| {
+            let parsed = parse_rfc3339(v);
+            if parsed.is_none() {
+                errors.add(field, RFC3339_HINT);
+            }
+            parsed
+        })
+    };
+    let to = time("to", query.to.as_deref()).unwrap_or(now);
+    let default_span = if bucket == 86_400 {
+        30 * 86_400
+    } else {
+        86_400
+    };
+    let from = time("from", query.from.as_deref()).unwrap_or(to - default_span);
+    // whole buckets: from rounds down, to rounds up
+    let (from, to) = (
+        from - from.rem_euclid(bucket),
+        to + (bucket - to.rem_euclid(bucket)) % bucket,
+    );
+    if to <= from {
+        errors.add("from", "must be before `to`");
+    } else if (to - from) / bucket > MAX_BUCKETS {
+        errors.add(
+            "from",
+            format!("at most {MAX_BUCKETS} buckets per query; use a coarser granularity"),
+        );
+    }
+    errors.into_result()?;
+    let filter = CallFilter {
+        org_id,
+        key_id: query.key_id.filter(|k| !k.is_empty()),
+        endpoint: query.endpoint.filter(|e| !e.is_empty()),
+        from,
+        to,
+        bucket,
+        rolled_until: state.usage.rolled_until(bucket),
+    };
+    let meter = query.meter.filter(|m| !m.is_empty());
+    if meter.is_some() && (filter.key_id.is_some() || filter.endpoint.is_some()) {
+        return Err(ApiError::field(
+            "meter",
+            "cannot be combined with key_id or endpoint",
+        ));
+    }
+    let rows: Vec<(i64, f64)> = match &meter {
+        Some(meter) => state.store.meter_series(meter, &filter).await?,
+        None => state
+            .store
+            .call_series(&filter)
+            .await?
+            .into_iter()
+            .map(|(bucket, count)| (bucket, count as f64))
+            .collect(),
+    };
+    let mut points = rows.into_iter().peekable();
+    let mut series = Vec::new();
+    let mut total = 0f64;
+    let mut start = from;
+    while start < to {
+        let mut amount = 0f64;
+        while let Some((_, value)) = points.next_if(|(b, _)| *b <= start) {
+            amount += value;
+        }
+        total += amount;
+        series.push(UsagePoint {
+            start: rfc3339(start),
+            amount: number(amount, meter.is_none()),
+        });
+        start += bucket;
+    }
+    Ok(UsageSeries {
+        org_id: filter.org_id,
+        key_id: filter.key_id,
+        endpoint: filter.endpoint,
+        total: number(total, meter.is_none()),
+        meter,
+        granularity: granularity.to_owned(),
+        from: rfc3339(from),
+        to: rfc3339(to),
+        series,
+    })
+}
+
+/// Counts as integers, quantities as they are.
+fn number(value: f64, integer: bool) -> Amount {
+    if integer {
+        Amount {
+            count: Some(value.round().max(0.0) as u64),
+            quantity: None,
+        }
+    } else {
+        Amount {
+            count: None,
+            quantity: Some(value),
+        }
+    }
 }
