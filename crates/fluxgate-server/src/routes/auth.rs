@@ -5,7 +5,7 @@ use crate::clock::{self, rfc3339};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{parse_json, ApiJson, ClientInfo};
 use crate::request_limits::IpLimit;
-use crate::services::accounts::Signup;
+use crate::services::accounts::{Signup, WhoAmI};
 use crate::services::{accounts, sessions};
 use crate::state::AppState;
 use crate::user_auth::{
@@ -253,27 +253,13 @@ async fn reset_password(
 /// The current user, their memberships, and their effective permissions in the active org.
 #[utoipa::path(get, path = "/auth/me", tag = "auth", security(("bearer" = [])), responses((status = 200, description = "the current user", body = Data<Me>)))]
 async fn me(State(state): State<AppState>, user: AuthUser) -> ApiResult<Json<Data<Me>>> {
-    let record = state
-        .store
-        .user_by_id(user.user_id())
-        .await?
-        .ok_or(ApiError::Unauthorized)?;
-    let memberships = state.store.memberships_of_user(user.user_id()).await?;
-    let session = state
-        .store
-        .session(user.session_id())
-        .await?
-        .ok_or(ApiError::Unauthorized)?;
-    let active = session
-        .active_org_id
-        .as_deref()
-        .and_then(|id| memberships.iter().find(|m| m.org_id == id));
-    let permissions = match active {
-        Some(m) => crate::access::grants_of(&state, m)
-            .await?
-            .effective(&state.config.catalog),
-        None => Vec::new(),
-    };
+    let WhoAmI {
+        user: record,
+        memberships,
+        active,
+        permissions,
+    } = accounts::who_am_i(&state, &user).await?;
+    let active = active.as_ref();
     Ok(Json(Data {
         data: Me {
             user: user_json(&record),

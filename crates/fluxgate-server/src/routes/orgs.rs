@@ -86,18 +86,7 @@ async fn list_my_orgs(
     ApiQuery(query): ApiQuery<PageQuery>,
 ) -> ApiResult<Json<Page<Org>>> {
     let page = query.page()?;
-    let mut memberships = state.store.memberships_of_user(user.user_id()).await?;
-    memberships.sort_by(|a, b| a.org_id.cmp(&b.org_id));
-    let mut orgs = Vec::new();
-    for m in memberships
-        .iter()
-        .filter(|m| page.cursor.as_deref().is_none_or(|c| m.org_id.as_str() > c))
-        .take(page.fetch() as usize)
-    {
-        if let Some(org) = state.store.org(&m.org_id).await? {
-            orgs.push((org, m.role.clone()));
-        }
-    }
+    let orgs = orgs::list_mine(&state, &user, &page).await?;
     Ok(Json(page.body(
         orgs,
         |(org, _)| org.id.clone(),

@@ -52,34 +52,17 @@ async fn usage(
     access: UsageReader,
     ApiQuery(query): ApiQuery<UsageQuery>,
 ) -> ApiResult<Json<Data<UsageSeries>>> {
-    answer(&state, access.org_id, query).await
-}
-
-/// The series for `org_id` (None: every org) under the query's filters, as an answer.
-pub async fn answer(
-    state: &AppState,
-    org_id: Option<String>,
-    query: UsageQuery,
-) -> ApiResult<Json<Data<UsageSeries>>> {
     // the org was resolved (and the caller's standing in it checked) by `UsageReader`
-    let UsageQuery {
-        org_id: _resolved_by_the_reader,
-        key_id,
-        endpoint,
-        meter,
-        from,
-        to,
-        granularity,
-    } = query;
+    let _resolved_by_the_reader = query.org_id;
     let filters = SeriesQuery {
-        key_id,
-        endpoint,
-        meter,
-        from,
-        to,
-        granularity,
+        key_id: query.key_id,
+        endpoint: query.endpoint,
+        meter: query.meter,
+        from: query.from,
+        to: query.to,
+        granularity: query.granularity,
     };
-    let data = usage::series(state, org_id, filters, crate::clock::now()).await?;
+    let data = usage::series(&state, access.org_id, filters, crate::clock::now()).await?;
     Ok(Json(Data { data }))
 }
 

@@ -2,11 +2,10 @@
 //! one org's usage; `GET /widget/usage` answers it (CORS-enabled for `usage.widget_origins`);
 //! `GET /widget` is a self-contained HTML page drawing that usage, for an iframe.
 
-use crate::access::standing;
 use crate::clock::rfc3339;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiQuery};
-use crate::routes::usage::{answer, UsageQuery};
+use crate::services::usage::{self, SeriesQuery};
 use crate::state::AppState;
 use crate::user_auth::bearer_token;
 use axum::extract::{FromRequestParts, State};
@@ -14,7 +13,6 @@ use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, Method};
 use axum::response::{Html, IntoResponse, Response};
 use axum::Json;
-use fluxgate_core::ids::OrgId;
 use fluxgate_core::secret::ExposeSecret;
 use fluxgate_proto::{Data, ErrorEnvelope, UsageSeries, WidgetToken};
 use serde::Deserialize;
@@ -71,31 +69,14 @@ async fn widget_token(
     caller: crate::routes::track::Tracker,
     ApiJson(body): ApiJson<WidgetTokenBody>,
 ) -> ApiResult<Response> {
-    let org = match (&body.org_id, &body.customer_external_id) {
-        (Some(id), None) => {
-            let id: OrgId = id.parse().map_err(|_| ApiError::NotFound)?;
-            state.store.org(id.as_str()).await?
-        }
-        (None, Some(external)) => state.store.org_by_external_id(external).await?,
-        _ => {
-            return Err(ApiError::field(
-                "org_id",
-                "give exactly one of org_id and customer_external_id",
-            ))
-        }
-    }
-    .ok_or(ApiError::NotFound)?;
-    let caller = caller.0;
-    let (_, grants) = standing(&state, &caller, &org).await?;
-    if !grants.allows("usage:write", &state.config.catalog) {
-        return Err(caller.lacks("usage:write"));
-    }
-    let ttl = i64::try_from(state.config.usage.widget_token_ttl.as_secs()).unwrap_or(i64::MAX);
-    let expires_at = crate::clock::now().saturating_add(ttl);
-    let token = state
-        .widget_tokens
-        .issue(&org.id, expires_at)
-        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("widget token signing failed")))?;
+    let (org, token, expires_at) = usage::widget_token(
+        &state,
+        &caller.0,
+        body.org_id.as_deref(),
+        body.customer_external_id.as_deref(),
+        crate::clock::now(),
+    )
+    .await?;
     let data = WidgetToken {
         token: token.expose_secret().to_owned(),
         widget_url: format!(
@@ -103,7 +84,7 @@ async fn widget_token(
             state.config.public_url,
             token.expose_secret()
         ),
-        org_id: org.id,
+        org_id: org,
         expires_at: rfc3339(expires_at),
     };
     let mut response = Json(Data { data }).into_response();
@@ -154,14 +135,15 @@ async fn widget_usage(
     WidgetReader(org_id): WidgetReader,
     ApiQuery(query): ApiQuery<WidgetQuery>,
 ) -> ApiResult<Json<Data<UsageSeries>>> {
-    let query = UsageQuery {
+    let filters = SeriesQuery {
         meter: query.meter,
         from: query.from,
         to: query.to,
         granularity: query.granularity,
-        ..UsageQuery::default()
+        ..SeriesQuery::default()
     };
-    answer(&state, Some(org_id), query).await
+    let data = usage::series(&state, Some(org_id), filters, crate::clock::now()).await?;
+    Ok(Json(Data { data }))
 }
 
 /// A self-contained page (no external assets) that reads a widget token from its URL fragment

@@ -123,36 +123,63 @@ pub async fn signup(
     Ok((user, org))
 }
 
-async fn send_verification(state: &AppState, user: &UserRecord, now: i64) -> ApiResult<()> {
+/// A single-use token mailed as a link (`{public_url}/{page}?token=…`): stored by hash with
+/// its purpose and expiry, then the mail `compose(link, token, lifetime)` writes goes out.
+struct MailedToken<'a> {
+    purpose: &'a str,
+    ttl: Duration,
+    page: &'a str,
+    subject: &'a str,
+}
+
+async fn mail_token(
+    state: &AppState,
+    user: &UserRecord,
+    what: MailedToken<'_>,
+    compose: impl FnOnce(&str, &str, &str) -> String,
+    now: i64,
+) -> ApiResult<()> {
     let token = random_token();
-    let ttl = state.config.auth.verification_ttl;
     state
         .store
         .insert_one_time_token(&OneTimeTokenRecord {
             token_hash: sha256_hex(token.expose_secret()),
-            purpose: PURPOSE_VERIFY_EMAIL.into(),
+            purpose: what.purpose.into(),
             user_id: user.id.clone(),
             created_at: now,
-            expires_at: expiry(now, ttl),
+            expires_at: expiry(now, what.ttl),
             used_at: None,
         })
         .await?;
     let link = format!(
-        "{}/verify-email?token={}",
+        "{}/{}?token={}",
         state.config.public_url,
+        what.page,
         token.expose_secret()
     );
+    let lifetime = fluxgate_core::units::format_duration(what.ttl);
     state.mailer.send(Mail {
         to: user.email.clone(),
-        subject: "Verify your email address".into(),
-        body: format!(
-            "Welcome to Fluxgate.\r\n\r\nConfirm your email address by opening this link:\r\n{link}\r\n\r\n\
-             Or send the token to POST /api/v1/auth/verify-email:\r\ntoken={}\r\n\r\nThe link expires in {}.\r\n",
-            token.expose_secret(),
-            fluxgate_core::units::format_duration(ttl)
-        ),
+        subject: what.subject.into(),
+        body: compose(&link, token.expose_secret(), &lifetime),
     });
     Ok(())
+}
+
+async fn send_verification(state: &AppState, user: &UserRecord, now: i64) -> ApiResult<()> {
+    let what = MailedToken {
+        purpose: PURPOSE_VERIFY_EMAIL,
+        ttl: state.config.auth.verification_ttl,
+        page: "verify-email",
+        subject: "Verify your email address",
+    };
+    mail_token(state, user, what, |link, token, lifetime| {
+        format!(
+            "Welcome to Fluxgate.\r\n\r\nConfirm your email address by opening this link:\r\n{link}\r\n\r\n\
+             Or send the token to POST /api/v1/auth/verify-email:\r\ntoken={token}\r\n\r\nThe link expires in {lifetime}.\r\n"
+        )
+    }, now)
+    .await
 }
 
 /// Spends a mailed verification token and marks its user's email verified.
@@ -217,36 +244,20 @@ async fn send_reset(state: &AppState, email: &Email, now: i64) -> ApiResult<()> 
     let Some(user) = state.store.user_by_email(email.as_str()).await? else {
         return Ok(());
     };
-    let token = random_token();
-    let ttl = state.config.auth.reset_ttl;
-    state
-        .store
-        .insert_one_time_token(&OneTimeTokenRecord {
-            token_hash: sha256_hex(token.expose_secret()),
-            purpose: PURPOSE_RESET_PASSWORD.into(),
-            user_id: user.id.clone(),
-            created_at: now,
-            expires_at: expiry(now, ttl),
-            used_at: None,
-        })
-        .await?;
-    let link = format!(
-        "{}/reset-password?token={}",
-        state.config.public_url,
-        token.expose_secret()
-    );
-    state.mailer.send(Mail {
-        to: user.email.clone(),
-        subject: "Reset your password".into(),
-        body: format!(
+    let what = MailedToken {
+        purpose: PURPOSE_RESET_PASSWORD,
+        ttl: state.config.auth.reset_ttl,
+        page: "reset-password",
+        subject: "Reset your password",
+    };
+    mail_token(state, &user, what, |link, token, lifetime| {
+        format!(
             "Someone asked to reset the password of this account.\r\n\r\nChoose a new password here:\r\n{link}\r\n\r\n\
-             Or send the token with a new password to POST /api/v1/auth/password/reset:\r\ntoken={}\r\n\r\n\
-             The link expires in {}. If it was not you, ignore this message.\r\n",
-            token.expose_secret(),
-            fluxgate_core::units::format_duration(ttl)
-        ),
-    });
-    Ok(())
+             Or send the token with a new password to POST /api/v1/auth/password/reset:\r\ntoken={token}\r\n\r\n\
+             The link expires in {lifetime}. If it was not you, ignore this message.\r\n"
+        )
+    }, now)
+    .await
 }
 
 /// Spends a reset token, sets the new password and ends every session of the user; whoever
@@ -280,4 +291,49 @@ pub async fn reset_password(
             .await;
     }
     Ok(())
+}
+
+/// The current user, their memberships, the membership of the session's active org and their
+/// effective permissions there.
+pub struct WhoAmI {
+    /// The account.
+    pub user: UserRecord,
+    /// Every org they belong to.
+    pub memberships: Vec<fluxgate_store::MembershipRecord>,
+    /// The membership of the org the session acts in.
+    pub active: Option<fluxgate_store::MembershipRecord>,
+    /// Effective permissions in the active org.
+    pub permissions: Vec<String>,
+}
+
+/// Who the caller is (`GET /auth/me`).
+pub async fn who_am_i(state: &AppState, user: &crate::user_auth::AuthUser) -> ApiResult<WhoAmI> {
+    let record = state
+        .store
+        .user_by_id(user.user_id())
+        .await?
+        .ok_or(ApiError::Unauthorized)?;
+    let memberships = state.store.memberships_of_user(user.user_id()).await?;
+    let session = state
+        .store
+        .session(user.session_id())
+        .await?
+        .ok_or(ApiError::Unauthorized)?;
+    let active = session
+        .active_org_id
+        .as_deref()
+        .and_then(|id| memberships.iter().find(|m| m.org_id == id))
+        .cloned();
+    let permissions = match &active {
+        Some(m) => crate::access::grants_of(state, m)
+            .await?
+            .effective(&state.config.catalog),
+        None => Vec::new(),
+    };
+    Ok(WhoAmI {
+        user: record,
+        memberships,
+        active,
+        permissions,
+    })
 }

@@ -11,3 +11,4 @@ pub mod orgs;
 pub mod roles;
 pub mod sessions;
 pub mod usage;
+pub mod verify;

@@ -51,6 +51,28 @@ fn external_id_conflict(error: StoreError) -> ApiError {
     }
 }
 
+/// One page of the orgs `user` belongs to, by id, each with their role in it.
+pub async fn list_mine(
+    state: &AppState,
+    user: &AuthUser,
+    page: &crate::extract::Paging,
+) -> ApiResult<Vec<(OrgRecord, String)>> {
+    let mut memberships = state.store.memberships_of_user(user.user_id()).await?;
+    memberships.sort_by(|a, b| a.org_id.cmp(&b.org_id));
+    let mut orgs = Vec::new();
+    let wanted = usize::try_from(page.fetch()).unwrap_or(usize::MAX);
+    for m in memberships
+        .iter()
+        .filter(|m| page.cursor.as_deref().is_none_or(|c| m.org_id.as_str() > c))
+        .take(wanted)
+    {
+        if let Some(org) = state.store.org(&m.org_id).await? {
+            orgs.push((org, m.role.clone()));
+        }
+    }
+    Ok(orgs)
+}
+
 /// Creates an org owned by `user`, on the default plan.
 pub async fn create(
     state: &AppState,

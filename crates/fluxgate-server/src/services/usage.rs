@@ -337,3 +337,40 @@ fn number(value: f64, integer: bool) -> Amount {
         }
     }
 }
+
+/// Mints a token that reads one org's usage and nothing else, until it expires
+/// (`usage.widget_token_ttl`); the caller needs `usage:write` in that org, named by id or by its
+/// `external_id`. Returns the org's id, the token and its expiry.
+pub async fn widget_token(
+    state: &AppState,
+    caller: &Caller,
+    org_id: Option<&str>,
+    customer_external_id: Option<&str>,
+    now: i64,
+) -> ApiResult<(String, fluxgate_core::secret::SecretString, i64)> {
+    let org = match (org_id, customer_external_id) {
+        (Some(id), None) => {
+            let id: OrgId = id.parse().map_err(|_| ApiError::NotFound)?;
+            state.store.org(id.as_str()).await?
+        }
+        (None, Some(external)) => state.store.org_by_external_id(external).await?,
+        _ => {
+            return Err(ApiError::field(
+                "org_id",
+                "give exactly one of org_id and customer_external_id",
+            ))
+        }
+    }
+    .ok_or(ApiError::NotFound)?;
+    let (_, grants) = standing(state, caller, &org).await?;
+    if !grants.allows("usage:write", &state.config.catalog) {
+        return Err(caller.lacks("usage:write"));
+    }
+    let ttl = i64::try_from(state.config.usage.widget_token_ttl.as_secs()).unwrap_or(i64::MAX);
+    let expires_at = now.saturating_add(ttl);
+    let token = state
+        .widget_tokens
+        .issue(&org.id, expires_at)
+        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("widget token signing failed")))?;
+    Ok((org.id, token, expires_at))
+}
