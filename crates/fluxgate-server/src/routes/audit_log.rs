@@ -6,6 +6,7 @@ use crate::access::{AdminUsers, AuditRead, OperatorAccess, OrgAccess};
 use crate::clock::{parse_rfc3339, rfc3339, RFC3339_HINT};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiQuery, Paging};
+use crate::services::audit_log;
 use crate::state::AppState;
 use axum::extract::State;
 use axum::Json;
@@ -101,7 +102,7 @@ async fn org_audit_log(
         return Err(ApiError::field("org_id", "is given by the path here"));
     }
     let (filter, page) = query.filter(Some(access.org.id.clone()))?;
-    let entries = state.store.audit_entries(&filter).await?;
+    let entries = audit_log::of_org(&state, &access, filter).await?;
     Ok(Json(page.body(entries, |e| e.id.clone(), entry_json)))
 }
 
@@ -111,11 +112,11 @@ async fn org_audit_log(
     responses((status = 200, description = "entries, newest first", body = Page<AuditEntry>)))]
 async fn instance_audit_log(
     State(state): State<AppState>,
-    _operator: OperatorAccess<AdminUsers>,
+    operator: OperatorAccess<AdminUsers>,
     ApiQuery(mut query): ApiQuery<AuditQuery>,
 ) -> ApiResult<Json<Page<AuditEntry>>> {
     let org_id = query.org_id.take().filter(|o| !o.is_empty());
     let (filter, page) = query.filter(org_id)?;
-    let entries = state.store.audit_entries(&filter).await?;
+    let entries = audit_log::of_instance(&state, &operator, filter).await?;
     Ok(Json(page.body(entries, |e| e.id.clone(), entry_json)))
 }

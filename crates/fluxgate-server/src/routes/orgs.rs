@@ -168,10 +168,7 @@ async fn list_members(
     ApiQuery(query): ApiQuery<PageQuery>,
 ) -> ApiResult<Json<Page<Member>>> {
     let page = query.page()?;
-    let members = state
-        .store
-        .members(&access.org.id, page.cursor.as_deref(), page.fetch())
-        .await?;
+    let members = orgs::members(&state, &access, &page).await?;
     Ok(Json(page.body(members, |m| m.user_id.clone(), member_json)))
 }
 
@@ -231,16 +228,13 @@ async fn remove_member(
     responses((status = 200, description = "all orgs, by id", body = Page<Org>)))]
 async fn list_all_orgs(
     State(state): State<AppState>,
-    _operator: OperatorAccess<AdminOrgs>,
+    operator: OperatorAccess<AdminOrgs>,
     ApiQuery(query): ApiQuery<PageQuery>,
 ) -> ApiResult<Json<Page<Org>>> {
     let page = query.page()?;
-    let orgs = state
-        .store
-        .orgs(page.cursor.as_deref(), page.fetch())
-        .await?;
+    let all = orgs::list_all(&state, &operator, &page).await?;
     Ok(Json(page.body(
-        orgs,
+        all,
         |o| o.id.clone(),
         |o| org_json(o, None),
     )))

@@ -5,6 +5,7 @@
 //! serialise. Each takes the current time as `now`, so its rules are testable without a clock.
 
 pub mod accounts;
+pub mod audit_log;
 pub mod invitations;
 pub mod keys;
 pub mod orgs;

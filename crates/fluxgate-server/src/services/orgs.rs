@@ -3,8 +3,8 @@
 //! node's key cache after it commits.
 
 use crate::access::{
-    role_patterns, AdminPlans, AnyMember, MembersWrite, OperatorAccess, OrgAccess, OrgDelete,
-    OrgWrite, Required,
+    role_patterns, AdminOrgs, AdminPlans, AnyMember, MembersRead, MembersWrite, OperatorAccess,
+    OrgAccess, OrgDelete, OrgWrite, Required,
 };
 use crate::audit::AuditEvent;
 use crate::error::{ApiError, ApiResult};
@@ -71,6 +71,30 @@ pub async fn list_mine(
         }
     }
     Ok(orgs)
+}
+
+/// One page of the org's members, by user id.
+pub async fn members(
+    state: &AppState,
+    access: &OrgAccess<MembersRead>,
+    page: &crate::extract::Paging,
+) -> ApiResult<Vec<fluxgate_store::MemberRecord>> {
+    Ok(state
+        .store
+        .members(&access.org.id, page.cursor.as_deref(), page.fetch())
+        .await?)
+}
+
+/// One page of every org of the instance, by id (operators).
+pub async fn list_all(
+    state: &AppState,
+    _operator: &OperatorAccess<AdminOrgs>,
+    page: &crate::extract::Paging,
+) -> ApiResult<Vec<OrgRecord>> {
+    Ok(state
+        .store
+        .orgs(page.cursor.as_deref(), page.fetch())
+        .await?)
 }
 
 /// Creates an org owned by `user`, on the default plan.
