@@ -547,7 +547,7 @@ async fn key_world(
             id: fluxgate_core::ids::KeyId::generate().to_string(),
             org_id: org.clone(),
             name: format!("bench {i}"),
-            environment: "live".into(),
+            environment: fluxgate_core::apikey::Environment::Live,
             start: parsed.start().to_owned(),
             scopes: "[]".into(),
             metadata: "{}".into(),
@@ -563,7 +563,7 @@ async fn key_world(
         let audit = fluxgate_store::AuditRecord {
             id: fluxgate_core::ids::EventId::generate().to_string(),
             org_id: Some(org.clone()),
-            actor_type: "system".into(),
+            actor_type: fluxgate_core::stored::ActorKind::System,
             actor_id: None,
             action: "key.created".into(),
             target_type: Some("key".into()),
@@ -594,7 +594,7 @@ async fn key_world(
             &fluxgate_store::AuditRecord {
                 id: fluxgate_core::ids::EventId::generate().to_string(),
                 org_id: Some(org.clone()),
-                actor_type: "system".into(),
+                actor_type: fluxgate_core::stored::ActorKind::System,
                 actor_id: None,
                 action: "org.plan_changed".into(),
                 target_type: None,

@@ -41,6 +41,16 @@ impl Environment {
     }
 }
 
+impl crate::stored::StoredText for Environment {
+    fn as_stored(&self) -> &str {
+        self.as_str()
+    }
+
+    fn from_stored(text: &str) -> Option<Self> {
+        Self::parse(text)
+    }
+}
+
 /// Why a string is not a key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum KeyFormatError {

@@ -12,5 +12,6 @@ pub mod permission;
 pub mod ratelimit;
 pub mod refresh;
 pub mod secret;
+pub mod stored;
 pub mod units;
 pub mod validation;

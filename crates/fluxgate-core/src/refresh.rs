@@ -32,6 +32,16 @@ impl SpentReason {
     }
 }
 
+impl crate::stored::StoredText for SpentReason {
+    fn as_stored(&self) -> &str {
+        self.as_str()
+    }
+
+    fn from_stored(text: &str) -> Option<Self> {
+        Self::parse(text)
+    }
+}
+
 /// The state of a presented refresh token that the rule needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TokenState {

@@ -13,6 +13,7 @@ use axum::http::request::Parts;
 use fluxgate_core::apikey;
 use fluxgate_core::ids::OrgId;
 use fluxgate_core::permission::{BuiltinRole, Grants, PermissionPattern};
+use fluxgate_core::stored::ActorKind;
 use fluxgate_core::validation::FieldErrors;
 use fluxgate_store::{MembershipRecord, OrgRecord};
 use std::marker::PhantomData;
@@ -82,11 +83,11 @@ impl Caller {
     pub fn actor(&self) -> Actor {
         match self {
             Self::User(user) => Actor {
-                kind: "user",
+                kind: ActorKind::User,
                 id: user.user_id().to_owned(),
             },
             Self::Key(key) => Actor {
-                kind: "key",
+                kind: ActorKind::Key,
                 id: key.key_id.clone(),
             },
         }

@@ -44,7 +44,7 @@ pub async fn bootstrap(config: &Config, email: &str, password: &str) -> anyhow::
     let audit = AuditRecord {
         id: EventId::generate().to_string(),
         org_id: Some(org.id.clone()),
-        actor_type: "system".into(),
+        actor_type: fluxgate_core::stored::ActorKind::System,
         actor_id: None,
         action: "operator.bootstrapped".into(),
         target_type: Some("user".into()),
@@ -84,7 +84,7 @@ pub async fn rotate_signing_key(config: &Config) -> anyhow::Result<()> {
     let audit = AuditRecord {
         id: EventId::generate().to_string(),
         org_id: None,
-        actor_type: "system".into(),
+        actor_type: fluxgate_core::stored::ActorKind::System,
         actor_id: None,
         action: "signing_key.rotated".into(),
         target_type: None,

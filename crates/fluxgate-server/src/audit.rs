@@ -3,6 +3,7 @@
 use crate::clock::now;
 use crate::extract::ClientInfo;
 use fluxgate_core::ids::EventId;
+use fluxgate_core::stored::ActorKind;
 use fluxgate_store::AuditRecord;
 use serde_json::Value;
 
@@ -10,7 +11,7 @@ use serde_json::Value;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Actor {
     /// `user` or `key`.
-    pub kind: &'static str,
+    pub kind: ActorKind,
     /// `usr_…` or `key_…`.
     pub id: String,
 }
@@ -24,7 +25,11 @@ impl AuditEvent {
         Self(AuditRecord {
             id: EventId::generate().to_string(),
             org_id: None,
-            actor_type: if actor.is_some() { "user" } else { "anonymous" }.into(),
+            actor_type: if actor.is_some() {
+                ActorKind::User
+            } else {
+                ActorKind::Anonymous
+            },
             actor_id: actor.map(str::to_owned),
             action: action.into(),
             target_type: None,
@@ -39,7 +44,7 @@ impl AuditEvent {
     /// `action` done by `actor` (a user or a key), from `client`.
     pub fn by(action: &str, actor: &Actor, client: &ClientInfo) -> Self {
         let mut event = Self::new(action, Some(&actor.id), client);
-        event.0.actor_type = actor.kind.into();
+        event.0.actor_type = actor.kind;
         event
     }
 

@@ -147,7 +147,7 @@ impl CachedKey {
             expires_at: key.expires_at,
             revoked_at: key.revoked_at,
             secret_retires_at: lookup.secret_retires_at,
-            environment: key.environment,
+            environment: key.environment.as_str().to_owned(),
         }
     }
 

@@ -249,7 +249,7 @@ fn system_audit(action: &str) -> AuditRecord {
     AuditRecord {
         id: fluxgate_core::ids::EventId::generate().to_string(),
         org_id: None,
-        actor_type: "system".into(),
+        actor_type: fluxgate_core::stored::ActorKind::System,
         actor_id: None,
         action: action.into(),
         target_type: None,

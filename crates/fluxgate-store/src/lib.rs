@@ -113,7 +113,7 @@ pub trait Store: OrgStore + KeyStore + UsageStore + Notifier + Send + Sync + 'st
         &self,
         user_id: &str,
         session_id: &str,
-        reason: &str,
+        reason: fluxgate_core::stored::EndReason,
         now: i64,
         audit: &AuditRecord,
     ) -> StoreResult<bool>;

@@ -1,5 +1,8 @@
 //! Rows as the storage layer reads and writes them.
 
+use fluxgate_core::apikey::Environment;
+use fluxgate_core::refresh::SpentReason;
+use fluxgate_core::stored::{ActorKind, EndReason};
 use serde_json::Value;
 
 /// A user account.
@@ -80,8 +83,8 @@ pub struct SessionRecord {
     pub expires_at: i64,
     /// When the session was revoked.
     pub revoked_at: Option<i64>,
-    /// Why: `logout`, `revoked`, `refresh_reuse`, `password_reset`.
-    pub revoked_reason: Option<String>,
+    /// Why it ended.
+    pub revoked_reason: Option<EndReason>,
 }
 
 /// One refresh token of a session (stored by hash).
@@ -99,8 +102,8 @@ pub struct RefreshTokenRecord {
     pub expires_at: i64,
     /// When it was exchanged (or superseded).
     pub spent_at: Option<i64>,
-    /// `rotated` or `superseded`.
-    pub spent_reason: Option<String>,
+    /// Rotated, or superseded by a switch of org.
+    pub spent_reason: Option<SpentReason>,
 }
 
 /// A single-use token sent by mail.
@@ -158,8 +161,8 @@ pub struct AuditRecord {
     pub id: String,
     /// The org the event belongs to, if any.
     pub org_id: Option<String>,
-    /// `user`, `key`, `system` or `anonymous`.
-    pub actor_type: String,
+    /// Who acted.
+    pub actor_type: ActorKind,
     /// The actor's id.
     pub actor_id: Option<String>,
     /// Dotted action name, e.g. `user.login_failed`.
@@ -323,8 +326,8 @@ pub struct ApiKeyRecord {
     pub org_id: String,
     /// What the key is for.
     pub name: String,
-    /// `live` or `test`.
-    pub environment: String,
+    /// Production or testing.
+    pub environment: Environment,
     /// The displayable beginning of the current secret.
     pub start: String,
     /// JSON array of scopes.

@@ -126,7 +126,7 @@ macro_rules! impl_store {
             $crate::AuditRecord {
                 id: fluxgate_core::ids::EventId::generate().to_string(),
                 org_id: None,
-                actor_type: "user".into(),
+                actor_type: fluxgate_core::stored::ActorKind::User,
                 actor_id: Some(user_id.to_owned()),
                 action: action.into(),
                 target_type: Some("user".into()),
@@ -341,7 +341,7 @@ macro_rules! impl_store {
                 &self,
                 user_id: &str,
                 session_id: &str,
-                reason: &str,
+                reason: fluxgate_core::stored::EndReason,
                 now: i64,
                 audit: &$crate::AuditRecord,
             ) -> $crate::StoreResult<bool> {

@@ -74,7 +74,7 @@ fn entry_json(entry: &AuditRecord) -> AuditEntry {
         org_id: entry.org_id.clone(),
         action: entry.action.clone(),
         actor: Party {
-            kind: entry.actor_type.clone(),
+            kind: entry.actor_type.as_str().to_owned(),
             id: entry.actor_id.clone(),
         },
         target: entry.target_type.as_ref().map(|kind| Party {

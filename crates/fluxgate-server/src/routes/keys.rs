@@ -39,7 +39,7 @@ pub fn key_view(key: &ApiKeyRecord, now: i64) -> Key {
         org_id: key.org_id.clone(),
         name: key.name.clone(),
         start: key.start.clone(),
-        environment: key.environment.clone(),
+        environment: key.environment.as_str().to_owned(),
         scopes: key.scope_list(),
         metadata: key.metadata_json(),
         rate_limit: match (key.rate_limit, key.rate_window_seconds) {

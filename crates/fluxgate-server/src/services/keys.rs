@@ -160,7 +160,7 @@ pub async fn issue(
         id: KeyId::generate().to_string(),
         org_id: access.org.id.clone(),
         name,
-        environment: environment.as_str().into(),
+        environment,
         start,
         scopes: permissions_json(&patterns),
         metadata,
@@ -178,7 +178,7 @@ pub async fn issue(
         .at(now)
         .target("key", &key.id)
         .data(
-            json!({ "name": key.name, "scopes": key.scope_list(), "environment": key.environment }),
+            json!({ "name": key.name, "scopes": key.scope_list(), "environment": key.environment.as_str() }),
         )
         .build();
     state.store.create_key(&key, &hash, &audit).await?;
@@ -336,7 +336,7 @@ pub async fn rotate(
     let key = get(state, access, key_id).await?;
     // the new secret carries the key's power: only someone holding it may mint it
     access.require_all(state, &patterns_of(&key))?;
-    let environment = Environment::parse(&key.environment).unwrap_or(Environment::Live);
+    let environment = key.environment;
     let (secret, hash, start) = new_secret(state, environment)?;
     let retire_at = now.saturating_add(grace);
     let audit = access

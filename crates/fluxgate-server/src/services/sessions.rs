@@ -14,6 +14,7 @@ use fluxgate_core::ids::{OrgId, SessionId};
 use fluxgate_core::ratelimit::Quota;
 use fluxgate_core::refresh::{self, RefreshStep, SpentReason, TokenState};
 use fluxgate_core::secret::{random_token, sha256_hex, ExposeSecret, SecretString};
+use fluxgate_core::stored::EndReason;
 use fluxgate_core::units::Rate;
 use fluxgate_store::{RefreshTokenRecord, SessionRecord, UserRecord};
 use serde_json::json;
@@ -214,11 +215,7 @@ fn token_state(record: &RefreshTokenRecord, now: i64) -> TokenState {
     TokenState {
         expires_at: record.expires_at,
         spent: record.spent_at.map(|at| {
-            let reason = record
-                .spent_reason
-                .as_deref()
-                .and_then(SpentReason::parse)
-                .unwrap_or(SpentReason::Superseded);
+            let reason = record.spent_reason.unwrap_or(SpentReason::Superseded);
             (at.min(now), reason)
         }),
     }
@@ -318,7 +315,13 @@ pub async fn refresh(
             .build();
         if state
             .store
-            .revoke_session(&session.user_id, &session.id, "refresh_reuse", now, &audit)
+            .revoke_session(
+                &session.user_id,
+                &session.id,
+                EndReason::RefreshReuse,
+                now,
+                &audit,
+            )
             .await?
         {
             state.revocations.mark(&session.id, now);
@@ -340,7 +343,13 @@ pub async fn logout(
         .build();
     state
         .store
-        .revoke_session(user.user_id(), user.session_id(), "logout", now, &audit)
+        .revoke_session(
+            user.user_id(),
+            user.session_id(),
+            EndReason::Logout,
+            now,
+            &audit,
+        )
         .await?;
     state.revocations.mark(user.session_id(), now);
     Ok(())
@@ -372,7 +381,13 @@ pub async fn end(
         .build();
     if !state
         .store
-        .revoke_session(user.user_id(), session_id.as_str(), "revoked", now, &audit)
+        .revoke_session(
+            user.user_id(),
+            session_id.as_str(),
+            EndReason::Revoked,
+            now,
+            &audit,
+        )
         .await?
     {
         return Err(ApiError::NotFound);
