@@ -285,10 +285,11 @@ macro_rules! impl_store {
                 .execute(&mut *tx)
                 .await?;
                 sqlx::query(
-                    "UPDATE sessions SET revoked_at = $1, revoked_reason = 'password_reset' \
-                     WHERE user_id = $2 AND revoked_at IS NULL",
+                    "UPDATE sessions SET revoked_at = $1, revoked_reason = $2 \
+                     WHERE user_id = $3 AND revoked_at IS NULL",
                 )
                 .bind(now)
+                .bind(fluxgate_core::stored::EndReason::PasswordReset)
                 .bind(&user_id)
                 .execute(&mut *tx)
                 .await?;
@@ -390,10 +391,11 @@ macro_rules! impl_store {
             ) -> $crate::StoreResult<bool> {
                 let mut tx = self.pool.begin().await?;
                 let spent = sqlx::query(
-                    "UPDATE refresh_tokens SET spent_at = $1, spent_reason = 'rotated' \
-                     WHERE token_hash = $2 AND spent_at IS NULL",
+                    "UPDATE refresh_tokens SET spent_at = $1, spent_reason = $2 \
+                     WHERE token_hash = $3 AND spent_at IS NULL",
                 )
                 .bind(now)
+                .bind(fluxgate_core::refresh::SpentReason::Rotated)
                 .bind(old_hash)
                 .execute(&mut *tx)
                 .await?
@@ -421,10 +423,11 @@ macro_rules! impl_store {
             ) -> $crate::StoreResult<()> {
                 let mut tx = self.pool.begin().await?;
                 sqlx::query(
-                    "UPDATE refresh_tokens SET spent_at = $1, spent_reason = 'superseded' \
-                     WHERE session_id = $2 AND spent_at IS NULL",
+                    "UPDATE refresh_tokens SET spent_at = $1, spent_reason = $2 \
+                     WHERE session_id = $3 AND spent_at IS NULL",
                 )
                 .bind(now)
+                .bind(fluxgate_core::refresh::SpentReason::Superseded)
                 .bind(session_id)
                 .execute(&mut *tx)
                 .await?;
