@@ -13,43 +13,15 @@ pub const CHECKSUM_LEN: usize = 6;
 const START_CHARS: usize = 4;
 const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 
-/// Whether a key is for production or testing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Environment {
-    /// `live`
-    Live,
-    /// `test`
-    Test,
-}
-
-impl Environment {
-    /// As written in keys and the API.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Live => "live",
-            Self::Test => "test",
-        }
+crate::stored::text_enum!(
+    /// Whether a key is for production or testing (as written in keys and the API).
+    Environment {
+        /// `live`
+        Live = "live",
+        /// `test`
+        Test = "test",
     }
-
-    /// `live` or `test`.
-    pub fn parse(text: &str) -> Option<Self> {
-        match text {
-            "live" => Some(Self::Live),
-            "test" => Some(Self::Test),
-            _ => None,
-        }
-    }
-}
-
-impl crate::stored::StoredText for Environment {
-    fn as_stored(&self) -> &str {
-        self.as_str()
-    }
-
-    fn from_stored(text: &str) -> Option<Self> {
-        Self::parse(text)
-    }
-}
+);
 
 /// Why a string is not a key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

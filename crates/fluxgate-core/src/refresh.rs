@@ -4,43 +4,15 @@
 //! same successor again; a spent token presented later means someone holds a copy, and the
 //! whole session ends.
 
-/// Why a refresh token was spent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SpentReason {
-    /// Exchanged for its successor.
-    Rotated,
-    /// Replaced by a token for another active org (switching orgs).
-    Superseded,
-}
-
-impl SpentReason {
-    /// As stored.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Rotated => "rotated",
-            Self::Superseded => "superseded",
-        }
+crate::stored::text_enum!(
+    /// Why a refresh token was spent.
+    SpentReason {
+        /// Exchanged for its successor.
+        Rotated = "rotated",
+        /// Replaced by a token for another active org (switching orgs).
+        Superseded = "superseded",
     }
-
-    /// From the stored text.
-    pub fn parse(text: &str) -> Option<Self> {
-        match text {
-            "rotated" => Some(Self::Rotated),
-            "superseded" => Some(Self::Superseded),
-            _ => None,
-        }
-    }
-}
-
-impl crate::stored::StoredText for SpentReason {
-    fn as_stored(&self) -> &str {
-        self.as_str()
-    }
-
-    fn from_stored(text: &str) -> Option<Self> {
-        Self::parse(text)
-    }
-}
+);
 
 /// The state of a presented refresh token that the rule needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

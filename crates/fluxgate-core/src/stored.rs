@@ -100,6 +100,7 @@ macro_rules! text_enum {
         }
     };
 }
+pub(crate) use text_enum;
 
 text_enum!(
     /// Who did something recorded in the audit log.
