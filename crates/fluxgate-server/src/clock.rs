@@ -9,6 +9,16 @@ pub fn now() -> i64 {
         .unwrap_or(0)
 }
 
+/// A duration in whole seconds, as the Unix-seconds arithmetic wants it (saturating).
+pub fn seconds(duration: std::time::Duration) -> i64 {
+    i64::try_from(duration.as_secs()).unwrap_or(i64::MAX)
+}
+
+/// `duration` after the Unix time `now` (saturating): when something issued now expires.
+pub fn after(now: i64, duration: std::time::Duration) -> i64 {
+    now.saturating_add(seconds(duration))
+}
+
 /// Unix seconds as RFC 3339, for API bodies.
 pub fn rfc3339(unix: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp(unix)

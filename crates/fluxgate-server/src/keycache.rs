@@ -187,6 +187,15 @@ enum Slot {
     },
 }
 
+impl Slot {
+    /// Forgets a loaded context (the secret stays known, and is reloaded on next use).
+    fn unload(&mut self) {
+        if let Self::Loaded { since, .. } = self {
+            *self = Self::Known { since: *since };
+        }
+    }
+}
+
 /// What the cache knows of a hash.
 pub enum Lookup {
     /// The key's context.
@@ -378,9 +387,7 @@ impl KeyCache {
         for short in shorts {
             if let Ok(mut shard) = self.shard(*short).write() {
                 if let Some(slot) = shard.get_mut(short) {
-                    if let Slot::Loaded { since, .. } = slot {
-                        *slot = Slot::Known { since: *since };
-                    }
+                    slot.unload();
                 }
             }
         }
@@ -431,11 +438,7 @@ impl KeyCache {
         }
         for shard in self.shards.iter() {
             if let Ok(mut shard) = shard.write() {
-                for slot in shard.values_mut() {
-                    if let Slot::Loaded { since, .. } = slot {
-                        *slot = Slot::Known { since: *since };
-                    }
-                }
+                shard.values_mut().for_each(Slot::unload);
             }
         }
         if let Ok(mut negative) = self.negative.lock() {

@@ -50,10 +50,6 @@ fn optional_text(
     Some(value.to_owned())
 }
 
-fn expiry(now: i64, ttl: Duration) -> i64 {
-    now.saturating_add(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX))
-}
-
 /// Creates an account (and an org owned by it when `organization_name` is given) and mails a
 /// verification link. An address already registered: 409.
 pub async fn signup(
@@ -147,7 +143,7 @@ async fn mail_token(
             purpose: what.purpose.into(),
             user_id: user.id.clone(),
             created_at: now,
-            expires_at: expiry(now, what.ttl),
+            expires_at: crate::clock::after(now, what.ttl),
             used_at: None,
         })
         .await?;

@@ -67,7 +67,7 @@ pub async fn invite(
         token_hash: sha256_hex(token.expose_secret()),
         invited_by: access.user_id().map(str::to_owned),
         created_at: now,
-        expires_at: now.saturating_add(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX)),
+        expires_at: crate::clock::after(now, ttl),
         accepted_at: None,
         accepted_by: None,
         canceled_at: None,

@@ -4,6 +4,7 @@
 //! the database every second).
 
 use crate::audit::AuditEvent;
+use crate::clock;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::ClientInfo;
 use crate::state::AppState;
@@ -64,7 +65,7 @@ pub async fn sign_access_token(
         sid: session_id.to_owned(),
         iat: issued_at,
         nbf: issued_at,
-        exp: issued_at + state.config.auth.access_token_ttl.as_secs() as i64,
+        exp: clock::after(issued_at, state.config.auth.access_token_ttl),
         jti: format!("{session_id}.{generation}"),
         org,
         role,
@@ -74,8 +75,7 @@ pub async fn sign_access_token(
 }
 
 fn refresh_expiry(state: &AppState, now: i64) -> i64 {
-    let ttl = i64::try_from(state.config.auth.refresh_token_ttl.as_secs()).unwrap_or(i64::MAX);
-    now.saturating_add(ttl)
+    clock::after(now, state.config.auth.refresh_token_ttl)
 }
 
 /// Logs in with email and password: a new session and its first token pair. Unknown emails and
@@ -246,8 +246,7 @@ pub async fn refresh(
     }
     let successor = state.refresh.successor(token.expose_secret());
     let successor_hash = sha256_hex(successor.expose_secret());
-    let reuse_interval =
-        i64::try_from(state.config.auth.refresh_reuse_interval.as_secs()).unwrap_or(i64::MAX);
+    let reuse_interval = clock::seconds(state.config.auth.refresh_reuse_interval);
     let mut step = refresh::step(token_state(&record, now), now, reuse_interval);
     if step == RefreshStep::Rotate {
         let next = RefreshTokenRecord {

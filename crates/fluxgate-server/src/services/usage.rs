@@ -157,6 +157,7 @@ async fn prepare(state: &AppState, caller: &Caller, raw: Value, now: i64) -> Api
     if quantity.is_none() {
         errors.add("quantity", "must be a positive number of at most 1e15");
     }
+    let oldest = now.saturating_sub(crate::clock::seconds(state.config.usage.track_max_age));
     let occurred_at = match event.timestamp.as_deref() {
         None => Some(now),
         Some(text) => match parse_rfc3339(text) {
@@ -168,7 +169,7 @@ async fn prepare(state: &AppState, caller: &Caller, raw: Value, now: i64) -> Api
                 errors.add("timestamp", "must not be in the future");
                 None
             }
-            Some(t) if t < now - state.config.usage.track_max_age.as_secs() as i64 => {
+            Some(t) if t < oldest => {
                 errors.add(
                     "timestamp",
                     format!(
@@ -366,8 +367,7 @@ pub async fn widget_token(
     if !grants.allows("usage:write", &state.config.catalog) {
         return Err(caller.lacks("usage:write"));
     }
-    let ttl = i64::try_from(state.config.usage.widget_token_ttl.as_secs()).unwrap_or(i64::MAX);
-    let expires_at = now.saturating_add(ttl);
+    let expires_at = crate::clock::after(now, state.config.usage.widget_token_ttl);
     let token = state
         .widget_tokens
         .issue(&org.id, expires_at)
