@@ -536,7 +536,7 @@ async fn key_world(
         .await?["data"]["id"]
         .as_str()
         .context("customer org")?
-        .to_owned();
+        .parse::<fluxgate_core::ids::OrgId>()?;
     // 10,000 keys straight into the database (as the API would store them)
     let now = fluxgate_server::clock::now();
     let mut secrets = Vec::with_capacity(KEYS);
@@ -544,7 +544,7 @@ async fn key_world(
         let secret = apikey::generate("fg", Environment::Live);
         let parsed = apikey::parse(secret.expose_secret()).map_err(|e| anyhow::anyhow!("{e}"))?;
         let record = ApiKeyRecord {
-            id: fluxgate_core::ids::KeyId::generate().to_string(),
+            id: fluxgate_core::ids::KeyId::generate(),
             org_id: org.clone(),
             name: format!("bench {i}"),
             environment: fluxgate_core::apikey::Environment::Live,
@@ -561,13 +561,13 @@ async fn key_world(
             last_used_at: None,
         };
         let audit = fluxgate_store::AuditRecord {
-            id: fluxgate_core::ids::EventId::generate().to_string(),
+            id: fluxgate_core::ids::EventId::generate(),
             org_id: Some(org.clone()),
             actor_type: fluxgate_core::stored::ActorKind::System,
             actor_id: None,
             action: "key.created".into(),
             target_type: Some("key".into()),
-            target_id: Some(record.id.clone()),
+            target_id: Some(record.id.to_string()),
             ip: None,
             user_agent: None,
             data: "{}".into(),
@@ -592,7 +592,7 @@ async fn key_world(
             "bench",
             now,
             &fluxgate_store::AuditRecord {
-                id: fluxgate_core::ids::EventId::generate().to_string(),
+                id: fluxgate_core::ids::EventId::generate(),
                 org_id: Some(org.clone()),
                 actor_type: fluxgate_core::stored::ActorKind::System,
                 actor_id: None,
@@ -609,7 +609,7 @@ async fn key_world(
     Ok(KeyWorld {
         ops,
         root,
-        org,
+        org: org.into(),
         secrets,
     })
 }

@@ -1,5 +1,6 @@
 //! The claims carried by Fluxgate's access tokens (JWT, `typ: at+jwt`).
 
+use crate::ids::{OrgId, SessionId, UserId};
 use serde::{Deserialize, Serialize};
 
 /// The `typ` header value of every access token.
@@ -14,9 +15,9 @@ pub struct AccessClaims {
     /// Audience the token is meant for.
     pub aud: String,
     /// The user id (`usr_…`).
-    pub sub: String,
+    pub sub: UserId,
     /// The session id (`ses_…`); revoking the session revokes the token.
-    pub sid: String,
+    pub sid: SessionId,
     /// Issued at (Unix seconds).
     pub iat: i64,
     /// Not valid before (Unix seconds).
@@ -27,7 +28,7 @@ pub struct AccessClaims {
     pub jti: String,
     /// The active organization, if the user belongs to any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub org: Option<String>,
+    pub org: Option<OrgId>,
     /// The user's role in the active organization.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role: Option<String>,

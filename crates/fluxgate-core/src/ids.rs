@@ -32,11 +32,6 @@ macro_rules! prefixed_id {
             pub fn as_str(&self) -> &str {
                 &self.0
             }
-
-            /// Wraps a value read back from storage, which only ever holds generated ids.
-            pub fn from_trusted(value: String) -> Self {
-                Self(value)
-            }
         }
 
         impl FromStr for $name {
@@ -61,6 +56,22 @@ macro_rules! prefixed_id {
         impl From<$name> for String {
             fn from(id: $name) -> String {
                 id.0
+            }
+        }
+
+        impl $crate::stored::StoredText for $name {
+            fn as_stored(&self) -> &str {
+                &self.0
+            }
+
+            fn from_stored(text: &str) -> Option<Self> {
+                text.parse().ok()
+            }
+        }
+
+        impl AsRef<str> for $name {
+            fn as_ref(&self) -> &str {
+                &self.0
             }
         }
 

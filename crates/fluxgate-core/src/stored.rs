@@ -154,6 +154,15 @@ mod tests {
         }
         assert_eq!(ActorKind::parse("admin"), None);
     }
+
+    #[test]
+    fn stored_ids_decode_only_as_their_own_kind() {
+        use crate::ids::{OrgId, UserId};
+        let user = UserId::generate();
+        assert_eq!(UserId::from_stored(user.as_stored()), Some(user.clone()));
+        assert_eq!(OrgId::from_stored(user.as_stored()), None);
+        assert_eq!(UserId::from_stored("usr_not-a-ulid"), None);
+    }
 }
 
 #[cfg(feature = "sqlx")]
@@ -161,5 +170,12 @@ stored_as_text!(
     ActorKind,
     EndReason,
     crate::refresh::SpentReason,
-    crate::apikey::Environment
+    crate::apikey::Environment,
+    crate::ids::UserId,
+    crate::ids::OrgId,
+    crate::ids::SessionId,
+    crate::ids::RoleId,
+    crate::ids::InvitationId,
+    crate::ids::EventId,
+    crate::ids::KeyId,
 );

@@ -11,7 +11,7 @@ use crate::user_auth::AuthUser;
 use axum::extract::{FromRequestParts, RawPathParams};
 use axum::http::request::Parts;
 use fluxgate_core::apikey;
-use fluxgate_core::ids::OrgId;
+use fluxgate_core::ids::{OrgId, UserId};
 use fluxgate_core::permission::{BuiltinRole, Grants, PermissionPattern};
 use fluxgate_core::stored::ActorKind;
 use fluxgate_core::validation::FieldErrors;
@@ -84,11 +84,11 @@ impl Caller {
         match self {
             Self::User(user) => Actor {
                 kind: ActorKind::User,
-                id: user.user_id().to_owned(),
+                id: user.user_id().to_string(),
             },
             Self::Key(key) => Actor {
                 kind: ActorKind::Key,
-                id: key.key_id.clone(),
+                id: key.key_id.to_string(),
             },
         }
     }
@@ -202,7 +202,7 @@ impl<P: Required> OrgAccess<P> {
     }
 
     /// The acting user, when a user acts.
-    pub fn user_id(&self) -> Option<&str> {
+    pub fn user_id(&self) -> Option<&UserId> {
         match &self.caller {
             Caller::User(user) => Some(user.user_id()),
             Caller::Key(_) => None,
@@ -232,11 +232,7 @@ impl<P: Required> FromRequestParts<AppState> for OrgAccess<P> {
             .map(|(_, value)| value.to_owned())
             .ok_or(ApiError::NotFound)?;
         let org_id: OrgId = org_id.parse().map_err(|_| ApiError::NotFound)?;
-        let org = state
-            .store
-            .org(org_id.as_str())
-            .await?
-            .ok_or(ApiError::NotFound)?;
+        let org = state.store.org(&org_id).await?.ok_or(ApiError::NotFound)?;
         let (role, grants) = standing(state, &caller, &org).await?;
         if let Some(permission) = P::PERMISSION {
             if !grants.allows(permission, &state.config.catalog) {
@@ -291,7 +287,7 @@ pub struct OperatorAccess<P: Required> {
 
 impl<P: Required> OperatorAccess<P> {
     /// An audit entry for an operator action (on `org_id`, when it concerns one org).
-    pub fn audit(&self, action: &str, org_id: Option<&str>, client: &ClientInfo) -> AuditEvent {
+    pub fn audit(&self, action: &str, org_id: Option<&OrgId>, client: &ClientInfo) -> AuditEvent {
         AuditEvent::by(action, &self.caller.actor(), client).org(org_id)
     }
 }
@@ -316,7 +312,11 @@ impl<P: Required> FromRequestParts<AppState> for OperatorAccess<P> {
 }
 
 /// Does the user's role in the operator org grant `permission`?
-pub async fn operator_allows(state: &AppState, user_id: &str, permission: &str) -> ApiResult<bool> {
+pub async fn operator_allows(
+    state: &AppState,
+    user_id: &UserId,
+    permission: &str,
+) -> ApiResult<bool> {
     let Some(operator_org) = state.store.operator_org_id().await? else {
         return Ok(false);
     };
@@ -332,7 +332,7 @@ pub async fn operator_allows(state: &AppState, user_id: &str, permission: &str) 
 /// (an unknown name grants nothing).
 pub async fn role_patterns(
     state: &AppState,
-    org_id: &str,
+    org_id: &OrgId,
     role: &str,
 ) -> ApiResult<Vec<PermissionPattern>> {
     Ok(match BuiltinRole::from_name(role) {

@@ -23,7 +23,7 @@ pub async fn bootstrap(config: &Config, email: &str, password: &str) -> anyhow::
     let hasher = crate::passwords::PasswordHasher::new(1)?;
     let now = now();
     let user = UserRecord {
-        id: UserId::generate().to_string(),
+        id: UserId::generate(),
         email: email.as_str().to_owned(),
         name: Some("Operator".into()),
         password_hash: hasher.hash(&password).await?,
@@ -32,7 +32,7 @@ pub async fn bootstrap(config: &Config, email: &str, password: &str) -> anyhow::
         updated_at: now,
     };
     let org = OrgRecord {
-        id: OrgId::generate().to_string(),
+        id: OrgId::generate(),
         name: "Operator".into(),
         external_id: None,
         plan: config.default_plan().to_owned(),
@@ -42,13 +42,13 @@ pub async fn bootstrap(config: &Config, email: &str, password: &str) -> anyhow::
         deleted_at: None,
     };
     let audit = AuditRecord {
-        id: EventId::generate().to_string(),
+        id: EventId::generate(),
         org_id: Some(org.id.clone()),
         actor_type: fluxgate_core::stored::ActorKind::System,
         actor_id: None,
         action: "operator.bootstrapped".into(),
         target_type: Some("user".into()),
-        target_id: Some(user.id.clone()),
+        target_id: Some(user.id.to_string()),
         ip: None,
         user_agent: None,
         data: json!({ "email": user.email }).to_string(),
@@ -82,7 +82,7 @@ pub async fn rotate_signing_key(config: &Config) -> anyhow::Result<()> {
         config.auth.access_token_ttl,
     );
     let audit = AuditRecord {
-        id: EventId::generate().to_string(),
+        id: EventId::generate(),
         org_id: None,
         actor_type: fluxgate_core::stored::ActorKind::System,
         actor_id: None,

@@ -2,7 +2,7 @@
 
 use crate::clock::now;
 use crate::extract::ClientInfo;
-use fluxgate_core::ids::EventId;
+use fluxgate_core::ids::{EventId, OrgId, UserId};
 use fluxgate_core::stored::ActorKind;
 use fluxgate_store::AuditRecord;
 use serde_json::Value;
@@ -21,9 +21,13 @@ pub struct AuditEvent(AuditRecord);
 
 impl AuditEvent {
     /// `action` done by the user `actor` (or anonymously), from `client`.
-    pub fn new(action: &str, actor: Option<&str>, client: &ClientInfo) -> Self {
+    pub fn new(action: &str, actor: Option<&UserId>, client: &ClientInfo) -> Self {
+        Self::with_actor(action, actor.map(UserId::as_str), client)
+    }
+
+    fn with_actor(action: &str, actor: Option<&str>, client: &ClientInfo) -> Self {
         Self(AuditRecord {
-            id: EventId::generate().to_string(),
+            id: EventId::generate(),
             org_id: None,
             actor_type: if actor.is_some() {
                 ActorKind::User
@@ -43,7 +47,7 @@ impl AuditEvent {
 
     /// `action` done by `actor` (a user or a key), from `client`.
     pub fn by(action: &str, actor: &Actor, client: &ClientInfo) -> Self {
-        let mut event = Self::new(action, Some(&actor.id), client);
+        let mut event = Self::with_actor(action, Some(&actor.id), client);
         event.0.actor_type = actor.kind;
         event
     }
@@ -55,15 +59,15 @@ impl AuditEvent {
     }
 
     /// The org the event belongs to.
-    pub fn org(mut self, org_id: Option<&str>) -> Self {
-        self.0.org_id = org_id.map(str::to_owned);
+    pub fn org(mut self, org_id: Option<&OrgId>) -> Self {
+        self.0.org_id = org_id.cloned();
         self
     }
 
     /// What was acted on.
-    pub fn target(mut self, kind: &str, id: &str) -> Self {
+    pub fn target(mut self, kind: &str, id: impl AsRef<str>) -> Self {
         self.0.target_type = Some(kind.into());
-        self.0.target_id = Some(id.into());
+        self.0.target_id = Some(id.as_ref().to_owned());
         self
     }
 

@@ -1,5 +1,5 @@
 //! Request extractors that fail with the API envelope: JSON bodies that name the bad field,
-//! and the client's IP and user agent.
+//! identifiers in the path, and the client's IP and user agent.
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -10,6 +10,22 @@ use axum::http::{header, request::Parts, StatusCode};
 use ipnet::IpNet;
 use serde::de::DeserializeOwned;
 use std::net::{IpAddr, SocketAddr};
+
+/// Identifiers from the path (`org_…`, `key_…`, …): one that does not parse as its kind answers
+/// 404, exactly like one that names nothing.
+#[derive(Debug)]
+pub struct IdPath<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for IdPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(ids)| Self(ids))
+            .map_err(|_| ApiError::NotFound)
+    }
+}
 
 /// A JSON body: 400 for a wrong content type or malformed JSON, 413 when too large, 422 naming
 /// the field when the shape is wrong.

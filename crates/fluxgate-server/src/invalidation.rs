@@ -5,7 +5,7 @@
 
 use crate::keycache::{KeyCache, KeyHash};
 use crate::redisconn::RedisConnection;
-use fluxgate_store::Store;
+use fluxgate_store::{KeyId, OrgId, Store};
 use futures_util::StreamExt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,9 +17,9 @@ const CHANNEL: &str = "fluxgate_invalidate";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
     /// A key was patched, rotated or revoked.
-    Key(String),
+    Key(KeyId),
     /// An org's plan changed or it was deleted.
-    Org(String),
+    Org(OrgId),
     /// A secret now exists (a key was created or rotated): its hash.
     Secret(String),
 }
@@ -35,11 +35,10 @@ impl Change {
 
     fn decode(text: &str) -> Option<Self> {
         let (kind, value) = text.split_once(':')?;
-        let value = value.to_owned();
         match kind {
-            "key" => Some(Self::Key(value)),
-            "org" => Some(Self::Org(value)),
-            "secret" => Some(Self::Secret(value)),
+            "key" => value.parse().ok().map(Self::Key),
+            "org" => value.parse().ok().map(Self::Org),
+            "secret" => Some(Self::Secret(value.to_owned())),
             _ => None,
         }
     }
@@ -202,12 +201,17 @@ mod tests {
     #[test]
     fn changes_round_trip() {
         for change in [
-            Change::Key("key_1".into()),
-            Change::Org("org_1".into()),
+            Change::Key(KeyId::generate()),
+            Change::Org(OrgId::generate()),
             Change::Secret("ab".repeat(32)),
         ] {
             assert_eq!(Change::decode(&change.encode()), Some(change));
         }
         assert_eq!(Change::decode("nonsense"), None);
+        assert_eq!(
+            Change::decode("key:org_01ARZ3NDEKTSV4RRFFQ69G5FAV"),
+            None,
+            "wrong kind"
+        );
     }
 }

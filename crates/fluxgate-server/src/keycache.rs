@@ -12,7 +12,7 @@ use crate::error::ApiResult;
 use fluxgate_core::permission::{Grants, PermissionPattern};
 use fluxgate_core::ratelimit::Quota;
 use fluxgate_core::units::Rate;
-use fluxgate_store::{KeyLookup, Store};
+use fluxgate_store::{KeyId, KeyLookup, OrgId, Store};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, HashSet};
@@ -73,9 +73,9 @@ fn hex(bytes: &[u8]) -> String {
 #[derive(Debug)]
 pub struct CachedKey {
     /// `key_…`
-    pub key_id: String,
+    pub key_id: KeyId,
     /// `org_…`
-    pub org_id: String,
+    pub org_id: OrgId,
     /// The org's name.
     pub org_name: String,
     /// The org's external id.
@@ -215,7 +215,8 @@ struct Changes {
     latest: u64,
     /// The latest `invalidate_all`.
     everything: u64,
-    /// Key and org ids invalidated lately, with the change number and when.
+    /// Key and org ids invalidated lately (their prefixes keep the two kinds apart), with the
+    /// change number and when.
     ids: HashMap<String, (u64, Instant)>,
     /// When `ids` was last pruned.
     pruned: Instant,
@@ -243,8 +244,8 @@ impl Changes {
         let changed_after = |id: &str| self.ids.get(id).is_some_and(|(n, _)| *n > began);
         self.everything <= began
             && started.elapsed() < REMEMBER_CHANGES_FOR
-            && !changed_after(&key.key_id)
-            && !changed_after(&key.org_id)
+            && !changed_after(key.key_id.as_str())
+            && !changed_after(key.org_id.as_str())
     }
 }
 
@@ -252,8 +253,8 @@ impl Changes {
 /// key or org touches only its own entries.
 #[derive(Default)]
 struct Index {
-    secrets_of_key: HashMap<String, Vec<u128>>,
-    keys_of_org: HashMap<String, HashSet<String>>,
+    secrets_of_key: HashMap<KeyId, Vec<u128>>,
+    keys_of_org: HashMap<OrgId, HashSet<KeyId>>,
 }
 
 impl Index {
@@ -395,9 +396,9 @@ impl KeyCache {
 
     /// A key changed (patched, rotated, revoked): its secrets are reread on next use, and a
     /// fill that read the key before this will not be cached.
-    pub fn invalidate_key(&self, key_id: &str) {
+    pub fn invalidate_key(&self, key_id: &KeyId) {
         if let Ok(mut changes) = self.changes.lock() {
-            changes.record(key_id);
+            changes.record(key_id.as_str());
         }
         let shorts = self
             .index
@@ -409,9 +410,9 @@ impl KeyCache {
     }
 
     /// An org changed (name, external id, plan, deletion): every key of it is reread.
-    pub fn invalidate_org(&self, org_id: &str) {
+    pub fn invalidate_org(&self, org_id: &OrgId) {
         if let Ok(mut changes) = self.changes.lock() {
-            changes.record(org_id);
+            changes.record(org_id.as_str());
         }
         let shorts: Vec<u128> = self
             .index

@@ -10,6 +10,7 @@ use axum::http::request::Parts;
 use axum::http::HeaderValue;
 use axum::response::Response;
 use fluxgate_core::ratelimit::{Decision, Quota};
+use fluxgate_store::{KeyId, OrgId};
 use std::sync::{Arc, Mutex};
 
 /// What the request context needs back from a request once it is answered: the rate-limit
@@ -21,7 +22,7 @@ pub struct LimitSlot(Arc<Mutex<SlotState>>);
 #[derive(Default)]
 struct SlotState {
     decision: Option<Decision>,
-    key: Option<(String, String)>,
+    key: Option<(OrgId, KeyId)>,
 }
 
 impl LimitSlot {
@@ -36,14 +37,14 @@ impl LimitSlot {
     }
 
     /// Notes the (org, key) that authenticated the request.
-    pub fn set_key(&self, org_id: &str, key_id: &str) {
+    pub fn set_key(&self, org_id: &OrgId, key_id: &KeyId) {
         if let Ok(mut slot) = self.0.lock() {
-            slot.key = Some((org_id.to_owned(), key_id.to_owned()));
+            slot.key = Some((org_id.clone(), key_id.clone()));
         }
     }
 
     /// The (org, key) that authenticated the request, if a key did.
-    pub fn key(&self) -> Option<(String, String)> {
+    pub fn key(&self) -> Option<(OrgId, KeyId)> {
         self.0.lock().ok().and_then(|s| s.key.clone())
     }
 

@@ -2,7 +2,7 @@
 //! trip per request: each node polls for recent revocations twice a second and keeps them in
 //! memory for as long as an access token could outlive them.
 
-use fluxgate_store::Store;
+use fluxgate_store::{SessionId, Store};
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -16,7 +16,7 @@ const OVERLAP_SECS: i64 = 5;
 
 /// The revoked sessions whose access tokens may still be unexpired.
 pub struct SessionRevocations {
-    revoked: RwLock<HashMap<String, i64>>,
+    revoked: RwLock<HashMap<SessionId, i64>>,
     keep_for_secs: i64,
     poke: Notify,
 }
@@ -32,7 +32,7 @@ impl SessionRevocations {
     }
 
     /// Is this session revoked?
-    pub fn is_revoked(&self, session_id: &str) -> bool {
+    pub fn is_revoked(&self, session_id: &SessionId) -> bool {
         self.revoked
             .read()
             .map(|r| r.contains_key(session_id))
@@ -40,9 +40,9 @@ impl SessionRevocations {
     }
 
     /// Records a revocation made on this node, effective here at once.
-    pub fn mark(&self, session_id: &str, at: i64) {
+    pub fn mark(&self, session_id: &SessionId, at: i64) {
         if let Ok(mut r) = self.revoked.write() {
-            r.insert(session_id.to_owned(), at);
+            r.insert(session_id.clone(), at);
         }
     }
 
@@ -66,7 +66,7 @@ impl SessionRevocations {
         Ok(())
     }
 
-    fn absorb(&self, rows: Vec<(String, i64)>, now: i64) {
+    fn absorb(&self, rows: Vec<(SessionId, i64)>, now: i64) {
         if let Ok(mut r) = self.revoked.write() {
             r.extend(rows);
             let horizon = now - self.keep_for_secs;

@@ -247,7 +247,7 @@ impl Keyring {
 
 fn system_audit(action: &str) -> AuditRecord {
     AuditRecord {
-        id: fluxgate_core::ids::EventId::generate().to_string(),
+        id: fluxgate_core::ids::EventId::generate(),
         org_id: None,
         actor_type: fluxgate_core::stored::ActorKind::System,
         actor_id: None,

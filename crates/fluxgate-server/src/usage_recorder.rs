@@ -10,7 +10,7 @@
 //! can therefore be overshot by at most about a second of traffic.
 
 use crate::error::ApiResult;
-use fluxgate_store::{CallCount, RollUp, Store, UsageIncrement};
+use fluxgate_store::{CallCount, KeyId, OrgId, RollUp, Store, UsageIncrement};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -30,18 +30,18 @@ struct Counter {
 #[derive(Default)]
 struct Book {
     /// Counters by org (a few per org: looked up without allocating on the hot path).
-    counters: HashMap<String, Vec<Counter>>,
+    counters: HashMap<OrgId, Vec<Counter>>,
     /// Keys' last use, not yet written.
-    last_used: HashMap<String, i64>,
+    last_used: HashMap<KeyId, i64>,
     /// When each key's last use was last queued for writing.
-    last_queued: HashMap<String, i64>,
+    last_queued: HashMap<KeyId, i64>,
 }
 
 /// Shards of the attributed-call counters, so concurrent calls of different keys rarely meet.
 const CALL_SHARDS: usize = 16;
 
 /// `(org, key, endpoint, outcome, minute)`
-type CallKey = (String, String, String, String, i64);
+type CallKey = (OrgId, KeyId, String, String, i64);
 
 /// Attributed calls are written every this many seconds (what a crash can lose of them).
 const CALLS_EVERY: u64 = 5;
@@ -54,9 +54,9 @@ pub const LAST_USED_PRECISION: i64 = 60;
 #[derive(Debug, Clone, Copy)]
 pub struct Attribution<'a> {
     /// The key's org.
-    pub org_id: &'a str,
+    pub org_id: &'a OrgId,
     /// The key.
-    pub key_id: &'a str,
+    pub key_id: &'a KeyId,
     /// `METHOD /route/template`, or what the verify caller named.
     pub endpoint: &'a str,
     /// The status code, or the verify code.
@@ -84,7 +84,7 @@ pub struct UsageRecorder {
 /// only copied the first time, so the hot path does not allocate for it).
 fn with_counter<R>(
     book: &mut Book,
-    org_id: &str,
+    org_id: &OrgId,
     meter: &str,
     month: String,
     f: impl FnOnce(&mut Counter) -> R,
@@ -115,7 +115,7 @@ fn find_or_push<'a>(counters: &'a mut Vec<Counter>, meter: &str, month: String) 
     &mut counters[index]
 }
 
-fn queue_use(book: &mut Book, key_id: &str, now: i64) {
+fn queue_use(book: &mut Book, key_id: &KeyId, now: i64) {
     let due = book
         .last_queued
         .get(key_id)
@@ -152,7 +152,7 @@ impl UsageRecorder {
     }
 
     /// Counts `quantity` of `meter` for `org_id` in the month of `now`.
-    pub fn add(&self, org_id: &str, meter: &str, quantity: i64, now: i64) {
+    pub fn add(&self, org_id: &OrgId, meter: &str, quantity: i64, now: i64) {
         let month = month_of(now);
         if let Ok(mut book) = self.book.lock() {
             with_counter(&mut book, org_id, meter, month, |c| c.pending += quantity);
@@ -160,7 +160,7 @@ impl UsageRecorder {
     }
 
     /// Notes that a key was used at `now` (queued for writing at most once a minute per key).
-    pub fn touch_key(&self, key_id: &str, now: i64) {
+    pub fn touch_key(&self, key_id: &KeyId, now: i64) {
         if let Ok(mut book) = self.book.lock() {
             queue_use(&mut book, key_id, now);
         }
@@ -168,7 +168,14 @@ impl UsageRecorder {
 
     /// A verified call: counts `quantity` of `meter` for the org and notes the key's use, under
     /// one lock.
-    pub fn record_call(&self, org_id: &str, key_id: &str, meter: &str, quantity: i64, now: i64) {
+    pub fn record_call(
+        &self,
+        org_id: &OrgId,
+        key_id: &KeyId,
+        meter: &str,
+        quantity: i64,
+        now: i64,
+    ) {
         let month = month_of(now);
         if let Ok(mut book) = self.book.lock() {
             with_counter(&mut book, org_id, meter, month, |c| c.pending += quantity);
@@ -206,7 +213,7 @@ impl UsageRecorder {
     }
 
     /// The org's total for `meter` this month as far as this node knows, if it knows it.
-    pub fn used(&self, org_id: &str, meter: &str, now: i64) -> Option<i64> {
+    pub fn used(&self, org_id: &OrgId, meter: &str, now: i64) -> Option<i64> {
         let month = month_of(now);
         let book = self.book.lock().ok()?;
         let found = book
@@ -218,7 +225,7 @@ impl UsageRecorder {
     }
 
     /// Reads the org's stored total for `meter` this month (the cold path, before `used`).
-    pub async fn load(&self, org_id: &str, meter: &str, now: i64) -> ApiResult<i64> {
+    pub async fn load(&self, org_id: &OrgId, meter: &str, now: i64) -> ApiResult<i64> {
         let month = month_of(now);
         let total = self.store.usage_total(org_id, meter, &month).await?;
         let mut book = self.lock_book()?;
@@ -227,7 +234,7 @@ impl UsageRecorder {
         }))
     }
 
-    fn call_shard(&self, key_id: &str) -> &Mutex<HashMap<CallKey, i64>> {
+    fn call_shard(&self, key_id: &KeyId) -> &Mutex<HashMap<CallKey, i64>> {
         use std::hash::BuildHasher;
         &self.calls[(self.hasher.hash_one(key_id) as usize) % CALL_SHARDS]
     }
@@ -281,7 +288,7 @@ impl UsageRecorder {
                         })
                 })
                 .collect();
-            let uses: Vec<(String, i64)> = book
+            let uses: Vec<(KeyId, i64)> = book
                 .last_used
                 .iter()
                 .map(|(k, v)| (k.clone(), *v))

@@ -8,6 +8,7 @@ use axum::http::{header, request::Parts, HeaderMap, HeaderValue, Method};
 use axum::response::{IntoResponse, Response};
 use axum_extra::extract::cookie::{Cookie, SameSite};
 use fluxgate_core::claims::AccessClaims;
+use fluxgate_core::ids::{SessionId, UserId};
 use fluxgate_core::ratelimit::Quota;
 use fluxgate_core::secret::{ExposeSecret, SecretString};
 
@@ -27,12 +28,12 @@ pub struct AuthUser {
 
 impl AuthUser {
     /// `usr_…`
-    pub fn user_id(&self) -> &str {
+    pub fn user_id(&self) -> &UserId {
         &self.claims.sub
     }
 
     /// `ses_…`
-    pub fn session_id(&self) -> &str {
+    pub fn session_id(&self) -> &SessionId {
         &self.claims.sid
     }
 }

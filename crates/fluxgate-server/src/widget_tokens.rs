@@ -4,6 +4,7 @@
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use fluxgate_core::ids::OrgId;
 use fluxgate_core::secret::{constant_time_eq, ExposeSecret, SecretKey, SecretString};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -27,7 +28,7 @@ impl WidgetTokens {
     }
 
     /// A token for `org_id` valid until `expires_at` (Unix seconds).
-    pub fn issue(&self, org_id: &str, expires_at: i64) -> Option<SecretString> {
+    pub fn issue(&self, org_id: &OrgId, expires_at: i64) -> Option<SecretString> {
         let payload = format!("{org_id}.{expires_at}");
         let mac = self.mac(&payload)?;
         Some(SecretString::from(format!(
@@ -38,7 +39,7 @@ impl WidgetTokens {
     }
 
     /// The org a token grants, if it is genuine and not expired at `now`.
-    pub fn check(&self, token: &str, now: i64) -> Option<String> {
+    pub fn check(&self, token: &str, now: i64) -> Option<OrgId> {
         let (payload, mac) = token.strip_prefix(PREFIX)?.split_once('.')?;
         let payload = String::from_utf8(URL_SAFE_NO_PAD.decode(payload).ok()?).ok()?;
         let presented = URL_SAFE_NO_PAD.decode(mac).ok()?;
@@ -47,7 +48,10 @@ impl WidgetTokens {
             return None;
         }
         let (org_id, expires_at) = payload.rsplit_once('.')?;
-        (expires_at.parse::<i64>().ok()? > now).then(|| org_id.to_owned())
+        if expires_at.parse::<i64>().ok()? <= now {
+            return None;
+        }
+        org_id.parse().ok()
     }
 }
 
@@ -58,11 +62,12 @@ mod tests {
     #[test]
     fn tokens_grant_one_org_until_they_expire() {
         let tokens = WidgetTokens::new(fluxgate_core::secret::secret_key([7; 32]));
+        let org = OrgId::generate();
         let token = tokens
-            .issue("org_1", 100)
+            .issue(&org, 100)
             .map(|t| t.expose_secret().to_owned())
             .unwrap_or_default();
-        assert_eq!(tokens.check(&token, 99).as_deref(), Some("org_1"));
+        assert_eq!(tokens.check(&token, 99), Some(org));
         assert_eq!(tokens.check(&token, 100), None, "expired");
         let mut chars: Vec<char> = token.chars().collect();
         let i = chars.len() - 10;

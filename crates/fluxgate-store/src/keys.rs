@@ -3,6 +3,7 @@
 
 use crate::records::*;
 use crate::StoreResult;
+use crate::{KeyId, OrgId};
 use async_trait::async_trait;
 
 /// Storage of API keys. Changing methods are one transaction each, with their audit entry.
@@ -18,14 +19,14 @@ pub trait KeyStore: Send + Sync {
     /// An org's keys by id after the cursor, optionally only those of one status at `now`.
     async fn keys(
         &self,
-        org_id: &str,
+        org_id: &OrgId,
         status: Option<KeyStatus>,
         now: i64,
         after: Option<&str>,
         limit: i64,
     ) -> StoreResult<Vec<ApiKeyRecord>>;
     /// One key of an org.
-    async fn key(&self, org_id: &str, key_id: &str) -> StoreResult<Option<ApiKeyRecord>>;
+    async fn key(&self, org_id: &OrgId, key_id: &KeyId) -> StoreResult<Option<ApiKeyRecord>>;
     /// Writes a key's editable fields (name, scopes, metadata, rate limit, expiry) unless it is
     /// revoked; the stored key, or None.
     async fn update_key(
@@ -36,16 +37,16 @@ pub trait KeyStore: Send + Sync {
     /// Gives a live key a new secret; its other secrets stop working at `rotation.retire_at`.
     async fn rotate_key(
         &self,
-        org_id: &str,
-        key_id: &str,
+        org_id: &OrgId,
+        key_id: &KeyId,
         rotation: &Rotation,
         audit: &AuditRecord,
     ) -> StoreResult<Option<ApiKeyRecord>>;
     /// Revokes a key at once; false if there is no such unrevoked key.
     async fn revoke_key(
         &self,
-        org_id: &str,
-        key_id: &str,
+        org_id: &OrgId,
+        key_id: &KeyId,
         now: i64,
         audit: &AuditRecord,
     ) -> StoreResult<bool>;
@@ -54,11 +55,11 @@ pub trait KeyStore: Send + Sync {
     /// Hashes of every secret that may still verify (of keys not revoked).
     async fn live_secret_hashes(&self) -> StoreResult<Vec<String>>;
     /// Records when keys were last used (the later time wins).
-    async fn record_key_use(&self, uses: &[(String, i64)]) -> StoreResult<()>;
+    async fn record_key_use(&self, uses: &[(KeyId, i64)]) -> StoreResult<()>;
     /// Puts an org on a plan; the updated org, or None.
     async fn set_org_plan(
         &self,
-        org_id: &str,
+        org_id: &OrgId,
         plan: &str,
         now: i64,
         audit: &AuditRecord,
@@ -75,8 +76,8 @@ macro_rules! impl_key_store {
 
         async fn key_in_tx(
             conn: &mut <$db as sqlx::Database>::Connection,
-            org_id: &str,
-            key_id: &str,
+            org_id: &$crate::OrgId,
+            key_id: &$crate::KeyId,
         ) -> Result<Option<$crate::ApiKeyRecord>, sqlx::Error> {
             let sql = format!("SELECT {KEY_COLUMNS} FROM api_keys k WHERE k.org_id = $1 AND k.id = $2");
             sqlx::query_as(&sql).bind(org_id).bind(key_id).fetch_optional(&mut *conn).await
@@ -125,7 +126,7 @@ macro_rules! impl_key_store {
 
             async fn keys(
                 &self,
-                org_id: &str,
+                org_id: &$crate::OrgId,
                 status: Option<$crate::KeyStatus>,
                 now: i64,
                 after: Option<&str>,
@@ -154,7 +155,7 @@ macro_rules! impl_key_store {
                     .await?)
             }
 
-            async fn key(&self, org_id: &str, key_id: &str) -> $crate::StoreResult<Option<$crate::ApiKeyRecord>> {
+            async fn key(&self, org_id: &$crate::OrgId, key_id: &$crate::KeyId) -> $crate::StoreResult<Option<$crate::ApiKeyRecord>> {
                 let mut conn = self.pool.acquire().await?;
                 Ok(key_in_tx(&mut conn, org_id, key_id).await?)
             }
@@ -193,8 +194,8 @@ macro_rules! impl_key_store {
 
             async fn rotate_key(
                 &self,
-                org_id: &str,
-                key_id: &str,
+                org_id: &$crate::OrgId,
+                key_id: &$crate::KeyId,
                 rotation: &$crate::Rotation,
                 audit: &$crate::AuditRecord,
             ) -> $crate::StoreResult<Option<$crate::ApiKeyRecord>> {
@@ -236,7 +237,7 @@ macro_rules! impl_key_store {
                 Ok(stored)
             }
 
-            async fn revoke_key(&self, org_id: &str, key_id: &str, now: i64, audit: &$crate::AuditRecord) -> $crate::StoreResult<bool> {
+            async fn revoke_key(&self, org_id: &$crate::OrgId, key_id: &$crate::KeyId, now: i64, audit: &$crate::AuditRecord) -> $crate::StoreResult<bool> {
                 let mut tx = self.pool.begin().await?;
                 let revoked = sqlx::query(
                     "UPDATE api_keys SET revoked_at = $1, updated_at = $1 WHERE org_id = $2 AND id = $3 AND revoked_at IS NULL",
@@ -274,7 +275,7 @@ macro_rules! impl_key_store {
                 .await?)
             }
 
-            async fn record_key_use(&self, uses: &[(String, i64)]) -> $crate::StoreResult<()> {
+            async fn record_key_use(&self, uses: &[($crate::KeyId, i64)]) -> $crate::StoreResult<()> {
                 if uses.is_empty() {
                     return Ok(());
                 }
@@ -295,7 +296,7 @@ macro_rules! impl_key_store {
 
             async fn set_org_plan(
                 &self,
-                org_id: &str,
+                org_id: &$crate::OrgId,
                 plan: &str,
                 now: i64,
                 audit: &$crate::AuditRecord,

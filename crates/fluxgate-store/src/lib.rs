@@ -11,6 +11,7 @@ mod sqlite;
 mod usage;
 
 pub use error::StoreError;
+pub use fluxgate_core::ids::{EventId, InvitationId, KeyId, OrgId, RoleId, SessionId, UserId};
 pub use keys::KeyStore;
 pub use orgs::OrgStore;
 pub use postgres::{migrations_fingerprint, PostgresStore};
@@ -55,23 +56,23 @@ pub trait Store: OrgStore + KeyStore + UsageStore + Notifier + Send + Sync + 'st
         audit: &AuditRecord,
     ) -> StoreResult<()>;
     /// The id of the operator org, once bootstrapped.
-    async fn operator_org_id(&self) -> StoreResult<Option<String>>;
+    async fn operator_org_id(&self) -> StoreResult<Option<OrgId>>;
     /// The user with this (normalised) email.
     async fn user_by_email(&self, email: &str) -> StoreResult<Option<UserRecord>>;
     /// The user with this id.
-    async fn user_by_id(&self, id: &str) -> StoreResult<Option<UserRecord>>;
+    async fn user_by_id(&self, id: &UserId) -> StoreResult<Option<UserRecord>>;
     /// The user's memberships in orgs that are not deleted, oldest first.
-    async fn memberships_of_user(&self, user_id: &str) -> StoreResult<Vec<MembershipRecord>>;
+    async fn memberships_of_user(&self, user_id: &UserId) -> StoreResult<Vec<MembershipRecord>>;
     /// The user's membership in one (not deleted) org.
     async fn membership(
         &self,
-        org_id: &str,
-        user_id: &str,
+        org_id: &OrgId,
+        user_id: &UserId,
     ) -> StoreResult<Option<MembershipRecord>>;
     /// The permission patterns of a custom role of an org, by name.
     async fn custom_role_permissions(
         &self,
-        org_id: &str,
+        org_id: &OrgId,
         role: &str,
     ) -> StoreResult<Option<Vec<String>>>;
 
@@ -85,7 +86,7 @@ pub trait Store: OrgStore + KeyStore + UsageStore + Notifier + Send + Sync + 'st
         token_hash: &str,
         now: i64,
         audit: AuditMeta,
-    ) -> StoreResult<Option<String>>;
+    ) -> StoreResult<Option<UserId>>;
     /// Spends a reset token, sets the new password hash, verifies the email, revokes every
     /// session of the user; the user's id, or None.
     async fn reset_password(
@@ -94,7 +95,7 @@ pub trait Store: OrgStore + KeyStore + UsageStore + Notifier + Send + Sync + 'st
         password_hash: &str,
         now: i64,
         audit: AuditMeta,
-    ) -> StoreResult<Option<String>>;
+    ) -> StoreResult<Option<UserId>>;
 
     // ---- sessions and refresh tokens
     /// Creates a session with its first refresh token.
@@ -105,20 +106,20 @@ pub trait Store: OrgStore + KeyStore + UsageStore + Notifier + Send + Sync + 'st
         audit: &AuditRecord,
     ) -> StoreResult<()>;
     /// A session by id.
-    async fn session(&self, id: &str) -> StoreResult<Option<SessionRecord>>;
+    async fn session(&self, id: &SessionId) -> StoreResult<Option<SessionRecord>>;
     /// The user's sessions that are neither revoked nor expired, newest first.
-    async fn active_sessions(&self, user_id: &str, now: i64) -> StoreResult<Vec<SessionRecord>>;
+    async fn active_sessions(&self, user_id: &UserId, now: i64) -> StoreResult<Vec<SessionRecord>>;
     /// Revokes a session of this user; false if there is no such live session.
     async fn revoke_session(
         &self,
-        user_id: &str,
-        session_id: &str,
+        user_id: &UserId,
+        session_id: &SessionId,
         reason: fluxgate_core::stored::EndReason,
         now: i64,
         audit: &AuditRecord,
     ) -> StoreResult<bool>;
     /// Sessions revoked at or after `since`, with the time of revocation.
-    async fn revoked_sessions_since(&self, since: i64) -> StoreResult<Vec<(String, i64)>>;
+    async fn revoked_sessions_since(&self, since: i64) -> StoreResult<Vec<(SessionId, i64)>>;
     /// A refresh token by hash.
     async fn refresh_token(&self, token_hash: &str) -> StoreResult<Option<RefreshTokenRecord>>;
     /// Spends `old_hash` and stores `next` in its place, if `old_hash` is still unspent; false
@@ -132,8 +133,8 @@ pub trait Store: OrgStore + KeyStore + UsageStore + Notifier + Send + Sync + 'st
     /// Switches the session's active org and replaces its refresh token by `next`.
     async fn switch_session_org(
         &self,
-        session_id: &str,
-        org_id: &str,
+        session_id: &SessionId,
+        org_id: &OrgId,
         next: &RefreshTokenRecord,
         now: i64,
     ) -> StoreResult<()>;

@@ -7,6 +7,7 @@
 
 use crate::records::*;
 use crate::StoreResult;
+use crate::{InvitationId, OrgId, RoleId, UserId};
 use async_trait::async_trait;
 
 /// Storage of organizations and everything inside them. Each method is one transaction and
@@ -17,11 +18,11 @@ pub trait OrgStore: Send + Sync {
     async fn create_org(
         &self,
         org: &OrgRecord,
-        owner: &str,
+        owner: &UserId,
         audit: &AuditRecord,
     ) -> StoreResult<()>;
     /// An org that is not deleted.
-    async fn org(&self, org_id: &str) -> StoreResult<Option<OrgRecord>>;
+    async fn org(&self, org_id: &OrgId) -> StoreResult<Option<OrgRecord>>;
     /// The org (not deleted) with this external id.
     async fn org_by_external_id(&self, external_id: &str) -> StoreResult<Option<OrgRecord>>;
     /// Orgs that are not deleted, by id, after the cursor.
@@ -30,41 +31,41 @@ pub trait OrgStore: Send + Sync {
     /// external id is another org's.
     async fn update_org(
         &self,
-        org_id: &str,
+        org_id: &OrgId,
         changes: &OrgChanges,
         now: i64,
         audit: &AuditRecord,
     ) -> StoreResult<Option<OrgRecord>>;
     /// Soft-deletes an org and cancels its open invitations; false if there is no such org.
-    async fn delete_org(&self, org_id: &str, now: i64, audit: &AuditRecord) -> StoreResult<bool>;
+    async fn delete_org(&self, org_id: &OrgId, now: i64, audit: &AuditRecord) -> StoreResult<bool>;
 
     /// Members of an org by user id, after the cursor.
     async fn members(
         &self,
-        org_id: &str,
+        org_id: &OrgId,
         after: Option<&str>,
         limit: i64,
     ) -> StoreResult<Vec<MemberRecord>>;
     /// Gives a member another role, unless that leaves the org without an owner.
     async fn change_member_role(
         &self,
-        org_id: &str,
-        user_id: &str,
+        org_id: &OrgId,
+        user_id: &UserId,
         role: &str,
         audit: &AuditRecord,
     ) -> StoreResult<MemberChange>;
     /// Removes a member, unless that leaves the org without an owner.
     async fn remove_member(
         &self,
-        org_id: &str,
-        user_id: &str,
+        org_id: &OrgId,
+        user_id: &UserId,
         audit: &AuditRecord,
     ) -> StoreResult<MemberChange>;
 
     /// The org's custom roles by name.
-    async fn roles(&self, org_id: &str) -> StoreResult<Vec<RoleRecord>>;
+    async fn roles(&self, org_id: &OrgId) -> StoreResult<Vec<RoleRecord>>;
     /// One custom role of an org.
-    async fn role(&self, org_id: &str, role_id: &str) -> StoreResult<Option<RoleRecord>>;
+    async fn role(&self, org_id: &OrgId, role_id: &RoleId) -> StoreResult<Option<RoleRecord>>;
     /// Creates a custom role; `Conflict` if the org has one of that name.
     async fn create_role(&self, role: &RoleRecord, audit: &AuditRecord) -> StoreResult<()>;
     /// Replaces a custom role's name, description and permissions; a new name carries over to
@@ -77,8 +78,8 @@ pub trait OrgStore: Send + Sync {
     /// Deletes a custom role nobody holds.
     async fn delete_role(
         &self,
-        org_id: &str,
-        role_id: &str,
+        org_id: &OrgId,
+        role_id: &RoleId,
         audit: &AuditRecord,
     ) -> StoreResult<RoleDeletion>;
 
@@ -92,7 +93,7 @@ pub trait OrgStore: Send + Sync {
     /// Open, unexpired invitations of an org by id, after the cursor.
     async fn open_invitations(
         &self,
-        org_id: &str,
+        org_id: &OrgId,
         now: i64,
         after: Option<&str>,
         limit: i64,
@@ -102,16 +103,16 @@ pub trait OrgStore: Send + Sync {
     /// Cancels an open invitation of an org; false if there is none.
     async fn cancel_invitation(
         &self,
-        org_id: &str,
-        invitation_id: &str,
+        org_id: &OrgId,
+        invitation_id: &InvitationId,
         now: i64,
         audit: &AuditRecord,
     ) -> StoreResult<bool>;
     /// Accepts an open, unexpired invitation for `user_id`, adding the membership.
     async fn accept_invitation(
         &self,
-        invitation_id: &str,
-        user_id: &str,
+        invitation_id: &InvitationId,
+        user_id: &UserId,
         now: i64,
         audit: &AuditRecord,
     ) -> StoreResult<Acceptance>;
@@ -131,7 +132,7 @@ macro_rules! impl_org_store {
         /// Locks the org's row for the rest of the transaction; false if it is gone.
         async fn lock_org(
             conn: &mut <$db as sqlx::Database>::Connection,
-            org_id: &str,
+            org_id: &$crate::OrgId,
         ) -> Result<bool, sqlx::Error> {
             let touched = sqlx::query(
                 "UPDATE orgs SET updated_at = updated_at WHERE id = $1 AND deleted_at IS NULL",
@@ -145,7 +146,7 @@ macro_rules! impl_org_store {
 
         async fn owner_count(
             conn: &mut <$db as sqlx::Database>::Connection,
-            org_id: &str,
+            org_id: &$crate::OrgId,
         ) -> Result<i64, sqlx::Error> {
             sqlx::query_scalar(
                 "SELECT COUNT(*) FROM memberships WHERE org_id = $1 AND role = 'owner'",
@@ -157,8 +158,8 @@ macro_rules! impl_org_store {
 
         async fn member_role(
             conn: &mut <$db as sqlx::Database>::Connection,
-            org_id: &str,
-            user_id: &str,
+            org_id: &$crate::OrgId,
+            user_id: &$crate::UserId,
         ) -> Result<Option<String>, sqlx::Error> {
             sqlx::query_scalar("SELECT role FROM memberships WHERE org_id = $1 AND user_id = $2")
                 .bind(org_id)
@@ -172,7 +173,7 @@ macro_rules! impl_org_store {
             async fn create_org(
                 &self,
                 org: &$crate::OrgRecord,
-                owner: &str,
+                owner: &$crate::UserId,
                 audit: &$crate::AuditRecord,
             ) -> $crate::StoreResult<()> {
                 let mut tx = self.pool.begin().await?;
@@ -182,7 +183,7 @@ macro_rules! impl_org_store {
                 Ok(())
             }
 
-            async fn org(&self, org_id: &str) -> $crate::StoreResult<Option<$crate::OrgRecord>> {
+            async fn org(&self, org_id: &$crate::OrgId) -> $crate::StoreResult<Option<$crate::OrgRecord>> {
                 let sql = format!("SELECT {ORG_COLUMNS} FROM orgs WHERE id = $1 AND deleted_at IS NULL");
                 Ok(sqlx::query_as(&sql).bind(org_id).fetch_optional(&self.pool).await?)
             }
@@ -205,7 +206,7 @@ macro_rules! impl_org_store {
 
             async fn update_org(
                 &self,
-                org_id: &str,
+                org_id: &$crate::OrgId,
                 changes: &$crate::OrgChanges,
                 now: i64,
                 audit: &$crate::AuditRecord,
@@ -231,7 +232,7 @@ macro_rules! impl_org_store {
                 Ok(updated)
             }
 
-            async fn delete_org(&self, org_id: &str, now: i64, audit: &$crate::AuditRecord) -> $crate::StoreResult<bool> {
+            async fn delete_org(&self, org_id: &$crate::OrgId, now: i64, audit: &$crate::AuditRecord) -> $crate::StoreResult<bool> {
                 let mut tx = self.pool.begin().await?;
                 let deleted = sqlx::query(
                     "UPDATE orgs SET deleted_at = $1, updated_at = $1, external_id = NULL \
@@ -265,7 +266,7 @@ macro_rules! impl_org_store {
 
             async fn members(
                 &self,
-                org_id: &str,
+                org_id: &$crate::OrgId,
                 after: Option<&str>,
                 limit: i64,
             ) -> $crate::StoreResult<Vec<$crate::MemberRecord>> {
@@ -283,8 +284,8 @@ macro_rules! impl_org_store {
 
             async fn change_member_role(
                 &self,
-                org_id: &str,
-                user_id: &str,
+                org_id: &$crate::OrgId,
+                user_id: &$crate::UserId,
                 role: &str,
                 audit: &$crate::AuditRecord,
             ) -> $crate::StoreResult<$crate::MemberChange> {
@@ -311,8 +312,8 @@ macro_rules! impl_org_store {
 
             async fn remove_member(
                 &self,
-                org_id: &str,
-                user_id: &str,
+                org_id: &$crate::OrgId,
+                user_id: &$crate::UserId,
                 audit: &$crate::AuditRecord,
             ) -> $crate::StoreResult<$crate::MemberChange> {
                 let mut tx = self.pool.begin().await?;
@@ -343,12 +344,12 @@ macro_rules! impl_org_store {
                 Ok($crate::MemberChange::Done)
             }
 
-            async fn roles(&self, org_id: &str) -> $crate::StoreResult<Vec<$crate::RoleRecord>> {
+            async fn roles(&self, org_id: &$crate::OrgId) -> $crate::StoreResult<Vec<$crate::RoleRecord>> {
                 let sql = format!("SELECT {ROLE_COLUMNS} FROM roles WHERE org_id = $1 ORDER BY name");
                 Ok(sqlx::query_as(&sql).bind(org_id).fetch_all(&self.pool).await?)
             }
 
-            async fn role(&self, org_id: &str, role_id: &str) -> $crate::StoreResult<Option<$crate::RoleRecord>> {
+            async fn role(&self, org_id: &$crate::OrgId, role_id: &$crate::RoleId) -> $crate::StoreResult<Option<$crate::RoleRecord>> {
                 let sql = format!("SELECT {ROLE_COLUMNS} FROM roles WHERE org_id = $1 AND id = $2");
                 Ok(sqlx::query_as(&sql).bind(org_id).bind(role_id).fetch_optional(&self.pool).await?)
             }
@@ -421,8 +422,8 @@ macro_rules! impl_org_store {
 
             async fn delete_role(
                 &self,
-                org_id: &str,
-                role_id: &str,
+                org_id: &$crate::OrgId,
+                role_id: &$crate::RoleId,
                 audit: &$crate::AuditRecord,
             ) -> $crate::StoreResult<$crate::RoleDeletion> {
                 let mut tx = self.pool.begin().await?;
@@ -496,7 +497,7 @@ macro_rules! impl_org_store {
 
             async fn open_invitations(
                 &self,
-                org_id: &str,
+                org_id: &$crate::OrgId,
                 now: i64,
                 after: Option<&str>,
                 limit: i64,
@@ -522,8 +523,8 @@ macro_rules! impl_org_store {
 
             async fn cancel_invitation(
                 &self,
-                org_id: &str,
-                invitation_id: &str,
+                org_id: &$crate::OrgId,
+                invitation_id: &$crate::InvitationId,
                 now: i64,
                 audit: &$crate::AuditRecord,
             ) -> $crate::StoreResult<bool> {
@@ -548,13 +549,13 @@ macro_rules! impl_org_store {
 
             async fn accept_invitation(
                 &self,
-                invitation_id: &str,
-                user_id: &str,
+                invitation_id: &$crate::InvitationId,
+                user_id: &$crate::UserId,
                 now: i64,
                 audit: &$crate::AuditRecord,
             ) -> $crate::StoreResult<$crate::Acceptance> {
                 let mut tx = self.pool.begin().await?;
-                let accepted: Option<(String, String)> = sqlx::query_as(
+                let accepted: Option<($crate::OrgId, String)> = sqlx::query_as(
                     "UPDATE invitations SET accepted_at = $1, accepted_by = $2 \
                      WHERE id = $3 AND accepted_at IS NULL AND canceled_at IS NULL AND expires_at > $1 \
                      AND EXISTS (SELECT 1 FROM orgs WHERE orgs.id = invitations.org_id AND orgs.deleted_at IS NULL) \

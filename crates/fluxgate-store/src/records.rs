@@ -1,6 +1,7 @@
 //! Rows as the storage layer reads and writes them.
 
 use fluxgate_core::apikey::Environment;
+use fluxgate_core::ids::{EventId, InvitationId, KeyId, OrgId, RoleId, SessionId, UserId};
 use fluxgate_core::refresh::SpentReason;
 use fluxgate_core::stored::{ActorKind, EndReason};
 use serde_json::Value;
@@ -9,7 +10,7 @@ use serde_json::Value;
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct UserRecord {
     /// `usr_…`
-    pub id: String,
+    pub id: UserId,
     /// Normalised email address.
     pub email: String,
     /// Display name.
@@ -28,7 +29,7 @@ pub struct UserRecord {
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct OrgRecord {
     /// `org_…`
-    pub id: String,
+    pub id: OrgId,
     /// Display name.
     pub name: String,
     /// The product's own id for this customer.
@@ -49,13 +50,13 @@ pub struct OrgRecord {
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct MembershipRecord {
     /// `org_…`
-    pub org_id: String,
+    pub org_id: OrgId,
     /// The org's name.
     pub org_name: String,
     /// Whether the org is the operator org.
     pub is_operator: bool,
     /// `usr_…`
-    pub user_id: String,
+    pub user_id: UserId,
     /// Built-in role name or custom role name.
     pub role: String,
     /// Unix seconds.
@@ -66,11 +67,11 @@ pub struct MembershipRecord {
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct SessionRecord {
     /// `ses_…`
-    pub id: String,
+    pub id: SessionId,
     /// `usr_…`
-    pub user_id: String,
+    pub user_id: UserId,
     /// The org the session's tokens act in.
-    pub active_org_id: Option<String>,
+    pub active_org_id: Option<OrgId>,
     /// The client's user agent at login.
     pub user_agent: Option<String>,
     /// The client's IP at login.
@@ -93,7 +94,7 @@ pub struct RefreshTokenRecord {
     /// SHA-256 of the token.
     pub token_hash: String,
     /// `ses_…`
-    pub session_id: String,
+    pub session_id: SessionId,
     /// 0 for the token issued at login, +1 per rotation.
     pub generation: i64,
     /// Unix seconds.
@@ -114,7 +115,7 @@ pub struct OneTimeTokenRecord {
     /// See the `PURPOSE_*` constants.
     pub purpose: String,
     /// `usr_…`
-    pub user_id: String,
+    pub user_id: UserId,
     /// Unix seconds.
     pub created_at: i64,
     /// Unix seconds.
@@ -158,9 +159,9 @@ pub struct AuditMeta {
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct AuditRecord {
     /// `evt_…`
-    pub id: String,
+    pub id: EventId,
     /// The org the event belongs to, if any.
-    pub org_id: Option<String>,
+    pub org_id: Option<OrgId>,
     /// Who acted.
     pub actor_type: ActorKind,
     /// The actor's id.
@@ -192,7 +193,7 @@ impl AuditRecord {
 #[derive(Debug, Clone, Default)]
 pub struct AuditFilter {
     /// Only this org's.
-    pub org_id: Option<String>,
+    pub org_id: Option<OrgId>,
     /// Only this actor's.
     pub actor_id: Option<String>,
     /// Only this action.
@@ -211,7 +212,7 @@ pub struct AuditFilter {
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct MemberRecord {
     /// `usr_…`
-    pub user_id: String,
+    pub user_id: UserId,
     /// The user's email.
     pub email: String,
     /// The user's display name.
@@ -226,9 +227,9 @@ pub struct MemberRecord {
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct RoleRecord {
     /// `rol_…`
-    pub id: String,
+    pub id: RoleId,
     /// `org_…`
-    pub org_id: String,
+    pub org_id: OrgId,
     /// Unique within the org; never a built-in role's name.
     pub name: String,
     /// What the role is for.
@@ -252,9 +253,9 @@ impl RoleRecord {
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct InvitationRecord {
     /// `inv_…`
-    pub id: String,
+    pub id: InvitationId,
     /// `org_…`
-    pub org_id: String,
+    pub org_id: OrgId,
     /// The invited (normalised) address.
     pub email: String,
     /// The role granted on acceptance.
@@ -262,7 +263,7 @@ pub struct InvitationRecord {
     /// SHA-256 of the mailed token.
     pub token_hash: String,
     /// The inviting user.
-    pub invited_by: Option<String>,
+    pub invited_by: Option<UserId>,
     /// Unix seconds.
     pub created_at: i64,
     /// Unix seconds.
@@ -270,7 +271,7 @@ pub struct InvitationRecord {
     /// When it was accepted.
     pub accepted_at: Option<i64>,
     /// Who accepted it.
-    pub accepted_by: Option<String>,
+    pub accepted_by: Option<UserId>,
     /// When it was cancelled.
     pub canceled_at: Option<i64>,
 }
@@ -321,9 +322,9 @@ pub struct OrgChanges {
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct ApiKeyRecord {
     /// `key_…`
-    pub id: String,
+    pub id: KeyId,
     /// `org_…`
-    pub org_id: String,
+    pub org_id: OrgId,
     /// What the key is for.
     pub name: String,
     /// Production or testing.
@@ -410,7 +411,7 @@ pub enum KeyStatus {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct UsageIncrement {
     /// `org_…`
-    pub org_id: String,
+    pub org_id: OrgId,
     /// The meter, e.g. `requests`.
     pub meter: String,
     /// `YYYY-MM` (UTC).
@@ -436,9 +437,9 @@ pub struct Rotation {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct CallCount {
     /// `org_…`
-    pub org_id: String,
+    pub org_id: OrgId,
     /// `key_…`
-    pub key_id: String,
+    pub key_id: KeyId,
     /// `METHOD /route/template` for API calls, the caller's `endpoint` for verifies.
     pub endpoint: String,
     /// The HTTP status, or the verify code.
@@ -453,9 +454,9 @@ pub struct CallCount {
 #[derive(Debug, Clone)]
 pub struct CallFilter {
     /// Only this org's (None: every org).
-    pub org_id: Option<String>,
+    pub org_id: Option<OrgId>,
     /// Only this key's.
-    pub key_id: Option<String>,
+    pub key_id: Option<KeyId>,
     /// Only this endpoint's.
     pub endpoint: Option<String>,
     /// From (Unix seconds, inclusive).
@@ -492,9 +493,9 @@ pub struct RollUp {
 #[derive(Debug, Clone)]
 pub struct UsageEvent {
     /// `evt_…`
-    pub id: String,
+    pub id: EventId,
     /// `org_…`
-    pub org_id: String,
+    pub org_id: OrgId,
     /// The meter, e.g. `tokens`.
     pub meter: String,
     /// How much (positive).

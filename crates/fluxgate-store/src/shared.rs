@@ -34,7 +34,7 @@ macro_rules! impl_store {
         async fn insert_org(
             conn: &mut <$db as sqlx::Database>::Connection,
             org: &$crate::OrgRecord,
-            owner: &str,
+            owner: &$crate::UserId,
         ) -> Result<(), sqlx::Error> {
             sqlx::query(
                 "INSERT INTO orgs (id, name, external_id, plan, is_operator, created_at, updated_at) \
@@ -104,7 +104,7 @@ macro_rules! impl_store {
             token_hash: &str,
             purpose: &str,
             now: i64,
-        ) -> Result<Option<String>, sqlx::Error> {
+        ) -> Result<Option<$crate::UserId>, sqlx::Error> {
             sqlx::query_scalar(
                 "UPDATE one_time_tokens SET used_at = $1 \
                  WHERE token_hash = $2 AND purpose = $3 AND used_at IS NULL AND expires_at > $1 \
@@ -118,19 +118,19 @@ macro_rules! impl_store {
         }
 
         fn user_event(
-            user_id: &str,
+            user_id: &$crate::UserId,
             action: &str,
             now: i64,
             meta: &$crate::AuditMeta,
         ) -> $crate::AuditRecord {
             $crate::AuditRecord {
-                id: fluxgate_core::ids::EventId::generate().to_string(),
+                id: $crate::EventId::generate(),
                 org_id: None,
                 actor_type: fluxgate_core::stored::ActorKind::User,
-                actor_id: Some(user_id.to_owned()),
+                actor_id: Some(user_id.to_string()),
                 action: action.into(),
                 target_type: Some("user".into()),
-                target_id: Some(user_id.to_owned()),
+                target_id: Some(user_id.to_string()),
                 ip: meta.ip.clone(),
                 user_agent: meta.user_agent.clone(),
                 data: "{}".into(),
@@ -198,7 +198,7 @@ macro_rules! impl_store {
                 Ok(())
             }
 
-            async fn operator_org_id(&self) -> $crate::StoreResult<Option<String>> {
+            async fn operator_org_id(&self) -> $crate::StoreResult<Option<$crate::OrgId>> {
                 Ok(sqlx::query_scalar("SELECT id FROM orgs WHERE is_operator")
                     .fetch_optional(&self.pool)
                     .await?)
@@ -209,22 +209,22 @@ macro_rules! impl_store {
                 Ok(sqlx::query_as(&sql).bind(email).fetch_optional(&self.pool).await?)
             }
 
-            async fn user_by_id(&self, id: &str) -> $crate::StoreResult<Option<$crate::UserRecord>> {
+            async fn user_by_id(&self, id: &$crate::UserId) -> $crate::StoreResult<Option<$crate::UserRecord>> {
                 let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1");
                 Ok(sqlx::query_as(&sql).bind(id).fetch_optional(&self.pool).await?)
             }
 
-            async fn memberships_of_user(&self, user_id: &str) -> $crate::StoreResult<Vec<$crate::MembershipRecord>> {
+            async fn memberships_of_user(&self, user_id: &$crate::UserId) -> $crate::StoreResult<Vec<$crate::MembershipRecord>> {
                 let sql = format!("{MEMBERSHIP_SELECT} AND m.user_id = $1 ORDER BY m.created_at, m.org_id");
                 Ok(sqlx::query_as(&sql).bind(user_id).fetch_all(&self.pool).await?)
             }
 
-            async fn membership(&self, org_id: &str, user_id: &str) -> $crate::StoreResult<Option<$crate::MembershipRecord>> {
+            async fn membership(&self, org_id: &$crate::OrgId, user_id: &$crate::UserId) -> $crate::StoreResult<Option<$crate::MembershipRecord>> {
                 let sql = format!("{MEMBERSHIP_SELECT} AND m.org_id = $1 AND m.user_id = $2");
                 Ok(sqlx::query_as(&sql).bind(org_id).bind(user_id).fetch_optional(&self.pool).await?)
             }
 
-            async fn custom_role_permissions(&self, org_id: &str, role: &str) -> $crate::StoreResult<Option<Vec<String>>> {
+            async fn custom_role_permissions(&self, org_id: &$crate::OrgId, role: &str) -> $crate::StoreResult<Option<Vec<String>>> {
                 let text: Option<String> =
                     sqlx::query_scalar("SELECT permissions FROM roles WHERE org_id = $1 AND name = $2")
                         .bind(org_id)
@@ -249,7 +249,7 @@ macro_rules! impl_store {
                 Ok(())
             }
 
-            async fn verify_email(&self, token_hash: &str, now: i64, meta: $crate::AuditMeta) -> $crate::StoreResult<Option<String>> {
+            async fn verify_email(&self, token_hash: &str, now: i64, meta: $crate::AuditMeta) -> $crate::StoreResult<Option<$crate::UserId>> {
                 let mut tx = self.pool.begin().await?;
                 let Some(user_id) = spend_one_time_token(&mut tx, token_hash, $crate::PURPOSE_VERIFY_EMAIL, now).await? else {
                     return Ok(None);
@@ -270,7 +270,7 @@ macro_rules! impl_store {
                 password_hash: &str,
                 now: i64,
                 meta: $crate::AuditMeta,
-            ) -> $crate::StoreResult<Option<String>> {
+            ) -> $crate::StoreResult<Option<$crate::UserId>> {
                 let mut tx = self.pool.begin().await?;
                 let Some(user_id) = spend_one_time_token(&mut tx, token_hash, $crate::PURPOSE_RESET_PASSWORD, now).await? else {
                     return Ok(None);
@@ -325,12 +325,12 @@ macro_rules! impl_store {
                 Ok(())
             }
 
-            async fn session(&self, id: &str) -> $crate::StoreResult<Option<$crate::SessionRecord>> {
+            async fn session(&self, id: &$crate::SessionId) -> $crate::StoreResult<Option<$crate::SessionRecord>> {
                 let sql = format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id = $1");
                 Ok(sqlx::query_as(&sql).bind(id).fetch_optional(&self.pool).await?)
             }
 
-            async fn active_sessions(&self, user_id: &str, now: i64) -> $crate::StoreResult<Vec<$crate::SessionRecord>> {
+            async fn active_sessions(&self, user_id: &$crate::UserId, now: i64) -> $crate::StoreResult<Vec<$crate::SessionRecord>> {
                 let sql = format!(
                     "SELECT {SESSION_COLUMNS} FROM sessions WHERE user_id = $1 AND revoked_at IS NULL \
                      AND expires_at > $2 ORDER BY created_at DESC, id DESC"
@@ -340,8 +340,8 @@ macro_rules! impl_store {
 
             async fn revoke_session(
                 &self,
-                user_id: &str,
-                session_id: &str,
+                user_id: &$crate::UserId,
+                session_id: &$crate::SessionId,
                 reason: fluxgate_core::stored::EndReason,
                 now: i64,
                 audit: &$crate::AuditRecord,
@@ -366,7 +366,7 @@ macro_rules! impl_store {
                 Ok(true)
             }
 
-            async fn revoked_sessions_since(&self, since: i64) -> $crate::StoreResult<Vec<(String, i64)>> {
+            async fn revoked_sessions_since(&self, since: i64) -> $crate::StoreResult<Vec<($crate::SessionId, i64)>> {
                 Ok(sqlx::query_as("SELECT id, revoked_at FROM sessions WHERE revoked_at >= $1")
                     .bind(since)
                     .fetch_all(&self.pool)
@@ -416,8 +416,8 @@ macro_rules! impl_store {
 
             async fn switch_session_org(
                 &self,
-                session_id: &str,
-                org_id: &str,
+                session_id: &$crate::SessionId,
+                org_id: &$crate::OrgId,
                 next: &$crate::RefreshTokenRecord,
                 now: i64,
             ) -> $crate::StoreResult<()> {

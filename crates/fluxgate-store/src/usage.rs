@@ -3,6 +3,7 @@
 //! implementation, expanded for each backend.
 
 use crate::records::*;
+use crate::OrgId;
 use crate::StoreResult;
 use async_trait::async_trait;
 
@@ -12,7 +13,7 @@ pub trait UsageStore: Send + Sync {
     /// Adds to monthly usage counters; the new totals, in order.
     async fn add_usage(&self, increments: &[UsageIncrement]) -> StoreResult<Vec<i64>>;
     /// An org's total for a meter in a month.
-    async fn usage_total(&self, org_id: &str, meter: &str, month: &str) -> StoreResult<i64>;
+    async fn usage_total(&self, org_id: &OrgId, meter: &str, month: &str) -> StoreResult<i64>;
     /// Adds a batch of call counts (one transaction; upserts).
     async fn add_call_counts(&self, counts: &[CallCount]) -> StoreResult<()>;
     /// Sums of calls matching `filter`, per bucket start (Unix seconds), oldest first.
@@ -60,7 +61,7 @@ macro_rules! impl_usage_store {
                 Ok(totals)
             }
 
-            async fn usage_total(&self, org_id: &str, meter: &str, month: &str) -> $crate::StoreResult<i64> {
+            async fn usage_total(&self, org_id: &$crate::OrgId, meter: &str, month: &str) -> $crate::StoreResult<i64> {
                 let total: Option<i64> = sqlx::query_scalar(
                     "SELECT quantity FROM usage_monthly WHERE org_id = $1 AND meter = $2 AND month = $3",
                 )

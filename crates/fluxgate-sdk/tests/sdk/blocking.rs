@@ -62,7 +62,7 @@ fn blocking_client_does_every_call(backend: Backend) {
         .unwrap();
     assert_eq!(batch[0].status, "duplicate");
     let claims = flux.tokens().verify_access_token(&world.ops).unwrap();
-    assert!(claims.sub.starts_with("usr_"));
+    assert!(claims.sub.as_str().starts_with("usr_"));
 
     // a blocking client may be dropped anywhere, even inside async code
     runtime.block_on(async move { drop(flux) });

@@ -11,7 +11,7 @@ use crate::state::AppState;
 use axum::extract::State;
 use axum::Json;
 use fluxgate_proto::{AuditEntry, Page, Party};
-use fluxgate_store::{AuditFilter, AuditRecord};
+use fluxgate_store::{AuditFilter, AuditRecord, OrgId};
 use serde::Deserialize;
 use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
@@ -53,7 +53,7 @@ fn parse_time(field: &str, value: Option<&str>) -> ApiResult<Option<i64>> {
 }
 
 impl AuditQuery {
-    fn filter(self, org_id: Option<String>) -> ApiResult<(AuditFilter, Paging)> {
+    fn filter(self, org_id: Option<OrgId>) -> ApiResult<(AuditFilter, Paging)> {
         let page = Paging::new(self.limit, self.cursor)?;
         let filter = AuditFilter {
             org_id,
@@ -70,8 +70,8 @@ impl AuditQuery {
 
 fn entry_json(entry: &AuditRecord) -> AuditEntry {
     AuditEntry {
-        id: entry.id.clone(),
-        org_id: entry.org_id.clone(),
+        id: entry.id.to_string(),
+        org_id: entry.org_id.as_ref().map(OrgId::to_string),
         action: entry.action.clone(),
         actor: Party {
             kind: entry.actor_type.as_str().to_owned(),
@@ -103,7 +103,7 @@ async fn org_audit_log(
     }
     let (filter, page) = query.filter(Some(access.org.id.clone()))?;
     let entries = audit_log::of_org(&state, &access, filter).await?;
-    Ok(Json(page.body(entries, |e| e.id.clone(), entry_json)))
+    Ok(Json(page.body(entries, |e| e.id.to_string(), entry_json)))
 }
 
 /// Every audit entry of the instance, newest first (operators).
@@ -115,8 +115,14 @@ async fn instance_audit_log(
     operator: OperatorAccess<AdminUsers>,
     ApiQuery(mut query): ApiQuery<AuditQuery>,
 ) -> ApiResult<Json<Page<AuditEntry>>> {
-    let org_id = query.org_id.take().filter(|o| !o.is_empty());
+    let org_id = query
+        .org_id
+        .take()
+        .filter(|o| !o.is_empty())
+        .map(|o| o.parse::<OrgId>())
+        .transpose()
+        .map_err(|e| ApiError::field("org_id", e.to_string()))?;
     let (filter, page) = query.filter(org_id)?;
     let entries = audit_log::of_instance(&state, &operator, filter).await?;
-    Ok(Json(page.body(entries, |e| e.id.clone(), entry_json)))
+    Ok(Json(page.body(entries, |e| e.id.to_string(), entry_json)))
 }

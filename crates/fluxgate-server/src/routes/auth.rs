@@ -3,7 +3,7 @@
 
 use crate::clock::{self, rfc3339};
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{parse_json, ApiJson, ClientInfo};
+use crate::extract::{parse_json, ApiJson, ClientInfo, IdPath};
 use crate::request_limits::IpLimit;
 use crate::services::accounts::{Signup, WhoAmI};
 use crate::services::{accounts, sessions};
@@ -12,7 +12,7 @@ use crate::user_auth::{
     check_same_origin, clear_cookies, cookie_value, token_pair_response, AuthUser, REFRESH_COOKIE,
 };
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -21,7 +21,7 @@ use fluxgate_proto::{
     Accepted, Data, EmailVerified, Me, Membership, OrgSummary, Page, PasswordReset, Session,
     SignedUp, Tokens, User,
 };
-use fluxgate_store::UserRecord;
+use fluxgate_store::{SessionId, UserRecord};
 use serde::Deserialize;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -59,7 +59,7 @@ async fn signup(
     let data = SignedUp {
         user: user_json(&user),
         organization: org.map(|o| OrgSummary {
-            id: o.id,
+            id: o.id.into(),
             name: o.name,
             plan: Some(o.plan),
             role: Some("owner".to_owned()),
@@ -71,7 +71,7 @@ async fn signup(
 
 fn user_json(user: &UserRecord) -> User {
     User {
-        id: user.id.clone(),
+        id: user.id.to_string(),
         email: user.email.clone(),
         name: user.name.clone(),
         email_verified: user.email_verified_at.is_some(),
@@ -267,7 +267,7 @@ async fn me(State(state): State<AppState>, user: AuthUser) -> ApiResult<Json<Dat
                 .iter()
                 .map(|m| Membership {
                     org: OrgSummary {
-                        id: m.org_id.clone(),
+                        id: m.org_id.to_string(),
                         name: m.org_name.clone(),
                         plan: None,
                         role: None,
@@ -278,14 +278,14 @@ async fn me(State(state): State<AppState>, user: AuthUser) -> ApiResult<Json<Dat
                 })
                 .collect(),
             active_org: active.map(|m| OrgSummary {
-                id: m.org_id.clone(),
+                id: m.org_id.to_string(),
                 name: m.org_name.clone(),
                 plan: None,
                 role: Some(m.role.clone()),
                 operator: None,
             }),
             permissions,
-            session_id: user.session_id().to_owned(),
+            session_id: user.session_id().to_string(),
         },
     }))
 }
@@ -300,13 +300,13 @@ async fn list_sessions(
     let data = sessions
         .iter()
         .map(|s| Session {
-            id: s.id.clone(),
+            id: s.id.to_string(),
             device: s.user_agent.clone(),
             ip: s.ip.clone(),
             created_at: rfc3339(s.created_at),
             last_used_at: rfc3339(s.last_used_at),
             expires_at: rfc3339(s.expires_at),
-            current: s.id == user.session_id(),
+            current: &s.id == user.session_id(),
         })
         .collect();
     Ok(Json(Page {
@@ -323,7 +323,7 @@ async fn revoke_session(
     State(state): State<AppState>,
     user: AuthUser,
     client: ClientInfo,
-    Path(session_id): Path<String>,
+    IdPath(session_id): IdPath<SessionId>,
 ) -> ApiResult<Response> {
     sessions::end(&state, &user, &client, &session_id, clock::now()).await?;
     Ok(StatusCode::NO_CONTENT.into_response())

@@ -4,7 +4,7 @@
 use crate::access::{MembersRead, MembersWrite, OrgAccess};
 use crate::clock::{self, rfc3339};
 use crate::error::ApiResult;
-use crate::extract::{ApiJson, ApiQuery, ClientInfo};
+use crate::extract::{ApiJson, ApiQuery, ClientInfo, IdPath};
 use crate::routes::no_content;
 use crate::routes::orgs::{org_json, PageQuery};
 use crate::services::invitations::{self, NewInvitation};
@@ -16,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use fluxgate_core::secret::SecretString;
 use fluxgate_proto::{Data, Invitation, Org, Page};
-use fluxgate_store::InvitationRecord;
+use fluxgate_store::{InvitationId, InvitationRecord, OrgId, UserId};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -30,10 +30,10 @@ pub fn router() -> OpenApiRouter<AppState> {
 
 fn invitation_json(inv: &InvitationRecord) -> Invitation {
     Invitation {
-        id: inv.id.clone(),
+        id: inv.id.to_string(),
         email: inv.email.clone(),
         role: inv.role.clone(),
-        invited_by: inv.invited_by.clone(),
+        invited_by: inv.invited_by.as_ref().map(UserId::to_string),
         created_at: rfc3339(inv.created_at),
         expires_at: rfc3339(inv.expires_at),
     }
@@ -75,7 +75,7 @@ async fn list_invitations(
     let invitations = invitations::list_open(&state, &access, &page, clock::now()).await?;
     Ok(Json(page.body(
         invitations,
-        |i| i.id.clone(),
+        |i| i.id.to_string(),
         invitation_json,
     )))
 }
@@ -89,7 +89,7 @@ async fn cancel_invitation(
     State(state): State<AppState>,
     access: OrgAccess<MembersWrite>,
     client: ClientInfo,
-    Path(ids): Path<(String, String)>,
+    IdPath(ids): IdPath<(OrgId, InvitationId)>,
 ) -> ApiResult<Response> {
     invitations::cancel(&state, &access, &client, &ids.1, clock::now()).await?;
     Ok(no_content())

@@ -4,12 +4,12 @@
 use crate::access::{KeysRead, KeysWrite, OrgAccess};
 use crate::clock::{self, rfc3339};
 use crate::error::ApiResult;
-use crate::extract::{ApiJson, ApiQuery, ClientInfo, Paging};
+use crate::extract::{ApiJson, ApiQuery, ClientInfo, IdPath, Paging};
 use crate::routes::no_content;
 use crate::services::keys::{self, KeyWithSecret};
 use crate::state::AppState;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -17,7 +17,7 @@ use fluxgate_core::secret::ExposeSecret;
 use fluxgate_proto::{
     Data, ErrorEnvelope, IssuedKey, Key, KeyChanges, NewKey, Page, RateLimit, RotateKey,
 };
-use fluxgate_store::ApiKeyRecord;
+use fluxgate_store::{ApiKeyRecord, KeyId, OrgId};
 use serde::Deserialize;
 
 use utoipa::IntoParams;
@@ -35,8 +35,8 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// A key as the API shows it (never its secret).
 pub fn key_view(key: &ApiKeyRecord, now: i64) -> Key {
     Key {
-        id: key.id.clone(),
-        org_id: key.org_id.clone(),
+        id: key.id.to_string(),
+        org_id: key.org_id.to_string(),
         name: key.name.clone(),
         start: key.start.clone(),
         environment: key.environment.as_str().to_owned(),
@@ -117,7 +117,7 @@ async fn list_keys(
     let found = keys::list(&state, &access, status, &page, now).await?;
     Ok(Json(page.body(
         found,
-        |k| k.id.clone(),
+        |k| k.id.to_string(),
         |k| key_view(k, now),
     )))
 }
@@ -130,7 +130,7 @@ async fn list_keys(
 async fn get_key(
     State(state): State<AppState>,
     access: OrgAccess<KeysRead>,
-    Path(ids): Path<(String, String)>,
+    IdPath(ids): IdPath<(OrgId, KeyId)>,
 ) -> ApiResult<Json<Data<Key>>> {
     let key = keys::get(&state, &access, &ids.1).await?;
     Ok(Json(Data {
@@ -148,7 +148,7 @@ async fn update_key(
     State(state): State<AppState>,
     access: OrgAccess<KeysWrite>,
     client: ClientInfo,
-    Path(ids): Path<(String, String)>,
+    IdPath(ids): IdPath<(OrgId, KeyId)>,
     ApiJson(body): ApiJson<KeyChanges>,
 ) -> ApiResult<Json<Data<Key>>> {
     let now = clock::now();
@@ -167,7 +167,7 @@ async fn rotate_key(
     State(state): State<AppState>,
     access: OrgAccess<KeysWrite>,
     client: ClientInfo,
-    Path(ids): Path<(String, String)>,
+    IdPath(ids): IdPath<(OrgId, KeyId)>,
     body: Bytes,
 ) -> ApiResult<Response> {
     let body: RotateKey = if body.is_empty() {
@@ -197,7 +197,7 @@ async fn revoke_key(
     State(state): State<AppState>,
     access: OrgAccess<KeysWrite>,
     client: ClientInfo,
-    Path(ids): Path<(String, String)>,
+    IdPath(ids): IdPath<(OrgId, KeyId)>,
 ) -> ApiResult<Response> {
     keys::revoke(&state, &access, &client, &ids.1, clock::now()).await?;
     Ok(no_content())

@@ -7,18 +7,18 @@ use crate::access::{
 };
 use crate::clock::{self, rfc3339};
 use crate::error::ApiResult;
-use crate::extract::{ApiJson, ApiQuery, ClientInfo, Paging};
+use crate::extract::{ApiJson, ApiQuery, ClientInfo, IdPath, Paging};
 use crate::routes::no_content;
 use crate::services::orgs::{self, NewOrg, OrgUpdate};
 use crate::state::AppState;
 use crate::user_auth::AuthUser;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use fluxgate_core::permission::BuiltinRole;
 use fluxgate_proto::{Data, ErrorEnvelope, Member, MemberRole, Org, Page};
-use fluxgate_store::{MemberRecord, OrgRecord};
+use fluxgate_store::{MemberRecord, OrgId, OrgRecord, UserId};
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -37,7 +37,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// An org as the API shows it; `role` is the caller's, when a member.
 pub fn org_json(org: &OrgRecord, role: Option<&str>) -> Org {
     Org {
-        id: org.id.clone(),
+        id: org.id.to_string(),
         name: org.name.clone(),
         external_id: org.external_id.clone(),
         plan: org.plan.clone(),
@@ -50,7 +50,7 @@ pub fn org_json(org: &OrgRecord, role: Option<&str>) -> Org {
 
 fn member_json(member: &MemberRecord) -> Member {
     Member {
-        user_id: member.user_id.clone(),
+        user_id: member.user_id.to_string(),
         email: member.email.clone(),
         name: member.name.clone(),
         role: member.role.clone(),
@@ -89,7 +89,7 @@ async fn list_my_orgs(
     let orgs = orgs::list_mine(&state, &user, &page).await?;
     Ok(Json(page.body(
         orgs,
-        |(org, _)| org.id.clone(),
+        |(org, _)| org.id.to_string(),
         |(org, role)| org_json(org, Some(role)),
     )))
 }
@@ -169,7 +169,11 @@ async fn list_members(
 ) -> ApiResult<Json<Page<Member>>> {
     let page = query.page()?;
     let members = orgs::members(&state, &access, &page).await?;
-    Ok(Json(page.body(members, |m| m.user_id.clone(), member_json)))
+    Ok(Json(page.body(
+        members,
+        |m| m.user_id.to_string(),
+        member_json,
+    )))
 }
 
 /// `PATCH /orgs/{org_id}/members/{user_id}`
@@ -191,7 +195,7 @@ async fn change_member_role(
     State(state): State<AppState>,
     access: OrgAccess<MembersWrite>,
     client: ClientInfo,
-    Path(ids): Path<(String, String)>,
+    IdPath(ids): IdPath<(OrgId, UserId)>,
     ApiJson(body): ApiJson<ChangeRoleBody>,
 ) -> ApiResult<Json<Data<MemberRole>>> {
     let member =
@@ -199,7 +203,7 @@ async fn change_member_role(
             .await?;
     Ok(Json(Data {
         data: MemberRole {
-            user_id: member.user_id,
+            user_id: member.user_id.into(),
             role: member.role,
             joined_at: rfc3339(member.created_at),
         },
@@ -216,7 +220,7 @@ async fn remove_member(
     State(state): State<AppState>,
     access: OrgAccess<AnyMember>,
     client: ClientInfo,
-    Path(ids): Path<(String, String)>,
+    IdPath(ids): IdPath<(OrgId, UserId)>,
 ) -> ApiResult<Response> {
     orgs::remove_member(&state, &access, &client, &ids.1, clock::now()).await?;
     Ok(no_content())
@@ -235,7 +239,7 @@ async fn list_all_orgs(
     let all = orgs::list_all(&state, &operator, &page).await?;
     Ok(Json(page.body(
         all,
-        |o| o.id.clone(),
+        |o| o.id.to_string(),
         |o| org_json(o, None),
     )))
 }

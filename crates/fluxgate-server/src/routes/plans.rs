@@ -4,13 +4,14 @@
 use crate::access::{AdminPlans, OperatorAccess, OrgAccess, OrgRead};
 use crate::clock;
 use crate::error::ApiResult;
-use crate::extract::{ApiJson, ClientInfo};
+use crate::extract::{ApiJson, ClientInfo, IdPath};
 use crate::routes::orgs::org_json;
 use crate::services;
 use crate::state::AppState;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::Json;
 use fluxgate_proto::{Data, Entitlements, ErrorEnvelope, Org, QuotaUse, RateLimit};
+use fluxgate_store::OrgId;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use utoipa::ToSchema;
@@ -41,7 +42,7 @@ async fn assign_plan(
     State(state): State<AppState>,
     operator: OperatorAccess<AdminPlans>,
     client: ClientInfo,
-    Path(org_id): Path<String>,
+    IdPath(org_id): IdPath<OrgId>,
     ApiJson(body): ApiJson<PlanBody>,
 ) -> ApiResult<Json<Data<Org>>> {
     let org = services::orgs::assign_plan(

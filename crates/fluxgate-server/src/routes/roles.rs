@@ -4,17 +4,17 @@
 use crate::access::{OrgAccess, RolesRead, RolesWrite};
 use crate::clock::{self, rfc3339};
 use crate::error::ApiResult;
-use crate::extract::{ApiJson, ClientInfo};
+use crate::extract::{ApiJson, ClientInfo, IdPath};
 use crate::routes::no_content;
 use crate::services::roles::{self, NewRole, RoleChanges};
 use crate::state::AppState;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use fluxgate_core::permission::BuiltinRole;
 use fluxgate_proto::{Data, Page, Role};
-use fluxgate_store::RoleRecord;
+use fluxgate_store::{OrgId, RoleId, RoleRecord};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -27,7 +27,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 
 fn role_json(role: &RoleRecord) -> Role {
     Role {
-        id: Some(role.id.clone()),
+        id: Some(role.id.to_string()),
         name: role.name.clone(),
         description: role.description.clone(),
         permissions: role.permission_list(),
@@ -101,7 +101,7 @@ async fn update_role(
     State(state): State<AppState>,
     access: OrgAccess<RolesWrite>,
     client: ClientInfo,
-    Path(ids): Path<(String, String)>,
+    IdPath(ids): IdPath<(OrgId, RoleId)>,
     ApiJson(body): ApiJson<RoleChanges>,
 ) -> ApiResult<Json<Data<Role>>> {
     let updated = roles::update(&state, &access, &client, &ids.1, body, clock::now()).await?;
@@ -119,7 +119,7 @@ async fn delete_role(
     State(state): State<AppState>,
     access: OrgAccess<RolesWrite>,
     client: ClientInfo,
-    Path(ids): Path<(String, String)>,
+    IdPath(ids): IdPath<(OrgId, RoleId)>,
 ) -> ApiResult<Response> {
     roles::delete(&state, &access, &client, &ids.1, clock::now()).await?;
     Ok(no_content())

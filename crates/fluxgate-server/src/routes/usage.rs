@@ -70,7 +70,7 @@ async fn usage(
 /// (404 when it has no standing in it), or every org for operators holding `admin:orgs`.
 pub struct UsageReader {
     /// The org to read; `None` for all (operators).
-    org_id: Option<String>,
+    org_id: Option<OrgId>,
 }
 
 impl axum::extract::FromRequestParts<AppState> for UsageReader {
@@ -88,11 +88,7 @@ impl axum::extract::FromRequestParts<AppState> for UsageReader {
         match org_id {
             Some(org_id) => {
                 let id: OrgId = org_id.parse().map_err(|_| ApiError::NotFound)?;
-                let org = state
-                    .store
-                    .org(id.as_str())
-                    .await?
-                    .ok_or(ApiError::NotFound)?;
+                let org = state.store.org(&id).await?.ok_or(ApiError::NotFound)?;
                 let (_, grants) = standing(state, &caller, &org).await?;
                 if !grants.allows("usage:read", &state.config.catalog) {
                     return Err(caller.lacks("usage:read"));

@@ -13,6 +13,7 @@ use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, Method};
 use axum::response::{Html, IntoResponse, Response};
 use axum::Json;
+use fluxgate_core::ids::OrgId;
 use fluxgate_core::secret::ExposeSecret;
 use fluxgate_proto::{Data, ErrorEnvelope, UsageSeries, WidgetToken};
 use serde::Deserialize;
@@ -93,7 +94,7 @@ async fn widget_token(
 }
 
 /// The org a widget token grants (from `Authorization: Bearer wgt_…`); 401 otherwise.
-pub struct WidgetReader(String);
+pub struct WidgetReader(OrgId);
 
 impl FromRequestParts<AppState> for WidgetReader {
     type Rejection = ApiError;

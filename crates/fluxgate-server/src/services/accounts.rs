@@ -74,7 +74,7 @@ pub async fn signup(
     };
     let password_hash = state.passwords.hash(&password).await?;
     let user = UserRecord {
-        id: UserId::generate().to_string(),
+        id: UserId::generate(),
         email: email.as_str().to_owned(),
         name,
         password_hash,
@@ -83,7 +83,7 @@ pub async fn signup(
         updated_at: now,
     };
     let org = org_name.map(|name| OrgRecord {
-        id: OrgId::generate().to_string(),
+        id: OrgId::generate(),
         name,
         external_id: None,
         plan: state.config.default_plan().to_owned(),
@@ -317,8 +317,8 @@ pub async fn who_am_i(state: &AppState, user: &crate::user_auth::AuthUser) -> Ap
         .ok_or(ApiError::Unauthorized)?;
     let active = session
         .active_org_id
-        .as_deref()
-        .and_then(|id| memberships.iter().find(|m| m.org_id == id))
+        .as_ref()
+        .and_then(|id| memberships.iter().find(|m| &m.org_id == id))
         .cloned();
     let permissions = match &active {
         Some(m) => crate::access::grants_of(state, m)

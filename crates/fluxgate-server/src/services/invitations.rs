@@ -60,12 +60,12 @@ pub async fn invite(
     let token = random_token();
     let ttl = state.config.auth.invitation_ttl;
     let invitation = InvitationRecord {
-        id: InvitationId::generate().to_string(),
+        id: InvitationId::generate(),
         org_id: access.org.id.clone(),
         email: email.as_str().to_owned(),
         role: input.role,
         token_hash: sha256_hex(token.expose_secret()),
-        invited_by: access.user_id().map(str::to_owned),
+        invited_by: access.user_id().cloned(),
         created_at: now,
         expires_at: crate::clock::after(now, ttl),
         accepted_at: None,
@@ -136,10 +136,9 @@ pub async fn cancel(
     state: &AppState,
     access: &OrgAccess<MembersWrite>,
     client: &ClientInfo,
-    invitation_id: &str,
+    invitation_id: &InvitationId,
     now: i64,
 ) -> ApiResult<()> {
-    let invitation_id: InvitationId = invitation_id.parse().map_err(|_| ApiError::NotFound)?;
     let audit = access
         .audit("invitation.canceled", client)
         .at(now)
@@ -147,7 +146,7 @@ pub async fn cancel(
         .build();
     if state
         .store
-        .cancel_invitation(&access.org.id, invitation_id.as_str(), now, &audit)
+        .cancel_invitation(&access.org.id, invitation_id, now, &audit)
         .await?
     {
         Ok(())

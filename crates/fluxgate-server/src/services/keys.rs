@@ -157,7 +157,7 @@ pub async fn issue(
 
     let (secret, hash, start) = new_secret(state, environment)?;
     let key = ApiKeyRecord {
-        id: KeyId::generate().to_string(),
+        id: KeyId::generate(),
         org_id: access.org.id.clone(),
         name,
         environment,
@@ -228,12 +228,11 @@ pub async fn list(
 pub async fn get<P: Required>(
     state: &AppState,
     access: &OrgAccess<P>,
-    key_id: &str,
+    key_id: &KeyId,
 ) -> ApiResult<ApiKeyRecord> {
-    let key_id: KeyId = key_id.parse().map_err(|_| ApiError::NotFound)?;
     state
         .store
-        .key(&access.org.id, key_id.as_str())
+        .key(&access.org.id, key_id)
         .await?
         .ok_or(ApiError::NotFound)
 }
@@ -244,7 +243,7 @@ pub async fn update(
     state: &AppState,
     access: &OrgAccess<KeysWrite>,
     client: &ClientInfo,
-    key_id: &str,
+    key_id: &KeyId,
     changes: KeyChanges,
     now: i64,
 ) -> ApiResult<ApiKeyRecord> {
@@ -319,7 +318,7 @@ pub async fn rotate(
     state: &AppState,
     access: &OrgAccess<KeysWrite>,
     client: &ClientInfo,
-    key_id: &str,
+    key_id: &KeyId,
     grace_period_seconds: Option<u64>,
     now: i64,
 ) -> ApiResult<KeyWithSecret> {
@@ -377,7 +376,7 @@ pub async fn revoke(
     state: &AppState,
     access: &OrgAccess<KeysWrite>,
     client: &ClientInfo,
-    key_id: &str,
+    key_id: &KeyId,
     now: i64,
 ) -> ApiResult<()> {
     let key = get(state, access, key_id).await?;

@@ -121,7 +121,7 @@ pub async fn create(
         return Err(ApiError::Forbidden("admin:orgs".into()));
     }
     let org = OrgRecord {
-        id: OrgId::generate().to_string(),
+        id: OrgId::generate(),
         name,
         external_id,
         plan: state.config.default_plan().to_owned(),
@@ -221,11 +221,10 @@ pub async fn assign_plan(
     state: &AppState,
     operator: &OperatorAccess<AdminPlans>,
     client: &ClientInfo,
-    org_id: &str,
+    org_id: &OrgId,
     plan: &str,
     now: i64,
 ) -> ApiResult<OrgRecord> {
-    let org_id: OrgId = org_id.parse().map_err(|_| ApiError::NotFound)?;
     if state.config.plan(plan).is_none() {
         let names: Vec<&str> = state.config.plans.iter().map(|p| p.name.as_str()).collect();
         return Err(ApiError::field(
@@ -233,20 +232,16 @@ pub async fn assign_plan(
             format!("no such plan; configured: {}", names.join(", ")),
         ));
     }
-    let previous = state
-        .store
-        .org(org_id.as_str())
-        .await?
-        .ok_or(ApiError::NotFound)?;
+    let previous = state.store.org(org_id).await?.ok_or(ApiError::NotFound)?;
     let audit = operator
-        .audit("org.plan_changed", Some(org_id.as_str()), client)
+        .audit("org.plan_changed", Some(org_id), client)
         .at(now)
-        .target("org", org_id.as_str())
+        .target("org", org_id)
         .data(json!({ "from": previous.plan, "to": plan }))
         .build();
     let org = state
         .store
-        .set_org_plan(org_id.as_str(), plan, now, &audit)
+        .set_org_plan(org_id, plan, now, &audit)
         .await?
         .ok_or(ApiError::NotFound)?;
     state
@@ -288,12 +283,11 @@ pub async fn grantable_role<P: Required>(
 async fn outranked_member<P: Required>(
     state: &AppState,
     access: &OrgAccess<P>,
-    user_id: &str,
+    user_id: &UserId,
 ) -> ApiResult<String> {
-    let user_id: UserId = user_id.parse().map_err(|_| ApiError::NotFound)?;
     let membership = state
         .store
-        .membership(&access.org.id, user_id.as_str())
+        .membership(&access.org.id, user_id)
         .await?
         .ok_or(ApiError::NotFound)?;
     let patterns = role_patterns(state, &access.org.id, &membership.role).await?;
@@ -326,7 +320,7 @@ pub async fn change_member_role(
     state: &AppState,
     access: &OrgAccess<MembersWrite>,
     client: &ClientInfo,
-    user_id: &str,
+    user_id: &UserId,
     role: &str,
     now: i64,
 ) -> ApiResult<MembershipRecord> {
@@ -357,7 +351,7 @@ pub async fn remove_member(
     state: &AppState,
     access: &OrgAccess<AnyMember>,
     client: &ClientInfo,
-    user_id: &str,
+    user_id: &UserId,
     now: i64,
 ) -> ApiResult<()> {
     let leaving = access.user_id() == Some(user_id) && access.role.is_some();

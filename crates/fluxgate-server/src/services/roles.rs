@@ -85,7 +85,7 @@ pub async fn create(
     )?;
     access.require_all(state, &patterns)?;
     let role = RoleRecord {
-        id: RoleId::generate().to_string(),
+        id: RoleId::generate(),
         org_id: access.org.id.clone(),
         name,
         description,
@@ -111,12 +111,11 @@ pub async fn create(
 async fn existing_role(
     state: &AppState,
     access: &OrgAccess<RolesWrite>,
-    role_id: &str,
+    role_id: &RoleId,
 ) -> ApiResult<RoleRecord> {
-    let role_id: RoleId = role_id.parse().map_err(|_| ApiError::NotFound)?;
     let role = state
         .store
-        .role(&access.org.id, role_id.as_str())
+        .role(&access.org.id, role_id)
         .await?
         .ok_or(ApiError::NotFound)?;
     let current: Vec<PermissionPattern> = role
@@ -134,7 +133,7 @@ pub async fn update(
     state: &AppState,
     access: &OrgAccess<RolesWrite>,
     client: &ClientInfo,
-    role_id: &str,
+    role_id: &RoleId,
     changes: RoleChanges,
     now: i64,
 ) -> ApiResult<RoleRecord> {
@@ -182,7 +181,7 @@ pub async fn delete(
     state: &AppState,
     access: &OrgAccess<RolesWrite>,
     client: &ClientInfo,
-    role_id: &str,
+    role_id: &RoleId,
     now: i64,
 ) -> ApiResult<()> {
     let role = existing_role(state, access, role_id).await?;

@@ -11,7 +11,7 @@ use crate::state::AppState;
 use crate::user_auth::{AuthUser, TokenPair};
 use fluxgate_core::claims::AccessClaims;
 use fluxgate_core::email::Email;
-use fluxgate_core::ids::{OrgId, SessionId};
+use fluxgate_core::ids::{OrgId, SessionId, UserId};
 use fluxgate_core::ratelimit::Quota;
 use fluxgate_core::refresh::{self, RefreshStep, SpentReason, TokenState};
 use fluxgate_core::secret::{random_token, sha256_hex, ExposeSecret, SecretString};
@@ -38,9 +38,9 @@ fn lockout_quota(state: &AppState) -> Quota {
 /// are), so re-issuing generation `n` of a session yields the same token.
 pub async fn sign_access_token(
     state: &AppState,
-    user_id: &str,
-    session_id: &str,
-    org_id: Option<&str>,
+    user_id: &UserId,
+    session_id: &SessionId,
+    org_id: Option<&OrgId>,
     issued_at: i64,
     generation: i64,
 ) -> ApiResult<String> {
@@ -61,8 +61,8 @@ pub async fn sign_access_token(
     let claims = AccessClaims {
         iss: state.keyring.issuer().to_owned(),
         aud: state.keyring.audience().to_owned(),
-        sub: user_id.to_owned(),
-        sid: session_id.to_owned(),
+        sub: user_id.clone(),
+        sid: session_id.clone(),
         iat: issued_at,
         nbf: issued_at,
         exp: clock::after(issued_at, state.config.auth.access_token_ttl),
@@ -171,7 +171,7 @@ async fn start_session(
 ) -> ApiResult<TokenPair> {
     let memberships = state.store.memberships_of_user(&user.id).await?;
     let active_org = memberships.first().map(|m| m.org_id.clone());
-    let session_id = SessionId::generate().to_string();
+    let session_id = SessionId::generate();
     let refresh_token = random_token();
     let expires_at = refresh_expiry(state, now);
     let session = SessionRecord {
@@ -204,7 +204,7 @@ async fn start_session(
         .create_session(&session, &refresh, &audit)
         .await?;
     let access_token =
-        sign_access_token(state, &user.id, &session_id, active_org.as_deref(), now, 0).await?;
+        sign_access_token(state, &user.id, &session_id, active_org.as_ref(), now, 0).await?;
     Ok(TokenPair {
         access_token,
         refresh_token,
@@ -267,7 +267,7 @@ pub async fn refresh(
                 state,
                 &session.user_id,
                 &session.id,
-                session.active_org_id.as_deref(),
+                session.active_org_id.as_ref(),
                 now,
                 next.generation,
             )
@@ -293,7 +293,7 @@ pub async fn refresh(
                 state,
                 &session.user_id,
                 &session.id,
-                session.active_org_id.as_deref(),
+                session.active_org_id.as_ref(),
                 child.issued_at,
                 child.generation,
             )
@@ -370,28 +370,21 @@ pub async fn end(
     state: &AppState,
     user: &AuthUser,
     client: &ClientInfo,
-    session_id: &str,
+    session_id: &SessionId,
     now: i64,
 ) -> ApiResult<()> {
-    let session_id: SessionId = session_id.parse().map_err(|_| ApiError::NotFound)?;
     let audit = AuditEvent::new("session.revoked", Some(user.user_id()), client)
         .at(now)
         .target("session", session_id.as_str())
         .build();
     if !state
         .store
-        .revoke_session(
-            user.user_id(),
-            session_id.as_str(),
-            EndReason::Revoked,
-            now,
-            &audit,
-        )
+        .revoke_session(user.user_id(), session_id, EndReason::Revoked, now, &audit)
         .await?
     {
         return Err(ApiError::NotFound);
     }
-    state.revocations.mark(session_id.as_str(), now);
+    state.revocations.mark(session_id, now);
     Ok(())
 }
 
@@ -406,7 +399,7 @@ pub async fn switch_org(
     let org_id: OrgId = org_id.parse().map_err(|_| ApiError::NotFound)?;
     state
         .store
-        .membership(org_id.as_str(), user.user_id())
+        .membership(&org_id, user.user_id())
         .await?
         .ok_or(ApiError::NotFound)?;
     let refresh_token = random_token();
@@ -427,13 +420,13 @@ pub async fn switch_org(
     };
     state
         .store
-        .switch_session_org(&current.id, org_id.as_str(), &next, now)
+        .switch_session_org(&current.id, &org_id, &next, now)
         .await?;
     let access_token = sign_access_token(
         state,
         user.user_id(),
         &current.id,
-        Some(org_id.as_str()),
+        Some(&org_id),
         now,
         generation,
     )

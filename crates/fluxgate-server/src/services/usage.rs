@@ -8,7 +8,7 @@ use crate::clock::{parse_rfc3339, RFC3339_HINT};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::parse_json;
 use crate::state::AppState;
-use fluxgate_core::ids::{EventId, OrgId};
+use fluxgate_core::ids::{EventId, KeyId, OrgId};
 use fluxgate_core::validation::FieldErrors;
 use fluxgate_proto::{
     Amount, TrackBatchResult, TrackEvent, TrackOutcome, TrackSummary, UsagePoint, UsageSeries,
@@ -61,7 +61,7 @@ pub async fn track_one(
     Ok(TrackOutcome {
         index: None,
         ..if fresh {
-            outcome(0, "recorded", Some(event.id))
+            outcome(0, "recorded", Some(event.id.into()))
         } else {
             outcome(0, "duplicate", None)
         }
@@ -100,7 +100,7 @@ pub async fn track_batch(
     let recorded = state.store.insert_usage_events(&batch).await?;
     for ((index, event), fresh) in accepted.into_iter().zip(recorded) {
         results[index] = if fresh {
-            outcome(index, "recorded", Some(event.id))
+            outcome(index, "recorded", Some(event.id.into()))
         } else {
             outcome(index, "duplicate", None)
         };
@@ -199,7 +199,7 @@ async fn prepare(state: &AppState, caller: &Caller, raw: Value, now: i64) -> Api
     let org = match (&event.org_id, &event.customer_external_id) {
         (Some(id), _) => {
             let id: OrgId = id.parse().map_err(|_| ApiError::NotFound)?;
-            state.store.org(id.as_str()).await?
+            state.store.org(&id).await?
         }
         (None, Some(external)) => state.store.org_by_external_id(external).await?,
         (None, None) => None,
@@ -210,7 +210,7 @@ async fn prepare(state: &AppState, caller: &Caller, raw: Value, now: i64) -> Api
         return Err(caller.lacks("usage:write"));
     }
     Ok(UsageEvent {
-        id: EventId::generate().to_string(),
+        id: EventId::generate(),
         org_id: org.id,
         meter: event.meter,
         quantity: quantity.unwrap_or_default(),
@@ -225,7 +225,7 @@ async fn prepare(state: &AppState, caller: &Caller, raw: Value, now: i64) -> Api
 /// key's or one endpoint's), or a meter's quantities.
 pub async fn series(
     state: &AppState,
-    org_id: Option<String>,
+    org_id: Option<OrgId>,
     query: SeriesQuery,
     now: i64,
 ) -> ApiResult<UsageSeries> {
@@ -268,10 +268,22 @@ pub async fn series(
             format!("at most {MAX_BUCKETS} buckets per query; use a coarser granularity"),
         );
     }
+    let key_id = match query
+        .key_id
+        .filter(|k| !k.is_empty())
+        .map(|k| k.parse::<KeyId>())
+    {
+        Some(Ok(id)) => Some(id),
+        Some(Err(error)) => {
+            errors.add("key_id", error.to_string());
+            None
+        }
+        None => None,
+    };
     errors.into_result()?;
     let filter = CallFilter {
         org_id,
-        key_id: query.key_id.filter(|k| !k.is_empty()),
+        key_id,
         endpoint: query.endpoint.filter(|e| !e.is_empty()),
         from,
         to,
@@ -312,8 +324,8 @@ pub async fn series(
         start += bucket;
     }
     Ok(UsageSeries {
-        org_id: filter.org_id,
-        key_id: filter.key_id,
+        org_id: filter.org_id.map(String::from),
+        key_id: filter.key_id.map(String::from),
         endpoint: filter.endpoint,
         total: number(total, meter.is_none()),
         meter,
@@ -352,7 +364,7 @@ pub async fn widget_token(
     let org = match (org_id, customer_external_id) {
         (Some(id), None) => {
             let id: OrgId = id.parse().map_err(|_| ApiError::NotFound)?;
-            state.store.org(id.as_str()).await?
+            state.store.org(&id).await?
         }
         (None, Some(external)) => state.store.org_by_external_id(external).await?,
         _ => {
@@ -372,5 +384,5 @@ pub async fn widget_token(
         .widget_tokens
         .issue(&org.id, expires_at)
         .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("widget token signing failed")))?;
-    Ok((org.id, token, expires_at))
+    Ok((org.id.into(), token, expires_at))
 }

@@ -116,9 +116,9 @@ fn verdict_of(key: &CachedKey, code: &'static str) -> Verdict {
     Verdict {
         valid: code == "VALID",
         code: code.to_owned(),
-        key_id: Some(key.key_id.clone()),
+        key_id: Some(key.key_id.to_string()),
         org: Some(OrgRef {
-            id: key.org_id.clone(),
+            id: key.org_id.to_string(),
             name: key.org_name.clone(),
             external_id: key.org_external_id.clone(),
         }),

@@ -1003,7 +1003,10 @@ async fn usage_and_last_use_are_written_in_batches_and_at_shutdown(backend: Back
         let store = fluxgate_server::server::open_store(&state.config)
             .await
             .unwrap();
-        let total = store.usage_total(&org, "requests", &month).await.unwrap();
+        let total = store
+            .usage_total(&org.parse().unwrap(), "requests", &month)
+            .await
+            .unwrap();
         store.close().await;
         total
     };

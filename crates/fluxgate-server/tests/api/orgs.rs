@@ -1437,6 +1437,20 @@ async fn operators_manage_every_org(backend: Backend) {
     )
     .await;
     assert!(log["data"].as_array().unwrap().len() >= 3, "{log}");
+    let refused = expect_error(
+        send(
+            &app,
+            Method::GET,
+            "/admin/audit-log?org_id=usr_01ARZ3NDEKTSV4RRFFQ69G5FAV",
+            &ops,
+            None,
+        )
+        .await,
+        422,
+        "VALIDATION_FAILED",
+    )
+    .await;
+    assert!(refused["fields"]["org_id"].is_string(), "{refused}");
     app.stop().await;
 }
 

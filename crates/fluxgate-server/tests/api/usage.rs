@@ -160,6 +160,7 @@ async fn verifies_and_key_calls_are_attributed_exactly(backend: Backend) {
         ("granularity=week", "granularity"),
         ("from=yesterday", "from"),
         ("from=2030-01-02T00:00:00Z&to=2030-01-01T00:00:00Z", "from"),
+        ("key_id=not-a-key", "key_id"),
     ] {
         let error = expect_error(
             send(
@@ -305,7 +306,7 @@ async fn a_graceful_stop_right_after_a_burst_loses_nothing(backend: Backend) {
     let now = fluxgate_server::clock::now();
     let series = store
         .call_series(&fluxgate_store::CallFilter {
-            org_id: Some(org.clone()),
+            org_id: Some(org.parse().unwrap()),
             key_id: None,
             endpoint: Some("/burst".into()),
             from: now - 3600,
@@ -653,8 +654,8 @@ async fn minutes_roll_up_into_hours_and_days_and_expire(backend: Backend) {
     let day = now - now.rem_euclid(86_400);
     // counts written three days ago (two minutes of one hour) and two hours ago
     let at = |minute: i64, count: i64| fluxgate_store::CallCount {
-        org_id: org.clone(),
-        key_id: "key_01ARZ3NDEKTSV4RRFFQ69G5FAV".into(),
+        org_id: org.parse().unwrap(),
+        key_id: "key_01ARZ3NDEKTSV4RRFFQ69G5FAV".parse().unwrap(),
         endpoint: "/v1/x".into(),
         outcome: "VALID".into(),
         minute,
