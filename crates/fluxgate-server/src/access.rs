@@ -61,6 +61,8 @@ permissions! {
     KeysWrite = "keys:write",
     /// `keys:verify` (operator only)
     KeysVerify = "keys:verify",
+    /// `usage:read`
+    UsageRead = "usage:read",
 }
 
 /// Membership alone, for what every member may do (leave, read their own standing).
@@ -232,7 +234,15 @@ impl<P: Required> FromRequestParts<AppState> for OrgAccess<P> {
             .map(|(_, value)| value.to_owned())
             .ok_or(ApiError::NotFound)?;
         let org_id: OrgId = org_id.parse().map_err(|_| ApiError::NotFound)?;
-        let org = state.store.org(&org_id).await?.ok_or(ApiError::NotFound)?;
+        Self::check(state, caller, &org_id).await
+    }
+}
+
+impl<P: Required> OrgAccess<P> {
+    /// The caller's standing in `org_id`, checked to hold `P`: what the extractor does with the
+    /// path's org, for callers (the portal) that name the org themselves.
+    pub async fn check(state: &AppState, caller: Caller, org_id: &OrgId) -> ApiResult<Self> {
+        let org = state.store.org(org_id).await?.ok_or(ApiError::NotFound)?;
         let (role, grants) = standing(state, &caller, &org).await?;
         if let Some(permission) = P::PERMISSION {
             if !grants.allows(permission, &state.config.catalog) {

@@ -73,6 +73,23 @@ impl ApiError {
         Self::Validation(FieldErrors::single(field, reason))
     }
 
+    /// The status and the message a client is told (never a secret or a database's words).
+    pub fn status_and_message(&self) -> (StatusCode, String) {
+        let (status, _, message, _) = self.parts();
+        (status, message)
+    }
+
+    /// Logs what an operator must see: internal errors with their chain, unavailability.
+    pub fn log(&self) {
+        match self {
+            Self::Internal(error) => {
+                tracing::error!(error = format!("{error:#}"), "internal error")
+            }
+            Self::Unavailable => tracing::warn!("answering 503: backing service unavailable"),
+            _ => {}
+        }
+    }
+
     fn parts(&self) -> (StatusCode, &'static str, String, Map<String, Value>) {
         let mut details = Map::new();
         let (status, code, message) = match self {
@@ -150,13 +167,7 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code, message, details) = self.parts();
-        match &self {
-            Self::Internal(error) => {
-                tracing::error!(error = format!("{error:#}"), "internal error")
-            }
-            Self::Unavailable => tracing::warn!("answering 503: backing service unavailable"),
-            _ => {}
-        }
+        self.log();
         let mut error = Map::new();
         error.insert("code".into(), Value::from(code));
         error.insert("message".into(), Value::from(message));

@@ -13,6 +13,7 @@ pub mod limiter;
 pub mod mail;
 pub mod metrics;
 pub mod passwords;
+pub mod portal;
 pub mod redisconn;
 pub mod request_limits;
 pub mod revocation;

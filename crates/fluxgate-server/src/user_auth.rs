@@ -55,19 +55,28 @@ impl FromRequestParts<AppState> for AuthUser {
         if via_cookie {
             check_same_origin(&parts.method, &parts.headers, &state.config.public_url)?;
         }
-        let claims = state
-            .keyring
-            .verify(&token)
-            .await
-            .ok_or(ApiError::Unauthorized)?;
-        if state.revocations.is_revoked(&claims.sid) {
-            return Err(ApiError::Unauthorized);
-        }
-        let quota = Quota::from_rate(state.config.rate_limits.user);
-        crate::request_limits::enforce(state, parts, &format!("user:{}", claims.sub), quota, 1)
-            .await?;
-        Ok(Self { claims })
+        authenticate_access_token(state, parts, &token).await
     }
+}
+
+/// The user an access token names — signed by us, unexpired, of a session not revoked — with the
+/// request charged to their rate limit.
+pub async fn authenticate_access_token(
+    state: &AppState,
+    parts: &Parts,
+    token: &str,
+) -> ApiResult<AuthUser> {
+    let claims = state
+        .keyring
+        .verify(token)
+        .await
+        .ok_or(ApiError::Unauthorized)?;
+    if state.revocations.is_revoked(&claims.sid) {
+        return Err(ApiError::Unauthorized);
+    }
+    let quota = Quota::from_rate(state.config.rate_limits.user);
+    crate::request_limits::enforce(state, parts, &format!("user:{}", claims.sub), quota, 1).await?;
+    Ok(AuthUser { claims })
 }
 
 /// The `Authorization: Bearer …` value, if any.

@@ -16,13 +16,14 @@ pub trait KeyStore: Send + Sync {
         secret_hash: &str,
         audit: &AuditRecord,
     ) -> StoreResult<()>;
-    /// An org's keys by id after the cursor, optionally only those of one status at `now`.
-    async fn keys(
+    /// An org's keys by id after the cursor, filtered as `query` says.
+    async fn keys(&self, org_id: &OrgId, query: &KeyQuery<'_>) -> StoreResult<Vec<ApiKeyRecord>>;
+    /// An org's live keys that expire after `now` and no later than `until`, soonest first.
+    async fn expiring_keys(
         &self,
         org_id: &OrgId,
-        status: Option<KeyStatus>,
         now: i64,
-        after: Option<&str>,
+        until: i64,
         limit: i64,
     ) -> StoreResult<Vec<ApiKeyRecord>>;
     /// One key of an org.
@@ -64,6 +65,20 @@ pub trait KeyStore: Send + Sync {
         now: i64,
         audit: &AuditRecord,
     ) -> StoreResult<Option<OrgRecord>>;
+}
+
+/// A `LIKE` pattern matching `text` anywhere, lower-cased, with `%`, `_` and the escape taken literally.
+pub(crate) fn like_pattern(text: &str) -> String {
+    let mut pattern = String::with_capacity(text.len() + 2);
+    pattern.push('%');
+    for c in text.to_lowercase().chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push('%');
+    pattern
 }
 
 /// Expands `impl KeyStore for $store` next to [`impl_store`](crate::shared::impl_store), whose
@@ -127,12 +142,9 @@ macro_rules! impl_key_store {
             async fn keys(
                 &self,
                 org_id: &$crate::OrgId,
-                status: Option<$crate::KeyStatus>,
-                now: i64,
-                after: Option<&str>,
-                limit: i64,
+                query: &$crate::KeyQuery<'_>,
             ) -> $crate::StoreResult<Vec<$crate::ApiKeyRecord>> {
-                let condition = match status {
+                let condition = match query.status {
                     None => "$4 = $4",
                     Some($crate::KeyStatus::Active) => {
                         "k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > $4)"
@@ -142,15 +154,40 @@ macro_rules! impl_key_store {
                         "k.revoked_at IS NULL AND k.expires_at <= $4"
                     }
                 };
+                let search = match query.search {
+                    Some(_) => "(LOWER(k.name) LIKE $5 ESCAPE '\\' OR LOWER(k.start) LIKE $5 ESCAPE '\\')",
+                    None => "$5 = $5",
+                };
                 let sql = format!(
                     "SELECT {KEY_COLUMNS} FROM api_keys k WHERE k.org_id = $1 AND k.id > $2 AND {condition} \
-                     ORDER BY k.id LIMIT $3"
+                     AND {search} ORDER BY k.id LIMIT $3"
                 );
                 Ok(sqlx::query_as(&sql)
                     .bind(org_id)
-                    .bind(after.unwrap_or(""))
-                    .bind(limit)
+                    .bind(query.after.unwrap_or(""))
+                    .bind(query.limit)
+                    .bind(query.now)
+                    .bind(query.search.map($crate::keys::like_pattern).unwrap_or_default())
+                    .fetch_all(&self.pool)
+                    .await?)
+            }
+
+            async fn expiring_keys(
+                &self,
+                org_id: &$crate::OrgId,
+                now: i64,
+                until: i64,
+                limit: i64,
+            ) -> $crate::StoreResult<Vec<$crate::ApiKeyRecord>> {
+                let sql = format!(
+                    "SELECT {KEY_COLUMNS} FROM api_keys k WHERE k.org_id = $1 AND k.revoked_at IS NULL \
+                     AND k.expires_at > $2 AND k.expires_at <= $3 ORDER BY k.expires_at, k.id LIMIT $4"
+                );
+                Ok(sqlx::query_as(&sql)
+                    .bind(org_id)
                     .bind(now)
+                    .bind(until)
+                    .bind(limit)
                     .fetch_all(&self.pool)
                     .await?)
             }

@@ -396,6 +396,21 @@ pub struct KeyLookup {
     pub secret_retires_at: Option<i64>,
 }
 
+/// Which of an org's keys a listing wants.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyQuery<'a> {
+    /// Only those of this status at `now`.
+    pub status: Option<KeyStatus>,
+    /// Only those whose name or start contains this (case-insensitive).
+    pub search: Option<&'a str>,
+    /// The time statuses are judged at.
+    pub now: i64,
+    /// Ids after this cursor.
+    pub after: Option<&'a str>,
+    /// How many.
+    pub limit: i64,
+}
+
 /// Which keys a listing wants.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyStatus {

@@ -95,6 +95,8 @@ async fn create_key(
 pub struct KeyListQuery {
     /// `active`, `revoked` or `expired`.
     status: Option<String>,
+    /// Only keys whose name or start contains this (case-insensitive).
+    search: Option<String>,
     /// 1–200, default 50.
     limit: Option<u32>,
     /// The previous page's `next_cursor`.
@@ -114,7 +116,12 @@ async fn list_keys(
     let status = keys::parse_status(query.status.as_deref())?;
     let page = Paging::new(query.limit, query.cursor)?;
     let now = clock::now();
-    let found = keys::list(&state, &access, status, &page, now).await?;
+    let search = query
+        .search
+        .as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty());
+    let found = keys::list(&state, &access, status, search, &page, now).await?;
     Ok(Json(page.body(
         found,
         |k| k.id.to_string(),

@@ -85,7 +85,8 @@ pub fn app(state: AppState) -> Router {
         .split_for_parts();
     system::publish_openapi(openapi);
     router
-        .fallback(|| async { ApiError::NotFound })
+        .merge(crate::portal::router(&state))
+        .fallback(crate::portal::not_found)
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
         .layer(

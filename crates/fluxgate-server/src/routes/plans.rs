@@ -10,10 +10,9 @@ use crate::services;
 use crate::state::AppState;
 use axum::extract::State;
 use axum::Json;
-use fluxgate_proto::{Data, Entitlements, ErrorEnvelope, Org, QuotaUse, RateLimit};
+use fluxgate_proto::{Data, Entitlements, ErrorEnvelope, Org};
 use fluxgate_store::OrgId;
 use serde::Deserialize;
-use std::collections::BTreeMap;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -68,31 +67,6 @@ async fn entitlements(
     State(state): State<AppState>,
     access: OrgAccess<OrgRead>,
 ) -> ApiResult<Json<Data<Entitlements>>> {
-    let now = clock::now();
-    let plan = state.config.plan(&access.org.plan);
-    let mut quotas = BTreeMap::new();
-    if let Some(plan) = plan {
-        for (meter, limit) in &plan.quotas {
-            let used = state.usage.load(&access.org.id, meter, now).await?;
-            quotas.insert(
-                meter.clone(),
-                QuotaUse {
-                    limit: *limit,
-                    used,
-                    period: crate::usage_recorder::month_of(now),
-                },
-            );
-        }
-    }
-    Ok(Json(Data {
-        data: Entitlements {
-            plan: access.org.plan.clone(),
-            entitlements: plan.map(|p| p.entitlements.clone()).unwrap_or_default(),
-            rate_limit: plan.map(|p| RateLimit {
-                limit: p.rate_limit.limit,
-                window_seconds: p.rate_limit.window.as_secs(),
-            }),
-            quotas,
-        },
-    }))
+    let data = services::orgs::entitlements(&state, &access, clock::now()).await?;
+    Ok(Json(Data { data }))
 }

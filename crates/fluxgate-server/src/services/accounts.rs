@@ -27,7 +27,7 @@ use utoipa::ToSchema;
 pub struct Signup {
     /// The address to sign in with; a verification link is mailed to it.
     pub email: String,
-    /// At least 12 characters, not a common password.
+    /// 8 to 128 characters, not a common password.
     #[schema(value_type = String, format = Password)]
     pub password: SecretString,
     /// A display name.

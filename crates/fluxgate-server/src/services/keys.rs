@@ -17,7 +17,7 @@ use fluxgate_core::permission::PermissionPattern;
 use fluxgate_core::secret::{ExposeSecret, SecretString};
 use fluxgate_core::validation::{single_line, FieldErrors};
 use fluxgate_proto::{KeyChanges, NewKey, RateLimit};
-use fluxgate_store::{ApiKeyRecord, KeyStatus, Rotation};
+use fluxgate_store::{ApiKeyRecord, KeyQuery, KeyStatus, Rotation};
 use serde_json::{json, Value};
 
 /// Default grace period of a rotation: the old secret keeps working for a day.
@@ -204,23 +204,40 @@ pub fn parse_status(text: Option<&str>) -> ApiResult<Option<KeyStatus>> {
     }
 }
 
-/// One page of the org's keys, by id.
+/// One page of the org's keys, by id: of one status, and whose name or start contains
+/// `search`, when given.
 pub async fn list(
     state: &AppState,
     access: &OrgAccess<KeysRead>,
     status: Option<KeyStatus>,
+    search: Option<&str>,
     page: &Paging,
+    now: i64,
+) -> ApiResult<Vec<ApiKeyRecord>> {
+    if search.is_some_and(|s| s.chars().count() > 200) {
+        return Err(ApiError::field("search", "must be at most 200 characters"));
+    }
+    let query = KeyQuery {
+        status,
+        search,
+        now,
+        after: page.cursor.as_deref(),
+        limit: page.fetch(),
+    };
+    Ok(state.store.keys(&access.org.id, &query).await?)
+}
+
+/// The org's live keys expiring within `within` seconds, soonest first (at most `limit`).
+pub async fn expiring(
+    state: &AppState,
+    access: &OrgAccess<KeysRead>,
+    within: i64,
+    limit: i64,
     now: i64,
 ) -> ApiResult<Vec<ApiKeyRecord>> {
     Ok(state
         .store
-        .keys(
-            &access.org.id,
-            status,
-            now,
-            page.cursor.as_deref(),
-            page.fetch(),
-        )
+        .expiring_keys(&access.org.id, now, now.saturating_add(within), limit)
         .await?)
 }
 

@@ -72,11 +72,33 @@ async fn unknown_routes_and_methods_answer_the_envelope(backend: Backend) {
     )
     .await;
     expect_error(
-        app.client.get(app.url("/")).send().await.expect("send"),
+        app.client
+            .get(app.url("/nothing-here"))
+            .send()
+            .await
+            .expect("send"),
         404,
         "NOT_FOUND",
     )
     .await;
+    // a browser gets a page, in the portal's frame, still with a 404
+    let page = app
+        .client
+        .get(app.url("/nothing-here"))
+        .header("accept", "text/html,application/xhtml+xml")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(page.status(), 404);
+    assert!(page.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
+    assert!(page.text().await.unwrap().contains("Not found"));
+    // and `/` is the portal
+    let front = app.client.get(app.url("/")).send().await.expect("send");
+    assert_eq!(front.status(), 200);
+    assert_eq!(front.url().path(), "/login");
     let wrong = app
         .call(Method::GET, "/api/v1/auth/login", None, None)
         .await;

@@ -15,5 +15,6 @@ mod http_conventions;
 mod input_arithmetic;
 mod keys;
 mod orgs;
+mod portal;
 mod rate_limits;
 mod usage;

@@ -1,0 +1,441 @@
+//! Pages of the account itself: sign up, the mailed verification link, log in and out, the
+//! forgotten-password pair, and the landing page that sends a user to their org.
+
+use crate::error::ApiError;
+use crate::extract::{ApiQuery, ClientInfo};
+use crate::portal::{
+    local_path, render, render_status, see_other, Chrome, CookieChanges, CsrfToken, FormErrors,
+    MaybeSignedIn, Portal, PortalForm, PortalResult, SignedIn,
+};
+use crate::request_limits::IpLimit;
+use crate::services::{accounts, sessions};
+use crate::state::AppState;
+use askama::Template;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::Router;
+use fluxgate_core::secret::SecretString;
+use fluxgate_store::OrgId;
+use serde::Deserialize;
+
+/// The routes of these pages.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/", get(home))
+        .route("/switch", get(switch))
+        .route("/login", get(login_page).post(login))
+        .route("/logout", post(logout))
+        .route("/signup", get(signup_page).post(signup))
+        .route("/verify-email", get(verify_email))
+        .route("/verify-email/resend", post(resend_verification))
+        .route("/forgot-password", get(forgot_page).post(forgot))
+        .route("/reset-password", get(reset_page).post(reset))
+}
+
+/// A page of a few paragraphs and perhaps one link onwards.
+#[derive(Template)]
+#[template(path = "message.html")]
+pub struct MessagePage {
+    pub chrome: Chrome,
+    pub title: &'static str,
+    pub paragraphs: Vec<String>,
+    pub link: Option<(String, &'static str)>,
+}
+
+#[derive(Template)]
+#[template(path = "welcome.html")]
+pub struct WelcomePage {
+    pub chrome: Chrome,
+    pub errors: FormErrors,
+    pub name: String,
+}
+
+/// `/`: the signed-in user's org (the one their session is in, else their first), or a page to
+/// create one; anyone else logs in.
+async fn home(
+    State(state): State<AppState>,
+    csrf: CsrfToken,
+    MaybeSignedIn(user): MaybeSignedIn,
+) -> PortalResult<Response> {
+    let Some(user) = user else {
+        return Ok(see_other("/login"));
+    };
+    let memberships = state
+        .store
+        .memberships_of_user(user.user_id())
+        .await
+        .map_err(ApiError::from)?;
+    let preferred = user.claims.org.as_ref();
+    let org = memberships
+        .iter()
+        .find(|m| Some(&m.org_id) == preferred)
+        .or_else(|| memberships.first());
+    match org {
+        Some(m) => Ok(see_other(&format!("/orgs/{}", m.org_id))),
+        None => Ok(render(&WelcomePage {
+            chrome: Chrome::new(&state, &csrf, Some(&user), None, "").await?,
+            errors: FormErrors::none(),
+            name: String::new(),
+        })),
+    }
+}
+
+#[derive(Deserialize)]
+struct SwitchQuery {
+    org: String,
+}
+
+/// `/switch?org=…`: the org switcher's target, for browsers without JavaScript.
+async fn switch(
+    _user: SignedIn,
+    Portal(ApiQuery(query)): Portal<ApiQuery<SwitchQuery>>,
+) -> PortalResult<Response> {
+    let org: OrgId = query.org.parse().map_err(|_| ApiError::NotFound)?;
+    Ok(see_other(&format!("/orgs/{org}")))
+}
+
+#[derive(Template)]
+#[template(path = "login.html")]
+struct LoginPage {
+    chrome: Chrome,
+    errors: FormErrors,
+    email: String,
+    next: String,
+    notice: Option<&'static str>,
+    unverified: bool,
+}
+
+#[derive(Deserialize)]
+struct LoginQuery {
+    next: Option<String>,
+    reset: Option<String>,
+}
+
+async fn login_page(
+    State(state): State<AppState>,
+    csrf: CsrfToken,
+    MaybeSignedIn(user): MaybeSignedIn,
+    Portal(ApiQuery(query)): Portal<ApiQuery<LoginQuery>>,
+) -> PortalResult<Response> {
+    let next = local_path(query.next.as_deref()).to_owned();
+    if user.is_some() {
+        return Ok(see_other(&next));
+    }
+    Ok(render(&LoginPage {
+        chrome: Chrome::new(&state, &csrf, None, None, "").await?,
+        errors: FormErrors::none(),
+        email: String::new(),
+        next,
+        notice: query
+            .reset
+            .is_some()
+            .then_some("Your password was changed. Log in with the new one."),
+        unverified: false,
+    }))
+}
+
+/// Logs in through the same service as `POST /auth/login` (lockout, one argon2 verification on
+/// every path); the session's tokens go into the portal's cookies.
+async fn login(
+    State(state): State<AppState>,
+    _limit: Portal<IpLimit>,
+    Portal(client): Portal<ClientInfo>,
+    csrf: CsrfToken,
+    form: PortalForm,
+) -> PortalResult<Response> {
+    let next = local_path(form.get("next")).to_owned();
+    let email = form.get("email").unwrap_or_default().to_owned();
+    let password = SecretString::from(form.raw("password").to_owned());
+    let refusal =
+        match sessions::login(&state, &client, &email, password, crate::clock::now()).await {
+            Ok(pair) => {
+                let mut response = see_other(&next);
+                CookieChanges::sign_in(&state, &pair).apply(&mut response);
+                return Ok(response);
+            }
+            Err(refusal) => refusal,
+        };
+    let unverified = matches!(refusal, ApiError::EmailNotVerified);
+    let (status, errors) = match refusal {
+        ApiError::RateLimited { retry_after } => (
+            StatusCode::TOO_MANY_REQUESTS,
+            FormErrors::general(format!(
+                "Too many failed attempts for this address. Try again in {}.",
+                wait(retry_after)
+            )),
+        ),
+        other => {
+            let (status, _) = other.status_and_message();
+            (
+                status,
+                FormErrors::from_refusal(other, &["email", "password"])?,
+            )
+        }
+    };
+    Ok(render_status(
+        status,
+        &LoginPage {
+            chrome: Chrome::new(&state, &csrf, None, None, "").await?,
+            errors,
+            email,
+            next,
+            notice: None,
+            unverified,
+        },
+    ))
+}
+
+/// A wait in words: `45 seconds`, `3 minutes`.
+fn wait(seconds: u64) -> String {
+    match seconds {
+        0..=1 => "a second".to_owned(),
+        2..=90 => format!("{seconds} seconds"),
+        _ => format!("{} minutes", seconds.div_ceil(60)),
+    }
+}
+
+/// Ends the session (as `POST /auth/logout`) and clears the cookies.
+async fn logout(
+    State(state): State<AppState>,
+    MaybeSignedIn(user): MaybeSignedIn,
+    Portal(client): Portal<ClientInfo>,
+    _form: PortalForm,
+) -> PortalResult<Response> {
+    if let Some(user) = user {
+        sessions::logout(&state, &user, &client, crate::clock::now()).await?;
+    }
+    let mut response = see_other("/login");
+    CookieChanges::sign_out(&state).apply(&mut response);
+    Ok(response)
+}
+
+#[derive(Template)]
+#[template(path = "signup.html")]
+struct SignupPage {
+    chrome: Chrome,
+    errors: FormErrors,
+    email: String,
+    name: String,
+    organization_name: String,
+}
+
+async fn signup_page(State(state): State<AppState>, csrf: CsrfToken) -> PortalResult<Response> {
+    Ok(render(&SignupPage {
+        chrome: Chrome::new(&state, &csrf, None, None, "").await?,
+        errors: FormErrors::none(),
+        email: String::new(),
+        name: String::new(),
+        organization_name: String::new(),
+    }))
+}
+
+/// Creates the account (and its org) through the same service as `POST /auth/signup`.
+async fn signup(
+    State(state): State<AppState>,
+    _limit: Portal<IpLimit>,
+    Portal(client): Portal<ClientInfo>,
+    csrf: CsrfToken,
+    form: PortalForm,
+) -> PortalResult<Response> {
+    let input = accounts::Signup {
+        email: form.get("email").unwrap_or_default().to_owned(),
+        password: SecretString::from(form.raw("password").to_owned()),
+        name: form.get("name").map(str::to_owned),
+        organization_name: form.get("organization_name").map(str::to_owned),
+    };
+    let email = input.email.clone();
+    match accounts::signup(&state, &client, input, crate::clock::now()).await {
+        Ok(_) => Ok(render(&MessagePage {
+            chrome: Chrome::new(&state, &csrf, None, None, "").await?,
+            title: "Check your email",
+            paragraphs: vec![
+                format!("We sent a link to {email}. Open it to confirm the address, then log in."),
+                "The link works once and expires after a day. Nothing arrived? Check the spam folder, or log in to have it sent again.".to_owned(),
+            ],
+            link: Some(("/login".to_owned(), "Go to log in")),
+        })),
+        Err(refusal) => {
+            let (status, _) = refusal.status_and_message();
+            let errors = FormErrors::from_refusal(
+                refusal,
+                &["email", "password", "name", "organization_name"],
+            )?;
+            Ok(render_status(
+                status,
+                &SignupPage {
+                    chrome: Chrome::new(&state, &csrf, None, None, "").await?,
+                    errors,
+                    email,
+                    name: form.get("name").unwrap_or_default().to_owned(),
+                    organization_name: form
+                        .get("organization_name")
+                        .unwrap_or_default()
+                        .to_owned(),
+                },
+            ))
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct TokenQuery {
+    token: Option<String>,
+}
+
+/// The link in the verification mail: spends the token and says so.
+async fn verify_email(
+    State(state): State<AppState>,
+    Portal(client): Portal<ClientInfo>,
+    csrf: CsrfToken,
+    MaybeSignedIn(user): MaybeSignedIn,
+    Portal(ApiQuery(query)): Portal<ApiQuery<TokenQuery>>,
+) -> PortalResult<Response> {
+    let token = SecretString::from(query.token.unwrap_or_default());
+    let chrome = Chrome::new(&state, &csrf, user.as_ref(), None, "").await?;
+    match accounts::verify_email(&state, &client, &token, crate::clock::now()).await {
+        Ok(()) => Ok(render(&MessagePage {
+            chrome,
+            title: "Email confirmed",
+            paragraphs: vec!["Your email address is confirmed. You can log in now.".to_owned()],
+            link: Some(("/login".to_owned(), "Log in")),
+        })),
+        Err(ApiError::Validation(_)) => Ok(render_status(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &MessagePage {
+                chrome,
+                title: "This link does not work",
+                paragraphs: vec![
+                    "The link is invalid, was used already or has expired.".to_owned(),
+                    "Log in with your email and password to have a new one sent.".to_owned(),
+                ],
+                link: Some(("/login".to_owned(), "Log in")),
+            },
+        )),
+        Err(other) => Err(other.into()),
+    }
+}
+
+/// Sends the verification link again (the same answer whether or not the account exists).
+async fn resend_verification(
+    State(state): State<AppState>,
+    _limit: Portal<IpLimit>,
+    csrf: CsrfToken,
+    form: PortalForm,
+) -> PortalResult<Response> {
+    let email = form.get("email").unwrap_or_default();
+    accounts::resend_verification(&state, email)?;
+    Ok(render(&MessagePage {
+        chrome: Chrome::new(&state, &csrf, None, None, "").await?,
+        title: "Check your email",
+        paragraphs: vec![format!(
+            "If {email} has an account that is not confirmed yet, a new link is on its way."
+        )],
+        link: Some(("/login".to_owned(), "Go to log in")),
+    }))
+}
+
+#[derive(Template)]
+#[template(path = "forgot.html")]
+struct ForgotPage {
+    chrome: Chrome,
+    errors: FormErrors,
+    email: String,
+}
+
+async fn forgot_page(State(state): State<AppState>, csrf: CsrfToken) -> PortalResult<Response> {
+    Ok(render(&ForgotPage {
+        chrome: Chrome::new(&state, &csrf, None, None, "").await?,
+        errors: FormErrors::none(),
+        email: String::new(),
+    }))
+}
+
+/// Mails a reset link through the same service as `POST /auth/password/forgot`; the answer never
+/// says whether the address has an account.
+async fn forgot(
+    State(state): State<AppState>,
+    _limit: Portal<IpLimit>,
+    csrf: CsrfToken,
+    form: PortalForm,
+) -> PortalResult<Response> {
+    let email = form.get("email").unwrap_or_default().to_owned();
+    match accounts::forgot_password(&state, &email) {
+        Ok(()) => Ok(render(&MessagePage {
+            chrome: Chrome::new(&state, &csrf, None, None, "").await?,
+            title: "Check your email",
+            paragraphs: vec![format!(
+                "If {email} has an account, a link to choose a new password is on its way. It works once and expires after an hour."
+            )],
+            link: None,
+        })),
+        Err(refusal) => {
+            let (status, _) = refusal.status_and_message();
+            Ok(render_status(
+                status,
+                &ForgotPage {
+                    chrome: Chrome::new(&state, &csrf, None, None, "").await?,
+                    errors: FormErrors::from_refusal(refusal, &["email"])?,
+                    email,
+                },
+            ))
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "reset.html")]
+struct ResetPage {
+    chrome: Chrome,
+    errors: FormErrors,
+    token: String,
+}
+
+/// The link in the reset mail: the form for the new password (the token rides along in it).
+async fn reset_page(
+    State(state): State<AppState>,
+    csrf: CsrfToken,
+    Portal(ApiQuery(query)): Portal<ApiQuery<TokenQuery>>,
+) -> PortalResult<Response> {
+    let mut response = render(&ResetPage {
+        chrome: Chrome::new(&state, &csrf, None, None, "").await?,
+        errors: FormErrors::none(),
+        token: query.token.unwrap_or_default(),
+    });
+    crate::user_auth::no_store(&mut response);
+    Ok(response)
+}
+
+/// Sets the new password through the same service as `POST /auth/password/reset` (every
+/// session ends) and sends the user to log in.
+async fn reset(
+    State(state): State<AppState>,
+    _limit: Portal<IpLimit>,
+    Portal(client): Portal<ClientInfo>,
+    csrf: CsrfToken,
+    form: PortalForm,
+) -> PortalResult<Response> {
+    let token = SecretString::from(form.raw("token").to_owned());
+    let password = SecretString::from(form.raw("password").to_owned());
+    match accounts::reset_password(&state, &client, &token, &password, crate::clock::now()).await {
+        Ok(()) => {
+            let mut response = see_other("/login?reset=1");
+            CookieChanges::sign_out(&state).apply(&mut response);
+            Ok(response)
+        }
+        Err(refusal) => {
+            let (status, _) = refusal.status_and_message();
+            let mut response = render_status(
+                status,
+                &ResetPage {
+                    chrome: Chrome::new(&state, &csrf, None, None, "").await?,
+                    errors: FormErrors::from_refusal(refusal, &["password", "token"])?,
+                    token: form.raw("token").to_owned(),
+                },
+            );
+            crate::user_auth::no_store(&mut response);
+            Ok(response)
+        }
+    }
+}

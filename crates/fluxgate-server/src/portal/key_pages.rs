@@ -1,0 +1,397 @@
+//! An org's API keys in the browser: the searchable list, creating a key (its secret shown
+//! exactly once), a key's detail with its usage, rotating and revoking — each through the same
+//! service as the JSON API.
+
+use crate::access::{Caller, KeysRead, KeysWrite, OrgAccess, UsageRead};
+use crate::clock::rfc3339;
+use crate::error::ApiError;
+use crate::extract::{ApiQuery, ClientInfo, IdPath, Paging};
+use crate::portal::charts::{bar_chart, BarChart};
+use crate::portal::{
+    render, render_no_store, render_status, see_other, Chrome, CsrfToken, FormErrors, Portal,
+    PortalForm, PortalResult, SignedIn,
+};
+use crate::routes::keys::key_view;
+use crate::services::keys::{self, KeyWithSecret};
+use crate::services::usage;
+use crate::state::AppState;
+use crate::user_auth::AuthUser;
+use askama::Template;
+use axum::extract::State;
+use axum::response::Response;
+use axum::routing::get;
+use axum::Router;
+use fluxgate_core::secret::ExposeSecret;
+use fluxgate_proto::{Key, NewKey, RateLimit};
+use fluxgate_store::{KeyId, OrgId};
+use serde::Deserialize;
+
+/// The routes of these pages.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/orgs/{org_id}/keys", get(list).post(create))
+        .route("/orgs/{org_id}/keys/new", get(new_key))
+        .route("/orgs/{org_id}/keys/{key_id}", get(detail))
+        .route(
+            "/orgs/{org_id}/keys/{key_id}/rotate",
+            axum::routing::post(rotate),
+        )
+        .route(
+            "/orgs/{org_id}/keys/{key_id}/revoke",
+            get(confirm_revoke).post(revoke),
+        )
+}
+
+fn as_caller(user: &AuthUser) -> Caller {
+    Caller::User(Box::new(user.clone()))
+}
+
+#[derive(Template)]
+#[template(path = "keys.html")]
+struct KeysPage {
+    chrome: Chrome,
+    org_id: String,
+    keys: Vec<Key>,
+    search: String,
+    status: String,
+    next: Option<String>,
+    can_write: bool,
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    search: Option<String>,
+    status: Option<String>,
+    cursor: Option<String>,
+}
+
+/// The keys page: 50 a page by id, filtered by status and by a search in name and start.
+async fn list(
+    State(state): State<AppState>,
+    SignedIn(user): SignedIn,
+    csrf: CsrfToken,
+    Portal(IdPath(org_id)): Portal<IdPath<OrgId>>,
+    Portal(ApiQuery(query)): Portal<ApiQuery<ListQuery>>,
+) -> PortalResult<Response> {
+    let access = OrgAccess::<KeysRead>::check(&state, as_caller(&user), &org_id).await?;
+    let now = crate::clock::now();
+    let status_text = query.status.unwrap_or_default();
+    let status = keys::parse_status(Some(&status_text))?;
+    let search = query.search.unwrap_or_default();
+    let search = search.trim();
+    let page = Paging::new(None, query.cursor)?;
+    let found = keys::list(
+        &state,
+        &access,
+        status,
+        Some(search).filter(|s| !s.is_empty()),
+        &page,
+        now,
+    )
+    .await?;
+    let body = page.body(found, |k| k.id.to_string(), |k| key_view(k, now));
+    let next = body.next_cursor.map(|cursor| {
+        let query: String = form_urlencoded::Serializer::new(String::new())
+            .append_pair("search", search)
+            .append_pair("status", &status_text)
+            .append_pair("cursor", &cursor)
+            .finish();
+        format!("/orgs/{org_id}/keys?{query}")
+    });
+    Ok(render(&KeysPage {
+        can_write: access.allows(&state, "keys:write"),
+        chrome: Chrome::new(&state, &csrf, Some(&user), Some(&access.org), "keys").await?,
+        org_id: org_id.to_string(),
+        keys: body.data,
+        search: search.to_owned(),
+        status: status_text,
+        next,
+    }))
+}
+
+/// A scope the creator may give a key.
+struct ScopeChoice {
+    name: String,
+    checked: bool,
+}
+
+#[derive(Template)]
+#[template(path = "key_new.html")]
+struct NewKeyPage {
+    chrome: Chrome,
+    org_id: String,
+    errors: FormErrors,
+    name: String,
+    scopes: Vec<ScopeChoice>,
+    environment: String,
+    expires_in_days: String,
+    rate_limit: String,
+    rate_window_seconds: String,
+}
+
+/// The scopes the caller holds (a key can never hold more than its maker), with those already
+/// chosen ticked.
+fn scope_choices(
+    state: &AppState,
+    access: &OrgAccess<KeysWrite>,
+    chosen: &[String],
+) -> Vec<ScopeChoice> {
+    access
+        .grants
+        .effective(&state.config.catalog)
+        .into_iter()
+        .map(|name| ScopeChoice {
+            checked: chosen.contains(&name),
+            name,
+        })
+        .collect()
+}
+
+async fn new_key(
+    State(state): State<AppState>,
+    SignedIn(user): SignedIn,
+    csrf: CsrfToken,
+    Portal(IdPath(org_id)): Portal<IdPath<OrgId>>,
+) -> PortalResult<Response> {
+    let access = OrgAccess::<KeysWrite>::check(&state, as_caller(&user), &org_id).await?;
+    Ok(render(&NewKeyPage {
+        scopes: scope_choices(&state, &access, &[]),
+        chrome: Chrome::new(&state, &csrf, Some(&user), Some(&access.org), "keys").await?,
+        org_id: org_id.to_string(),
+        errors: FormErrors::none(),
+        name: String::new(),
+        environment: "live".to_owned(),
+        expires_in_days: "90".to_owned(),
+        rate_limit: String::new(),
+        rate_window_seconds: "60".to_owned(),
+    }))
+}
+
+#[derive(Template)]
+#[template(path = "key_secret.html")]
+struct SecretPage {
+    chrome: Chrome,
+    org_id: String,
+    key: Key,
+    secret: String,
+    rotated_until: Option<String>,
+}
+
+/// The page that shows a new secret, once: never cached, never in a URL.
+async fn secret_page(
+    state: &AppState,
+    csrf: &CsrfToken,
+    user: &AuthUser,
+    access_org: &fluxgate_store::OrgRecord,
+    issued: KeyWithSecret,
+) -> PortalResult<Response> {
+    let now = crate::clock::now();
+    Ok(render_no_store(&SecretPage {
+        chrome: Chrome::new(state, csrf, Some(user), Some(access_org), "keys").await?,
+        org_id: access_org.id.to_string(),
+        key: key_view(&issued.key, now),
+        secret: issued.secret.expose_secret().to_owned(),
+        rotated_until: issued.previous_secret_expires_at.map(rfc3339),
+    }))
+}
+
+/// A whole number from a form field, or the error naming it.
+fn form_number<T: std::str::FromStr>(
+    errors: &mut fluxgate_core::validation::FieldErrors,
+    field: &str,
+    text: Option<&str>,
+) -> Option<T> {
+    let text = text?;
+    match text.parse() {
+        Ok(value) => Some(value),
+        Err(_) => {
+            errors.add(field, "must be a whole number");
+            None
+        }
+    }
+}
+
+/// Issues the key through the same service as `POST /orgs/{org_id}/keys`, then shows its
+/// secret once.
+async fn create(
+    State(state): State<AppState>,
+    SignedIn(user): SignedIn,
+    Portal(client): Portal<ClientInfo>,
+    csrf: CsrfToken,
+    Portal(IdPath(org_id)): Portal<IdPath<OrgId>>,
+    form: PortalForm,
+) -> PortalResult<Response> {
+    let access = OrgAccess::<KeysWrite>::check(&state, as_caller(&user), &org_id).await?;
+    let chosen = form.all("scopes");
+    let mut errors = fluxgate_core::validation::FieldErrors::new();
+    let expires_in_days = form_number(&mut errors, "expires_in_days", form.get("expires_in_days"));
+    let limit = form_number(&mut errors, "rate_limit.limit", form.get("rate_limit"));
+    let window = form_number(
+        &mut errors,
+        "rate_limit.window_seconds",
+        form.get("rate_window_seconds"),
+    );
+    let outcome = if errors.is_empty() {
+        let input = NewKey {
+            name: form.raw("name").to_owned(),
+            scopes: chosen.clone(),
+            environment: form.get("environment").map(str::to_owned),
+            expires_at: None,
+            expires_in_days,
+            rate_limit: limit.map(|limit| RateLimit {
+                limit,
+                window_seconds: window.unwrap_or(60),
+            }),
+            metadata: None,
+        };
+        keys::issue(&state, &access, &client, input, crate::clock::now()).await
+    } else {
+        Err(ApiError::Validation(errors))
+    };
+    match outcome {
+        Ok(issued) => secret_page(&state, &csrf, &user, &access.org, issued).await,
+        Err(refusal) => {
+            let (status, _) = refusal.status_and_message();
+            let errors = FormErrors::from_refusal(
+                refusal,
+                &[
+                    "name",
+                    "scopes",
+                    "environment",
+                    "expires_in_days",
+                    "rate_limit",
+                ],
+            )?;
+            Ok(render_status(
+                status,
+                &NewKeyPage {
+                    scopes: scope_choices(&state, &access, &chosen),
+                    chrome: Chrome::new(&state, &csrf, Some(&user), Some(&access.org), "keys")
+                        .await?,
+                    org_id: org_id.to_string(),
+                    errors,
+                    name: form.raw("name").to_owned(),
+                    environment: form.get("environment").unwrap_or("live").to_owned(),
+                    expires_in_days: form.raw("expires_in_days").to_owned(),
+                    rate_limit: form.raw("rate_limit").to_owned(),
+                    rate_window_seconds: form.raw("rate_window_seconds").to_owned(),
+                },
+            ))
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "key_detail.html")]
+struct KeyDetailPage {
+    chrome: Chrome,
+    org_id: String,
+    key: Key,
+    calls: Option<BarChart>,
+    can_write: bool,
+}
+
+/// A key: what it may do, when it was used, its calls over the last day; rotate and revoke.
+async fn detail(
+    State(state): State<AppState>,
+    SignedIn(user): SignedIn,
+    csrf: CsrfToken,
+    Portal(IdPath((org_id, key_id))): Portal<IdPath<(OrgId, KeyId)>>,
+) -> PortalResult<Response> {
+    let access = OrgAccess::<KeysRead>::check(&state, as_caller(&user), &org_id).await?;
+    let record = keys::get(&state, &access, &key_id).await?;
+    let now = crate::clock::now();
+    let calls = match OrgAccess::<UsageRead>::check(&state, as_caller(&user), &org_id).await {
+        Ok(_) => {
+            let query = usage::SeriesQuery {
+                key_id: Some(key_id.to_string()),
+                ..usage::SeriesQuery::default()
+            };
+            let series = usage::series(&state, Some(org_id.clone()), query, now).await?;
+            Some(bar_chart("key-calls", "Calls per hour", &series))
+        }
+        Err(ApiError::Forbidden(_)) => None,
+        Err(other) => return Err(other.into()),
+    };
+    Ok(render(&KeyDetailPage {
+        can_write: access.allows(&state, "keys:write"),
+        chrome: Chrome::new(&state, &csrf, Some(&user), Some(&access.org), "keys").await?,
+        org_id: org_id.to_string(),
+        key: key_view(&record, now),
+        calls,
+    }))
+}
+
+/// Gives the key a new secret through the same service as `POST …/rotate`; the old one keeps
+/// working for the chosen grace period.
+async fn rotate(
+    State(state): State<AppState>,
+    SignedIn(user): SignedIn,
+    Portal(client): Portal<ClientInfo>,
+    csrf: CsrfToken,
+    Portal(IdPath((org_id, key_id))): Portal<IdPath<(OrgId, KeyId)>>,
+    form: PortalForm,
+) -> PortalResult<Response> {
+    let access = OrgAccess::<KeysWrite>::check(&state, as_caller(&user), &org_id).await?;
+    let grace = match form.get("grace_period_seconds").map(str::parse::<u64>) {
+        None => None,
+        Some(Ok(seconds)) => Some(seconds),
+        Some(Err(_)) => {
+            return Err(ApiError::field("grace_period_seconds", "must be a whole number").into())
+        }
+    };
+    let rotated = keys::rotate(
+        &state,
+        &access,
+        &client,
+        &key_id,
+        grace,
+        crate::clock::now(),
+    )
+    .await?;
+    secret_page(&state, &csrf, &user, &access.org, rotated).await
+}
+
+#[derive(Template)]
+#[template(path = "key_revoke.html")]
+struct RevokePage {
+    chrome: Chrome,
+    org_id: String,
+    key: Key,
+}
+
+/// Asks before revoking (the page a browser without JavaScript gets).
+async fn confirm_revoke(
+    State(state): State<AppState>,
+    SignedIn(user): SignedIn,
+    csrf: CsrfToken,
+    Portal(IdPath((org_id, key_id))): Portal<IdPath<(OrgId, KeyId)>>,
+) -> PortalResult<Response> {
+    let access = OrgAccess::<KeysWrite>::check(&state, as_caller(&user), &org_id).await?;
+    let record = keys::get(&state, &access, &key_id).await?;
+    Ok(render(&RevokePage {
+        chrome: Chrome::new(&state, &csrf, Some(&user), Some(&access.org), "keys").await?,
+        org_id: org_id.to_string(),
+        key: key_view(&record, crate::clock::now()),
+    }))
+}
+
+/// Revokes the key at once through the same service as `DELETE …/keys/{key_id}`.
+async fn revoke(
+    State(state): State<AppState>,
+    SignedIn(user): SignedIn,
+    Portal(client): Portal<ClientInfo>,
+    Portal(IdPath((org_id, key_id))): Portal<IdPath<(OrgId, KeyId)>>,
+    _form: PortalForm,
+) -> PortalResult<Response> {
+    let access = OrgAccess::<KeysWrite>::check(&state, as_caller(&user), &org_id).await?;
+    match keys::revoke(&state, &access, &client, &key_id, crate::clock::now()).await {
+        Ok(()) => {}
+        // revoked already (a second click): the key's page says so
+        Err(ApiError::NotFound) => {
+            keys::get(&state, &access, &key_id).await?;
+        }
+        Err(other) => return Err(other.into()),
+    }
+    Ok(see_other(&format!("/orgs/{org_id}/keys/{key_id}")))
+}

@@ -1,0 +1,172 @@
+//! An org's pages: its overview (plan, this month's quotas, the last day's calls, keys about to
+//! expire) and creating an org.
+
+use crate::access::{Caller, KeysRead, OrgAccess, OrgRead, UsageRead};
+use crate::clock::rfc3339;
+use crate::error::ApiError;
+use crate::extract::{ClientInfo, IdPath};
+use crate::portal::account_pages::WelcomePage;
+use crate::portal::charts::{bar_chart, BarChart};
+use crate::portal::{
+    render, render_status, see_other, Chrome, CsrfToken, FormErrors, Portal, PortalForm,
+    PortalResult, SignedIn,
+};
+use crate::services::{self, orgs, usage};
+use crate::state::AppState;
+use askama::Template;
+use axum::extract::State;
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::Router;
+use fluxgate_store::OrgId;
+
+/// The routes of these pages.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/orgs", post(create_org))
+        .route("/orgs/{org_id}", get(overview))
+}
+
+/// A quota as the overview draws it.
+struct QuotaView {
+    meter: String,
+    used: i64,
+    limit: u64,
+    left: u64,
+    percent: u64,
+    /// The bar's width out of 100.
+    width: u64,
+    over: bool,
+    period: String,
+}
+
+/// A key about to expire.
+pub struct ExpiringKey {
+    id: String,
+    name: String,
+    expires: String,
+}
+
+#[derive(Template)]
+#[template(path = "overview.html")]
+struct OverviewPage {
+    chrome: Chrome,
+    org_id: String,
+    org_name: String,
+    plan: String,
+    rate_limit: Option<String>,
+    entitlements: Vec<String>,
+    quotas: Vec<QuotaView>,
+    calls: Option<BarChart>,
+    expiring: Option<Vec<ExpiringKey>>,
+}
+
+/// A rate in words: `100 calls per 60 s`.
+fn rate_words(limit: u64, window_seconds: u64) -> String {
+    format!("{limit} calls per {window_seconds} s")
+}
+
+/// The org's overview; the chart and the expiring keys only for those who may read them.
+async fn overview(
+    State(state): State<AppState>,
+    SignedIn(user): SignedIn,
+    csrf: CsrfToken,
+    Portal(IdPath(org_id)): Portal<IdPath<OrgId>>,
+) -> PortalResult<Response> {
+    let now = crate::clock::now();
+    let caller = || Caller::User(Box::new(user.clone()));
+    let access = OrgAccess::<OrgRead>::check(&state, caller(), &org_id).await?;
+    let entitlements = orgs::entitlements(&state, &access, now).await?;
+    let quotas = entitlements
+        .quotas
+        .iter()
+        .map(|(meter, quota)| {
+            let used = u64::try_from(quota.used).unwrap_or(0);
+            let percent = used
+                .saturating_mul(100)
+                .checked_div(quota.limit)
+                .unwrap_or(100);
+            QuotaView {
+                meter: meter.clone(),
+                used: quota.used,
+                limit: quota.limit,
+                left: quota.limit.saturating_sub(used),
+                percent,
+                width: percent.min(100),
+                over: used > quota.limit,
+                period: quota.period.clone(),
+            }
+        })
+        .collect();
+    let calls = match OrgAccess::<UsageRead>::check(&state, caller(), &org_id).await {
+        Ok(_) => {
+            let series = usage::series(
+                &state,
+                Some(org_id.clone()),
+                usage::SeriesQuery::default(),
+                now,
+            )
+            .await?;
+            Some(bar_chart("calls", "Calls per hour", &series))
+        }
+        Err(ApiError::Forbidden(_)) => None,
+        Err(other) => return Err(other.into()),
+    };
+    let expiring = match OrgAccess::<KeysRead>::check(&state, caller(), &org_id).await {
+        Ok(keys_access) => Some(
+            services::keys::expiring(&state, &keys_access, 7 * 86_400, 20, now)
+                .await?
+                .into_iter()
+                .map(|k| ExpiringKey {
+                    id: k.id.to_string(),
+                    name: k.name,
+                    expires: k.expires_at.map(rfc3339).unwrap_or_default(),
+                })
+                .collect(),
+        ),
+        Err(ApiError::Forbidden(_)) => None,
+        Err(other) => return Err(other.into()),
+    };
+    Ok(render(&OverviewPage {
+        chrome: Chrome::new(&state, &csrf, Some(&user), Some(&access.org), "overview").await?,
+        org_id: access.org.id.to_string(),
+        org_name: access.org.name.clone(),
+        plan: entitlements.plan,
+        rate_limit: entitlements
+            .rate_limit
+            .map(|r| rate_words(r.limit, r.window_seconds)),
+        entitlements: entitlements.entitlements,
+        quotas,
+        calls,
+        expiring,
+    }))
+}
+
+/// Creates an org owned by the user (as `POST /orgs`) and opens it.
+async fn create_org(
+    State(state): State<AppState>,
+    SignedIn(user): SignedIn,
+    Portal(client): Portal<ClientInfo>,
+    csrf: CsrfToken,
+    form: PortalForm,
+) -> PortalResult<Response> {
+    let name = form.get("name").unwrap_or_default().to_owned();
+    let input = orgs::NewOrg {
+        name: name.clone(),
+        external_id: None,
+    };
+    match orgs::create(&state, &user, &client, input, crate::clock::now()).await {
+        Ok(org) => Ok(see_other(&format!("/orgs/{}", org.id))),
+        Err(refusal) => {
+            let (status, _) = refusal.status_and_message();
+            Ok(render_status(
+                status,
+                &WelcomePage {
+                    chrome: Chrome::new(&state, &csrf, Some(&user), None, "").await?,
+                    errors: FormErrors::from_refusal(refusal, &["name"])?,
+                    name,
+                },
+            ))
+        }
+    }
+}

@@ -1,0 +1,578 @@
+//! The portal's pages over real HTTP, as a browser without JavaScript uses them (cookies kept,
+//! redirects followed, forms posted with the CSRF token the page carried), on SQLite and
+//! PostgreSQL; the HTML is read with a real parser. Refusals are tested as pages and as posts.
+
+use fluxgate_testkit::{
+    body, operator_with_verifier, smtp, Backend, TestApp, PASSWORD, PUBLIC_URL,
+};
+use reqwest::{Client, StatusCode};
+use scraper::{Html, Selector};
+use serde_json::{json, Value};
+
+both_backends!(
+    a_new_user_signs_up_and_manages_a_key_without_javascript,
+    validation_errors_stand_next_to_their_fields,
+    forms_need_this_browsers_csrf_token_and_origin,
+    pages_send_a_strict_policy_and_assets_are_cached,
+    permissions_are_enforced_by_the_services_not_by_hidden_links,
+    repeated_wrong_passwords_show_the_wait,
+);
+
+/// A browser without JavaScript: keeps cookies, follows redirects, posts forms from its page.
+struct Browser {
+    client: Client,
+    base: String,
+}
+
+/// A page as the browser got it.
+struct Page {
+    status: StatusCode,
+    url: String,
+    headers: reqwest::header::HeaderMap,
+    html: Html,
+}
+
+impl Page {
+    fn select(&self, css: &str) -> Vec<scraper::ElementRef<'_>> {
+        let selector = Selector::parse(css).unwrap();
+        self.html.select(&selector).collect()
+    }
+
+    fn text(&self, css: &str) -> String {
+        self.select(css)
+            .iter()
+            .map(|e| e.text().collect::<String>())
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    fn attr(&self, css: &str, name: &str) -> Option<String> {
+        self.select(css)
+            .first()
+            .and_then(|e| e.value().attr(name))
+            .map(str::to_owned)
+    }
+
+    fn csrf(&self) -> String {
+        self.attr("input[name=csrf]", "value")
+            .expect("the page has a form with a CSRF token")
+    }
+
+    fn title(&self) -> String {
+        self.text("h1").trim().to_owned()
+    }
+}
+
+impl Browser {
+    fn new(app: &TestApp) -> Self {
+        Self {
+            client: Client::builder().cookie_store(true).build().unwrap(),
+            base: app.base.clone(),
+        }
+    }
+
+    async fn page(&self, response: reqwest::Response) -> Page {
+        let status = response.status();
+        let url = response.url().path().to_owned();
+        let headers = response.headers().clone();
+        let text = response.text().await.unwrap();
+        Page {
+            status,
+            url,
+            headers,
+            html: Html::parse_document(&text),
+        }
+    }
+
+    async fn get(&self, path: &str) -> Page {
+        let response = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap();
+        self.page(response).await
+    }
+
+    /// Posts `fields` to `action` as the page's form would (its CSRF token added).
+    async fn submit(&self, from: &Page, action: &str, fields: &[(&str, &str)]) -> Page {
+        let csrf = from.csrf();
+        let mut form: Vec<(&str, &str)> = vec![("csrf", &csrf)];
+        form.extend_from_slice(fields);
+        let response = self
+            .client
+            .post(format!("{}{action}", self.base))
+            .header("origin", PUBLIC_URL)
+            .form(&form)
+            .send()
+            .await
+            .unwrap();
+        self.page(response).await
+    }
+
+    async fn log_in(&self, email: &str) -> Page {
+        let login = self.get("/login").await;
+        self.submit(
+            &login,
+            "/login",
+            &[("email", email), ("password", PASSWORD), ("next", "/")],
+        )
+        .await
+    }
+}
+
+async fn verify(app: &TestApp, root: &str, key: &str) -> String {
+    let response = app
+        .call(
+            reqwest::Method::POST,
+            "/api/v1/keys/verify",
+            Some(root),
+            Some(json!({ "key": key })),
+        )
+        .await;
+    body(response).await["data"]["code"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+async fn a_new_user_signs_up_and_manages_a_key_without_javascript(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (_, root) = operator_with_verifier(&app).await;
+    let browser = Browser::new(&app);
+
+    // the front door leads to the login page, which leads to sign-up
+    let login = browser.get("/").await;
+    assert_eq!(login.url, "/login");
+    assert_eq!(login.title(), "Log in");
+    let signup = browser.get("/signup").await;
+    let sent = browser
+        .submit(
+            &signup,
+            "/signup",
+            &[
+                ("email", "dev@example.com"),
+                ("password", PASSWORD),
+                ("organization_name", "Acme"),
+            ],
+        )
+        .await;
+    assert_eq!(sent.status, 200);
+    assert_eq!(sent.title(), "Check your email");
+
+    // the mailed link lands on a portal page that verifies
+    let mail = app.mail.wait_for("dev@example.com", "Verify").await;
+    let token = smtp::token_in(&mail.body);
+    assert!(mail
+        .body
+        .contains(&format!("{PUBLIC_URL}/verify-email?token=")));
+    let confirmed = browser.get(&format!("/verify-email?token={token}")).await;
+    assert_eq!(confirmed.title(), "Email confirmed");
+    let again = browser.get(&format!("/verify-email?token={token}")).await;
+    assert_eq!(again.status, 422, "a link works once");
+
+    // a wrong password is answered on the form; the right one opens the org
+    let login = browser.get("/login").await;
+    let refused = browser
+        .submit(
+            &login,
+            "/login",
+            &[
+                ("email", "dev@example.com"),
+                ("password", "not the password"),
+            ],
+        )
+        .await;
+    assert_eq!(refused.status, 401);
+    assert!(refused
+        .text("[role=alert]")
+        .contains("Invalid email or password"));
+    assert_eq!(
+        refused.attr("#email", "value").as_deref(),
+        Some("dev@example.com")
+    );
+    let overview = browser.log_in("dev@example.com").await;
+    assert_eq!(overview.status, 200);
+    assert!(overview.url.starts_with("/orgs/org_"), "{}", overview.url);
+    assert_eq!(overview.title(), "Acme");
+    assert!(overview.text("#plan-heading + p").contains("free"));
+    let org = overview.url.trim_start_matches("/orgs/").to_owned();
+
+    // no keys yet; create one with a scope the owner holds
+    let keys = browser.get(&format!("/orgs/{org}/keys")).await;
+    assert!(keys.text("main").contains("No keys"));
+    let form = browser.get(&format!("/orgs/{org}/keys/new")).await;
+    let offered: Vec<String> = form
+        .select("input[name=scopes]")
+        .iter()
+        .filter_map(|e| e.value().attr("value").map(str::to_owned))
+        .collect();
+    assert!(offered.contains(&"keys:read".to_owned()), "{offered:?}");
+    let created = browser
+        .submit(
+            &form,
+            &format!("/orgs/{org}/keys"),
+            &[
+                ("name", "billing service"),
+                ("scopes", "keys:read"),
+                ("environment", "live"),
+                ("expires_in_days", "30"),
+            ],
+        )
+        .await;
+    assert_eq!(created.status, 200);
+    assert_eq!(
+        created.headers.get("cache-control").unwrap(),
+        "no-store",
+        "the secret page is never stored"
+    );
+    let secret = created.text("#secret").trim().to_owned();
+    assert!(secret.starts_with("fg_live_"), "{secret}");
+    assert_eq!(
+        created.url,
+        format!("/orgs/{org}/keys"),
+        "the secret is not in a URL"
+    );
+    assert_eq!(verify(&app, &root, &secret).await, "VALID");
+
+    // the list finds it by name and by start, and not by something else
+    let listed = browser
+        .get(&format!("/orgs/{org}/keys?search=BILLING"))
+        .await;
+    assert!(listed.text("tbody").contains("billing service"));
+    let start = &secret[..secret.len().min(12)];
+    let by_start = browser
+        .get(&format!("/orgs/{org}/keys?search={start}"))
+        .await;
+    assert!(by_start.text("tbody").contains("billing service"));
+    let none = browser
+        .get(&format!("/orgs/{org}/keys?search=nothing%25"))
+        .await;
+    assert!(none.text("main").contains("No keys match"));
+    let revoked_only = browser
+        .get(&format!("/orgs/{org}/keys?status=revoked"))
+        .await;
+    assert!(revoked_only.select("tbody tr").is_empty());
+
+    // the detail page; rotate at once, and the old secret stops
+    let link = listed.attr("tbody a", "href").unwrap();
+    let detail = browser.get(&link).await;
+    assert_eq!(detail.title(), "billing service active");
+    assert!(detail.text("table").contains("keys:read"));
+    let rotated = browser
+        .submit(
+            &detail,
+            &format!("{link}/rotate"),
+            &[("grace_period_seconds", "0")],
+        )
+        .await;
+    let new_secret = rotated.text("#secret").trim().to_owned();
+    assert_ne!(new_secret, secret);
+    assert_eq!(verify(&app, &root, &new_secret).await, "VALID");
+    assert_eq!(verify(&app, &root, &secret).await, "EXPIRED");
+
+    // revoke, after the confirmation page
+    let confirm = browser.get(&format!("{link}/revoke")).await;
+    assert!(confirm.title().starts_with("Revoke billing service"));
+    let after = browser
+        .submit(&confirm, &format!("{link}/revoke"), &[])
+        .await;
+    assert_eq!(after.url, link);
+    assert_eq!(after.title(), "billing service revoked");
+    assert_eq!(verify(&app, &root, &new_secret).await, "REVOKED");
+
+    // logging out ends the session: the pages ask to log in again
+    let out = browser.submit(&after, "/logout", &[]).await;
+    assert_eq!(out.url, "/login");
+    let closed = browser.get(&format!("/orgs/{org}")).await;
+    assert_eq!(closed.url, "/login");
+    app.stop().await;
+}
+
+async fn validation_errors_stand_next_to_their_fields(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let browser = Browser::new(&app);
+    let signup = browser.get("/signup").await;
+    let refused = browser
+        .submit(
+            &signup,
+            "/signup",
+            &[("email", "not an email"), ("password", "short")],
+        )
+        .await;
+    assert_eq!(refused.status, 422);
+    assert_eq!(
+        refused.attr("#email", "aria-invalid").as_deref(),
+        Some("true")
+    );
+    assert_eq!(
+        refused.attr("#email", "aria-describedby").as_deref(),
+        Some("email-error")
+    );
+    assert!(!refused.text("#email-error").is_empty());
+    assert!(refused.text("#password-error").contains("at least 8"));
+    // the first field in error takes the focus; the others do not
+    assert!(refused.attr("#email", "autofocus").is_some());
+    assert!(refused.attr("#password", "autofocus").is_none());
+    // what was typed stays, except the password
+    assert_eq!(
+        refused.attr("#email", "value").as_deref(),
+        Some("not an email")
+    );
+    assert_eq!(refused.attr("#password", "value").as_deref(), Some(""));
+
+    // a key form with a name too long and a scope the user does not hold
+    let (_, _) = app.owner("owner@example.com", "Acme").await;
+    browser.log_in("owner@example.com").await;
+    let overview = browser.get("/").await;
+    let org = overview.url.trim_start_matches("/orgs/").to_owned();
+    let form = browser.get(&format!("/orgs/{org}/keys/new")).await;
+    let long = "x".repeat(300);
+    let refused = browser
+        .submit(
+            &form,
+            &format!("/orgs/{org}/keys"),
+            &[("name", &long), ("expires_in_days", "soon")],
+        )
+        .await;
+    assert_eq!(refused.status, 422);
+    assert!(!refused.text("#expires_in_days-error").is_empty());
+    let refused = browser
+        .submit(
+            &form,
+            &format!("/orgs/{org}/keys"),
+            &[("name", &long), ("scopes", "no such:scope")],
+        )
+        .await;
+    assert_eq!(refused.status, 422);
+    assert!(!refused.text("#name-error").is_empty());
+    assert!(!refused.text("#scopes-error").is_empty());
+    app.stop().await;
+}
+
+async fn forms_need_this_browsers_csrf_token_and_origin(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    app.owner("owner@example.com", "Acme").await;
+    let browser = Browser::new(&app);
+    let login = browser.get("/login").await;
+    let post = |fields: Vec<(&'static str, String)>, origin: &'static str| {
+        browser
+            .client
+            .post(format!("{}/login", browser.base))
+            .header("origin", origin)
+            .form(&fields)
+            .send()
+    };
+    let creds = || {
+        vec![
+            ("email", "owner@example.com".to_owned()),
+            ("password", PASSWORD.to_owned()),
+        ]
+    };
+    // no token, a wrong token, a token from another browser: refused, nobody logged in
+    let missing = post(creds(), PUBLIC_URL).await.unwrap();
+    assert_eq!(missing.status(), 403);
+    let mut wrong = creds();
+    wrong.push(("csrf", "A".repeat(43)));
+    assert_eq!(post(wrong, PUBLIC_URL).await.unwrap().status(), 403);
+    let other = Browser::new(&app).get("/login").await.csrf();
+    let mut foreign_token = creds();
+    foreign_token.push(("csrf", other));
+    assert_eq!(post(foreign_token, PUBLIC_URL).await.unwrap().status(), 403);
+    // the right token from another origin: refused too
+    let mut cross_site = creds();
+    cross_site.push(("csrf", login.csrf()));
+    assert_eq!(
+        post(cross_site, "https://evil.example")
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    let still_out = browser.get("/").await;
+    assert_eq!(still_out.url, "/login");
+    // and with both it works — the configured public URL, or the host the browser opened
+    let mut opened_as = creds();
+    opened_as.push(("csrf", login.csrf()));
+    let response = browser
+        .client
+        .post(format!("{}/login", browser.base))
+        .header("origin", browser.base.clone())
+        .form(&opened_as)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        response.url().path().starts_with("/orgs/"),
+        "{}",
+        response.url()
+    );
+    let inside = browser.log_in("owner@example.com").await;
+    assert!(inside.url.starts_with("/orgs/"));
+    app.stop().await;
+}
+
+async fn pages_send_a_strict_policy_and_assets_are_cached(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let browser = Browser::new(&app);
+    let login = browser.get("/login").await;
+    let csp = login
+        .headers
+        .get("content-security-policy")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    for needed in [
+        "script-src 'self'",
+        "frame-ancestors 'none'",
+        "form-action 'self'",
+    ] {
+        assert!(csp.contains(needed), "{csp}");
+    }
+    assert!(
+        !csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"),
+        "{csp}"
+    );
+    assert_eq!(
+        login.headers.get("x-content-type-options").unwrap(),
+        "nosniff"
+    );
+    assert_eq!(login.headers.get("referrer-policy").unwrap(), "same-origin");
+    let cookie = login
+        .headers
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .find(|c| c.starts_with("fg_csrf="))
+        .expect("a CSRF cookie");
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"),
+        "{cookie}"
+    );
+    // no inline script or style anywhere: everything comes from the embedded assets
+    assert!(login.select("script:not([src])").is_empty());
+    assert!(login.select("style, [style]").is_empty());
+    assert!(
+        login.select("a.skip[href='#main']").len() == 1,
+        "a skip link"
+    );
+    for (css, kind) in [
+        ("link[rel=stylesheet]", "text/css"),
+        ("script[src*=htmx]", "text/javascript"),
+    ] {
+        let href = login
+            .attr(css, "href")
+            .or_else(|| login.attr(css, "src"))
+            .unwrap();
+        let asset = browser
+            .client
+            .get(format!("{}{href}", app.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(asset.status(), 200);
+        assert!(asset.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with(kind));
+        assert!(asset.headers()["cache-control"]
+            .to_str()
+            .unwrap()
+            .contains("immutable"));
+    }
+    let missing = browser
+        .client
+        .get(format!("{}/assets/x/nope.js", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+    // an unknown API route still answers the JSON envelope
+    let api = app
+        .client
+        .get(app.url("/api/v1/nothing"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(api.status(), 404);
+    assert_eq!(body(api).await["error"]["code"], "NOT_FOUND");
+    app.stop().await;
+}
+
+async fn permissions_are_enforced_by_the_services_not_by_hidden_links(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (owner, org) = app.owner("owner@example.com", "Acme").await;
+    app.member(&owner, &org, "viewer@example.com", "viewer")
+        .await;
+    app.owner("stranger@example.com", "Other").await;
+
+    let viewer = Browser::new(&app);
+    viewer.log_in("viewer@example.com").await;
+    let keys = viewer.get(&format!("/orgs/{org}/keys")).await;
+    assert_eq!(keys.status, 200, "a viewer reads keys");
+    assert!(
+        keys.select(&format!("a[href='/orgs/{org}/keys/new']"))
+            .is_empty(),
+        "no create link"
+    );
+    let form = viewer.get(&format!("/orgs/{org}/keys/new")).await;
+    assert_eq!(form.status, 403);
+    assert!(form.text("main").contains("keys:write"));
+    // posting the form anyway is refused by the service
+    let posted = viewer
+        .submit(&keys, &format!("/orgs/{org}/keys"), &[("name", "sneaky")])
+        .await;
+    assert_eq!(posted.status, 403);
+    let listed: Value = body(
+        app.get_auth(&format!("/api/v1/orgs/{org}/keys"), &owner)
+            .await,
+    )
+    .await;
+    assert_eq!(
+        listed["data"].as_array().unwrap().len(),
+        0,
+        "nothing was created"
+    );
+
+    // another org's pages answer 404, as the API does
+    let stranger = Browser::new(&app);
+    stranger.log_in("stranger@example.com").await;
+    for path in [format!("/orgs/{org}"), format!("/orgs/{org}/keys")] {
+        assert_eq!(stranger.get(&path).await.status, 404, "{path}");
+    }
+    assert_eq!(stranger.get("/orgs/not-an-id").await.status, 404);
+    app.stop().await;
+}
+
+async fn repeated_wrong_passwords_show_the_wait(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    app.owner("owner@example.com", "Acme").await;
+    let browser = Browser::new(&app);
+    let login = browser.get("/login").await;
+    let mut last = None;
+    for _ in 0..12 {
+        let page = browser
+            .submit(
+                &login,
+                "/login",
+                &[
+                    ("email", "owner@example.com"),
+                    ("password", "wrong password!"),
+                ],
+            )
+            .await;
+        if page.status == 429 {
+            last = Some(page);
+            break;
+        }
+        assert_eq!(page.status, 401);
+    }
+    let locked = last.expect("the address is locked after repeated failures");
+    assert!(
+        locked.text("[role=alert]").contains("Try again in"),
+        "{}",
+        locked.text("main")
+    );
+    app.stop().await;
+}
