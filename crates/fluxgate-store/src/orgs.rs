@@ -108,6 +108,16 @@ pub trait OrgStore: Send + Sync {
         now: i64,
         audit: &AuditRecord,
     ) -> StoreResult<bool>;
+    /// Gives an open invitation of an org a new token and expiry (the old token stops working);
+    /// the updated invitation, or None if there is no such open one.
+    async fn reissue_invitation(
+        &self,
+        org_id: &OrgId,
+        invitation_id: &InvitationId,
+        token_hash: &str,
+        expires_at: i64,
+        audit: &AuditRecord,
+    ) -> StoreResult<Option<InvitationRecord>>;
     /// Accepts an open, unexpired invitation for `user_id`, adding the membership.
     async fn accept_invitation(
         &self,
@@ -519,6 +529,33 @@ macro_rules! impl_org_store {
             async fn invitation_by_token(&self, token_hash: &str) -> $crate::StoreResult<Option<$crate::InvitationRecord>> {
                 let sql = format!("SELECT {INVITATION_COLUMNS} FROM invitations WHERE token_hash = $1");
                 Ok(sqlx::query_as(&sql).bind(token_hash).fetch_optional(&self.pool).await?)
+            }
+
+            async fn reissue_invitation(
+                &self,
+                org_id: &$crate::OrgId,
+                invitation_id: &$crate::InvitationId,
+                token_hash: &str,
+                expires_at: i64,
+                audit: &$crate::AuditRecord,
+            ) -> $crate::StoreResult<Option<$crate::InvitationRecord>> {
+                let mut tx = self.pool.begin().await?;
+                let sql = format!(
+                    "UPDATE invitations SET token_hash = $1, expires_at = $2 WHERE org_id = $3 \
+                     AND id = $4 AND accepted_at IS NULL AND canceled_at IS NULL RETURNING {INVITATION_COLUMNS}"
+                );
+                let updated: Option<$crate::InvitationRecord> = sqlx::query_as(&sql)
+                    .bind(token_hash)
+                    .bind(expires_at)
+                    .bind(org_id)
+                    .bind(invitation_id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                if updated.is_some() {
+                    insert_audit(&mut tx, audit).await?;
+                    tx.commit().await?;
+                }
+                Ok(updated)
             }
 
             async fn cancel_invitation(

@@ -6,6 +6,7 @@ mod account_pages;
 mod assets;
 mod charts;
 mod key_pages;
+mod member_pages;
 mod org_pages;
 mod session;
 
@@ -440,6 +441,7 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .merge(account_pages::router())
         .merge(org_pages::router())
         .merge(key_pages::router())
+        .merge(member_pages::router())
         .layer(middleware::from_fn_with_state(
             state.clone(),
             session::track_viewer,

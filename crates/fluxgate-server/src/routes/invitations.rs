@@ -15,7 +15,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use fluxgate_core::secret::SecretString;
-use fluxgate_proto::{Data, Invitation, Org, Page};
+use fluxgate_proto::{Data, ErrorEnvelope, Invitation, Org, Page};
 use fluxgate_store::{InvitationId, InvitationRecord, OrgId, UserId};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -25,10 +25,11 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_invitations, invite))
         .routes(routes!(cancel_invitation))
+        .routes(routes!(resend_invitation))
         .routes(routes!(accept_invitation))
 }
 
-fn invitation_json(inv: &InvitationRecord) -> Invitation {
+pub fn invitation_json(inv: &InvitationRecord) -> Invitation {
     Invitation {
         id: inv.id.to_string(),
         email: inv.email.clone(),
@@ -81,6 +82,23 @@ async fn list_invitations(
 }
 
 /// Cancels an open invitation; its token stops working.
+/// Mails an open invitation again with a new token; the old link stops working.
+#[utoipa::path(post, path = "/orgs/{org_id}/invitations/{invitation_id}/resend", tag = "orgs",
+    params(("org_id" = String, Path, description = "org_…"), ("invitation_id" = String, Path, description = "inv_…")),
+    security(("bearer" = ["members:write"])),
+    responses((status = 200, description = "the invitation, with its new expiry", body = Data<Invitation>), (status = 404, description = "no such open invitation", body = ErrorEnvelope)))]
+async fn resend_invitation(
+    State(state): State<AppState>,
+    access: OrgAccess<MembersWrite>,
+    client: ClientInfo,
+    IdPath(ids): IdPath<(OrgId, InvitationId)>,
+) -> ApiResult<Json<Data<Invitation>>> {
+    let invitation = invitations::resend(&state, &access, &client, &ids.1, clock::now()).await?;
+    Ok(Json(Data {
+        data: invitation_json(&invitation),
+    }))
+}
+
 #[utoipa::path(delete, path = "/orgs/{org_id}/invitations/{invitation_id}", tag = "orgs",
     params(("org_id" = String, Path, description = "org_…"), ("invitation_id" = String, Path, description = "inv_…")),
     security(("bearer" = ["members:write"])),

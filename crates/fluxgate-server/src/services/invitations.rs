@@ -131,6 +131,37 @@ pub async fn list_open(
         .await?)
 }
 
+/// Mails an open invitation again with a new token (the old link stops working) and a new
+/// expiry. Unknown or closed: 404.
+pub async fn resend(
+    state: &AppState,
+    access: &OrgAccess<MembersWrite>,
+    client: &ClientInfo,
+    invitation_id: &InvitationId,
+    now: i64,
+) -> ApiResult<InvitationRecord> {
+    let token = random_token();
+    let ttl = state.config.auth.invitation_ttl;
+    let audit = access
+        .audit("invitation.resent", client)
+        .at(now)
+        .target("invitation", invitation_id)
+        .build();
+    let invitation = state
+        .store
+        .reissue_invitation(
+            &access.org.id,
+            invitation_id,
+            &sha256_hex(token.expose_secret()),
+            crate::clock::after(now, ttl),
+            &audit,
+        )
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    send_invitation(state, &access.org.name, &invitation, &token, ttl);
+    Ok(invitation)
+}
+
 /// Cancels an open invitation; its token stops working. Unknown or closed: 404.
 pub async fn cancel(
     state: &AppState,
@@ -155,6 +186,36 @@ pub async fn cancel(
     }
 }
 
+/// The open, unexpired invitation a token belongs to (else 404).
+async fn open_invitation(
+    state: &AppState,
+    token: &SecretString,
+    now: i64,
+) -> ApiResult<InvitationRecord> {
+    state
+        .store
+        .invitation_by_token(&sha256_hex(token.expose_secret()))
+        .await?
+        .filter(|i| i.accepted_at.is_none() && i.canceled_at.is_none() && i.expires_at > now)
+        .ok_or(ApiError::NotFound)
+}
+
+/// What an invitation offers, for whoever holds its token: the org, the role and the invited
+/// address (the page that accepts it shows them before anyone logs in).
+pub async fn preview(
+    state: &AppState,
+    token: &SecretString,
+    now: i64,
+) -> ApiResult<(InvitationRecord, OrgRecord)> {
+    let invitation = open_invitation(state, token, now).await?;
+    let org = state
+        .store
+        .org(&invitation.org_id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    Ok((invitation, org))
+}
+
 /// Joins the org of an invitation, as the invited address only; the token works once, until it
 /// expires or is cancelled (else 404). Returns the org and the role.
 pub async fn accept(
@@ -164,12 +225,7 @@ pub async fn accept(
     token: &SecretString,
     now: i64,
 ) -> ApiResult<(OrgRecord, String)> {
-    let invitation = state
-        .store
-        .invitation_by_token(&sha256_hex(token.expose_secret()))
-        .await?
-        .filter(|i| i.accepted_at.is_none() && i.canceled_at.is_none() && i.expires_at > now)
-        .ok_or(ApiError::NotFound)?;
+    let invitation = open_invitation(state, token, now).await?;
     let account = state
         .store
         .user_by_id(user.user_id())

@@ -871,6 +871,36 @@ async fn invitations_go_to_one_address_once(backend: Backend) {
         .as_str()
         .unwrap()
         .to_owned();
+    // resending mails a new token; the first link stops working
+    let resent = send(
+        &app,
+        Method::POST,
+        &format!("/orgs/{org}/invitations/{carol_invitation}/resend"),
+        &owner,
+        None,
+    )
+    .await;
+    assert_eq!(resent.status(), 200);
+    assert_eq!(body(resent).await["data"]["id"], carol_invitation.as_str());
+    let second_mail = app
+        .mail
+        .wait_for_nth("carol@example.com", "invited", 2)
+        .await;
+    let carol_second_token = fluxgate_testkit::smtp::token_in(&second_mail.body);
+    assert_ne!(carol_second_token, carol_token);
+    expect_error(
+        send(
+            &app,
+            Method::POST,
+            &format!("/invitations/{carol_token}/accept"),
+            &carol,
+            None,
+        )
+        .await,
+        404,
+        "NOT_FOUND",
+    )
+    .await;
     assert_eq!(
         status(
             &app,
@@ -897,7 +927,7 @@ async fn invitations_go_to_one_address_once(backend: Backend) {
         send(
             &app,
             Method::POST,
-            &format!("/invitations/{carol_token}/accept"),
+            &format!("/invitations/{carol_second_token}/accept"),
             &carol,
             None,
         )

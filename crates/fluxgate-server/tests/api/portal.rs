@@ -16,6 +16,7 @@ both_backends!(
     pages_send_a_strict_policy_and_assets_are_cached,
     permissions_are_enforced_by_the_services_not_by_hidden_links,
     repeated_wrong_passwords_show_the_wait,
+    an_owner_invites_a_teammate_who_joins_through_the_link,
 );
 
 /// A browser without JavaScript: keeps cookies, follows redirects, posts forms from its page.
@@ -574,5 +575,141 @@ async fn repeated_wrong_passwords_show_the_wait(backend: Backend) {
         "{}",
         locked.text("main")
     );
+    app.stop().await;
+}
+
+async fn an_owner_invites_a_teammate_who_joins_through_the_link(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (_, org) = app.owner("owner@example.com", "Acme").await;
+    let owner = Browser::new(&app);
+    owner.log_in("owner@example.com").await;
+    let members = owner.get(&format!("/orgs/{org}/members")).await;
+    assert!(members.text("tbody").contains("owner@example.com"));
+
+    // a bad address is answered next to its field; a good one is invited
+    let refused = owner
+        .submit(
+            &members,
+            &format!("/orgs/{org}/invitations"),
+            &[("email", "nope"), ("role", "developer")],
+        )
+        .await;
+    assert_eq!(refused.status, 422);
+    assert!(!refused.text("#email-error").is_empty());
+    let invited = owner
+        .submit(
+            &members,
+            &format!("/orgs/{org}/invitations"),
+            &[("email", "Teammate@Example.com"), ("role", "developer")],
+        )
+        .await;
+    assert_eq!(invited.status, 200);
+    assert!(invited
+        .text("[role=status]")
+        .contains("teammate@example.com"));
+    assert!(invited
+        .text("#open-heading + div")
+        .contains("teammate@example.com"));
+
+    // resend: a second mail, and only its link works
+    let resent = owner
+        .submit(
+            &invited,
+            &invited.attr("form[action$='/resend']", "action").unwrap(),
+            &[],
+        )
+        .await;
+    assert!(resent.text("[role=status]").contains("new link"));
+    let mail = app
+        .mail
+        .wait_for_nth("teammate@example.com", "invited", 2)
+        .await;
+    let token = smtp::token_in(&mail.body);
+    assert!(mail
+        .body
+        .contains(&format!("{PUBLIC_URL}/invitations/accept?token={token}")));
+
+    // the teammate opens the link before having an account
+    let teammate = Browser::new(&app);
+    let offer = teammate
+        .get(&format!("/invitations/accept?token={token}"))
+        .await;
+    assert_eq!(offer.status, 200);
+    assert_eq!(offer.title(), "Join Acme");
+    assert!(offer.text("main").contains("as developer"));
+    let login_link = offer.attr("main a[href^='/login?next=']", "href").unwrap();
+    let signup = teammate.get("/signup").await;
+    teammate
+        .submit(
+            &signup,
+            "/signup",
+            &[("email", "teammate@example.com"), ("password", PASSWORD)],
+        )
+        .await;
+    let verify_mail = app.mail.wait_for("teammate@example.com", "Verify").await;
+    teammate
+        .get(&format!(
+            "/verify-email?token={}",
+            smtp::token_in(&verify_mail.body)
+        ))
+        .await;
+    // logging in from the invitation comes back to it
+    let login = teammate.get(&login_link).await;
+    let back = teammate
+        .submit(
+            &login,
+            "/login",
+            &[
+                ("email", "teammate@example.com"),
+                ("password", PASSWORD),
+                ("next", &login.attr("input[name=next]", "value").unwrap()),
+            ],
+        )
+        .await;
+    assert_eq!(back.url, "/invitations/accept");
+    assert!(back
+        .text("main")
+        .contains("logged in as teammate@example.com"));
+    let joined = teammate
+        .submit(&back, "/invitations/accept", &[("token", &token)])
+        .await;
+    assert_eq!(joined.url, format!("/orgs/{org}"));
+    assert_eq!(joined.title(), "Acme");
+
+    // a developer sees the members but cannot manage them, and the service refuses the post
+    let their_view = teammate.get(&format!("/orgs/{org}/members")).await;
+    assert!(their_view.select("#invite-heading").is_empty());
+    let refused = teammate
+        .submit(
+            &their_view,
+            &format!("/orgs/{org}/invitations"),
+            &[("email", "x@example.com"), ("role", "viewer")],
+        )
+        .await;
+    assert_eq!(refused.status, 403);
+
+    // the owner makes them a viewer, then removes them
+    let members = owner.get(&format!("/orgs/{org}/members")).await;
+    let row_action = members.attr("form[action$='/role']", "action").unwrap();
+    let changed = owner
+        .submit(&members, &row_action, &[("role", "viewer")])
+        .await;
+    assert_eq!(changed.url, format!("/orgs/{org}/members"));
+    let select = "select[id^='role-'] option[selected]";
+    assert!(changed.text(select).contains("viewer"));
+    let remove_action = changed
+        .attr("form[action$='/remove'][data-confirm^='Remove']", "action")
+        .unwrap();
+    let removed = owner.submit(&changed, &remove_action, &[]).await;
+    assert!(!removed.text("tbody").contains("teammate@example.com"));
+    assert_eq!(teammate.get(&format!("/orgs/{org}")).await.status, 404);
+
+    // the last owner cannot leave
+    let leave_action = removed
+        .attr("form[data-confirm^='Leave']", "action")
+        .unwrap();
+    let kept = owner.submit(&removed, &leave_action, &[]).await;
+    assert_eq!(kept.status, 409);
+    assert!(kept.text("[role=alert]").contains("last owner"));
     app.stop().await;
 }
