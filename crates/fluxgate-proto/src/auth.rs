@@ -89,6 +89,14 @@ pub struct Me {
     pub session_id: String,
 }
 
+/// How many sessions were ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct EndedSessions {
+    /// Sessions ended by the call.
+    pub ended: u64,
+}
+
 /// A live session of the current user.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -11,8 +11,8 @@ pub mod usage;
 pub mod verify;
 
 pub use auth::{
-    Accepted, EmailVerified, Me, Membership, OrgSummary, PasswordReset, Session, SignedUp, Tokens,
-    User,
+    Accepted, EmailVerified, EndedSessions, Me, Membership, OrgSummary, PasswordReset, Session,
+    SignedUp, Tokens, User,
 };
 pub use envelope::{Data, ErrorBody, ErrorEnvelope, Health, Page};
 pub use keys::{Entitlements, IssuedKey, Key, KeyChanges, NewKey, QuotaUse, RateLimit, RotateKey};

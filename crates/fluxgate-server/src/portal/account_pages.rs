@@ -2,7 +2,7 @@
 //! forgotten-password pair, and the landing page that sends a user to their org.
 
 use crate::error::ApiError;
-use crate::extract::{ApiQuery, ClientInfo};
+use crate::extract::{ApiQuery, ClientInfo, IdPath};
 use crate::portal::{
     local_path, render, render_status, see_other, Chrome, CookieChanges, CsrfToken, FormErrors,
     MaybeSignedIn, Portal, PortalForm, PortalResult, SignedIn,
@@ -17,7 +17,7 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
 use fluxgate_core::secret::SecretString;
-use fluxgate_store::OrgId;
+use fluxgate_store::{OrgId, SessionId};
 use serde::Deserialize;
 
 /// The routes of these pages.
@@ -32,6 +32,9 @@ pub fn router() -> Router<AppState> {
         .route("/verify-email/resend", post(resend_verification))
         .route("/forgot-password", get(forgot_page).post(forgot))
         .route("/reset-password", get(reset_page).post(reset))
+        .route("/account", get(account))
+        .route("/account/sessions/end-others", post(end_other_sessions))
+        .route("/account/sessions/{session_id}/end", post(end_session))
 }
 
 /// A page of a few paragraphs and perhaps one link onwards.
@@ -438,4 +441,77 @@ async fn reset(
             Ok(response)
         }
     }
+}
+
+#[derive(Template)]
+#[template(path = "account.html")]
+struct AccountPage {
+    chrome: Chrome,
+    email: String,
+    name: String,
+    sessions: Vec<fluxgate_proto::Session>,
+    notice: Option<String>,
+}
+
+async fn account_page(
+    state: &AppState,
+    csrf: &CsrfToken,
+    user: &crate::user_auth::AuthUser,
+    notice: Option<String>,
+) -> PortalResult<Response> {
+    let record = state
+        .store
+        .user_by_id(user.user_id())
+        .await
+        .map_err(ApiError::from)?
+        .ok_or(ApiError::Unauthorized)?;
+    let sessions = sessions::list(state, user, crate::clock::now())
+        .await?
+        .iter()
+        .map(|s| crate::routes::auth::session_view(s, user))
+        .collect();
+    Ok(render(&AccountPage {
+        chrome: Chrome::new(state, csrf, Some(user), None, "account").await?,
+        email: record.email,
+        name: record.name.unwrap_or_default(),
+        sessions,
+        notice,
+    }))
+}
+
+/// The account: profile and the live sessions (as `GET /auth/sessions`).
+async fn account(
+    State(state): State<AppState>,
+    SignedIn(user): SignedIn,
+    csrf: CsrfToken,
+) -> PortalResult<Response> {
+    account_page(&state, &csrf, &user, None).await
+}
+
+/// Ends one session (as `DELETE /auth/sessions/{id}`).
+async fn end_session(
+    State(state): State<AppState>,
+    SignedIn(user): SignedIn,
+    Portal(client): Portal<ClientInfo>,
+    Portal(IdPath(session_id)): Portal<IdPath<SessionId>>,
+    _form: PortalForm,
+) -> PortalResult<Response> {
+    sessions::end(&state, &user, &client, &session_id, crate::clock::now()).await?;
+    Ok(see_other("/account"))
+}
+
+/// Ends every other session (as `DELETE /auth/sessions`).
+async fn end_other_sessions(
+    State(state): State<AppState>,
+    SignedIn(user): SignedIn,
+    Portal(client): Portal<ClientInfo>,
+    csrf: CsrfToken,
+    _form: PortalForm,
+) -> PortalResult<Response> {
+    let ended = sessions::end_others(&state, &user, &client, crate::clock::now()).await?;
+    let notice = match ended {
+        1 => "1 other session ended.".to_owned(),
+        n => format!("{n} other sessions ended."),
+    };
+    account_page(&state, &csrf, &user, Some(notice)).await
 }

@@ -18,10 +18,10 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use fluxgate_core::secret::SecretString;
 use fluxgate_proto::{
-    Accepted, Data, EmailVerified, Me, Membership, OrgSummary, Page, PasswordReset, Session,
-    SignedUp, Tokens, User,
+    Accepted, Data, EmailVerified, EndedSessions, Me, Membership, OrgSummary, Page, PasswordReset,
+    Session, SignedUp, Tokens, User,
 };
-use fluxgate_store::{SessionId, UserRecord};
+use fluxgate_store::{SessionId, SessionRecord, UserRecord};
 use serde::Deserialize;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -39,7 +39,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(forgot_password))
         .routes(routes!(reset_password))
         .routes(routes!(me))
-        .routes(routes!(list_sessions))
+        .routes(routes!(list_sessions, end_other_sessions))
         .routes(routes!(revoke_session))
         .routes(routes!(switch_org))
 }
@@ -297,21 +297,37 @@ async fn list_sessions(
     user: AuthUser,
 ) -> ApiResult<Json<Page<Session>>> {
     let sessions = sessions::list(&state, &user, clock::now()).await?;
-    let data = sessions
-        .iter()
-        .map(|s| Session {
-            id: s.id.to_string(),
-            device: s.user_agent.clone(),
-            ip: s.ip.clone(),
-            created_at: rfc3339(s.created_at),
-            last_used_at: rfc3339(s.last_used_at),
-            expires_at: rfc3339(s.expires_at),
-            current: &s.id == user.session_id(),
-        })
-        .collect();
+    let data = sessions.iter().map(|s| session_view(s, &user)).collect();
     Ok(Json(Page {
         data,
         next_cursor: None,
+    }))
+}
+
+/// A session as the API (and the portal's account page) shows it.
+pub fn session_view(session: &SessionRecord, user: &AuthUser) -> Session {
+    Session {
+        id: session.id.to_string(),
+        device: session.user_agent.clone(),
+        ip: session.ip.clone(),
+        created_at: rfc3339(session.created_at),
+        last_used_at: rfc3339(session.last_used_at),
+        expires_at: rfc3339(session.expires_at),
+        current: &session.id == user.session_id(),
+    }
+}
+
+/// Ends every session of the user but the current one ("log out everywhere else").
+#[utoipa::path(delete, path = "/auth/sessions", tag = "auth", security(("bearer" = [])),
+    responses((status = 200, description = "how many sessions ended", body = Data<EndedSessions>)))]
+async fn end_other_sessions(
+    State(state): State<AppState>,
+    user: AuthUser,
+    client: ClientInfo,
+) -> ApiResult<Json<Data<EndedSessions>>> {
+    let ended = sessions::end_others(&state, &user, &client, clock::now()).await?;
+    Ok(Json(Data {
+        data: EndedSessions { ended },
     }))
 }
 

@@ -388,6 +388,27 @@ pub async fn end(
     Ok(())
 }
 
+/// Ends every live session of the user but the one asking; how many ended.
+pub async fn end_others(
+    state: &AppState,
+    user: &AuthUser,
+    client: &ClientInfo,
+    now: i64,
+) -> ApiResult<u64> {
+    let mut ended = 0u64;
+    for session in list(state, user, now).await? {
+        if &session.id == user.session_id() {
+            continue;
+        }
+        match end(state, user, client, &session.id, now).await {
+            Ok(()) => ended = ended.saturating_add(1),
+            Err(ApiError::NotFound) => {} // it ended meanwhile
+            Err(other) => return Err(other),
+        }
+    }
+    Ok(ended)
+}
+
 /// Makes another of the user's orgs active: a new token pair acting in it (the session's
 /// previous refresh token is superseded). Not a member: 404.
 pub async fn switch_org(

@@ -533,6 +533,28 @@ async fn sessions_can_be_listed_and_revoked(backend: Backend) {
         )
         .await;
     expect_error(again, 404, "NOT_FOUND").await;
+
+    // "log out everywhere else": two more logins end, the caller's session stays
+    let third = app.login("fay@example.com", PASSWORD).await;
+    let fourth = app.login("fay@example.com", PASSWORD).await;
+    let ended = app
+        .call(Method::DELETE, "/api/v1/auth/sessions", Some(access), None)
+        .await;
+    assert_eq!(ended.status(), 200);
+    assert_eq!(body(ended).await["data"]["ended"], 2);
+    for other in [&third, &fourth] {
+        let token = other["access_token"].as_str().unwrap();
+        let refused = app.get_auth("/api/v1/auth/me", token).await;
+        expect_error(refused, 401, "UNAUTHORIZED").await;
+    }
+    let list = body(app.get_auth("/api/v1/auth/sessions", access).await).await;
+    assert_eq!(list["data"].as_array().map(Vec::len), Some(1));
+    let gus = other_user["access_token"].as_str().unwrap();
+    assert_eq!(
+        app.get_auth("/api/v1/auth/me", gus).await.status(),
+        200,
+        "another user's sessions stay"
+    );
     app.stop().await;
 }
 

@@ -17,6 +17,7 @@ both_backends!(
     permissions_are_enforced_by_the_services_not_by_hidden_links,
     repeated_wrong_passwords_show_the_wait,
     an_owner_invites_a_teammate_who_joins_through_the_link,
+    ending_a_session_in_one_browser_logs_the_other_out,
 );
 
 /// A browser without JavaScript: keeps cookies, follows redirects, posts forms from its page.
@@ -711,5 +712,35 @@ async fn an_owner_invites_a_teammate_who_joins_through_the_link(backend: Backend
     let kept = owner.submit(&removed, &leave_action, &[]).await;
     assert_eq!(kept.status, 409);
     assert!(kept.text("[role=alert]").contains("last owner"));
+    app.stop().await;
+}
+
+async fn ending_a_session_in_one_browser_logs_the_other_out(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (_, org) = app.owner("owner@example.com", "Acme").await;
+    let laptop = Browser::new(&app);
+    let phone = Browser::new(&app);
+    laptop.log_in("owner@example.com").await;
+    phone.log_in("owner@example.com").await;
+    assert_eq!(phone.get(&format!("/orgs/{org}")).await.title(), "Acme");
+
+    let account = laptop.get("/account").await;
+    assert_eq!(account.title(), "Your account");
+    // the API's own login in `owner` counts too: three sessions, one of them this browser
+    assert_eq!(account.select("tbody tr").len(), 3);
+    assert_eq!(account.text("tbody strong"), "(this browser)");
+    let ended = laptop
+        .submit(&account, "/account/sessions/end-others", &[])
+        .await;
+    assert!(ended
+        .text("[role=status]")
+        .contains("2 other sessions ended"));
+    assert_eq!(ended.select("tbody tr").len(), 1);
+
+    // the phone is out at its next page (its refresh token died with the session)
+    let out = phone.get(&format!("/orgs/{org}")).await;
+    assert_eq!(out.url, "/login");
+    // and the laptop is still in
+    assert_eq!(laptop.get(&format!("/orgs/{org}")).await.title(), "Acme");
     app.stop().await;
 }
