@@ -23,6 +23,10 @@ pub struct Org {
     pub updated_at: String,
     /// The caller's role in it, when a member.
     pub role: Option<String>,
+    /// Since when an operator has it disabled (its keys answer `ORG_DISABLED`); absent when
+    /// enabled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disabled_at: Option<String>,
 }
 
 /// A member of an org.

@@ -40,6 +40,7 @@ pub async fn bootstrap(config: &Config, email: &str, password: &str) -> anyhow::
         created_at: now,
         updated_at: now,
         deleted_at: None,
+        disabled_at: None,
     };
     let audit = AuditRecord {
         id: EventId::generate(),

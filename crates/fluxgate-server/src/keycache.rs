@@ -82,7 +82,7 @@ pub struct CachedKey {
     pub org_external_id: Option<String>,
     /// Whether the key belongs to the operator org.
     pub org_is_operator: bool,
-    /// Whether the org was deleted.
+    /// Whether the org was deleted, or an operator disabled it.
     pub org_disabled: bool,
     /// The org's plan.
     pub plan: String,
@@ -137,7 +137,7 @@ impl CachedKey {
             org_name: lookup.org_name,
             org_external_id: lookup.org_external_id,
             org_is_operator: lookup.org_is_operator,
-            org_disabled: lookup.org_deleted_at.is_some(),
+            org_disabled: lookup.org_deleted_at.is_some() || lookup.org_disabled_at.is_some(),
             plan: lookup.org_plan,
             entitlements: plan.map(|p| p.entitlements.clone()).unwrap_or_default(),
             requests_quota: plan.and_then(|p| p.quotas.get("requests").copied()),
@@ -152,7 +152,7 @@ impl CachedKey {
     }
 
     /// Why this secret does not verify at `now`, if it does not: `ORG_DISABLED` (its org was
-    /// deleted, which also revokes it), `REVOKED`, or `EXPIRED` (the key, or a rotated-out
+    /// disabled by an operator, or deleted — which also revokes it), `REVOKED`, or `EXPIRED` (the key, or a rotated-out
     /// secret past its grace period).
     pub fn refusal(&self, now: i64) -> Option<&'static str> {
         if self.org_disabled {

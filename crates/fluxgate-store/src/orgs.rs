@@ -25,8 +25,23 @@ pub trait OrgStore: Send + Sync {
     async fn org(&self, org_id: &OrgId) -> StoreResult<Option<OrgRecord>>;
     /// The org (not deleted) with this external id.
     async fn org_by_external_id(&self, external_id: &str) -> StoreResult<Option<OrgRecord>>;
-    /// Orgs that are not deleted, by id, after the cursor.
-    async fn orgs(&self, after: Option<&str>, limit: i64) -> StoreResult<Vec<OrgRecord>>;
+    /// Orgs that are not deleted, by id, after the cursor; with `search`, only those whose name
+    /// or external id contains it, or whose id it is.
+    async fn orgs(
+        &self,
+        after: Option<&str>,
+        search: Option<&str>,
+        limit: i64,
+    ) -> StoreResult<Vec<OrgRecord>>;
+    /// Disables a customer org (or enables it again); the updated org, or None when there is no
+    /// such customer org (the operator org cannot be disabled).
+    async fn set_org_disabled(
+        &self,
+        org_id: &OrgId,
+        disabled: bool,
+        now: i64,
+        audit: &AuditRecord,
+    ) -> StoreResult<Option<OrgRecord>>;
     /// Applies `changes`; the updated org, or None if there is no such org. `Conflict` when the
     /// external id is another org's.
     async fn update_org(
@@ -133,7 +148,7 @@ pub trait OrgStore: Send + Sync {
 macro_rules! impl_org_store {
     ($store:ident, $db:ty) => {
         const ORG_COLUMNS: &str =
-            "id, name, external_id, plan, is_operator, created_at, updated_at, deleted_at";
+            "id, name, external_id, plan, is_operator, created_at, updated_at, deleted_at, disabled_at";
         const ROLE_COLUMNS: &str =
             "id, org_id, name, description, permissions, created_at, updated_at";
         const INVITATION_COLUMNS: &str = "id, org_id, email, role, token_hash, invited_by, \
@@ -203,15 +218,47 @@ macro_rules! impl_org_store {
                 Ok(sqlx::query_as(&sql).bind(external_id).fetch_optional(&self.pool).await?)
             }
 
-            async fn orgs(&self, after: Option<&str>, limit: i64) -> $crate::StoreResult<Vec<$crate::OrgRecord>> {
+            async fn orgs(&self, after: Option<&str>, search: Option<&str>, limit: i64) -> $crate::StoreResult<Vec<$crate::OrgRecord>> {
+                let filter = match search {
+                    Some(_) => "(LOWER(name) LIKE $3 ESCAPE '\\' OR LOWER(COALESCE(external_id, '')) LIKE $3 ESCAPE '\\' OR id = $4)",
+                    None => "$3 = $4",
+                };
                 let sql = format!(
-                    "SELECT {ORG_COLUMNS} FROM orgs WHERE deleted_at IS NULL AND id > $1 ORDER BY id LIMIT $2"
+                    "SELECT {ORG_COLUMNS} FROM orgs WHERE deleted_at IS NULL AND id > $1 AND {filter} ORDER BY id LIMIT $2"
                 );
                 Ok(sqlx::query_as(&sql)
                     .bind(after.unwrap_or(""))
                     .bind(limit)
+                    .bind(search.map($crate::keys::like_pattern).unwrap_or_default())
+                    .bind(search.map(str::trim).unwrap_or_default())
                     .fetch_all(&self.pool)
                     .await?)
+            }
+
+            async fn set_org_disabled(
+                &self,
+                org_id: &$crate::OrgId,
+                disabled: bool,
+                now: i64,
+                audit: &$crate::AuditRecord,
+            ) -> $crate::StoreResult<Option<$crate::OrgRecord>> {
+                let mut tx = self.pool.begin().await?;
+                let sql = format!(
+                    "UPDATE orgs SET disabled_at = $1, updated_at = $2 WHERE id = $3 AND deleted_at IS NULL \
+                     AND is_operator = $4 RETURNING {ORG_COLUMNS}"
+                );
+                let updated: Option<$crate::OrgRecord> = sqlx::query_as(&sql)
+                    .bind(disabled.then_some(now))
+                    .bind(now)
+                    .bind(org_id)
+                    .bind(false)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                if updated.is_some() {
+                    insert_audit(&mut tx, audit).await?;
+                    tx.commit().await?;
+                }
+                Ok(updated)
             }
 
             async fn update_org(

@@ -44,6 +44,8 @@ pub struct OrgRecord {
     pub updated_at: i64,
     /// Set when the org was deleted.
     pub deleted_at: Option<i64>,
+    /// Set while an operator has it disabled (its keys do not verify).
+    pub disabled_at: Option<i64>,
 }
 
 /// A user's membership in an org, with the org's name.
@@ -392,6 +394,8 @@ pub struct KeyLookup {
     pub org_is_operator: bool,
     /// When the org was deleted.
     pub org_deleted_at: Option<i64>,
+    /// Since when an operator has the org disabled.
+    pub org_disabled_at: Option<i64>,
     /// When the presented secret stops working (rotated out), if it does.
     pub secret_retires_at: Option<i64>,
 }

@@ -32,6 +32,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list_members))
         .routes(routes!(change_member_role, remove_member))
         .routes(routes!(list_all_orgs))
+        .routes(routes!(disable_org))
+        .routes(routes!(enable_org))
 }
 
 /// An org as the API shows it; `role` is the caller's, when a member.
@@ -45,6 +47,7 @@ pub fn org_json(org: &OrgRecord, role: Option<&str>) -> Org {
         created_at: rfc3339(org.created_at),
         updated_at: rfc3339(org.updated_at),
         role: role.map(str::to_owned),
+        disabled_at: org.disabled_at.map(rfc3339),
     }
 }
 
@@ -226,20 +229,72 @@ async fn remove_member(
     Ok(no_content())
 }
 
+/// `?search=&limit=&cursor=`
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct OrgSearchQuery {
+    /// Only orgs whose name or external id contains this (case-insensitive), or whose id it is.
+    search: Option<String>,
+    /// 1–200, default 50.
+    limit: Option<u32>,
+    /// The previous page's `next_cursor`.
+    cursor: Option<String>,
+}
+
 /// Every org of the instance (operators).
-#[utoipa::path(get, path = "/admin/orgs", tag = "admin", params(PageQuery),
+#[utoipa::path(get, path = "/admin/orgs", tag = "admin", params(OrgSearchQuery),
     security(("bearer" = ["admin:orgs"])),
     responses((status = 200, description = "all orgs, by id", body = Page<Org>)))]
 async fn list_all_orgs(
     State(state): State<AppState>,
     operator: OperatorAccess<AdminOrgs>,
-    ApiQuery(query): ApiQuery<PageQuery>,
+    ApiQuery(query): ApiQuery<OrgSearchQuery>,
 ) -> ApiResult<Json<Page<Org>>> {
-    let page = query.page()?;
-    let all = orgs::list_all(&state, &operator, &page).await?;
+    let page = Paging::new(query.limit, query.cursor)?;
+    let search = query
+        .search
+        .as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty());
+    let all = orgs::list_all(&state, &operator, search, &page).await?;
     Ok(Json(page.body(
         all,
         |o| o.id.to_string(),
         |o| org_json(o, None),
     )))
+}
+
+/// Disables a customer org: its keys answer `ORG_DISABLED` until it is enabled again.
+#[utoipa::path(post, path = "/admin/orgs/{org_id}/disable", tag = "admin",
+    params(("org_id" = String, Path, description = "org_…")),
+    security(("bearer" = ["admin:orgs"])),
+    responses((status = 200, description = "the org, disabled", body = Data<Org>), (status = 404, description = "no such customer org", body = ErrorEnvelope)))]
+async fn disable_org(
+    State(state): State<AppState>,
+    operator: OperatorAccess<AdminOrgs>,
+    client: ClientInfo,
+    IdPath(org_id): IdPath<OrgId>,
+) -> ApiResult<Json<Data<Org>>> {
+    let org = orgs::set_disabled(&state, &operator, &client, &org_id, true, clock::now()).await?;
+    Ok(Json(Data {
+        data: org_json(&org, None),
+    }))
+}
+
+/// Enables a disabled org again.
+#[utoipa::path(post, path = "/admin/orgs/{org_id}/enable", tag = "admin",
+    params(("org_id" = String, Path, description = "org_…")),
+    security(("bearer" = ["admin:orgs"])),
+    responses((status = 200, description = "the org, enabled", body = Data<Org>), (status = 404, description = "no such customer org", body = ErrorEnvelope)))]
+async fn enable_org(
+    State(state): State<AppState>,
+    operator: OperatorAccess<AdminOrgs>,
+    client: ClientInfo,
+    IdPath(org_id): IdPath<OrgId>,
+) -> ApiResult<Json<Data<Org>>> {
+    let org = orgs::set_disabled(&state, &operator, &client, &org_id, false, clock::now()).await?;
+    Ok(Json(Data {
+        data: org_json(&org, None),
+    }))
 }

@@ -91,6 +91,7 @@ pub async fn signup(
         created_at: now,
         updated_at: now,
         deleted_at: None,
+        disabled_at: None,
     });
     let mut audit = vec![AuditEvent::new("user.signup", Some(&user.id), client)
         .at(now)

@@ -87,16 +87,53 @@ pub async fn members(
         .await?)
 }
 
-/// One page of every org of the instance, by id (operators).
+/// One page of every org of the instance, by id (operators); with `search`, those whose name
+/// or external id contains it, or whose id it is.
 pub async fn list_all(
     state: &AppState,
     _operator: &OperatorAccess<AdminOrgs>,
+    search: Option<&str>,
     page: &crate::extract::Paging,
 ) -> ApiResult<Vec<OrgRecord>> {
+    if search.is_some_and(|s| s.chars().count() > 200) {
+        return Err(ApiError::field("search", "must be at most 200 characters"));
+    }
     Ok(state
         .store
-        .orgs(page.cursor.as_deref(), page.fetch())
+        .orgs(page.cursor.as_deref(), search, page.fetch())
         .await?)
+}
+
+/// Disables a customer org — its keys answer `ORG_DISABLED` on every node within the cache's
+/// bound — or enables it again. The operator org cannot be disabled (404, as for no org).
+pub async fn set_disabled(
+    state: &AppState,
+    operator: &OperatorAccess<AdminOrgs>,
+    client: &ClientInfo,
+    org_id: &OrgId,
+    disabled: bool,
+    now: i64,
+) -> ApiResult<OrgRecord> {
+    let action = if disabled {
+        "org.disabled"
+    } else {
+        "org.enabled"
+    };
+    let audit = operator
+        .audit(action, Some(org_id), client)
+        .at(now)
+        .target("org", org_id)
+        .build();
+    let org = state
+        .store
+        .set_org_disabled(org_id, disabled, now, &audit)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    state
+        .invalidation
+        .publish(Change::Org(org.id.clone()))
+        .await;
+    Ok(org)
 }
 
 /// Creates an org owned by `user`, on the default plan.
@@ -131,6 +168,7 @@ pub async fn create(
         created_at: now,
         updated_at: now,
         deleted_at: None,
+        disabled_at: None,
     };
     let audit = AuditEvent::new("org.created", Some(user.user_id()), client)
         .at(now)

@@ -18,6 +18,7 @@ both_backends!(
     org_name_and_external_id_changes_reach_warm_keys,
     plan_changes_reach_warm_keys,
     org_deletion_reaches_warm_keys,
+    disabling_and_enabling_an_org_reach_warm_keys,
     key_patches_reach_warm_keys,
     rotation_and_revocation_reach_warm_keys,
     expiry_is_judged_on_every_call,
@@ -179,6 +180,73 @@ async fn org_deletion_reaches_warm_keys(backend: Backend) {
         verify(&w.app, &w.root, &w.key).await["code"],
         "ORG_DISABLED"
     );
+    w.app.stop().await;
+}
+
+async fn disabling_and_enabling_an_org_reach_warm_keys(backend: Backend) {
+    let w = warm(backend, "60s").await;
+    let disabled = send(
+        &w.app,
+        Method::POST,
+        &format!("/admin/orgs/{}/disable", w.org),
+        &w.ops,
+        None,
+    )
+    .await;
+    assert_eq!(disabled.status(), 200);
+    assert!(body(disabled).await["data"]["disabled_at"].is_string());
+    assert_eq!(
+        verify(&w.app, &w.root, &w.key).await["code"],
+        "ORG_DISABLED"
+    );
+    // the key cannot call the API either, while the org's people can still read it
+    let as_key = fluxgate_testkit::with_key(
+        &w.app,
+        Method::GET,
+        &format!("/orgs/{}/keys", w.org),
+        &w.key,
+        None,
+    )
+    .await;
+    assert_eq!(as_key.status(), 401);
+    ok(
+        &w.app,
+        Method::GET,
+        &format!("/orgs/{}", w.org),
+        &w.owner,
+        None,
+    )
+    .await;
+    // the org's owner cannot enable it, nor can the operator org be disabled
+    let refused = send(
+        &w.app,
+        Method::POST,
+        &format!("/admin/orgs/{}/enable", w.org),
+        &w.owner,
+        None,
+    )
+    .await;
+    assert_eq!(refused.status(), 403);
+    let me = body(send(&w.app, Method::GET, "/auth/me", &w.ops, None).await).await;
+    let operator_org = me["data"]["active_org"]["id"].as_str().unwrap().to_owned();
+    let refused = send(
+        &w.app,
+        Method::POST,
+        &format!("/admin/orgs/{operator_org}/disable"),
+        &w.ops,
+        None,
+    )
+    .await;
+    assert_eq!(refused.status(), 404);
+    ok(
+        &w.app,
+        Method::POST,
+        &format!("/admin/orgs/{}/enable", w.org),
+        &w.ops,
+        None,
+    )
+    .await;
+    assert_eq!(verify(&w.app, &w.root, &w.key).await["code"], "VALID");
     w.app.stop().await;
 }
 
