@@ -310,6 +310,14 @@ impl<P: Required> FromRequestParts<AppState> for OperatorAccess<P> {
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
         let caller = authenticate(parts, state).await?;
+        Self::check(state, caller).await
+    }
+}
+
+impl<P: Required> OperatorAccess<P> {
+    /// The caller, checked to hold `P` in the operator org: what the extractor does, for
+    /// callers (the portal) that authenticate themselves.
+    pub async fn check(state: &AppState, caller: Caller) -> ApiResult<Self> {
         let permission = P::PERMISSION.unwrap_or("admin:orgs");
         if !caller.operator_allows(state, permission).await? {
             return Err(caller.lacks(permission));

@@ -3,6 +3,7 @@
 //! page works without JavaScript. `docs/portal.md` lists the pages and what each requires.
 
 mod account_pages;
+mod admin_pages;
 mod assets;
 mod charts;
 mod key_pages;
@@ -439,6 +440,7 @@ pub async fn not_found(request: Request) -> Response {
 pub fn router(state: &AppState) -> Router<AppState> {
     let pages = Router::new()
         .merge(account_pages::router())
+        .merge(admin_pages::router())
         .merge(org_pages::router())
         .merge(key_pages::router())
         .merge(member_pages::router())

@@ -53,6 +53,7 @@ struct OverviewPage {
     chrome: Chrome,
     org_id: String,
     org_name: String,
+    disabled: bool,
     plan: String,
     rate_limit: Option<String>,
     entitlements: Vec<String>,
@@ -131,6 +132,7 @@ async fn overview(
         chrome: Chrome::new(&state, &csrf, Some(&user), Some(&access.org), "overview").await?,
         org_id: access.org.id.to_string(),
         org_name: access.org.name.clone(),
+        disabled: access.org.disabled_at.is_some(),
         plan: entitlements.plan,
         rate_limit: entitlements
             .rate_limit

@@ -18,6 +18,7 @@ both_backends!(
     repeated_wrong_passwords_show_the_wait,
     an_owner_invites_a_teammate_who_joins_through_the_link,
     ending_a_session_in_one_browser_logs_the_other_out,
+    the_operator_changes_plans_and_disables_orgs,
 );
 
 /// A browser without JavaScript: keeps cookies, follows redirects, posts forms from its page.
@@ -110,6 +111,10 @@ impl Browser {
             .await
             .unwrap();
         self.page(response).await
+    }
+
+    async fn text_of(&self, path: &str, css: &str) -> String {
+        self.get(path).await.text(css)
     }
 
     async fn log_in(&self, email: &str) -> Page {
@@ -742,5 +747,93 @@ async fn ending_a_session_in_one_browser_logs_the_other_out(backend: Backend) {
     assert_eq!(out.url, "/login");
     // and the laptop is still in
     assert_eq!(laptop.get(&format!("/orgs/{org}")).await.title(), "Acme");
+    app.stop().await;
+}
+
+async fn the_operator_changes_plans_and_disables_orgs(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |t| {
+        let plans: toml::Table = r#"
+            [[plans]]
+            name = "free"
+            rate_limit = "100/min"
+            [[plans]]
+            name = "pro"
+            rate_limit = "5000/min"
+            entitlements = ["sso"]
+        "#
+        .parse()
+        .unwrap();
+        t.extend(plans);
+    })
+    .await;
+    let (_, root) = operator_with_verifier(&app).await;
+    let (owner, org) = app.owner("owner@example.com", "Acme").await;
+    let (_, key) =
+        fluxgate_testkit::issue_key(&app, &owner, &org, json!({ "name": "svc", "scopes": [] }))
+            .await;
+    let customer = Browser::new(&app);
+    customer.log_in("owner@example.com").await;
+    assert!(customer
+        .text_of(&format!("/orgs/{org}"), "#plan-heading + p")
+        .await
+        .contains("free"));
+    assert_eq!(
+        customer.get("/admin/orgs").await.status,
+        403,
+        "customers have no console"
+    );
+
+    let operator = Browser::new(&app);
+    operator.log_in("ops@example.com").await;
+    let console = operator.get("/admin/orgs").await;
+    assert_eq!(console.title(), "Organizations");
+    assert!(console.text("tbody").contains("Acme"));
+    assert!(console.select("figure.chart svg[role=img]").len() == 1);
+    let found = operator.get("/admin/orgs?search=acm").await;
+    assert_eq!(found.select("main > .table-wrap tbody tr").len(), 1);
+    let none = operator.get("/admin/orgs?search=zzz").await;
+    assert!(none.select("main > .table-wrap tbody tr").is_empty());
+
+    let detail = operator.get(&format!("/admin/orgs/{org}")).await;
+    let changed = operator
+        .submit(
+            &detail,
+            &format!("/admin/orgs/{org}/plan"),
+            &[("plan", "pro")],
+        )
+        .await;
+    assert!(changed.text("[role=status]").contains("pro plan"));
+    let unknown = operator
+        .submit(
+            &detail,
+            &format!("/admin/orgs/{org}/plan"),
+            &[("plan", "gold")],
+        )
+        .await;
+    assert_eq!(unknown.status, 422);
+    assert!(!unknown.text("#plan-error").is_empty());
+    // the customer's overview shows it at once
+    let overview = customer.get(&format!("/orgs/{org}")).await;
+    assert!(
+        overview.text("#plan-heading + p").contains("pro"),
+        "{}",
+        overview.text("main")
+    );
+    assert!(overview.text("main").contains("sso"));
+
+    // disabling stops the org's keys; enabling brings them back
+    let disabled = operator
+        .submit(&changed, &format!("/admin/orgs/{org}/disable"), &[])
+        .await;
+    assert!(disabled.text("main").contains("disabled since"));
+    assert_eq!(verify(&app, &root, &key).await, "ORG_DISABLED");
+    let overview = customer.get(&format!("/orgs/{org}")).await;
+    assert!(overview
+        .text("[role=alert]")
+        .contains("disabled by the operator"));
+    operator
+        .submit(&disabled, &format!("/admin/orgs/{org}/enable"), &[])
+        .await;
+    assert_eq!(verify(&app, &root, &key).await, "VALID");
     app.stop().await;
 }

@@ -1,0 +1,229 @@
+//! The operator's console: every org of the instance (searchable), instance-wide usage, and one
+//! org's page where its plan is changed and it is disabled or enabled.
+
+use crate::access::{AdminOrgs, AdminPlans, Caller, OperatorAccess};
+use crate::error::ApiError;
+use crate::extract::{ApiQuery, ClientInfo, IdPath, Paging};
+use crate::portal::charts::{bar_chart, BarChart};
+use crate::portal::{
+    render, render_status, see_other, Chrome, CsrfToken, FormErrors, Portal, PortalForm,
+    PortalResult, SignedIn,
+};
+use crate::routes::orgs::org_json;
+use crate::services::{orgs, usage};
+use crate::state::AppState;
+use crate::user_auth::AuthUser;
+use askama::Template;
+use axum::extract::State;
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::Router;
+use fluxgate_proto::Org;
+use fluxgate_store::OrgId;
+use serde::Deserialize;
+
+/// The routes of these pages.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/admin/orgs", get(list))
+        .route("/admin/orgs/{org_id}", get(detail))
+        .route("/admin/orgs/{org_id}/plan", post(assign_plan))
+        .route("/admin/orgs/{org_id}/disable", post(disable))
+        .route("/admin/orgs/{org_id}/enable", post(enable))
+}
+
+fn as_caller(user: &AuthUser) -> Caller {
+    Caller::User(Box::new(user.clone()))
+}
+
+#[derive(Template)]
+#[template(path = "admin_orgs.html")]
+struct OrgsPage {
+    chrome: Chrome,
+    orgs: Vec<Org>,
+    search: String,
+    next: Option<String>,
+    calls: BarChart,
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    search: Option<String>,
+    cursor: Option<String>,
+}
+
+/// Every org, 50 a page, searchable by name, external id or id; the instance's calls above.
+async fn list(
+    State(state): State<AppState>,
+    SignedIn(user): SignedIn,
+    csrf: CsrfToken,
+    Portal(ApiQuery(query)): Portal<ApiQuery<ListQuery>>,
+) -> PortalResult<Response> {
+    let operator = OperatorAccess::<AdminOrgs>::check(&state, as_caller(&user)).await?;
+    let search = query.search.unwrap_or_default();
+    let search = search.trim();
+    let page = Paging::new(None, query.cursor)?;
+    let found = orgs::list_all(
+        &state,
+        &operator,
+        Some(search).filter(|s| !s.is_empty()),
+        &page,
+    )
+    .await?;
+    let body = page.body(found, |o| o.id.to_string(), |o| org_json(o, None));
+    let next = body.next_cursor.map(|cursor| {
+        let query: String = form_urlencoded::Serializer::new(String::new())
+            .append_pair("search", search)
+            .append_pair("cursor", &cursor)
+            .finish();
+        format!("/admin/orgs?{query}")
+    });
+    let series = usage::series(
+        &state,
+        None,
+        usage::SeriesQuery::default(),
+        crate::clock::now(),
+    )
+    .await?;
+    Ok(render(&OrgsPage {
+        chrome: Chrome::new(&state, &csrf, Some(&user), None, "admin").await?,
+        orgs: body.data,
+        search: search.to_owned(),
+        next,
+        calls: bar_chart("instance-calls", "Calls per hour, every org", &series),
+    }))
+}
+
+#[derive(Template)]
+#[template(path = "admin_org.html")]
+struct OrgPage {
+    chrome: Chrome,
+    org: Org,
+    plans: Vec<String>,
+    errors: FormErrors,
+    notice: Option<String>,
+}
+
+async fn org_page(
+    state: &AppState,
+    csrf: &CsrfToken,
+    user: &AuthUser,
+    org_id: &OrgId,
+    errors: FormErrors,
+    notice: Option<String>,
+) -> PortalResult<Response> {
+    OperatorAccess::<AdminOrgs>::check(state, as_caller(user)).await?;
+    let org = state
+        .store
+        .org(org_id)
+        .await
+        .map_err(ApiError::from)?
+        .ok_or(ApiError::NotFound)?;
+    let status = if errors.any() {
+        axum::http::StatusCode::UNPROCESSABLE_ENTITY
+    } else {
+        axum::http::StatusCode::OK
+    };
+    Ok(render_status(
+        status,
+        &OrgPage {
+            chrome: Chrome::new(state, csrf, Some(user), None, "admin").await?,
+            org: org_json(&org, None),
+            plans: state.config.plans.iter().map(|p| p.name.clone()).collect(),
+            errors,
+            notice,
+        },
+    ))
+}
+
+/// One org as the operator sees it.
+async fn detail(
+    State(state): State<AppState>,
+    SignedIn(user): SignedIn,
+    csrf: CsrfToken,
+    Portal(IdPath(org_id)): Portal<IdPath<OrgId>>,
+) -> PortalResult<Response> {
+    org_page(&state, &csrf, &user, &org_id, FormErrors::none(), None).await
+}
+
+/// Puts the org on a plan (the same service as `PUT /admin/orgs/{org_id}/plan`).
+async fn assign_plan(
+    State(state): State<AppState>,
+    SignedIn(user): SignedIn,
+    Portal(client): Portal<ClientInfo>,
+    csrf: CsrfToken,
+    Portal(IdPath(org_id)): Portal<IdPath<OrgId>>,
+    form: PortalForm,
+) -> PortalResult<Response> {
+    let operator = OperatorAccess::<AdminPlans>::check(&state, as_caller(&user)).await?;
+    let plan = form.get("plan").unwrap_or_default();
+    match orgs::assign_plan(
+        &state,
+        &operator,
+        &client,
+        &org_id,
+        plan,
+        crate::clock::now(),
+    )
+    .await
+    {
+        Ok(org) => {
+            let notice = format!("{} is on the {} plan now.", org.name, org.plan);
+            org_page(
+                &state,
+                &csrf,
+                &user,
+                &org_id,
+                FormErrors::none(),
+                Some(notice),
+            )
+            .await
+        }
+        Err(refusal) => {
+            let errors = FormErrors::from_refusal(refusal, &["plan"])?;
+            org_page(&state, &csrf, &user, &org_id, errors, None).await
+        }
+    }
+}
+
+async fn set_disabled(
+    state: &AppState,
+    user: &AuthUser,
+    client: &ClientInfo,
+    org_id: &OrgId,
+    disabled: bool,
+) -> PortalResult<Response> {
+    let operator = OperatorAccess::<AdminOrgs>::check(state, as_caller(user)).await?;
+    orgs::set_disabled(
+        state,
+        &operator,
+        client,
+        org_id,
+        disabled,
+        crate::clock::now(),
+    )
+    .await?;
+    Ok(see_other(&format!("/admin/orgs/{org_id}")))
+}
+
+/// Disables the org (as `POST /admin/orgs/{org_id}/disable`).
+async fn disable(
+    State(state): State<AppState>,
+    SignedIn(user): SignedIn,
+    Portal(client): Portal<ClientInfo>,
+    Portal(IdPath(org_id)): Portal<IdPath<OrgId>>,
+    _form: PortalForm,
+) -> PortalResult<Response> {
+    set_disabled(&state, &user, &client, &org_id, true).await
+}
+
+/// Enables the org again (as `POST /admin/orgs/{org_id}/enable`).
+async fn enable(
+    State(state): State<AppState>,
+    SignedIn(user): SignedIn,
+    Portal(client): Portal<ClientInfo>,
+    Portal(IdPath(org_id)): Portal<IdPath<OrgId>>,
+    _form: PortalForm,
+) -> PortalResult<Response> {
+    set_disabled(&state, &user, &client, &org_id, false).await
+}
