@@ -4,6 +4,7 @@
 //! stop and start, and request helpers.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test kit fails loudly by design
 
+pub mod browser;
 pub mod redis;
 pub mod smtp;
 

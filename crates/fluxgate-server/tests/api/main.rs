@@ -8,6 +8,7 @@ extern crate fluxgate_testkit;
 
 mod auth_attacks;
 mod auth_flows;
+mod browser;
 mod cli;
 mod cluster;
 mod fresh_context;

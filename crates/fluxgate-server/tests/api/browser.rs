@@ -1,0 +1,279 @@
+//! The portal in a real headless Chromium (Debian's, over WebDriver), against the real server
+//! on loopback, on SQLite and PostgreSQL: the journeys a customer, an owner and an operator
+//! take, each page checked by axe-core for serious or critical accessibility violations, each
+//! journey leaving a screenshot of its last page in `target/browser-screenshots/`.
+
+use fluxgate_testkit::browser::Browser;
+use fluxgate_testkit::{
+    body, operator_with_verifier, smtp, with_key, Backend, TestApp, PASSWORD, PUBLIC_URL,
+};
+use reqwest::Method;
+use serde_json::json;
+
+both_backends!(
+    a_customer_signs_up_and_runs_a_key_through_its_life,
+    an_owner_invites_a_teammate_who_accepts_in_a_second_browser,
+    ending_a_session_in_one_browser_logs_the_other_out,
+    an_operator_changes_a_plan_and_the_customer_sees_it,
+);
+
+/// Fails on any serious or critical accessibility violation of the current page.
+async fn accessible(browser: &Browser, page: &str) {
+    let violations = browser.accessibility_violations().await;
+    assert!(violations.is_empty(), "{page}: {violations:#?}");
+}
+
+/// The path and query of a mailed link (mail carries the configured public URL).
+fn link_in(mail: &smtp::ReceivedMail) -> String {
+    let start = mail.body.find(PUBLIC_URL).expect("a link") + PUBLIC_URL.len();
+    mail.body[start..]
+        .split_whitespace()
+        .next()
+        .expect("link text")
+        .to_owned()
+}
+
+async fn log_in(browser: &Browser, email: &str) {
+    browser.open("/login").await;
+    browser.fill("#email", email).await;
+    browser.fill("#password", PASSWORD).await;
+    browser.follow("main button[type=submit]").await;
+}
+
+async fn verify(app: &TestApp, root: &str, key: &str) -> String {
+    let response = with_key(
+        app,
+        Method::POST,
+        "/keys/verify",
+        root,
+        Some(json!({ "key": key })),
+    )
+    .await;
+    body(response).await["data"]["code"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+async fn a_customer_signs_up_and_runs_a_key_through_its_life(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (_, root) = operator_with_verifier(&app).await;
+    let b = Browser::start(&app.base).await;
+
+    b.open("/").await;
+    assert_eq!(b.path().await, "/login");
+    accessible(&b, "login").await;
+    b.open("/signup").await;
+    accessible(&b, "signup").await;
+    b.fill("#email", "dev@example.com").await;
+    b.fill("#password", PASSWORD).await;
+    b.fill("#organization_name", "Acme").await;
+    b.follow("main button[type=submit]").await;
+    assert_eq!(b.text("h1").await, "Check your email");
+    accessible(&b, "check your email").await;
+
+    // the link in the mail, from the SMTP sink
+    let mail = app.mail.wait_for("dev@example.com", "Verify").await;
+    b.open(&link_in(&mail)).await;
+    assert_eq!(b.text("h1").await, "Email confirmed");
+    log_in(&b, "dev@example.com").await;
+    let overview = b.path().await;
+    assert!(overview.starts_with("/orgs/org_"), "{overview}");
+    let org = overview.trim_start_matches("/orgs/").to_owned();
+    assert_eq!(b.text("h1").await, "Acme");
+    accessible(&b, "overview").await;
+
+    // create a key; its secret is shown once, with a copy button the script reveals
+    b.open(&format!("/orgs/{org}/keys/new")).await;
+    accessible(&b, "new key").await;
+    b.fill("#name", "billing service").await;
+    b.click("input[name=scopes][value='keys:read']").await;
+    b.follow("main form button[type=submit]").await;
+    let secret = b.text("#secret").await;
+    assert!(secret.starts_with("fg_live_"), "{secret}");
+    assert_eq!(b.attr("[data-copy-target]", "hidden").await, None);
+    accessible(&b, "secret").await;
+    assert_eq!(verify(&app, &root, &secret).await, "VALID");
+
+    // the key calls the API; its usage appears on its chart
+    for _ in 0..3 {
+        let call = with_key(
+            &app,
+            Method::GET,
+            &format!("/orgs/{org}/keys"),
+            &secret,
+            None,
+        )
+        .await;
+        assert_eq!(call.status(), 200);
+    }
+    app.state().usage.flush().await.unwrap();
+    b.follow("a[data-leave-ok]").await;
+    let detail = b.path().await;
+    assert!(
+        detail.starts_with(&format!("/orgs/{org}/keys/key_")),
+        "{detail}"
+    );
+    let caption = b.text("figure.chart figcaption").await;
+    assert!(!caption.ends_with("total 0"), "{caption}");
+    assert!(b.count("figure.chart rect.bar[height]").await >= 24);
+    accessible(&b, "key detail").await;
+
+    // the keys page lists it
+    b.open(&format!("/orgs/{org}/keys")).await;
+    assert!(b.text("tbody").await.contains("billing service"));
+    accessible(&b, "keys").await;
+    b.screenshot(&format!("keys-page-{backend:?}")).await;
+    b.open(&format!("/orgs/{org}")).await;
+    b.screenshot(&format!("overview-{backend:?}")).await;
+
+    // rotate at once: a new secret, and the old one stops
+    b.open(&detail).await;
+    b.select("#grace_period_seconds", "0").await;
+    b.follow("form[action$='/rotate'] button").await;
+    let rotated = b.text("#secret").await;
+    assert_ne!(rotated, secret);
+    assert_eq!(verify(&app, &root, &secret).await, "EXPIRED");
+    assert_eq!(verify(&app, &root, &rotated).await, "VALID");
+
+    // revoke, through the confirmation page
+    b.open(&detail).await;
+    b.follow("a[href$='/revoke']").await;
+    accessible(&b, "revoke").await;
+    b.follow("button.danger").await;
+    assert_eq!(b.text("h1 .status").await, "revoked");
+    assert_eq!(verify(&app, &root, &rotated).await, "REVOKED");
+    b.screenshot(&format!("key-lifecycle-{backend:?}")).await;
+    // the checker itself is not blind: an unlabelled field planted in the page is reported
+    b.script("document.querySelector('main').insertAdjacentHTML('beforeend', '<input type=text>'); return true;")
+        .await;
+    let planted = b.accessibility_violations().await;
+    assert!(
+        planted.iter().any(|v| v.starts_with("label")),
+        "{planted:?}"
+    );
+    b.quit().await;
+    app.stop().await;
+}
+
+async fn an_owner_invites_a_teammate_who_accepts_in_a_second_browser(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (_, org) = app.owner("owner@example.com", "Acme").await;
+    app.signup_verified("dev@example.com", None).await;
+    let owner = Browser::start(&app.base).await;
+    log_in(&owner, "owner@example.com").await;
+    owner.open(&format!("/orgs/{org}/members")).await;
+    accessible(&owner, "members").await;
+    owner.fill("#email", "dev@example.com").await;
+    owner.select("#role", "developer").await;
+    owner.follow("form[action$='/invitations'] button").await;
+    assert!(owner
+        .text("[role=status]")
+        .await
+        .contains("dev@example.com"));
+
+    let teammate = Browser::start(&app.base).await;
+    let mail = app.mail.wait_for("dev@example.com", "invited").await;
+    teammate.open(&link_in(&mail)).await;
+    assert_eq!(teammate.text("h1").await, "Join Acme");
+    accessible(&teammate, "invitation").await;
+    teammate.follow("main a[href^='/login?next=']").await;
+    teammate.fill("#email", "dev@example.com").await;
+    teammate.fill("#password", PASSWORD).await;
+    teammate.follow("main button[type=submit]").await;
+    assert!(teammate
+        .text("main")
+        .await
+        .contains("logged in as dev@example.com"));
+    teammate.follow("main form button[type=submit]").await;
+    assert_eq!(teammate.path().await, format!("/orgs/{org}"));
+
+    // a developer does not get member management, and the service refuses the post anyway
+    teammate.open(&format!("/orgs/{org}/members")).await;
+    assert_eq!(teammate.count("#invite-heading").await, 0);
+    let status = teammate
+        .script(&format!(
+            "const csrf = document.querySelector('input[name=csrf]').value;
+             const r = new XMLHttpRequest();
+             r.open('POST', '/orgs/{org}/invitations', false);
+             r.setRequestHeader('content-type', 'application/x-www-form-urlencoded');
+             r.send('csrf=' + encodeURIComponent(csrf) + '&email=x%40example.com&role=viewer');
+             return r.status;"
+        ))
+        .await;
+    assert_eq!(status, json!(403));
+
+    owner.open(&format!("/orgs/{org}/members")).await;
+    assert!(owner.text("tbody").await.contains("dev@example.com"));
+    owner.screenshot(&format!("members-{backend:?}")).await;
+    teammate.screenshot(&format!("teammate-{backend:?}")).await;
+    owner.quit().await;
+    teammate.quit().await;
+    app.stop().await;
+}
+
+async fn ending_a_session_in_one_browser_logs_the_other_out(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (_, org) = app.owner("owner@example.com", "Acme").await;
+    let laptop = Browser::start(&app.base).await;
+    let phone = Browser::start(&app.base).await;
+    log_in(&laptop, "owner@example.com").await;
+    log_in(&phone, "owner@example.com").await;
+    laptop.open("/account").await;
+    accessible(&laptop, "account").await;
+    laptop
+        .follow("form[action='/account/sessions/end-others'] button")
+        .await;
+    assert!(laptop
+        .text("[role=status]")
+        .await
+        .contains("other sessions ended"));
+    phone.open(&format!("/orgs/{org}")).await;
+    assert_eq!(phone.path().await.split('?').next(), Some("/login"));
+    laptop.open(&format!("/orgs/{org}")).await;
+    assert_eq!(laptop.text("h1").await, "Acme");
+    phone.screenshot(&format!("logged-out-{backend:?}")).await;
+    laptop.quit().await;
+    phone.quit().await;
+    app.stop().await;
+}
+
+async fn an_operator_changes_a_plan_and_the_customer_sees_it(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |t| {
+        let plans: toml::Table = r#"
+            [[plans]]
+            name = "free"
+            rate_limit = "100/min"
+            [[plans]]
+            name = "pro"
+            rate_limit = "5000/min"
+            entitlements = ["sso"]
+        "#
+        .parse()
+        .unwrap();
+        t.extend(plans);
+    })
+    .await;
+    operator_with_verifier(&app).await;
+    let (_, org) = app.owner("owner@example.com", "Acme").await;
+    let operator = Browser::start(&app.base).await;
+    log_in(&operator, "ops@example.com").await;
+    operator.open("/admin/orgs?search=acme").await;
+    accessible(&operator, "operator console").await;
+    operator.follow("main > .table-wrap tbody a").await;
+    accessible(&operator, "operator org page").await;
+    operator.select("#plan", "pro").await;
+    operator.follow("form[action$='/plan'] button").await;
+    assert!(operator.text("[role=status]").await.contains("pro plan"));
+
+    let customer = Browser::start(&app.base).await;
+    log_in(&customer, "owner@example.com").await;
+    customer.open(&format!("/orgs/{org}")).await;
+    assert!(customer.text("#plan-heading + p").await.contains("pro"));
+    customer
+        .screenshot(&format!("plan-changed-{backend:?}"))
+        .await;
+    operator.quit().await;
+    customer.quit().await;
+    app.stop().await;
+}
