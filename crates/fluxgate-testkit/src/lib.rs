@@ -17,6 +17,23 @@ use sqlx::Connection;
 use std::time::Duration;
 use toml::Table;
 
+/// Config tweak: a `free` plan (100/min) and a `pro` plan (5000/min, entitlement `sso`), for
+/// tests that move an org between plans.
+pub fn free_and_pro_plans(table: &mut Table) {
+    let plans: Table = r#"
+        [[plans]]
+        name = "free"
+        rate_limit = "100/min"
+        [[plans]]
+        name = "pro"
+        rate_limit = "5000/min"
+        entitlements = ["sso"]
+    "#
+    .parse()
+    .expect("plans");
+    table.extend(plans);
+}
+
 /// The public URL tests configure; cookie requests must come from this origin.
 pub const PUBLIC_URL: &str = "http://fluxgate.test";
 /// A password that meets the policy.

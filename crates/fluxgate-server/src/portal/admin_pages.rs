@@ -1,12 +1,12 @@
 //! The operator's console: every org of the instance (searchable), instance-wide usage, and one
 //! org's page where its plan is changed and it is disabled or enabled.
 
-use crate::access::{AdminOrgs, AdminPlans, Caller, OperatorAccess};
+use crate::access::{AdminOrgs, AdminPlans, OperatorAccess};
 use crate::error::ApiError;
 use crate::extract::{ApiQuery, ClientInfo, IdPath, Paging};
 use crate::portal::charts::{bar_chart, BarChart};
 use crate::portal::{
-    render, render_status, see_other, Chrome, CsrfToken, FormErrors, Portal, PortalForm,
+    caller, render, render_status, see_other, Chrome, CsrfToken, FormErrors, Portal, PortalForm,
     PortalResult, SignedIn,
 };
 use crate::routes::orgs::org_json;
@@ -32,10 +32,6 @@ pub fn router() -> Router<AppState> {
         .route("/admin/orgs/{org_id}/enable", post(enable))
 }
 
-fn as_caller(user: &AuthUser) -> Caller {
-    Caller::User(Box::new(user.clone()))
-}
-
 #[derive(Template)]
 #[template(path = "admin_orgs.html")]
 struct OrgsPage {
@@ -59,7 +55,7 @@ async fn list(
     csrf: CsrfToken,
     Portal(ApiQuery(query)): Portal<ApiQuery<ListQuery>>,
 ) -> PortalResult<Response> {
-    let operator = OperatorAccess::<AdminOrgs>::check(&state, as_caller(&user)).await?;
+    let operator = OperatorAccess::<AdminOrgs>::check(&state, caller(&user)).await?;
     let search = query.search.unwrap_or_default();
     let search = search.trim();
     let page = Paging::new(None, query.cursor)?;
@@ -96,7 +92,7 @@ async fn list(
 
 #[derive(Template)]
 #[template(path = "admin_org.html")]
-struct OrgPage {
+struct AdminOrgPage {
     chrome: Chrome,
     org: Org,
     plans: Vec<String>,
@@ -112,7 +108,7 @@ async fn org_page(
     errors: FormErrors,
     notice: Option<String>,
 ) -> PortalResult<Response> {
-    OperatorAccess::<AdminOrgs>::check(state, as_caller(user)).await?;
+    OperatorAccess::<AdminOrgs>::check(state, caller(user)).await?;
     let org = state
         .store
         .org(org_id)
@@ -126,7 +122,7 @@ async fn org_page(
     };
     Ok(render_status(
         status,
-        &OrgPage {
+        &AdminOrgPage {
             chrome: Chrome::new(state, csrf, Some(user), None, "admin").await?,
             org: org_json(&org, None),
             plans: state.config.plans.iter().map(|p| p.name.clone()).collect(),
@@ -155,7 +151,7 @@ async fn assign_plan(
     Portal(IdPath(org_id)): Portal<IdPath<OrgId>>,
     form: PortalForm,
 ) -> PortalResult<Response> {
-    let operator = OperatorAccess::<AdminPlans>::check(&state, as_caller(&user)).await?;
+    let operator = OperatorAccess::<AdminPlans>::check(&state, caller(&user)).await?;
     let plan = form.get("plan").unwrap_or_default();
     match orgs::assign_plan(
         &state,
@@ -193,7 +189,7 @@ async fn set_disabled(
     org_id: &OrgId,
     disabled: bool,
 ) -> PortalResult<Response> {
-    let operator = OperatorAccess::<AdminOrgs>::check(state, as_caller(user)).await?;
+    let operator = OperatorAccess::<AdminOrgs>::check(state, caller(user)).await?;
     orgs::set_disabled(
         state,
         &operator,

@@ -2,14 +2,14 @@
 //! exactly once), a key's detail with its usage, rotating and revoking — each through the same
 //! service as the JSON API.
 
-use crate::access::{Caller, KeysRead, KeysWrite, OrgAccess, UsageRead};
+use crate::access::{KeysRead, KeysWrite, OrgAccess, UsageRead};
 use crate::clock::rfc3339;
 use crate::error::ApiError;
 use crate::extract::{ApiQuery, ClientInfo, IdPath, Paging};
 use crate::portal::charts::{bar_chart, BarChart};
 use crate::portal::{
-    render, render_no_store, render_status, see_other, Chrome, CsrfToken, FormErrors, Portal,
-    PortalForm, PortalResult, SignedIn,
+    render, render_no_store, render_status, see_other, Chrome, CsrfToken, FormErrors, OrgPage,
+    Portal, PortalForm, PortalResult,
 };
 use crate::routes::keys::key_view;
 use crate::services::keys::{self, KeyWithSecret};
@@ -42,10 +42,6 @@ pub fn router() -> Router<AppState> {
         )
 }
 
-fn as_caller(user: &AuthUser) -> Caller {
-    Caller::User(Box::new(user.clone()))
-}
-
 #[derive(Template)]
 #[template(path = "keys.html")]
 struct KeysPage {
@@ -68,12 +64,12 @@ struct ListQuery {
 /// The keys page: 50 a page by id, filtered by status and by a search in name and start.
 async fn list(
     State(state): State<AppState>,
-    SignedIn(user): SignedIn,
+    page: OrgPage<KeysRead>,
     csrf: CsrfToken,
-    Portal(IdPath(org_id)): Portal<IdPath<OrgId>>,
     Portal(ApiQuery(query)): Portal<ApiQuery<ListQuery>>,
 ) -> PortalResult<Response> {
-    let access = OrgAccess::<KeysRead>::check(&state, as_caller(&user), &org_id).await?;
+    let OrgPage { user, access } = page;
+    let org_id = access.org.id.clone();
     let now = crate::clock::now();
     let status_text = query.status.unwrap_or_default();
     let status = keys::parse_status(Some(&status_text))?;
@@ -149,11 +145,11 @@ fn scope_choices(
 
 async fn new_key(
     State(state): State<AppState>,
-    SignedIn(user): SignedIn,
+    page: OrgPage<KeysWrite>,
     csrf: CsrfToken,
-    Portal(IdPath(org_id)): Portal<IdPath<OrgId>>,
 ) -> PortalResult<Response> {
-    let access = OrgAccess::<KeysWrite>::check(&state, as_caller(&user), &org_id).await?;
+    let OrgPage { user, access } = page;
+    let org_id = access.org.id.clone();
     Ok(render(&NewKeyPage {
         scopes: scope_choices(&state, &access, &[]),
         chrome: Chrome::new(&state, &csrf, Some(&user), Some(&access.org), "keys").await?,
@@ -215,13 +211,13 @@ fn form_number<T: std::str::FromStr>(
 /// secret once.
 async fn create(
     State(state): State<AppState>,
-    SignedIn(user): SignedIn,
+    page: OrgPage<KeysWrite>,
     Portal(client): Portal<ClientInfo>,
     csrf: CsrfToken,
-    Portal(IdPath(org_id)): Portal<IdPath<OrgId>>,
     form: PortalForm,
 ) -> PortalResult<Response> {
-    let access = OrgAccess::<KeysWrite>::check(&state, as_caller(&user), &org_id).await?;
+    let OrgPage { user, access } = page;
+    let org_id = access.org.id.clone();
     let chosen = form.all("scopes");
     let mut errors = fluxgate_core::validation::FieldErrors::new();
     let expires_in_days = form_number(&mut errors, "expires_in_days", form.get("expires_in_days"));
@@ -294,25 +290,31 @@ struct KeyDetailPage {
 /// A key: what it may do, when it was used, its calls over the last day; rotate and revoke.
 async fn detail(
     State(state): State<AppState>,
-    SignedIn(user): SignedIn,
+    page: OrgPage<KeysRead>,
     csrf: CsrfToken,
-    Portal(IdPath((org_id, key_id))): Portal<IdPath<(OrgId, KeyId)>>,
+    Portal(IdPath((_, key_id))): Portal<IdPath<(OrgId, KeyId)>>,
 ) -> PortalResult<Response> {
-    let access = OrgAccess::<KeysRead>::check(&state, as_caller(&user), &org_id).await?;
-    let record = keys::get(&state, &access, &key_id).await?;
-    let now = crate::clock::now();
-    let calls = match OrgAccess::<UsageRead>::check(&state, as_caller(&user), &org_id).await {
-        Ok(_) => {
+    let calls = match page.also::<UsageRead>(&state).await? {
+        Some(_) => {
             let query = usage::SeriesQuery {
                 key_id: Some(key_id.to_string()),
                 ..usage::SeriesQuery::default()
             };
-            let series = usage::series(&state, Some(org_id.clone()), query, now).await?;
+            let series = usage::series(
+                &state,
+                Some(page.org_id().clone()),
+                query,
+                crate::clock::now(),
+            )
+            .await?;
             Some(bar_chart("key-calls", "Calls per hour", &series))
         }
-        Err(ApiError::Forbidden(_)) => None,
-        Err(other) => return Err(other.into()),
+        None => None,
     };
+    let OrgPage { user, access } = page;
+    let org_id = access.org.id.clone();
+    let record = keys::get(&state, &access, &key_id).await?;
+    let now = crate::clock::now();
     Ok(render(&KeyDetailPage {
         can_write: access.allows(&state, "keys:write"),
         chrome: Chrome::new(&state, &csrf, Some(&user), Some(&access.org), "keys").await?,
@@ -326,13 +328,13 @@ async fn detail(
 /// working for the chosen grace period.
 async fn rotate(
     State(state): State<AppState>,
-    SignedIn(user): SignedIn,
+    page: OrgPage<KeysWrite>,
     Portal(client): Portal<ClientInfo>,
     csrf: CsrfToken,
-    Portal(IdPath((org_id, key_id))): Portal<IdPath<(OrgId, KeyId)>>,
+    Portal(IdPath((_, key_id))): Portal<IdPath<(OrgId, KeyId)>>,
     form: PortalForm,
 ) -> PortalResult<Response> {
-    let access = OrgAccess::<KeysWrite>::check(&state, as_caller(&user), &org_id).await?;
+    let OrgPage { user, access } = page;
     let grace = match form.get("grace_period_seconds").map(str::parse::<u64>) {
         None => None,
         Some(Ok(seconds)) => Some(seconds),
@@ -363,11 +365,12 @@ struct RevokePage {
 /// Asks before revoking (the page a browser without JavaScript gets).
 async fn confirm_revoke(
     State(state): State<AppState>,
-    SignedIn(user): SignedIn,
+    page: OrgPage<KeysWrite>,
     csrf: CsrfToken,
-    Portal(IdPath((org_id, key_id))): Portal<IdPath<(OrgId, KeyId)>>,
+    Portal(IdPath((_, key_id))): Portal<IdPath<(OrgId, KeyId)>>,
 ) -> PortalResult<Response> {
-    let access = OrgAccess::<KeysWrite>::check(&state, as_caller(&user), &org_id).await?;
+    let OrgPage { user, access } = page;
+    let org_id = access.org.id.clone();
     let record = keys::get(&state, &access, &key_id).await?;
     Ok(render(&RevokePage {
         chrome: Chrome::new(&state, &csrf, Some(&user), Some(&access.org), "keys").await?,
@@ -379,12 +382,13 @@ async fn confirm_revoke(
 /// Revokes the key at once through the same service as `DELETE …/keys/{key_id}`.
 async fn revoke(
     State(state): State<AppState>,
-    SignedIn(user): SignedIn,
+    page: OrgPage<KeysWrite>,
     Portal(client): Portal<ClientInfo>,
-    Portal(IdPath((org_id, key_id))): Portal<IdPath<(OrgId, KeyId)>>,
+    Portal(IdPath((_, key_id))): Portal<IdPath<(OrgId, KeyId)>>,
     _form: PortalForm,
 ) -> PortalResult<Response> {
-    let access = OrgAccess::<KeysWrite>::check(&state, as_caller(&user), &org_id).await?;
+    let OrgPage { user: _, access } = page;
+    let org_id = access.org.id.clone();
     match keys::revoke(&state, &access, &client, &key_id, crate::clock::now()).await {
         Ok(()) => {}
         // revoked already (a second click): the key's page says so

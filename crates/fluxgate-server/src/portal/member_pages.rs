@@ -1,13 +1,13 @@
 //! An org's people in the browser: members with their roles, invitations (send, resend,
 //! cancel), changing a role, removing or leaving — and the page an invitation's link opens.
 
-use crate::access::{AnyMember, Caller, MembersRead, MembersWrite, OrgAccess, RolesRead};
+use crate::access::{AnyMember, MembersRead, MembersWrite, OrgAccess, RolesRead};
 use crate::clock::rfc3339;
 use crate::error::ApiError;
 use crate::extract::{ApiQuery, ClientInfo, IdPath, Paging};
 use crate::portal::{
-    render, render_status, see_other, Chrome, CsrfToken, FormErrors, MaybeSignedIn, Portal,
-    PortalForm, PortalResult, SignedIn,
+    caller, render, render_status, see_other, Chrome, CsrfToken, FormErrors, MaybeSignedIn,
+    OrgPage, Portal, PortalForm, PortalResult, SignedIn,
 };
 use crate::services::{invitations, orgs, roles};
 use crate::state::AppState;
@@ -39,10 +39,6 @@ pub fn router() -> Router<AppState> {
             post(cancel),
         )
         .route("/invitations/accept", get(accept_page).post(accept))
-}
-
-fn as_caller(user: &AuthUser) -> Caller {
-    Caller::User(Box::new(user.clone()))
 }
 
 /// A member as the page lists them.
@@ -88,7 +84,7 @@ async fn role_names(
         .iter()
         .map(|r| r.name().to_owned())
         .collect();
-    match OrgAccess::<RolesRead>::check(state, as_caller(user), org_id).await {
+    match OrgAccess::<RolesRead>::check(state, caller(user), org_id).await {
         Ok(access) => names.extend(
             roles::list(state, &access)
                 .await?
@@ -150,7 +146,7 @@ async fn members_page(
         notice,
         status,
     } = outcome;
-    let access = OrgAccess::<MembersRead>::check(state, as_caller(user), org_id).await?;
+    let access = OrgAccess::<MembersRead>::check(state, caller(user), org_id).await?;
     let page = Paging::new(Some(200), None)?;
     let now = crate::clock::now();
     let members = orgs::members(state, &access, &page)
@@ -204,13 +200,13 @@ async fn members(
 /// Invites through the same service as `POST /orgs/{org_id}/invitations`.
 async fn invite(
     State(state): State<AppState>,
-    SignedIn(user): SignedIn,
+    page: OrgPage<MembersWrite>,
     Portal(client): Portal<ClientInfo>,
     csrf: CsrfToken,
-    Portal(IdPath(org_id)): Portal<IdPath<OrgId>>,
     form: PortalForm,
 ) -> PortalResult<Response> {
-    let access = OrgAccess::<MembersWrite>::check(&state, as_caller(&user), &org_id).await?;
+    let OrgPage { user, access } = page;
+    let org_id = access.org.id.clone();
     let email = form.get("email").unwrap_or_default().to_owned();
     let role = form.get("role").unwrap_or_default().to_owned();
     let input = invitations::NewInvitation {
@@ -242,13 +238,14 @@ async fn invite(
 /// Changes a member's role through the same service as `PUT …/members/{user_id}`.
 async fn change_role(
     State(state): State<AppState>,
-    SignedIn(user): SignedIn,
+    page: OrgPage<MembersWrite>,
     Portal(client): Portal<ClientInfo>,
     csrf: CsrfToken,
-    Portal(IdPath((org_id, member))): Portal<IdPath<(OrgId, UserId)>>,
+    Portal(IdPath((_, member))): Portal<IdPath<(OrgId, UserId)>>,
     form: PortalForm,
 ) -> PortalResult<Response> {
-    let access = OrgAccess::<MembersWrite>::check(&state, as_caller(&user), &org_id).await?;
+    let OrgPage { user, access } = page;
+    let org_id = access.org.id.clone();
     let role = form.get("role").unwrap_or_default();
     match orgs::change_member_role(&state, &access, &client, &member, role, crate::clock::now())
         .await
@@ -276,13 +273,14 @@ async fn change_role(
 /// Removes a member, or leaves (the same service as `DELETE …/members/{user_id}`).
 async fn remove(
     State(state): State<AppState>,
-    SignedIn(user): SignedIn,
+    page: OrgPage<AnyMember>,
     Portal(client): Portal<ClientInfo>,
     csrf: CsrfToken,
-    Portal(IdPath((org_id, member))): Portal<IdPath<(OrgId, UserId)>>,
+    Portal(IdPath((_, member))): Portal<IdPath<(OrgId, UserId)>>,
     _form: PortalForm,
 ) -> PortalResult<Response> {
-    let access = OrgAccess::<AnyMember>::check(&state, as_caller(&user), &org_id).await?;
+    let OrgPage { user, access } = page;
+    let org_id = access.org.id.clone();
     let leaving = &member == user.user_id();
     match orgs::remove_member(&state, &access, &client, &member, crate::clock::now()).await {
         Ok(()) if leaving => Ok(see_other("/")),
@@ -299,13 +297,14 @@ async fn remove(
 /// Mails an invitation again (the same service as `POST …/invitations/{id}/resend`).
 async fn resend(
     State(state): State<AppState>,
-    SignedIn(user): SignedIn,
+    page: OrgPage<MembersWrite>,
     Portal(client): Portal<ClientInfo>,
     csrf: CsrfToken,
-    Portal(IdPath((org_id, invitation_id))): Portal<IdPath<(OrgId, InvitationId)>>,
+    Portal(IdPath((_, invitation_id))): Portal<IdPath<(OrgId, InvitationId)>>,
     _form: PortalForm,
 ) -> PortalResult<Response> {
-    let access = OrgAccess::<MembersWrite>::check(&state, as_caller(&user), &org_id).await?;
+    let OrgPage { user, access } = page;
+    let org_id = access.org.id.clone();
     let invitation = invitations::resend(
         &state,
         &access,
@@ -324,12 +323,13 @@ async fn resend(
 /// Cancels an invitation (the same service as `DELETE …/invitations/{id}`).
 async fn cancel(
     State(state): State<AppState>,
-    SignedIn(user): SignedIn,
+    page: OrgPage<MembersWrite>,
     Portal(client): Portal<ClientInfo>,
-    Portal(IdPath((org_id, invitation_id))): Portal<IdPath<(OrgId, InvitationId)>>,
+    Portal(IdPath((_, invitation_id))): Portal<IdPath<(OrgId, InvitationId)>>,
     _form: PortalForm,
 ) -> PortalResult<Response> {
-    let access = OrgAccess::<MembersWrite>::check(&state, as_caller(&user), &org_id).await?;
+    let OrgPage { user: _, access } = page;
+    let org_id = access.org.id.clone();
     invitations::cancel(
         &state,
         &access,

@@ -11,7 +11,7 @@ mod member_pages;
 mod org_pages;
 mod session;
 
-pub use session::{CookieChanges, CsrfToken, MaybeSignedIn, PortalForm, SignedIn};
+pub use session::{caller, CookieChanges, CsrfToken, MaybeSignedIn, OrgPage, PortalForm, SignedIn};
 
 use crate::error::ApiError;
 use crate::state::AppState;

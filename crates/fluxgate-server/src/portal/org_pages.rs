@@ -1,14 +1,13 @@
 //! An org's pages: its overview (plan, this month's quotas, the last day's calls, keys about to
 //! expire) and creating an org.
 
-use crate::access::{Caller, KeysRead, OrgAccess, OrgRead, UsageRead};
+use crate::access::{KeysRead, OrgRead, UsageRead};
 use crate::clock::rfc3339;
-use crate::error::ApiError;
-use crate::extract::{ClientInfo, IdPath};
+use crate::extract::ClientInfo;
 use crate::portal::account_pages::WelcomePage;
 use crate::portal::charts::{bar_chart, BarChart};
 use crate::portal::{
-    render, render_status, see_other, Chrome, CsrfToken, FormErrors, Portal, PortalForm,
+    render, render_status, see_other, Chrome, CsrfToken, FormErrors, OrgPage, Portal, PortalForm,
     PortalResult, SignedIn,
 };
 use crate::services::{self, orgs, usage};
@@ -18,7 +17,6 @@ use axum::extract::State;
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
-use fluxgate_store::OrgId;
 
 /// The routes of these pages.
 pub fn router() -> Router<AppState> {
@@ -70,14 +68,12 @@ fn rate_words(limit: u64, window_seconds: u64) -> String {
 /// The org's overview; the chart and the expiring keys only for those who may read them.
 async fn overview(
     State(state): State<AppState>,
-    SignedIn(user): SignedIn,
+    page: OrgPage<OrgRead>,
     csrf: CsrfToken,
-    Portal(IdPath(org_id)): Portal<IdPath<OrgId>>,
 ) -> PortalResult<Response> {
     let now = crate::clock::now();
-    let caller = || Caller::User(Box::new(user.clone()));
-    let access = OrgAccess::<OrgRead>::check(&state, caller(), &org_id).await?;
-    let entitlements = orgs::entitlements(&state, &access, now).await?;
+    let access = &page.access;
+    let entitlements = orgs::entitlements(&state, access, now).await?;
     let quotas = entitlements
         .quotas
         .iter()
@@ -99,22 +95,21 @@ async fn overview(
             }
         })
         .collect();
-    let calls = match OrgAccess::<UsageRead>::check(&state, caller(), &org_id).await {
-        Ok(_) => {
+    let calls = match page.also::<UsageRead>(&state).await? {
+        Some(_) => {
             let series = usage::series(
                 &state,
-                Some(org_id.clone()),
+                Some(page.org_id().clone()),
                 usage::SeriesQuery::default(),
                 now,
             )
             .await?;
             Some(bar_chart("calls", "Calls per hour", &series))
         }
-        Err(ApiError::Forbidden(_)) => None,
-        Err(other) => return Err(other.into()),
+        None => None,
     };
-    let expiring = match OrgAccess::<KeysRead>::check(&state, caller(), &org_id).await {
-        Ok(keys_access) => Some(
+    let expiring = match page.also::<KeysRead>(&state).await? {
+        Some(keys_access) => Some(
             services::keys::expiring(&state, &keys_access, 7 * 86_400, 20, now)
                 .await?
                 .into_iter()
@@ -125,11 +120,17 @@ async fn overview(
                 })
                 .collect(),
         ),
-        Err(ApiError::Forbidden(_)) => None,
-        Err(other) => return Err(other.into()),
+        None => None,
     };
     Ok(render(&OverviewPage {
-        chrome: Chrome::new(&state, &csrf, Some(&user), Some(&access.org), "overview").await?,
+        chrome: Chrome::new(
+            &state,
+            &csrf,
+            Some(&page.user),
+            Some(&access.org),
+            "overview",
+        )
+        .await?,
         org_id: access.org.id.to_string(),
         org_name: access.org.name.clone(),
         disabled: access.org.disabled_at.is_some(),

@@ -2,22 +2,24 @@
 //! token when it has expired), and the CSRF token every form carries back; plus the checks every
 //! form post passes before a page sees it.
 
+use crate::access::{Caller, OrgAccess, Required};
 use crate::error::ApiError;
 use crate::extract::ClientInfo;
-use crate::portal::PortalError;
+use crate::portal::{PortalError, PortalResult};
 use crate::services::sessions;
 use crate::state::AppState;
 use crate::user_auth::{
     authenticate_access_token, check_same_origin, cookie_value, AuthUser, TokenPair,
 };
 use axum::body::Bytes;
-use axum::extract::{FromRequest, FromRequestParts, Request, State};
+use axum::extract::{FromRequest, FromRequestParts, RawPathParams, Request, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderValue};
 use axum::middleware::Next;
 use axum::response::Response;
 use axum_extra::extract::cookie::{Cookie, SameSite};
 use fluxgate_core::secret::{constant_time_eq, random_token, ExposeSecret, SecretString};
+use fluxgate_store::OrgId;
 
 /// The portal's cookie names: `__Host-` prefixed (bound to this exact origin, never settable by
 /// a sibling subdomain) whenever cookies are `Secure`, which the prefix requires.
@@ -197,6 +199,59 @@ impl FromRequestParts<AppState> for SignedIn {
             }),
         }
     }
+}
+
+/// A signed-in user's standing in the org the path names (`{org_id}`), checked to hold `P`:
+/// the portal's counterpart of the API's [`OrgAccess`] extractor, refusing with a page (404 for
+/// an org that is not theirs, 403 naming the permission).
+pub struct OrgPage<P: Required> {
+    /// Who is looking.
+    pub user: AuthUser,
+    /// Their standing in the org.
+    pub access: OrgAccess<P>,
+}
+
+impl<P: Required> FromRequestParts<AppState> for OrgPage<P> {
+    type Rejection = PortalError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let SignedIn(user) = SignedIn::from_request_parts(parts, state).await?;
+        let params = RawPathParams::from_request_parts(parts, state)
+            .await
+            .map_err(|_| ApiError::NotFound)?;
+        let org_id: OrgId = params
+            .iter()
+            .find(|(name, _)| *name == "org_id")
+            .and_then(|(_, value)| value.parse().ok())
+            .ok_or(ApiError::NotFound)?;
+        let access = OrgAccess::check(state, caller(&user), &org_id).await?;
+        Ok(Self { user, access })
+    }
+}
+
+impl<P: Required> OrgPage<P> {
+    /// The same user's standing with another permission `Q`, or `None` when they lack it (a
+    /// section of the page they may not see).
+    pub async fn also<Q: Required>(&self, state: &AppState) -> PortalResult<Option<OrgAccess<Q>>> {
+        match OrgAccess::check(state, caller(&self.user), &self.access.org.id).await {
+            Ok(access) => Ok(Some(access)),
+            Err(ApiError::Forbidden(_)) => Ok(None),
+            Err(other) => Err(other.into()),
+        }
+    }
+
+    /// The org's id.
+    pub fn org_id(&self) -> &OrgId {
+        &self.access.org.id
+    }
+}
+
+/// A signed-in user as the caller of a service.
+pub fn caller(user: &AuthUser) -> Caller {
+    Caller::User(Box::new(user.clone()))
 }
 
 /// The signed-in user if there is one (pages such as the login page look different then).

@@ -239,21 +239,7 @@ async fn ending_a_session_in_one_browser_logs_the_other_out(backend: Backend) {
 }
 
 async fn an_operator_changes_a_plan_and_the_customer_sees_it(backend: Backend) {
-    let app = TestApp::spawn_with(backend, |t| {
-        let plans: toml::Table = r#"
-            [[plans]]
-            name = "free"
-            rate_limit = "100/min"
-            [[plans]]
-            name = "pro"
-            rate_limit = "5000/min"
-            entitlements = ["sso"]
-        "#
-        .parse()
-        .unwrap();
-        t.extend(plans);
-    })
-    .await;
+    let app = TestApp::spawn_with(backend, fluxgate_testkit::free_and_pro_plans).await;
     operator_with_verifier(&app).await;
     let (_, org) = app.owner("owner@example.com", "Acme").await;
     let operator = Browser::start(&app.base).await;
