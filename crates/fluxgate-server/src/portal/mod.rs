@@ -5,6 +5,7 @@
 mod account_pages;
 mod admin_pages;
 mod assets;
+mod audit_pages;
 mod charts;
 mod key_pages;
 mod member_pages;
@@ -441,6 +442,7 @@ pub fn router(state: &AppState) -> Router<AppState> {
     let pages = Router::new()
         .merge(account_pages::router())
         .merge(admin_pages::router())
+        .merge(audit_pages::router())
         .merge(org_pages::router())
         .merge(key_pages::router())
         .merge(member_pages::router())

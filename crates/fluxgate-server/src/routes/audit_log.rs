@@ -46,14 +46,17 @@ pub struct AuditQuery {
     cursor: Option<String>,
 }
 
+/// An optional time filter (empty counts as absent, as a form sends it).
 fn parse_time(field: &str, value: Option<&str>) -> ApiResult<Option<i64>> {
     value
+        .filter(|v| !v.is_empty())
         .map(|v| parse_rfc3339(v).ok_or_else(|| ApiError::field(field, RFC3339_HINT)))
         .transpose()
 }
 
 impl AuditQuery {
-    fn filter(self, org_id: Option<OrgId>) -> ApiResult<(AuditFilter, Paging)> {
+    /// The store's filter and the page it asks for (422 naming a malformed time or limit).
+    pub fn filter(self, org_id: Option<OrgId>) -> ApiResult<(AuditFilter, Paging)> {
         let page = Paging::new(self.limit, self.cursor)?;
         let filter = AuditFilter {
             org_id,
@@ -68,7 +71,8 @@ impl AuditQuery {
     }
 }
 
-fn entry_json(entry: &AuditRecord) -> AuditEntry {
+/// An entry as the API (and the portal's audit page) shows it.
+pub fn entry_json(entry: &AuditRecord) -> AuditEntry {
     AuditEntry {
         id: entry.id.to_string(),
         org_id: entry.org_id.as_ref().map(OrgId::to_string),

@@ -19,6 +19,7 @@ both_backends!(
     an_owner_invites_a_teammate_who_joins_through_the_link,
     ending_a_session_in_one_browser_logs_the_other_out,
     the_operator_changes_plans_and_disables_orgs,
+    the_audit_log_is_filtered_and_paged,
 );
 
 /// A browser without JavaScript: keeps cookies, follows redirects, posts forms from its page.
@@ -821,5 +822,58 @@ async fn the_operator_changes_plans_and_disables_orgs(backend: Backend) {
         .submit(&disabled, &format!("/admin/orgs/{org}/enable"), &[])
         .await;
     assert_eq!(verify(&app, &root, &key).await, "VALID");
+    app.stop().await;
+}
+
+async fn the_audit_log_is_filtered_and_paged(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (owner, org) = app.owner("owner@example.com", "Acme").await;
+    for i in 0..55 {
+        fluxgate_testkit::issue_key(
+            &app,
+            &owner,
+            &org,
+            json!({ "name": format!("k{i}"), "scopes": [] }),
+        )
+        .await;
+    }
+    let browser = Browser::new(&app);
+    browser.log_in("owner@example.com").await;
+    let log = browser.get(&format!("/orgs/{org}/audit")).await;
+    assert_eq!(log.status, 200);
+    assert_eq!(
+        log.select("main > .table-wrap tbody tr").len(),
+        50,
+        "a page of 50"
+    );
+    assert!(log.text("tbody").contains("key.created"));
+    let older = log.attr("nav.pager a", "href").unwrap();
+    let second = browser.get(&older).await;
+    assert!(!second.select("main > .table-wrap tbody tr").is_empty());
+
+    let only_logins = browser
+        .get(&format!("/orgs/{org}/audit?action=org.created"))
+        .await;
+    let rows = only_logins.select("main > .table-wrap tbody tr");
+    assert_eq!(rows.len(), 1, "{}", only_logins.text("main"));
+    assert_eq!(
+        only_logins.attr("#action", "value").as_deref(),
+        Some("org.created")
+    );
+
+    let bad = browser
+        .get(&format!("/orgs/{org}/audit?from=yesterday"))
+        .await;
+    assert_eq!(bad.status, 422);
+    assert!(!bad.text("#from-error").is_empty());
+    assert_eq!(bad.attr("#from", "value").as_deref(), Some("yesterday"));
+
+    app.owner("stranger@example.com", "Other").await;
+    let stranger = Browser::new(&app);
+    stranger.log_in("stranger@example.com").await;
+    assert_eq!(
+        stranger.get(&format!("/orgs/{org}/audit")).await.status,
+        404
+    );
     app.stop().await;
 }
