@@ -10,6 +10,7 @@ mod charts;
 mod key_pages;
 mod member_pages;
 mod org_pages;
+mod role_pages;
 mod session;
 
 pub use session::{caller, CookieChanges, CsrfToken, MaybeSignedIn, OrgPage, PortalForm, SignedIn};
@@ -446,6 +447,7 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .merge(org_pages::router())
         .merge(key_pages::router())
         .merge(member_pages::router())
+        .merge(role_pages::router())
         .layer(middleware::from_fn_with_state(
             state.clone(),
             session::track_viewer,

@@ -20,6 +20,7 @@ both_backends!(
     ending_a_session_in_one_browser_logs_the_other_out,
     the_operator_changes_plans_and_disables_orgs,
     the_audit_log_is_filtered_and_paged,
+    custom_roles_show_the_rule_against_escalation,
 );
 
 /// A browser without JavaScript: keeps cookies, follows redirects, posts forms from its page.
@@ -875,5 +876,60 @@ async fn the_audit_log_is_filtered_and_paged(backend: Backend) {
         stranger.get(&format!("/orgs/{org}/audit")).await.status,
         404
     );
+    app.stop().await;
+}
+
+async fn custom_roles_show_the_rule_against_escalation(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (owner, org) = app.owner("owner@example.com", "Acme").await;
+    app.member(&owner, &org, "admin@example.com", "admin").await;
+    let browser = Browser::new(&app);
+    browser.log_in("admin@example.com").await;
+    let roles = browser.get(&format!("/orgs/{org}/roles")).await;
+    assert_eq!(roles.status, 200);
+    assert!(roles.text("tbody").contains("developer"));
+    // an admin does not hold org:delete: it is shown, and cannot be chosen
+    assert!(roles
+        .attr("input[value='org:delete']", "disabled")
+        .is_some());
+    assert!(roles.attr("input[value='keys:read']", "disabled").is_none());
+
+    let refused = browser
+        .submit(
+            &roles,
+            &format!("/orgs/{org}/roles"),
+            &[("name", "owner"), ("permissions", "keys:read")],
+        )
+        .await;
+    assert_eq!(refused.status, 422);
+    assert!(!refused.text("#name-error").is_empty());
+    // posting a permission the page disabled is refused by the service
+    let escalation = browser
+        .submit(
+            &roles,
+            &format!("/orgs/{org}/roles"),
+            &[("name", "deleter"), ("permissions", "org:delete")],
+        )
+        .await;
+    assert_eq!(escalation.status, 403, "{}", escalation.text("main"));
+
+    let created = browser
+        .submit(
+            &roles,
+            &format!("/orgs/{org}/roles"),
+            &[
+                ("name", "billing"),
+                ("description", "reads keys"),
+                ("permissions", "keys:read"),
+            ],
+        )
+        .await;
+    assert_eq!(created.url, format!("/orgs/{org}/roles"));
+    assert!(created.text("tbody").contains("billing"));
+    // held by an invitation: it cannot be deleted
+    app.invite(&owner, &org, "new@example.com", "billing").await;
+    let delete = created.attr("form[action$='/delete']", "action").unwrap();
+    let kept = browser.submit(&created, &delete, &[]).await;
+    assert_eq!(kept.status, 409);
     app.stop().await;
 }
