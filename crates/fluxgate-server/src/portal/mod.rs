@@ -12,6 +12,7 @@ mod member_pages;
 mod org_pages;
 mod role_pages;
 mod session;
+mod usage_pages;
 
 pub use session::{caller, CookieChanges, CsrfToken, MaybeSignedIn, OrgPage, PortalForm, SignedIn};
 
@@ -448,6 +449,7 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .merge(key_pages::router())
         .merge(member_pages::router())
         .merge(role_pages::router())
+        .merge(usage_pages::router())
         .layer(middleware::from_fn_with_state(
             state.clone(),
             session::track_viewer,

@@ -119,6 +119,13 @@ async fn a_customer_signs_up_and_runs_a_key_through_its_life(backend: Backend) {
     assert!(b.count("figure.chart rect.bar[height]").await >= 24);
     accessible(&b, "key detail").await;
 
+    // the org's other pages pass the accessibility check too
+    for (path, name) in [("usage", "usage"), ("audit", "audit log"), ("roles", "roles")] {
+        b.open(&format!("/orgs/{org}/{path}")).await;
+        assert!(!b.text("h1").await.is_empty());
+        accessible(&b, name).await;
+    }
+
     // the keys page lists it
     b.open(&format!("/orgs/{org}/keys")).await;
     assert!(b.text("tbody").await.contains("billing service"));

@@ -21,6 +21,7 @@ both_backends!(
     the_operator_changes_plans_and_disables_orgs,
     the_audit_log_is_filtered_and_paged,
     custom_roles_show_the_rule_against_escalation,
+    usage_is_charted_filtered_and_downloadable,
 );
 
 /// A browser without JavaScript: keeps cookies, follows redirects, posts forms from its page.
@@ -931,5 +932,72 @@ async fn custom_roles_show_the_rule_against_escalation(backend: Backend) {
     let delete = created.attr("form[action$='/delete']", "action").unwrap();
     let kept = browser.submit(&created, &delete, &[]).await;
     assert_eq!(kept.status, 409);
+    app.stop().await;
+}
+
+async fn usage_is_charted_filtered_and_downloadable(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (owner, org) = app.owner("owner@example.com", "Acme").await;
+    let (key_id, key) = fluxgate_testkit::issue_key(
+        &app,
+        &owner,
+        &org,
+        json!({ "name": "svc", "scopes": ["keys:read"] }),
+    )
+    .await;
+    for _ in 0..3 {
+        let call = fluxgate_testkit::with_key(
+            &app,
+            reqwest::Method::GET,
+            &format!("/orgs/{org}/keys"),
+            &key,
+            None,
+        )
+        .await;
+        assert_eq!(call.status(), 200);
+    }
+    app.state().usage.flush().await.unwrap();
+    let browser = Browser::new(&app);
+    browser.log_in("owner@example.com").await;
+    let usage = browser.get(&format!("/orgs/{org}/usage")).await;
+    assert_eq!(usage.status, 200);
+    assert!(
+        usage.text("figcaption").ends_with("total 3"),
+        "{}",
+        usage.text("figcaption")
+    );
+    let by_key = browser
+        .get(&format!(
+            "/orgs/{org}/usage?granularity=day&key_id={key_id}"
+        ))
+        .await;
+    assert!(by_key.text("figcaption").starts_with("Calls per day"));
+    assert!(by_key.text("figcaption").ends_with("total 3"));
+    let other = browser
+        .get(&format!("/orgs/{org}/usage?endpoint=/nowhere"))
+        .await;
+    assert!(other.text("figcaption").ends_with("total 0"));
+    let bad = browser.get(&format!("/orgs/{org}/usage?key_id=nope")).await;
+    assert_eq!(bad.status, 422);
+    assert!(!bad.text("#key_id-error").is_empty());
+
+    let csv_link = by_key.attr("a[download]", "href").unwrap();
+    let csv = browser
+        .client
+        .get(format!("{}{csv_link}", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert!(csv.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/csv"));
+    let text = csv.text().await.unwrap();
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("start,calls"));
+    let total: u64 = lines
+        .map(|l| l.rsplit(',').next().unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(total, 3);
     app.stop().await;
 }
