@@ -120,7 +120,11 @@ async fn a_customer_signs_up_and_runs_a_key_through_its_life(backend: Backend) {
     accessible(&b, "key detail").await;
 
     // the org's other pages pass the accessibility check too
-    for (path, name) in [("usage", "usage"), ("audit", "audit log"), ("roles", "roles")] {
+    for (path, name) in [
+        ("usage", "usage"),
+        ("audit", "audit log"),
+        ("roles", "roles"),
+    ] {
         b.open(&format!("/orgs/{org}/{path}")).await;
         assert!(!b.text("h1").await.is_empty());
         accessible(&b, name).await;
@@ -130,6 +134,28 @@ async fn a_customer_signs_up_and_runs_a_key_through_its_life(backend: Backend) {
     b.open(&format!("/orgs/{org}/keys")).await;
     assert!(b.text("tbody").await.contains("billing service"));
     accessible(&b, "keys").await;
+    // with JavaScript, typing filters the list in place (htmx), without a page load
+    b.script("window.__stillThisPage = true; return true;")
+        .await;
+    b.fill("#search", "no such key").await;
+    let mut filtered = false;
+    for _ in 0..100 {
+        if b.text("#key-results").await.contains("No keys match") {
+            filtered = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(filtered, "the list did not update");
+    assert_eq!(
+        b.script("return window.__stillThisPage === true;").await,
+        json!(true)
+    );
+    assert!(
+        b.path().await.contains("search=no%20such%20key"),
+        "the URL follows the filter"
+    );
+    b.fill("#search", "billing").await;
     b.screenshot(&format!("keys-page-{backend:?}")).await;
     b.open(&format!("/orgs/{org}")).await;
     b.screenshot(&format!("overview-{backend:?}")).await;
