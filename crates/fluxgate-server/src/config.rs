@@ -122,6 +122,9 @@ pub struct AuthConfig {
     pub verification_ttl: Duration,
     /// How long an invitation to an org stays valid.
     pub invitation_ttl: Duration,
+    /// How long after its last password entry a portal session may make sensitive changes
+    /// (create keys, manage members) without confirming the password again.
+    pub reauthenticate_after: Duration,
     /// Lifetime of password reset links.
     pub reset_ttl: Duration,
     /// Failed logins that lock an address.
@@ -284,6 +287,7 @@ impl Config {
             verification_ttl: r.duration("auth.verification_ttl", "24h"),
             invitation_ttl: r.duration("auth.invitation_ttl", "7d"),
             reset_ttl: r.duration("auth.reset_ttl", "1h"),
+            reauthenticate_after: r.duration("auth.reauthenticate_after", "15m"),
             lockout_threshold: r.integer("auth.lockout_threshold", 5, 1, 1000) as u32,
             lockout_window: r.duration("auth.lockout_window", "15m"),
         };

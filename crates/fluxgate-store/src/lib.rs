@@ -105,6 +105,13 @@ pub trait Store: OrgStore + KeyStore + UsageStore + Notifier + Send + Sync + 'st
         refresh: &RefreshTokenRecord,
         audit: &AuditRecord,
     ) -> StoreResult<()>;
+    /// Records that a live session proved its password again at `now`; false if it is gone.
+    async fn confirm_session(
+        &self,
+        session_id: &SessionId,
+        now: i64,
+        audit: &AuditRecord,
+    ) -> StoreResult<bool>;
     /// A session by id.
     async fn session(&self, id: &SessionId) -> StoreResult<Option<SessionRecord>>;
     /// The user's sessions that are neither revoked nor expired, newest first.

@@ -88,6 +88,8 @@ pub struct SessionRecord {
     pub revoked_at: Option<i64>,
     /// Why it ended.
     pub revoked_reason: Option<EndReason>,
+    /// When it last proved its password, if since its creation.
+    pub authenticated_at: Option<i64>,
 }
 
 /// One refresh token of a session (stored by hash).

@@ -141,7 +141,7 @@ macro_rules! impl_store {
         const USER_COLUMNS: &str =
             "id, email, name, password_hash, email_verified_at, created_at, updated_at";
         const SESSION_COLUMNS: &str = "id, user_id, active_org_id, user_agent, ip, created_at, \
-             last_used_at, expires_at, revoked_at, revoked_reason";
+             last_used_at, expires_at, revoked_at, revoked_reason, authenticated_at";
         const MEMBERSHIP_SELECT: &str = "SELECT m.org_id, o.name AS org_name, o.is_operator, \
              m.user_id, m.role, m.created_at FROM memberships m JOIN orgs o ON o.id = m.org_id \
              WHERE o.deleted_at IS NULL";
@@ -306,8 +306,8 @@ macro_rules! impl_store {
             ) -> $crate::StoreResult<()> {
                 let mut tx = self.pool.begin().await?;
                 sqlx::query(
-                    "INSERT INTO sessions (id, user_id, active_org_id, user_agent, ip, created_at, last_used_at, expires_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                    "INSERT INTO sessions (id, user_id, active_org_id, user_agent, ip, created_at, last_used_at, expires_at, authenticated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
                 )
                 .bind(&s.id)
                 .bind(&s.user_id)
@@ -317,12 +317,36 @@ macro_rules! impl_store {
                 .bind(s.created_at)
                 .bind(s.last_used_at)
                 .bind(s.expires_at)
+                .bind(s.authenticated_at)
                 .execute(&mut *tx)
                 .await?;
                 insert_refresh_token(&mut tx, refresh).await?;
                 insert_audit(&mut tx, audit).await?;
                 tx.commit().await?;
                 Ok(())
+            }
+
+            async fn confirm_session(
+                &self,
+                session_id: &$crate::SessionId,
+                now: i64,
+                audit: &$crate::AuditRecord,
+            ) -> $crate::StoreResult<bool> {
+                let mut tx = self.pool.begin().await?;
+                let touched = sqlx::query(
+                    "UPDATE sessions SET authenticated_at = $1 WHERE id = $2 AND revoked_at IS NULL",
+                )
+                .bind(now)
+                .bind(session_id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if touched == 0 {
+                    return Ok(false);
+                }
+                insert_audit(&mut tx, audit).await?;
+                tx.commit().await?;
+                Ok(true)
             }
 
             async fn session(&self, id: &$crate::SessionId) -> $crate::StoreResult<Option<$crate::SessionRecord>> {

@@ -33,6 +33,7 @@ pub fn router() -> Router<AppState> {
         .route("/forgot-password", get(forgot_page).post(forgot))
         .route("/reset-password", get(reset_page).post(reset))
         .route("/account", get(account))
+        .route("/account/confirm", post(confirm_password))
         .route("/account/sessions/end-others", post(end_other_sessions))
         .route("/account/sessions/{session_id}/end", post(end_session))
 }
@@ -514,4 +515,80 @@ async fn end_other_sessions(
         n => format!("{n} other sessions ended."),
     };
     account_page(&state, &csrf, &user, Some(notice)).await
+}
+
+#[derive(Template)]
+#[template(path = "confirm.html")]
+struct ConfirmPage {
+    chrome: Chrome,
+    errors: FormErrors,
+    next: String,
+    window: String,
+}
+
+/// The page asking for the password again, when the session last proved it longer ago than
+/// `auth.reauthenticate_after`; `None` when it is recent enough for a sensitive change. `next`
+/// is where the confirmation leads back to.
+pub async fn password_confirmation(
+    state: &AppState,
+    csrf: &CsrfToken,
+    user: &crate::user_auth::AuthUser,
+    next: &str,
+) -> PortalResult<Option<Response>> {
+    if sessions::recently_authenticated(state, user, crate::clock::now()).await? {
+        return Ok(None);
+    }
+    let page = confirm_page(state, csrf, user, next, FormErrors::none()).await?;
+    Ok(Some(render_status(StatusCode::FORBIDDEN, &page)))
+}
+
+async fn confirm_page(
+    state: &AppState,
+    csrf: &CsrfToken,
+    user: &crate::user_auth::AuthUser,
+    next: &str,
+    errors: FormErrors,
+) -> PortalResult<ConfirmPage> {
+    Ok(ConfirmPage {
+        chrome: Chrome::new(state, csrf, Some(user), None, "").await?,
+        errors,
+        next: local_path(Some(next)).to_owned(),
+        window: fluxgate_core::units::format_duration(state.config.auth.reauthenticate_after),
+    })
+}
+
+/// Checks the password (as a login would, lockout included) and goes back to `next`.
+async fn confirm_password(
+    State(state): State<AppState>,
+    SignedIn(user): SignedIn,
+    Portal(client): Portal<ClientInfo>,
+    csrf: CsrfToken,
+    form: PortalForm,
+) -> PortalResult<Response> {
+    let next = local_path(form.get("next")).to_owned();
+    let password = SecretString::from(form.raw("password").to_owned());
+    match sessions::confirm_password(&state, &user, &client, password, crate::clock::now()).await {
+        Ok(()) => Ok(see_other(&next)),
+        Err(refusal) => {
+            let (status, errors) = match refusal {
+                ApiError::InvalidCredentials => (
+                    StatusCode::UNAUTHORIZED,
+                    FormErrors::from_refusal(
+                        ApiError::field("password", "is not your password"),
+                        &["password"],
+                    )?,
+                ),
+                ApiError::RateLimited { retry_after } => (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    FormErrors::general(format!(
+                        "Too many failed attempts for this address. Try again in {}.",
+                        wait(retry_after)
+                    )),
+                ),
+                other => return Err(other.into()),
+            };
+            let page = confirm_page(&state, &csrf, &user, &next, errors).await?;
+            Ok(render_status(status, &page))
+        }
+    }
 }

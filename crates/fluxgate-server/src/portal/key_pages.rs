@@ -6,6 +6,7 @@ use crate::access::{KeysRead, KeysWrite, OrgAccess, UsageRead};
 use crate::clock::rfc3339;
 use crate::error::ApiError;
 use crate::extract::{ApiQuery, ClientInfo, IdPath, Paging};
+use crate::portal::account_pages::password_confirmation;
 use crate::portal::charts::{bar_chart, BarChart};
 use crate::portal::{
     render, render_no_store, render_status, see_other, Chrome, CsrfToken, FormErrors, OrgPage,
@@ -150,6 +151,10 @@ async fn new_key(
 ) -> PortalResult<Response> {
     let OrgPage { user, access } = page;
     let org_id = access.org.id.clone();
+    let back = format!("/orgs/{org_id}/keys/new");
+    if let Some(confirm) = password_confirmation(&state, &csrf, &user, &back).await? {
+        return Ok(confirm);
+    }
     Ok(render(&NewKeyPage {
         scopes: scope_choices(&state, &access, &[]),
         chrome: Chrome::new(&state, &csrf, Some(&user), Some(&access.org), "keys").await?,
@@ -218,6 +223,10 @@ async fn create(
 ) -> PortalResult<Response> {
     let OrgPage { user, access } = page;
     let org_id = access.org.id.clone();
+    let back = format!("/orgs/{org_id}/keys/new");
+    if let Some(confirm) = password_confirmation(&state, &csrf, &user, &back).await? {
+        return Ok(confirm);
+    }
     let chosen = form.all("scopes");
     let mut errors = fluxgate_core::validation::FieldErrors::new();
     let expires_in_days = form_number(&mut errors, "expires_in_days", form.get("expires_in_days"));
@@ -335,6 +344,10 @@ async fn rotate(
     form: PortalForm,
 ) -> PortalResult<Response> {
     let OrgPage { user, access } = page;
+    let back = format!("/orgs/{}/keys/{key_id}", access.org.id);
+    if let Some(confirm) = password_confirmation(&state, &csrf, &user, &back).await? {
+        return Ok(confirm);
+    }
     let grace = match form.get("grace_period_seconds").map(str::parse::<u64>) {
         None => None,
         Some(Ok(seconds)) => Some(seconds),

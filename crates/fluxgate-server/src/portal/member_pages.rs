@@ -5,6 +5,7 @@ use crate::access::{AnyMember, MembersRead, MembersWrite, OrgAccess, RolesRead};
 use crate::clock::rfc3339;
 use crate::error::ApiError;
 use crate::extract::{ApiQuery, ClientInfo, IdPath, Paging};
+use crate::portal::account_pages::password_confirmation;
 use crate::portal::{
     caller, render, render_status, see_other, Chrome, CsrfToken, FormErrors, MaybeSignedIn,
     OrgPage, Portal, PortalForm, PortalResult, SignedIn,
@@ -207,6 +208,10 @@ async fn invite(
 ) -> PortalResult<Response> {
     let OrgPage { user, access } = page;
     let org_id = access.org.id.clone();
+    let back = format!("/orgs/{org_id}/members");
+    if let Some(confirm) = password_confirmation(&state, &csrf, &user, &back).await? {
+        return Ok(confirm);
+    }
     let email = form.get("email").unwrap_or_default().to_owned();
     let role = form.get("role").unwrap_or_default().to_owned();
     let input = invitations::NewInvitation {
@@ -246,6 +251,10 @@ async fn change_role(
 ) -> PortalResult<Response> {
     let OrgPage { user, access } = page;
     let org_id = access.org.id.clone();
+    let back = format!("/orgs/{org_id}/members");
+    if let Some(confirm) = password_confirmation(&state, &csrf, &user, &back).await? {
+        return Ok(confirm);
+    }
     let role = form.get("role").unwrap_or_default();
     match orgs::change_member_role(&state, &access, &client, &member, role, crate::clock::now())
         .await
@@ -282,6 +291,12 @@ async fn remove(
     let OrgPage { user, access } = page;
     let org_id = access.org.id.clone();
     let leaving = &member == user.user_id();
+    if !leaving {
+        let back = format!("/orgs/{org_id}/members");
+        if let Some(confirm) = password_confirmation(&state, &csrf, &user, &back).await? {
+            return Ok(confirm);
+        }
+    }
     match orgs::remove_member(&state, &access, &client, &member, crate::clock::now()).await {
         Ok(()) if leaving => Ok(see_other("/")),
         Ok(()) => Ok(see_other(&format!("/orgs/{org_id}/members"))),

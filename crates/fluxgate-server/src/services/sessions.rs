@@ -162,6 +162,69 @@ async fn login_failed(
     }
 }
 
+/// Confirms the signed-in user's password before a sensitive change: the session counts as
+/// freshly authenticated for `auth.reauthenticate_after`. A wrong password counts against the
+/// address's lockout exactly like a failed login.
+pub async fn confirm_password(
+    state: &AppState,
+    user: &AuthUser,
+    client: &ClientInfo,
+    password: SecretString,
+    now: i64,
+) -> ApiResult<()> {
+    let account = state
+        .store
+        .user_by_id(user.user_id())
+        .await?
+        .ok_or(ApiError::Unauthorized)?;
+    let email = Email::from_trusted(account.email.clone());
+    let lockout = lockout_key(&email);
+    let quota = lockout_quota(state);
+    let standing = state.limiter.peek(&lockout, quota, 1).await?;
+    if !standing.allowed {
+        return Err(ApiError::RateLimited {
+            retry_after: standing.retry_after_secs(),
+        });
+    }
+    if !state
+        .passwords
+        .verify(password, Some(account.password_hash.clone()))
+        .await?
+    {
+        return Err(login_failed(state, client, &email, Some(account.id.as_str()), now).await);
+    }
+    state.limiter.reset(&lockout).await;
+    let audit = AuditEvent::new("session.reauthenticated", Some(user.user_id()), client)
+        .at(now)
+        .target("session", user.session_id())
+        .build();
+    if !state
+        .store
+        .confirm_session(user.session_id(), now, &audit)
+        .await?
+    {
+        return Err(ApiError::Unauthorized);
+    }
+    Ok(())
+}
+
+/// Whether the user's session entered its password within `auth.reauthenticate_after`.
+pub async fn recently_authenticated(
+    state: &AppState,
+    user: &AuthUser,
+    now: i64,
+) -> ApiResult<bool> {
+    let session = state
+        .store
+        .session(user.session_id())
+        .await?
+        .ok_or(ApiError::Unauthorized)?;
+    let at = session.authenticated_at.unwrap_or(session.created_at);
+    let window =
+        i64::try_from(state.config.auth.reauthenticate_after.as_secs()).unwrap_or(i64::MAX);
+    Ok(now.saturating_sub(at) <= window)
+}
+
 /// A new session for `user` in their first org, with its first refresh token.
 async fn start_session(
     state: &AppState,
@@ -185,6 +248,7 @@ async fn start_session(
         expires_at,
         revoked_at: None,
         revoked_reason: None,
+        authenticated_at: Some(now),
     };
     let refresh = RefreshTokenRecord {
         token_hash: sha256_hex(refresh_token.expose_secret()),

@@ -22,6 +22,7 @@ both_backends!(
     the_audit_log_is_filtered_and_paged,
     custom_roles_show_the_rule_against_escalation,
     usage_is_charted_filtered_and_downloadable,
+    sensitive_changes_ask_for_the_password_again_after_a_while,
 );
 
 /// A browser without JavaScript: keeps cookies, follows redirects, posts forms from its page.
@@ -999,5 +1000,68 @@ async fn usage_is_charted_filtered_and_downloadable(backend: Backend) {
         .map(|l| l.rsplit(',').next().unwrap().parse::<u64>().unwrap())
         .sum();
     assert_eq!(total, 3);
+    app.stop().await;
+}
+
+async fn sensitive_changes_ask_for_the_password_again_after_a_while(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |t| {
+        let auth = t["auth"].as_table_mut().unwrap();
+        auth.insert("reauthenticate_after".into(), "1s".into());
+    })
+    .await;
+    let (_, org) = app.owner("owner@example.com", "Acme").await;
+    let browser = Browser::new(&app);
+    browser.log_in("owner@example.com").await;
+    // fresh from the login: no question
+    let form = browser.get(&format!("/orgs/{org}/keys/new")).await;
+    assert_eq!(form.status, 200);
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+
+    // later: the form and the post both ask first, and nothing is created
+    let asked = browser.get(&format!("/orgs/{org}/keys/new")).await;
+    assert_eq!(asked.status, 403);
+    assert_eq!(asked.title(), "Confirm your password");
+    let posted = browser
+        .submit(&form, &format!("/orgs/{org}/keys"), &[("name", "late")])
+        .await;
+    assert_eq!(posted.title(), "Confirm your password");
+    let members = browser.get(&format!("/orgs/{org}/members")).await;
+    let invite = browser
+        .submit(
+            &members,
+            &format!("/orgs/{org}/invitations"),
+            &[("email", "x@example.com"), ("role", "viewer")],
+        )
+        .await;
+    assert_eq!(invite.title(), "Confirm your password");
+
+    let wrong = browser
+        .submit(
+            &asked,
+            "/account/confirm",
+            &[
+                ("password", "not it at all"),
+                ("next", &format!("/orgs/{org}/keys/new")),
+            ],
+        )
+        .await;
+    assert_eq!(wrong.status, 401);
+    assert!(!wrong.text("#password-error").is_empty());
+    let back = browser
+        .submit(
+            &asked,
+            "/account/confirm",
+            &[
+                ("password", PASSWORD),
+                ("next", &format!("/orgs/{org}/keys/new")),
+            ],
+        )
+        .await;
+    assert_eq!(back.url, format!("/orgs/{org}/keys/new"));
+    assert_eq!(back.status, 200);
+    let created = browser
+        .submit(&back, &format!("/orgs/{org}/keys"), &[("name", "now")])
+        .await;
+    assert!(created.text("#secret").starts_with("fg_"));
     app.stop().await;
 }
