@@ -426,6 +426,23 @@ pub async fn send(
         .await
 }
 
+/// The verify code (`VALID`, `REVOKED`, …) a key gets, asked by the verifier key `root`.
+pub async fn verify_code(app: &TestApp, root: &str, key: &str) -> String {
+    let response = with_key(
+        app,
+        Method::POST,
+        "/keys/verify",
+        root,
+        Some(json!({ "key": key })),
+    )
+    .await;
+    assert_eq!(response.status(), 200, "verify answers");
+    body(response).await["data"]["code"]
+        .as_str()
+        .expect("a code")
+        .to_owned()
+}
+
 /// `/api/v1{path}` authenticated by an API key in `X-API-Key`.
 pub async fn with_key(
     app: &TestApp,

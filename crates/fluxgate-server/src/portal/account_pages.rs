@@ -460,12 +460,7 @@ async fn account_page(
     user: &crate::user_auth::AuthUser,
     notice: Option<String>,
 ) -> PortalResult<Response> {
-    let record = state
-        .store
-        .user_by_id(user.user_id())
-        .await
-        .map_err(ApiError::from)?
-        .ok_or(ApiError::Unauthorized)?;
+    let record = crate::portal::account_of(state, user).await?;
     let sessions = sessions::list(state, user, crate::clock::now())
         .await?
         .iter()

@@ -163,6 +163,19 @@ fn sentence(message: &str) -> String {
     text
 }
 
+/// The signed-in user's account record.
+pub async fn account_of(
+    state: &AppState,
+    user: &AuthUser,
+) -> PortalResult<fluxgate_store::UserRecord> {
+    Ok(state
+        .store
+        .user_by_id(user.user_id())
+        .await
+        .map_err(ApiError::from)?
+        .ok_or(ApiError::Unauthorized)?)
+}
+
 /// An org in the frame's switcher.
 pub struct OrgLink {
     /// `org_…`
@@ -218,12 +231,7 @@ impl Chrome {
     ) -> PortalResult<Self> {
         let user = match user {
             Some(user) => {
-                let record = state
-                    .store
-                    .user_by_id(user.user_id())
-                    .await
-                    .map_err(ApiError::from)?
-                    .ok_or(ApiError::Unauthorized)?;
+                let record = account_of(state, user).await?;
                 let memberships = state
                     .store
                     .memberships_of_user(user.user_id())

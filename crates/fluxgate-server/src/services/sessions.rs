@@ -90,14 +90,7 @@ pub async fn login(
     now: i64,
 ) -> ApiResult<TokenPair> {
     let email = Email::parse(email).map_err(|_| ApiError::InvalidCredentials)?;
-    let lockout = lockout_key(&email);
-    let quota = lockout_quota(state);
-    let standing = state.limiter.peek(&lockout, quota, 1).await?;
-    if !standing.allowed {
-        return Err(ApiError::RateLimited {
-            retry_after: standing.retry_after_secs(),
-        });
-    }
+    let lockout = not_locked_out(state, &email).await?;
     let user = state.store.user_by_email(email.as_str()).await?;
     let ok = state
         .passwords
@@ -115,6 +108,21 @@ pub async fn login(
     }
     state.limiter.reset(&lockout).await;
     start_session(state, client, &user, now).await
+}
+
+/// The address's lockout key, once it is known not to be locked (else 429 with the wait).
+async fn not_locked_out(state: &AppState, email: &Email) -> ApiResult<String> {
+    let lockout = lockout_key(email);
+    let standing = state
+        .limiter
+        .peek(&lockout, lockout_quota(state), 1)
+        .await?;
+    if !standing.allowed {
+        return Err(ApiError::RateLimited {
+            retry_after: standing.retry_after_secs(),
+        });
+    }
+    Ok(lockout)
 }
 
 /// Counts a failed login against the address (whether or not it has an account, so the answers
@@ -178,14 +186,7 @@ pub async fn confirm_password(
         .await?
         .ok_or(ApiError::Unauthorized)?;
     let email = Email::from_trusted(account.email.clone());
-    let lockout = lockout_key(&email);
-    let quota = lockout_quota(state);
-    let standing = state.limiter.peek(&lockout, quota, 1).await?;
-    if !standing.allowed {
-        return Err(ApiError::RateLimited {
-            retry_after: standing.retry_after_secs(),
-        });
-    }
+    let lockout = not_locked_out(state, &email).await?;
     if !state
         .passwords
         .verify(password, Some(account.password_hash.clone()))

@@ -5,7 +5,7 @@
 
 use fluxgate_testkit::browser::Browser;
 use fluxgate_testkit::{
-    body, operator_with_verifier, smtp, with_key, Backend, TestApp, PASSWORD, PUBLIC_URL,
+    operator_with_verifier, smtp, verify_code, with_key, Backend, TestApp, PASSWORD, PUBLIC_URL,
 };
 use reqwest::Method;
 use serde_json::json;
@@ -38,21 +38,6 @@ async fn log_in(browser: &Browser, email: &str) {
     browser.fill("#email", email).await;
     browser.fill("#password", PASSWORD).await;
     browser.follow("main button[type=submit]").await;
-}
-
-async fn verify(app: &TestApp, root: &str, key: &str) -> String {
-    let response = with_key(
-        app,
-        Method::POST,
-        "/keys/verify",
-        root,
-        Some(json!({ "key": key })),
-    )
-    .await;
-    body(response).await["data"]["code"]
-        .as_str()
-        .unwrap()
-        .to_owned()
 }
 
 async fn a_customer_signs_up_and_runs_a_key_through_its_life(backend: Backend) {
@@ -93,7 +78,7 @@ async fn a_customer_signs_up_and_runs_a_key_through_its_life(backend: Backend) {
     assert!(secret.starts_with("fg_live_"), "{secret}");
     assert_eq!(b.attr("[data-copy-target]", "hidden").await, None);
     accessible(&b, "secret").await;
-    assert_eq!(verify(&app, &root, &secret).await, "VALID");
+    assert_eq!(verify_code(&app, &root, &secret).await, "VALID");
 
     // the key calls the API; its usage appears on its chart
     for _ in 0..3 {
@@ -166,8 +151,8 @@ async fn a_customer_signs_up_and_runs_a_key_through_its_life(backend: Backend) {
     b.follow("form[action$='/rotate'] button").await;
     let rotated = b.text("#secret").await;
     assert_ne!(rotated, secret);
-    assert_eq!(verify(&app, &root, &secret).await, "EXPIRED");
-    assert_eq!(verify(&app, &root, &rotated).await, "VALID");
+    assert_eq!(verify_code(&app, &root, &secret).await, "EXPIRED");
+    assert_eq!(verify_code(&app, &root, &rotated).await, "VALID");
 
     // revoke, through the confirmation page
     b.open(&detail).await;
@@ -175,7 +160,7 @@ async fn a_customer_signs_up_and_runs_a_key_through_its_life(backend: Backend) {
     accessible(&b, "revoke").await;
     b.follow("button.danger").await;
     assert_eq!(b.text("h1 .status").await, "revoked");
-    assert_eq!(verify(&app, &root, &rotated).await, "REVOKED");
+    assert_eq!(verify_code(&app, &root, &rotated).await, "REVOKED");
     b.screenshot(&format!("key-lifecycle-{backend:?}")).await;
     // the checker itself is not blind: an unlabelled field planted in the page is reported
     b.script("document.querySelector('main').insertAdjacentHTML('beforeend', '<input type=text>'); return true;")

@@ -3,7 +3,7 @@
 //! PostgreSQL; the HTML is read with a real parser. Refusals are tested as pages and as posts.
 
 use fluxgate_testkit::{
-    body, operator_with_verifier, smtp, Backend, TestApp, PASSWORD, PUBLIC_URL,
+    body, operator_with_verifier, smtp, verify_code, Backend, TestApp, PASSWORD, PUBLIC_URL,
 };
 use reqwest::{Client, StatusCode};
 use scraper::{Html, Selector};
@@ -132,21 +132,6 @@ impl Browser {
     }
 }
 
-async fn verify(app: &TestApp, root: &str, key: &str) -> String {
-    let response = app
-        .call(
-            reqwest::Method::POST,
-            "/api/v1/keys/verify",
-            Some(root),
-            Some(json!({ "key": key })),
-        )
-        .await;
-    body(response).await["data"]["code"]
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
-
 async fn a_new_user_signs_up_and_manages_a_key_without_javascript(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let (_, root) = operator_with_verifier(&app).await;
@@ -244,7 +229,7 @@ async fn a_new_user_signs_up_and_manages_a_key_without_javascript(backend: Backe
         format!("/orgs/{org}/keys"),
         "the secret is not in a URL"
     );
-    assert_eq!(verify(&app, &root, &secret).await, "VALID");
+    assert_eq!(verify_code(&app, &root, &secret).await, "VALID");
 
     // the list finds it by name and by start, and not by something else
     let listed = browser
@@ -279,8 +264,8 @@ async fn a_new_user_signs_up_and_manages_a_key_without_javascript(backend: Backe
         .await;
     let new_secret = rotated.text("#secret").trim().to_owned();
     assert_ne!(new_secret, secret);
-    assert_eq!(verify(&app, &root, &new_secret).await, "VALID");
-    assert_eq!(verify(&app, &root, &secret).await, "EXPIRED");
+    assert_eq!(verify_code(&app, &root, &new_secret).await, "VALID");
+    assert_eq!(verify_code(&app, &root, &secret).await, "EXPIRED");
 
     // revoke, after the confirmation page
     let confirm = browser.get(&format!("{link}/revoke")).await;
@@ -290,7 +275,7 @@ async fn a_new_user_signs_up_and_manages_a_key_without_javascript(backend: Backe
         .await;
     assert_eq!(after.url, link);
     assert_eq!(after.title(), "billing service revoked");
-    assert_eq!(verify(&app, &root, &new_secret).await, "REVOKED");
+    assert_eq!(verify_code(&app, &root, &new_secret).await, "REVOKED");
 
     // logging out ends the session: the pages ask to log in again
     let out = browser.submit(&after, "/logout", &[]).await;
@@ -816,7 +801,7 @@ async fn the_operator_changes_plans_and_disables_orgs(backend: Backend) {
         .submit(&changed, &format!("/admin/orgs/{org}/disable"), &[])
         .await;
     assert!(disabled.text("main").contains("disabled since"));
-    assert_eq!(verify(&app, &root, &key).await, "ORG_DISABLED");
+    assert_eq!(verify_code(&app, &root, &key).await, "ORG_DISABLED");
     let overview = customer.get(&format!("/orgs/{org}")).await;
     assert!(overview
         .text("[role=alert]")
@@ -824,7 +809,7 @@ async fn the_operator_changes_plans_and_disables_orgs(backend: Backend) {
     operator
         .submit(&disabled, &format!("/admin/orgs/{org}/enable"), &[])
         .await;
-    assert_eq!(verify(&app, &root, &key).await, "VALID");
+    assert_eq!(verify_code(&app, &root, &key).await, "VALID");
     app.stop().await;
 }
 
