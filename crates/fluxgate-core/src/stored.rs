@@ -127,6 +127,8 @@ text_enum!(
         RefreshReuse = "refresh_reuse",
         /// The password was reset, which ends every session.
         PasswordReset = "password_reset",
+        /// The user changed their password, which ends their other sessions.
+        PasswordChanged = "password_changed",
     }
 );
 

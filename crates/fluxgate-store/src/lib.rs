@@ -97,6 +97,17 @@ pub trait Store: OrgStore + KeyStore + UsageStore + Notifier + Send + Sync + 'st
         audit: AuditMeta,
     ) -> StoreResult<Option<UserId>>;
 
+    /// Sets a user's new password hash and ends every live session of theirs but `keep`, with
+    /// the audit entry; how many sessions ended.
+    async fn change_password(
+        &self,
+        user_id: &UserId,
+        password_hash: &str,
+        keep: &SessionId,
+        now: i64,
+        audit: &AuditRecord,
+    ) -> StoreResult<u64>;
+
     // ---- sessions and refresh tokens
     /// Creates a session with its first refresh token.
     async fn create_session(

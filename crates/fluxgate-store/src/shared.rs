@@ -264,6 +264,37 @@ macro_rules! impl_store {
                 Ok(Some(user_id))
             }
 
+            async fn change_password(
+                &self,
+                user_id: &$crate::UserId,
+                password_hash: &str,
+                keep: &$crate::SessionId,
+                now: i64,
+                audit: &$crate::AuditRecord,
+            ) -> $crate::StoreResult<u64> {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query("UPDATE users SET password_hash = $1, updated_at = $2 WHERE id = $3")
+                    .bind(password_hash)
+                    .bind(now)
+                    .bind(user_id)
+                    .execute(&mut *tx)
+                    .await?;
+                let ended = sqlx::query(
+                    "UPDATE sessions SET revoked_at = $1, revoked_reason = $2 \
+                     WHERE user_id = $3 AND id <> $4 AND revoked_at IS NULL",
+                )
+                .bind(now)
+                .bind(fluxgate_core::stored::EndReason::PasswordChanged)
+                .bind(user_id)
+                .bind(keep)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                insert_audit(&mut tx, audit).await?;
+                tx.commit().await?;
+                Ok(ended)
+            }
+
             async fn reset_password(
                 &self,
                 token_hash: &str,

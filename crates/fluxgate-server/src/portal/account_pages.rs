@@ -34,6 +34,7 @@ pub fn router() -> Router<AppState> {
         .route("/reset-password", get(reset_page).post(reset))
         .route("/account", get(account))
         .route("/account/confirm", post(confirm_password))
+        .route("/account/password", post(change_password))
         .route("/account/sessions/end-others", post(end_other_sessions))
         .route("/account/sessions/{session_id}/end", post(end_session))
 }
@@ -452,6 +453,7 @@ struct AccountPage {
     name: String,
     sessions: Vec<fluxgate_proto::Session>,
     notice: Option<String>,
+    errors: FormErrors,
 }
 
 async fn account_page(
@@ -459,6 +461,7 @@ async fn account_page(
     csrf: &CsrfToken,
     user: &crate::user_auth::AuthUser,
     notice: Option<String>,
+    errors: FormErrors,
 ) -> PortalResult<Response> {
     let record = crate::portal::account_of(state, user).await?;
     let sessions = sessions::list(state, user, crate::clock::now())
@@ -466,13 +469,22 @@ async fn account_page(
         .iter()
         .map(|s| crate::routes::auth::session_view(s, user))
         .collect();
-    Ok(render(&AccountPage {
-        chrome: Chrome::new(state, csrf, Some(user), None, "account").await?,
-        email: record.email,
-        name: record.name.unwrap_or_default(),
-        sessions,
-        notice,
-    }))
+    let status = if errors.any() {
+        StatusCode::UNPROCESSABLE_ENTITY
+    } else {
+        StatusCode::OK
+    };
+    Ok(render_status(
+        status,
+        &AccountPage {
+            chrome: Chrome::new(state, csrf, Some(user), None, "account").await?,
+            email: record.email,
+            name: record.name.unwrap_or_default(),
+            sessions,
+            notice,
+            errors,
+        },
+    ))
 }
 
 /// The account: profile and the live sessions (as `GET /auth/sessions`).
@@ -481,7 +493,7 @@ async fn account(
     SignedIn(user): SignedIn,
     csrf: CsrfToken,
 ) -> PortalResult<Response> {
-    account_page(&state, &csrf, &user, None).await
+    account_page(&state, &csrf, &user, None, FormErrors::none()).await
 }
 
 /// Ends one session (as `DELETE /auth/sessions/{id}`).
@@ -509,7 +521,7 @@ async fn end_other_sessions(
         1 => "1 other session ended.".to_owned(),
         n => format!("{n} other sessions ended."),
     };
-    account_page(&state, &csrf, &user, Some(notice)).await
+    account_page(&state, &csrf, &user, Some(notice), FormErrors::none()).await
 }
 
 #[derive(Template)]
@@ -584,6 +596,40 @@ async fn confirm_password(
             };
             let page = confirm_page(&state, &csrf, &user, &next, errors).await?;
             Ok(render_status(status, &page))
+        }
+    }
+}
+
+/// Changes the password (as `POST /auth/password/change`): every other session ends.
+async fn change_password(
+    State(state): State<AppState>,
+    SignedIn(user): SignedIn,
+    Portal(client): Portal<ClientInfo>,
+    csrf: CsrfToken,
+    form: PortalForm,
+) -> PortalResult<Response> {
+    let change = accounts::PasswordChange {
+        current_password: SecretString::from(form.raw("current_password").to_owned()),
+        new_password: SecretString::from(form.raw("new_password").to_owned()),
+    };
+    match accounts::change_password(&state, &user, &client, change, crate::clock::now()).await {
+        Ok(ended) => {
+            let notice = match ended {
+                1 => "Your password was changed; 1 other session ended.".to_owned(),
+                n => format!("Your password was changed; {n} other sessions ended."),
+            };
+            account_page(&state, &csrf, &user, Some(notice), FormErrors::none()).await
+        }
+        Err(ApiError::InvalidCredentials) => {
+            let errors = FormErrors::from_refusal(
+                ApiError::field("current_password", "is not your password"),
+                &["current_password"],
+            )?;
+            account_page(&state, &csrf, &user, None, errors).await
+        }
+        Err(refusal) => {
+            let errors = FormErrors::from_refusal(refusal, &["current_password", "new_password"])?;
+            account_page(&state, &csrf, &user, None, errors).await
         }
     }
 }

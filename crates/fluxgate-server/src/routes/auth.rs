@@ -5,7 +5,7 @@ use crate::clock::{self, rfc3339};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{parse_json, ApiJson, ClientInfo, IdPath};
 use crate::request_limits::IpLimit;
-use crate::services::accounts::{Signup, WhoAmI};
+use crate::services::accounts::{PasswordChange, Signup, WhoAmI};
 use crate::services::{accounts, sessions};
 use crate::state::AppState;
 use crate::user_auth::{
@@ -18,8 +18,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use fluxgate_core::secret::SecretString;
 use fluxgate_proto::{
-    Accepted, Data, EmailVerified, EndedSessions, Me, Membership, OrgSummary, Page, PasswordReset,
-    Session, SignedUp, Tokens, User,
+    Accepted, Data, EmailVerified, EndedSessions, ErrorEnvelope, Me, Membership, OrgSummary, Page,
+    PasswordReset, Session, SignedUp, Tokens, User,
 };
 use fluxgate_store::{SessionId, SessionRecord, UserRecord};
 use serde::Deserialize;
@@ -38,6 +38,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(logout))
         .routes(routes!(forgot_password))
         .routes(routes!(reset_password))
+        .routes(routes!(change_password))
         .routes(routes!(me))
         .routes(routes!(list_sessions, end_other_sessions))
         .routes(routes!(revoke_session))
@@ -362,4 +363,23 @@ async fn switch_org(
 ) -> ApiResult<Response> {
     let pair = sessions::switch_org(&state, &user, &body.org_id, clock::now()).await?;
     Ok(token_pair_response(&state, pair))
+}
+
+/// Changes the password after checking the current one (a wrong one counts against the login
+/// lockout); every other session of the user ends.
+#[utoipa::path(post, path = "/auth/password/change", tag = "auth", security(("bearer" = [])),
+    request_body = PasswordChange,
+    responses((status = 200, description = "changed; how many other sessions ended", body = Data<EndedSessions>),
+              (status = 401, description = "the current password is wrong", body = ErrorEnvelope),
+              (status = 422, description = "the new password is refused", body = ErrorEnvelope)))]
+async fn change_password(
+    State(state): State<AppState>,
+    user: AuthUser,
+    client: ClientInfo,
+    ApiJson(body): ApiJson<PasswordChange>,
+) -> ApiResult<Json<Data<EndedSessions>>> {
+    let ended = accounts::change_password(&state, &user, &client, body, clock::now()).await?;
+    Ok(Json(Data {
+        data: EndedSessions { ended },
+    }))
 }

@@ -334,3 +334,52 @@ pub async fn who_am_i(state: &AppState, user: &crate::user_auth::AuthUser) -> Ap
         permissions,
     })
 }
+
+/// A change of password (`POST /auth/password/change`).
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordChange {
+    /// The password in use, checked as a login would check it (lockout included).
+    #[schema(value_type = String, format = Password)]
+    pub current_password: SecretString,
+    /// 8 to 128 characters, not a common password.
+    #[schema(value_type = String, format = Password)]
+    pub new_password: SecretString,
+}
+
+/// Changes the signed-in user's password after checking the current one; every other session
+/// of theirs ends (this one stays). How many sessions ended.
+pub async fn change_password(
+    state: &AppState,
+    user: &crate::user_auth::AuthUser,
+    client: &ClientInfo,
+    change: PasswordChange,
+    now: i64,
+) -> ApiResult<u64> {
+    let new = Password::parse(change.new_password.expose_secret())
+        .map_err(|e| ApiError::field("new_password", e.to_string()))?;
+    let account = state
+        .store
+        .user_by_id(user.user_id())
+        .await?
+        .ok_or(ApiError::Unauthorized)?;
+    crate::services::sessions::check_password(
+        state,
+        client,
+        &account,
+        change.current_password,
+        now,
+    )
+    .await?;
+    let hash = state.passwords.hash(&new).await?;
+    let audit = AuditEvent::new("user.password_changed", Some(user.user_id()), client)
+        .at(now)
+        .target("user", user.user_id())
+        .build();
+    let ended = state
+        .store
+        .change_password(user.user_id(), &hash, user.session_id(), now, &audit)
+        .await?;
+    state.revocations.poke();
+    Ok(ended)
+}

@@ -185,16 +185,7 @@ pub async fn confirm_password(
         .user_by_id(user.user_id())
         .await?
         .ok_or(ApiError::Unauthorized)?;
-    let email = Email::from_trusted(account.email.clone());
-    let lockout = not_locked_out(state, &email).await?;
-    if !state
-        .passwords
-        .verify(password, Some(account.password_hash.clone()))
-        .await?
-    {
-        return Err(login_failed(state, client, &email, Some(account.id.as_str()), now).await);
-    }
-    state.limiter.reset(&lockout).await;
+    check_password(state, client, &account, password, now).await?;
     let audit = AuditEvent::new("session.reauthenticated", Some(user.user_id()), client)
         .at(now)
         .target("session", user.session_id())
@@ -206,6 +197,28 @@ pub async fn confirm_password(
     {
         return Err(ApiError::Unauthorized);
     }
+    Ok(())
+}
+
+/// Checks a signed-in user's password as a login would: the address's lockout first, a wrong
+/// password counted against it (and audited), a right one clearing it.
+pub async fn check_password(
+    state: &AppState,
+    client: &ClientInfo,
+    account: &UserRecord,
+    password: SecretString,
+    now: i64,
+) -> ApiResult<()> {
+    let email = Email::from_trusted(account.email.clone());
+    let lockout = not_locked_out(state, &email).await?;
+    if !state
+        .passwords
+        .verify(password, Some(account.password_hash.clone()))
+        .await?
+    {
+        return Err(login_failed(state, client, &email, Some(account.id.as_str()), now).await);
+    }
+    state.limiter.reset(&lockout).await;
     Ok(())
 }
 

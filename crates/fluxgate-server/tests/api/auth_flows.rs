@@ -13,6 +13,7 @@ both_backends!(
     resend_verification_mails_only_unverified_accounts,
     verification_tokens_are_single_use_and_expire,
     password_reset_revokes_every_session,
+    a_password_change_checks_the_current_one_and_ends_other_sessions,
     sessions_can_be_listed_and_revoked,
     switch_org_issues_tokens_for_a_member_org_only,
     cookies_authenticate_and_carry_the_right_attributes,
@@ -811,5 +812,48 @@ async fn rotated_signing_keys_stay_verifiable(backend: Backend) {
         old_kid.as_str(),
         "new tokens are signed by the new key"
     );
+    app.stop().await;
+}
+
+async fn a_password_change_checks_the_current_one_and_ends_other_sessions(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    app.signup_verified("kim@example.com", None).await;
+    let here = app.login("kim@example.com", PASSWORD).await;
+    let elsewhere = app.login("kim@example.com", PASSWORD).await;
+    let access = here["access_token"].as_str().unwrap();
+    let change = |current: &str, new: &str| {
+        app.call(
+            Method::POST,
+            "/api/v1/auth/password/change",
+            Some(access),
+            Some(json!({ "current_password": current, "new_password": new })),
+        )
+    };
+    let wrong = change("not the password", "a brand new passphrase").await;
+    expect_error(wrong, 401, "INVALID_CREDENTIALS").await;
+    let weak = change(PASSWORD, "short").await;
+    let error = expect_error(weak, 422, "VALIDATION_FAILED").await;
+    assert!(error["fields"]["new_password"].is_string(), "{error}");
+    let changed = change(PASSWORD, "a brand new passphrase").await;
+    assert_eq!(changed.status(), 200);
+    assert_eq!(body(changed).await["data"]["ended"], 1);
+
+    // the other session is out within a poll, this one stays; the old password is dead
+    let other = elsewhere["access_token"].as_str().unwrap().to_owned();
+    assert!(
+        eventually(Duration::from_secs(2), || async {
+            app.get_auth("/api/v1/auth/me", &other).await.status() == 401
+        })
+        .await
+    );
+    assert_eq!(app.get_auth("/api/v1/auth/me", access).await.status(), 200);
+    let old = app
+        .post(
+            "/api/v1/auth/login",
+            json!({ "email": "kim@example.com", "password": PASSWORD }),
+        )
+        .await;
+    expect_error(old, 401, "INVALID_CREDENTIALS").await;
+    app.login("kim@example.com", "a brand new passphrase").await;
     app.stop().await;
 }

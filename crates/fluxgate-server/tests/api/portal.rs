@@ -736,6 +736,38 @@ async fn ending_a_session_in_one_browser_logs_the_other_out(backend: Backend) {
     assert_eq!(out.url, "/login");
     // and the laptop is still in
     assert_eq!(laptop.get(&format!("/orgs/{org}")).await.title(), "Acme");
+
+    // changing the password checks the current one, next to its field
+    let account = laptop.get("/account").await;
+    let wrong = laptop
+        .submit(
+            &account,
+            "/account/password",
+            &[
+                ("current_password", "nope nope nope"),
+                ("new_password", "another good passphrase"),
+            ],
+        )
+        .await;
+    assert_eq!(wrong.status, 422);
+    assert!(!wrong.text("#current_password-error").is_empty());
+    let changed = laptop
+        .submit(
+            &account,
+            "/account/password",
+            &[
+                ("current_password", PASSWORD),
+                ("new_password", "another good passphrase"),
+            ],
+        )
+        .await;
+    assert!(
+        changed
+            .text("[role=status]")
+            .contains("password was changed"),
+        "{}",
+        changed.text("main")
+    );
     app.stop().await;
 }
 
