@@ -18,6 +18,9 @@ pub trait UsageStore: Send + Sync {
     async fn add_call_counts(&self, counts: &[CallCount]) -> StoreResult<()>;
     /// Sums of calls matching `filter`, per bucket start (Unix seconds), oldest first.
     async fn call_series(&self, filter: &CallFilter) -> StoreResult<Vec<(i64, i64)>>;
+    /// The calls of `filter`'s span summed by endpoint and outcome (its `bucket` picks the
+    /// roll-up to read, as for [`call_series`](Self::call_series)), largest first.
+    async fn call_breakdown(&self, filter: &CallFilter) -> StoreResult<Vec<(String, String, i64)>>;
     /// Recomputes the hourly roll-up of every hour in `[from, to)` from the minute rows, and the
     /// daily roll-up of every day in `[day_from, day_to)` from the hourly rows (idempotent: rows
     /// are replaced, so late minute batches are picked up by the next run), then deletes minute,
@@ -96,6 +99,35 @@ macro_rules! impl_usage_store {
                 }
                 tx.commit().await?;
                 Ok(())
+            }
+
+            async fn call_breakdown(&self, f: &$crate::CallFilter) -> $crate::StoreResult<Vec<(String, String, i64)>> {
+                let (table, column) = match f.bucket {
+                    86_400 => ("usage_calls_daily", "bucket"),
+                    3_600 => ("usage_calls_hourly", "bucket"),
+                    _ => ("usage_calls", "minute"),
+                };
+                let sql = format!(
+                    "SELECT endpoint, outcome, CAST(SUM(total) AS BIGINT) AS total FROM ( \
+                       SELECT endpoint, outcome, count AS total FROM {table} \
+                       WHERE ($1 IS NULL OR org_id = $1) AND ($2 IS NULL OR key_id = $2) \
+                       AND ($3 IS NULL OR endpoint = $3) AND {column} >= $4 AND {column} < $6 \
+                       UNION ALL \
+                       SELECT endpoint, outcome, count AS total FROM usage_calls \
+                       WHERE ($1 IS NULL OR org_id = $1) AND ($2 IS NULL OR key_id = $2) \
+                       AND ($3 IS NULL OR endpoint = $3) AND minute >= $6 AND minute >= $4 AND minute < $5 \
+                     ) AS parts GROUP BY endpoint, outcome ORDER BY total DESC, endpoint, outcome LIMIT 100"
+                );
+                let rolled_until = if table == "usage_calls" { f.from } else { f.rolled_until.clamp(f.from, f.to) };
+                Ok(sqlx::query_as(&sql)
+                    .bind(&f.org_id)
+                    .bind(&f.key_id)
+                    .bind(&f.endpoint)
+                    .bind(f.from)
+                    .bind(f.to)
+                    .bind(rolled_until)
+                    .fetch_all(&self.pool)
+                    .await?)
             }
 
             async fn call_series(&self, f: &$crate::CallFilter) -> $crate::StoreResult<Vec<(i64, i64)>> {

@@ -293,7 +293,15 @@ struct KeyDetailPage {
     org_id: String,
     key: Key,
     calls: Option<BarChart>,
+    breakdown: Vec<CallsBy>,
     can_write: bool,
+}
+
+/// Calls of one endpoint with one outcome.
+struct CallsBy {
+    endpoint: String,
+    outcome: String,
+    count: i64,
 }
 
 /// A key: what it may do, when it was used, its calls over the last day; rotate and revoke.
@@ -303,22 +311,29 @@ async fn detail(
     csrf: CsrfToken,
     Portal(IdPath((_, key_id))): Portal<IdPath<(OrgId, KeyId)>>,
 ) -> PortalResult<Response> {
-    let calls = match page.also::<UsageRead>(&state).await? {
+    let (calls, breakdown) = match page.also::<UsageRead>(&state).await? {
         Some(_) => {
+            let now = crate::clock::now();
             let query = usage::SeriesQuery {
                 key_id: Some(key_id.to_string()),
                 ..usage::SeriesQuery::default()
             };
-            let series = usage::series(
-                &state,
-                Some(page.org_id().clone()),
-                query,
-                crate::clock::now(),
+            let series = usage::series(&state, Some(page.org_id().clone()), query, now).await?;
+            let breakdown = usage::key_breakdown(&state, page.org_id(), &key_id, now)
+                .await?
+                .into_iter()
+                .map(|(endpoint, outcome, count)| CallsBy {
+                    endpoint,
+                    outcome,
+                    count,
+                })
+                .collect();
+            (
+                Some(bar_chart("key-calls", "Calls per hour", &series)),
+                breakdown,
             )
-            .await?;
-            Some(bar_chart("key-calls", "Calls per hour", &series))
         }
-        None => None,
+        None => (None, Vec::new()),
     };
     let OrgPage { user, access } = page;
     let org_id = access.org.id.clone();
@@ -330,6 +345,7 @@ async fn detail(
         org_id: org_id.to_string(),
         key: key_view(&record, now),
         calls,
+        breakdown,
     }))
 }
 

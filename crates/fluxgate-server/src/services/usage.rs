@@ -37,6 +37,27 @@ pub struct SeriesQuery {
     pub granularity: Option<String>,
 }
 
+/// A key's calls over the last 24 hours (whole hours) by endpoint and outcome, largest first:
+/// what the portal's key page breaks its chart down into.
+pub async fn key_breakdown(
+    state: &AppState,
+    org_id: &OrgId,
+    key_id: &KeyId,
+    now: i64,
+) -> ApiResult<Vec<(String, String, i64)>> {
+    let to = now - now.rem_euclid(3_600) + 3_600;
+    let filter = CallFilter {
+        org_id: Some(org_id.clone()),
+        key_id: Some(key_id.clone()),
+        endpoint: None,
+        from: to - 25 * 3_600,
+        to,
+        bucket: 3_600,
+        rolled_until: state.usage.rolled_until(3_600),
+    };
+    Ok(state.store.call_breakdown(&filter).await?)
+}
+
 /// Most events in one batch.
 pub const MAX_BATCH: usize = 1000;
 /// Tolerated clock skew for "not in the future" (seconds).

@@ -999,6 +999,18 @@ async fn usage_is_charted_filtered_and_downloadable(backend: Backend) {
     assert_eq!(bad.status, 422);
     assert!(!bad.text("#key_id-error").is_empty());
 
+    // the key's page breaks its calls down by endpoint and outcome
+    let key_page = browser.get(&format!("/orgs/{org}/keys/{key_id}")).await;
+    let rows: Vec<String> = key_page
+        .select("[aria-label='Calls by endpoint and outcome'] tbody tr")
+        .iter()
+        .map(|row| row.text().collect::<Vec<_>>().join("|"))
+        .collect();
+    assert_eq!(
+        rows,
+        vec!["GET /api/v1/orgs/{org_id}/keys|200|3".to_owned()]
+    );
+
     let csv_link = by_key.attr("a[download]", "href").unwrap();
     let csv = browser
         .client
