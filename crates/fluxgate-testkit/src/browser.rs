@@ -188,6 +188,17 @@ impl Browser {
             .unwrap_or_else(|e| panic!("no element {css} on {}: {e}", self.base))
     }
 
+    /// The names of the cookies the browser holds for the site.
+    pub async fn cookie_names(&self) -> Vec<String> {
+        self.client()
+            .get_all_cookies()
+            .await
+            .expect("cookies")
+            .iter()
+            .map(|c| c.name().to_owned())
+            .collect()
+    }
+
     /// Runs a script in the page and returns its value.
     pub async fn script(&self, script: &str) -> Value {
         self.client().execute(script, vec![]).await.expect("script")

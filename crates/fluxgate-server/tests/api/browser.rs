@@ -257,11 +257,27 @@ async fn ending_a_session_in_one_browser_logs_the_other_out(backend: Backend) {
 }
 
 async fn an_operator_changes_a_plan_and_the_customer_sees_it(backend: Backend) {
-    let app = TestApp::spawn_with(backend, fluxgate_testkit::free_and_pro_plans).await;
+    // as `serve` runs by default: Secure, `__Host-` cookies (a browser keeps them on loopback)
+    let app = TestApp::spawn_with(backend, |t| {
+        fluxgate_testkit::free_and_pro_plans(t);
+        let auth = t["auth"].as_table_mut().unwrap();
+        auth.insert("cookie_secure".into(), true.into());
+    })
+    .await;
     operator_with_verifier(&app).await;
     let (_, org) = app.owner("owner@example.com", "Acme").await;
     let operator = Browser::start(&app.base).await;
     log_in(&operator, "ops@example.com").await;
+    let mut cookies = operator.cookie_names().await;
+    cookies.sort();
+    assert_eq!(
+        cookies,
+        [
+            "__Host-fg_csrf",
+            "__Host-fg_portal",
+            "__Host-fg_portal_refresh"
+        ]
+    );
     operator.open("/admin/orgs?search=acme").await;
     accessible(&operator, "operator console").await;
     operator.follow("main > .table-wrap tbody a").await;
