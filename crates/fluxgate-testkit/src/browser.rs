@@ -21,6 +21,15 @@ fn tool(env: &str, default: &str) -> String {
     path
 }
 
+/// Whether a command failed because the element left the page (replaced by a swap).
+fn is_stale(error: &fantoccini::error::CmdError) -> bool {
+    matches!(
+        error,
+        fantoccini::error::CmdError::Standard(e)
+            if e.error == fantoccini::error::ErrorStatus::StaleElementReference
+    )
+}
+
 /// Where the journeys leave their screenshots: `target/browser-screenshots`.
 pub fn screenshot_dir() -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/browser-screenshots");
@@ -160,14 +169,29 @@ impl Browser {
             .expect("select");
     }
 
-    /// The visible text of the first element matching `css`, waiting for it to appear.
+    /// The visible text of the first element matching `css`, waiting for it to appear. An
+    /// element replaced between finding and reading it (an htmx swap) is found again.
     pub async fn text(&self, css: &str) -> String {
-        self.find(css).await.text().await.expect("text")
+        for _ in 0..20 {
+            match self.find(css).await.text().await {
+                Ok(text) => return text,
+                Err(e) if is_stale(&e) => tokio::time::sleep(Duration::from_millis(25)).await,
+                Err(e) => panic!("text of {css}: {e}"),
+            }
+        }
+        panic!("{css} kept being replaced")
     }
 
-    /// An attribute of the first element matching `css`.
+    /// An attribute of the first element matching `css` (found again if it was replaced).
     pub async fn attr(&self, css: &str, name: &str) -> Option<String> {
-        self.find(css).await.attr(name).await.expect("attribute")
+        for _ in 0..20 {
+            match self.find(css).await.attr(name).await {
+                Ok(value) => return value,
+                Err(e) if is_stale(&e) => tokio::time::sleep(Duration::from_millis(25)).await,
+                Err(e) => panic!("attribute {name} of {css}: {e}"),
+            }
+        }
+        panic!("{css} kept being replaced")
     }
 
     /// How many elements match `css` now.
