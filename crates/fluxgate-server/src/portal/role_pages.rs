@@ -24,6 +24,10 @@ use fluxgate_store::{OrgId, RoleId};
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/orgs/{org_id}/roles", get(list).post(create))
+        .route(
+            "/orgs/{org_id}/roles/{role_id}",
+            get(edit_page).post(update),
+        )
         .route("/orgs/{org_id}/roles/{role_id}/delete", post(delete))
 }
 
@@ -64,6 +68,26 @@ struct Typed {
     permissions: Vec<String>,
 }
 
+/// Every permission of the catalog an org role can grant, those the caller lacks disabled, those
+/// in `chosen` ticked.
+fn permission_choices<P: crate::access::Required>(
+    state: &AppState,
+    page: &OrgPage<P>,
+    chosen: &[String],
+) -> Vec<PermissionChoice> {
+    state
+        .config
+        .catalog
+        .all()
+        .filter(|p| !fluxgate_core::permission::is_operator_only(p))
+        .map(|p| PermissionChoice {
+            held: page.access.allows(state, p),
+            checked: chosen.iter().any(|t| t == p),
+            name: p.to_owned(),
+        })
+        .collect()
+}
+
 async fn roles_page<P: crate::access::Required>(
     state: &AppState,
     csrf: &CsrfToken,
@@ -99,15 +123,7 @@ async fn roles_page<P: crate::access::Required>(
             description: role.description.unwrap_or_default(),
         })
         .collect();
-    let choices = catalog
-        .all()
-        .filter(|p| !fluxgate_core::permission::is_operator_only(p))
-        .map(|p| PermissionChoice {
-            held: page.access.allows(state, p),
-            checked: typed.permissions.iter().any(|t| t == p),
-            name: p.to_owned(),
-        })
-        .collect();
+    let choices = permission_choices(state, page, &typed.permissions);
     Ok(render_status(
         status,
         &RolesPage {
@@ -200,5 +216,104 @@ async fn delete(
             .await
         }
         Err(other) => Err(other.into()),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "role_edit.html")]
+struct RoleEditPage {
+    chrome: Chrome,
+    org_id: String,
+    role_id: String,
+    original_name: String,
+    choices: Vec<PermissionChoice>,
+    errors: FormErrors,
+    name: String,
+    description: String,
+}
+
+/// A custom role's form, filled in (only for a role granting nothing the caller lacks).
+async fn edit_page(
+    State(state): State<AppState>,
+    page: OrgPage<RolesWrite>,
+    csrf: CsrfToken,
+    Portal(IdPath((_, role_id))): Portal<IdPath<(OrgId, RoleId)>>,
+) -> PortalResult<Response> {
+    let role = roles::editable(&state, &page.access, &role_id).await?;
+    let permissions = role.permission_list();
+    Ok(render_status(
+        StatusCode::OK,
+        &RoleEditPage {
+            chrome: Chrome::new(
+                &state,
+                &csrf,
+                Some(&page.user),
+                Some(&page.access.org),
+                "roles",
+            )
+            .await?,
+            org_id: page.org_id().to_string(),
+            role_id: role.id.to_string(),
+            original_name: role.name.clone(),
+            choices: permission_choices(&state, &page, &permissions),
+            errors: FormErrors::none(),
+            name: role.name,
+            description: role.description.unwrap_or_default(),
+        },
+    ))
+}
+
+/// Saves a custom role through the same service as `PATCH …/roles/{role_id}`.
+async fn update(
+    State(state): State<AppState>,
+    page: OrgPage<RolesWrite>,
+    Portal(client): Portal<ClientInfo>,
+    csrf: CsrfToken,
+    Portal(IdPath((_, role_id))): Portal<IdPath<(OrgId, RoleId)>>,
+    form: PortalForm,
+) -> PortalResult<Response> {
+    let original = roles::editable(&state, &page.access, &role_id).await?;
+    let permissions = form.all("permissions");
+    let changes = roles::RoleChanges {
+        name: Some(form.raw("name").to_owned()),
+        description: form.get("description").map(str::to_owned),
+        permissions: Some(permissions.clone()),
+    };
+    match roles::update(
+        &state,
+        &page.access,
+        &client,
+        &role_id,
+        changes,
+        crate::clock::now(),
+    )
+    .await
+    {
+        Ok(_) => Ok(see_other(&format!("/orgs/{}/roles", page.org_id()))),
+        Err(refusal) => {
+            let (status, _) = refusal.status_and_message();
+            let errors =
+                FormErrors::from_refusal(refusal, &["name", "description", "permissions"])?;
+            Ok(render_status(
+                status,
+                &RoleEditPage {
+                    chrome: Chrome::new(
+                        &state,
+                        &csrf,
+                        Some(&page.user),
+                        Some(&page.access.org),
+                        "roles",
+                    )
+                    .await?,
+                    org_id: page.org_id().to_string(),
+                    role_id: role_id.to_string(),
+                    original_name: original.name,
+                    choices: permission_choices(&state, &page, &permissions),
+                    errors,
+                    name: form.raw("name").to_owned(),
+                    description: form.raw("description").to_owned(),
+                },
+            ))
+        }
     }
 }

@@ -108,7 +108,9 @@ pub async fn create(
 }
 
 /// A custom role of the org whose every permission the caller holds.
-async fn existing_role(
+/// A custom role of the org that the caller may change: one granting nothing they lack (404 for
+/// another org's or an unknown role, 403 naming what they lack).
+pub async fn editable(
     state: &AppState,
     access: &OrgAccess<RolesWrite>,
     role_id: &RoleId,
@@ -137,7 +139,7 @@ pub async fn update(
     changes: RoleChanges,
     now: i64,
 ) -> ApiResult<RoleRecord> {
-    let role = existing_role(state, access, role_id).await?;
+    let role = editable(state, access, role_id).await?;
     let (name, description, patterns) = validate_role(
         state,
         changes.name.as_deref().unwrap_or(&role.name),
@@ -184,7 +186,7 @@ pub async fn delete(
     role_id: &RoleId,
     now: i64,
 ) -> ApiResult<()> {
-    let role = existing_role(state, access, role_id).await?;
+    let role = editable(state, access, role_id).await?;
     let audit = access
         .audit("role.deleted", client)
         .at(now)

@@ -945,8 +945,38 @@ async fn custom_roles_show_the_rule_against_escalation(backend: Backend) {
         .await;
     assert_eq!(created.url, format!("/orgs/{org}/roles"));
     assert!(created.text("tbody").contains("billing"));
+    // editing it: the form comes filled in, and escalation is refused there too
+    let edit = created.attr("main a[href*='/roles/rol_']", "href").unwrap();
+    let form = browser.get(&edit).await;
+    assert_eq!(form.attr("#name", "value").as_deref(), Some("billing"));
+    assert!(form.attr("input[value='keys:read']", "checked").is_some());
+    let escalated = browser
+        .submit(
+            &form,
+            &edit,
+            &[("name", "billing"), ("permissions", "org:delete")],
+        )
+        .await;
+    assert_eq!(escalated.status, 403);
+    let saved = browser
+        .submit(
+            &form,
+            &edit,
+            &[
+                ("name", "billing-team"),
+                ("permissions", "keys:read"),
+                ("permissions", "keys:write"),
+            ],
+        )
+        .await;
+    assert_eq!(saved.url, format!("/orgs/{org}/roles"));
+    assert!(saved.text("tbody").contains("billing-team"));
+    assert!(saved.text("tbody").contains("keys:write"));
+    let created = saved;
+
     // held by an invitation: it cannot be deleted
-    app.invite(&owner, &org, "new@example.com", "billing").await;
+    app.invite(&owner, &org, "new@example.com", "billing-team")
+        .await;
     let delete = created.attr("form[action$='/delete']", "action").unwrap();
     let kept = browser.submit(&created, &delete, &[]).await;
     assert_eq!(kept.status, 409);
