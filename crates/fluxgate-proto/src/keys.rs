@@ -123,6 +123,23 @@ pub struct Key {
     pub last_used_at: Option<String>,
 }
 
+/// One secret of a key (never the secret itself): the current one, or one being rotated out.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct KeySecret {
+    /// Its displayable beginning.
+    pub start: String,
+    /// `current`, `retiring` (rotated out, still working until `retires_at`) or `retired`.
+    pub status: String,
+    /// When it was issued (RFC 3339).
+    pub created_at: String,
+    /// When it stops (or stopped) working (RFC 3339); `null` for the current secret.
+    pub retires_at: Option<String>,
+    /// When it was last presented, to the minute (RFC 3339) — recorded for secrets being rotated
+    /// out, so an owner sees whether the old secret is still called before it stops working.
+    pub last_used_at: Option<String>,
+}
+
 /// A key just issued or rotated: its secret is here, once (answered `no-store`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -15,7 +15,9 @@ pub use auth::{
     SignedUp, Tokens, User,
 };
 pub use envelope::{Data, ErrorBody, ErrorEnvelope, Health, Page};
-pub use keys::{Entitlements, IssuedKey, Key, KeyChanges, NewKey, QuotaUse, RateLimit, RotateKey};
+pub use keys::{
+    Entitlements, IssuedKey, Key, KeyChanges, KeySecret, NewKey, QuotaUse, RateLimit, RotateKey,
+};
 pub use orgs::{AuditEntry, Invitation, Member, MemberRole, Org, Party, Role};
 pub use usage::{
     Amount, TrackBatchResult, TrackEvent, TrackOutcome, TrackSummary, UsagePoint, UsageSeries,

@@ -5,7 +5,7 @@
 use crate::audit::{Actor, AuditEvent};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::ClientInfo;
-use crate::keycache::{CachedKey, KeyHash, Lookup};
+use crate::keycache::CachedKey;
 use crate::state::AppState;
 use crate::user_auth::AuthUser;
 use axum::extract::{FromRequestParts, RawPathParams};
@@ -153,15 +153,9 @@ pub async fn verified_key(state: &AppState, text: &str) -> ApiResult<Option<Arc<
     if apikey::parse(text).is_err() {
         return Ok(None);
     }
-    let hash = KeyHash::of(text);
-    match state
-        .keys
-        .get(&hash, state.store.as_ref(), &state.config)
-        .await?
-    {
-        Lookup::Found(key) if key.refusal(crate::clock::now()).is_none() => Ok(Some(key)),
-        _ => Ok(None),
-    }
+    let now = crate::clock::now();
+    let key = crate::services::verify::known_key(state, text, now).await?;
+    Ok(key.filter(|key| key.refusal(now).is_none()))
 }
 
 /// The caller's standing in the org named by the route's `{org_id}`, checked to hold `P`.

@@ -31,10 +31,61 @@ struct Counter {
 struct Book {
     /// Counters by org (a few per org: looked up without allocating on the hot path).
     counters: HashMap<OrgId, Vec<Counter>>,
-    /// Keys' last use, not yet written.
-    last_used: HashMap<KeyId, i64>,
-    /// When each key's last use was last queued for writing.
-    last_queued: HashMap<KeyId, i64>,
+    /// Keys' last use.
+    key_uses: UseLog<KeyId>,
+    /// Last use of secrets being rotated out, by hash (the owner watches whether the old secret
+    /// is still called during the grace period).
+    secret_uses: UseLog<String>,
+}
+
+/// Last uses of things (keys, secrets), queued for writing at most once per
+/// [`LAST_USED_PRECISION`] each.
+struct UseLog<K> {
+    /// Not yet written.
+    pending: HashMap<K, i64>,
+    /// When each was last queued.
+    queued: HashMap<K, i64>,
+}
+
+impl<K> Default for UseLog<K> {
+    fn default() -> Self {
+        Self {
+            pending: HashMap::new(),
+            queued: HashMap::new(),
+        }
+    }
+}
+
+impl<K: std::hash::Hash + Eq + Clone> UseLog<K> {
+    /// Notes a use at `now`; queued if the last one queued is a precision old.
+    fn note<Q>(&mut self, id: &Q, now: i64)
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: std::hash::Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
+        let due = self
+            .queued
+            .get(id)
+            .is_none_or(|queued| now.saturating_sub(*queued) >= LAST_USED_PRECISION);
+        if due {
+            self.queued.insert(id.to_owned(), now);
+            self.pending.insert(id.to_owned(), now);
+        }
+    }
+
+    /// What is to be written.
+    fn pending(&self) -> Vec<(K, i64)> {
+        self.pending.iter().map(|(k, v)| (k.clone(), *v)).collect()
+    }
+
+    /// Forgets what was written, unless a later use was noted meanwhile.
+    fn written(&mut self, uses: Vec<(K, i64)>) {
+        for (id, at) in uses {
+            if self.pending.get(&id) == Some(&at) {
+                self.pending.remove(&id);
+            }
+        }
+    }
 }
 
 /// Shards of the attributed-call counters, so concurrent calls of different keys rarely meet.
@@ -115,17 +166,6 @@ fn find_or_push<'a>(counters: &'a mut Vec<Counter>, meter: &str, month: String) 
     &mut counters[index]
 }
 
-fn queue_use(book: &mut Book, key_id: &KeyId, now: i64) {
-    let due = book
-        .last_queued
-        .get(key_id)
-        .is_none_or(|queued| now - queued >= LAST_USED_PRECISION);
-    if due {
-        book.last_queued.insert(key_id.to_owned(), now);
-        book.last_used.insert(key_id.to_owned(), now);
-    }
-}
-
 /// `YYYY-MM` (UTC) of a Unix time: the quota period.
 pub fn month_of(unix: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp(unix)
@@ -162,7 +202,14 @@ impl UsageRecorder {
     /// Notes that a key was used at `now` (queued for writing at most once a minute per key).
     pub fn touch_key(&self, key_id: &KeyId, now: i64) {
         if let Ok(mut book) = self.book.lock() {
-            queue_use(&mut book, key_id, now);
+            book.key_uses.note(key_id, now);
+        }
+    }
+
+    /// Notes that a secret being rotated out (by hash) was presented at `now`.
+    pub fn touch_retiring_secret(&self, hash: &str, now: i64) {
+        if let Ok(mut book) = self.book.lock() {
+            book.secret_uses.note(hash, now);
         }
     }
 
@@ -179,7 +226,7 @@ impl UsageRecorder {
         let month = month_of(now);
         if let Ok(mut book) = self.book.lock() {
             with_counter(&mut book, org_id, meter, month, |c| c.pending += quantity);
-            queue_use(&mut book, key_id, now);
+            book.key_uses.note(key_id, now);
         }
     }
 
@@ -271,7 +318,7 @@ impl UsageRecorder {
                 ));
             }
         }
-        let (increments, uses) = {
+        let (increments, (key_uses, secret_uses)) = {
             let book = self.lock_book()?;
             let increments: Vec<UsageIncrement> = book
                 .counters
@@ -288,12 +335,10 @@ impl UsageRecorder {
                         })
                 })
                 .collect();
-            let uses: Vec<(KeyId, i64)> = book
-                .last_used
-                .iter()
-                .map(|(k, v)| (k.clone(), *v))
-                .collect();
-            (increments, uses)
+            (
+                increments,
+                (book.key_uses.pending(), book.secret_uses.pending()),
+            )
         };
         if !calls.is_empty() {
             self.store.add_call_counts(&calls).await?;
@@ -338,14 +383,11 @@ impl UsageRecorder {
             }
             book.counters.retain(|_, counters| !counters.is_empty());
         }
-        if !uses.is_empty() {
-            self.store.record_key_use(&uses).await?;
+        if !key_uses.is_empty() || !secret_uses.is_empty() {
+            self.store.record_key_use(&key_uses, &secret_uses).await?;
             let mut book = self.lock_book()?;
-            for (key_id, at) in uses {
-                if book.last_used.get(&key_id) == Some(&at) {
-                    book.last_used.remove(&key_id);
-                }
-            }
+            book.key_uses.written(key_uses);
+            book.secret_uses.written(secret_uses);
         }
         Ok(())
     }
@@ -439,5 +481,19 @@ mod tests {
         assert_eq!(month_of(1_795_000_000), "2026-11");
         assert_eq!(month_of(1_798_761_599), "2026-12"); // 2026-12-31T23:59:59Z
         assert_eq!(month_of(1_798_761_600), "2027-01");
+    }
+
+    #[test]
+    fn a_use_is_queued_once_a_minute_and_a_later_one_survives_a_write() {
+        let mut log = UseLog::<String>::default();
+        log.note("s", 100);
+        log.note("s", 130); // within the precision: not queued again
+        assert_eq!(log.pending(), vec![("s".to_owned(), 100)]);
+        let writing = log.pending();
+        log.note("s", 160); // a minute later, while the write is in flight
+        log.written(writing);
+        assert_eq!(log.pending(), vec![("s".to_owned(), 160)]);
+        log.written(log.pending());
+        assert!(log.pending().is_empty());
     }
 }

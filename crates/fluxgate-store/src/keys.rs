@@ -55,8 +55,19 @@ pub trait KeyStore: Send + Sync {
     async fn key_by_hash(&self, hash: &str) -> StoreResult<Option<KeyLookup>>;
     /// Hashes of every secret that may still verify (of keys not revoked).
     async fn live_secret_hashes(&self) -> StoreResult<Vec<String>>;
-    /// Records when keys were last used (the later time wins).
-    async fn record_key_use(&self, uses: &[(KeyId, i64)]) -> StoreResult<()>;
+    /// A key's secrets, newest first.
+    async fn key_secrets(
+        &self,
+        org_id: &OrgId,
+        key_id: &KeyId,
+    ) -> StoreResult<Vec<KeySecretRecord>>;
+    /// Records when keys, and secrets by hash, were last used (the later time wins), in one
+    /// transaction.
+    async fn record_key_use(
+        &self,
+        keys: &[(KeyId, i64)],
+        secrets: &[(String, i64)],
+    ) -> StoreResult<()>;
     /// Puts an org on a plan; the updated org, or None.
     async fn set_org_plan(
         &self,
@@ -312,12 +323,42 @@ macro_rules! impl_key_store {
                 .await?)
             }
 
-            async fn record_key_use(&self, uses: &[($crate::KeyId, i64)]) -> $crate::StoreResult<()> {
-                if uses.is_empty() {
+            async fn key_secrets(
+                &self,
+                org_id: &$crate::OrgId,
+                key_id: &$crate::KeyId,
+            ) -> $crate::StoreResult<Vec<$crate::KeySecretRecord>> {
+                Ok(sqlx::query_as(
+                    "SELECT s.start, s.created_at, s.retires_at, s.last_used_at \
+                     FROM api_key_secrets s JOIN api_keys k ON k.id = s.key_id \
+                     WHERE s.key_id = $1 AND k.org_id = $2 ORDER BY s.created_at DESC, s.start",
+                )
+                .bind(key_id)
+                .bind(org_id)
+                .fetch_all(&self.pool)
+                .await?)
+            }
+
+            async fn record_key_use(
+                &self,
+                keys: &[($crate::KeyId, i64)],
+                secrets: &[(String, i64)],
+            ) -> $crate::StoreResult<()> {
+                if keys.is_empty() && secrets.is_empty() {
                     return Ok(());
                 }
                 let mut tx = self.pool.begin().await?;
-                for (key_id, at) in uses {
+                for (hash, at) in secrets {
+                    sqlx::query(
+                        "UPDATE api_key_secrets SET last_used_at = $1 WHERE hash = $2 \
+                         AND (last_used_at IS NULL OR last_used_at < $1)",
+                    )
+                    .bind(at)
+                    .bind(hash)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                for (key_id, at) in keys {
                     sqlx::query(
                         "UPDATE api_keys SET last_used_at = $1 WHERE id = $2 \
                          AND (last_used_at IS NULL OR last_used_at < $1)",

@@ -402,6 +402,19 @@ pub struct KeyLookup {
     pub secret_retires_at: Option<i64>,
 }
 
+/// One secret of a key (never its hash): the current one, or one being rotated out.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct KeySecretRecord {
+    /// The secret's first characters, as shown to its owner.
+    pub start: String,
+    /// When it was issued.
+    pub created_at: i64,
+    /// When it stops (or stopped) working, if it was rotated out.
+    pub retires_at: Option<i64>,
+    /// When it was last presented, to a minute; recorded only while it is being rotated out.
+    pub last_used_at: Option<i64>,
+}
+
 /// Which of an org's keys a listing wants.
 #[derive(Debug, Clone, Copy)]
 pub struct KeyQuery<'a> {

@@ -12,7 +12,7 @@ use crate::portal::{
     render, render_no_store, render_status, see_other, Chrome, CsrfToken, FormErrors, OrgPage,
     Portal, PortalForm, PortalResult,
 };
-use crate::routes::keys::key_view;
+use crate::routes::keys::{key_view, secret_view};
 use crate::services::keys::{self, KeyWithSecret};
 use crate::services::usage;
 use crate::state::AppState;
@@ -23,7 +23,7 @@ use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
 use fluxgate_core::secret::ExposeSecret;
-use fluxgate_proto::{Key, NewKey, RateLimit};
+use fluxgate_proto::{Key, KeySecret, NewKey, RateLimit};
 use fluxgate_store::{KeyId, OrgId};
 use serde::Deserialize;
 
@@ -292,6 +292,8 @@ struct KeyDetailPage {
     chrome: Chrome,
     org_id: String,
     key: Key,
+    /// Shown when the key has more than its current secret (after a rotation).
+    secrets: Vec<KeySecret>,
     calls: Option<BarChart>,
     breakdown: Vec<CallsBy>,
     can_write: bool,
@@ -339,7 +341,13 @@ async fn detail(
     let org_id = access.org.id.clone();
     let record = keys::get(&state, &access, &key_id).await?;
     let now = crate::clock::now();
+    let secrets = keys::secrets(&state, &access, &key_id).await?;
     Ok(render(&KeyDetailPage {
+        secrets: if secrets.len() > 1 {
+            secrets.iter().map(|s| secret_view(s, now)).collect()
+        } else {
+            Vec::new()
+        },
         can_write: access.allows(&state, "keys:write"),
         chrome: Chrome::new(&state, &csrf, Some(&user), Some(&access.org), "keys").await?,
         org_id: org_id.to_string(),

@@ -15,9 +15,9 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use fluxgate_core::secret::ExposeSecret;
 use fluxgate_proto::{
-    Data, ErrorEnvelope, IssuedKey, Key, KeyChanges, NewKey, Page, RateLimit, RotateKey,
+    Data, ErrorEnvelope, IssuedKey, Key, KeyChanges, KeySecret, NewKey, Page, RateLimit, RotateKey,
 };
-use fluxgate_store::{ApiKeyRecord, KeyId, OrgId};
+use fluxgate_store::{ApiKeyRecord, KeyId, KeySecretRecord, OrgId};
 use serde::Deserialize;
 
 use utoipa::IntoParams;
@@ -30,6 +30,23 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list_keys, create_key))
         .routes(routes!(get_key, update_key, revoke_key))
         .routes(routes!(rotate_key))
+        .routes(routes!(key_secrets))
+}
+
+/// A secret of a key as the API shows it (its start, never the secret or its hash).
+pub fn secret_view(secret: &KeySecretRecord, now: i64) -> KeySecret {
+    let status = match secret.retires_at {
+        None => "current",
+        Some(at) if at > now => "retiring",
+        Some(_) => "retired",
+    };
+    KeySecret {
+        start: secret.start.clone(),
+        status: status.to_owned(),
+        created_at: rfc3339(secret.created_at),
+        retires_at: secret.retires_at.map(rfc3339),
+        last_used_at: secret.last_used_at.map(rfc3339),
+    }
 }
 
 /// A key as the API shows it (never its secret).
@@ -142,6 +159,25 @@ async fn get_key(
     let key = keys::get(&state, &access, &ids.1).await?;
     Ok(Json(Data {
         data: key_view(&key, clock::now()),
+    }))
+}
+
+/// A key's secrets, newest first: after a rotation, whether the old secret is still being called
+/// before it stops working.
+#[utoipa::path(get, path = "/orgs/{org_id}/keys/{key_id}/secrets", tag = "keys",
+    params(("org_id" = String, Path, description = "org_…"), ("key_id" = String, Path, description = "key_…")),
+    security(("bearer" = ["keys:read"])),
+    responses((status = 200, description = "the key's secrets (starts only), newest first", body = Data<Vec<KeySecret>>),
+              (status = 404, description = "no such key in this org", body = ErrorEnvelope)))]
+async fn key_secrets(
+    State(state): State<AppState>,
+    access: OrgAccess<KeysRead>,
+    IdPath(ids): IdPath<(OrgId, KeyId)>,
+) -> ApiResult<Json<Data<Vec<KeySecret>>>> {
+    let now = clock::now();
+    let found = keys::secrets(&state, &access, &ids.1).await?;
+    Ok(Json(Data {
+        data: found.iter().map(|s| secret_view(s, now)).collect(),
     }))
 }
 

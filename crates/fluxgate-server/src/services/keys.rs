@@ -17,7 +17,7 @@ use fluxgate_core::permission::PermissionPattern;
 use fluxgate_core::secret::{ExposeSecret, SecretString};
 use fluxgate_core::validation::{single_line, FieldErrors};
 use fluxgate_proto::{KeyChanges, NewKey, RateLimit};
-use fluxgate_store::{ApiKeyRecord, KeyQuery, KeyStatus, Rotation};
+use fluxgate_store::{ApiKeyRecord, KeyQuery, KeySecretRecord, KeyStatus, Rotation};
 use serde_json::{json, Value};
 
 /// Default grace period of a rotation: the old secret keeps working for a day.
@@ -252,6 +252,20 @@ pub async fn get<P: Required>(
         .key(&access.org.id, key_id)
         .await?
         .ok_or(ApiError::NotFound)
+}
+
+/// A key's secrets, newest first: the current one and those rotated out, with when each stops
+/// working and (for those being rotated out) when it was last presented. 404 as for [`get`].
+pub async fn secrets<P: Required>(
+    state: &AppState,
+    access: &OrgAccess<P>,
+    key_id: &KeyId,
+) -> ApiResult<Vec<KeySecretRecord>> {
+    let found = state.store.key_secrets(&access.org.id, key_id).await?;
+    if found.is_empty() {
+        return Err(ApiError::NotFound);
+    }
+    Ok(found)
 }
 
 /// Changes a key's name, scopes, rate limit, metadata or expiry; takes effect on the next verify

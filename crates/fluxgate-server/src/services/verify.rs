@@ -10,6 +10,7 @@ use crate::usage_recorder::Attribution;
 use fluxgate_core::ratelimit::Decision;
 use fluxgate_core::{apikey, cost};
 use fluxgate_proto::{OrgRef, RateLimitState, Verdict, VerifyRequest};
+use std::sync::Arc;
 
 /// The verdict on a presented key: `VALID`, or why not (`MALFORMED`, `NOT_FOUND`, `REVOKED`,
 /// `EXPIRED`, `ORG_DISABLED`, `INSUFFICIENT_SCOPE`, `QUOTA_EXCEEDED`, `RATE_LIMITED`), with the
@@ -30,14 +31,8 @@ pub async fn verify(state: &AppState, request: VerifyRequest, now: i64) -> ApiRe
     if apikey::parse(&request.key).is_err() {
         return Ok(refused("MALFORMED"));
     }
-    let hash = KeyHash::of(&request.key);
-    let key = match state
-        .keys
-        .get(&hash, state.store.as_ref(), &state.config)
-        .await?
-    {
-        Lookup::Found(key) => key,
-        Lookup::Unknown => return Ok(refused("NOT_FOUND")),
+    let Some(key) = known_key(state, &request.key, now).await? else {
+        return Ok(refused("NOT_FOUND"));
     };
     let (code, decision) = judge(state, &key, &request.scopes, cost, now).await?;
     let attribute = |endpoint: &str, outcome: &str, calls: u64| {
@@ -75,6 +70,29 @@ pub async fn verify(state: &AppState, request: VerifyRequest, now: i64) -> ApiRe
         }
     }
     Ok(verdict)
+}
+
+/// The context of a well-formed presented key, or None if no key has that secret. A secret
+/// being rotated out has its use noted, so its owner sees whether it is still called.
+pub async fn known_key(
+    state: &AppState,
+    presented: &str,
+    now: i64,
+) -> ApiResult<Option<Arc<CachedKey>>> {
+    let hash = KeyHash::of(presented);
+    match state
+        .keys
+        .get(&hash, state.store.as_ref(), &state.config)
+        .await?
+    {
+        Lookup::Found(key) => {
+            if key.secret_retires_at.is_some() {
+                state.usage.touch_retiring_secret(&hash.hex, now);
+            }
+            Ok(Some(key))
+        }
+        Lookup::Unknown => Ok(None),
+    }
 }
 
 /// The verdict on a known key, in order: its standing, the required scopes, the org's monthly

@@ -154,8 +154,13 @@ async fn a_customer_signs_up_and_runs_a_key_through_its_life(backend: Backend) {
     assert_eq!(verify_code(&app, &root, &secret).await, "EXPIRED");
     assert_eq!(verify_code(&app, &root, &rotated).await, "VALID");
 
-    // revoke, through the confirmation page
+    // the key page now lists both secrets, the old one as stopped
     b.open(&detail).await;
+    assert_eq!(b.count("tr.secret-retired").await, 1);
+    assert_eq!(b.count("tr.secret-current").await, 1);
+    accessible(&b, "key with two secrets").await;
+
+    // revoke, through the confirmation page
     b.follow("a[href$='/revoke']").await;
     accessible(&b, "revoke").await;
     b.follow("button.danger").await;

@@ -15,6 +15,7 @@ both_backends!(
     keys_are_created_listed_changed_rotated_and_revoked,
     verify_answers_every_code_with_the_context,
     rotation_keeps_the_old_secret_for_its_grace_period,
+    during_a_rotation_the_owner_sees_whether_the_old_secret_is_still_called,
     keys_are_never_more_powerful_than_their_maker,
     api_keys_authenticate_the_management_api,
     plans_change_limits_quotas_and_entitlements_at_once,
@@ -602,6 +603,90 @@ async fn rotation_keeps_the_old_secret_for_its_grace_period(backend: Backend) {
     )
     .await;
     expect_error(too_long, 422, "VALIDATION_FAILED").await;
+    app.stop().await;
+}
+
+async fn during_a_rotation_the_owner_sees_whether_the_old_secret_is_still_called(backend: Backend) {
+    let app = spawn(backend).await;
+    let (_, root) = operator_with_verifier(&app).await;
+    let (owner, org) = app.owner("ada@example.com", "Acme").await;
+    let (id, old) = issue_key(&app, &owner, &org, json!({ "name": "k", "scopes": [] })).await;
+    let secrets_path = format!("/orgs/{org}/keys/{id}/secrets");
+    let secrets = body_of(send(&app, Method::GET, &secrets_path, &owner, None).await).await;
+    assert_eq!(secrets.as_array().unwrap().len(), 1);
+    assert_eq!(secrets[0]["status"], "current");
+    assert!(secrets[0]["retires_at"].is_null());
+
+    let rotated = body_of(
+        send(
+            &app,
+            Method::POST,
+            &format!("/orgs/{org}/keys/{id}/rotate"),
+            &owner,
+            Some(json!({ "grace_period_seconds": 3600 })),
+        )
+        .await,
+    )
+    .await;
+    let new = rotated["key"].as_str().unwrap().to_owned();
+    let secrets = body_of(send(&app, Method::GET, &secrets_path, &owner, None).await).await;
+    assert_eq!(secrets.as_array().unwrap().len(), 2);
+    assert_eq!(secrets[0]["status"], "current");
+    assert_eq!(secrets[0]["start"], rotated["start"]);
+    assert_eq!(secrets[1]["status"], "retiring");
+    assert_eq!(secrets[1]["start"].as_str().unwrap(), &old[..12]);
+    assert_eq!(
+        secrets[1]["retires_at"],
+        rotated["previous_secret_expires_at"]
+    );
+    let text = secrets.to_string();
+    assert!(!text.contains(&old) && !text.contains(&new) && !text.contains("hash"));
+
+    // calls with the new secret only: the key is used, the old secret is not
+    verify(&app, &root, json!({ "key": new })).await;
+    let key_path = format!("/orgs/{org}/keys/{id}");
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            !body_of(send(&app, Method::GET, &key_path, &owner, None).await).await["last_used_at"]
+                .is_null()
+        })
+        .await
+    );
+    let secrets = body_of(send(&app, Method::GET, &secrets_path, &owner, None).await).await;
+    assert!(secrets[1]["last_used_at"].is_null(), "{secrets}");
+
+    // a client still on the old secret shows up
+    verify(&app, &root, json!({ "key": old })).await;
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            body_of(send(&app, Method::GET, &secrets_path, &owner, None).await).await[1]
+                ["last_used_at"]
+                .is_string()
+        })
+        .await
+    );
+
+    // another org's key is not found, and neither is the key for someone outside its org
+    let (other, other_org) = app.owner("bob@example.com", "Other").await;
+    expect_error(
+        send(
+            &app,
+            Method::GET,
+            &format!("/orgs/{other_org}/keys/{id}/secrets"),
+            &other,
+            None,
+        )
+        .await,
+        404,
+        "NOT_FOUND",
+    )
+    .await;
+    expect_error(
+        send(&app, Method::GET, &secrets_path, &other, None).await,
+        404,
+        "NOT_FOUND",
+    )
+    .await;
     app.stop().await;
 }
 

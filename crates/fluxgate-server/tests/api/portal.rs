@@ -8,6 +8,7 @@ use fluxgate_testkit::{
 use reqwest::{Client, StatusCode};
 use scraper::{Html, Selector};
 use serde_json::{json, Value};
+use std::time::Duration;
 
 both_backends!(
     a_new_user_signs_up_and_manages_a_key_without_javascript,
@@ -250,22 +251,44 @@ async fn a_new_user_signs_up_and_manages_a_key_without_javascript(backend: Backe
         .await;
     assert!(revoked_only.select("tbody tr").is_empty());
 
-    // the detail page; rotate at once, and the old secret stops
+    // the detail page; rotate with an hour's grace: both secrets work, and the page shows
+    // whether the old one is still being called
     let link = listed.attr("tbody a", "href").unwrap();
     let detail = browser.get(&link).await;
     assert_eq!(detail.title(), "billing service active");
     assert!(detail.text("table").contains("keys:read"));
+    assert!(
+        detail.select("#secrets-heading").is_empty(),
+        "one secret: no table"
+    );
     let rotated = browser
         .submit(
             &detail,
             &format!("{link}/rotate"),
-            &[("grace_period_seconds", "0")],
+            &[("grace_period_seconds", "3600")],
         )
         .await;
     let new_secret = rotated.text("#secret").trim().to_owned();
     assert_ne!(new_secret, secret);
     assert_eq!(verify_code(&app, &root, &new_secret).await, "VALID");
-    assert_eq!(verify_code(&app, &root, &secret).await, "EXPIRED");
+    let old_row = browser.get(&link).await.text("tr.secret-retiring");
+    assert!(old_row.contains(&secret[..12]), "{old_row}");
+    assert!(
+        old_row.contains("not called since the rotation"),
+        "{old_row}"
+    );
+    assert_eq!(verify_code(&app, &root, &secret).await, "VALID");
+    assert!(
+        fluxgate_testkit::eventually(Duration::from_secs(5), || async {
+            !browser
+                .get(&link)
+                .await
+                .text("tr.secret-retiring")
+                .contains("not called")
+        })
+        .await,
+        "the old secret's call shows on the page"
+    );
 
     // revoke, after the confirmation page
     let confirm = browser.get(&format!("{link}/revoke")).await;
@@ -276,6 +299,7 @@ async fn a_new_user_signs_up_and_manages_a_key_without_javascript(backend: Backe
     assert_eq!(after.url, link);
     assert_eq!(after.title(), "billing service revoked");
     assert_eq!(verify_code(&app, &root, &new_secret).await, "REVOKED");
+    assert_eq!(verify_code(&app, &root, &secret).await, "REVOKED");
 
     // logging out ends the session: the pages ask to log in again
     let out = browser.submit(&after, "/logout", &[]).await;
@@ -1074,7 +1098,7 @@ async fn sensitive_changes_ask_for_the_password_again_after_a_while(backend: Bac
     // fresh from the login: no question
     let form = browser.get(&format!("/orgs/{org}/keys/new")).await;
     assert_eq!(form.status, 200);
-    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
 
     // later: the form and the post both ask first, and nothing is created
     let asked = browser.get(&format!("/orgs/{org}/keys/new")).await;
