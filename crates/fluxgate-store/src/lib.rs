@@ -97,6 +97,15 @@ pub trait Store: OrgStore + KeyStore + UsageStore + Notifier + Send + Sync + 'st
         audit: AuditMeta,
     ) -> StoreResult<Option<UserId>>;
 
+    /// Sets (or clears) a user's display name, with the audit entry.
+    async fn rename_user(
+        &self,
+        user_id: &UserId,
+        name: Option<&str>,
+        now: i64,
+        audit: &AuditRecord,
+    ) -> StoreResult<()>;
+
     /// Sets a user's new password hash and ends every live session of theirs but `keep`, with
     /// the audit entry; how many sessions ended.
     async fn change_password(

@@ -264,6 +264,25 @@ macro_rules! impl_store {
                 Ok(Some(user_id))
             }
 
+            async fn rename_user(
+                &self,
+                user_id: &$crate::UserId,
+                name: Option<&str>,
+                now: i64,
+                audit: &$crate::AuditRecord,
+            ) -> $crate::StoreResult<()> {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query("UPDATE users SET name = $1, updated_at = $2 WHERE id = $3")
+                    .bind(name)
+                    .bind(now)
+                    .bind(user_id)
+                    .execute(&mut *tx)
+                    .await?;
+                insert_audit(&mut tx, audit).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
             async fn change_password(
                 &self,
                 user_id: &$crate::UserId,

@@ -34,6 +34,7 @@ pub fn router() -> Router<AppState> {
         .route("/reset-password", get(reset_page).post(reset))
         .route("/account", get(account))
         .route("/account/confirm", post(confirm_password))
+        .route("/account/profile", post(change_profile))
         .route("/account/password", post(change_password))
         .route("/account/sessions/end-others", post(end_other_sessions))
         .route("/account/sessions/{session_id}/end", post(end_session))
@@ -450,10 +451,20 @@ async fn reset(
 struct AccountPage {
     chrome: Chrome,
     email: String,
+    /// The name in the profile form: the stored one, or what was typed when it was refused.
     name: String,
     sessions: Vec<fluxgate_proto::Session>,
     notice: Option<String>,
-    errors: FormErrors,
+    forms: AccountForms,
+}
+
+/// What the account page's forms show after a refused post: each form its own errors.
+#[derive(Default)]
+struct AccountForms {
+    profile: FormErrors,
+    /// The name as typed, when the profile form was refused.
+    typed_name: Option<String>,
+    password: FormErrors,
 }
 
 async fn account_page(
@@ -461,7 +472,7 @@ async fn account_page(
     csrf: &CsrfToken,
     user: &crate::user_auth::AuthUser,
     notice: Option<String>,
-    errors: FormErrors,
+    mut forms: AccountForms,
 ) -> PortalResult<Response> {
     let record = crate::portal::account_of(state, user).await?;
     let sessions = sessions::list(state, user, crate::clock::now())
@@ -469,7 +480,7 @@ async fn account_page(
         .iter()
         .map(|s| crate::routes::auth::session_view(s, user))
         .collect();
-    let status = if errors.any() {
+    let status = if forms.profile.any() || forms.password.any() {
         StatusCode::UNPROCESSABLE_ENTITY
     } else {
         StatusCode::OK
@@ -479,10 +490,13 @@ async fn account_page(
         &AccountPage {
             chrome: Chrome::new(state, csrf, Some(user), None, "account").await?,
             email: record.email,
-            name: record.name.unwrap_or_default(),
+            name: forms
+                .typed_name
+                .take()
+                .unwrap_or_else(|| record.name.unwrap_or_default()),
             sessions,
             notice,
-            errors,
+            forms,
         },
     ))
 }
@@ -493,7 +507,32 @@ async fn account(
     SignedIn(user): SignedIn,
     csrf: CsrfToken,
 ) -> PortalResult<Response> {
-    account_page(&state, &csrf, &user, None, FormErrors::none()).await
+    account_page(&state, &csrf, &user, None, AccountForms::default()).await
+}
+
+/// Changes the display name (as `PATCH /auth/me`).
+async fn change_profile(
+    State(state): State<AppState>,
+    SignedIn(user): SignedIn,
+    Portal(client): Portal<ClientInfo>,
+    csrf: CsrfToken,
+    form: PortalForm,
+) -> PortalResult<Response> {
+    let name = form.get("name").unwrap_or_default();
+    match accounts::rename(&state, &user, &client, Some(name), crate::clock::now()).await {
+        Ok(()) => {
+            let notice = Some("Your profile was saved.".to_owned());
+            account_page(&state, &csrf, &user, notice, AccountForms::default()).await
+        }
+        Err(refusal) => {
+            let forms = AccountForms {
+                profile: FormErrors::from_refusal(refusal, &["name"])?,
+                typed_name: Some(name.to_owned()),
+                ..AccountForms::default()
+            };
+            account_page(&state, &csrf, &user, None, forms).await
+        }
+    }
 }
 
 /// Ends one session (as `DELETE /auth/sessions/{id}`).
@@ -521,7 +560,7 @@ async fn end_other_sessions(
         1 => "1 other session ended.".to_owned(),
         n => format!("{n} other sessions ended."),
     };
-    account_page(&state, &csrf, &user, Some(notice), FormErrors::none()).await
+    account_page(&state, &csrf, &user, Some(notice), AccountForms::default()).await
 }
 
 #[derive(Template)]
@@ -618,18 +657,27 @@ async fn change_password(
                 1 => "Your password was changed; 1 other session ended.".to_owned(),
                 n => format!("Your password was changed; {n} other sessions ended."),
             };
-            account_page(&state, &csrf, &user, Some(notice), FormErrors::none()).await
+            account_page(&state, &csrf, &user, Some(notice), AccountForms::default()).await
         }
         Err(ApiError::InvalidCredentials) => {
-            let errors = FormErrors::from_refusal(
+            let password = FormErrors::from_refusal(
                 ApiError::field("current_password", "is not your password"),
                 &["current_password"],
             )?;
-            account_page(&state, &csrf, &user, None, errors).await
+            let forms = AccountForms {
+                password,
+                ..AccountForms::default()
+            };
+            account_page(&state, &csrf, &user, None, forms).await
         }
         Err(refusal) => {
-            let errors = FormErrors::from_refusal(refusal, &["current_password", "new_password"])?;
-            account_page(&state, &csrf, &user, None, errors).await
+            let password =
+                FormErrors::from_refusal(refusal, &["current_password", "new_password"])?;
+            let forms = AccountForms {
+                password,
+                ..AccountForms::default()
+            };
+            account_page(&state, &csrf, &user, None, forms).await
         }
     }
 }

@@ -5,7 +5,7 @@ use crate::clock::{self, rfc3339};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{parse_json, ApiJson, ClientInfo, IdPath};
 use crate::request_limits::IpLimit;
-use crate::services::accounts::{PasswordChange, Signup, WhoAmI};
+use crate::services::accounts::{PasswordChange, ProfileChange, Signup, WhoAmI};
 use crate::services::{accounts, sessions};
 use crate::state::AppState;
 use crate::user_auth::{
@@ -39,7 +39,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(forgot_password))
         .routes(routes!(reset_password))
         .routes(routes!(change_password))
-        .routes(routes!(me))
+        .routes(routes!(me, update_me))
         .routes(routes!(list_sessions, end_other_sessions))
         .routes(routes!(revoke_session))
         .routes(routes!(switch_org))
@@ -254,12 +254,31 @@ async fn reset_password(
 /// The current user, their memberships, and their effective permissions in the active org.
 #[utoipa::path(get, path = "/auth/me", tag = "auth", security(("bearer" = [])), responses((status = 200, description = "the current user", body = Data<Me>)))]
 async fn me(State(state): State<AppState>, user: AuthUser) -> ApiResult<Json<Data<Me>>> {
+    me_answer(&state, &user).await
+}
+
+/// Changes the current user's profile (their display name); answers as `GET /auth/me`.
+#[utoipa::path(patch, path = "/auth/me", tag = "auth", security(("bearer" = [])), request_body = ProfileChange,
+    responses((status = 200, description = "the current user, changed", body = Data<Me>),
+              (status = 422, description = "the name is refused", body = ErrorEnvelope)))]
+async fn update_me(
+    State(state): State<AppState>,
+    user: AuthUser,
+    client: ClientInfo,
+    ApiJson(body): ApiJson<ProfileChange>,
+) -> ApiResult<Json<Data<Me>>> {
+    accounts::rename(&state, &user, &client, body.name.as_deref(), clock::now()).await?;
+    me_answer(&state, &user).await
+}
+
+/// What `GET /auth/me` answers.
+async fn me_answer(state: &AppState, user: &AuthUser) -> ApiResult<Json<Data<Me>>> {
     let WhoAmI {
         user: record,
         memberships,
         active,
         permissions,
-    } = accounts::who_am_i(&state, &user).await?;
+    } = accounts::who_am_i(state, user).await?;
     let active = active.as_ref();
     Ok(Json(Data {
         data: Me {

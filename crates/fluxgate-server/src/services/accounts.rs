@@ -12,7 +12,7 @@ use fluxgate_core::email::Email;
 use fluxgate_core::ids::{OrgId, UserId};
 use fluxgate_core::password::Password;
 use fluxgate_core::secret::{random_token, sha256_hex, ExposeSecret, SecretString};
-use fluxgate_core::validation::FieldErrors;
+use fluxgate_core::validation::{single_line, FieldErrors};
 use fluxgate_store::{
     OneTimeTokenRecord, OrgRecord, UserRecord, PURPOSE_RESET_PASSWORD, PURPOSE_VERIFY_EMAIL,
 };
@@ -43,11 +43,37 @@ fn optional_text(
     max: usize,
 ) -> Option<String> {
     let value = value.map(str::trim).filter(|v| !v.is_empty())?;
-    if value.chars().count() > max {
-        errors.add(field, format!("must be at most {max} characters"));
-        return None;
-    }
-    Some(value.to_owned())
+    errors.check(field, single_line(value, max))
+}
+
+/// A change of profile (`PATCH /auth/me`).
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProfileChange {
+    /// The display name; empty or `null` clears it.
+    pub name: Option<String>,
+}
+
+/// Sets the caller's display name (one line, at most 200 characters); empty or absent clears it.
+pub async fn rename(
+    state: &AppState,
+    user: &crate::user_auth::AuthUser,
+    client: &ClientInfo,
+    name: Option<&str>,
+    now: i64,
+) -> ApiResult<()> {
+    let mut errors = FieldErrors::new();
+    let name = optional_text(&mut errors, "name", name, 200);
+    errors.into_result()?;
+    let audit = AuditEvent::new("user.renamed", Some(user.user_id()), client)
+        .at(now)
+        .target("user", user.user_id())
+        .build();
+    state
+        .store
+        .rename_user(user.user_id(), name.as_deref(), now, &audit)
+        .await?;
+    Ok(())
 }
 
 /// Creates an account (and an org owned by it when `organization_name` is given) and mails a

@@ -14,6 +14,7 @@ both_backends!(
     verification_tokens_are_single_use_and_expire,
     password_reset_revokes_every_session,
     a_password_change_checks_the_current_one_and_ends_other_sessions,
+    a_user_changes_their_name_and_a_bad_one_is_refused_by_field,
     sessions_can_be_listed_and_revoked,
     switch_org_issues_tokens_for_a_member_org_only,
     cookies_authenticate_and_carry_the_right_attributes,
@@ -812,6 +813,52 @@ async fn rotated_signing_keys_stay_verifiable(backend: Backend) {
         old_kid.as_str(),
         "new tokens are signed by the new key"
     );
+    app.stop().await;
+}
+
+async fn a_user_changes_their_name_and_a_bad_one_is_refused_by_field(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    app.signup_verified("kim@example.com", None).await;
+    let tokens = app.login("kim@example.com", PASSWORD).await;
+    let access = tokens["access_token"].as_str().unwrap();
+    let rename = |body: Value| app.call(Method::PATCH, "/api/v1/auth/me", Some(access), Some(body));
+    let renamed = rename(json!({ "name": "  Kim Lee  " })).await;
+    assert_eq!(renamed.status(), 200);
+    assert_eq!(body(renamed).await["data"]["user"]["name"], "Kim Lee");
+    let me = body(app.get_auth("/api/v1/auth/me", access).await).await;
+    assert_eq!(me["data"]["user"]["name"], "Kim Lee");
+
+    for bad in [json!("two\nlines"), json!("x".repeat(201))] {
+        let error = expect_error(
+            rename(json!({ "name": bad })).await,
+            422,
+            "VALIDATION_FAILED",
+        )
+        .await;
+        assert!(error["fields"]["name"].is_string(), "{error}");
+    }
+    let error = expect_error(
+        rename(json!({ "email": "a@b.c" })).await,
+        422,
+        "VALIDATION_FAILED",
+    )
+    .await;
+    assert!(error.to_string().contains("email"), "{error}");
+    let unchanged = body(app.get_auth("/api/v1/auth/me", access).await).await;
+    assert_eq!(unchanged["data"]["user"]["name"], "Kim Lee");
+
+    // null clears it; without a session there is nothing to change
+    let cleared = rename(json!({ "name": null })).await;
+    assert!(body(cleared).await["data"]["user"]["name"].is_null());
+    let anonymous = app
+        .call(
+            Method::PATCH,
+            "/api/v1/auth/me",
+            None,
+            Some(json!({ "name": "x" })),
+        )
+        .await;
+    expect_error(anonymous, 401, "UNAUTHORIZED").await;
     app.stop().await;
 }
 

@@ -367,6 +367,33 @@ async fn validation_errors_stand_next_to_their_fields(backend: Backend) {
     assert_eq!(refused.status, 422);
     assert!(!refused.text("#name-error").is_empty());
     assert!(!refused.text("#scopes-error").is_empty());
+
+    // the profile: a bad name stands next to its field (the password form stays clean), a good
+    // one is saved and shown
+    let account = browser.get("/account").await;
+    let refused = browser
+        .submit(&account, "/account/profile", &[("name", &long)])
+        .await;
+    assert_eq!(refused.status, 422);
+    assert!(refused.text("#name-error").contains("at most 200"));
+    assert_eq!(
+        refused.attr("#name", "value").as_deref(),
+        Some(long.as_str())
+    );
+    assert!(refused.select("#current_password-error").is_empty());
+    let saved = browser
+        .submit(&refused, "/account/profile", &[("name", "Ada Owner")])
+        .await;
+    assert_eq!(saved.status, 200);
+    assert!(saved.text("[role=status]").contains("saved"));
+    assert_eq!(
+        browser
+            .get("/account")
+            .await
+            .attr("#name", "value")
+            .as_deref(),
+        Some("Ada Owner")
+    );
     app.stop().await;
 }
 
