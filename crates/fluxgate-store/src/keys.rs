@@ -55,7 +55,7 @@ pub trait KeyStore: Send + Sync {
     async fn key_by_hash(&self, hash: &str) -> StoreResult<Option<KeyLookup>>;
     /// Hashes of every secret that may still verify (of keys not revoked).
     async fn live_secret_hashes(&self) -> StoreResult<Vec<String>>;
-    /// A key's secrets, newest first.
+    /// A key's secrets: the current one, then those rotated out, newest first.
     async fn key_secrets(
         &self,
         org_id: &OrgId,
@@ -165,9 +165,10 @@ macro_rules! impl_key_store {
                         "k.revoked_at IS NULL AND k.expires_at <= $4"
                     }
                 };
+                let like = <$db as $crate::Dialect>::CASELESS_LIKE;
                 let search = match query.search {
-                    Some(_) => "(LOWER(k.name) LIKE $5 ESCAPE '\\' OR LOWER(k.start) LIKE $5 ESCAPE '\\')",
-                    None => "$5 = $5",
+                    Some(_) => format!("(k.name {like} $5 ESCAPE '\\' OR k.start {like} $5 ESCAPE '\\')"),
+                    None => "$5 = $5".to_owned(),
                 };
                 let sql = format!(
                     "SELECT {KEY_COLUMNS} FROM api_keys k WHERE k.org_id = $1 AND k.id > $2 AND {condition} \
@@ -331,7 +332,8 @@ macro_rules! impl_key_store {
                 Ok(sqlx::query_as(
                     "SELECT s.start, s.created_at, s.retires_at, s.last_used_at \
                      FROM api_key_secrets s JOIN api_keys k ON k.id = s.key_id \
-                     WHERE s.key_id = $1 AND k.org_id = $2 ORDER BY s.created_at DESC, s.start",
+                     WHERE s.key_id = $1 AND k.org_id = $2 \
+                     ORDER BY CASE WHEN s.retires_at IS NULL THEN 0 ELSE 1 END, s.created_at DESC, s.retires_at DESC",
                 )
                 .bind(key_id)
                 .bind(org_id)

@@ -180,6 +180,21 @@ pub trait Store: OrgStore + KeyStore + UsageStore + Notifier + Send + Sync + 'st
     async fn audit_entries(&self, filter: &AuditFilter) -> StoreResult<Vec<AuditRecord>>;
 }
 
+/// What differs in the SQL of the two backends.
+pub(crate) trait Dialect {
+    /// A `LIKE` that ignores case: SQLite's own `LIKE` already does (for ASCII, as its `LOWER`
+    /// does — so wrapping columns in `LOWER` only costs time), PostgreSQL's `ILIKE`.
+    const CASELESS_LIKE: &'static str;
+}
+
+impl Dialect for sqlx::Sqlite {
+    const CASELESS_LIKE: &'static str = "LIKE";
+}
+
+impl Dialect for sqlx::Postgres {
+    const CASELESS_LIKE: &'static str = "ILIKE";
+}
+
 /// Messages between the nodes sharing a database: PostgreSQL `NOTIFY`/`LISTEN`; SQLite serves
 /// one node, so there is nobody to tell.
 #[async_trait]

@@ -219,9 +219,10 @@ macro_rules! impl_org_store {
             }
 
             async fn orgs(&self, after: Option<&str>, search: Option<&str>, limit: i64) -> $crate::StoreResult<Vec<$crate::OrgRecord>> {
+                let like = <$db as $crate::Dialect>::CASELESS_LIKE;
                 let filter = match search {
-                    Some(_) => "(LOWER(name) LIKE $3 ESCAPE '\\' OR LOWER(COALESCE(external_id, '')) LIKE $3 ESCAPE '\\' OR id = $4)",
-                    None => "$3 = $4",
+                    Some(_) => format!("(name {like} $3 ESCAPE '\\' OR COALESCE(external_id, '') {like} $3 ESCAPE '\\' OR id = $4)"),
+                    None => "$3 = $4".to_owned(),
                 };
                 let sql = format!(
                     "SELECT {ORG_COLUMNS} FROM orgs WHERE deleted_at IS NULL AND id > $1 AND {filter} ORDER BY id LIMIT $2"

@@ -162,12 +162,12 @@ async fn get_key(
     }))
 }
 
-/// A key's secrets, newest first: after a rotation, whether the old secret is still being called
+/// A key's secrets, the current one first: after a rotation, whether the old secret is still being called
 /// before it stops working.
 #[utoipa::path(get, path = "/orgs/{org_id}/keys/{key_id}/secrets", tag = "keys",
     params(("org_id" = String, Path, description = "org_…"), ("key_id" = String, Path, description = "key_…")),
     security(("bearer" = ["keys:read"])),
-    responses((status = 200, description = "the key's secrets (starts only), newest first", body = Data<Vec<KeySecret>>),
+    responses((status = 200, description = "the key's secrets (starts only): the current one, then those rotated out, newest first", body = Data<Vec<KeySecret>>),
               (status = 404, description = "no such key in this org", body = ErrorEnvelope)))]
 async fn key_secrets(
     State(state): State<AppState>,

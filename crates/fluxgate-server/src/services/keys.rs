@@ -254,7 +254,7 @@ pub async fn get<P: Required>(
         .ok_or(ApiError::NotFound)
 }
 
-/// A key's secrets, newest first: the current one and those rotated out, with when each stops
+/// A key's secrets: the current one, then those rotated out (newest first), with when each stops
 /// working and (for those being rotated out) when it was last presented. 404 as for [`get`].
 pub async fn secrets<P: Required>(
     state: &AppState,
