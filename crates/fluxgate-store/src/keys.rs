@@ -165,9 +165,11 @@ macro_rules! impl_key_store {
                         "k.revoked_at IS NULL AND k.expires_at <= $4"
                     }
                 };
-                let like = <$db as $crate::Dialect>::CASELESS_LIKE;
                 let search = match query.search {
-                    Some(_) => format!("(k.name {like} $5 ESCAPE '\\' OR k.start {like} $5 ESCAPE '\\')"),
+                    Some(_) => {
+                        use $crate::Dialect;
+                        format!("({} OR {})", <$db>::contains("k.name", "$5"), <$db>::contains("k.start", "$5"))
+                    }
                     None => "$5 = $5".to_owned(),
                 };
                 let sql = format!(
@@ -180,6 +182,7 @@ macro_rules! impl_key_store {
                     .bind(query.limit)
                     .bind(query.now)
                     .bind(query.search.map($crate::keys::like_pattern).unwrap_or_default())
+                    .persistent(query.search.is_none())
                     .fetch_all(&self.pool)
                     .await?)
             }

@@ -182,17 +182,27 @@ pub trait Store: OrgStore + KeyStore + UsageStore + Notifier + Send + Sync + 'st
 
 /// What differs in the SQL of the two backends.
 pub(crate) trait Dialect {
-    /// A `LIKE` that ignores case: SQLite's own `LIKE` already does (for ASCII, as its `LOWER`
-    /// does — so wrapping columns in `LOWER` only costs time), PostgreSQL's `ILIKE`.
-    const CASELESS_LIKE: &'static str;
+    /// `column` contains the lower-cased `LIKE` pattern in `param`, ignoring case. SQLite's own
+    /// `LIKE` ignores ASCII case (and its `LOWER` folds only ASCII), so wrapping the column in
+    /// `LOWER` would only cost time; PostgreSQL compares `LOWER(column)`, which its trigram index
+    /// on key names covers (migration 0012). A query using it should not be a persistent
+    /// prepared statement: PostgreSQL would settle on a generic plan that cannot see the pattern,
+    /// and scan.
+    fn contains(column: &str, param: &str) -> String;
 }
 
 impl Dialect for sqlx::Sqlite {
-    const CASELESS_LIKE: &'static str = "LIKE";
+    fn contains(column: &str, param: &str) -> String {
+        format!("{column} LIKE {param} ESCAPE '\\'")
+    }
 }
 
 impl Dialect for sqlx::Postgres {
-    const CASELESS_LIKE: &'static str = "ILIKE";
+    fn contains(column: &str, param: &str) -> String {
+        // backslash is PostgreSQL's default LIKE escape; an explicit ESCAPE clause would
+        // hide the pattern from the trigram index
+        format!("LOWER({column}) LIKE {param}")
+    }
 }
 
 /// Messages between the nodes sharing a database: PostgreSQL `NOTIFY`/`LISTEN`; SQLite serves

@@ -219,9 +219,15 @@ macro_rules! impl_org_store {
             }
 
             async fn orgs(&self, after: Option<&str>, search: Option<&str>, limit: i64) -> $crate::StoreResult<Vec<$crate::OrgRecord>> {
-                let like = <$db as $crate::Dialect>::CASELESS_LIKE;
                 let filter = match search {
-                    Some(_) => format!("(name {like} $3 ESCAPE '\\' OR COALESCE(external_id, '') {like} $3 ESCAPE '\\' OR id = $4)"),
+                    Some(_) => {
+                        use $crate::Dialect;
+                        format!(
+                            "({} OR {} OR id = $4)",
+                            <$db>::contains("name", "$3"),
+                            <$db>::contains("COALESCE(external_id, '')", "$3")
+                        )
+                    }
                     None => "$3 = $4".to_owned(),
                 };
                 let sql = format!(
