@@ -42,9 +42,13 @@ impl Email {
         let local_ok = !local.is_empty()
             && local.len() <= 64
             && !local.contains('@')
-            && local
-                .chars()
-                .all(|c| !c.is_whitespace() && !c.is_control() && c != '<' && c != '>');
+            && local.chars().all(|c| {
+                !c.is_whitespace()
+                    && !c.is_control()
+                    && !crate::validation::is_invisible(c)
+                    && c != '<'
+                    && c != '>'
+            });
         if !domain_ok || !local_ok {
             return Err(EmailError::Invalid);
         }
@@ -84,6 +88,8 @@ mod tests {
             "ada@",
             "@example.com",
             "a b@example.com",
+            "ad\u{200B}a@example.com",
+            "\u{202E}ada@example.com",
             "ada@exa mple.com",
             "ada@.com",
             "a@b..c",

@@ -215,22 +215,41 @@ impl Catalog {
         self.all().any(|p| p == permission)
     }
 
-    /// Checks that a pattern names something this instance knows: a concrete permission must be
-    /// in the catalog; a wildcard must match at least one catalog permission.
-    pub fn check_known(&self, pattern: &PermissionPattern) -> Result<(), String> {
+    /// Checks that a pattern names something an org may hold on this instance: a concrete
+    /// permission must be in the catalog; a wildcard must match at least one catalog permission.
+    /// Outside the operator org (`operator_org` false) operator-only permissions do not count:
+    /// naming one is refused, and so is a wildcard matching nothing else (`admin:*`), which would
+    /// grant nothing yet read as if it did.
+    pub fn check_known(
+        &self,
+        pattern: &PermissionPattern,
+        operator_org: bool,
+    ) -> Result<(), String> {
+        let holdable = |p: &str| operator_org || !is_operator_only(p);
         if pattern.is_wildcard() {
-            if self.all().any(|p| pattern.matches(p)) {
-                Ok(())
-            } else {
+            let mut matched = self.all().filter(|p| pattern.matches(p)).peekable();
+            if matched.peek().is_none() {
                 Err(format!(
                     "`{}` matches no known permission",
                     pattern.as_str()
                 ))
+            } else if matched.any(holdable) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "`{}` matches only operator permissions, which only the operator org holds",
+                    pattern.as_str()
+                ))
             }
-        } else if self.contains(pattern.as_str()) {
-            Ok(())
-        } else {
+        } else if !self.contains(pattern.as_str()) {
             Err(format!("`{}` is not a known permission", pattern.as_str()))
+        } else if !holdable(pattern.as_str()) {
+            Err(format!(
+                "`{}` is an operator permission, which only the operator org holds",
+                pattern.as_str()
+            ))
+        } else {
+            Ok(())
         }
     }
 
@@ -528,11 +547,22 @@ mod tests {
     #[test]
     fn patterns_must_name_known_permissions() {
         let c = catalog();
-        assert!(c.check_known(&pat("keys:read")).is_ok());
-        assert!(c.check_known(&pat("pix:*")).is_ok());
-        assert!(c.check_known(&pat("*")).is_ok());
-        assert!(c.check_known(&pat("keys:frobnicate")).is_err());
-        assert!(c.check_known(&pat("nothing:*")).is_err());
+        for operator_org in [false, true] {
+            assert!(c.check_known(&pat("keys:read"), operator_org).is_ok());
+            assert!(c.check_known(&pat("pix:*"), operator_org).is_ok());
+            assert!(c.check_known(&pat("*"), operator_org).is_ok());
+            assert!(c.check_known(&pat("keys:*"), operator_org).is_ok());
+            assert!(c
+                .check_known(&pat("keys:frobnicate"), operator_org)
+                .is_err());
+            assert!(c.check_known(&pat("nothing:*"), operator_org).is_err());
+        }
+        // operator permissions, by name or by a wildcard matching nothing else, only there
+        for operator_only in ["admin:*", "admin:orgs", "keys:verify"] {
+            assert!(c.check_known(&pat(operator_only), true).is_ok());
+            let refused = c.check_known(&pat(operator_only), false).unwrap_err();
+            assert!(refused.contains("operator org"), "{refused}");
+        }
     }
 
     #[test]

@@ -59,7 +59,26 @@ impl FieldErrors {
     }
 }
 
-/// A trimmed, single-line text of 1 to `max` characters (names, labels, external ids).
+/// Whether `c` may be stored in any text the API takes: not NUL (PostgreSQL refuses it) and not
+/// a control character other than tab, line feed and carriage return (C0, DEL and C1).
+pub fn is_storable(c: char) -> bool {
+    !c.is_control() || matches!(c, '\t' | '\n' | '\r')
+}
+
+/// Whether `c` is invisible or changes the direction of text — zero-width characters, joiners,
+/// bidirectional embeddings, overrides and isolates, the soft hyphen, fillers, tags — which make
+/// two different names or addresses look the same (Unicode's format characters and the like).
+pub fn is_invisible(c: char) -> bool {
+    matches!(c,
+        '\u{00AD}' | '\u{034F}' | '\u{061C}' | '\u{115F}' | '\u{1160}' | '\u{17B4}' | '\u{17B5}'
+        | '\u{180B}'..='\u{180F}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
+        | '\u{2060}'..='\u{206F}' | '\u{3164}' | '\u{FEFF}'
+        | '\u{FFA0}' | '\u{FFF0}'..='\u{FFFB}' | '\u{1BCA0}'..='\u{1BCA3}'
+        | '\u{1D173}'..='\u{1D17A}' | '\u{E0000}'..='\u{E0FFF}')
+}
+
+/// A trimmed, single-line text of 1 to `max` characters (names, labels, external ids), without
+/// control characters or invisible ones ([`is_invisible`]).
 pub fn single_line(input: &str, max: usize) -> Result<String, String> {
     let text = input.trim();
     if text.is_empty() {
@@ -70,6 +89,9 @@ pub fn single_line(input: &str, max: usize) -> Result<String, String> {
     }
     if text.chars().any(char::is_control) {
         return Err("must not contain control characters".into());
+    }
+    if text.chars().any(is_invisible) {
+        return Err("must not contain invisible or direction-changing characters".into());
     }
     Ok(text.to_owned())
 }
@@ -103,6 +125,30 @@ impl std::fmt::Display for FieldErrors {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn invisible_and_unstorable_characters() {
+        for c in [
+            '\u{200B}',
+            '\u{202E}',
+            '\u{2066}',
+            '\u{FEFF}',
+            '\u{00AD}',
+            '\u{E0041}',
+        ] {
+            assert!(is_invisible(c), "{c:?}");
+            assert!(single_line(&format!("Ad{c}a"), 10).is_err(), "{c:?}");
+        }
+        for c in ['a', 'é', 'ß', '中', '😀', ' ', '-'] {
+            assert!(!is_invisible(c) && is_storable(c), "{c:?}");
+        }
+        for c in ['\0', '\u{7}', '\u{1B}', '\u{7F}', '\u{85}'] {
+            assert!(!is_storable(c), "{c:?}");
+        }
+        for c in ['\t', '\n', '\r'] {
+            assert!(is_storable(c), "{c:?}");
+        }
+    }
 
     #[test]
     fn single_line_text() {

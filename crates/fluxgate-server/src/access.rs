@@ -375,6 +375,7 @@ pub fn parse_permission_list(
     field: &str,
     list: &[String],
     max: usize,
+    operator_org: bool,
 ) -> Vec<PermissionPattern> {
     if list.len() > max {
         errors.add(field, format!("at most {max} entries"));
@@ -383,7 +384,7 @@ pub fn parse_permission_list(
     for (i, text) in list.iter().enumerate() {
         let entry = format!("{field}[{i}]");
         match PermissionPattern::parse(text) {
-            Ok(p) => match state.config.catalog.check_known(&p) {
+            Ok(p) => match state.config.catalog.check_known(&p, operator_org) {
                 Ok(()) => patterns.push(p),
                 Err(reason) => errors.add(entry, reason),
             },

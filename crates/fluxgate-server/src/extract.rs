@@ -36,39 +36,72 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let is_json = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(|v| {
-                let mime = v
-                    .split(';')
-                    .next()
-                    .unwrap_or("")
-                    .trim()
-                    .to_ascii_lowercase();
-                mime == "application/json"
-                    || (mime.starts_with("application/") && mime.ends_with("+json"))
-            })
-            .unwrap_or(false);
-        if !is_json {
-            return Err(ApiError::BadRequest(
-                "expected a JSON body with Content-Type: application/json".into(),
-            ));
-        }
-        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::PayloadTooLarge
-            } else {
-                ApiError::BadRequest("could not read the request body".into())
-            }
-        })?;
+        require_json_content_type(req.headers())?;
+        let bytes = read_body(req, state).await?;
         parse_json(&bytes).map(ApiJson)
     }
 }
 
-/// Parses JSON, naming the field at fault.
+/// An optional JSON body (`POST …/rotate`, `/auth/refresh`): an empty (or blank) body is `None`
+/// whatever its type; any other body is held to [`ApiJson`]'s rules.
+#[derive(Debug)]
+pub struct MaybeJson<T>(pub Option<T>);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for MaybeJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let declared_json = require_json_content_type(req.headers());
+        let bytes = read_body(req, state).await?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Self(None));
+        }
+        declared_json?;
+        parse_json(&bytes).map(|body| Self(Some(body)))
+    }
+}
+
+/// 400 unless the body is declared as JSON (`application/json` or `application/…+json`).
+fn require_json_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            let mime = v
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase();
+            mime == "application/json"
+                || (mime.starts_with("application/") && mime.ends_with("+json"))
+        })
+        .unwrap_or(false);
+    if is_json {
+        Ok(())
+    } else {
+        Err(ApiError::BadRequest(
+            "expected a JSON body with Content-Type: application/json".into(),
+        ))
+    }
+}
+
+/// The whole body, within the body limit: 413 in the envelope past it.
+async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
+    Bytes::from_request(req, state).await.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge
+        } else {
+            ApiError::BadRequest("could not read the request body".into())
+        }
+    })
+}
+
+/// Parses JSON, naming the field at fault. Text that may not be stored — NUL and other control
+/// characters but tab, line feed and carriage return — is refused here, for every body, with a
+/// 422 naming its field: both databases then see the same input.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    refuse_unstorable_json(bytes)?;
     // the common case first; the slower, path-tracking parse only runs to explain a failure
     if let Ok(value) = serde_json::from_slice(bytes) {
         return Ok(value);
@@ -90,6 +123,70 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             Err(field_error(&error.path().to_string(), &inner.to_string()))
         }
     }
+}
+
+/// The reason given for text that may not be stored.
+const UNSTORABLE: &str = "must not contain NUL or other control characters";
+
+/// 422 naming the first JSON string (a value, or a key — then its object is named) holding a
+/// character that may not be stored. Such a character can only arrive escaped (`\u0000`, `\b`,
+/// `\f`: JSON forbids raw ones), so a body without those escapes is not walked at all.
+fn refuse_unstorable_json(bytes: &[u8]) -> Result<(), ApiError> {
+    let escaped = bytes
+        .windows(2)
+        .any(|w| matches!(w, [b'\\', b'u' | b'b' | b'f']));
+    if !escaped {
+        return Ok(());
+    }
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(bytes) else {
+        return Ok(()); // malformed: the parse explains it
+    };
+    match unstorable_at(&value, String::new()) {
+        Some(path) if path.is_empty() => Err(ApiError::field("body", UNSTORABLE)),
+        Some(path) => Err(ApiError::field(&path, UNSTORABLE)),
+        None => Ok(()),
+    }
+}
+
+/// The path (`events[0].name`) of the first text below `value` that may not be stored.
+fn unstorable_at(value: &serde_json::Value, path: String) -> Option<String> {
+    use fluxgate_core::validation::is_storable;
+    use serde_json::Value;
+    match value {
+        Value::String(text) => (!text.chars().all(is_storable)).then_some(path),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, item)| unstorable_at(item, format!("{path}[{i}]"))),
+        Value::Object(fields) => fields.iter().find_map(|(key, item)| {
+            if !key.chars().all(is_storable) {
+                return Some(path.clone());
+            }
+            let inner = if path.is_empty() {
+                key.clone()
+            } else {
+                format!("{path}.{key}")
+            };
+            unstorable_at(item, inner)
+        }),
+        _ => None,
+    }
+}
+
+/// 422 naming the first query or form field whose name or value may not be stored.
+pub fn refuse_unstorable_pairs<'a>(
+    pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> Result<(), ApiError> {
+    use fluxgate_core::validation::is_storable;
+    for (name, value) in pairs {
+        if !name.chars().all(is_storable) {
+            return Err(ApiError::field("query", UNSTORABLE));
+        }
+        if !value.chars().all(is_storable) {
+            return Err(ApiError::field(name, UNSTORABLE));
+        }
+    }
+    Ok(())
 }
 
 /// A 422 naming the field a deserializer stopped at (or named in its message).
@@ -130,6 +227,10 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         let query = parts.uri.query().unwrap_or("");
+        if query.contains('%') {
+            let decoded: Vec<_> = form_urlencoded::parse(query.as_bytes()).collect();
+            refuse_unstorable_pairs(decoded.iter().map(|(k, v)| (k.as_ref(), v.as_ref())))?;
+        }
         let deserializer =
             serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
         serde_path_to_error::deserialize(deserializer)

@@ -364,6 +364,9 @@ impl FromRequest<AppState> for PortalForm {
         if !genuine {
             return Err(PortalError::StaleForm);
         }
+        crate::extract::refuse_unstorable_pairs(
+            fields.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        )?;
         Ok(Self(fields))
     }
 }

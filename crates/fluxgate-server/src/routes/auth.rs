@@ -3,7 +3,7 @@
 
 use crate::clock::{self, rfc3339};
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{parse_json, ApiJson, ClientInfo, IdPath};
+use crate::extract::{ApiJson, ClientInfo, IdPath, MaybeJson};
 use crate::request_limits::IpLimit;
 use crate::services::accounts::{PasswordChange, ProfileChange, Signup, WhoAmI};
 use crate::services::{accounts, sessions};
@@ -11,9 +11,8 @@ use crate::state::AppState;
 use crate::user_auth::{
     check_same_origin, clear_cookies, cookie_value, token_pair_response, AuthUser, REFRESH_COOKIE,
 };
-use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use fluxgate_core::secret::SecretString;
@@ -177,19 +176,10 @@ async fn refresh(
     client: ClientInfo,
     method: Method,
     headers: HeaderMap,
-    body: Bytes,
+    MaybeJson(body): MaybeJson<RefreshBody>,
 ) -> ApiResult<Response> {
-    let token = if body.iter().any(|b| !b.is_ascii_whitespace()) {
-        let is_json = headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("application/json"));
-        if !is_json {
-            return Err(ApiError::BadRequest(
-                "expected a JSON body with Content-Type: application/json".into(),
-            ));
-        }
-        parse_json::<RefreshBody>(&body)?.refresh_token
+    let token = if let Some(body) = body {
+        body.refresh_token
     } else {
         let token = cookie_value(&headers, REFRESH_COOKIE).ok_or(ApiError::Unauthorized)?;
         check_same_origin(&method, &headers, &state.config.public_url)?;

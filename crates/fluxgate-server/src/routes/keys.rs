@@ -4,11 +4,10 @@
 use crate::access::{KeysRead, KeysWrite, OrgAccess};
 use crate::clock::{self, rfc3339};
 use crate::error::ApiResult;
-use crate::extract::{ApiJson, ApiQuery, ClientInfo, IdPath, Paging};
+use crate::extract::{ApiJson, ApiQuery, ClientInfo, IdPath, MaybeJson, Paging};
 use crate::routes::no_content;
 use crate::services::keys::{self, KeyWithSecret};
 use crate::state::AppState;
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -211,13 +210,9 @@ async fn rotate_key(
     access: OrgAccess<KeysWrite>,
     client: ClientInfo,
     IdPath(ids): IdPath<(OrgId, KeyId)>,
-    body: Bytes,
+    MaybeJson(body): MaybeJson<RotateKey>,
 ) -> ApiResult<Response> {
-    let body: RotateKey = if body.is_empty() {
-        RotateKey::default()
-    } else {
-        crate::extract::parse_json(&body)?
-    };
+    let body = body.unwrap_or_default();
     let now = clock::now();
     let rotated = keys::rotate(
         &state,

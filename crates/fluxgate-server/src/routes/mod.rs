@@ -19,7 +19,7 @@ use crate::request_limits::LimitSlot;
 use crate::state::AppState;
 use crate::usage_recorder::Attribution;
 use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Version};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
@@ -135,6 +135,7 @@ async fn request_context(
     }
     let slot = LimitSlot::default();
     request.extensions_mut().insert(slot.clone());
+    let sends_body = request.version() <= Version::HTTP_11 && declares_body(request.headers());
     let span = tracing::info_span!("request", method = %method, route = %route, request_id = %id);
     let mut response = REQUEST_ID
         .scope(id, next.run(request))
@@ -144,6 +145,13 @@ async fn request_context(
         response.headers_mut().insert("x-request-id", value);
     }
     slot.write_headers(&mut response);
+    if sends_body && response.status().as_u16() >= 400 {
+        // a refusal may leave the body unread, and then the server closes the connection: say
+        // so, or the client's next request on it fails
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     let status = response.status().as_u16();
     if let Some((org_id, key_id)) = slot.key() {
         let endpoint = format!("{method} {route}");
@@ -165,6 +173,15 @@ async fn request_context(
         )
     });
     response
+}
+
+/// Whether a request says a body follows (a non-zero `Content-Length`, or chunked).
+fn declares_body(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::TRANSFER_ENCODING)
+        || headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim() != "0")
 }
 
 /// 204 No Content.

@@ -3,10 +3,9 @@
 
 use crate::access::{authenticate, Caller};
 use crate::error::{ApiError, ApiResult};
-use crate::extract::parse_json;
+use crate::extract::ApiJson;
 use crate::services::usage;
 use crate::state::AppState;
-use axum::body::Bytes;
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::Json;
@@ -52,9 +51,8 @@ impl FromRequestParts<AppState> for Tracker {
 async fn track(
     State(state): State<AppState>,
     Tracker(caller): Tracker,
-    body: Bytes,
+    ApiJson(value): ApiJson<Value>,
 ) -> ApiResult<Json<Value>> {
-    let value: Value = parse_json(&body)?;
     let now = crate::clock::now();
     let answer = if value.get("events").is_some() {
         let batch: TrackBatch =

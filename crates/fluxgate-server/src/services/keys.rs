@@ -115,7 +115,14 @@ pub async fn issue(
 ) -> ApiResult<KeyWithSecret> {
     let mut errors = FieldErrors::new();
     let name = errors.check("name", single_line(&input.name, 200));
-    let patterns = parse_permission_list(state, &mut errors, "scopes", &input.scopes, 100);
+    let patterns = parse_permission_list(
+        state,
+        &mut errors,
+        "scopes",
+        &input.scopes,
+        100,
+        access.org.is_operator,
+    );
     let environment = match input.environment.as_deref() {
         None => Some(Environment::Live),
         Some(text) => {
@@ -290,10 +297,16 @@ pub async fn update(
             changed.name = name;
         }
     }
-    let new_patterns = changes
-        .scopes
-        .as_ref()
-        .map(|scopes| parse_permission_list(state, &mut errors, "scopes", scopes, 100));
+    let new_patterns = changes.scopes.as_ref().map(|scopes| {
+        parse_permission_list(
+            state,
+            &mut errors,
+            "scopes",
+            scopes,
+            100,
+            access.org.is_operator,
+        )
+    });
     match &changes.rate_limit {
         Some(Some(rate)) => {
             (changed.rate_limit, changed.rate_window_seconds) = stored_rate(&mut errors, rate);

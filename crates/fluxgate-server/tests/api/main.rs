@@ -12,6 +12,7 @@ mod browser;
 mod cli;
 mod cluster;
 mod fresh_context;
+mod hostile_input;
 mod http_conventions;
 mod input_arithmetic;
 mod keys;
