@@ -215,41 +215,22 @@ impl Catalog {
         self.all().any(|p| p == permission)
     }
 
-    /// Checks that a pattern names something an org may hold on this instance: a concrete
-    /// permission must be in the catalog; a wildcard must match at least one catalog permission.
-    /// Outside the operator org (`operator_org` false) operator-only permissions do not count:
-    /// naming one is refused, and so is a wildcard matching nothing else (`admin:*`), which would
-    /// grant nothing yet read as if it did.
-    pub fn check_known(
-        &self,
-        pattern: &PermissionPattern,
-        operator_org: bool,
-    ) -> Result<(), String> {
-        let holdable = |p: &str| operator_org || !is_operator_only(p);
+    /// Checks that a pattern names something this instance knows: a concrete permission must be
+    /// in the catalog; a wildcard must match at least one catalog permission.
+    pub fn check_known(&self, pattern: &PermissionPattern) -> Result<(), String> {
         if pattern.is_wildcard() {
-            let mut matched = self.all().filter(|p| pattern.matches(p)).peekable();
-            if matched.peek().is_none() {
+            if self.all().any(|p| pattern.matches(p)) {
+                Ok(())
+            } else {
                 Err(format!(
                     "`{}` matches no known permission",
                     pattern.as_str()
                 ))
-            } else if matched.any(holdable) {
-                Ok(())
-            } else {
-                Err(format!(
-                    "`{}` matches only operator permissions, which only the operator org holds",
-                    pattern.as_str()
-                ))
             }
-        } else if !self.contains(pattern.as_str()) {
-            Err(format!("`{}` is not a known permission", pattern.as_str()))
-        } else if !holdable(pattern.as_str()) {
-            Err(format!(
-                "`{}` is an operator permission, which only the operator org holds",
-                pattern.as_str()
-            ))
-        } else {
+        } else if self.contains(pattern.as_str()) {
             Ok(())
+        } else {
+            Err(format!("`{}` is not a known permission", pattern.as_str()))
         }
     }
 
@@ -302,10 +283,17 @@ impl Grants {
     }
 
     /// Does this set hold everything `pattern` would grant? Used to stop escalation: nobody may
-    /// grant a role or a key scope that they do not hold themselves.
+    /// grant a role or a key scope that they do not hold themselves. Outside the operator org a
+    /// wildcard matching nothing but operator-only permissions (`admin:*`) is held by nobody,
+    /// like those permissions themselves: it would grant nothing, yet read as if it did.
     pub fn covers(&self, pattern: &PermissionPattern, catalog: &Catalog) -> bool {
         if pattern.is_wildcard() {
-            self.patterns.iter().any(|p| p.subsumes(pattern))
+            let grants_here = self.operator_org
+                || catalog
+                    .all()
+                    .any(|perm| pattern.matches(perm) && !is_operator_only(perm));
+            grants_here
+                && self.patterns.iter().any(|p| p.subsumes(pattern))
                 && catalog
                     .all()
                     .filter(|perm| pattern.matches(perm))
@@ -522,6 +510,17 @@ mod tests {
         let owner = Grants::new(BuiltinRole::Owner.patterns(&c), false);
         assert!(owner.covers(&pat("*"), &c));
         assert!(owner.covers(&pat("keys:*"), &c));
+        // operator permissions by wildcard: only in the operator org
+        for operator_only in ["admin:*", "admin:orgs", "keys:verify"] {
+            assert!(!owner.covers(&pat(operator_only), &c), "{operator_only}");
+        }
+        let operator_owner = Grants::new(BuiltinRole::Owner.patterns(&c), true);
+        for operator_only in ["admin:*", "admin:orgs", "keys:verify"] {
+            assert!(
+                operator_owner.covers(&pat(operator_only), &c),
+                "{operator_only}"
+            );
+        }
     }
 
     #[test]
@@ -547,22 +546,11 @@ mod tests {
     #[test]
     fn patterns_must_name_known_permissions() {
         let c = catalog();
-        for operator_org in [false, true] {
-            assert!(c.check_known(&pat("keys:read"), operator_org).is_ok());
-            assert!(c.check_known(&pat("pix:*"), operator_org).is_ok());
-            assert!(c.check_known(&pat("*"), operator_org).is_ok());
-            assert!(c.check_known(&pat("keys:*"), operator_org).is_ok());
-            assert!(c
-                .check_known(&pat("keys:frobnicate"), operator_org)
-                .is_err());
-            assert!(c.check_known(&pat("nothing:*"), operator_org).is_err());
-        }
-        // operator permissions, by name or by a wildcard matching nothing else, only there
-        for operator_only in ["admin:*", "admin:orgs", "keys:verify"] {
-            assert!(c.check_known(&pat(operator_only), true).is_ok());
-            let refused = c.check_known(&pat(operator_only), false).unwrap_err();
-            assert!(refused.contains("operator org"), "{refused}");
-        }
+        assert!(c.check_known(&pat("keys:read")).is_ok());
+        assert!(c.check_known(&pat("pix:*")).is_ok());
+        assert!(c.check_known(&pat("*")).is_ok());
+        assert!(c.check_known(&pat("keys:frobnicate")).is_err());
+        assert!(c.check_known(&pat("nothing:*")).is_err());
     }
 
     #[test]

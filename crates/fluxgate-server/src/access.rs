@@ -375,7 +375,6 @@ pub fn parse_permission_list(
     field: &str,
     list: &[String],
     max: usize,
-    operator_org: bool,
 ) -> Vec<PermissionPattern> {
     if list.len() > max {
         errors.add(field, format!("at most {max} entries"));
@@ -384,7 +383,7 @@ pub fn parse_permission_list(
     for (i, text) in list.iter().enumerate() {
         let entry = format!("{field}[{i}]");
         match PermissionPattern::parse(text) {
-            Ok(p) => match state.config.catalog.check_known(&p, operator_org) {
+            Ok(p) => match state.config.catalog.check_known(&p) {
                 Ok(()) => patterns.push(p),
                 Err(reason) => errors.add(entry, reason),
             },

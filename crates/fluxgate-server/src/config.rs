@@ -37,6 +37,12 @@ pub struct Config {
     pub log_level: String,
     /// Largest request body accepted.
     pub max_body_bytes: usize,
+    /// A client must send a request's headers within this long of connecting or of its previous
+    /// answer (an idle keep-alive connection closes after it too).
+    pub header_read_timeout: Duration,
+    /// On stop, open connections get this long to finish before they are dropped; the last
+    /// usage write happens after it either way.
+    pub shutdown_timeout: Duration,
     /// Database pool size.
     pub database_max_connections: u32,
     /// Sessions, tokens, passwords.
@@ -276,6 +282,11 @@ impl Config {
         let max_body_bytes =
             r.integer("max_body_bytes", 64 * 1024, 1024, 16 * 1024 * 1024) as usize;
         let database_max_connections = r.integer("database_max_connections", 16, 1, 1000) as u32;
+        let header_read_timeout = r.duration("header_read_timeout", "10s");
+        if header_read_timeout < Duration::from_secs(1) {
+            r.error("header_read_timeout", "must be at least 1s".into());
+        }
+        let shutdown_timeout = r.duration("shutdown_timeout", "10s");
 
         let auth = AuthConfig {
             access_token_ttl: r.duration("auth.access_token_ttl", "15m"),
@@ -399,6 +410,8 @@ impl Config {
             log_format,
             log_level,
             max_body_bytes,
+            header_read_timeout,
+            shutdown_timeout,
             database_max_connections,
             auth,
             rate_limits,
@@ -467,6 +480,8 @@ impl Config {
             ),
             format!("log_level = \"{}\"", self.log_level),
             format!("max_body_bytes = {}", self.max_body_bytes),
+            format!("header_read_timeout = \"{}\"", d(self.header_read_timeout)),
+            format!("shutdown_timeout = \"{}\"", d(self.shutdown_timeout)),
             format!(
                 "database_max_connections = {}",
                 self.database_max_connections

@@ -10,6 +10,7 @@ pub mod extract;
 pub mod invalidation;
 pub mod keycache;
 pub mod limiter;
+pub mod listener;
 pub mod mail;
 pub mod metrics;
 pub mod passwords;

@@ -176,15 +176,24 @@ pub struct RunningServer {
     pub addr: SocketAddr,
     /// The shared state.
     pub state: AppState,
+    /// Stops accepting connections (then drains them).
     cancel: CancellationToken,
-    task: JoinHandle<std::io::Result<()>>,
+    /// Stops the background work — usage writers, polls — once connections are done.
+    workers: CancellationToken,
+    task: JoinHandle<usize>,
 }
 
 impl RunningServer {
     /// Stops accepting, lets in-flight requests finish, sends queued mail, closes the database.
+    /// Connections get `shutdown_timeout` to finish; usage keeps being written meanwhile, and the
+    /// last write runs whether or not they did.
     pub async fn stop(self) -> anyhow::Result<()> {
         self.cancel.cancel();
-        self.task.await.context("server task")??;
+        let dropped = self.task.await.context("server task")?;
+        if dropped > 0 {
+            tracing::warn!(dropped, "stopped with connections still open");
+        }
+        self.workers.cancel();
         if let Err(e) = self.state.usage.flush().await {
             tracing::error!(error = %e, "writing the last usage batch failed");
         }
@@ -202,26 +211,29 @@ impl RunningServer {
 /// Builds the state and listens on `config.listen`.
 pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     let cancel = CancellationToken::new();
+    let workers = CancellationToken::new();
     let listen = config.listen;
-    let state = build_state(config, &cancel).await?;
+    let timeouts = crate::listener::Timeouts {
+        header_read: config.header_read_timeout,
+        drain: config.shutdown_timeout,
+    };
+    let state = build_state(config, &workers).await?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding {listen}"))?;
     let addr = listener.local_addr()?;
     let app = crate::routes::app(state.clone());
-    let shutdown = cancel.clone();
-    let task = tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
-    });
+    let task = tokio::spawn(crate::listener::serve(
+        listener,
+        app,
+        timeouts,
+        cancel.clone(),
+    ));
     Ok(RunningServer {
         addr,
         state,
         cancel,
+        workers,
         task,
     })
 }

@@ -115,14 +115,7 @@ pub async fn issue(
 ) -> ApiResult<KeyWithSecret> {
     let mut errors = FieldErrors::new();
     let name = errors.check("name", single_line(&input.name, 200));
-    let patterns = parse_permission_list(
-        state,
-        &mut errors,
-        "scopes",
-        &input.scopes,
-        100,
-        access.org.is_operator,
-    );
+    let patterns = parse_permission_list(state, &mut errors, "scopes", &input.scopes, 100);
     let environment = match input.environment.as_deref() {
         None => Some(Environment::Live),
         Some(text) => {
@@ -297,16 +290,10 @@ pub async fn update(
             changed.name = name;
         }
     }
-    let new_patterns = changes.scopes.as_ref().map(|scopes| {
-        parse_permission_list(
-            state,
-            &mut errors,
-            "scopes",
-            scopes,
-            100,
-            access.org.is_operator,
-        )
-    });
+    let new_patterns = changes
+        .scopes
+        .as_ref()
+        .map(|scopes| parse_permission_list(state, &mut errors, "scopes", scopes, 100));
     match &changes.rate_limit {
         Some(Some(rate)) => {
             (changed.rate_limit, changed.rate_window_seconds) = stored_rate(&mut errors, rate);

@@ -37,11 +37,9 @@ pub struct RoleChanges {
     pub permissions: Option<Vec<String>>,
 }
 
-/// Validates a role's name, description and permissions (for an org that is, or is not, the
-/// operator org).
+/// Validates a role's name, description and permissions.
 fn validate_role(
     state: &AppState,
-    operator_org: bool,
     name: &str,
     description: Option<&str>,
     permissions: &[String],
@@ -52,14 +50,7 @@ fn validate_role(
         errors.add("name", "is the name of a built-in role");
     }
     let description = description.and_then(|d| errors.check("description", single_line(d, 500)));
-    let patterns = parse_permission_list(
-        state,
-        &mut errors,
-        "permissions",
-        permissions,
-        200,
-        operator_org,
-    );
+    let patterns = parse_permission_list(state, &mut errors, "permissions", permissions, 200);
     errors.into_result()?;
     Ok((name.unwrap_or_default(), description, patterns))
 }
@@ -88,7 +79,6 @@ pub async fn create(
 ) -> ApiResult<RoleRecord> {
     let (name, description, patterns) = validate_role(
         state,
-        access.org.is_operator,
         &input.name,
         input.description.as_deref(),
         &input.permissions,
@@ -152,7 +142,6 @@ pub async fn update(
     let role = editable(state, access, role_id).await?;
     let (name, description, patterns) = validate_role(
         state,
-        access.org.is_operator,
         changes.name.as_deref().unwrap_or(&role.name),
         changes
             .description

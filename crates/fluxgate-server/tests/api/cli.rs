@@ -1,5 +1,5 @@
 //! The real `fluxgate` binary: `config check`, `admin bootstrap`, `migrate`, and `serve` on an
-//! embedded SQLite database with a graceful shutdown on SIGTERM.
+//! embedded SQLite database with a graceful shutdown on SIGTERM that a slow client cannot hold up.
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -114,6 +114,8 @@ fn serve_runs_on_sqlite_with_no_setup_and_stops_gracefully() {
         .arg("serve")
         .env("FLUXGATE_LISTEN", format!("127.0.0.1:{port}"))
         .env("FLUXGATE_AUTH__COOKIE_SECURE", "false")
+        .env("FLUXGATE_SHUTDOWN_TIMEOUT", "2s")
+        .env("FLUXGATE_HEADER_READ_TIMEOUT", "60s")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -178,7 +180,14 @@ fn serve_runs_on_sqlite_with_no_setup_and_stops_gracefully() {
     );
     assert_eq!(result["data"]["active_org"]["name"], "Operator");
 
+    // a client that starts a request and never finishes it does not hold the stop past
+    // shutdown_timeout (2 s here), and the usage is written anyway
+    let mut slow = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    std::io::Write::write_all(&mut slow, b"GET /healthz HTTP/1.1\r\nHost: x\r\n").expect("write");
+    std::thread::sleep(Duration::from_millis(200));
+
     // SIGTERM: a graceful stop, exit code 0
+    let stopping = Instant::now();
     let pid = server.id().to_string();
     assert!(Command::new("kill")
         .args(["-TERM", &pid])
@@ -197,6 +206,12 @@ fn serve_runs_on_sqlite_with_no_setup_and_stops_gracefully() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(status.success(), "exit status {status}");
+    assert!(
+        stopping.elapsed() < Duration::from_secs(8),
+        "the stop waited {:?} for a client that never finished",
+        stopping.elapsed()
+    );
+    drop(slow);
     // nothing of the burst was lost: the stop wrote the last batch before exiting
     let counted: i64 = runtime.block_on(async {
         let url = format!("sqlite://{}/data/fluxgate.db", dir.path().display());
