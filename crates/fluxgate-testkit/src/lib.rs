@@ -6,6 +6,7 @@
 
 pub mod browser;
 pub mod redis;
+pub mod relay;
 pub mod smtp;
 
 use fluxgate_server::config::Config;
@@ -94,6 +95,16 @@ pub fn postgres_admin_url() -> String {
     std::env::var("FLUXGATE_TEST_POSTGRES_URL").unwrap_or_else(|_| {
         panic!("FLUXGATE_TEST_POSTGRES_URL is not set: run the suite with scripts/test, which starts PostgreSQL")
     })
+}
+
+/// `host:port` of a PostgreSQL URL (what a [`relay::Relay`] forwards to).
+pub fn host_port_of(url: &str) -> String {
+    let after_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = after_scheme.split('/').next().unwrap_or(after_scheme);
+    authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host)
+        .to_owned()
 }
 
 fn database_url_named(name: &str) -> String {

@@ -11,6 +11,7 @@ mod auth_flows;
 mod browser;
 mod cli;
 mod cluster;
+mod faults;
 mod fresh_context;
 mod hostile_input;
 mod http_conventions;
