@@ -10,7 +10,7 @@
 //! can therefore be overshot by at most about a second of traffic.
 
 use crate::error::ApiResult;
-use fluxgate_store::{CallCount, KeyId, OrgId, RollUp, Store, UsageIncrement};
+use fluxgate_store::{CallCount, KeyId, OrgId, RollUp, RolledUp, Store, UsageIncrement};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -93,6 +93,9 @@ const CALL_SHARDS: usize = 16;
 
 /// `(org, key, endpoint, outcome, minute)`
 type CallKey = (OrgId, KeyId, String, String, i64);
+
+/// How often each node tries the roll-up (one node of the cluster does it per period).
+pub const ROLL_UP_EVERY: Duration = Duration::from_secs(60);
 
 /// Attributed calls are written every this many seconds (what a crash can lose of them).
 const CALLS_EVERY: u64 = 5;
@@ -401,13 +404,42 @@ impl UsageRecorder {
         }
     }
 
-    /// Rolls complete hours and days up and applies the retention (recomputing the last two
-    /// hours and days, so batches written late are included).
-    pub async fn roll_up(&self, retention: &crate::config::UsageConfig, now: i64) -> ApiResult<()> {
+    /// Rolls complete hours and days up and applies the retention (recomputing the last two hours
+    /// and days, so batches written late are included) now, whatever other nodes did; where the
+    /// cluster's roll-ups have got to.
+    pub async fn roll_up(
+        &self,
+        retention: &crate::config::UsageConfig,
+        now: i64,
+    ) -> ApiResult<RolledUp> {
+        self.roll_up_unless_done(retention, now, None).await
+    }
+
+    /// The periodic roll-up: skipped when another node of the cluster ran one within the last
+    /// [`ROLL_UP_EVERY`] (less a margin), so each period's work is done once, not once per node.
+    pub async fn roll_up_once_per_cluster(
+        &self,
+        retention: &crate::config::UsageConfig,
+        now: i64,
+    ) -> ApiResult<RolledUp> {
+        let within = i64::try_from(ROLL_UP_EVERY.as_secs()).unwrap_or(60) - 10;
+        self.roll_up_unless_done(retention, now, Some(within)).await
+    }
+
+    async fn roll_up_unless_done(
+        &self,
+        retention: &crate::config::UsageConfig,
+        now: i64,
+        unless_ran_within: Option<i64>,
+    ) -> ApiResult<RolledUp> {
         let hour = now - now.rem_euclid(3_600);
         let day = now - now.rem_euclid(86_400);
-        let keep = |d: Duration| (!d.is_zero()).then(|| now - d.as_secs() as i64);
-        self.store
+        let keep = |d: Duration| {
+            (!d.is_zero())
+                .then(|| now.saturating_sub(i64::try_from(d.as_secs()).unwrap_or(i64::MAX)))
+        };
+        let rolled = self
+            .store
             .roll_up_calls(&RollUp {
                 hours_from: hour - 2 * 3_600,
                 hours_to: hour,
@@ -416,11 +448,15 @@ impl UsageRecorder {
                 keep_minutes_after: keep(retention.minute_retention),
                 keep_hours_after: keep(retention.hour_retention),
                 keep_days_after: keep(retention.day_retention),
+                now,
+                unless_ran_within,
             })
             .await?;
-        self.hours_rolled_until.store(hour, Ordering::Relaxed);
-        self.days_rolled_until.store(day, Ordering::Relaxed);
-        Ok(())
+        self.hours_rolled_until
+            .store(rolled.hours_to, Ordering::Relaxed);
+        self.days_rolled_until
+            .store(rolled.days_to, Ordering::Relaxed);
+        Ok(rolled)
     }
 
     /// Rolls up at once and then every minute until cancelled.
@@ -435,13 +471,16 @@ impl UsageRecorder {
                 let Some(strong) = recorder.upgrade() else {
                     return;
                 };
-                if let Err(error) = strong.roll_up(&retention, crate::clock::now()).await {
+                if let Err(error) = strong
+                    .roll_up_once_per_cluster(&retention, crate::clock::now())
+                    .await
+                {
                     tracing::warn!(?error, "rolling usage up failed; retrying in a minute");
                 }
                 drop(strong);
                 tokio::select! {
                     _ = cancel.cancelled() => return,
-                    _ = tokio::time::sleep(Duration::from_secs(60)) => {}
+                    _ = tokio::time::sleep(ROLL_UP_EVERY) => {}
                 }
             }
         });

@@ -521,6 +521,22 @@ pub struct RollUp {
     pub keep_hours_after: Option<i64>,
     /// Delete daily rows before this time.
     pub keep_days_after: Option<i64>,
+    /// When this roll-up runs (Unix seconds).
+    pub now: i64,
+    /// Skip (another node did it) if a roll-up ran within this many seconds before `now`;
+    /// `None` runs regardless.
+    pub unless_ran_within: Option<i64>,
+}
+
+/// Where the cluster's roll-ups have got to, after a call to roll up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RolledUp {
+    /// Whether this call rolled up (false: another node had, recently).
+    pub ran: bool,
+    /// Hourly rows are complete before this time.
+    pub hours_to: i64,
+    /// Daily rows are complete before this time.
+    pub days_to: i64,
 }
 
 /// One metered usage event.

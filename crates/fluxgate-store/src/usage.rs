@@ -24,8 +24,10 @@ pub trait UsageStore: Send + Sync {
     /// Recomputes the hourly roll-up of every hour in `[from, to)` from the minute rows, and the
     /// daily roll-up of every day in `[day_from, day_to)` from the hourly rows (idempotent: rows
     /// are replaced, so late minute batches are picked up by the next run), then deletes minute,
-    /// hourly and daily rows older than the given cutoffs (None keeps them).
-    async fn roll_up_calls(&self, plan: &RollUp) -> StoreResult<()>;
+    /// hourly and daily rows older than the given cutoffs (None keeps them). Once per cluster:
+    /// it first claims the one `usage_rollup_runs` row (a row lock on PostgreSQL, the write lock
+    /// on SQLite), and skips when another node ran within `plan.unless_ran_within`.
+    async fn roll_up_calls(&self, plan: &RollUp) -> StoreResult<RolledUp>;
     /// Records metered events in one transaction; per event, true when recorded and false when
     /// its idempotency key was seen before (the unique index decides, so concurrent duplicates
     /// count once).
@@ -162,8 +164,28 @@ macro_rules! impl_usage_store {
                 .await?)
             }
 
-            async fn roll_up_calls(&self, plan: &$crate::RollUp) -> $crate::StoreResult<()> {
+            async fn roll_up_calls(&self, plan: &$crate::RollUp) -> $crate::StoreResult<$crate::RolledUp> {
                 let mut tx = self.pool.begin().await?;
+                // the claim: blocks while another node's roll-up holds the row, then sees its ran_at
+                let claimed = sqlx::query(
+                    "UPDATE usage_rollup_runs SET ran_at = $1 WHERE id = 1 \
+                     AND ($2 < 0 OR ran_at <= $1 - $2 OR ran_at > $1)",
+                )
+                .bind(plan.now)
+                .bind(plan.unless_ran_within.unwrap_or(-1))
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                    == 1;
+                if !claimed {
+                    let (hours_to, days_to): (i64, i64) = sqlx::query_as(
+                        "SELECT hours_to, days_to FROM usage_rollup_runs WHERE id = 1",
+                    )
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    tx.commit().await?;
+                    return Ok($crate::RolledUp { ran: false, hours_to, days_to });
+                }
                 for (target, source, column, size, from, to) in [
                     ("usage_calls_hourly", "usage_calls", "minute", 3_600i64, plan.hours_from, plan.hours_to),
                     ("usage_calls_daily", "usage_calls_hourly", "bucket", 86_400i64, plan.days_from, plan.days_to),
@@ -196,8 +218,13 @@ macro_rules! impl_usage_store {
                             .await?;
                     }
                 }
+                sqlx::query("UPDATE usage_rollup_runs SET hours_to = $1, days_to = $2 WHERE id = 1")
+                    .bind(plan.hours_to)
+                    .bind(plan.days_to)
+                    .execute(&mut *tx)
+                    .await?;
                 tx.commit().await?;
-                Ok(())
+                Ok($crate::RolledUp { ran: true, hours_to: plan.hours_to, days_to: plan.days_to })
             }
 
             async fn insert_usage_events(&self, events: &[$crate::UsageEvent]) -> $crate::StoreResult<Vec<bool>> {

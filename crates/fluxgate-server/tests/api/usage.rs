@@ -762,3 +762,39 @@ fn tamper(token: &str) -> String {
     chars[i] = if chars[i] == 'A' { 'B' } else { 'A' };
     chars.into_iter().collect()
 }
+
+/// Two nodes on one PostgreSQL database: the periodic roll-up runs on one of them per period, and
+/// two nodes rolling up at the same moment neither conflict nor both do the work.
+#[tokio::test]
+async fn two_nodes_roll_up_once_per_period() {
+    let app = TestApp::spawn(Backend::Postgres).await;
+    let mut config_b = app.config.clone();
+    config_b.database_url = app.database_url.clone();
+    config_b.listen = "127.0.0.1:0".parse().unwrap();
+    let node_b = fluxgate_server::server::start(config_b).await.unwrap();
+    let retention = app.config.usage.clone();
+    let later = fluxgate_server::clock::now() + 3_600; // past the start-up roll-ups' period
+    for round in 0..3 {
+        let now = later + round * 120;
+        let (a, b) = tokio::join!(
+            app.state().usage.roll_up_once_per_cluster(&retention, now),
+            node_b.state.usage.roll_up_once_per_cluster(&retention, now),
+        );
+        let (a, b) = (a.unwrap(), b.unwrap());
+        assert!(
+            a.ran ^ b.ran,
+            "round {round}: exactly one node rolls up ({a:?}, {b:?})"
+        );
+        assert_eq!((a.hours_to, a.days_to), (b.hours_to, b.days_to));
+        // and within the period, nobody again
+        let again = app
+            .state()
+            .usage
+            .roll_up_once_per_cluster(&retention, now + 30)
+            .await
+            .unwrap();
+        assert!(!again.ran);
+    }
+    node_b.stop().await.unwrap();
+    app.stop().await;
+}
