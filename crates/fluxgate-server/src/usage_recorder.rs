@@ -2,15 +2,17 @@
 //! minute; monthly counters per org and meter (what plan quotas are checked against); keys' last
 //! use. Requests only touch memory; a background task writes the batch every second (kept and
 //! retried when the database cannot take it), and a graceful shutdown writes the rest — nothing
-//! is lost then; a crash loses at most the last second of quota counts and the last five seconds
-//! of attributed calls.
+//! is lost then; a crash (`kill -9`) loses at most what was answered in the last second, plus
+//! the time the write in flight takes.
 //!
 //! Each node knows an org's monthly total as of its last write (the database answers the new
 //! total, other nodes' writes included) plus what it has not written yet; across nodes a quota
 //! can therefore be overshot by at most about a second of traffic.
 
 use crate::error::ApiResult;
-use fluxgate_store::{CallCount, KeyId, OrgId, RollUp, RolledUp, Store, UsageIncrement};
+use fluxgate_store::{
+    CallCount, KeyId, OrgId, RollUp, RolledUp, Store, StoreError, UsageIncrement,
+};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -97,8 +99,8 @@ type CallKey = (OrgId, KeyId, String, String, i64);
 /// How often each node tries the roll-up (one node of the cluster does it per period).
 pub const ROLL_UP_EVERY: Duration = Duration::from_secs(60);
 
-/// Attributed calls are written every this many seconds (what a crash can lose of them).
-const CALLS_EVERY: u64 = 5;
+/// Everything counted is written this often: what a crash (`kill -9`) can lose.
+pub const WRITE_EVERY: Duration = Duration::from_secs(1);
 
 /// A key's `last_used_at` is written at most this often (seconds): with thousands of busy
 /// keys, a write per key per second would be database load for no reader's benefit.
@@ -297,14 +299,70 @@ impl UsageRecorder {
 
     /// Writes everything pending; on failure it stays pending for the next attempt.
     pub async fn flush(&self) -> ApiResult<()> {
-        self.write(true).await
+        self.write().await
     }
 
-    /// Writes the monthly counters and last uses, and the attributed calls when `with_calls`.
-    async fn write(&self, with_calls: bool) -> ApiResult<()> {
+    /// Writes a batch of attributed calls. A database that cannot serve keeps them pending; a
+    /// batch it refuses for any other reason is written row by row, so one row it will never
+    /// take (there should be none: input is checked at the door) costs that row, not the batch
+    /// and every batch after it.
+    async fn write_calls(&self, calls: Vec<CallCount>) -> ApiResult<()> {
+        match self.store.add_call_counts(&calls).await {
+            Ok(()) => {
+                for call in calls {
+                    self.forget_written(call);
+                }
+                Ok(())
+            }
+            Err(StoreError::Unavailable(error)) => Err(StoreError::Unavailable(error).into()),
+            Err(error) => {
+                tracing::warn!(%error, rows = calls.len(), "a usage batch was refused; writing it row by row");
+                for call in calls {
+                    match self
+                        .store
+                        .add_call_counts(std::slice::from_ref(&call))
+                        .await
+                    {
+                        Ok(()) => {}
+                        Err(StoreError::Unavailable(error)) => {
+                            return Err(StoreError::Unavailable(error).into())
+                        }
+                        Err(error) => {
+                            tracing::error!(%error, endpoint = %call.endpoint, "dropping a usage row the database refuses")
+                        }
+                    }
+                    self.forget_written(call);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Takes a written (or dropped) call count off what is pending.
+    fn forget_written(&self, call: CallCount) {
+        let Ok(mut shard) = self.call_shard(&call.key_id).lock() else {
+            return;
+        };
+        let key = (
+            call.org_id,
+            call.key_id,
+            call.endpoint,
+            call.outcome,
+            call.minute,
+        );
+        if let Some(count) = shard.get_mut(&key) {
+            *count -= call.count;
+            if *count <= 0 {
+                shard.remove(&key);
+            }
+        }
+    }
+
+    /// Writes the attributed calls, monthly counters and last uses.
+    async fn write(&self) -> ApiResult<()> {
         let _writing = self.writing.lock().await;
         let mut calls: Vec<CallCount> = Vec::new();
-        if with_calls {
+        {
             for shard in self.calls.iter() {
                 let shard = shard
                     .lock()
@@ -344,25 +402,7 @@ impl UsageRecorder {
             )
         };
         if !calls.is_empty() {
-            self.store.add_call_counts(&calls).await?;
-            for call in calls {
-                let Ok(mut shard) = self.call_shard(&call.key_id).lock() else {
-                    continue;
-                };
-                let key = (
-                    call.org_id,
-                    call.key_id,
-                    call.endpoint,
-                    call.outcome,
-                    call.minute,
-                );
-                if let Some(count) = shard.get_mut(&key) {
-                    *count -= call.count;
-                    if *count <= 0 {
-                        shard.remove(&key);
-                    }
-                }
-            }
+            self.write_calls(calls).await?;
         }
         if !increments.is_empty() {
             let totals = self.store.add_usage(&increments).await?;
@@ -490,19 +530,15 @@ impl UsageRecorder {
     pub fn spawn_flusher(self: &Arc<Self>, cancel: CancellationToken) {
         let recorder = Arc::downgrade(self);
         tokio::spawn(async move {
-            let mut tick: u64 = 0;
             loop {
                 tokio::select! {
                     _ = cancel.cancelled() => return,
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = tokio::time::sleep(WRITE_EVERY) => {}
                 }
                 let Some(recorder) = recorder.upgrade() else {
                     return;
                 };
-                tick += 1;
-                // quota counters every second; attributed calls every fifth second, so a busy
-                // key's minute row is upserted a dozen times a minute rather than sixty
-                if let Err(error) = recorder.write(tick.is_multiple_of(CALLS_EVERY)).await {
+                if let Err(error) = recorder.write().await {
                     tracing::warn!(?error, "writing usage failed; retrying in a second");
                 }
             }
