@@ -98,6 +98,9 @@ pub struct KeysConfig {
     /// often it rereads the list of live secrets): the bound on staleness when a change
     /// announcement is lost.
     pub cache_max_age: Duration,
+    /// How many keys' contexts a node keeps loaded; past it, those loaded longest ago are
+    /// dropped (and reread on their next verify). Secrets are still known by hash.
+    pub cache_capacity: usize,
 }
 
 /// What rate limiting does when Redis is configured but cannot answer.
@@ -352,6 +355,7 @@ impl Config {
         };
         let keys = KeysConfig {
             cache_max_age: r.duration("keys.cache_max_age", "60s"),
+            cache_capacity: r.integer("keys.cache_capacity", 100_000, 100, 100_000_000) as usize,
         };
         if keys.cache_max_age < Duration::from_secs(1)
             || keys.cache_max_age > Duration::from_secs(3600)
@@ -527,6 +531,7 @@ impl Config {
             format!("day_retention = \"{}\"", d(self.usage.day_retention)),
             "[keys]".into(),
             format!("cache_max_age = \"{}\"", d(self.keys.cache_max_age)),
+            format!("cache_capacity = {}", self.keys.cache_capacity),
             "[scopes]".into(),
             format!("catalog = {:?}", self.scopes.catalog),
             format!("implies = {:?}", self.scopes.implies),

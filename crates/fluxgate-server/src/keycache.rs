@@ -258,6 +258,22 @@ struct Index {
 }
 
 impl Index {
+    /// Forgets one loaded secret of a key (and the key, once it has none loaded).
+    fn remove(&mut self, key: &CachedKey, short: u128) {
+        if let Some(secrets) = self.secrets_of_key.get_mut(&key.key_id) {
+            secrets.retain(|s| *s != short);
+            if secrets.is_empty() {
+                self.secrets_of_key.remove(&key.key_id);
+                if let Some(keys) = self.keys_of_org.get_mut(&key.org_id) {
+                    keys.remove(&key.key_id);
+                    if keys.is_empty() {
+                        self.keys_of_org.remove(&key.org_id);
+                    }
+                }
+            }
+        }
+    }
+
     fn add(&mut self, key: &CachedKey, short: u128) {
         let secrets = self.secrets_of_key.entry(key.key_id.clone()).or_default();
         if !secrets.contains(&short) {
@@ -292,6 +308,10 @@ impl Default for FillPause {
 pub struct KeyCache {
     shards: Box<[RwLock<HashMap<u128, Slot>>]>,
     max_age: Duration,
+    /// Most loaded contexts kept (see [`KeyCache::trim`]).
+    capacity: usize,
+    /// Fills since the last trim.
+    fills: std::sync::atomic::AtomicUsize,
     changes: Mutex<Changes>,
     index: Mutex<Index>,
     negative: Mutex<HashMap<u128, ()>>,
@@ -300,12 +320,15 @@ pub struct KeyCache {
 }
 
 impl KeyCache {
-    /// An empty cache whose entries are reread once older than `max_age`.
-    pub fn new(max_age: Duration) -> Self {
+    /// An empty cache whose entries are reread once older than `max_age`, keeping at most about
+    /// `capacity` contexts loaded.
+    pub fn new(max_age: Duration, capacity: usize) -> Self {
         let now = Instant::now();
         Self {
             shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
             max_age,
+            capacity: capacity.max(1),
+            fills: std::sync::atomic::AtomicUsize::new(0),
             changes: Mutex::new(Changes {
                 latest: 0,
                 everything: 0,
@@ -541,7 +564,73 @@ impl KeyCache {
                 },
             );
         }
+        drop(changes);
+        // every quarter capacity of fills, look whether there are too many
+        let fills = self
+            .fills
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if fills.saturating_add(1) >= self.capacity.div_ceil(4) {
+            self.fills.store(0, std::sync::atomic::Ordering::Relaxed);
+            self.trim();
+        }
         true
+    }
+
+    /// Keeps at most `capacity` contexts loaded: unloads those loaded longest ago down to three
+    /// quarters of it (they stay known, and are reread on their next verify) and drops them from
+    /// the index. Runs every quarter capacity of fills — so the count never passes capacity —
+    /// and its scan is paid a little per fill.
+    pub fn trim(&self) -> usize {
+        let mut loaded: Vec<(Instant, u128)> = Vec::new();
+        for shard in self.shards.iter() {
+            if let Ok(shard) = shard.read() {
+                loaded.extend(shard.iter().filter_map(|(short, slot)| match slot {
+                    Slot::Loaded { at, .. } => Some((*at, *short)),
+                    Slot::Known { .. } => None,
+                }));
+            }
+        }
+        // down to three quarters, checked every quarter of fills: never above capacity
+        let keep = self.capacity * 3 / 4;
+        if loaded.len() <= keep {
+            return 0;
+        }
+        let excess = loaded.len() - keep;
+        loaded.select_nth_unstable(excess - 1);
+        let mut unloaded = 0;
+        for (_, short) in &loaded[..excess] {
+            let Ok(mut shard) = self.shard(*short).write() else {
+                continue;
+            };
+            let Some(slot) = shard.get_mut(short) else {
+                continue;
+            };
+            if let Slot::Loaded { key, .. } = &*slot {
+                if let Ok(mut index) = self.index.lock() {
+                    index.remove(key, *short);
+                }
+                slot.unload();
+                unloaded += 1;
+            }
+        }
+        tracing::debug!(unloaded, "key cache: trimmed to capacity");
+        unloaded
+    }
+
+    /// Contexts loaded now.
+    pub fn loaded(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| {
+                s.read()
+                    .map(|m| {
+                        m.values()
+                            .filter(|slot| matches!(slot, Slot::Loaded { .. }))
+                            .count()
+                    })
+                    .unwrap_or(0)
+            })
+            .sum()
     }
 
     /// No key has this secret: drop it and remember so (bounded).
@@ -610,7 +699,7 @@ mod tests {
 
     #[test]
     fn the_unknown_budget_refills_each_second() {
-        let cache = KeyCache::new(Duration::from_secs(60));
+        let cache = KeyCache::new(Duration::from_secs(60), 1_000);
         let spent = (0..200).filter(|_| cache.spend_unknown_budget()).count();
         assert_eq!(spent as u64, UNKNOWN_LOOKUPS_PER_SECOND);
     }

@@ -98,7 +98,10 @@ pub async fn build_state(config: Config, cancel: &CancellationToken) -> anyhow::
         "Password verifications run, whether or not the email has an account",
         passwords.verification_counter(),
     );
-    let keys = Arc::new(KeyCache::new(config.keys.cache_max_age));
+    let keys = Arc::new(KeyCache::new(
+        config.keys.cache_max_age,
+        config.keys.cache_capacity,
+    ));
     keys.sync_known(store.as_ref())
         .await
         .map_err(|e| anyhow::anyhow!("loading API key hashes: {e}"))?;

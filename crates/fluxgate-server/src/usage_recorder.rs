@@ -80,6 +80,13 @@ impl<K: std::hash::Hash + Eq + Clone> UseLog<K> {
         self.pending.iter().map(|(k, v)| (k.clone(), *v)).collect()
     }
 
+    /// Forgets when uses were queued once that no longer holds a new one back (a precision
+    /// ago): the map then holds only things used in the last minute, not everything ever used.
+    fn prune(&mut self, now: i64) {
+        self.queued
+            .retain(|_, queued| now.saturating_sub(*queued) < LAST_USED_PRECISION);
+    }
+
     /// Forgets what was written, unless a later use was noted meanwhile.
     fn written(&mut self, uses: Vec<(K, i64)>) {
         for (id, at) in uses {
@@ -432,6 +439,10 @@ impl UsageRecorder {
             book.key_uses.written(key_uses);
             book.secret_uses.written(secret_uses);
         }
+        let now = crate::clock::now();
+        let mut book = self.lock_book()?;
+        book.key_uses.prune(now);
+        book.secret_uses.prune(now);
         Ok(())
     }
 
@@ -570,5 +581,10 @@ mod tests {
         assert_eq!(log.pending(), vec![("s".to_owned(), 160)]);
         log.written(log.pending());
         assert!(log.pending().is_empty());
+        // a minute after its last use, a key is forgotten altogether
+        log.prune(219);
+        assert_eq!(log.queued.len(), 1);
+        log.prune(220);
+        assert!(log.queued.is_empty());
     }
 }

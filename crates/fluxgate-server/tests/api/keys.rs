@@ -20,6 +20,7 @@ both_backends!(
     api_keys_authenticate_the_management_api,
     plans_change_limits_quotas_and_entitlements_at_once,
     usage_and_last_use_are_written_in_batches_and_at_shutdown,
+    a_full_key_cache_drops_the_oldest_contexts_and_still_answers_right,
 );
 
 const PRODUCT: &str = r#"
@@ -1221,4 +1222,77 @@ async fn without_redis_postgres_notifications_reach_the_other_node() {
     assert!(revoked.elapsed() < Duration::from_secs(1));
     b.stop().await;
     a.stop().await;
+}
+
+async fn a_full_key_cache_drops_the_oldest_contexts_and_still_answers_right(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |t| {
+        let product: toml::Table = PRODUCT.parse().unwrap();
+        for (k, v) in product {
+            t.insert(k, v);
+        }
+        let mut keys = toml::Table::new();
+        keys.insert("cache_capacity".into(), 100.into());
+        t.insert("keys".into(), keys.into());
+    })
+    .await;
+    let (_, root) = operator_with_verifier(&app).await;
+    let (owner, org) = app.owner("ada@example.com", "Acme").await;
+    let mut issued = Vec::new();
+    for i in 0..160 {
+        issued.push(
+            issue_key(
+                &app,
+                &owner,
+                &org,
+                json!({ "name": format!("k{i}"), "scopes": [] }),
+            )
+            .await,
+        );
+    }
+    for (_, key) in &issued {
+        assert_eq!(
+            verify(&app, &root, json!({ "key": key })).await["code"],
+            "VALID"
+        );
+    }
+    let loaded = app.state().keys.loaded();
+    assert!(
+        loaded <= 100,
+        "{loaded} contexts loaded past a capacity of 100"
+    );
+    // the first keys were dropped from memory: they still verify (reread), and a revocation of
+    // one of them is answered at once
+    let (first_id, first) = &issued[0];
+    assert_eq!(
+        verify(&app, &root, json!({ "key": first })).await["code"],
+        "VALID"
+    );
+    let revoked = send(
+        &app,
+        Method::DELETE,
+        &format!("/orgs/{org}/keys/{first_id}"),
+        &owner,
+        None,
+    )
+    .await;
+    assert_eq!(revoked.status(), 204);
+    assert_eq!(
+        verify(&app, &root, json!({ "key": first })).await["code"],
+        "REVOKED"
+    );
+    let (second_id, second) = &issued[1];
+    let revoked = send(
+        &app,
+        Method::DELETE,
+        &format!("/orgs/{org}/keys/{second_id}"),
+        &owner,
+        None,
+    )
+    .await;
+    assert_eq!(revoked.status(), 204);
+    assert_eq!(
+        verify(&app, &root, json!({ "key": second })).await["code"],
+        "REVOKED"
+    );
+    app.stop().await;
 }
