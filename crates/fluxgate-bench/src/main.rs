@@ -495,8 +495,6 @@ async fn key_world(
     client: &Client,
     base: &str,
 ) -> anyhow::Result<KeyWorld> {
-    use fluxgate_core::apikey::{self, Environment};
-    use fluxgate_store::ApiKeyRecord;
     let state = &server.state;
     fluxgate_server::admin::bootstrap(&state.config, "ops@bench.test", "operator passphrase")
         .await?;
@@ -539,46 +537,7 @@ async fn key_world(
         .parse::<fluxgate_core::ids::OrgId>()?;
     // 10,000 keys straight into the database (as the API would store them)
     let now = fluxgate_server::clock::now();
-    let mut secrets = Vec::with_capacity(KEYS);
-    for i in 0..KEYS {
-        let secret = apikey::generate("fg", Environment::Live);
-        let parsed = apikey::parse(secret.expose_secret()).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let record = ApiKeyRecord {
-            id: fluxgate_core::ids::KeyId::generate(),
-            org_id: org.clone(),
-            name: format!("bench {i}"),
-            environment: fluxgate_core::apikey::Environment::Live,
-            start: parsed.start().to_owned(),
-            scopes: "[]".into(),
-            metadata: "{}".into(),
-            rate_limit: None,
-            rate_window_seconds: None,
-            created_by: None,
-            created_at: now,
-            updated_at: now,
-            expires_at: None,
-            revoked_at: None,
-            last_used_at: None,
-        };
-        let audit = fluxgate_store::AuditRecord {
-            id: fluxgate_core::ids::EventId::generate(),
-            org_id: Some(org.clone()),
-            actor_type: fluxgate_core::stored::ActorKind::System,
-            actor_id: None,
-            action: "key.created".into(),
-            target_type: Some("key".into()),
-            target_id: Some(record.id.to_string()),
-            ip: None,
-            user_agent: None,
-            data: "{}".into(),
-            created_at: now,
-        };
-        state
-            .store
-            .create_key(&record, &parsed.hash(), &audit)
-            .await?;
-        secrets.push(secret.expose_secret().to_owned());
-    }
+    let secrets = fluxgate_bench::seed::insert_keys(state.store.as_ref(), &org, KEYS, now).await?;
     state
         .keys
         .sync_known(state.store.as_ref())
@@ -624,7 +583,6 @@ async fn verify_bench(
     connections: usize,
     duration: Duration,
 ) -> anyhow::Result<()> {
-    use fluxgate_core::apikey::{self, Environment};
     let state = &server.state;
     let KeyWorld {
         ops,
@@ -740,7 +698,7 @@ async fn verify_bench(
     track_bench(client, base, ops, org, connections, duration).await?;
     let invented: Vec<String> = (0..KEYS)
         .map(|_| {
-            apikey::generate("fg", Environment::Live)
+            fluxgate_core::apikey::generate("fg", fluxgate_core::apikey::Environment::Live)
                 .expose_secret()
                 .to_owned()
         })
