@@ -544,27 +544,7 @@ async fn key_world(
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     // put the org on the bench plan (no quota, a huge rate) so every warm verify is VALID
-    state
-        .store
-        .set_org_plan(
-            &org,
-            "bench",
-            now,
-            &fluxgate_store::AuditRecord {
-                id: fluxgate_core::ids::EventId::generate(),
-                org_id: Some(org.clone()),
-                actor_type: fluxgate_core::stored::ActorKind::System,
-                actor_id: None,
-                action: "org.plan_changed".into(),
-                target_type: None,
-                target_id: None,
-                ip: None,
-                user_agent: None,
-                data: "{}".into(),
-                created_at: now,
-            },
-        )
-        .await?;
+    fluxgate_bench::seed::set_plan(state.store.as_ref(), &org, "bench", now).await?;
     Ok(KeyWorld {
         ops,
         root,

@@ -53,3 +53,22 @@ pub async fn insert_keys(
     }
     Ok(secrets)
 }
+
+/// Puts an org on `plan` (one the server's config declares), as an operator would.
+pub async fn set_plan(store: &dyn Store, org: &OrgId, plan: &str, now: i64) -> anyhow::Result<()> {
+    let audit = AuditRecord {
+        id: EventId::generate(),
+        org_id: Some(org.clone()),
+        actor_type: ActorKind::System,
+        actor_id: None,
+        action: "org.plan_changed".into(),
+        target_type: None,
+        target_id: None,
+        ip: None,
+        user_agent: None,
+        data: "{}".into(),
+        created_at: now,
+    };
+    store.set_org_plan(org, plan, now, &audit).await?;
+    Ok(())
+}

@@ -27,6 +27,9 @@ struct Args {
     /// Requests in flight.
     #[arg(long, default_value_t = 64)]
     connections: usize,
+    /// How many times each real key is verified (the second pass shows the plateau).
+    #[arg(long, default_value_t = 2)]
+    passes: usize,
     /// Verifies between memory samples.
     #[arg(long, default_value_t = 100_000)]
     sample_every: usize,
@@ -34,9 +37,15 @@ struct Args {
 
 const PASSWORD: &str = "operator passphrase";
 
+/// A plan without quotas, so every verify of a real key is `VALID`.
+const CONFIG: &str =
+    "[[plans]]\nname = \"soak\"\nrate_limit = \"1000000000/s\"\nentitlements = []\nquotas = {}\n";
+
 fn fluxgate(binary: &std::path::Path, dir: &std::path::Path, port: u16) -> Command {
     let mut command = Command::new(binary);
     command
+        .arg("--config")
+        .arg(dir.join("fluxgate.toml"))
         .env("FLUXGATE_DATA_DIR", dir)
         .env("FLUXGATE_LISTEN", format!("127.0.0.1:{port}"))
         .env("FLUXGATE_LOG_LEVEL", "warn")
@@ -72,6 +81,7 @@ impl Drop for Server {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let dir = tempfile::tempdir()?;
+    std::fs::write(dir.path().join("fluxgate.toml"), CONFIG)?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
@@ -89,7 +99,7 @@ async fn main() -> anyhow::Result<()> {
 
     // the real keys, straight into the database, in the operator org
     let seeding = Instant::now();
-    let mut table = toml::Table::new();
+    let mut table: toml::Table = CONFIG.parse()?;
     table.insert("data_dir".into(), dir.path().display().to_string().into());
     let config = fluxgate_server::config::Config::from_table(&table)
         .map_err(|e| anyhow::anyhow!("config: {e:?}"))?;
@@ -97,6 +107,7 @@ async fn main() -> anyhow::Result<()> {
     let org = store.operator_org_id().await?.context("operator org")?;
     let now = fluxgate_server::clock::now();
     let real = fluxgate_bench::seed::insert_keys(store.as_ref(), &org, args.real, now).await?;
+    fluxgate_bench::seed::set_plan(store.as_ref(), &org, "soak", now).await?;
     store.close().await;
     eprintln!("seeded {} keys in {:.0?}", real.len(), seeding.elapsed());
     let unknown: Vec<String> = (0..args.unknown)
@@ -160,7 +171,11 @@ async fn main() -> anyhow::Result<()> {
     println!("|---|---|---|---|---|");
     println!("| started | 0 | — | {:.1} | — |", rss_mib(pid)?);
     let mut done = 0usize;
-    for (phase, keys, expected) in [("unknown", unknown, "NOT_FOUND"), ("real", real, "VALID")] {
+    let mut phases = vec![("unknown".to_owned(), unknown, "NOT_FOUND")];
+    for pass in 1..=args.passes {
+        phases.push((format!("real, pass {pass}"), real.clone(), "VALID"));
+    }
+    for (phase, keys, expected) in phases {
         let keys = Arc::new(keys);
         for chunk_start in (0..keys.len()).step_by(args.sample_every) {
             let chunk_end = (chunk_start + args.sample_every).min(keys.len());
