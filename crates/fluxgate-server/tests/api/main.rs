@@ -13,6 +13,7 @@ mod cli;
 mod cluster;
 mod faults;
 mod fresh_context;
+mod fuzz;
 mod hostile_input;
 mod http_conventions;
 mod input_arithmetic;
