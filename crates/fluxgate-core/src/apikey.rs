@@ -209,6 +209,13 @@ mod tests {
 
     proptest! {
         #[test]
+        fn arbitrary_text_and_headers_never_panic(text in ".{0,80}", header in "(Bearer |bearer |Basic )?.{0,80}") {
+            let _ = parse(&text);
+            let _ = presented_key(Some(&text), Some(&header));
+            let _ = presented_key(None, Some(&header));
+        }
+
+        #[test]
         fn round_trip(prefix in "[a-z][a-z0-9]{0,15}", live in any::<bool>()) {
             let env = if live { Environment::Live } else { Environment::Test };
             let key = generate(&prefix, env);

@@ -981,4 +981,50 @@ mod tests {
         );
         assert_eq!(redact_url("sqlite://./data/x.db"), "sqlite://./data/x.db");
     }
+
+    use proptest::prelude::Strategy as _;
+
+    proptest::proptest! {
+        /// Any value, of any type, under any known key (and unknown ones): a config or errors
+        /// (each naming its key), never a panic.
+        #[test]
+        fn arbitrary_values_give_a_config_or_errors_never_a_panic(
+            entries in proptest::collection::vec((
+                proptest::sample::select(vec![
+                    "listen", "public_url", "database_url", "max_body_bytes", "header_read_timeout",
+                    "shutdown_timeout", "auth.access_token_ttl", "auth.lockout_threshold",
+                    "rate_limits.ip", "rate_limits.api_key", "rate_limits.max_tracked_keys",
+                    "keys.cache_max_age", "keys.cache_capacity", "usage.minute_retention",
+                    "log_format", "trusted_proxies", "key_prefix", "plans", "scopes.catalog",
+                    "no.such.key",
+                ]),
+                proptest::prop_oneof![
+                    proptest::prelude::any::<i64>().prop_map(toml::Value::Integer),
+                    "[ -~]{0,20}".prop_map(toml::Value::String),
+                    proptest::prelude::any::<bool>().prop_map(toml::Value::Boolean),
+                    proptest::prelude::any::<f64>().prop_map(toml::Value::Float),
+                    proptest::collection::vec("[ -~]{0,8}".prop_map(toml::Value::String), 0..3)
+                        .prop_map(toml::Value::Array),
+                ],
+            ), 0..6),
+        ) {
+            let mut table = Table::new();
+            for (path, value) in entries {
+                match path.split_once('.') {
+                    None => {
+                        table.insert(path.to_owned(), value);
+                    }
+                    Some((section, key)) => {
+                        let entry = table
+                            .entry(section.to_owned())
+                            .or_insert_with(|| toml::Value::Table(Table::new()));
+                        if let toml::Value::Table(inner) = entry {
+                            inner.insert(key.to_owned(), value);
+                        }
+                    }
+                }
+            }
+            let _ = Config::from_table(&table);
+        }
+    }
 }
