@@ -166,10 +166,12 @@ macro_rules! impl_usage_store {
 
             async fn roll_up_calls(&self, plan: &$crate::RollUp) -> $crate::StoreResult<$crate::RolledUp> {
                 let mut tx = self.pool.begin().await?;
-                // the claim: blocks while another node's roll-up holds the row, then sees its ran_at
+                // the claim: blocks while another node's roll-up holds the row, then sees its ran_at;
+                // ran_at never moves back, so a forced run with an earlier `now` cannot reopen a
+                // period another node has claimed
                 let claimed = sqlx::query(
-                    "UPDATE usage_rollup_runs SET ran_at = $1 WHERE id = 1 \
-                     AND ($2 < 0 OR ran_at <= $1 - $2 OR ran_at > $1)",
+                    "UPDATE usage_rollup_runs SET ran_at = CASE WHEN ran_at > $1 THEN ran_at ELSE $1 END \
+                     WHERE id = 1 AND ($2 < 0 OR ran_at <= $1 - $2)",
                 )
                 .bind(plan.now)
                 .bind(plan.unless_ran_within.unwrap_or(-1))
