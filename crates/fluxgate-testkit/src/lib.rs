@@ -274,6 +274,17 @@ impl TestApp {
         }
     }
 
+    /// A second node of the same instance: same config and data directory, on its own port,
+    /// connected straight to the database this app's was created as (not through any relay).
+    pub async fn second_node(&self) -> fluxgate_server::server::RunningServer {
+        let mut config = self.config.clone();
+        config.database_url = self.database_url.clone();
+        config.listen = "127.0.0.1:0".parse().expect("loopback");
+        fluxgate_server::server::start(config)
+            .await
+            .expect("second node starts")
+    }
+
     pub fn state(&self) -> &AppState {
         &self.server.as_ref().expect("running").state
     }

@@ -556,11 +556,16 @@ async fn end_other_sessions(
     _form: PortalForm,
 ) -> PortalResult<Response> {
     let ended = sessions::end_others(&state, &user, &client, crate::clock::now()).await?;
-    let notice = match ended {
+    let notice = others_ended(ended);
+    account_page(&state, &csrf, &user, Some(notice), AccountForms::default()).await
+}
+
+/// "1 other session ended." / "3 other sessions ended."
+fn others_ended(count: u64) -> String {
+    match count {
         1 => "1 other session ended.".to_owned(),
         n => format!("{n} other sessions ended."),
-    };
-    account_page(&state, &csrf, &user, Some(notice), AccountForms::default()).await
+    }
 }
 
 #[derive(Template)]
@@ -653,10 +658,7 @@ async fn change_password(
     };
     match accounts::change_password(&state, &user, &client, change, crate::clock::now()).await {
         Ok(ended) => {
-            let notice = match ended {
-                1 => "Your password was changed; 1 other session ended.".to_owned(),
-                n => format!("Your password was changed; {n} other sessions ended."),
-            };
+            let notice = format!("Your password was changed; {}", others_ended(ended));
             account_page(&state, &csrf, &user, Some(notice), AccountForms::default()).await
         }
         Err(ApiError::InvalidCredentials) => {

@@ -18,7 +18,7 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
 use fluxgate_core::permission::BuiltinRole;
-use fluxgate_store::{OrgId, RoleId};
+use fluxgate_store::{OrgId, RoleId, RoleRecord};
 
 /// The routes of these pages.
 pub fn router() -> Router<AppState> {
@@ -232,6 +232,46 @@ struct RoleEditPage {
     description: String,
 }
 
+/// What the edit form shows: the role's values, or what was posted.
+struct RoleFormValues {
+    name: String,
+    description: String,
+    permissions: Vec<String>,
+}
+
+/// The edit form of the custom role `role` (as stored) showing `values`.
+async fn edit_form(
+    state: &AppState,
+    page: &OrgPage<RolesWrite>,
+    csrf: &CsrfToken,
+    role: &RoleRecord,
+    values: RoleFormValues,
+    errors: FormErrors,
+    status: StatusCode,
+) -> PortalResult<Response> {
+    let chrome = Chrome::new(
+        state,
+        csrf,
+        Some(&page.user),
+        Some(&page.access.org),
+        "roles",
+    )
+    .await?;
+    Ok(render_status(
+        status,
+        &RoleEditPage {
+            chrome,
+            org_id: page.org_id().to_string(),
+            role_id: role.id.to_string(),
+            original_name: role.name.clone(),
+            choices: permission_choices(state, page, &values.permissions),
+            errors,
+            name: values.name,
+            description: values.description,
+        },
+    ))
+}
+
 /// A custom role's form, filled in (only for a role granting nothing the caller lacks).
 async fn edit_page(
     State(state): State<AppState>,
@@ -240,27 +280,21 @@ async fn edit_page(
     Portal(IdPath((_, role_id))): Portal<IdPath<(OrgId, RoleId)>>,
 ) -> PortalResult<Response> {
     let role = roles::editable(&state, &page.access, &role_id).await?;
-    let permissions = role.permission_list();
-    Ok(render_status(
+    let values = RoleFormValues {
+        permissions: role.permission_list(),
+        name: role.name.clone(),
+        description: role.description.clone().unwrap_or_default(),
+    };
+    edit_form(
+        &state,
+        &page,
+        &csrf,
+        &role,
+        values,
+        FormErrors::none(),
         StatusCode::OK,
-        &RoleEditPage {
-            chrome: Chrome::new(
-                &state,
-                &csrf,
-                Some(&page.user),
-                Some(&page.access.org),
-                "roles",
-            )
-            .await?,
-            org_id: page.org_id().to_string(),
-            role_id: role.id.to_string(),
-            original_name: role.name.clone(),
-            choices: permission_choices(&state, &page, &permissions),
-            errors: FormErrors::none(),
-            name: role.name,
-            description: role.description.unwrap_or_default(),
-        },
-    ))
+    )
+    .await
 }
 
 /// Saves a custom role through the same service as `PATCH …/roles/{role_id}`.
@@ -294,26 +328,12 @@ async fn update(
             let (status, _) = refusal.status_and_message();
             let errors =
                 FormErrors::from_refusal(refusal, &["name", "description", "permissions"])?;
-            Ok(render_status(
-                status,
-                &RoleEditPage {
-                    chrome: Chrome::new(
-                        &state,
-                        &csrf,
-                        Some(&page.user),
-                        Some(&page.access.org),
-                        "roles",
-                    )
-                    .await?,
-                    org_id: page.org_id().to_string(),
-                    role_id: role_id.to_string(),
-                    original_name: original.name,
-                    choices: permission_choices(&state, &page, &permissions),
-                    errors,
-                    name: form.raw("name").to_owned(),
-                    description: form.raw("description").to_owned(),
-                },
-            ))
+            let values = RoleFormValues {
+                name: form.raw("name").to_owned(),
+                description: form.raw("description").to_owned(),
+                permissions,
+            };
+            edit_form(&state, &page, &csrf, &original, values, errors, status).await
         }
     }
 }

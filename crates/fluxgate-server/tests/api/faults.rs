@@ -9,23 +9,21 @@ use fluxgate_testkit::{
 use reqwest::Method;
 use std::time::Duration;
 
+/// Points a test config's database at `relay` (which forwards to the real PostgreSQL).
+fn through(relay: &Relay, config: &mut toml::Table) {
+    let direct = config["database_url"].as_str().unwrap().to_owned();
+    let relayed = direct.replace(&host_port_of(&direct), &relay.addr.to_string());
+    config.insert("database_url".into(), relayed.into());
+}
+
 /// Node A reaches PostgreSQL through a relay; node B directly. A session revoked on B while A
 /// cannot reach the database for six seconds (longer than a poll's overlap) is refused on A
 /// within a couple of seconds of the database coming back — its poll reads from its last good one.
 #[tokio::test]
 async fn a_revocation_made_while_a_node_was_cut_off_reaches_it_on_recovery() {
     let relay = Relay::start(&host_port_of(&postgres_admin_url())).await;
-    let via_relay = relay.addr.to_string();
-    let app = TestApp::spawn_with(Backend::Postgres, |t| {
-        let direct = t["database_url"].as_str().unwrap().to_owned();
-        let relayed = direct.replace(&host_port_of(&direct), &via_relay);
-        t.insert("database_url".into(), relayed.into());
-    })
-    .await;
-    let mut config_b = app.config.clone();
-    config_b.database_url = app.database_url.clone();
-    config_b.listen = "127.0.0.1:0".parse().unwrap();
-    let node_b = fluxgate_server::server::start(config_b).await.unwrap();
+    let app = TestApp::spawn_with(Backend::Postgres, |t| through(&relay, t)).await;
+    let node_b = app.second_node().await;
     let base_b = format!("http://{}", node_b.addr);
 
     app.signup_verified("kim@example.com", None).await;
@@ -79,12 +77,9 @@ async fn a_verify_load_rides_out_postgres_and_redis_going_away() {
 
     let relay = Relay::start(&host_port_of(&postgres_admin_url())).await;
     let mut redis = RedisServer::start().await;
-    let via_relay = relay.addr.to_string();
     let redis_url = redis.url();
     let app = TestApp::spawn_with(Backend::Postgres, |t| {
-        let direct = t["database_url"].as_str().unwrap().to_owned();
-        let relayed = direct.replace(&host_port_of(&direct), &via_relay);
-        t.insert("database_url".into(), relayed.into());
+        through(&relay, t);
         t.insert("redis_url".into(), redis_url.into());
         let limits = t["rate_limits"].as_table_mut().unwrap();
         limits.insert("api_key".into(), "100000000/min".into());

@@ -768,10 +768,7 @@ fn tamper(token: &str) -> String {
 #[tokio::test]
 async fn two_nodes_roll_up_once_per_period() {
     let app = TestApp::spawn(Backend::Postgres).await;
-    let mut config_b = app.config.clone();
-    config_b.database_url = app.database_url.clone();
-    config_b.listen = "127.0.0.1:0".parse().unwrap();
-    let node_b = fluxgate_server::server::start(config_b).await.unwrap();
+    let node_b = app.second_node().await;
     let retention = app.config.usage.clone();
     let later = fluxgate_server::clock::now() + 3_600; // past the start-up roll-ups' period
     for round in 0..3 {
