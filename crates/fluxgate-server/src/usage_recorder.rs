@@ -369,22 +369,20 @@ impl UsageRecorder {
     async fn write(&self) -> ApiResult<()> {
         let _writing = self.writing.lock().await;
         let mut calls: Vec<CallCount> = Vec::new();
-        {
-            for shard in self.calls.iter() {
-                let shard = shard
-                    .lock()
-                    .map_err(|_| anyhow::anyhow!("usage counters poisoned"))?;
-                calls.extend(shard.iter().map(
-                    |((org_id, key_id, endpoint, outcome, minute), count)| CallCount {
-                        org_id: org_id.clone(),
-                        key_id: key_id.clone(),
-                        endpoint: endpoint.clone(),
-                        outcome: outcome.clone(),
-                        minute: *minute,
-                        count: *count,
-                    },
-                ));
-            }
+        for shard in self.calls.iter() {
+            let shard = shard
+                .lock()
+                .map_err(|_| anyhow::anyhow!("usage counters poisoned"))?;
+            calls.extend(shard.iter().map(
+                |((org_id, key_id, endpoint, outcome, minute), count)| CallCount {
+                    org_id: org_id.clone(),
+                    key_id: key_id.clone(),
+                    endpoint: endpoint.clone(),
+                    outcome: outcome.clone(),
+                    minute: *minute,
+                    count: *count,
+                },
+            ));
         }
         let (increments, (key_uses, secret_uses)) = {
             let book = self.lock_book()?;
