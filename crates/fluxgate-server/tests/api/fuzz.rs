@@ -2,8 +2,8 @@
 //! endpoint that takes a body, a valid body with one field replaced by arbitrary JSON (hostile
 //! strings, huge and fractional numbers, deep nesting, wrong types), removed or joined by another
 //! — so the hostile value gets past the other fields' checks — and now and then a body of pure
-//! noise; and arbitrary `Authorization` and `Cookie` headers. Whatever arrives, the answer is never a 5xx and every refusal is the JSON
-//! envelope. `FLUXGATE_FUZZ_CASES` (default 12 per endpoint) sets the budget for longer runs.
+//! noise; and arbitrary `Authorization` and `Cookie` headers. Whatever arrives, the answer is
+//! never a 5xx and every refusal is the JSON envelope. `FLUXGATE_FUZZ_CASES` (default 12 per endpoint) sets the budget for longer runs.
 
 use fluxgate_testkit::{body, issue_key, operator_with_verifier, Backend, TestApp};
 use proptest::prelude::*;
@@ -116,6 +116,39 @@ fn json_value() -> impl Strategy<Value = Value> {
             )
             .prop_map(|pairs| Value::Object(pairs.into_iter().collect())),
         ]
+    })
+}
+
+/// A token shaped like a JWT: base64url JSON header (claimed algorithm, key id and extras drawn
+/// from what attackers try), base64url claims, and a signature of random bytes.
+fn forged_jwt() -> impl Strategy<Value = String> {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    let alg = prop_oneof![
+        Just(json!("EdDSA")),
+        Just(json!("none")),
+        Just(json!("HS256")),
+        Just(json!("RS256")),
+        Just(json!("ES256")),
+        hostile(),
+    ];
+    let header = (alg, hostile(), hostile(), json_value()).prop_map(|(alg, kid, typ, extra)| {
+        json!({ "alg": alg, "kid": kid, "typ": typ, "crit": extra.clone(), "jwk": extra })
+    });
+    let claims = prop_oneof![
+        json_value(),
+        (hostile(), number(), hostile()).prop_map(|(sub, exp, sid)| {
+            json!({ "sub": sub, "exp": exp, "iat": 0, "sid": sid, "iss": "fluxgate" })
+        }),
+    ];
+    let signature = prop::collection::vec(any::<u8>(), 0..80);
+    (header, claims, signature).prop_map(|(header, claims, signature)| {
+        format!(
+            "{}.{}.{}",
+            URL_SAFE_NO_PAD.encode(header.to_string()),
+            URL_SAFE_NO_PAD.encode(claims.to_string()),
+            URL_SAFE_NO_PAD.encode(signature)
+        )
     })
 }
 
@@ -423,6 +456,22 @@ async fn arbitrary_credentials_are_refused_in_the_envelope(backend: Backend) {
                 .await
                 .expect("sent");
             assert_well_formed(response, &format!("{method} {path} {header}: {value}")).await;
+        }
+    }
+    for token in generate(forged_jwt(), cases() * 4) {
+        for (header, value) in [
+            ("authorization", format!("Bearer {token}")),
+            ("cookie", format!("access_token={token}")),
+        ] {
+            let response = app
+                .client
+                .get(app.url("/api/v1/auth/me"))
+                .header(header, value.as_str())
+                .send()
+                .await
+                .expect("sent");
+            assert_eq!(response.status(), 401, "{header}: {value}");
+            assert_well_formed(response, &format!("{header}: {value}")).await;
         }
     }
     app.stop().await;
