@@ -1,817 +1,294 @@
-//! `fluxgate-bench`: starts Fluxgate on loopback (SQLite in a temp dir, or the PostgreSQL named
-//! by `--database-url`) and measures scenarios over real HTTP with concurrent keep-alive clients,
-//! printing requests/second and latency percentiles as a Markdown table.
+//! `fluxgate-bench`: verify measured by an external load generator (`wrk`) against the real
+//! `fluxgate serve` binary, beside two floors measured in the same run by the same generator —
+//! bare axum answering a constant, and the least a key verify can do — reported as ratios.
 
 use anyhow::Context;
 use clap::Parser;
+use fluxgate_bench::node::{self, Instance, BENCH_PLAN};
+use fluxgate_bench::wrk::{self, Load, Measured, Requests};
+use fluxgate_core::apikey::{self, Environment};
 use fluxgate_core::secret::ExposeSecret;
-use fluxgate_server::config::Config;
-use reqwest::header::HeaderValue;
-use reqwest::Client;
 use serde_json::{json, Value};
-use std::future::Future;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-/// The same allocator as the `fluxgate` binary, so the server measured here is the one shipped.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
 #[derive(Parser)]
-#[command(about = "Measure Fluxgate over real HTTP on loopback")]
+#[command(about = "Verify measured with wrk beside bare-axum floors, as ratios")]
 struct Args {
-    /// Seconds each scenario runs.
-    #[arg(long, default_value_t = 10)]
-    duration: u64,
-    /// Concurrent connections (in-flight requests).
+    /// The `fluxgate` binary (build with `cargo build --release`).
+    #[arg(long, default_value = "target/release/fluxgate")]
+    fluxgate: PathBuf,
+    /// Distinct warm keys the load cycles over (and as many unknown and malformed ones).
+    #[arg(long, default_value_t = 2_000)]
+    keys: usize,
+    /// Keys in the database in all (at least `--keys`), seeded straight into the store.
+    #[arg(long)]
+    stored: Option<usize>,
+    /// A PostgreSQL server to make a fresh database on (default: SQLite in a temp dir).
+    #[arg(long)]
+    postgres: Option<String>,
+    /// Redis for the shared limiter and announcements (the multi-node configuration).
+    #[arg(long)]
+    redis: Option<String>,
+    /// Seconds each row runs.
+    #[arg(long, default_value_t = 8)]
+    seconds: u64,
+    /// wrk threads.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Keep-alive connections.
     #[arg(long, default_value_t = 64)]
     connections: usize,
-    /// Concurrent connections for login (argon2-bound; more only queues).
-    #[arg(long, default_value_t = 8)]
-    login_connections: usize,
-    /// Database to bench against (default: SQLite in a temp dir).
-    #[arg(long)]
-    database_url: Option<String>,
-    /// Only these scenarios (comma-separated): floor, stack, verify, sdk, me, refresh, login,
-    /// argon2, limiter.
-    #[arg(long)]
-    only: Option<String>,
-    /// Redis for the limiter scenario's round-trip latency (skipped without it).
-    #[arg(long)]
-    redis_url: Option<String>,
+    /// How many times the rows are measured, in turn (the table shows each round).
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
 }
 
-/// Latency samples and a count of one scenario.
-struct Outcome {
+/// One row of the table.
+struct Row {
     name: String,
-    connections: usize,
-    latencies: Vec<Duration>,
-    errors: usize,
-    elapsed: Duration,
+    measured: Measured,
+    /// Server CPU time (user + system) per request answered.
+    cpu_per_request: Duration,
 }
 
-impl Outcome {
-    fn percentile(&self, p: f64) -> Duration {
-        if self.latencies.is_empty() {
-            return Duration::ZERO;
-        }
-        let index = ((self.latencies.len() as f64 - 1.0) * p).round() as usize;
-        self.latencies[index]
-    }
+/// The floor server, killed when dropped; answers on `origin`.
+struct Floor {
+    child: Child,
+    origin: String,
+}
 
-    fn row(&self) -> String {
-        let ok = self.latencies.len();
-        format!(
-            "| {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {} |",
-            self.name,
-            self.connections,
-            ok as f64 / self.elapsed.as_secs_f64(),
-            self.percentile(0.50).as_secs_f64() * 1000.0,
-            self.percentile(0.99).as_secs_f64() * 1000.0,
-            self.percentile(0.999).as_secs_f64() * 1000.0,
-            self.errors,
-        )
+impl Drop for Floor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
-/// Runs `request` from `connections` concurrent loops for `duration`, after a short warm-up.
-async fn drive<F, Fut>(name: &str, connections: usize, duration: Duration, request: F) -> Outcome
-where
-    F: Fn(usize) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = bool> + Send,
-{
-    let request = Arc::new(request);
-    let warm_until = Instant::now() + Duration::from_secs(1);
-    let stop_at = warm_until + duration;
-    let mut tasks = Vec::new();
-    for worker in 0..connections {
-        let request = request.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
-            let mut errors = 0;
-            let mut n = worker;
-            loop {
-                let started = Instant::now();
-                if started >= stop_at {
-                    break;
-                }
-                let ok = request(n).await;
-                n += connections;
-                if started >= warm_until {
-                    if ok {
-                        latencies.push(started.elapsed());
-                    } else {
-                        errors += 1;
-                    }
-                }
-            }
-            (latencies, errors)
-        }));
-    }
-    let mut latencies = Vec::new();
-    let mut errors = 0;
-    for task in tasks {
-        if let Ok((l, e)) = task.await {
-            latencies.extend(l);
-            errors += e;
-        }
-    }
-    latencies.sort();
-    Outcome {
-        name: name.into(),
-        connections,
-        latencies,
-        errors,
-        elapsed: duration,
-    }
+fn start_floor(keys: &Path) -> anyhow::Result<Floor> {
+    let binary = std::env::current_exe()?
+        .parent()
+        .context("bench directory")?
+        .join("fluxgate-floor");
+    let mut child = Command::new(&binary)
+        .arg("--keys")
+        .arg(keys)
+        .stdout(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {}", binary.display()))?;
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().context("floor stdout")?).read_line(&mut line)?;
+    Ok(Floor {
+        child,
+        origin: format!("http://{}", line.trim()),
+    })
 }
 
-async fn post(client: &Client, url: &str, body: &Value) -> Option<Value> {
-    let response = client.post(url).json(body).send().await.ok()?;
-    if !response.status().is_success() {
-        return None;
+/// Verifies a few keys one by one and checks the code each answers.
+async fn check_sample(
+    client: &reqwest::Client,
+    origin: &str,
+    verifier: &str,
+    keys: &[String],
+    expected: &str,
+) -> anyhow::Result<()> {
+    for key in keys.iter().step_by((keys.len() / 20).max(1)) {
+        let answer: Value = client
+            .post(format!("{origin}/api/v1/keys/verify"))
+            .header("x-api-key", verifier)
+            .json(&json!({ "key": key }))
+            .send()
+            .await?
+            .json()
+            .await?;
+        anyhow::ensure!(
+            answer["data"]["code"] == expected,
+            "a sampled key answered {answer}, not {expected}: the run measured the wrong thing"
+        );
     }
-    response.json().await.ok()
+    Ok(())
 }
 
-/// A bare axum handler returning a constant — the floor any route is compared with — behind
-/// `layer` when given; its URL.
-async fn start_floor(layer: Option<fluxgate_sdk::KeyAuthLayer>) -> anyhow::Result<reqwest::Url> {
-    let mut app = axum::Router::new().route(
-        "/",
-        axum::routing::get(|| async { axum::Json(json!({ "data": { "ok": true } })) }),
-    );
-    if let Some(layer) = layer {
-        app = app.layer(layer);
-    }
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    Ok(reqwest::Url::parse(&format!("http://{addr}/"))?)
-}
-
-/// One `GET url` (with `X-API-Key: key` when given); whether it succeeded.
-async fn get_ok(client: Client, url: reqwest::Url, key: Option<HeaderValue>) -> bool {
-    let mut request = client.get(url);
-    if let Some(key) = key {
-        request = request.header("x-api-key", key);
-    }
-    request
-        .send()
-        .await
-        .map(|r| r.status().is_success())
-        .unwrap_or(false)
-}
-
-/// The second floor: a bare axum POST handler doing what verify minimally must — parse
-/// `{"key": …}`, SHA-256 it, look it up in a hash map of the `keys`, answer JSON — with none of
-/// Fluxgate's middleware, authentication of the caller, rate limiting or usage.
-async fn start_lookup_floor(keys: &[String]) -> anyhow::Result<reqwest::Url> {
-    use sha2::{Digest, Sha256};
-    use std::collections::HashMap;
-    let map: Arc<HashMap<[u8; 32], usize>> = Arc::new(
-        keys.iter()
-            .enumerate()
-            .map(|(i, k)| (Sha256::digest(k.as_bytes()).into(), i))
-            .collect(),
-    );
-    #[derive(serde::Deserialize)]
-    struct Body {
-        key: String,
-    }
-    let app = axum::Router::new().route(
-        "/",
-        axum::routing::post(move |axum::Json(body): axum::Json<Body>| {
-            let map = map.clone();
-            async move {
-                let digest: [u8; 32] = Sha256::digest(body.key.as_bytes()).into();
-                let found = map.get(&digest).copied();
-                axum::Json(json!({ "data": { "valid": found.is_some(), "code": if found.is_some() { "VALID" } else { "NOT_FOUND" }, "index": found } }))
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    Ok(reqwest::Url::parse(&format!("http://{addr}/"))?)
-}
-
-fn argon2_cost(samples: u32) -> anyhow::Result<Duration> {
-    use argon2::password_hash::{rand_core::OsRng, PasswordHasher, SaltString};
-    let argon2 = argon2::Argon2::default();
-    let started = Instant::now();
-    for _ in 0..samples {
-        let salt = SaltString::generate(&mut OsRng);
-        argon2
-            .hash_password(b"benchmark passphrase", &salt)
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-    }
-    Ok(started.elapsed() / samples)
+fn ms(duration: Duration) -> String {
+    format!("{:.2} ms", duration.as_secs_f64() * 1000.0)
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let wanted = |name: &str| {
-        args.only
-            .as_deref()
-            .is_none_or(|o| o.split(',').any(|s| s.trim() == name))
+    let load = Load {
+        threads: args.threads,
+        connections: args.connections,
+        duration: Duration::from_secs(args.seconds),
     };
-    let duration = Duration::from_secs(args.duration);
-    let dir = tempfile::tempdir()?;
-    let database_url = args
-        .database_url
-        .clone()
-        .unwrap_or_else(|| format!("sqlite://{}/fluxgate.db", dir.path().display()));
-    let table: toml::Table = format!(
-        "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\ndatabase_url = \"{}\"\nlog_level = \"error\"\n\
-         [auth]\nrequire_email_verification = false\ncookie_secure = false\nlockout_threshold = 1000\n\
-         [rate_limits]\nip = \"1000000000/min\"\nuser = \"1000000000/min\"\n\
-         [[plans]]\nname = \"bench\"\nrate_limit = \"1000000000/s\"\nentitlements = [\"bulk_export\"]\nquotas = {{}}\n",
-        dir.path().display(),
-        database_url
+    let instance = Instance::create(
+        &args.fluxgate,
+        args.postgres.as_deref(),
+        args.redis.as_deref(),
+        "",
     )
-    .parse()?;
-    let config = Config::from_table(&table).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let server = fluxgate_server::server::start(config)
-        .await
-        .context("starting fluxgate")?;
-    let base = format!("http://{}/api/v1", server.addr);
-    let client = Client::builder().pool_max_idle_per_host(1024).build()?;
-    let password = "benchmark passphrase";
-    let email = "bench@example.com";
-    post(
-        &client,
-        &format!("{base}/auth/signup"),
-        &json!({ "email": email, "password": password, "organization_name": "Bench" }),
-    )
-    .await
-    .context("signup")?;
-
-    println!("| scenario | connections | req/s | p50 ms | p99 ms | p99.9 ms | errors |");
-    println!("|---|---|---|---|---|---|---|");
-    if wanted("floor") {
-        let url = start_floor(None).await?;
-        let c = client.clone();
-        let outcome = drive(
-            "bare axum handler (floor)",
-            args.connections,
-            duration,
-            move |_| get_ok(c.clone(), url.clone(), None),
-        )
-        .await;
-        println!("{}", outcome.row());
-    }
-    if wanted("stack") {
-        // GET /healthz through Fluxgate's whole middleware stack: the cost of the stack itself
-        let url = reqwest::Url::parse(&format!("http://{}/healthz", server.addr))?;
-        let c = client.clone();
-        let outcome = drive(
-            "GET /healthz (full middleware stack)",
-            args.connections,
-            duration,
-            move |_| get_ok(c.clone(), url.clone(), None),
-        )
-        .await;
-        println!("{}", outcome.row());
-    }
-    if wanted("verify") || wanted("sdk") {
-        let world = key_world(&server, &client, &base).await?;
-        if wanted("verify") {
-            verify_bench(&server, &client, &base, &world, args.connections, duration).await?;
-        }
-        if wanted("sdk") {
-            let fluxgate = format!("http://{}", server.addr);
-            sdk_bench(&client, &fluxgate, &world, args.connections, duration).await?;
-        }
-    }
-    if wanted("me") {
-        let tokens = post(
-            &client,
-            &format!("{base}/auth/login"),
-            &json!({ "email": email, "password": password }),
-        )
-        .await
-        .context("login")?;
-        let access = tokens["data"]["access_token"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        let (c, url) = (client.clone(), format!("{base}/auth/me"));
-        let outcome = drive(
-            "GET /auth/me (JWT verify + 3 reads)",
-            args.connections,
-            duration,
-            move |_| {
-                let (c, url, access) = (c.clone(), url.clone(), access.clone());
-                async move {
-                    c.get(&url)
-                        .bearer_auth(access)
-                        .send()
-                        .await
-                        .map(|r| r.status().is_success())
-                        .unwrap_or(false)
-                }
-            },
-        )
-        .await;
-        println!("{}", outcome.row());
-    }
-    if wanted("refresh") {
-        // one session per connection, each refreshing its own chain
-        let mut chains = Vec::new();
-        for _ in 0..args.connections {
-            let tokens = post(
-                &client,
-                &format!("{base}/auth/login"),
-                &json!({ "email": email, "password": password }),
-            )
-            .await
-            .context("login")?;
-            chains.push(Arc::new(tokio::sync::Mutex::new(
-                tokens["data"]["refresh_token"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string(),
-            )));
-        }
-        let chains = Arc::new(chains);
-        let (c, url) = (client.clone(), format!("{base}/auth/refresh"));
-        let connections = args.connections;
-        let outcome = drive(
-            "POST /auth/refresh (rotation)",
-            args.connections,
-            duration,
-            move |n| {
-                let (c, url, chains) = (c.clone(), url.clone(), chains.clone());
-                async move {
-                    let chain = chains[n % connections].clone();
-                    let mut token = chain.lock().await;
-                    match post(&c, &url, &json!({ "refresh_token": *token })).await {
-                        Some(v) => {
-                            *token = v["data"]["refresh_token"]
-                                .as_str()
-                                .unwrap_or_default()
-                                .to_string();
-                            true
-                        }
-                        None => false,
-                    }
-                }
-            },
-        )
-        .await;
-        println!("{}", outcome.row());
-    }
-    if wanted("login") {
-        let (c, url) = (client.clone(), format!("{base}/auth/login"));
-        let outcome = drive(
-            "POST /auth/login (argon2id)",
-            args.login_connections,
-            duration,
-            move |_| {
-                let (c, url) = (c.clone(), url.clone());
-                async move {
-                    post(&c, &url, &json!({ "email": email, "password": password }))
-                        .await
-                        .is_some()
-                }
-            },
-        )
-        .await;
-        println!("{}", outcome.row());
-    }
-    if wanted("argon2") {
-        let cost = tokio::task::spawn_blocking(|| argon2_cost(20)).await??;
-        println!(
-            "\nargon2id (m=19456 KiB, t=2, p=1): {:.1} ms per hash on one core",
-            cost.as_secs_f64() * 1000.0
-        );
-    }
-    if wanted("limiter") {
-        limiter_bench(duration, args.redis_url.as_deref()).await?;
-    }
-    println!("\nbackend: {}", server.state.store.backend());
-    server.stop().await?;
-    Ok(())
-}
-
-/// Decisions per second of the in-memory limiter over 100k distinct keys from 1 and 2 threads,
-/// and the latency of one decision through Redis (sequential, then 64 concurrent).
-async fn limiter_bench(duration: Duration, redis_url: Option<&str>) -> anyhow::Result<()> {
-    use fluxgate_core::ratelimit::Quota;
-    use fluxgate_server::limiter::{Limiter, MemoryLimiter};
-    const KEYS: usize = 100_000;
-    let keys: Arc<Vec<String>> = Arc::new(
-        (0..KEYS)
-            .map(|i| format!("ip:10.{}.{}.{}", i >> 16, (i >> 8) & 255, i & 255))
-            .collect(),
-    );
-    let quota = Quota {
-        limit: 1000,
-        window: 60_000_000_000,
-    };
-    println!("\n| limiter | threads | decisions/s |\n|---|---|---|");
-    for threads in [1usize, 2] {
-        let limiter = Arc::new(MemoryLimiter::new(1_000_000));
-        let stop_at = Instant::now() + duration;
-        let handles: Vec<_> = (0..threads)
-            .map(|t| {
-                let (limiter, keys) = (limiter.clone(), keys.clone());
-                std::thread::spawn(move || {
-                    let mut n = 0usize;
-                    let mut i = t * 7919;
-                    while Instant::now() < stop_at {
-                        for _ in 0..1000 {
-                            limiter.decide(&keys[i % KEYS], quota, 1, true);
-                            i += 1;
-                        }
-                        n += 1000;
-                    }
-                    n
-                })
-            })
-            .collect();
-        let total: usize = handles.into_iter().map(|h| h.join().unwrap_or(0)).sum();
-        println!(
-            "| memory, {KEYS} keys | {threads} | {:.0} |",
-            total as f64 / duration.as_secs_f64()
-        );
-    }
-    let Some(url) = redis_url else {
-        println!("\n(Redis latency skipped: pass --redis-url)");
-        return Ok(());
-    };
-    let redis = fluxgate_server::limiter::RedisLimiter::connect(
-        url,
-        Duration::from_secs(1),
-        tokio_util::sync::CancellationToken::new(),
-    )?;
-    let limiter = Arc::new(
-        Limiter::in_memory(1000)
-            .with_redis(redis, fluxgate_server::config::RedisFailure::FailClosed),
-    );
-    for _ in 0..100 {
-        if limiter.redis_connected() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    anyhow::ensure!(limiter.redis_connected(), "could not reach Redis at {url}");
-    for connections in [1usize, 64] {
-        let (limiter, keys) = (limiter.clone(), keys.clone());
-        let outcome = drive(
-            &format!("Redis GCRA decision ({connections} concurrent)"),
-            connections,
-            duration,
-            move |n| {
-                let (limiter, keys) = (limiter.clone(), keys.clone());
-                async move { limiter.check(&keys[n % KEYS], quota, 1).await.is_ok() }
-            },
-        )
-        .await;
-        println!("{}", outcome.row());
-    }
-    Ok(())
-}
-
-/// `POST /keys/verify` with 10,000 keys in the database: warm keys, then a flood of unknown
-/// (well-formed) keys.
-/// Keys in the verify and SDK scenarios.
-const KEYS: usize = 10_000;
-
-/// What the verify and SDK scenarios share: the operator's token, a verifier key, and a customer
-/// org on the bench plan with 10,000 keys.
-struct KeyWorld {
-    ops: String,
-    root: String,
-    org: String,
-    secrets: Vec<String>,
-}
-
-/// Bootstraps the operator, issues a verifier key and stores 10,000 customer keys.
-async fn key_world(
-    server: &fluxgate_server::server::RunningServer,
-    client: &Client,
-    base: &str,
-) -> anyhow::Result<KeyWorld> {
-    let state = &server.state;
-    fluxgate_server::admin::bootstrap(&state.config, "ops@bench.test", "operator passphrase")
-        .await?;
-    let ops = post(
-        client,
-        &format!("{base}/auth/login"),
-        &json!({ "email": "ops@bench.test", "password": "operator passphrase" }),
-    )
-    .await
-    .context("operator login")?["data"]["access_token"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
-    let ops_org = state
-        .store
-        .operator_org_id()
-        .await?
-        .context("operator org")?;
-    let root = client
-        .post(format!("{base}/orgs/{ops_org}/keys"))
-        .bearer_auth(&ops)
-        .json(&json!({ "name": "verifier", "scopes": ["keys:verify"] }))
-        .send()
-        .await?
-        .json::<Value>()
-        .await?["data"]["key"]
-        .as_str()
-        .context("verifier key")?
-        .to_owned();
-    let org = client
-        .post(format!("{base}/orgs"))
-        .bearer_auth(&ops)
-        .json(&json!({ "name": "Customer" }))
-        .send()
-        .await?
-        .json::<Value>()
-        .await?["data"]["id"]
-        .as_str()
-        .context("customer org")?
-        .parse::<fluxgate_core::ids::OrgId>()?;
-    // 10,000 keys straight into the database (as the API would store them)
+    .await?;
+    let store = instance.open_store().await?;
+    let org = store.operator_org_id().await?.context("operator org")?;
     let now = fluxgate_server::clock::now();
-    let secrets = fluxgate_bench::seed::insert_keys(state.store.as_ref(), &org, KEYS, now).await?;
-    state
-        .keys
-        .sync_known(state.store.as_ref())
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    // put the org on the bench plan (no quota, a huge rate) so every warm verify is VALID
-    fluxgate_bench::seed::set_plan(state.store.as_ref(), &org, "bench", now).await?;
-    Ok(KeyWorld {
-        ops,
-        root,
-        org: org.into(),
-        secrets,
-    })
-}
-
-/// `POST /keys/verify` over raw HTTP: the lookup floor, warm keys with and without attribution,
-/// unknown keys; and `POST /sdk/track`.
-async fn verify_bench(
-    server: &fluxgate_server::server::RunningServer,
-    client: &Client,
-    base: &str,
-    world: &KeyWorld,
-    connections: usize,
-    duration: Duration,
-) -> anyhow::Result<()> {
-    let state = &server.state;
-    let KeyWorld {
-        ops,
-        root,
-        org,
-        secrets,
-    } = world;
-    // requests prepared up front (parsed URL, header, bodies) so the client spends its share of
-    // the two cores on HTTP, as a product backend's client would
-    let url = reqwest::Url::parse(&format!("{base}/keys/verify"))?;
-    let root = HeaderValue::from_str(root)?;
-    let bodies = |keys: &[String]| -> Arc<Vec<bytes::Bytes>> {
-        Arc::new(
-            keys.iter()
-                .map(|k| bytes::Bytes::from(format!("{{\"key\":\"{k}\"}}")))
-                .collect(),
-        )
-    };
-    let verify_once = |c: Client,
-                       url: reqwest::Url,
-                       root: HeaderValue,
-                       body: bytes::Bytes,
-                       expect: &'static [u8]| async move {
-        match c
-            .post(url)
-            .header("x-api-key", root)
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await
-        {
-            Ok(r) if r.status().is_success() => r
-                .bytes()
-                .await
-                .map(|b| b.windows(expect.len()).any(|w| w == expect))
-                .unwrap_or(false),
-            _ => false,
-        }
-    };
-    let known = bodies(secrets);
-    let lookup_floor = start_lookup_floor(secrets).await?;
-    let (c, u, r, k) = (client.clone(), lookup_floor, root.clone(), known.clone());
-    let outcome = drive(
-        "bare POST: JSON + SHA-256 + map lookup (floor)",
-        connections,
-        duration,
-        move |n| {
-            verify_once(
-                c.clone(),
-                u.clone(),
-                r.clone(),
-                k[n % KEYS].clone(),
-                b"\"VALID\"",
-            )
-        },
-    )
-    .await;
-    println!("{}", outcome.row());
-    // warm every key once
-    for chunk in known.chunks(256) {
-        let calls: Vec<_> = chunk
-            .iter()
-            .map(|b| {
-                verify_once(
-                    client.clone(),
-                    url.clone(),
-                    root.clone(),
-                    b.clone(),
-                    b"\"VALID\"",
-                )
-            })
-            .collect();
-        for call in calls {
-            call.await;
-        }
-    }
-    let (c, u, r, k) = (client.clone(), url.clone(), root.clone(), known.clone());
-    let outcome = drive(
-        "POST /keys/verify, warm (10k keys)",
-        connections,
-        duration,
-        move |n| {
-            verify_once(
-                c.clone(),
-                u.clone(),
-                r.clone(),
-                k[n % KEYS].clone(),
-                b"\"VALID\"",
-            )
-        },
-    )
-    .await;
-    println!("{}", outcome.row());
-    state.usage.set_attribution(false);
-    let (c, u, r, k) = (client.clone(), url.clone(), root.clone(), known.clone());
-    let outcome = drive(
-        "POST /keys/verify, warm, attribution off",
-        connections,
-        duration,
-        move |n| {
-            verify_once(
-                c.clone(),
-                u.clone(),
-                r.clone(),
-                k[n % KEYS].clone(),
-                b"\"VALID\"",
-            )
-        },
-    )
-    .await;
-    println!("{}", outcome.row());
-    state.usage.set_attribution(true);
-    track_bench(client, base, ops, org, connections, duration).await?;
-    let invented: Vec<String> = (0..KEYS)
+    let stored = args.stored.unwrap_or(args.keys).max(args.keys);
+    eprintln!("seeding {stored} keys");
+    let keys = fluxgate_bench::seed::insert_keys(store.as_ref(), &org, stored, now).await?;
+    fluxgate_bench::seed::set_plan(store.as_ref(), &org, BENCH_PLAN, now).await?;
+    store.close().await;
+    let warm: Vec<String> = keys[..args.keys].to_vec();
+    let unknown: Vec<String> = (0..args.keys)
         .map(|_| {
-            fluxgate_core::apikey::generate("fg", fluxgate_core::apikey::Environment::Live)
+            apikey::generate("fg", Environment::Live)
                 .expose_secret()
                 .to_owned()
         })
         .collect();
-    let unknown = bodies(&invented);
-    let (c, u, r) = (client.clone(), url.clone(), root.clone());
-    let outcome = drive(
-        "POST /keys/verify, unknown keys",
-        connections,
-        duration,
-        move |n| {
-            verify_once(
-                c.clone(),
-                u.clone(),
-                r.clone(),
-                unknown[n % KEYS].clone(),
-                b"\"NOT_FOUND\"",
-            )
-        },
+    let malformed: Vec<String> = (0..args.keys).map(|i| format!("not-a-key-{i}")).collect();
+
+    let scripts = tempfile::tempdir()?;
+    let bodies = |name: &str, keys: &[String]| -> anyhow::Result<PathBuf> {
+        let path = scripts.path().join(name);
+        wrk::write_bodies(
+            &path,
+            keys.iter()
+                .map(|key| json!({ "key": key, "endpoint": "/bench" }).to_string()),
+        )?;
+        Ok(path)
+    };
+    let warm_bodies = bodies("warm.txt", &warm)?;
+    let unknown_bodies = bodies("unknown.txt", &unknown)?;
+    let malformed_bodies = bodies("malformed.txt", &malformed)?;
+    let key_list = scripts.path().join("keys.txt");
+    std::fs::write(&key_list, warm.join("\n"))?;
+
+    let node = instance.serve().await?;
+    let origin = node.origin();
+    let client = reqwest::Client::new();
+    let (token, org_id) = node::operator(&client, &origin).await?;
+    let verifier = node::issue_key(
+        &client,
+        &origin,
+        &token,
+        &org_id,
+        json!({ "name": "verifier", "scopes": ["keys:verify"] }),
     )
-    .await;
-    println!("{}", outcome.row());
-    Ok(())
-}
-
-/// `POST /sdk/track` ingestion: single events, and batches of 100, with a `usage:write` key.
-async fn track_bench(
-    client: &Client,
-    base: &str,
-    ops: &str,
-    org: &str,
-    connections: usize,
-    duration: Duration,
-) -> anyhow::Result<()> {
-    let writer = client
-        .post(format!("{base}/orgs/{org}/keys"))
-        .bearer_auth(ops)
-        .json(&json!({ "name": "meter", "scopes": ["usage:write"] }))
-        .send()
-        .await?
-        .json::<Value>()
-        .await?["data"]["key"]
-        .as_str()
-        .context("usage key")?
-        .to_owned();
-    let url = reqwest::Url::parse(&format!("{base}/sdk/track"))?;
-    let writer = HeaderValue::from_str(&writer)?;
-    for batch in [1usize, 100] {
-        let body = if batch == 1 {
-            json!({ "meter": "tokens", "org_id": org, "quantity": 1.5 })
-        } else {
-            json!({ "events": (0..batch).map(|_| json!({ "meter": "tokens", "org_id": org, "quantity": 1.5 })).collect::<Vec<_>>() })
-        };
-        let body = bytes::Bytes::from(body.to_string());
-        let (c, u, w) = (client.clone(), url.clone(), writer.clone());
-        let outcome = drive(
-            &format!("POST /sdk/track, {batch} event(s) per request"),
-            connections,
-            duration,
-            move |_| {
-                let (c, u, w, b) = (c.clone(), u.clone(), w.clone(), body.clone());
-                async move {
-                    c.post(u)
-                        .header("x-api-key", w)
-                        .header("content-type", "application/json")
-                        .body(b)
-                        .send()
-                        .await
-                        .map(|r| r.status().is_success())
-                        .unwrap_or(false)
-                }
-            },
-        )
-        .await;
-        println!(
-            "{}  ≈ {:.0} events/s",
-            outcome.row(),
-            outcome.latencies.len() as f64 * batch as f64 / duration.as_secs_f64()
-        );
-    }
-    Ok(())
-}
-
-/// The SDK: `keys().verify()` through one client (one connection pool), and the tower layer's
-/// cost per request in front of a bare handler — with its one-second cache over 100 customers'
-/// keys, and with the cache off (every request verified).
-async fn sdk_bench(
-    client: &Client,
-    fluxgate: &str,
-    world: &KeyWorld,
-    connections: usize,
-    duration: Duration,
-) -> anyhow::Result<()> {
-    use fluxgate_sdk::{Flux, KeyAuthLayer};
-    let flux = Flux::builder(&world.root).base_url(fluxgate).build();
-    let (f, k) = (flux.clone(), Arc::new(world.secrets.clone()));
-    let outcome = drive(
-        "SDK keys().verify(), one client (10k keys)",
-        connections,
-        duration,
-        move |n| {
-            let (f, k) = (f.clone(), k.clone());
-            async move { f.keys().verify(&k[n % KEYS]).await.is_ok() }
-        },
-    )
-    .await;
-    println!("{}", outcome.row());
-
-    let customers: Arc<Vec<HeaderValue>> = Arc::new(
-        world.secrets[..100]
-            .iter()
-            .filter_map(|k| HeaderValue::from_str(k).ok())
-            .collect(),
-    );
-    let scenarios = [
-        ("bare axum handler (floor)", None),
-        (
-            "same handler behind KeyAuthLayer, 1 s cache, 100 keys",
-            Some(KeyAuthLayer::new(flux.clone())),
-        ),
-        (
-            "same handler behind KeyAuthLayer, no cache, 100 keys",
-            Some(KeyAuthLayer::new(flux.clone()).cache_for(Duration::ZERO)),
-        ),
+    .await?;
+    let floor = start_floor(&key_list)?;
+    let verify_url = format!("{origin}/api/v1/keys/verify");
+    let headers = [
+        ("content-type", "application/json"),
+        ("x-api-key", verifier.as_str()),
     ];
-    for (name, layer) in scenarios {
-        let url = start_floor(layer).await?;
-        let (c, k) = (client.clone(), customers.clone());
-        let outcome = drive(name, connections, duration, move |n| {
-            get_ok(c.clone(), url.clone(), Some(k[n % k.len()].clone()))
-        })
-        .await;
-        println!("{}", outcome.row());
+    let warm_up = Load {
+        duration: Duration::from_secs(2),
+        ..load
+    };
+    for bodies in [&warm_bodies, &unknown_bodies] {
+        wrk::run(
+            warm_up,
+            &verify_url,
+            &headers,
+            Requests::PostEach(bodies),
+            scripts.path(),
+        )?;
     }
+
+    let mut rounds: Vec<Vec<Row>> = Vec::new();
+    for _ in 0..args.rounds {
+        let mut rows = Vec::new();
+        let mut measure =
+            |name: &str, pid: u32, url: &str, requests: Requests<'_>| -> anyhow::Result<()> {
+                let cpu_before = node::cpu_time(pid)?;
+                let measured = wrk::run(load, url, &headers, requests, scripts.path())?;
+                let cpu = node::cpu_time(pid)?.saturating_sub(cpu_before);
+                anyhow::ensure!(
+                    measured.non_2xx == 0 && measured.socket_errors == 0,
+                    "{name}: {} non-2xx answers and {} socket errors",
+                    measured.non_2xx,
+                    measured.socket_errors
+                );
+                let answered = (measured.rps * load.duration.as_secs_f64()).max(1.0);
+                rows.push(Row {
+                    name: name.to_owned(),
+                    measured,
+                    cpu_per_request: cpu.div_f64(answered),
+                });
+                Ok(())
+            };
+        measure(
+            "floor: bare axum `GET` returning a constant",
+            floor.child.id(),
+            &format!("{}/constant", floor.origin),
+            Requests::Get,
+        )?;
+        measure(
+            "floor: bare axum `POST` — parse `{\"key\"}`, SHA-256, `HashMap` lookup, JSON answer",
+            floor.child.id(),
+            &format!("{}/verify", floor.origin),
+            Requests::PostEach(&warm_bodies),
+        )?;
+        measure(
+            "Fluxgate `POST /api/v1/keys/verify`, warm keys",
+            node.pid(),
+            &verify_url,
+            Requests::PostEach(&warm_bodies),
+        )?;
+        measure(
+            "Fluxgate verify, unknown keys",
+            node.pid(),
+            &verify_url,
+            Requests::PostEach(&unknown_bodies),
+        )?;
+        measure(
+            "Fluxgate verify, malformed keys",
+            node.pid(),
+            &verify_url,
+            Requests::PostEach(&malformed_bodies),
+        )?;
+        rounds.push(rows);
+    }
+    check_sample(&client, &origin, &verifier, &warm, "VALID").await?;
+    check_sample(&client, &origin, &verifier, &unknown, "NOT_FOUND").await?;
+    check_sample(&client, &origin, &verifier, &malformed, "MALFORMED").await?;
+
+    let database = if args.postgres.is_some() {
+        "PostgreSQL"
+    } else {
+        "SQLite"
+    };
+    let limiter = if args.redis.is_some() {
+        "Redis"
+    } else {
+        "memory"
+    };
+    println!(
+        "{database} + {limiter} limiter, {} warm keys of {stored} stored; wrk -t{} -c{} -d{}s",
+        args.keys, args.threads, args.connections, args.seconds
+    );
+    for (round, rows) in rounds.iter().enumerate() {
+        let floor = &rows[1].measured;
+        println!("\nround {}\n", round + 1);
+        println!("| row | req/s | p50 | p99 | req/s vs POST floor | p99 vs POST floor | server CPU per request |");
+        println!("|---|---|---|---|---|---|---|");
+        for row in rows {
+            let m = &row.measured;
+            println!(
+                "| {} | {:.0} | {} | {} | {:.1} % | {:.2}× | {:.1} µs |",
+                row.name,
+                m.rps,
+                ms(m.p50),
+                ms(m.p99),
+                m.rps / floor.rps * 100.0,
+                m.p99.as_secs_f64() / floor.p99.as_secs_f64().max(1e-9),
+                row.cpu_per_request.as_secs_f64() * 1e6
+            );
+        }
+    }
+    drop(floor);
+    drop(node);
+    instance.remove().await?;
     Ok(())
 }

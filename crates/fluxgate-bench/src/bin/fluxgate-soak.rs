@@ -5,13 +5,13 @@
 
 use anyhow::Context;
 use clap::Parser;
+use fluxgate_bench::node::{self, Instance, BENCH_PLAN};
 use fluxgate_core::apikey::{self, Environment};
 use fluxgate_core::secret::ExposeSecret;
 use serde_json::{json, Value};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 #[derive(Parser)]
 #[command(about = "Resident memory of fluxgate serve under a million distinct keys")]
@@ -35,79 +35,18 @@ struct Args {
     sample_every: usize,
 }
 
-const PASSWORD: &str = "operator passphrase";
-
-/// A plan without quotas, so every verify of a real key is `VALID`.
-const CONFIG: &str =
-    "[[plans]]\nname = \"soak\"\nrate_limit = \"1000000000/s\"\nentitlements = []\nquotas = {}\n";
-
-fn fluxgate(binary: &std::path::Path, dir: &std::path::Path, port: u16) -> Command {
-    let mut command = Command::new(binary);
-    command
-        .arg("--config")
-        .arg(dir.join("fluxgate.toml"))
-        .env("FLUXGATE_DATA_DIR", dir)
-        .env("FLUXGATE_LISTEN", format!("127.0.0.1:{port}"))
-        .env("FLUXGATE_LOG_LEVEL", "warn")
-        .env("FLUXGATE_AUTH__COOKIE_SECURE", "false")
-        .env("FLUXGATE_RATE_LIMITS__IP", "1000000000/min")
-        .env("FLUXGATE_RATE_LIMITS__USER", "1000000000/min")
-        .env("FLUXGATE_RATE_LIMITS__API_KEY", "1000000000/min");
-    command
-}
-
-/// Resident memory of a process, in MiB.
-fn rss_mib(pid: u32) -> anyhow::Result<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let kib: f64 = status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| rest.split_whitespace().next())
-        .context("VmRSS")?
-        .parse()?;
-    Ok(kib / 1024.0)
-}
-
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let dir = tempfile::tempdir()?;
-    std::fs::write(dir.path().join("fluxgate.toml"), CONFIG)?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let bootstrapped = fluxgate(&args.fluxgate, dir.path(), port)
-        .args([
-            "admin",
-            "bootstrap",
-            "--email",
-            "ops@soak.test",
-            "--password",
-            PASSWORD,
-        ])
-        .status()?;
-    anyhow::ensure!(bootstrapped.success(), "fluxgate admin bootstrap failed");
+    let instance = Instance::create(&args.fluxgate, None, None, "").await?;
 
     // the real keys, straight into the database, in the operator org
     let seeding = Instant::now();
-    let mut table: toml::Table = CONFIG.parse()?;
-    table.insert("data_dir".into(), dir.path().display().to_string().into());
-    let config = fluxgate_server::config::Config::from_table(&table)
-        .map_err(|e| anyhow::anyhow!("config: {e:?}"))?;
-    let store = fluxgate_server::server::open_store(&config).await?;
+    let store = instance.open_store().await?;
     let org = store.operator_org_id().await?.context("operator org")?;
     let now = fluxgate_server::clock::now();
     let real = fluxgate_bench::seed::insert_keys(store.as_ref(), &org, args.real, now).await?;
-    fluxgate_bench::seed::set_plan(store.as_ref(), &org, "soak", now).await?;
+    fluxgate_bench::seed::set_plan(store.as_ref(), &org, BENCH_PLAN, now).await?;
     store.close().await;
     eprintln!("seeded {} keys in {:.0?}", real.len(), seeding.elapsed());
     let unknown: Vec<String> = (0..args.unknown)
@@ -118,58 +57,26 @@ async fn main() -> anyhow::Result<()> {
         })
         .collect();
 
-    let server = Server(
-        fluxgate(&args.fluxgate, dir.path(), port)
-            .arg("serve")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()?,
-    );
-    let pid = server.0.id();
-    let base = format!("http://127.0.0.1:{port}/api/v1");
+    let server = instance.serve().await?;
+    let base = format!("{}/api/v1", server.origin());
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(args.connections)
         .build()?;
-    let started = Instant::now();
-    while client
-        .get(format!("http://127.0.0.1:{port}/readyz"))
-        .send()
-        .await
-        .map(|r| !r.status().is_success())
-        .unwrap_or(true)
-    {
-        anyhow::ensure!(
-            started.elapsed() < Duration::from_secs(60),
-            "serve never got ready"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let login: Value = client
-        .post(format!("{base}/auth/login"))
-        .json(&json!({ "email": "ops@soak.test", "password": PASSWORD }))
-        .send()
-        .await?
-        .json()
-        .await?;
-    let token = login["data"]["access_token"].as_str().context("login")?;
-    let verifier: Value = client
-        .post(format!("{base}/orgs/{org}/keys"))
-        .bearer_auth(token)
-        .json(&json!({ "name": "verifier", "scopes": ["keys:verify"] }))
-        .send()
-        .await?
-        .json()
-        .await?;
+    let (token, org_id) = node::operator(&client, &server.origin()).await?;
     let root = Arc::new(
-        verifier["data"]["key"]
-            .as_str()
-            .context("verifier key")?
-            .to_owned(),
+        node::issue_key(
+            &client,
+            &server.origin(),
+            &token,
+            &org_id,
+            json!({ "name": "verifier", "scopes": ["keys:verify"] }),
+        )
+        .await?,
     );
 
     println!("| phase | verifies so far | answers | server RSS (MiB) | verifies/s |");
     println!("|---|---|---|---|---|");
-    println!("| started | 0 | — | {:.1} | — |", rss_mib(pid)?);
+    println!("| started | 0 | — | {:.1} | — |", server.rss_mib()?);
     let mut done = 0usize;
     let mut phases = vec![("unknown".to_owned(), unknown, "NOT_FOUND")];
     for pass in 1..=args.passes {
@@ -232,11 +139,11 @@ async fn main() -> anyhow::Result<()> {
             };
             println!(
                 "| {phase} | {done} | {answers} | {:.1} | {:.0} |",
-                rss_mib(pid)?,
+                server.rss_mib()?,
                 count as f64 / chunk_started.elapsed().as_secs_f64()
             );
         }
     }
     drop(server);
-    Ok(())
+    instance.remove().await
 }
