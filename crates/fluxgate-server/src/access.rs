@@ -150,12 +150,13 @@ pub async fn authenticate(parts: &mut Parts, state: &AppState) -> ApiResult<Call
 /// The context of a presented key that verifies now (well-formed, known, not revoked, expired,
 /// rotated out or of a deleted org), or None.
 pub async fn verified_key(state: &AppState, text: &str) -> ApiResult<Option<Arc<CachedKey>>> {
-    if apikey::parse(text).is_err() {
-        return Ok(None);
-    }
     let now = crate::clock::now();
-    let key = crate::services::verify::known_key(state, text, now).await?;
-    Ok(key.filter(|key| key.refusal(now).is_none()))
+    match crate::services::verify::presented(state, text, now).await? {
+        crate::services::verify::Presented::Known(key) if key.refusal(now).is_none() => {
+            Ok(Some(key))
+        }
+        _ => Ok(None),
+    }
 }
 
 /// The caller's standing in the org named by the route's `{org_id}`, checked to hold `P`.

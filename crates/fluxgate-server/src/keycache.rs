@@ -28,45 +28,45 @@ const MAX_NEGATIVE: usize = 100_000;
 /// A presented key's SHA-256: the hex form is the database's key, the first 16 bytes the cache's.
 #[derive(Debug, Clone)]
 pub struct KeyHash {
-    /// Lowercase hex of the digest.
-    pub hex: String,
+    digest: [u8; 32],
     short: u128,
 }
 
 impl KeyHash {
     /// Hashes a presented key.
     pub fn of(key: &str) -> Self {
-        let digest = Sha256::digest(key.as_bytes());
+        Self::from_digest(Sha256::digest(key.as_bytes()).into())
+    }
+
+    fn from_digest(digest: [u8; 32]) -> Self {
         let mut short = [0u8; 16];
         short.copy_from_slice(&digest[..16]);
         Self {
-            hex: hex(&digest),
+            digest,
             short: u128::from_be_bytes(short),
         }
     }
 
     /// From the stored hex form.
     pub fn from_hex(hex_text: &str) -> Option<Self> {
-        let bytes = (0..32)
-            .map(|i| u8::from_str_radix(hex_text.get(i * 2..i * 2 + 2)?, 16).ok())
-            .collect::<Option<Vec<u8>>>()?;
-        let mut short = [0u8; 16];
-        short.copy_from_slice(&bytes[..16]);
-        Some(Self {
-            hex: hex_text.to_owned(),
-            short: u128::from_be_bytes(short),
-        })
+        let mut digest = [0u8; 32];
+        for (i, byte) in digest.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(hex_text.get(i * 2..i * 2 + 2)?, 16).ok()?;
+        }
+        (hex_text.len() == 64).then(|| Self::from_digest(digest))
     }
-}
 
-fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        out.push(char::from(DIGITS[usize::from(b >> 4)]));
-        out.push(char::from(DIGITS[usize::from(b & 15)]));
+    /// Lowercase hex of the digest (the database's form), made when needed — not on the warm
+    /// path.
+    pub fn hex(&self) -> String {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut out = String::with_capacity(64);
+        for b in self.digest {
+            out.push(char::from(DIGITS[usize::from(b >> 4)]));
+            out.push(char::from(DIGITS[usize::from(b & 15)]));
+        }
+        out
     }
-    out
 }
 
 /// Everything a verify answers with, for one key secret.
@@ -108,6 +108,10 @@ pub struct CachedKey {
     pub metadata: Value,
     /// `live` or `test`.
     pub environment: String,
+    /// Whether it may call verify (an operator key granted `keys:verify`), decided once.
+    pub may_verify_keys: bool,
+    /// Its `VALID` answer, serialised on the first valid verify and reused after.
+    pub valid_answer: std::sync::OnceLock<Option<crate::services::verify::PreparedValid>>,
 }
 
 impl CachedKey {
@@ -129,7 +133,11 @@ impl CachedKey {
         let rate = own_rate
             .or(plan.map(|p| p.rate_limit))
             .unwrap_or(config.rate_limits.api_key);
+        let grants = Grants::new(patterns, lookup.org_is_operator);
         Self {
+            may_verify_keys: lookup.org_is_operator
+                && grants.allows("keys:verify", &config.catalog),
+            valid_answer: std::sync::OnceLock::new(),
             metadata: key.metadata_json(),
             rate_key: format!("key:{}", key.id),
             key_id: key.id,
@@ -141,7 +149,7 @@ impl CachedKey {
             plan: lookup.org_plan,
             entitlements: plan.map(|p| p.entitlements.clone()).unwrap_or_default(),
             requests_quota: plan.and_then(|p| p.quotas.get("requests").copied()),
-            grants: Grants::new(patterns, lookup.org_is_operator),
+            grants,
             scopes,
             quota: Quota::from_rate(rate),
             expires_at: key.expires_at,
@@ -477,6 +485,16 @@ impl KeyCache {
         }
     }
 
+    /// The context of a presented secret if it is loaded and younger than the maximum age — the
+    /// warm path, with no I/O and nothing to wait for.
+    pub fn warm(&self, hash: &KeyHash) -> Option<Arc<CachedKey>> {
+        let shard = self.shard(hash.short).read().ok()?;
+        match shard.get(&hash.short)? {
+            Slot::Loaded { key, at, .. } if at.elapsed() < self.max_age => Some(key.clone()),
+            _ => None,
+        }
+    }
+
     /// The context of a presented secret: from memory when warm and younger than the maximum
     /// age; from the database when known but not loaded (or too old), or unknown within the
     /// per-second budget.
@@ -486,25 +504,21 @@ impl KeyCache {
         store: &dyn Store,
         config: &Config,
     ) -> ApiResult<Lookup> {
-        let slot = self
+        if let Some(key) = self.warm(hash) {
+            return Ok(Lookup::Found(key));
+        }
+        let known = self
             .shard(hash.short)
             .read()
-            .ok()
-            .and_then(|s| s.get(&hash.short).cloned());
-        match &slot {
-            Some(Slot::Loaded { key, at, .. }) if at.elapsed() < self.max_age => {
-                return Ok(Lookup::Found(key.clone()))
-            }
-            Some(_) => {}
-            None => {
-                let negative = self
-                    .negative
-                    .lock()
-                    .map(|n| n.contains_key(&hash.short))
-                    .unwrap_or(false);
-                if negative || !self.spend_unknown_budget() {
-                    return Ok(Lookup::Unknown);
-                }
+            .is_ok_and(|s| s.contains_key(&hash.short));
+        if !known {
+            let negative = self
+                .negative
+                .lock()
+                .map(|n| n.contains_key(&hash.short))
+                .unwrap_or(false);
+            if negative || !self.spend_unknown_budget() {
+                return Ok(Lookup::Unknown);
             }
         }
         // A change may land while the database is read; then read once more, and cache only
@@ -514,11 +528,11 @@ impl KeyCache {
             attempt += 1;
             let began = self.change_number();
             let started = Instant::now();
-            let found = match store.key_by_hash(&hash.hex).await {
+            let found = match store.key_by_hash(&hash.hex()).await {
                 Ok(found) => found,
                 // a hash no node announced is almost surely invented: without a database to
                 // ask, it is unknown rather than a 503
-                Err(error) if slot.is_none() => {
+                Err(error) if !known => {
                     tracing::debug!(%error, "unknown key hash not checked: database unavailable");
                     return Ok(Lookup::Unknown);
                 }
@@ -689,10 +703,10 @@ mod tests {
     fn hashes_round_trip_through_hex() {
         let hash = KeyHash::of("fg_live_example");
         assert_eq!(
-            hash.hex,
+            hash.hex(),
             fluxgate_core::secret::sha256_hex("fg_live_example")
         );
-        let back = KeyHash::from_hex(&hash.hex).map(|h| h.short);
+        let back = KeyHash::from_hex(&hash.hex()).map(|h| h.short);
         assert_eq!(back, Some(hash.short));
         assert!(KeyHash::from_hex("zz").is_none());
     }

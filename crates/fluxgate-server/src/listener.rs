@@ -4,7 +4,6 @@
 //! process (and the last usage write behind it) past `shutdown_timeout`.
 
 use axum::extract::{ConnectInfo, Request};
-use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
@@ -29,7 +28,7 @@ pub struct Timeouts {
 /// the drain ran out (0 when all finished).
 pub async fn serve(
     listener: TcpListener,
-    app: Router,
+    app: crate::routes::Service,
     timeouts: Timeouts,
     stop: CancellationToken,
 ) -> usize {

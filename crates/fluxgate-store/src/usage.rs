@@ -37,6 +37,9 @@ pub trait UsageStore: Send + Sync {
     async fn meter_series(&self, meter: &str, filter: &CallFilter) -> StoreResult<Vec<(i64, f64)>>;
 }
 
+/// Attributed-call rows written per `INSERT` statement.
+pub const CALL_ROWS_PER_STATEMENT: usize = 500;
+
 /// Expands `impl UsageStore for $store`.
 macro_rules! impl_usage_store {
     ($store:ident, $db:ty) => {
@@ -82,22 +85,33 @@ macro_rules! impl_usage_store {
                 if counts.is_empty() {
                     return Ok(());
                 }
+                // rows in one order on every node, so two nodes' batches take their row locks
+                // in the same order and cannot deadlock
+                let mut rows: Vec<&$crate::CallCount> = counts.iter().collect();
+                rows.sort_by(|a, b| {
+                    (&a.org_id, a.minute, &a.key_id, &a.endpoint, &a.outcome)
+                        .cmp(&(&b.org_id, b.minute, &b.key_id, &b.endpoint, &b.outcome))
+                });
                 let mut tx = self.pool.begin().await?;
-                for c in counts {
-                    sqlx::query(
-                        "INSERT INTO usage_calls (org_id, key_id, endpoint, outcome, minute, count) \
-                         VALUES ($1, $2, $3, $4, $5, $6) \
-                         ON CONFLICT (org_id, minute, key_id, endpoint, outcome) \
-                         DO UPDATE SET count = usage_calls.count + $6",
-                    )
-                    .bind(&c.org_id)
-                    .bind(&c.key_id)
-                    .bind(&c.endpoint)
-                    .bind(&c.outcome)
-                    .bind(c.minute)
-                    .bind(c.count)
-                    .execute(&mut *tx)
-                    .await?;
+                // a few hundred rows a statement (six parameters each: far below either
+                // database's limit), not a round trip per row
+                for chunk in rows.chunks($crate::usage::CALL_ROWS_PER_STATEMENT) {
+                    let mut insert = sqlx::QueryBuilder::new(
+                        "INSERT INTO usage_calls (org_id, key_id, endpoint, outcome, minute, count) ",
+                    );
+                    insert.push_values(chunk, |mut row, c| {
+                        row.push_bind(&c.org_id)
+                            .push_bind(&c.key_id)
+                            .push_bind(&c.endpoint)
+                            .push_bind(&c.outcome)
+                            .push_bind(c.minute)
+                            .push_bind(c.count);
+                    });
+                    insert.push(
+                        " ON CONFLICT (org_id, minute, key_id, endpoint, outcome) \
+                         DO UPDATE SET count = usage_calls.count + excluded.count",
+                    );
+                    insert.build().execute(&mut *tx).await?;
                 }
                 tx.commit().await?;
                 Ok(())

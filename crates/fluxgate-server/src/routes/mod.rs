@@ -19,12 +19,15 @@ use crate::request_limits::LimitSlot;
 use crate::state::AppState;
 use crate::usage_recorder::Attribution;
 use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::handler::Handler;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Version};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
+use std::convert::Infallible;
 use std::time::Instant;
-use tower::ServiceBuilder;
+use tower::util::BoxCloneSyncService;
+use tower::{ServiceBuilder, ServiceExt};
 use tower_http::catch_panic::CatchPanicLayer;
 use tracing::Instrument;
 use utoipa::OpenApi;
@@ -62,8 +65,74 @@ impl utoipa::Modify for BearerAuth {
     }
 }
 
-/// The complete application: routes, OpenAPI document, fallbacks and middleware.
-pub fn app(state: AppState) -> Router {
+/// The application as the listener serves it: [`router`], except that `POST
+/// /api/v1/keys/verify` — the call a product backend makes for each of its own requests — goes
+/// straight to its handler, with the same request context, extractors, body limit and panic
+/// guard, but without the router's per-request layers (matching, prefix stripping, boxed
+/// middleware), which cost a large share of a warm verify (docs/BENCHMARKS.md).
+#[derive(Clone)]
+pub struct Service {
+    router: Router,
+    verify: BoxCloneSyncService<Request, Response, Infallible>,
+    state: AppState,
+}
+
+/// Builds the [`Service`].
+pub fn app(state: AppState) -> Service {
+    let verify = ServiceBuilder::new()
+        .map_response(IntoResponse::into_response)
+        .layer(CatchPanicLayer::custom(panicked))
+        .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
+        .service(verify::verify_handler.with_state(state.clone()));
+    Service {
+        router: router(state.clone()),
+        verify: BoxCloneSyncService::new(verify),
+        state,
+    }
+}
+
+impl<B> tower::Service<axum::http::Request<B>> for Service
+where
+    B: axum::body::HttpBody<Data = axum::body::Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = futures_util::future::Either<
+        tower::util::Oneshot<Router, Request>,
+        futures_util::future::BoxFuture<'static, Result<Response, Infallible>>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Infallible>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: axum::http::Request<B>) -> Self::Future {
+        let request = request.map(axum::body::Body::new);
+        if request.method() == axum::http::Method::POST && request.uri().path() == VERIFY_PATH {
+            let (state, verify) = (self.state.clone(), self.verify.clone());
+            futures_util::future::Either::Right(Box::pin(async move {
+                Ok(
+                    RequestContext::around(&state, request, VERIFY_PATH, |request| {
+                        verify.oneshot(request)
+                    })
+                    .await,
+                )
+            }))
+        } else {
+            futures_util::future::Either::Left(self.router.clone().oneshot(request))
+        }
+    }
+}
+
+/// The path of the verify fast lane (see [`Service`]).
+pub const VERIFY_PATH: &str = "/api/v1/keys/verify";
+
+/// Every route, the OpenAPI document, fallbacks and middleware.
+pub fn router(state: AppState) -> Router {
     let (router, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .nest(
             "/api/v1",
@@ -95,11 +164,14 @@ pub fn app(state: AppState) -> Router {
                     state.clone(),
                     request_context,
                 ))
-                .layer(CatchPanicLayer::custom(|_| {
-                    ApiError::Internal(anyhow::anyhow!("handler panicked")).into_response()
-                })),
+                .layer(CatchPanicLayer::custom(panicked)),
         )
         .with_state(state)
+}
+
+/// What a panicking handler answers: a 500 in the envelope (the error logs it).
+fn panicked(_: Box<dyn std::any::Any + Send>) -> Response {
+    ApiError::Internal(anyhow::anyhow!("handler panicked")).into_response()
 }
 
 /// The request's id: the caller's `X-Request-Id` when it is sane (1–128 visible ASCII
@@ -115,64 +187,88 @@ fn request_id(request: &Request) -> String {
 }
 
 /// One middleware for what every request needs around it, in one place (each extra layer costs
-/// on the hot path): its id — honoured or made, echoed as `X-Request-Id`, in a task-local for
-/// error bodies and in the log span —, the span itself (method, route template — never the
-/// concrete path, which can carry tokens such as `/invitations/{token}/accept` — and id), a slot
-/// for its rate-limit decision written out as `X-RateLimit-*`, and its count and latency in the
-/// metrics.
-async fn request_context(
-    State(state): State<AppState>,
-    mut request: Request,
-    next: Next,
-) -> Response {
-    let started = Instant::now();
-    let method = request.method().clone();
+/// on the hot path): see [`RequestContext`].
+async fn request_context(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let route = metrics::route_of(&request);
-    let id = request_id(&request);
-    let header = HeaderValue::from_str(&id).ok();
-    if let Some(value) = &header {
-        request.headers_mut().insert("x-request-id", value.clone());
-    }
-    let slot = LimitSlot::default();
-    request.extensions_mut().insert(slot.clone());
-    let sends_body = request.version() <= Version::HTTP_11 && declares_body(request.headers());
-    let span = tracing::info_span!("request", method = %method, route = %route, request_id = %id);
-    let mut response = REQUEST_ID
-        .scope(id, next.run(request))
-        .instrument(span.clone())
-        .await;
-    if let Some(value) = header {
-        response.headers_mut().insert("x-request-id", value);
-    }
-    slot.write_headers(&mut response);
-    if sends_body && response.status().as_u16() >= 400 {
-        // a refusal may leave the body unread, and then the server closes the connection: say
-        // so, or the client's next request on it fails
-        response
-            .headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
-    }
-    let status = response.status().as_u16();
-    if let Some((org_id, key_id)) = slot.key() {
-        let endpoint = format!("{method} {route}");
-        let call = Attribution {
-            org_id: &org_id,
-            key_id: &key_id,
-            endpoint: &endpoint,
-            outcome: &status.to_string(),
+    RequestContext::around(&state, request, route, |request| async move {
+        Ok::<_, Infallible>(next.run(request).await)
+    })
+    .await
+}
+
+/// What every request needs around it: its id — honoured or made, echoed as `X-Request-Id`, in
+/// a task-local for error bodies and in the log span —, the span itself (method, route template
+/// — never the concrete path, which can carry tokens such as `/invitations/{token}/accept` —
+/// and id), a slot for its rate-limit decision written out as `X-RateLimit-*`, the API key call
+/// attributed, `Connection: close` on refusals that may leave a body unread, and its count and
+/// latency in the metrics.
+struct RequestContext;
+
+impl RequestContext {
+    /// Runs `handle` on `request` (whose route template is `route`) inside the context.
+    async fn around<F, Fut>(
+        state: &AppState,
+        mut request: Request,
+        route: &'static str,
+        handle: F,
+    ) -> Response
+    where
+        F: FnOnce(Request) -> Fut,
+        Fut: std::future::Future<Output = Result<Response, Infallible>>,
+    {
+        let started = Instant::now();
+        let method = request.method().clone();
+        let id = request_id(&request);
+        let header = HeaderValue::from_str(&id).ok();
+        if let Some(value) = &header {
+            request.headers_mut().insert("x-request-id", value.clone());
+        }
+        let slot = LimitSlot::default();
+        request.extensions_mut().insert(slot.clone());
+        let sends_body = request.version() <= Version::HTTP_11 && declares_body(request.headers());
+        let span =
+            tracing::info_span!("request", method = %method, route = %route, request_id = %id);
+        let answered = REQUEST_ID
+            .scope(id, handle(request))
+            .instrument(span.clone())
+            .await;
+        let mut response = match answered {
+            Ok(response) => response,
+            Err(never) => match never {},
         };
-        state.usage.count_calls(call, 1, crate::clock::now());
+        if let Some(value) = header {
+            response.headers_mut().insert("x-request-id", value);
+        }
+        slot.write_headers(&mut response);
+        if sends_body && response.status().as_u16() >= 400 {
+            // a refusal may leave the body unread, and then the server closes the connection:
+            // say so, or the client's next request on it fails
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        let status = response.status().as_u16();
+        if let Some((org_id, key_id)) = slot.key() {
+            let endpoint = format!("{method} {route}");
+            let call = Attribution {
+                org_id: &org_id,
+                key_id: &key_id,
+                endpoint: &endpoint,
+                outcome: &status.to_string(),
+            };
+            state.usage.count_calls(call, 1, crate::clock::now());
+        }
+        let elapsed = started.elapsed();
+        state.metrics.observe(&method, route, status, elapsed);
+        span.in_scope(|| {
+            tracing::debug!(
+                status,
+                latency_ms = elapsed.as_secs_f64() * 1000.0,
+                "request finished"
+            )
+        });
+        response
     }
-    let elapsed = started.elapsed();
-    state.metrics.observe(&method, route, status, elapsed);
-    span.in_scope(|| {
-        tracing::debug!(
-            status,
-            latency_ms = elapsed.as_secs_f64() * 1000.0,
-            "request finished"
-        )
-    });
-    response
 }
 
 /// Whether a request says a body follows (a non-zero `Content-Length`, or chunked).

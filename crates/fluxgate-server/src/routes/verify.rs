@@ -17,7 +17,7 @@ use utoipa_axum::routes;
 
 /// The routes of this module.
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(verify))
+    OpenApiRouter::new().routes(routes!(verify_handler))
 }
 
 /// A caller allowed to verify keys: an operator key with `keys:verify`, or a user whose
@@ -39,7 +39,11 @@ impl FromRequestParts<AppState> for Verifier {
             ),
             None => Caller::User(Box::new(AuthUser::from_request_parts(parts, state).await?)),
         };
-        if caller.operator_allows(state, "keys:verify").await? {
+        let allowed = match &caller {
+            Caller::Key(key) => key.may_verify_keys,
+            Caller::User(_) => caller.operator_allows(state, "keys:verify").await?,
+        };
+        if allowed {
             Ok(Self)
         } else {
             Err(caller.lacks("keys:verify"))
@@ -56,18 +60,13 @@ impl FromRequestParts<AppState> for Verifier {
     responses((status = 200, description = "the verdict (always 200; see `valid` and `code`)", body = Data<Verdict>),
               (status = 403, description = "the caller lacks keys:verify", body = ErrorEnvelope),
               (status = 422, description = "invalid fields", body = ErrorEnvelope)))]
-async fn verify(
+pub async fn verify_handler(
     State(state): State<AppState>,
     _verifier: Verifier,
     ApiJson(body): ApiJson<VerifyRequest>,
 ) -> ApiResult<Response> {
-    let verdict = verify::verify(&state, body, crate::clock::now()).await?;
-    respond(verdict)
-}
-
-/// Serializes straight to the body (no intermediate JSON tree).
-fn respond(verdict: Verdict) -> ApiResult<Response> {
-    let body =
-        serde_json::to_vec(&Data { data: verdict }).map_err(|e| ApiError::Internal(e.into()))?;
+    let body = verify::verify(&state, body, crate::clock::now())
+        .await?
+        .into_body()?;
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }

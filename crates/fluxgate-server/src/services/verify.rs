@@ -9,14 +9,83 @@ use crate::state::AppState;
 use crate::usage_recorder::Attribution;
 use fluxgate_core::ratelimit::Decision;
 use fluxgate_core::{apikey, cost};
-use fluxgate_proto::{OrgRef, RateLimitState, Verdict, VerifyRequest};
+use fluxgate_proto::{Data, OrgRef, RateLimitState, Verdict, VerifyRequest};
 use std::sync::Arc;
+
+/// A verdict as the API sends it (`{"data": …}`).
+pub enum Answer {
+    /// Any verdict, to be serialised.
+    Verdict(Box<Verdict>),
+    /// A `VALID` verdict already serialised: the key's context prepared once per cached key
+    /// ([`PreparedValid`]) with this call's rate-limit state put in.
+    Prepared(Vec<u8>),
+}
+
+impl Answer {
+    /// The JSON body.
+    pub fn into_body(self) -> ApiResult<Vec<u8>> {
+        match self {
+            Self::Prepared(body) => Ok(body),
+            Self::Verdict(verdict) => serde_json::to_vec(&Data { data: *verdict })
+                .map_err(|e| ApiError::Internal(e.into())),
+        }
+    }
+}
+
+/// A cached key's `VALID` answer serialised once — the same bytes [`verdict_of`] gives, split
+/// where the per-call `ratelimit` value goes — so a warm verify neither clones the context
+/// (scopes, entitlements, metadata) nor serialises it again.
+#[derive(Debug)]
+pub struct PreparedValid {
+    /// The answer with `"ratelimit":` followed directly by the rest.
+    bytes: Box<[u8]>,
+    /// Where the rate-limit state goes.
+    at: usize,
+}
+
+impl PreparedValid {
+    /// Serialises `key`'s `VALID` answer without its rate-limit state. None if it cannot.
+    fn of(key: &CachedKey) -> Option<Self> {
+        const FIELD: &[u8] = b"\"ratelimit\":null";
+        let mut bytes = serde_json::to_vec(&Data {
+            data: verdict_of(key, "VALID"),
+        })
+        .ok()?;
+        // the first match is the field: inside a JSON string a quote is always escaped
+        let start = bytes.windows(FIELD.len()).position(|w| w == FIELD)?;
+        let at = start + FIELD.len() - "null".len();
+        bytes.drain(at..start + FIELD.len());
+        Some(Self {
+            bytes: bytes.into_boxed_slice(),
+            at,
+        })
+    }
+
+    /// The answer with `ratelimit` filled in.
+    fn with(&self, ratelimit: &RateLimitState) -> Option<Vec<u8>> {
+        let mut body = Vec::with_capacity(self.bytes.len() + 64);
+        body.extend_from_slice(&self.bytes[..self.at]);
+        serde_json::to_writer(&mut body, ratelimit).ok()?;
+        body.extend_from_slice(&self.bytes[self.at..]);
+        Some(body)
+    }
+}
+
+/// What a presented key string turned out to be.
+pub enum Presented {
+    /// The secret of a key: its context (which may still refuse it: revoked, expired, …).
+    Known(Arc<CachedKey>),
+    /// Well-formed, but no key has this secret.
+    Unknown,
+    /// Not a key at all.
+    Malformed,
+}
 
 /// The verdict on a presented key: `VALID`, or why not (`MALFORMED`, `NOT_FOUND`, `REVOKED`,
 /// `EXPIRED`, `ORG_DISABLED`, `INSUFFICIENT_SCOPE`, `QUOTA_EXCEEDED`, `RATE_LIMITED`), with the
 /// key's context. A valid call takes its checked `cost` from the key's rate limit and its org's
 /// monthly `requests` quota; the call and any cached calls it settles are attributed.
-pub async fn verify(state: &AppState, request: VerifyRequest, now: i64) -> ApiResult<Verdict> {
+pub async fn verify(state: &AppState, request: VerifyRequest, now: i64) -> ApiResult<Answer> {
     let cost = cost::verify_cost(request.cost, &request.cached_calls)?;
     if request
         .endpoint
@@ -28,11 +97,10 @@ pub async fn verify(state: &AppState, request: VerifyRequest, now: i64) -> ApiRe
             "must be at most 200 characters",
         ));
     }
-    if apikey::parse(&request.key).is_err() {
-        return Ok(refused("MALFORMED"));
-    }
-    let Some(key) = known_key(state, &request.key, now).await? else {
-        return Ok(refused("NOT_FOUND"));
+    let key = match presented(state, &request.key, now).await? {
+        Presented::Known(key) => key,
+        Presented::Unknown => return Ok(Answer::Verdict(Box::new(refused("NOT_FOUND")))),
+        Presented::Malformed => return Ok(Answer::Verdict(Box::new(refused("MALFORMED")))),
     };
     let (code, decision) = judge(state, &key, &request.scopes, cost, now).await?;
     let attribute = |endpoint: &str, outcome: &str, calls: u64| {
@@ -50,49 +118,59 @@ pub async fn verify(state: &AppState, request: VerifyRequest, now: i64) -> ApiRe
             attribute(endpoint, "VALID", calls);
         }
     }
-    let mut verdict = verdict_of(&key, code);
-    if let Some(decision) = decision {
-        verdict.ratelimit = Some(RateLimitState {
-            limit: decision.limit,
-            remaining: decision.remaining,
-            reset: u64::try_from(now)
-                .unwrap_or(0)
-                .saturating_add(decision.reset_after_secs()),
-        });
-        if decision.allowed {
-            state.usage.record_call(
-                &key.org_id,
-                &key.key_id,
-                "requests",
-                i64::try_from(cost).unwrap_or(i64::MAX),
-                now,
-            );
+    let ratelimit = decision.map(|decision| RateLimitState {
+        limit: decision.limit,
+        remaining: decision.remaining,
+        reset: u64::try_from(now)
+            .unwrap_or(0)
+            .saturating_add(decision.reset_after_secs()),
+    });
+    if decision.is_some_and(|d| d.allowed) {
+        state.usage.record_call(
+            &key.org_id,
+            &key.key_id,
+            "requests",
+            i64::try_from(cost).unwrap_or(i64::MAX),
+            now,
+        );
+    }
+    if let (true, Some(ratelimit)) = (code == "VALID", &ratelimit) {
+        let prepared = key.valid_answer.get_or_init(|| PreparedValid::of(&key));
+        if let Some(body) = prepared.as_ref().and_then(|p| p.with(ratelimit)) {
+            return Ok(Answer::Prepared(body));
         }
     }
-    Ok(verdict)
+    let mut verdict = verdict_of(&key, code);
+    verdict.ratelimit = ratelimit;
+    Ok(Answer::Verdict(Box::new(verdict)))
 }
 
-/// The context of a well-formed presented key, or None if no key has that secret. A secret
-/// being rotated out has its use noted, so its owner sees whether it is still called.
-pub async fn known_key(
-    state: &AppState,
-    presented: &str,
-    now: i64,
-) -> ApiResult<Option<Arc<CachedKey>>> {
-    let hash = KeyHash::of(presented);
-    match state
-        .keys
-        .get(&hash, state.store.as_ref(), &state.config)
-        .await?
-    {
-        Lookup::Found(key) => {
-            if key.secret_retires_at.is_some() {
-                state.usage.touch_retiring_secret(&hash.hex, now);
+/// What a presented key string is: a warm key straight from memory (its secret matched by
+/// hash, so it is well-formed), else parsed — malformed text never reaches the cache — and
+/// looked up. A secret being rotated out has its use noted, so its owner sees whether it is
+/// still called.
+pub async fn presented(state: &AppState, text: &str, now: i64) -> ApiResult<Presented> {
+    let hash = KeyHash::of(text);
+    let key = match state.keys.warm(&hash) {
+        Some(key) => key,
+        None => {
+            if apikey::parse(text).is_err() {
+                return Ok(Presented::Malformed);
             }
-            Ok(Some(key))
+            match state
+                .keys
+                .get(&hash, state.store.as_ref(), &state.config)
+                .await?
+            {
+                Lookup::Found(key) => key,
+                Lookup::Unknown => return Ok(Presented::Unknown),
+            }
         }
-        Lookup::Unknown => Ok(None),
+    };
+    if key.secret_retires_at.is_some() {
+        state.usage.touch_retiring_secret(&hash.hex(), now);
     }
+    Ok(Presented::Known(key))
 }
 
 /// The verdict on a known key, in order: its standing, the required scopes, the org's monthly
@@ -155,5 +233,63 @@ fn refused(code: &'static str) -> Verdict {
     Verdict {
         code: code.to_owned(),
         ..Verdict::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fluxgate_core::permission::Grants;
+    use fluxgate_core::ratelimit::Quota;
+    use fluxgate_core::units::Rate;
+    use fluxgate_store::{KeyId, OrgId};
+    use std::time::Duration;
+
+    /// A key whose context holds text that looks like the field the prepared answer splits at.
+    fn tricky_key() -> CachedKey {
+        CachedKey {
+            key_id: KeyId::generate(),
+            org_id: OrgId::generate(),
+            org_name: "Acme \"ratelimit\":null".into(),
+            org_external_id: Some("\"ratelimit\":null".into()),
+            org_is_operator: false,
+            org_disabled: false,
+            plan: "pro".into(),
+            entitlements: vec!["sso".into()],
+            requests_quota: None,
+            scopes: vec!["read:things".into()],
+            grants: Grants::new(Vec::new(), false),
+            quota: Quota::from_rate(Rate {
+                limit: 10,
+                window: Duration::from_secs(60),
+            }),
+            rate_key: "key:x".into(),
+            expires_at: Some(2_000_000_000),
+            revoked_at: None,
+            secret_retires_at: None,
+            metadata: serde_json::json!({ "ratelimit": null, "note": "\"ratelimit\":null" }),
+            environment: "live".into(),
+            may_verify_keys: false,
+            valid_answer: std::sync::OnceLock::new(),
+        }
+    }
+
+    #[test]
+    fn a_prepared_answer_is_the_verdict_with_its_rate_limit_state() {
+        let key = tricky_key();
+        let ratelimit = RateLimitState {
+            limit: 10,
+            remaining: 7,
+            reset: 1_900_000_000,
+        };
+        let prepared = PreparedValid::of(&key).expect("prepares");
+        let body = prepared.with(&ratelimit).expect("fills in");
+        let mut verdict = verdict_of(&key, "VALID");
+        verdict.ratelimit = Some(ratelimit);
+        let expected = serde_json::to_vec(&Data { data: verdict }).unwrap();
+        assert_eq!(
+            String::from_utf8(body).unwrap(),
+            String::from_utf8(expected).unwrap()
+        );
     }
 }

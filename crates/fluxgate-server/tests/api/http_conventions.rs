@@ -12,7 +12,99 @@ both_backends!(
     unknown_routes_and_methods_answer_the_envelope,
     health_readiness_and_metrics,
     openapi_document_covers_every_route,
+    verify_keeps_every_convention_on_its_direct_path,
 );
+
+/// `POST /api/v1/keys/verify` skips the router (it is served straight by its handler): it must
+/// still honour and echo the request id, answer its refusals in the envelope (a body past the
+/// limit with `Connection: close`, a body not declared as JSON, a missing verifier), count in
+/// the metrics under its route, and leave other methods and near-miss paths to the router.
+async fn verify_keeps_every_convention_on_its_direct_path(backend: Backend) {
+    use fluxgate_testkit::{issue_key, operator_with_verifier};
+    let app = TestApp::spawn(backend).await;
+    let (_, root) = operator_with_verifier(&app).await;
+    let (owner, org) = app.owner("ada@example.com", "Acme").await;
+    let (_, key) = issue_key(&app, &owner, &org, json!({ "name": "k", "scopes": [] })).await;
+    let verify = || {
+        app.client
+            .post(app.url("/api/v1/keys/verify"))
+            .header("x-api-key", &root)
+    };
+
+    let valid = verify()
+        .header("x-request-id", "trace-verify-1")
+        .json(&json!({ "key": key }))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(valid.status(), 200);
+    assert_eq!(valid.headers()["x-request-id"], "trace-verify-1");
+    assert_eq!(body(valid).await["data"]["code"], "VALID");
+
+    let huge = verify()
+        .header("content-type", "application/json")
+        .body(format!(r#"{{"key":"{}"}}"#, "x".repeat(200_000)))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(huge.headers()["connection"], "close");
+    assert!(huge.headers().contains_key("x-request-id"));
+    expect_error(huge, 413, "PAYLOAD_TOO_LARGE").await;
+
+    let untyped = verify()
+        .body(format!(r#"{{"key":"{key}"}}"#))
+        .send()
+        .await
+        .expect("send");
+    expect_error(untyped, 400, "BAD_REQUEST").await;
+
+    let anonymous = app
+        .client
+        .post(app.url("/api/v1/keys/verify"))
+        .json(&json!({ "key": key }))
+        .send()
+        .await
+        .expect("send");
+    expect_error(anonymous, 401, "UNAUTHORIZED").await;
+
+    let other_method = app
+        .client
+        .get(app.url("/api/v1/keys/verify"))
+        .header("x-api-key", &root)
+        .send()
+        .await
+        .expect("send");
+    expect_error(other_method, 405, "METHOD_NOT_ALLOWED").await;
+    let near_miss = app
+        .client
+        .post(app.url("/api/v1/keys/verify/"))
+        .header("x-api-key", &root)
+        .json(&json!({ "key": key }))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(near_miss.status(), 404);
+
+    let metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .expect("send")
+        .text()
+        .await
+        .expect("text");
+    let verified = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("fluxgate_http_requests_total")
+                && l.contains("route=\"/api/v1/keys/verify\"")
+                && l.contains("status=\"200\"")
+        })
+        .unwrap_or_else(|| panic!("no verify count in\n{metrics}"));
+    assert!(verified.ends_with(" 1"), "{verified}");
+    app.stop().await;
+}
 
 async fn every_response_carries_a_request_id(backend: Backend) {
     let app = TestApp::spawn(backend).await;
