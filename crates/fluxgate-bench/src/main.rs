@@ -111,6 +111,37 @@ async fn check_sample(
     Ok(())
 }
 
+/// The middle value (the mean of the two middle ones for an even count).
+fn median(values: impl Iterator<Item = f64>) -> f64 {
+    let mut values: Vec<f64> = values.collect();
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => values[n / 2],
+        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
+}
+
+/// One table: each row beside the POST floor (the second row).
+fn print_table(rows: &[Row]) {
+    let floor = &rows[1].measured;
+    println!("| row | req/s | p50 | p99 | req/s vs POST floor | p99 vs POST floor | server CPU per request |");
+    println!("|---|---|---|---|---|---|---|");
+    for row in rows {
+        let m = &row.measured;
+        println!(
+            "| {} | {:.0} | {} | {} | {:.1} % | {:.2}× | {:.1} µs |",
+            row.name,
+            m.rps,
+            ms(m.p50),
+            ms(m.p99),
+            m.rps / floor.rps * 100.0,
+            m.p99.as_secs_f64() / floor.p99.as_secs_f64().max(1e-9),
+            row.cpu_per_request.as_secs_f64() * 1e6
+        );
+    }
+}
+
 fn ms(duration: Duration) -> String {
     format!("{:.2} ms", duration.as_secs_f64() * 1000.0)
 }
@@ -269,23 +300,39 @@ async fn main() -> anyhow::Result<()> {
         args.keys, args.threads, args.connections, args.seconds
     );
     for (round, rows) in rounds.iter().enumerate() {
-        let floor = &rows[1].measured;
         println!("\nround {}\n", round + 1);
-        println!("| row | req/s | p50 | p99 | req/s vs POST floor | p99 vs POST floor | server CPU per request |");
-        println!("|---|---|---|---|---|---|---|");
-        for row in rows {
-            let m = &row.measured;
-            println!(
-                "| {} | {:.0} | {} | {} | {:.1} % | {:.2}× | {:.1} µs |",
-                row.name,
-                m.rps,
-                ms(m.p50),
-                ms(m.p99),
-                m.rps / floor.rps * 100.0,
-                m.p99.as_secs_f64() / floor.p99.as_secs_f64().max(1e-9),
-                row.cpu_per_request.as_secs_f64() * 1e6
-            );
-        }
+        print_table(rows);
+    }
+    if rounds.len() > 1 {
+        println!(
+            "\nmedian of {} rounds (each column's median on its own)\n",
+            rounds.len()
+        );
+        let medians: Vec<Row> = (0..rounds[0].len())
+            .map(|i| {
+                let column = |f: &dyn Fn(&Row) -> f64| median(rounds.iter().map(|r| f(&r[i])));
+                Row {
+                    name: rounds[0][i].name.clone(),
+                    measured: Measured {
+                        rps: column(&|r| r.measured.rps),
+                        p50: Duration::from_secs_f64(column(&|r| r.measured.p50.as_secs_f64())),
+                        p99: Duration::from_secs_f64(column(&|r| r.measured.p99.as_secs_f64())),
+                        ..Measured::default()
+                    },
+                    cpu_per_request: Duration::from_secs_f64(column(&|r| {
+                        r.cpu_per_request.as_secs_f64()
+                    })),
+                }
+            })
+            .collect();
+        print_table(&medians);
+        println!("\nper-round ratio of warm verify to the POST floor: {}", {
+            let ratios: Vec<String> = rounds
+                .iter()
+                .map(|r| format!("{:.1} %", r[2].measured.rps / r[1].measured.rps * 100.0))
+                .collect();
+            ratios.join(", ")
+        });
     }
     drop(floor);
     drop(node);

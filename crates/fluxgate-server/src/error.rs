@@ -7,8 +7,16 @@ use fluxgate_store::StoreError;
 use serde_json::{json, Map, Value};
 
 tokio::task_local! {
-    /// The id of the request being served, for error bodies and logs.
-    pub static REQUEST_ID: String;
+    /// The id of the request being served (as its `X-Request-Id` header value), for error
+    /// bodies and logs: see [`request_id`].
+    pub static REQUEST_ID: axum::http::HeaderValue;
+}
+
+/// The id of the request being served, or empty outside one.
+pub fn request_id() -> String {
+    REQUEST_ID
+        .try_with(|id| id.to_str().unwrap_or_default().to_owned())
+        .unwrap_or_default()
 }
 
 /// Every way a request can fail, each with its status and code.
@@ -155,7 +163,7 @@ impl ApiError {
                 "a backing service is unavailable; retry shortly".into(),
             ),
             Self::Internal(_) => {
-                let id = REQUEST_ID.try_with(Clone::clone).unwrap_or_default();
+                let id = request_id();
                 details.insert("request_id".into(), Value::from(id));
                 (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", "internal error".into())
             }

@@ -102,9 +102,7 @@ impl PortalError {
         let message = match &error {
             ApiError::Internal(_) => format!(
                 "An internal error occurred (request {}). It was logged.",
-                crate::error::REQUEST_ID
-                    .try_with(Clone::clone)
-                    .unwrap_or_default()
+                crate::error::request_id()
             ),
             _ => sentence(&message),
         };

@@ -175,15 +175,21 @@ fn panicked(_: Box<dyn std::any::Any + Send>) -> Response {
 }
 
 /// The request's id: the caller's `X-Request-Id` when it is sane (1–128 visible ASCII
-/// characters), else a fresh `req_<ulid>`.
-fn request_id(request: &Request) -> String {
-    request
+/// characters), else a fresh `req_<ulid>` (made on the stack: this runs for every request).
+fn request_id(request: &Request) -> HeaderValue {
+    let given = request
         .headers()
         .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| (1..=128).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_graphic()))
-        .map(str::to_owned)
-        .unwrap_or_else(|| format!("req_{}", ulid::Ulid::new()))
+        .filter(|v| (1..=128).contains(&v.len()) && v.as_bytes().iter().all(u8::is_ascii_graphic));
+    if let Some(given) = given {
+        return given.clone();
+    }
+    let mut id = [0u8; 4 + ulid::ULID_LEN];
+    id[..4].copy_from_slice(b"req_");
+    let mut encoded = [0u8; ulid::ULID_LEN];
+    ulid::Ulid::new().array_to_str(&mut encoded);
+    id[4..].copy_from_slice(&encoded);
+    HeaderValue::from_bytes(&id).unwrap_or(HeaderValue::from_static("req_"))
 }
 
 /// One middleware for what every request needs around it, in one place (each extra layer costs
@@ -219,26 +225,21 @@ impl RequestContext {
         let started = Instant::now();
         let method = request.method().clone();
         let id = request_id(&request);
-        let header = HeaderValue::from_str(&id).ok();
-        if let Some(value) = &header {
-            request.headers_mut().insert("x-request-id", value.clone());
-        }
+        request.headers_mut().insert("x-request-id", id.clone());
         let slot = LimitSlot::default();
         request.extensions_mut().insert(slot.clone());
         let sends_body = request.version() <= Version::HTTP_11 && declares_body(request.headers());
-        let span =
-            tracing::info_span!("request", method = %method, route = %route, request_id = %id);
+        let span = tracing::info_span!("request", method = %method, route = %route,
+            request_id = id.to_str().unwrap_or_default());
         let answered = REQUEST_ID
-            .scope(id, handle(request))
+            .scope(id.clone(), handle(request))
             .instrument(span.clone())
             .await;
         let mut response = match answered {
             Ok(response) => response,
             Err(never) => match never {},
         };
-        if let Some(value) = header {
-            response.headers_mut().insert("x-request-id", value);
-        }
+        response.headers_mut().insert("x-request-id", id);
         slot.write_headers(&mut response);
         if sends_body && response.status().as_u16() >= 400 {
             // a refusal may leave the body unread, and then the server closes the connection:
