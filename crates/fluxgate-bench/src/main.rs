@@ -44,6 +44,11 @@ struct Args {
     /// How many times the rows are measured, in turn (the table shows each round).
     #[arg(long, default_value_t = 1)]
     rounds: usize,
+    /// Instead of the verify table: for each of these key counts (comma-separated) a fresh
+    /// instance with that many keys stored, measured for time to ready, memory, the first
+    /// verify of cold keys and warm throughput.
+    #[arg(long, value_delimiter = ',')]
+    scale: Vec<usize>,
 }
 
 /// One row of the table.
@@ -149,6 +154,9 @@ fn ms(duration: Duration) -> String {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if !args.scale.is_empty() {
+        return scale(&args).await;
+    }
     let load = Load {
         threads: args.threads,
         connections: args.connections,
@@ -337,5 +345,187 @@ async fn main() -> anyhow::Result<()> {
     drop(floor);
     drop(node);
     instance.remove().await?;
+    Ok(())
+}
+
+/// Verifies each key once (eight at a time) and returns the latencies, sorted.
+async fn first_verifies(
+    client: &reqwest::Client,
+    origin: &str,
+    verifier: &str,
+    keys: &[String],
+) -> anyhow::Result<Vec<Duration>> {
+    let chunks: Vec<Vec<String>> = keys
+        .chunks(keys.len().div_ceil(8).max(1))
+        .map(<[String]>::to_vec)
+        .collect();
+    let mut tasks = Vec::new();
+    for chunk in chunks {
+        let (client, origin, verifier) = (client.clone(), origin.to_owned(), verifier.to_owned());
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            for key in chunk {
+                let started = std::time::Instant::now();
+                let answer: Value = client
+                    .post(format!("{origin}/api/v1/keys/verify"))
+                    .header("x-api-key", &verifier)
+                    .json(&json!({ "key": key }))
+                    .send()
+                    .await?
+                    .json()
+                    .await?;
+                latencies.push(started.elapsed());
+                anyhow::ensure!(
+                    answer["data"]["code"] == "VALID",
+                    "cold key answered {answer}"
+                );
+            }
+            Ok(latencies)
+        }));
+    }
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await??);
+    }
+    all.sort();
+    Ok(all)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted
+        .get(((sorted.len().saturating_sub(1)) as f64 * p).round() as usize)
+        .copied()
+        .unwrap_or_default()
+}
+
+/// `--scale`: one fresh instance per key count.
+async fn scale(args: &Args) -> anyhow::Result<()> {
+    let load = Load {
+        threads: args.threads,
+        connections: args.connections,
+        duration: Duration::from_secs(args.seconds),
+    };
+    let database = if args.postgres.is_some() {
+        "PostgreSQL"
+    } else {
+        "SQLite"
+    };
+    println!(
+        "{database}; {} warm keys cycled by wrk -t{} -c{} -d{}s, median of {} rounds; 1,000 cold keys verified once each by 8 clients",
+        args.keys, args.threads, args.connections, args.seconds, args.rounds.max(1)
+    );
+    println!();
+    println!("| keys stored | seeded in | start → ready | RSS ready | RSS after | cold first verify p50 / p99 | warm verify req/s | vs POST floor |");
+    println!("|---|---|---|---|---|---|---|---|");
+    for &stored in &args.scale {
+        let instance = Instance::create(
+            &args.fluxgate,
+            args.postgres.as_deref(),
+            args.redis.as_deref(),
+            "",
+        )
+        .await?;
+        let store = instance.open_store().await?;
+        let org = store.operator_org_id().await?.context("operator org")?;
+        let now = fluxgate_server::clock::now();
+        fluxgate_bench::seed::set_plan(store.as_ref(), &org, BENCH_PLAN, now).await?;
+        store.close().await;
+        let seeding = std::time::Instant::now();
+        let keys = fluxgate_bench::seed::insert_keys_in_bulk(
+            &instance.database_url()?,
+            &org,
+            stored.max(args.keys + 1_000),
+            now,
+        )
+        .await?;
+        let seeded_in = seeding.elapsed();
+        let node = instance.serve().await?;
+        let rss_ready = node.rss_mib()?;
+        let origin = node.origin();
+        let client = reqwest::Client::new();
+        let (token, org_id) = node::operator(&client, &origin).await?;
+        let verifier = node::issue_key(
+            &client,
+            &origin,
+            &token,
+            &org_id,
+            json!({ "name": "verifier", "scopes": ["keys:verify"] }),
+        )
+        .await?;
+        let cold = first_verifies(
+            &client,
+            &origin,
+            &verifier,
+            &keys[args.keys..args.keys + 1_000],
+        )
+        .await?;
+
+        let scripts = tempfile::tempdir()?;
+        let warm = &keys[..args.keys];
+        let bodies = scripts.path().join("warm.txt");
+        wrk::write_bodies(
+            &bodies,
+            warm.iter()
+                .map(|key| json!({ "key": key, "endpoint": "/bench" }).to_string()),
+        )?;
+        let key_list = scripts.path().join("keys.txt");
+        std::fs::write(&key_list, warm.join("\n"))?;
+        let floor = start_floor(&key_list)?;
+        let verify_url = format!("{origin}/api/v1/keys/verify");
+        let headers = [
+            ("content-type", "application/json"),
+            ("x-api-key", verifier.as_str()),
+        ];
+        wrk::run(
+            Load {
+                duration: Duration::from_secs(2),
+                ..load
+            },
+            &verify_url,
+            &headers,
+            Requests::PostEach(&bodies),
+            scripts.path(),
+        )?;
+        let (mut floors, mut verifies) = (Vec::new(), Vec::new());
+        for _ in 0..args.rounds.max(1) {
+            floors.push(
+                wrk::run(
+                    load,
+                    &format!("{}/verify", floor.origin),
+                    &headers,
+                    Requests::PostEach(&bodies),
+                    scripts.path(),
+                )?
+                .rps,
+            );
+            let measured = wrk::run(
+                load,
+                &verify_url,
+                &headers,
+                Requests::PostEach(&bodies),
+                scripts.path(),
+            )?;
+            anyhow::ensure!(
+                measured.non_2xx == 0,
+                "{} non-2xx answers",
+                measured.non_2xx
+            );
+            verifies.push(measured.rps);
+        }
+        check_sample(&client, &origin, &verifier, warm, "VALID").await?;
+        let rss_after = node.rss_mib()?;
+        let (floor_rps, verify_rps) = (median(floors.into_iter()), median(verifies.into_iter()));
+        println!(
+            "| {stored} | {:.1} s | {:.2} s | {rss_ready:.0} MiB | {rss_after:.0} MiB | {} / {} | {verify_rps:.0} | {:.1} % |",
+            seeded_in.as_secs_f64(),
+            node.ready_after.as_secs_f64(),
+            ms(percentile(&cold, 0.5)),
+            ms(percentile(&cold, 0.99)),
+            verify_rps / floor_rps * 100.0
+        );
+        drop(floor);
+        drop(node);
+        instance.remove().await?;
+    }
     Ok(())
 }

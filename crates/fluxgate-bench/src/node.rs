@@ -118,6 +118,13 @@ impl Instance {
         command
     }
 
+    /// The instance's database URL.
+    pub fn database_url(&self) -> anyhow::Result<String> {
+        let config = fluxgate_server::config::Config::from_table(&self.config)
+            .map_err(|e| anyhow::anyhow!("config: {e:?}"))?;
+        Ok(config.database_url)
+    }
+
     /// The instance's store, opened from this process (for seeding).
     pub async fn open_store(&self) -> anyhow::Result<Arc<dyn Store>> {
         let config = fluxgate_server::config::Config::from_table(&self.config)
@@ -138,7 +145,11 @@ impl Instance {
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()?;
-        let node = Node { child, port };
+        let mut node = Node {
+            child,
+            port,
+            ready_after: Duration::ZERO,
+        };
         let client = reqwest::Client::new();
         loop {
             let ready = client
@@ -155,6 +166,7 @@ impl Instance {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        node.ready_after = started.elapsed();
         Ok(node)
     }
 
@@ -175,6 +187,8 @@ pub struct Node {
     child: Child,
     /// Its loopback port.
     pub port: u16,
+    /// From spawning the process to its first ready `/readyz`.
+    pub ready_after: Duration,
 }
 
 impl Node {

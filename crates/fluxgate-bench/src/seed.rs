@@ -72,3 +72,87 @@ pub async fn set_plan(store: &dyn Store, org: &OrgId, plan: &str, now: i64) -> a
     store.set_org_plan(org, plan, now, &audit).await?;
     Ok(())
 }
+
+/// Stores `count` live keys without scopes in `org` straight through SQL — a few hundred rows a
+/// statement, no audit entries — for the scale benchmarks (a million keys in seconds, where
+/// [`insert_keys`] takes a transaction each); their secrets, in order. `database_url` is the
+/// instance's (SQLite or PostgreSQL).
+pub async fn insert_keys_in_bulk(
+    database_url: &str,
+    org: &OrgId,
+    count: usize,
+    now: i64,
+) -> anyhow::Result<Vec<String>> {
+    const ROWS: usize = 500;
+    let mut secrets = Vec::with_capacity(count);
+    let mut rows = Vec::with_capacity(ROWS);
+    macro_rules! write_rows {
+        ($pool:expr, $rows:expr) => {{
+            let mut tx = $pool.begin().await?;
+            let mut keys = sqlx::QueryBuilder::new(
+                "INSERT INTO api_keys (id, org_id, name, environment, start, scopes, metadata, \
+                 created_at, updated_at) ",
+            );
+            keys.push_values(
+                $rows.iter(),
+                |mut row, (id, start, _): &(String, String, String)| {
+                    row.push_bind(id.clone())
+                        .push_bind(org.as_str().to_owned())
+                        .push_bind(format!("bench {id}"))
+                        .push_bind("live")
+                        .push_bind(start.clone())
+                        .push_bind("[]")
+                        .push_bind("{}")
+                        .push_bind(now)
+                        .push_bind(now);
+                },
+            );
+            keys.build().execute(&mut *tx).await?;
+            let mut hashes = sqlx::QueryBuilder::new(
+                "INSERT INTO api_key_secrets (hash, key_id, start, created_at) ",
+            );
+            hashes.push_values(
+                $rows.iter(),
+                |mut row, (id, start, hash): &(String, String, String)| {
+                    row.push_bind(hash.clone())
+                        .push_bind(id.clone())
+                        .push_bind(start.clone())
+                        .push_bind(now);
+                },
+            );
+            hashes.build().execute(&mut *tx).await?;
+            tx.commit().await?;
+        }};
+    }
+    enum Pool {
+        Sqlite(sqlx::SqlitePool),
+        Postgres(sqlx::PgPool),
+    }
+    let pool = if database_url.starts_with("sqlite:") {
+        Pool::Sqlite(sqlx::SqlitePool::connect(database_url).await?)
+    } else {
+        Pool::Postgres(sqlx::PgPool::connect(database_url).await?)
+    };
+    for i in 0..count {
+        let secret = apikey::generate("fg", Environment::Live);
+        let parsed = apikey::parse(secret.expose_secret()).map_err(|e| anyhow::anyhow!("{e}"))?;
+        rows.push((
+            KeyId::generate().to_string(),
+            parsed.start().to_owned(),
+            parsed.hash(),
+        ));
+        secrets.push(secret.expose_secret().to_owned());
+        if rows.len() == ROWS || i + 1 == count {
+            match &pool {
+                Pool::Sqlite(pool) => write_rows!(pool, rows),
+                Pool::Postgres(pool) => write_rows!(pool, rows),
+            }
+            rows.clear();
+        }
+    }
+    match pool {
+        Pool::Sqlite(pool) => pool.close().await,
+        Pool::Postgres(pool) => pool.close().await,
+    }
+    Ok(secrets)
+}

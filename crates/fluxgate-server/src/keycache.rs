@@ -181,25 +181,43 @@ fn shard_of(short: u128) -> usize {
     (short % SHARDS as u128) as usize
 }
 
-/// What the cache holds for one secret.
-#[derive(Clone)]
+/// One shard's secrets by the first 16 bytes of their hash (already uniform: foldhash is plenty).
+type Secrets = hashbrown::HashMap<u128, Slot>;
+
+/// What the cache holds for one secret: 16 bytes (32 with its hash) for each of the many
+/// secrets only known, the loaded context behind a pointer for the few in use.
 enum Slot {
     /// A live secret not loaded yet (or invalidated): load on next use. `since` is the change
     /// number when it was learned, so a resync that began earlier does not drop it.
     Known { since: u64 },
-    /// Loaded at `at` (reread once older than the cache's maximum age).
-    Loaded {
-        key: Arc<CachedKey>,
-        at: Instant,
-        since: u64,
-    },
+    /// Loaded.
+    Loaded(Box<Loaded>),
+}
+
+/// A loaded context.
+struct Loaded {
+    key: Arc<CachedKey>,
+    /// When it was read (reread once older than the cache's maximum age).
+    at: Instant,
+    /// The change number when it was read.
+    since: u64,
+    /// Tenths of a second since the cache's epoch at its last use (least recently used leave
+    /// first).
+    used: std::sync::atomic::AtomicU64,
+}
+
+/// Whole tenths of a second in `elapsed`.
+fn tenths(elapsed: Duration) -> u64 {
+    u64::try_from(elapsed.as_millis() / 100).unwrap_or(u64::MAX)
 }
 
 impl Slot {
     /// Forgets a loaded context (the secret stays known, and is reloaded on next use).
     fn unload(&mut self) {
-        if let Self::Loaded { since, .. } = self {
-            *self = Self::Known { since: *since };
+        if let Self::Loaded(loaded) = self {
+            *self = Self::Known {
+                since: loaded.since,
+            };
         }
     }
 }
@@ -314,7 +332,7 @@ impl Default for FillPause {
 
 /// The cache. Cheap reads (one shard read lock); writes only on load and invalidation.
 pub struct KeyCache {
-    shards: Box<[RwLock<HashMap<u128, Slot>>]>,
+    shards: Box<[RwLock<Secrets>]>,
     max_age: Duration,
     /// Most loaded contexts kept (see [`KeyCache::trim`]).
     capacity: usize,
@@ -325,6 +343,12 @@ pub struct KeyCache {
     negative: Mutex<HashMap<u128, ()>>,
     unknown_budget: Mutex<(Instant, u64)>,
     fill_pause: Mutex<Option<Arc<FillPause>>>,
+    /// What `Loaded::used` counts seconds from.
+    epoch: Instant,
+    /// Whether the live secrets were read once: until then a hash not in the cache may be a
+    /// real key and is looked up whatever the unknown budget (the node serves at once, before
+    /// reading a million hashes).
+    synced: std::sync::atomic::AtomicBool,
 }
 
 impl KeyCache {
@@ -333,7 +357,9 @@ impl KeyCache {
     pub fn new(max_age: Duration, capacity: usize) -> Self {
         let now = Instant::now();
         Self {
-            shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
+            shards: (0..SHARDS)
+                .map(|_| RwLock::new(Secrets::default()))
+                .collect(),
             max_age,
             capacity: capacity.max(1),
             fills: std::sync::atomic::AtomicUsize::new(0),
@@ -347,10 +373,12 @@ impl KeyCache {
             negative: Mutex::new(HashMap::new()),
             unknown_budget: Mutex::new((now, 0)),
             fill_pause: Mutex::new(None),
+            epoch: now,
+            synced: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
-    fn shard(&self, short: u128) -> &RwLock<HashMap<u128, Slot>> {
+    fn shard(&self, short: u128) -> &RwLock<Secrets> {
         &self.shards[shard_of(short)]
     }
 
@@ -382,8 +410,8 @@ impl KeyCache {
                         || match slot {
                             Slot::Known { since } => *since > began,
                             // a loaded key that knows it is revoked answers REVOKED: keep it
-                            Slot::Loaded { key, since, .. } => {
-                                *since > began || key.revoked_at.is_some()
+                            Slot::Loaded(loaded) => {
+                                loaded.since > began || loaded.key.revoked_at.is_some()
                             }
                         };
                     dropped += usize::from(!keep);
@@ -397,6 +425,8 @@ impl KeyCache {
         if dropped > 0 {
             tracing::debug!(dropped, "key cache: secrets no longer live");
         }
+        self.synced
+            .store(true, std::sync::atomic::Ordering::Release);
         Ok(live.len())
     }
 
@@ -489,15 +519,28 @@ impl KeyCache {
     /// warm path, with no I/O and nothing to wait for.
     pub fn warm(&self, hash: &KeyHash) -> Option<Arc<CachedKey>> {
         let shard = self.shard(hash.short).read().ok()?;
-        match shard.get(&hash.short)? {
-            Slot::Loaded { key, at, .. } if at.elapsed() < self.max_age => Some(key.clone()),
-            _ => None,
+        let Slot::Loaded(loaded) = shard.get(&hash.short)? else {
+            return None;
+        };
+        let now = Instant::now();
+        if now.saturating_duration_since(loaded.at) >= self.max_age {
+            return None;
         }
+        let tick = tenths(now.saturating_duration_since(self.epoch));
+        // a relaxed read first: the tick changes ten times a second, so a hot key's line is
+        // rarely written
+        if loaded.used.load(std::sync::atomic::Ordering::Relaxed) != tick {
+            loaded
+                .used
+                .store(tick, std::sync::atomic::Ordering::Relaxed);
+        }
+        Some(loaded.key.clone())
     }
 
     /// The context of a presented secret: from memory when warm and younger than the maximum
     /// age; from the database when known but not loaded (or too old), or unknown within the
-    /// per-second budget.
+    /// per-second budget — or, before the live secrets were first read, whenever it is not
+    /// remembered as unknown.
     pub async fn get(
         &self,
         hash: &KeyHash,
@@ -511,13 +554,15 @@ impl KeyCache {
             .shard(hash.short)
             .read()
             .is_ok_and(|s| s.contains_key(&hash.short));
+        let synced = self.synced.load(std::sync::atomic::Ordering::Acquire);
         if !known {
             let negative = self
                 .negative
                 .lock()
                 .map(|n| n.contains_key(&hash.short))
                 .unwrap_or(false);
-            if negative || !self.spend_unknown_budget() {
+            // before the first sync any hash may be a real key: only the database can say
+            if negative || (synced && !self.spend_unknown_budget()) {
                 return Ok(Lookup::Unknown);
             }
         }
@@ -532,7 +577,7 @@ impl KeyCache {
                 Ok(found) => found,
                 // a hash no node announced is almost surely invented: without a database to
                 // ask, it is unknown rather than a 503
-                Err(error) if !known => {
+                Err(error) if !known && synced => {
                     tracing::debug!(%error, "unknown key hash not checked: database unavailable");
                     return Ok(Lookup::Unknown);
                 }
@@ -569,13 +614,15 @@ impl KeyCache {
             index.add(key, hash.short);
         }
         if let Ok(mut shard) = self.shard(hash.short).write() {
+            let at = Instant::now();
             shard.insert(
                 hash.short,
-                Slot::Loaded {
+                Slot::Loaded(Box::new(Loaded {
                     key: key.clone(),
-                    at: Instant::now(),
+                    at,
                     since: changes.latest,
-                },
+                    used: tenths(at.saturating_duration_since(self.epoch)).into(),
+                })),
             );
         }
         drop(changes);
@@ -590,16 +637,19 @@ impl KeyCache {
         true
     }
 
-    /// Keeps at most `capacity` contexts loaded: unloads those loaded longest ago down to three
+    /// Keeps at most `capacity` contexts loaded: unloads the least recently used down to three
     /// quarters of it (they stay known, and are reread on their next verify) and drops them from
     /// the index. Runs every quarter capacity of fills — so the count never passes capacity —
     /// and its scan is paid a little per fill.
     pub fn trim(&self) -> usize {
-        let mut loaded: Vec<(Instant, u128)> = Vec::new();
+        let mut loaded: Vec<(u64, u128)> = Vec::new();
         for shard in self.shards.iter() {
             if let Ok(shard) = shard.read() {
                 loaded.extend(shard.iter().filter_map(|(short, slot)| match slot {
-                    Slot::Loaded { at, .. } => Some((*at, *short)),
+                    Slot::Loaded(loaded) => Some((
+                        loaded.used.load(std::sync::atomic::Ordering::Relaxed),
+                        *short,
+                    )),
                     Slot::Known { .. } => None,
                 }));
             }
@@ -619,9 +669,9 @@ impl KeyCache {
             let Some(slot) = shard.get_mut(short) else {
                 continue;
             };
-            if let Slot::Loaded { key, .. } = &*slot {
+            if let Slot::Loaded(loaded) = &*slot {
                 if let Ok(mut index) = self.index.lock() {
-                    index.remove(key, *short);
+                    index.remove(&loaded.key, *short);
                 }
                 slot.unload();
                 unloaded += 1;
@@ -639,7 +689,7 @@ impl KeyCache {
                 s.read()
                     .map(|m| {
                         m.values()
-                            .filter(|slot| matches!(slot, Slot::Loaded { .. }))
+                            .filter(|slot| matches!(slot, Slot::Loaded(_)))
                             .count()
                     })
                     .unwrap_or(0)
@@ -679,6 +729,11 @@ impl KeyCache {
         }
         budget.1 += 1;
         budget.1 <= UNKNOWN_LOOKUPS_PER_SECOND
+    }
+
+    /// Whether the live secrets were read at least once (see [`KeyCache::sync_known`]).
+    pub fn is_synced(&self) -> bool {
+        self.synced.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Secrets known (loaded or not).

@@ -102,9 +102,8 @@ pub async fn build_state(config: Config, cancel: &CancellationToken) -> anyhow::
         config.keys.cache_max_age,
         config.keys.cache_capacity,
     ));
-    keys.sync_known(store.as_ref())
-        .await
-        .map_err(|e| anyhow::anyhow!("loading API key hashes: {e}"))?;
+    // the live secrets are read in the background: a node with a million keys serves at once
+    // (until the read is done, a hash not in the cache is looked up in the database)
     tokio::spawn(resync_keys_periodically(
         keys.clone(),
         store.clone(),
@@ -142,21 +141,36 @@ pub async fn build_state(config: Config, cancel: &CancellationToken) -> anyhow::
     Ok(state)
 }
 
-/// Learns secrets whose creation message this node missed and drops those revoked meanwhile,
-/// every `every` (the key cache's maximum age).
+/// Reads the live secrets at start (again every second until that works), then learns
+/// secrets whose creation message this node missed and drops those revoked meanwhile, every
+/// `every` (the key cache's maximum age).
 async fn resync_keys_periodically(
     keys: Arc<KeyCache>,
     store: Arc<dyn Store>,
     every: Duration,
     cancel: CancellationToken,
 ) {
+    let (mut wait, mut read_once) = (Duration::ZERO, false);
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep(every) => {}
+            _ = tokio::time::sleep(wait) => {}
         }
-        if let Err(e) = keys.sync_known(store.as_ref()).await {
-            tracing::warn!(error = %e, "resyncing API key hashes failed");
+        let started = std::time::Instant::now();
+        match keys.sync_known(store.as_ref()).await {
+            Ok(live) => {
+                if !read_once {
+                    tracing::info!(live, took = ?started.elapsed(), "key cache: live secrets read");
+                    read_once = true;
+                }
+                wait = every;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "reading API key hashes failed");
+                if !read_once {
+                    wait = Duration::from_secs(1);
+                }
+            }
         }
     }
 }

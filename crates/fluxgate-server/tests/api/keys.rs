@@ -20,7 +20,8 @@ both_backends!(
     api_keys_authenticate_the_management_api,
     plans_change_limits_quotas_and_entitlements_at_once,
     usage_and_last_use_are_written_in_batches_and_at_shutdown,
-    a_full_key_cache_drops_the_oldest_contexts_and_still_answers_right,
+    a_full_key_cache_drops_the_least_recently_used_contexts_and_still_answers_right,
+    a_node_answers_before_it_has_read_every_secret,
 );
 
 const PRODUCT: &str = r#"
@@ -1224,7 +1225,9 @@ async fn without_redis_postgres_notifications_reach_the_other_node() {
     a.stop().await;
 }
 
-async fn a_full_key_cache_drops_the_oldest_contexts_and_still_answers_right(backend: Backend) {
+async fn a_full_key_cache_drops_the_least_recently_used_contexts_and_still_answers_right(
+    backend: Backend,
+) {
     let app = TestApp::spawn_with(backend, |t| {
         let product: toml::Table = PRODUCT.parse().unwrap();
         for (k, v) in product {
@@ -1238,7 +1241,7 @@ async fn a_full_key_cache_drops_the_oldest_contexts_and_still_answers_right(back
     let (_, root) = operator_with_verifier(&app).await;
     let (owner, org) = app.owner("ada@example.com", "Acme").await;
     let mut issued = Vec::new();
-    for i in 0..160 {
+    for i in 0..100 {
         issued.push(
             issue_key(
                 &app,
@@ -1249,12 +1252,36 @@ async fn a_full_key_cache_drops_the_oldest_contexts_and_still_answers_right(back
             .await,
         );
     }
-    for (_, key) in &issued {
+    // the first sixty are loaded; then the first one is used again, the rest are not — when
+    // forty more push the cache past its capacity, the least recently used of those sixty
+    // leave, and the one used again stays
+    let is_loaded = |key: &str| {
+        app.state()
+            .keys
+            .warm(&fluxgate_server::keycache::KeyHash::of(key))
+            .is_some()
+    };
+    for (_, key) in &issued[..60] {
         assert_eq!(
             verify(&app, &root, json!({ "key": key })).await["code"],
             "VALID"
         );
     }
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let hot = &issued[0].1;
+    assert_eq!(
+        verify(&app, &root, json!({ "key": hot })).await["code"],
+        "VALID"
+    );
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    for (_, key) in &issued[60..100] {
+        assert_eq!(
+            verify(&app, &root, json!({ "key": key })).await["code"],
+            "VALID"
+        );
+    }
+    assert!(is_loaded(hot), "the recently used key was dropped");
+    assert!(!is_loaded(&issued[1].1), "a key unused since was kept");
     let loaded = app.state().keys.loaded();
     assert!(
         loaded <= 100,
@@ -1293,6 +1320,65 @@ async fn a_full_key_cache_drops_the_oldest_contexts_and_still_answers_right(back
     assert_eq!(
         verify(&app, &root, json!({ "key": second })).await["code"],
         "REVOKED"
+    );
+    app.stop().await;
+}
+
+/// A node serves before it has read every live secret (a million take seconds): until then a
+/// hash it does not hold is asked of the database whatever the unknown-hash budget, so a real
+/// key is never refused; once read, the budget protects the database again.
+async fn a_node_answers_before_it_has_read_every_secret(backend: Backend) {
+    use fluxgate_server::keycache::{KeyCache, KeyHash, Lookup};
+    let app = TestApp::spawn(backend).await;
+    let (owner, org) = app.owner("ada@example.com", "Acme").await;
+    let (_, first) = issue_key(&app, &owner, &org, json!({ "name": "a", "scopes": [] })).await;
+    let store = app.state().store.clone();
+    let invented = || {
+        KeyHash::of(
+            fluxgate_core::apikey::generate("fg", fluxgate_core::apikey::Environment::Live)
+                .expose_secret(),
+        )
+    };
+    let found = |lookup: Lookup| matches!(lookup, Lookup::Found(_));
+
+    // a node just started: nothing read yet
+    let cache = KeyCache::new(Duration::from_secs(60), 1_000);
+    assert!(!cache.is_synced());
+    for _ in 0..200 {
+        let lookup = cache
+            .get(&invented(), store.as_ref(), &app.config)
+            .await
+            .unwrap();
+        assert!(!found(lookup));
+    }
+    let lookup = cache
+        .get(&KeyHash::of(&first), store.as_ref(), &app.config)
+        .await
+        .unwrap();
+    assert!(
+        found(lookup),
+        "a real key was refused before the first read"
+    );
+
+    cache.sync_known(store.as_ref()).await.unwrap();
+    assert!(cache.is_synced());
+    // a key this node never heard of (its announcement went elsewhere), asked for right after
+    // a flood of invented ones: the budget is spent, so it is not looked up
+    let (_, unheard) = issue_key(&app, &owner, &org, json!({ "name": "b", "scopes": [] })).await;
+    for _ in 0..200 {
+        let lookup = cache
+            .get(&invented(), store.as_ref(), &app.config)
+            .await
+            .unwrap();
+        assert!(!found(lookup));
+    }
+    let lookup = cache
+        .get(&KeyHash::of(&unheard), store.as_ref(), &app.config)
+        .await
+        .unwrap();
+    assert!(
+        !found(lookup),
+        "the unknown-hash budget did not hold after the first read"
     );
     app.stop().await;
 }
