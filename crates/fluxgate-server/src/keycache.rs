@@ -20,6 +20,8 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 const SHARDS: usize = 16;
+/// Live secrets read per query when the cache syncs with the database.
+const SYNC_PAGE: i64 = 10_000;
 /// Database lookups per second allowed for hashes this node has never heard of.
 const UNKNOWN_LOOKUPS_PER_SECOND: u64 = 50;
 /// Unknown hashes remembered (cleared when full).
@@ -391,22 +393,29 @@ impl KeyCache {
     /// learned of them after the read began. Returns how many are live.
     pub async fn sync_known(&self, store: &dyn Store) -> ApiResult<usize> {
         let began = self.change_number();
-        let live: HashSet<u128> = store
-            .live_secret_hashes()
-            .await?
-            .iter()
-            .filter_map(|hex| KeyHash::from_hex(hex))
-            .map(|hash| hash.short)
-            .collect();
+        // sorted per shard: 16 bytes a secret while the read is compared with the cache
         let mut live_by_shard: Vec<Vec<u128>> = vec![Vec::new(); SHARDS];
-        for short in &live {
-            live_by_shard[shard_of(*short)].push(*short);
+        let mut after = String::new();
+        let mut live = 0usize;
+        loop {
+            let page = store.live_secret_hashes(&after, SYNC_PAGE).await?;
+            for hash in page.iter().filter_map(|hex| KeyHash::from_hex(hex)) {
+                live_by_shard[shard_of(hash.short)].push(hash.short);
+                live += 1;
+            }
+            match page.last() {
+                Some(last) if page.len() as i64 == SYNC_PAGE => after.clone_from(last),
+                _ => break,
+            }
+        }
+        for shard in &mut live_by_shard {
+            shard.sort_unstable();
         }
         let mut dropped = 0usize;
         for (shard, live_here) in self.shards.iter().zip(live_by_shard) {
             if let Ok(mut shard) = shard.write() {
                 shard.retain(|short, slot| {
-                    let keep = live.contains(short)
+                    let keep = live_here.binary_search(short).is_ok()
                         || match slot {
                             Slot::Known { since } => *since > began,
                             // a loaded key that knows it is revoked answers REVOKED: keep it
@@ -427,7 +436,7 @@ impl KeyCache {
         }
         self.synced
             .store(true, std::sync::atomic::Ordering::Release);
-        Ok(live.len())
+        Ok(live)
     }
 
     /// A new secret exists (created or rotated in): remember it, unloaded.

@@ -53,8 +53,10 @@ pub trait KeyStore: Send + Sync {
     ) -> StoreResult<bool>;
     /// The key holding a secret of this hash, with its org.
     async fn key_by_hash(&self, hash: &str) -> StoreResult<Option<KeyLookup>>;
-    /// Hashes of every secret that may still verify (of keys not revoked).
-    async fn live_secret_hashes(&self) -> StoreResult<Vec<String>>;
+    /// Hashes of secrets that may still verify (of keys not revoked), in order, the first
+    /// `limit` after `after` (`""` to start): read page by page, so a million keys never sit in
+    /// one result.
+    async fn live_secret_hashes(&self, after: &str, limit: i64) -> StoreResult<Vec<String>>;
     /// A key's secrets: the current one, then those rotated out, newest first.
     async fn key_secrets(
         &self,
@@ -319,10 +321,13 @@ macro_rules! impl_key_store {
                 Ok(sqlx::query_as(&sql).bind(hash).fetch_optional(&self.pool).await?)
             }
 
-            async fn live_secret_hashes(&self) -> $crate::StoreResult<Vec<String>> {
+            async fn live_secret_hashes(&self, after: &str, limit: i64) -> $crate::StoreResult<Vec<String>> {
                 Ok(sqlx::query_scalar(
-                    "SELECT s.hash FROM api_key_secrets s JOIN api_keys k ON k.id = s.key_id WHERE k.revoked_at IS NULL",
+                    "SELECT s.hash FROM api_key_secrets s JOIN api_keys k ON k.id = s.key_id \
+                     WHERE k.revoked_at IS NULL AND s.hash > $1 ORDER BY s.hash LIMIT $2",
                 )
+                .bind(after)
+                .bind(limit)
                 .fetch_all(&self.pool)
                 .await?)
             }

@@ -1281,7 +1281,15 @@ async fn a_full_key_cache_drops_the_least_recently_used_contexts_and_still_answe
         );
     }
     assert!(is_loaded(hot), "the recently used key was dropped");
-    assert!(!is_loaded(&issued[1].1), "a key unused since was kept");
+    let dropped = issued[1..60].iter().filter(|(_, k)| !is_loaded(k)).count();
+    assert!(
+        dropped >= 20,
+        "only {dropped} of the keys unused since were dropped"
+    );
+    assert!(
+        issued[60..100].iter().all(|(_, k)| is_loaded(k)),
+        "a key used after the one used again was dropped"
+    );
     let loaded = app.state().keys.loaded();
     assert!(
         loaded <= 100,
