@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// mimalloc: the request path allocates small, short-lived buffers on many threads, where it is
-/// markedly faster than the system allocator (see docs/BENCHMARKS.md).
+/// markedly faster than the system allocator (the floors in docs/BENCHMARKS.md use it too).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

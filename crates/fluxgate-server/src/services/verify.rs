@@ -32,7 +32,7 @@ impl Answer {
     }
 }
 
-/// A cached key's `VALID` answer serialised once — the same bytes [`verdict_of`] gives, split
+/// A cached key's `VALID` answer serialised once — the same bytes serialising its verdict gives, split
 /// where the per-call `ratelimit` value goes — so a warm verify neither clones the context
 /// (scopes, entitlements, metadata) nor serialises it again.
 #[derive(Debug)]
