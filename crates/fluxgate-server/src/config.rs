@@ -98,9 +98,12 @@ pub struct KeysConfig {
     /// often it rereads the list of live secrets): the bound on staleness when a change
     /// announcement is lost.
     pub cache_max_age: Duration,
-    /// How many keys' contexts a node keeps loaded; past it, those loaded longest ago are
+    /// How many keys' contexts a node keeps loaded; past it, the least recently used are
     /// dropped (and reread on their next verify). Secrets are still known by hash.
     pub cache_capacity: usize,
+    /// How often a node rereads every live secret (dropping those no longer live); between,
+    /// every `cache_max_age`, it reads only the secrets created lately.
+    pub full_resync_every: Duration,
 }
 
 /// What rate limiting does when Redis is configured but cannot answer.
@@ -356,7 +359,16 @@ impl Config {
         let keys = KeysConfig {
             cache_max_age: r.duration("keys.cache_max_age", "60s"),
             cache_capacity: r.integer("keys.cache_capacity", 100_000, 100, 100_000_000) as usize,
+            full_resync_every: r.duration("keys.full_resync_every", "10m"),
         };
+        if keys.full_resync_every < Duration::from_secs(1)
+            || keys.full_resync_every > Duration::from_secs(86_400)
+        {
+            r.error(
+                "keys.full_resync_every",
+                "must be between 1s and 24h".into(),
+            );
+        }
         if keys.cache_max_age < Duration::from_secs(1)
             || keys.cache_max_age > Duration::from_secs(3600)
         {
@@ -532,6 +544,7 @@ impl Config {
             "[keys]".into(),
             format!("cache_max_age = \"{}\"", d(self.keys.cache_max_age)),
             format!("cache_capacity = {}", self.keys.cache_capacity),
+            format!("full_resync_every = \"{}\"", d(self.keys.full_resync_every)),
             "[scopes]".into(),
             format!("catalog = {:?}", self.scopes.catalog),
             format!("implies = {:?}", self.scopes.implies),
@@ -994,7 +1007,8 @@ mod tests {
                     "listen", "public_url", "database_url", "max_body_bytes", "header_read_timeout",
                     "shutdown_timeout", "auth.access_token_ttl", "auth.lockout_threshold",
                     "rate_limits.ip", "rate_limits.api_key", "rate_limits.max_tracked_keys",
-                    "keys.cache_max_age", "keys.cache_capacity", "usage.minute_retention",
+                    "keys.cache_max_age", "keys.cache_capacity", "keys.full_resync_every",
+                    "usage.minute_retention",
                     "log_format", "trusted_proxies", "key_prefix", "plans", "scopes.catalog",
                     "no.such.key",
                 ]),

@@ -388,17 +388,19 @@ impl KeyCache {
         self.changes.lock().map(|c| c.latest).unwrap_or(u64::MAX)
     }
 
-    /// Makes the live secrets exactly the database's (at start, and periodically to heal lost
-    /// announcements): learns the new ones and drops those no longer live — unless this node
-    /// learned of them after the read began. Returns how many are live.
-    pub async fn sync_known(&self, store: &dyn Store) -> ApiResult<usize> {
-        let began = self.change_number();
-        // sorted per shard: 16 bytes a secret while the read is compared with the cache
+    /// Reads the live secrets created at or after `created_since` (0: all), page by page,
+    /// sorted by shard: 16 bytes a secret while the read is compared with the cache.
+    async fn read_live(
+        store: &dyn Store,
+        created_since: i64,
+    ) -> ApiResult<(Vec<Vec<u128>>, usize)> {
         let mut live_by_shard: Vec<Vec<u128>> = vec![Vec::new(); SHARDS];
         let mut after = String::new();
         let mut live = 0usize;
         loop {
-            let page = store.live_secret_hashes(&after, SYNC_PAGE).await?;
+            let page = store
+                .live_secret_hashes(created_since, &after, SYNC_PAGE)
+                .await?;
             for hash in page.iter().filter_map(|hex| KeyHash::from_hex(hex)) {
                 live_by_shard[shard_of(hash.short)].push(hash.short);
                 live += 1;
@@ -411,6 +413,37 @@ impl KeyCache {
         for shard in &mut live_by_shard {
             shard.sort_unstable();
         }
+        Ok((live_by_shard, live))
+    }
+
+    /// Learns the live secrets created at or after `created_since` (those whose announcement
+    /// this node may have missed), without reading the others. Returns how many it read.
+    pub async fn learn_created_since(
+        &self,
+        store: &dyn Store,
+        created_since: i64,
+    ) -> ApiResult<usize> {
+        let began = self.change_number();
+        let (live_by_shard, live) = Self::read_live(store, created_since).await?;
+        for (shard, live_here) in self.shards.iter().zip(live_by_shard) {
+            if live_here.is_empty() {
+                continue;
+            }
+            if let Ok(mut shard) = shard.write() {
+                for short in live_here {
+                    shard.entry(short).or_insert(Slot::Known { since: began });
+                }
+            }
+        }
+        Ok(live)
+    }
+
+    /// Makes the live secrets exactly the database's (at start, and every
+    /// `keys.full_resync_every`): learns the new ones and drops those no longer live — unless
+    /// this node learned of them after the read began. Returns how many are live.
+    pub async fn sync_known(&self, store: &dyn Store) -> ApiResult<usize> {
+        let began = self.change_number();
+        let (live_by_shard, live) = Self::read_live(store, 0).await?;
         let mut dropped = 0usize;
         for (shard, live_here) in self.shards.iter().zip(live_by_shard) {
             if let Ok(mut shard) = shard.write() {

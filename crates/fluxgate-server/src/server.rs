@@ -108,6 +108,7 @@ pub async fn build_state(config: Config, cancel: &CancellationToken) -> anyhow::
         keys.clone(),
         store.clone(),
         config.keys.cache_max_age,
+        config.keys.full_resync_every,
         cancel.clone(),
     ));
     let invalidation = Arc::new(
@@ -141,33 +142,51 @@ pub async fn build_state(config: Config, cancel: &CancellationToken) -> anyhow::
     Ok(state)
 }
 
-/// Reads the live secrets at start (again every second until that works), then learns
-/// secrets whose creation message this node missed and drops those revoked meanwhile, every
-/// `every` (the key cache's maximum age).
+/// How far back each partial resync reads past the previous one's start: covers secrets
+/// committed late and other nodes' clocks running behind.
+const RESYNC_OVERLAP: i64 = 120;
+
+/// Reads the live secrets at start (again every second until that works); then, every
+/// `every` (the key cache's maximum age), learns the secrets created since the last read —
+/// those whose announcement this node may have missed — and every `full_every` rereads them all,
+/// dropping those revoked meanwhile. (A revoked secret still known is harmless: verifying it
+/// reads the key and answers `REVOKED`.)
 async fn resync_keys_periodically(
     keys: Arc<KeyCache>,
     store: Arc<dyn Store>,
     every: Duration,
+    full_every: Duration,
     cancel: CancellationToken,
 ) {
-    let (mut wait, mut read_once) = (Duration::ZERO, false);
+    let (mut wait, mut last_full, mut last_read) = (Duration::ZERO, None, 0i64);
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(wait) => {}
         }
         let started = std::time::Instant::now();
-        match keys.sync_known(store.as_ref()).await {
+        let read_at = crate::clock::now();
+        let full = last_full.is_none_or(|at: std::time::Instant| at.elapsed() >= full_every);
+        let read = if full {
+            keys.sync_known(store.as_ref()).await
+        } else {
+            keys.learn_created_since(store.as_ref(), last_read.saturating_sub(RESYNC_OVERLAP))
+                .await
+        };
+        match read {
             Ok(live) => {
-                if !read_once {
+                if last_full.is_none() {
                     tracing::info!(live, took = ?started.elapsed(), "key cache: live secrets read");
-                    read_once = true;
                 }
+                if full {
+                    last_full = Some(started);
+                }
+                last_read = read_at;
                 wait = every;
             }
             Err(e) => {
                 tracing::warn!(error = %e, "reading API key hashes failed");
-                if !read_once {
+                if last_full.is_none() {
                     wait = Duration::from_secs(1);
                 }
             }

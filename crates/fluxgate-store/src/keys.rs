@@ -53,10 +53,15 @@ pub trait KeyStore: Send + Sync {
     ) -> StoreResult<bool>;
     /// The key holding a secret of this hash, with its org.
     async fn key_by_hash(&self, hash: &str) -> StoreResult<Option<KeyLookup>>;
-    /// Hashes of secrets that may still verify (of keys not revoked), in order, the first
-    /// `limit` after `after` (`""` to start): read page by page, so a million keys never sit in
-    /// one result.
-    async fn live_secret_hashes(&self, after: &str, limit: i64) -> StoreResult<Vec<String>>;
+    /// Hashes of secrets that may still verify (of keys not revoked) created at or after
+    /// `created_since` (0 for all), in order, the first `limit` after `after` (`""` to start):
+    /// read page by page, so a million keys never sit in one result.
+    async fn live_secret_hashes(
+        &self,
+        created_since: i64,
+        after: &str,
+        limit: i64,
+    ) -> StoreResult<Vec<String>>;
     /// A key's secrets: the current one, then those rotated out, newest first.
     async fn key_secrets(
         &self,
@@ -321,11 +326,18 @@ macro_rules! impl_key_store {
                 Ok(sqlx::query_as(&sql).bind(hash).fetch_optional(&self.pool).await?)
             }
 
-            async fn live_secret_hashes(&self, after: &str, limit: i64) -> $crate::StoreResult<Vec<String>> {
+            async fn live_secret_hashes(
+                &self,
+                created_since: i64,
+                after: &str,
+                limit: i64,
+            ) -> $crate::StoreResult<Vec<String>> {
                 Ok(sqlx::query_scalar(
                     "SELECT s.hash FROM api_key_secrets s JOIN api_keys k ON k.id = s.key_id \
-                     WHERE k.revoked_at IS NULL AND s.hash > $1 ORDER BY s.hash LIMIT $2",
+                     WHERE k.revoked_at IS NULL AND s.created_at >= $1 AND s.hash > $2 \
+                     ORDER BY s.hash LIMIT $3",
                 )
+                .bind(created_since)
                 .bind(after)
                 .bind(limit)
                 .fetch_all(&self.pool)

@@ -25,6 +25,7 @@ both_backends!(
     a_fill_racing_a_revocation_is_not_cached,
     a_lost_announcement_costs_at_most_the_cache_max_age,
     the_resync_drops_secrets_that_are_no_longer_live,
+    a_key_created_unannounced_is_learned_without_a_full_reread,
 );
 
 const PRODUCT: &str = r#"
@@ -43,7 +44,12 @@ entitlements = ["sso"]
 "#;
 
 async fn spawn(backend: Backend, max_age: &str) -> TestApp {
-    let max_age = max_age.to_owned();
+    spawn_with_full_resync(backend, max_age, "10m").await
+}
+
+/// [`spawn`] with every live secret reread every `full`.
+async fn spawn_with_full_resync(backend: Backend, max_age: &str, full: &str) -> TestApp {
+    let (max_age, full) = (max_age.to_owned(), full.to_owned());
     TestApp::spawn_with(backend, move |t| {
         let product: toml::Table = PRODUCT.parse().unwrap();
         for (k, v) in product {
@@ -51,7 +57,7 @@ async fn spawn(backend: Backend, max_age: &str) -> TestApp {
         }
         t.insert(
             "keys".into(),
-            toml::Value::Table(toml::toml! { cache_max_age = max_age }),
+            toml::Value::Table(toml::toml! { cache_max_age = max_age full_resync_every = full }),
         );
     })
     .await
@@ -415,7 +421,7 @@ async fn a_lost_announcement_costs_at_most_the_cache_max_age(backend: Backend) {
 }
 
 async fn the_resync_drops_secrets_that_are_no_longer_live(backend: Backend) {
-    let app = spawn(backend, "1s").await;
+    let app = spawn_with_full_resync(backend, "1s", "2s").await;
     let (owner, org) = app.owner("ada@example.com", "Acme").await;
     let mut ids = Vec::new();
     for i in 0..3 {
@@ -501,4 +507,77 @@ async fn with_redis_stopped_a_revocation_reaches_the_other_node_within_the_max_a
     assert!(took < Duration::from_millis(2500), "took {took:?}");
     b.stop().await;
     a.stop().await;
+}
+
+/// A key written where no announcement reaches this node (straight through the store) is
+/// learned by the partial reread of recently created secrets within the cache's maximum age —
+/// the full reread is an hour away here.
+async fn a_key_created_unannounced_is_learned_without_a_full_reread(backend: Backend) {
+    use fluxgate_core::apikey::{self, Environment};
+    use fluxgate_core::ids::{EventId, KeyId, OrgId};
+    use fluxgate_core::secret::ExposeSecret;
+    use fluxgate_core::stored::ActorKind;
+    use fluxgate_store::{ApiKeyRecord, AuditRecord};
+
+    let app = spawn_with_full_resync(backend, "1s", "1h").await;
+    let (owner, org) = app.owner("ada@example.com", "Acme").await;
+    let (_, _) = issue_key(
+        &app,
+        &owner,
+        &org,
+        json!({ "name": "announced", "scopes": [] }),
+    )
+    .await;
+    let cache = app.state().keys.clone();
+    assert!(eventually(Duration::from_secs(3), || async { cache.is_synced() }).await);
+    let before = cache.len();
+
+    let secret = apikey::generate("fg", Environment::Live);
+    let parsed = apikey::parse(secret.expose_secret()).unwrap();
+    let now = fluxgate_server::clock::now();
+    let org_id: OrgId = org.parse().unwrap();
+    let record = ApiKeyRecord {
+        id: KeyId::generate(),
+        org_id: org_id.clone(),
+        name: "unannounced".into(),
+        environment: Environment::Live,
+        start: parsed.start().to_owned(),
+        scopes: "[]".into(),
+        metadata: "{}".into(),
+        rate_limit: None,
+        rate_window_seconds: None,
+        created_by: None,
+        created_at: now,
+        updated_at: now,
+        expires_at: None,
+        revoked_at: None,
+        last_used_at: None,
+    };
+    let audit = AuditRecord {
+        id: EventId::generate(),
+        org_id: Some(org_id),
+        actor_type: ActorKind::System,
+        actor_id: None,
+        action: "key.created".into(),
+        target_type: Some("key".into()),
+        target_id: Some(record.id.to_string()),
+        ip: None,
+        user_agent: None,
+        data: "{}".into(),
+        created_at: now,
+    };
+    app.state()
+        .store
+        .create_key(&record, &parsed.hash(), &audit)
+        .await
+        .unwrap();
+    assert!(
+        eventually(Duration::from_secs(3), || async {
+            cache.len() == before + 1
+        })
+        .await,
+        "the unannounced key was not learned: {} known",
+        cache.len()
+    );
+    app.stop().await;
 }
