@@ -49,6 +49,10 @@ struct Args {
     /// verify of cold keys and warm throughput.
     #[arg(long, value_delimiter = ',')]
     scale: Vec<usize>,
+    /// Instead of the verify table: `GET /auth/me` (a bearer access token) and `POST
+    /// /auth/login` beside the `GET` floor.
+    #[arg(long)]
+    auth: bool,
 }
 
 /// One row of the table.
@@ -156,6 +160,9 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     if !args.scale.is_empty() {
         return scale(&args).await;
+    }
+    if args.auth {
+        return auth(&args).await;
     }
     let load = Load {
         threads: args.threads,
@@ -528,4 +535,120 @@ async fn scale(args: &Args) -> anyhow::Result<()> {
         instance.remove().await?;
     }
     Ok(())
+}
+
+/// `--auth`: the session endpoints a browser or app calls, beside the `GET` floor. Login is
+/// bound by Argon2id (by design), so it runs with as many connections as cores.
+async fn auth(args: &Args) -> anyhow::Result<()> {
+    let load = Load {
+        threads: args.threads,
+        connections: args.connections,
+        duration: Duration::from_secs(args.seconds),
+    };
+    let instance = Instance::create(
+        &args.fluxgate,
+        args.postgres.as_deref(),
+        args.redis.as_deref(),
+        "",
+    )
+    .await?;
+    let node = instance.serve().await?;
+    let origin = node.origin();
+    let client = reqwest::Client::new();
+    let (token, _) = node::operator(&client, &origin).await?;
+    let scripts = tempfile::tempdir()?;
+    let key_list = scripts.path().join("keys.txt");
+    std::fs::write(&key_list, "")?;
+    let floor = start_floor(&key_list)?;
+    let login_body = scripts.path().join("login.txt");
+    wrk::write_bodies(
+        &login_body,
+        std::iter::once(json!({ "email": node::OPERATOR, "password": node::PASSWORD }).to_string()),
+    )?;
+    let bearer = format!("Bearer {token}");
+    let mut rounds: Vec<Vec<(String, Measured, Duration)>> = Vec::new();
+    for _ in 0..args.rounds.max(1) {
+        let mut rows = Vec::new();
+        let mut measure = |name: &str,
+                           pid: u32,
+                           load: Load,
+                           url: &str,
+                           headers: &[(&str, &str)],
+                           requests: Requests<'_>|
+         -> anyhow::Result<()> {
+            let before = node::cpu_time(pid)?;
+            let measured = wrk::run(load, url, headers, requests, scripts.path())?;
+            let cpu = node::cpu_time(pid)?.saturating_sub(before);
+            anyhow::ensure!(
+                measured.non_2xx == 0,
+                "{name}: {} non-2xx answers",
+                measured.non_2xx
+            );
+            let answered = (measured.rps * load.duration.as_secs_f64()).max(1.0);
+            rows.push((name.to_owned(), measured, cpu.div_f64(answered)));
+            Ok(())
+        };
+        measure(
+            "floor: bare axum `GET` returning a constant",
+            floor.child.id(),
+            load,
+            &format!("{}/constant", floor.origin),
+            &[],
+            Requests::Get,
+        )?;
+        measure(
+            "`GET /api/v1/auth/me` (bearer access token)",
+            node.pid(),
+            load,
+            &format!("{origin}/api/v1/auth/me"),
+            &[("authorization", bearer.as_str())],
+            Requests::Get,
+        )?;
+        measure(
+            "`POST /api/v1/auth/login` (Argon2id), 2 connections",
+            node.pid(),
+            Load {
+                connections: 2,
+                ..load
+            },
+            &format!("{origin}/api/v1/auth/login"),
+            &[("content-type", "application/json")],
+            Requests::PostEach(&login_body),
+        )?;
+        rounds.push(rows);
+    }
+    let database = if args.postgres.is_some() {
+        "PostgreSQL"
+    } else {
+        "SQLite"
+    };
+    println!(
+        "{database}; wrk -t{} -c{} -d{}s; median of {} rounds",
+        args.threads,
+        args.connections,
+        args.seconds,
+        rounds.len()
+    );
+    println!();
+    println!("| row | req/s | p50 | p99 | req/s vs GET floor | server CPU per request |");
+    println!("|---|---|---|---|---|---|");
+    let floor_rps = median(rounds.iter().map(|r| r[0].1.rps));
+    for i in 0..rounds[0].len() {
+        let rps = median(rounds.iter().map(|r| r[i].1.rps));
+        println!(
+            "| {} | {rps:.0} | {} | {} | {:.1} % | {:.1} µs |",
+            rounds[0][i].0,
+            ms(Duration::from_secs_f64(median(
+                rounds.iter().map(|r| r[i].1.p50.as_secs_f64())
+            ))),
+            ms(Duration::from_secs_f64(median(
+                rounds.iter().map(|r| r[i].1.p99.as_secs_f64())
+            ))),
+            rps / floor_rps * 100.0,
+            median(rounds.iter().map(|r| r[i].2.as_secs_f64())) * 1e6
+        );
+    }
+    drop(floor);
+    drop(node);
+    instance.remove().await
 }

@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 
 /// The operator's password in every bench instance.
 pub const PASSWORD: &str = "operator passphrase";
-const OPERATOR: &str = "ops@bench.test";
+/// The operator's email in every bench instance.
+pub const OPERATOR: &str = "ops@bench.test";
 
 /// A plan without quotas and with a limit no run reaches, so every verify of a real key on it
 /// answers `VALID` — a run that measured refusals would not be a verify figure.

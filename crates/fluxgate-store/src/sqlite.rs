@@ -27,6 +27,9 @@ impl SqliteStore {
         let pool = SqlitePoolOptions::new()
             .max_connections(options.max_connections.max(1))
             .acquire_timeout(options.acquire_timeout)
+            // an embedded database has no connection to lose: no ping (a round trip to the
+            // connection's worker thread) before every acquire
+            .test_before_acquire(false)
             .connect_with(connect)
             .await?;
         Ok(Self { pool })
