@@ -55,6 +55,35 @@ struct Args {
     auth: bool,
 }
 
+impl Args {
+    fn load(&self) -> Load {
+        Load {
+            threads: self.threads,
+            connections: self.connections,
+            duration: Duration::from_secs(self.seconds),
+        }
+    }
+
+    /// A fresh instance on the database (and Redis) the flags name.
+    async fn instance(&self) -> anyhow::Result<Instance> {
+        Instance::create(
+            &self.fluxgate,
+            self.postgres.as_deref(),
+            self.redis.as_deref(),
+            "",
+        )
+        .await
+    }
+
+    fn database(&self) -> &'static str {
+        if self.postgres.is_some() {
+            "PostgreSQL"
+        } else {
+            "SQLite"
+        }
+    }
+}
+
 /// One row of the table.
 struct Row {
     name: String,
@@ -120,6 +149,55 @@ async fn check_sample(
     Ok(())
 }
 
+/// Runs one row against the process `pid` and notes its CPU time per request; fails on any
+/// answer other than 2xx (a run that measured refusals is not the figure it claims).
+fn measure(
+    name: &str,
+    pid: u32,
+    load: Load,
+    url: &str,
+    headers: &[(&str, &str)],
+    requests: Requests<'_>,
+    scripts: &Path,
+) -> anyhow::Result<Row> {
+    let cpu_before = node::cpu_time(pid)?;
+    let measured = wrk::run(load, url, headers, requests, scripts)?;
+    let cpu = node::cpu_time(pid)?.saturating_sub(cpu_before);
+    anyhow::ensure!(
+        measured.non_2xx == 0 && measured.socket_errors == 0,
+        "{name}: {} non-2xx answers and {} socket errors",
+        measured.non_2xx,
+        measured.socket_errors
+    );
+    let answered = (measured.rps * load.duration.as_secs_f64()).max(1.0);
+    Ok(Row {
+        name: name.to_owned(),
+        measured,
+        cpu_per_request: cpu.div_f64(answered),
+    })
+}
+
+/// Each row's medians over the rounds (each column on its own).
+fn median_rows(rounds: &[Vec<Row>]) -> Vec<Row> {
+    (0..rounds.first().map_or(0, Vec::len))
+        .map(|i| {
+            let column = |f: &dyn Fn(&Row) -> f64| median(rounds.iter().map(|r| f(&r[i])));
+            Row {
+                name: rounds[0][i].name.clone(),
+                measured: Measured {
+                    rps: column(&|r| r.measured.rps),
+                    p50: Duration::from_secs_f64(column(&|r| r.measured.p50.as_secs_f64())),
+                    p99: Duration::from_secs_f64(column(&|r| r.measured.p99.as_secs_f64())),
+                    ..Measured::default()
+                },
+                cpu_per_request: Duration::from_secs_f64(column(&|r| {
+                    r.cpu_per_request.as_secs_f64()
+                })),
+            }
+        })
+        .collect()
+}
+
 /// The middle value (the mean of the two middle ones for an even count).
 fn median(values: impl Iterator<Item = f64>) -> f64 {
     let mut values: Vec<f64> = values.collect();
@@ -131,10 +209,10 @@ fn median(values: impl Iterator<Item = f64>) -> f64 {
     }
 }
 
-/// One table: each row beside the POST floor (the second row).
-fn print_table(rows: &[Row]) {
-    let floor = &rows[1].measured;
-    println!("| row | req/s | p50 | p99 | req/s vs POST floor | p99 vs POST floor | server CPU per request |");
+/// One table: each row beside the floor row `floor` (named `floor_name` in the header).
+fn print_table(rows: &[Row], floor: usize, floor_name: &str) {
+    let floor = &rows[floor].measured;
+    println!("| row | req/s | p50 | p99 | req/s vs {floor_name} | p99 vs {floor_name} | server CPU per request |");
     println!("|---|---|---|---|---|---|---|");
     for row in rows {
         let m = &row.measured;
@@ -164,18 +242,8 @@ async fn main() -> anyhow::Result<()> {
     if args.auth {
         return auth(&args).await;
     }
-    let load = Load {
-        threads: args.threads,
-        connections: args.connections,
-        duration: Duration::from_secs(args.seconds),
-    };
-    let instance = Instance::create(
-        &args.fluxgate,
-        args.postgres.as_deref(),
-        args.redis.as_deref(),
-        "",
-    )
-    .await?;
+    let load = args.load();
+    let instance = args.instance().await?;
     let store = instance.open_store().await?;
     let org = store.operator_org_id().await?.context("operator org")?;
     let now = fluxgate_server::clock::now();
@@ -245,50 +313,35 @@ async fn main() -> anyhow::Result<()> {
     let mut rounds: Vec<Vec<Row>> = Vec::new();
     for _ in 0..args.rounds {
         let mut rows = Vec::new();
-        let mut measure =
-            |name: &str, pid: u32, url: &str, requests: Requests<'_>| -> anyhow::Result<()> {
-                let cpu_before = node::cpu_time(pid)?;
-                let measured = wrk::run(load, url, &headers, requests, scripts.path())?;
-                let cpu = node::cpu_time(pid)?.saturating_sub(cpu_before);
-                anyhow::ensure!(
-                    measured.non_2xx == 0 && measured.socket_errors == 0,
-                    "{name}: {} non-2xx answers and {} socket errors",
-                    measured.non_2xx,
-                    measured.socket_errors
-                );
-                let answered = (measured.rps * load.duration.as_secs_f64()).max(1.0);
-                rows.push(Row {
-                    name: name.to_owned(),
-                    measured,
-                    cpu_per_request: cpu.div_f64(answered),
-                });
-                Ok(())
-            };
-        measure(
+        let mut row = |name: &str, pid: u32, url: &str, requests: Requests<'_>| {
+            measure(name, pid, load, url, &headers, requests, scripts.path())
+                .map(|measured| rows.push(measured))
+        };
+        row(
             "floor: bare axum `GET` returning a constant",
             floor.child.id(),
             &format!("{}/constant", floor.origin),
             Requests::Get,
         )?;
-        measure(
+        row(
             "floor: bare axum `POST` — parse `{\"key\"}`, SHA-256, `HashMap` lookup, JSON answer",
             floor.child.id(),
             &format!("{}/verify", floor.origin),
             Requests::PostEach(&warm_bodies),
         )?;
-        measure(
+        row(
             "Fluxgate `POST /api/v1/keys/verify`, warm keys",
             node.pid(),
             &verify_url,
             Requests::PostEach(&warm_bodies),
         )?;
-        measure(
+        row(
             "Fluxgate verify, unknown keys",
             node.pid(),
             &verify_url,
             Requests::PostEach(&unknown_bodies),
         )?;
-        measure(
+        row(
             "Fluxgate verify, malformed keys",
             node.pid(),
             &verify_url,
@@ -300,11 +353,7 @@ async fn main() -> anyhow::Result<()> {
     check_sample(&client, &origin, &verifier, &unknown, "NOT_FOUND").await?;
     check_sample(&client, &origin, &verifier, &malformed, "MALFORMED").await?;
 
-    let database = if args.postgres.is_some() {
-        "PostgreSQL"
-    } else {
-        "SQLite"
-    };
+    let database = args.database();
     let limiter = if args.redis.is_some() {
         "Redis"
     } else {
@@ -316,31 +365,15 @@ async fn main() -> anyhow::Result<()> {
     );
     for (round, rows) in rounds.iter().enumerate() {
         println!("\nround {}\n", round + 1);
-        print_table(rows);
+        print_table(rows, 1, "POST floor");
     }
     if rounds.len() > 1 {
         println!(
             "\nmedian of {} rounds (each column's median on its own)\n",
             rounds.len()
         );
-        let medians: Vec<Row> = (0..rounds[0].len())
-            .map(|i| {
-                let column = |f: &dyn Fn(&Row) -> f64| median(rounds.iter().map(|r| f(&r[i])));
-                Row {
-                    name: rounds[0][i].name.clone(),
-                    measured: Measured {
-                        rps: column(&|r| r.measured.rps),
-                        p50: Duration::from_secs_f64(column(&|r| r.measured.p50.as_secs_f64())),
-                        p99: Duration::from_secs_f64(column(&|r| r.measured.p99.as_secs_f64())),
-                        ..Measured::default()
-                    },
-                    cpu_per_request: Duration::from_secs_f64(column(&|r| {
-                        r.cpu_per_request.as_secs_f64()
-                    })),
-                }
-            })
-            .collect();
-        print_table(&medians);
+        let medians = median_rows(&rounds);
+        print_table(&medians, 1, "POST floor");
         println!("\nper-round ratio of warm verify to the POST floor: {}", {
             let ratios: Vec<String> = rounds
                 .iter()
@@ -412,11 +445,7 @@ async fn scale(args: &Args) -> anyhow::Result<()> {
         connections: args.connections,
         duration: Duration::from_secs(args.seconds),
     };
-    let database = if args.postgres.is_some() {
-        "PostgreSQL"
-    } else {
-        "SQLite"
-    };
+    let database = args.database();
     println!(
         "{database}; {} warm keys cycled by wrk -t{} -c{} -d{}s, median of {} rounds; 1,000 cold keys verified once each by 8 clients",
         args.keys, args.threads, args.connections, args.seconds, args.rounds.max(1)
@@ -540,18 +569,8 @@ async fn scale(args: &Args) -> anyhow::Result<()> {
 /// `--auth`: the session endpoints a browser or app calls, beside the `GET` floor. Login is
 /// bound by Argon2id (by design), so it runs with as many connections as cores.
 async fn auth(args: &Args) -> anyhow::Result<()> {
-    let load = Load {
-        threads: args.threads,
-        connections: args.connections,
-        duration: Duration::from_secs(args.seconds),
-    };
-    let instance = Instance::create(
-        &args.fluxgate,
-        args.postgres.as_deref(),
-        args.redis.as_deref(),
-        "",
-    )
-    .await?;
+    let load = args.load();
+    let instance = args.instance().await?;
     let node = instance.serve().await?;
     let origin = node.origin();
     let client = reqwest::Client::new();
@@ -566,88 +585,50 @@ async fn auth(args: &Args) -> anyhow::Result<()> {
         std::iter::once(json!({ "email": node::OPERATOR, "password": node::PASSWORD }).to_string()),
     )?;
     let bearer = format!("Bearer {token}");
-    let mut rounds: Vec<Vec<(String, Measured, Duration)>> = Vec::new();
+    let mut rounds: Vec<Vec<Row>> = Vec::new();
     for _ in 0..args.rounds.max(1) {
-        let mut rows = Vec::new();
-        let mut measure = |name: &str,
-                           pid: u32,
-                           load: Load,
-                           url: &str,
-                           headers: &[(&str, &str)],
-                           requests: Requests<'_>|
-         -> anyhow::Result<()> {
-            let before = node::cpu_time(pid)?;
-            let measured = wrk::run(load, url, headers, requests, scripts.path())?;
-            let cpu = node::cpu_time(pid)?.saturating_sub(before);
-            anyhow::ensure!(
-                measured.non_2xx == 0,
-                "{name}: {} non-2xx answers",
-                measured.non_2xx
-            );
-            let answered = (measured.rps * load.duration.as_secs_f64()).max(1.0);
-            rows.push((name.to_owned(), measured, cpu.div_f64(answered)));
-            Ok(())
-        };
-        measure(
-            "floor: bare axum `GET` returning a constant",
-            floor.child.id(),
-            load,
-            &format!("{}/constant", floor.origin),
-            &[],
-            Requests::Get,
-        )?;
-        measure(
-            "`GET /api/v1/auth/me` (bearer access token)",
-            node.pid(),
-            load,
-            &format!("{origin}/api/v1/auth/me"),
-            &[("authorization", bearer.as_str())],
-            Requests::Get,
-        )?;
-        measure(
-            "`POST /api/v1/auth/login` (Argon2id), 2 connections",
-            node.pid(),
-            Load {
-                connections: 2,
-                ..load
-            },
-            &format!("{origin}/api/v1/auth/login"),
-            &[("content-type", "application/json")],
-            Requests::PostEach(&login_body),
-        )?;
-        rounds.push(rows);
+        rounds.push(vec![
+            measure(
+                "floor: bare axum `GET` returning a constant",
+                floor.child.id(),
+                load,
+                &format!("{}/constant", floor.origin),
+                &[],
+                Requests::Get,
+                scripts.path(),
+            )?,
+            measure(
+                "`GET /api/v1/auth/me` (bearer access token)",
+                node.pid(),
+                load,
+                &format!("{origin}/api/v1/auth/me"),
+                &[("authorization", bearer.as_str())],
+                Requests::Get,
+                scripts.path(),
+            )?,
+            measure(
+                "`POST /api/v1/auth/login` (Argon2id), 2 connections",
+                node.pid(),
+                Load {
+                    connections: 2,
+                    ..load
+                },
+                &format!("{origin}/api/v1/auth/login"),
+                &[("content-type", "application/json")],
+                Requests::PostEach(&login_body),
+                scripts.path(),
+            )?,
+        ]);
     }
-    let database = if args.postgres.is_some() {
-        "PostgreSQL"
-    } else {
-        "SQLite"
-    };
     println!(
-        "{database}; wrk -t{} -c{} -d{}s; median of {} rounds",
+        "{}; wrk -t{} -c{} -d{}s; median of {} rounds\n",
+        args.database(),
         args.threads,
         args.connections,
         args.seconds,
         rounds.len()
     );
-    println!();
-    println!("| row | req/s | p50 | p99 | req/s vs GET floor | server CPU per request |");
-    println!("|---|---|---|---|---|---|");
-    let floor_rps = median(rounds.iter().map(|r| r[0].1.rps));
-    for i in 0..rounds[0].len() {
-        let rps = median(rounds.iter().map(|r| r[i].1.rps));
-        println!(
-            "| {} | {rps:.0} | {} | {} | {:.1} % | {:.1} µs |",
-            rounds[0][i].0,
-            ms(Duration::from_secs_f64(median(
-                rounds.iter().map(|r| r[i].1.p50.as_secs_f64())
-            ))),
-            ms(Duration::from_secs_f64(median(
-                rounds.iter().map(|r| r[i].1.p99.as_secs_f64())
-            ))),
-            rps / floor_rps * 100.0,
-            median(rounds.iter().map(|r| r[i].2.as_secs_f64())) * 1e6
-        );
-    }
+    print_table(&median_rows(&rounds), 0, "GET floor");
     drop(floor);
     drop(node);
     instance.remove().await

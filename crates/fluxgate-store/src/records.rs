@@ -187,6 +187,30 @@ pub struct AuditRecord {
 }
 
 impl AuditRecord {
+    /// An entry for something the system itself did to a target (no actor, no request).
+    pub fn by_system(
+        org_id: Option<OrgId>,
+        action: &str,
+        target: Option<(&str, String)>,
+        now: i64,
+    ) -> Self {
+        let (target_type, target_id) =
+            target.map_or((None, None), |(kind, id)| (Some(kind.to_owned()), Some(id)));
+        Self {
+            id: EventId::generate(),
+            org_id,
+            actor_type: ActorKind::System,
+            actor_id: None,
+            action: action.to_owned(),
+            target_type,
+            target_id,
+            ip: None,
+            user_agent: None,
+            data: "{}".into(),
+            created_at: now,
+        }
+    }
+
     /// The details parsed back into JSON.
     pub fn data_json(&self) -> Value {
         serde_json::from_str(&self.data).unwrap_or(Value::Null)
@@ -358,6 +382,28 @@ pub struct ApiKeyRecord {
 }
 
 impl ApiKeyRecord {
+    /// A new live key without scopes, metadata, limit or expiry, made by no user (seeding and
+    /// tests that write keys behind the API's back).
+    pub fn unscoped(org_id: OrgId, name: String, start: String, now: i64) -> Self {
+        Self {
+            id: KeyId::generate(),
+            org_id,
+            name,
+            environment: Environment::Live,
+            start,
+            scopes: "[]".into(),
+            metadata: "{}".into(),
+            rate_limit: None,
+            rate_window_seconds: None,
+            created_by: None,
+            created_at: now,
+            updated_at: now,
+            expires_at: None,
+            revoked_at: None,
+            last_used_at: None,
+        }
+    }
+
     /// The scopes, parsed from their JSON text.
     pub fn scope_list(&self) -> Vec<String> {
         serde_json::from_str(&self.scopes).unwrap_or_default()

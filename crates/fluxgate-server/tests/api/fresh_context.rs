@@ -514,9 +514,8 @@ async fn with_redis_stopped_a_revocation_reaches_the_other_node_within_the_max_a
 /// the full reread is an hour away here.
 async fn a_key_created_unannounced_is_learned_without_a_full_reread(backend: Backend) {
     use fluxgate_core::apikey::{self, Environment};
-    use fluxgate_core::ids::{EventId, KeyId, OrgId};
+    use fluxgate_core::ids::OrgId;
     use fluxgate_core::secret::ExposeSecret;
-    use fluxgate_core::stored::ActorKind;
     use fluxgate_store::{ApiKeyRecord, AuditRecord};
 
     let app = spawn_with_full_resync(backend, "1s", "1h").await;
@@ -536,36 +535,18 @@ async fn a_key_created_unannounced_is_learned_without_a_full_reread(backend: Bac
     let parsed = apikey::parse(secret.expose_secret()).unwrap();
     let now = fluxgate_server::clock::now();
     let org_id: OrgId = org.parse().unwrap();
-    let record = ApiKeyRecord {
-        id: KeyId::generate(),
-        org_id: org_id.clone(),
-        name: "unannounced".into(),
-        environment: Environment::Live,
-        start: parsed.start().to_owned(),
-        scopes: "[]".into(),
-        metadata: "{}".into(),
-        rate_limit: None,
-        rate_window_seconds: None,
-        created_by: None,
-        created_at: now,
-        updated_at: now,
-        expires_at: None,
-        revoked_at: None,
-        last_used_at: None,
-    };
-    let audit = AuditRecord {
-        id: EventId::generate(),
-        org_id: Some(org_id),
-        actor_type: ActorKind::System,
-        actor_id: None,
-        action: "key.created".into(),
-        target_type: Some("key".into()),
-        target_id: Some(record.id.to_string()),
-        ip: None,
-        user_agent: None,
-        data: "{}".into(),
-        created_at: now,
-    };
+    let record = ApiKeyRecord::unscoped(
+        org_id.clone(),
+        "unannounced".into(),
+        parsed.start().to_owned(),
+        now,
+    );
+    let audit = AuditRecord::by_system(
+        Some(org_id),
+        "key.created",
+        Some(("key", record.id.to_string())),
+        now,
+    );
     app.state()
         .store
         .create_key(&record, &parsed.hash(), &audit)

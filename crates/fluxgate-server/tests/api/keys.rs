@@ -1336,57 +1336,55 @@ async fn a_full_key_cache_drops_the_least_recently_used_contexts_and_still_answe
 /// hash it does not hold is asked of the database whatever the unknown-hash budget, so a real
 /// key is never refused; once read, the budget protects the database again.
 async fn a_node_answers_before_it_has_read_every_secret(backend: Backend) {
-    use fluxgate_server::keycache::{KeyCache, KeyHash, Lookup};
+    use fluxgate_server::keycache::KeyCache;
     let app = TestApp::spawn(backend).await;
     let (owner, org) = app.owner("ada@example.com", "Acme").await;
     let (_, first) = issue_key(&app, &owner, &org, json!({ "name": "a", "scopes": [] })).await;
-    let store = app.state().store.clone();
-    let invented = || {
-        KeyHash::of(
-            fluxgate_core::apikey::generate("fg", fluxgate_core::apikey::Environment::Live)
-                .expose_secret(),
-        )
-    };
-    let found = |lookup: Lookup| matches!(lookup, Lookup::Found(_));
 
     // a node just started: nothing read yet
     let cache = KeyCache::new(Duration::from_secs(60), 1_000);
     assert!(!cache.is_synced());
-    for _ in 0..200 {
-        let lookup = cache
-            .get(&invented(), store.as_ref(), &app.config)
-            .await
-            .unwrap();
-        assert!(!found(lookup));
-    }
-    let lookup = cache
-        .get(&KeyHash::of(&first), store.as_ref(), &app.config)
-        .await
-        .unwrap();
     assert!(
-        found(lookup),
+        found_after_a_flood(&app, &cache, &first).await,
         "a real key was refused before the first read"
     );
 
-    cache.sync_known(store.as_ref()).await.unwrap();
+    cache.sync_known(app.state().store.as_ref()).await.unwrap();
     assert!(cache.is_synced());
     // a key this node never heard of (its announcement went elsewhere), asked for right after
     // a flood of invented ones: the budget is spent, so it is not looked up
     let (_, unheard) = issue_key(&app, &owner, &org, json!({ "name": "b", "scopes": [] })).await;
-    for _ in 0..200 {
-        let lookup = cache
-            .get(&invented(), store.as_ref(), &app.config)
-            .await
-            .unwrap();
-        assert!(!found(lookup));
-    }
-    let lookup = cache
-        .get(&KeyHash::of(&unheard), store.as_ref(), &app.config)
-        .await
-        .unwrap();
     assert!(
-        !found(lookup),
+        !found_after_a_flood(&app, &cache, &unheard).await,
         "the unknown-hash budget did not hold after the first read"
     );
     app.stop().await;
+}
+
+/// Asks `cache` about 200 invented keys (none may be found), then about `key`: whether it was
+/// found.
+async fn found_after_a_flood(
+    app: &TestApp,
+    cache: &fluxgate_server::keycache::KeyCache,
+    key: &str,
+) -> bool {
+    use fluxgate_server::keycache::{KeyHash, Lookup};
+    let store = app.state().store.as_ref();
+    for _ in 0..200 {
+        let invented =
+            fluxgate_core::apikey::generate("fg", fluxgate_core::apikey::Environment::Live);
+        let lookup = cache
+            .get(&KeyHash::of(invented.expose_secret()), store, &app.config)
+            .await
+            .unwrap();
+        assert!(
+            !matches!(lookup, Lookup::Found(_)),
+            "an invented key was found"
+        );
+    }
+    let lookup = cache
+        .get(&KeyHash::of(key), store, &app.config)
+        .await
+        .unwrap();
+    matches!(lookup, Lookup::Found(_))
 }
