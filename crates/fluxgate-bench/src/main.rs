@@ -124,6 +124,18 @@ fn start_floor(keys: &Path) -> anyhow::Result<Floor> {
     })
 }
 
+/// Writes a verify body for each key (`{"key", "endpoint"}`) to `dir/name`, for wrk to cycle
+/// over.
+fn verify_bodies(dir: &Path, name: &str, keys: &[String]) -> anyhow::Result<PathBuf> {
+    let path = dir.join(name);
+    wrk::write_bodies(
+        &path,
+        keys.iter()
+            .map(|key| json!({ "key": key, "endpoint": "/bench" }).to_string()),
+    )?;
+    Ok(path)
+}
+
 /// Verifies a few keys one by one and checks the code each answers.
 async fn check_sample(
     client: &reqwest::Client,
@@ -263,33 +275,16 @@ async fn main() -> anyhow::Result<()> {
     let malformed: Vec<String> = (0..args.keys).map(|i| format!("not-a-key-{i}")).collect();
 
     let scripts = tempfile::tempdir()?;
-    let bodies = |name: &str, keys: &[String]| -> anyhow::Result<PathBuf> {
-        let path = scripts.path().join(name);
-        wrk::write_bodies(
-            &path,
-            keys.iter()
-                .map(|key| json!({ "key": key, "endpoint": "/bench" }).to_string()),
-        )?;
-        Ok(path)
-    };
-    let warm_bodies = bodies("warm.txt", &warm)?;
-    let unknown_bodies = bodies("unknown.txt", &unknown)?;
-    let malformed_bodies = bodies("malformed.txt", &malformed)?;
+    let warm_bodies = verify_bodies(scripts.path(), "warm.txt", &warm)?;
+    let unknown_bodies = verify_bodies(scripts.path(), "unknown.txt", &unknown)?;
+    let malformed_bodies = verify_bodies(scripts.path(), "malformed.txt", &malformed)?;
     let key_list = scripts.path().join("keys.txt");
     std::fs::write(&key_list, warm.join("\n"))?;
 
     let node = instance.serve().await?;
     let origin = node.origin();
     let client = reqwest::Client::new();
-    let (token, org_id) = node::operator(&client, &origin).await?;
-    let verifier = node::issue_key(
-        &client,
-        &origin,
-        &token,
-        &org_id,
-        json!({ "name": "verifier", "scopes": ["keys:verify"] }),
-    )
-    .await?;
+    let (_, verifier) = node::verifier(&client, &origin).await?;
     let floor = start_floor(&key_list)?;
     let verify_url = format!("{origin}/api/v1/keys/verify");
     let headers = [
@@ -479,15 +474,7 @@ async fn scale(args: &Args) -> anyhow::Result<()> {
         let rss_ready = node.rss_mib()?;
         let origin = node.origin();
         let client = reqwest::Client::new();
-        let (token, org_id) = node::operator(&client, &origin).await?;
-        let verifier = node::issue_key(
-            &client,
-            &origin,
-            &token,
-            &org_id,
-            json!({ "name": "verifier", "scopes": ["keys:verify"] }),
-        )
-        .await?;
+        let (_, verifier) = node::verifier(&client, &origin).await?;
         let cold = first_verifies(
             &client,
             &origin,
@@ -498,12 +485,7 @@ async fn scale(args: &Args) -> anyhow::Result<()> {
 
         let scripts = tempfile::tempdir()?;
         let warm = &keys[..args.keys];
-        let bodies = scripts.path().join("warm.txt");
-        wrk::write_bodies(
-            &bodies,
-            warm.iter()
-                .map(|key| json!({ "key": key, "endpoint": "/bench" }).to_string()),
-        )?;
+        let bodies = verify_bodies(scripts.path(), "warm.txt", warm)?;
         let key_list = scripts.path().join("keys.txt");
         std::fs::write(&key_list, warm.join("\n"))?;
         let floor = start_floor(&key_list)?;

@@ -271,6 +271,21 @@ pub async fn operator(client: &reqwest::Client, origin: &str) -> anyhow::Result<
     Ok((token, org))
 }
 
+/// The operator signed in through `origin`'s API and a key it issued with `keys:verify`: the
+/// operator's access token and the verifier key.
+pub async fn verifier(client: &reqwest::Client, origin: &str) -> anyhow::Result<(String, String)> {
+    let (token, org) = operator(client, origin).await?;
+    let key = issue_key(
+        client,
+        origin,
+        &token,
+        &org,
+        json!({ "name": "verifier", "scopes": ["keys:verify"] }),
+    )
+    .await?;
+    Ok((token, key))
+}
+
 /// Issues a key in `org` through the API; its secret.
 pub async fn issue_key(
     client: &reqwest::Client,

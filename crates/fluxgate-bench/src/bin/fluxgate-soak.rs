@@ -62,17 +62,8 @@ async fn main() -> anyhow::Result<()> {
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(args.connections)
         .build()?;
-    let (token, org_id) = node::operator(&client, &server.origin()).await?;
-    let root = Arc::new(
-        node::issue_key(
-            &client,
-            &server.origin(),
-            &token,
-            &org_id,
-            json!({ "name": "verifier", "scopes": ["keys:verify"] }),
-        )
-        .await?,
-    );
+    let (_, verifier) = node::verifier(&client, &server.origin()).await?;
+    let root = Arc::new(verifier);
 
     println!("| phase | verifies so far | answers | server RSS (MiB) | verifies/s |");
     println!("|---|---|---|---|---|");
