@@ -39,9 +39,13 @@ pub fn random_bytes<const N: usize>() -> [u8; N] {
 
 /// Lower-case hex SHA-256 of a token: how tokens and keys are stored at rest.
 pub fn sha256_hex(token: &str) -> String {
-    let digest = Sha256::digest(token.as_bytes());
-    let mut out = String::with_capacity(64);
-    for byte in digest {
+    hex_lower(&Sha256::digest(token.as_bytes()))
+}
+
+/// Lower-case hex of bytes (the form hashes are stored in).
+pub fn hex_lower(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for byte in bytes {
         out.push(char::from(HEX[(byte >> 4) as usize]));
         out.push(char::from(HEX[(byte & 0x0f) as usize]));
     }

@@ -107,9 +107,7 @@ impl Caller {
     pub async fn operator_allows(&self, state: &AppState, permission: &str) -> ApiResult<bool> {
         match self {
             Self::User(user) => operator_allows(state, user.user_id(), permission).await,
-            Self::Key(key) => {
-                Ok(key.org_is_operator && key.grants.allows(permission, &state.config.catalog))
-            }
+            Self::Key(key) => Ok(key.operator_allows(permission, &state.config.catalog)),
         }
     }
 }

@@ -9,7 +9,7 @@
 
 use crate::config::Config;
 use crate::error::ApiResult;
-use fluxgate_core::permission::{Grants, PermissionPattern};
+use fluxgate_core::permission::{Catalog, Grants, PermissionPattern};
 use fluxgate_core::ratelimit::Quota;
 use fluxgate_core::units::Rate;
 use fluxgate_store::{KeyId, KeyLookup, OrgId, Store};
@@ -61,13 +61,7 @@ impl KeyHash {
     /// Lowercase hex of the digest (the database's form), made when needed — not on the warm
     /// path.
     pub fn hex(&self) -> String {
-        const DIGITS: &[u8; 16] = b"0123456789abcdef";
-        let mut out = String::with_capacity(64);
-        for b in self.digest {
-            out.push(char::from(DIGITS[usize::from(b >> 4)]));
-            out.push(char::from(DIGITS[usize::from(b & 15)]));
-        }
-        out
+        fluxgate_core::secret::hex_lower(&self.digest)
     }
 }
 
@@ -135,10 +129,8 @@ impl CachedKey {
         let rate = own_rate
             .or(plan.map(|p| p.rate_limit))
             .unwrap_or(config.rate_limits.api_key);
-        let grants = Grants::new(patterns, lookup.org_is_operator);
-        Self {
-            may_verify_keys: lookup.org_is_operator
-                && grants.allows("keys:verify", &config.catalog),
+        let mut cached = Self {
+            may_verify_keys: false, // decided below, by the one rule
             valid_answer: std::sync::OnceLock::new(),
             metadata: key.metadata_json(),
             rate_key: format!("key:{}", key.id),
@@ -151,14 +143,22 @@ impl CachedKey {
             plan: lookup.org_plan,
             entitlements: plan.map(|p| p.entitlements.clone()).unwrap_or_default(),
             requests_quota: plan.and_then(|p| p.quotas.get("requests").copied()),
-            grants,
+            grants: Grants::new(patterns, lookup.org_is_operator),
             scopes,
             quota: Quota::from_rate(rate),
             expires_at: key.expires_at,
             revoked_at: key.revoked_at,
             secret_retires_at: lookup.secret_retires_at,
             environment: key.environment.as_str().to_owned(),
-        }
+        };
+        cached.may_verify_keys = cached.operator_allows("keys:verify", &config.catalog);
+        cached
+    }
+
+    /// Does this key hold an instance-wide (operator) permission? It must belong to the
+    /// operator org and its scopes must grant it.
+    pub fn operator_allows(&self, permission: &str, catalog: &Catalog) -> bool {
+        self.org_is_operator && self.grants.allows(permission, catalog)
     }
 
     /// Why this secret does not verify at `now`, if it does not: `ORG_DISABLED` (its org was
@@ -345,7 +345,7 @@ pub struct KeyCache {
     negative: Mutex<HashMap<u128, ()>>,
     unknown_budget: Mutex<(Instant, u64)>,
     fill_pause: Mutex<Option<Arc<FillPause>>>,
-    /// What `Loaded::used` counts seconds from.
+    /// What `Loaded::used` counts tenths of a second from.
     epoch: Instant,
     /// Whether the live secrets were read once: until then a hash not in the cache may be a
     /// real key and is looked up whatever the unknown budget (the node serves at once, before
@@ -596,7 +596,7 @@ impl KeyCache {
             .shard(hash.short)
             .read()
             .is_ok_and(|s| s.contains_key(&hash.short));
-        let synced = self.synced.load(std::sync::atomic::Ordering::Acquire);
+        let synced = self.is_synced();
         if !known {
             let negative = self
                 .negative

@@ -177,6 +177,14 @@ fn with_counter<R>(
     f(find_or_push(counters, meter, month))
 }
 
+/// Adds `quantity` to what is pending of the org's `meter` in the month of `now`.
+fn add_pending(book: &mut Book, org_id: &OrgId, meter: &str, quantity: i64, now: i64) {
+    let month = Month::of(now);
+    with_counter(book, org_id, meter, month.as_str(), |c| {
+        c.pending = c.pending.saturating_add(quantity)
+    });
+}
+
 fn find_or_push<'a>(counters: &'a mut Vec<Counter>, meter: &str, month: &str) -> &'a mut Counter {
     let index = match counters
         .iter()
@@ -250,11 +258,8 @@ impl UsageRecorder {
 
     /// Counts `quantity` of `meter` for `org_id` in the month of `now`.
     pub fn add(&self, org_id: &OrgId, meter: &str, quantity: i64, now: i64) {
-        let month = Month::of(now);
         if let Ok(mut book) = self.book.lock() {
-            with_counter(&mut book, org_id, meter, month.as_str(), |c| {
-                c.pending = c.pending.saturating_add(quantity)
-            });
+            add_pending(&mut book, org_id, meter, quantity, now);
         }
     }
 
@@ -282,11 +287,8 @@ impl UsageRecorder {
         quantity: i64,
         now: i64,
     ) {
-        let month = Month::of(now);
         if let Ok(mut book) = self.book.lock() {
-            with_counter(&mut book, org_id, meter, month.as_str(), |c| {
-                c.pending = c.pending.saturating_add(quantity)
-            });
+            add_pending(&mut book, org_id, meter, quantity, now);
             book.key_uses.note(key_id, now);
         }
     }

@@ -115,12 +115,10 @@ where
         if request.method() == axum::http::Method::POST && request.uri().path() == VERIFY_PATH {
             let (state, verify) = (self.state.clone(), self.verify.clone());
             futures_util::future::Either::Right(Box::pin(async move {
-                Ok(
-                    RequestContext::around(&state, request, VERIFY_PATH, |request| {
-                        verify.oneshot(request)
-                    })
-                    .await,
-                )
+                Ok(in_request_context(&state, request, VERIFY_PATH, |request| {
+                    verify.oneshot(request)
+                })
+                .await)
             }))
         } else {
             futures_util::future::Either::Left(self.router.clone().oneshot(request))
@@ -193,83 +191,79 @@ fn request_id(request: &Request) -> HeaderValue {
 }
 
 /// One middleware for what every request needs around it, in one place (each extra layer costs
-/// on the hot path): see [`RequestContext`].
+/// on the hot path): see [`in_request_context`].
 async fn request_context(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let route = metrics::route_of(&request);
-    RequestContext::around(&state, request, route, |request| async move {
+    in_request_context(&state, request, route, |request| async move {
         Ok::<_, Infallible>(next.run(request).await)
     })
     .await
 }
 
-/// What every request needs around it: its id — honoured or made, echoed as `X-Request-Id`, in
-/// a task-local for error bodies and in the log span —, the span itself (method, route template
-/// — never the concrete path, which can carry tokens such as `/invitations/{token}/accept` —
-/// and id), a slot for its rate-limit decision written out as `X-RateLimit-*`, the API key call
+/// Runs `handle` on `request` (whose route template is `route`) inside what every request
+/// needs around it: its id — honoured or made, echoed as `X-Request-Id`, in a task-local for
+/// error bodies and in the log span —, the span itself (method, route template — never the
+/// concrete path, which can carry tokens such as `/invitations/{token}/accept` — and
+/// id), a slot for its rate-limit decision written out as `X-RateLimit-*`, the API key call
 /// attributed, `Connection: close` on refusals that may leave a body unread, and its count and
 /// latency in the metrics.
-struct RequestContext;
-
-impl RequestContext {
-    /// Runs `handle` on `request` (whose route template is `route`) inside the context.
-    async fn around<F, Fut>(
-        state: &AppState,
-        mut request: Request,
-        route: &'static str,
-        handle: F,
-    ) -> Response
-    where
-        F: FnOnce(Request) -> Fut,
-        Fut: std::future::Future<Output = Result<Response, Infallible>>,
-    {
-        let started = Instant::now();
-        let method = request.method().clone();
-        let id = request_id(&request);
-        request.headers_mut().insert("x-request-id", id.clone());
-        let slot = LimitSlot::default();
-        request.extensions_mut().insert(slot.clone());
-        let sends_body = request.version() <= Version::HTTP_11 && declares_body(request.headers());
-        let span = tracing::info_span!("request", method = %method, route = %route,
-            request_id = id.to_str().unwrap_or_default());
-        let answered = REQUEST_ID
-            .scope(id.clone(), handle(request))
-            .instrument(span.clone())
-            .await;
-        let mut response = match answered {
-            Ok(response) => response,
-            Err(never) => match never {},
-        };
-        response.headers_mut().insert("x-request-id", id);
-        slot.write_headers(&mut response);
-        if sends_body && response.status().as_u16() >= 400 {
-            // a refusal may leave the body unread, and then the server closes the connection:
-            // say so, or the client's next request on it fails
-            response
-                .headers_mut()
-                .insert(header::CONNECTION, HeaderValue::from_static("close"));
-        }
-        let status = response.status().as_u16();
-        if let Some((org_id, key_id)) = slot.key() {
-            let endpoint = format!("{method} {route}");
-            let call = Attribution {
-                org_id: &org_id,
-                key_id: &key_id,
-                endpoint: &endpoint,
-                outcome: &status.to_string(),
-            };
-            state.usage.count_calls(call, 1, crate::clock::now());
-        }
-        let elapsed = started.elapsed();
-        state.metrics.observe(&method, route, status, elapsed);
-        span.in_scope(|| {
-            tracing::debug!(
-                status,
-                latency_ms = elapsed.as_secs_f64() * 1000.0,
-                "request finished"
-            )
-        });
+async fn in_request_context<F, Fut>(
+    state: &AppState,
+    mut request: Request,
+    route: &'static str,
+    handle: F,
+) -> Response
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: std::future::Future<Output = Result<Response, Infallible>>,
+{
+    let started = Instant::now();
+    let method = request.method().clone();
+    let id = request_id(&request);
+    request.headers_mut().insert("x-request-id", id.clone());
+    let slot = LimitSlot::default();
+    request.extensions_mut().insert(slot.clone());
+    let sends_body = request.version() <= Version::HTTP_11 && declares_body(request.headers());
+    let span = tracing::info_span!("request", method = %method, route = %route,
+        request_id = id.to_str().unwrap_or_default());
+    let answered = REQUEST_ID
+        .scope(id.clone(), handle(request))
+        .instrument(span.clone())
+        .await;
+    let mut response = match answered {
+        Ok(response) => response,
+        Err(never) => match never {},
+    };
+    response.headers_mut().insert("x-request-id", id);
+    slot.write_headers(&mut response);
+    if sends_body && response.status().as_u16() >= 400 {
+        // a refusal may leave the body unread, and then the server closes the connection:
+        // say so, or the client's next request on it fails
         response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
+    let status = response.status().as_u16();
+    if let Some((org_id, key_id)) = slot.key() {
+        let endpoint = format!("{method} {route}");
+        let call = Attribution {
+            org_id: &org_id,
+            key_id: &key_id,
+            endpoint: &endpoint,
+            outcome: &status.to_string(),
+        };
+        state.usage.count_calls(call, 1, crate::clock::now());
+    }
+    let elapsed = started.elapsed();
+    state.metrics.observe(&method, route, status, elapsed);
+    span.in_scope(|| {
+        tracing::debug!(
+            status,
+            latency_ms = elapsed.as_secs_f64() * 1000.0,
+            "request finished"
+        )
+    });
+    response
 }
 
 /// Whether a request says a body follows (a non-zero `Content-Length`, or chunked).
