@@ -53,6 +53,11 @@ struct Args {
     /// /auth/login` beside the `GET` floor.
     #[arg(long)]
     auth: bool,
+    /// Instead of the verify table: warm verify on SQLite + memory (one node) beside
+    /// PostgreSQL + Redis (`--postgres`, `--redis`) on one node and on two nodes of one
+    /// instance loaded at once, with the Redis round trips each verify cost.
+    #[arg(long)]
+    cluster: bool,
 }
 
 impl Args {
@@ -161,20 +166,22 @@ async fn check_sample(
     Ok(())
 }
 
-/// Runs one row against the process `pid` and notes its CPU time per request; fails on any
-/// answer other than 2xx (a run that measured refusals is not the figure it claims).
+/// Runs one row against the processes `pids` (one URL each, loaded at once) and notes their
+/// CPU time per request; fails on any answer other than 2xx (a run that measured refusals is
+/// not the figure it claims).
 fn measure(
     name: &str,
-    pid: u32,
+    pids: &[u32],
     load: Load,
-    url: &str,
+    urls: &[&str],
     headers: &[(&str, &str)],
     requests: Requests<'_>,
     scripts: &Path,
 ) -> anyhow::Result<Row> {
-    let cpu_before = node::cpu_time(pid)?;
-    let measured = wrk::run(load, url, headers, requests, scripts)?;
-    let cpu = node::cpu_time(pid)?.saturating_sub(cpu_before);
+    let cpu = || -> anyhow::Result<Duration> { pids.iter().map(|pid| node::cpu_time(*pid)).sum() };
+    let cpu_before = cpu()?;
+    let measured = wrk::run_together(load, urls, headers, requests, scripts)?;
+    let cpu = cpu()?.saturating_sub(cpu_before);
     anyhow::ensure!(
         measured.non_2xx == 0 && measured.socket_errors == 0,
         "{name}: {} non-2xx answers and {} socket errors",
@@ -254,17 +261,13 @@ async fn main() -> anyhow::Result<()> {
     if args.auth {
         return auth(&args).await;
     }
+    if args.cluster {
+        return cluster(&args).await;
+    }
     let load = args.load();
     let instance = args.instance().await?;
-    let store = instance.open_store().await?;
-    let org = store.operator_org_id().await?.context("operator org")?;
-    let now = fluxgate_server::clock::now();
     let stored = args.stored.unwrap_or(args.keys).max(args.keys);
-    eprintln!("seeding {stored} keys");
-    let keys = fluxgate_bench::seed::insert_keys(store.as_ref(), &org, stored, now).await?;
-    fluxgate_bench::seed::set_plan(store.as_ref(), &org, BENCH_PLAN, now).await?;
-    store.close().await;
-    let warm: Vec<String> = keys[..args.keys].to_vec();
+    let warm = seeded(&instance, args.keys, stored).await?;
     let unknown: Vec<String> = (0..args.keys)
         .map(|_| {
             apikey::generate("fg", Environment::Live)
@@ -309,8 +312,16 @@ async fn main() -> anyhow::Result<()> {
     for _ in 0..args.rounds {
         let mut rows = Vec::new();
         let mut row = |name: &str, pid: u32, url: &str, requests: Requests<'_>| {
-            measure(name, pid, load, url, &headers, requests, scripts.path())
-                .map(|measured| rows.push(measured))
+            measure(
+                name,
+                &[pid],
+                load,
+                &[url],
+                &headers,
+                requests,
+                scripts.path(),
+            )
+            .map(|measured| rows.push(measured))
         };
         row(
             "floor: bare axum `GET` returning a constant",
@@ -381,6 +392,190 @@ async fn main() -> anyhow::Result<()> {
     drop(node);
     instance.remove().await?;
     Ok(())
+}
+
+/// Seeds `stored` keys into `instance` on the bench plan; the first `warm` of them.
+async fn seeded(instance: &Instance, warm: usize, stored: usize) -> anyhow::Result<Vec<String>> {
+    let store = instance.open_store().await?;
+    let org = store.operator_org_id().await?.context("operator org")?;
+    let now = fluxgate_server::clock::now();
+    eprintln!("seeding {stored} keys");
+    let mut keys =
+        fluxgate_bench::seed::insert_keys(store.as_ref(), &org, stored.max(warm), now).await?;
+    fluxgate_bench::seed::set_plan(store.as_ref(), &org, BENCH_PLAN, now).await?;
+    store.close().await;
+    keys.truncate(warm);
+    Ok(keys)
+}
+
+/// The Redis round trips the rate limiter of the node at `origin` has made, from its metrics.
+async fn redis_round_trips(client: &reqwest::Client, origin: &str) -> anyhow::Result<f64> {
+    let text = client
+        .get(format!("{origin}/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    text.lines()
+        .find_map(|line| line.strip_prefix("fluxgate_ratelimit_redis_round_trips_total "))
+        .context("no round-trip counter in the metrics")?
+        .trim()
+        .parse()
+        .context("round-trip counter")
+}
+
+/// `--cluster`: the single-node configuration beside the multi-node one, one node and two.
+async fn cluster(args: &Args) -> anyhow::Result<()> {
+    let (Some(postgres), Some(redis)) = (&args.postgres, &args.redis) else {
+        anyhow::bail!("--cluster needs --postgres and --redis");
+    };
+    let load = args.load();
+    let single = Instance::create(&args.fluxgate, None, None, "").await?;
+    let shared = Instance::create(&args.fluxgate, Some(postgres), Some(redis), "").await?;
+    let single_keys = seeded(&single, args.keys, args.keys).await?;
+    let shared_keys = seeded(&shared, args.keys, args.keys).await?;
+    let scripts = tempfile::tempdir()?;
+    let single_bodies = verify_bodies(scripts.path(), "single.txt", &single_keys)?;
+    let shared_bodies = verify_bodies(scripts.path(), "shared.txt", &shared_keys)?;
+    let key_list = scripts.path().join("keys.txt");
+    std::fs::write(&key_list, single_keys.join("\n"))?;
+
+    let one = single.serve().await?;
+    let (a, b) = (shared.serve().await?, shared.serve().await?);
+    let client = reqwest::Client::new();
+    let (_, single_verifier) = node::verifier(&client, &one.origin()).await?;
+    let (_, shared_verifier) = node::verifier(&client, &a.origin()).await?;
+    let floor = start_floor(&key_list)?;
+    let verify_url = |node: &node::Node| format!("{}/api/v1/keys/verify", node.origin());
+    let (one_url, a_url, b_url) = (verify_url(&one), verify_url(&a), verify_url(&b));
+    let floor_url = format!("{}/verify", floor.origin);
+    let single_h = [
+        ("content-type", "application/json"),
+        ("x-api-key", single_verifier.as_str()),
+    ];
+    let shared_h = [
+        ("content-type", "application/json"),
+        ("x-api-key", shared_verifier.as_str()),
+    ];
+    let warm_up = Load {
+        duration: Duration::from_secs(2),
+        ..load
+    };
+    wrk::run(
+        warm_up,
+        &one_url,
+        &single_h,
+        Requests::PostEach(&single_bodies),
+        scripts.path(),
+    )?;
+    wrk::run_together(
+        warm_up,
+        &[&a_url, &b_url],
+        &shared_h,
+        Requests::PostEach(&shared_bodies),
+        scripts.path(),
+    )?;
+
+    let mut rounds: Vec<Vec<Row>> = Vec::new();
+    let mut trips_per_verify = Vec::new();
+    for _ in 0..args.rounds.max(1) {
+        let mut rows = vec![
+            measure(
+                "floor: bare axum `POST` — parse `{\"key\"}`, SHA-256, `HashMap` lookup, JSON answer",
+                &[floor.child.id()],
+                load,
+                &[&floor_url],
+                &single_h,
+                Requests::PostEach(&single_bodies),
+                scripts.path(),
+            )?,
+            measure(
+                "SQLite + memory limiter, 1 node",
+                &[one.pid()],
+                load,
+                &[&one_url],
+                &single_h,
+                Requests::PostEach(&single_bodies),
+                scripts.path(),
+            )?,
+        ];
+        let trips_before = redis_round_trips(&client, &a.origin()).await?;
+        rows.push(measure(
+            "PostgreSQL + Redis, 1 node",
+            &[a.pid()],
+            load,
+            &[&a_url],
+            &shared_h,
+            Requests::PostEach(&shared_bodies),
+            scripts.path(),
+        )?);
+        let trips = redis_round_trips(&client, &a.origin()).await? - trips_before;
+        let verifies = rows[2].measured.rps * load.duration.as_secs_f64();
+        let both_before = redis_round_trips(&client, &a.origin()).await?
+            + redis_round_trips(&client, &b.origin()).await?;
+        rows.push(measure(
+            "PostgreSQL + Redis, 2 nodes (one wrk each, half the connections)",
+            &[a.pid(), b.pid()],
+            load,
+            &[&a_url, &b_url],
+            &shared_h,
+            Requests::PostEach(&shared_bodies),
+            scripts.path(),
+        )?);
+        let both_trips = redis_round_trips(&client, &a.origin()).await?
+            + redis_round_trips(&client, &b.origin()).await?
+            - both_before;
+        let both_verifies = rows[3].measured.rps * load.duration.as_secs_f64();
+        trips_per_verify.push((
+            trips / verifies.max(1.0),
+            both_trips / both_verifies.max(1.0),
+        ));
+        rounds.push(rows);
+    }
+    check_sample(
+        &client,
+        &one.origin(),
+        &single_verifier,
+        &single_keys,
+        "VALID",
+    )
+    .await?;
+    for node in [&a, &b] {
+        check_sample(
+            &client,
+            &node.origin(),
+            &shared_verifier,
+            &shared_keys,
+            "VALID",
+        )
+        .await?;
+    }
+
+    println!(
+        "{} warm keys on each instance; wrk -t{} -c{} -d{}s (the two-node row: one wrk per node, started together, -c{} each); median of {} rounds\n",
+        args.keys,
+        args.threads,
+        args.connections,
+        args.seconds,
+        (args.connections / 2).max(1),
+        rounds.len()
+    );
+    let medians = median_rows(&rounds);
+    print_table(&medians, 0, "POST floor");
+    println!();
+    print_table(&medians, 1, "SQLite + memory");
+    println!("\nper round, PostgreSQL + Redis vs SQLite + memory (1 node, 2 nodes) and Redis round trips per verify:");
+    for (rows, (one_trips, two_trips)) in rounds.iter().zip(&trips_per_verify) {
+        println!(
+            "- {:.1} %, {:.1} %; {one_trips:.4}, {two_trips:.4}",
+            rows[2].measured.rps / rows[1].measured.rps * 100.0,
+            rows[3].measured.rps / rows[1].measured.rps * 100.0,
+        );
+    }
+    drop(floor);
+    drop((one, a, b));
+    single.remove().await?;
+    shared.remove().await
 }
 
 /// Verifies each key once (eight at a time) and returns the latencies, sorted.
@@ -548,6 +743,34 @@ async fn scale(args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Signs the operator in `count` times and writes the sessions' refresh tokens to `path`, one
+/// a line (refresh tokens are single-use: each refreshing connection follows its own chain).
+async fn new_sessions(
+    client: &reqwest::Client,
+    origin: &str,
+    count: usize,
+    path: &Path,
+) -> anyhow::Result<()> {
+    let mut tokens = String::new();
+    for _ in 0..count {
+        let login: Value = client
+            .post(format!("{origin}/api/v1/auth/login"))
+            .json(&json!({ "email": node::OPERATOR, "password": node::PASSWORD }))
+            .send()
+            .await?
+            .json()
+            .await?;
+        tokens.push_str(
+            login["data"]["refresh_token"]
+                .as_str()
+                .context("login without a refresh token")?,
+        );
+        tokens.push('\n');
+    }
+    std::fs::write(path, tokens)?;
+    Ok(())
+}
+
 /// `--auth`: the session endpoints a browser or app calls, beside the `GET` floor. Login is
 /// bound by Argon2id (by design), so it runs with as many connections as cores.
 async fn auth(args: &Args) -> anyhow::Result<()> {
@@ -567,35 +790,51 @@ async fn auth(args: &Args) -> anyhow::Result<()> {
         std::iter::once(json!({ "email": node::OPERATOR, "password": node::PASSWORD }).to_string()),
     )?;
     let bearer = format!("Bearer {token}");
+    let refresh_connections = 2;
+    let refresh_list = scripts.path().join("refresh.txt");
     let mut rounds: Vec<Vec<Row>> = Vec::new();
     for _ in 0..args.rounds.max(1) {
+        new_sessions(&client, &origin, refresh_connections, &refresh_list).await?;
         rounds.push(vec![
             measure(
                 "floor: bare axum `GET` returning a constant",
-                floor.child.id(),
+                &[floor.child.id()],
                 load,
-                &format!("{}/constant", floor.origin),
+                &[&format!("{}/constant", floor.origin)],
                 &[],
                 Requests::Get,
                 scripts.path(),
             )?,
             measure(
                 "`GET /api/v1/auth/me` (bearer access token)",
-                node.pid(),
+                &[node.pid()],
                 load,
-                &format!("{origin}/api/v1/auth/me"),
+                &[&format!("{origin}/api/v1/auth/me")],
                 &[("authorization", bearer.as_str())],
                 Requests::Get,
                 scripts.path(),
             )?,
             measure(
+                "`POST /api/v1/auth/refresh` (rotating: a write per call), 2 sessions, one connection each",
+                &[node.pid()],
+                Load {
+                    connections: refresh_connections,
+                    threads: refresh_connections,
+                    ..load
+                },
+                &[&format!("{origin}/api/v1/auth/refresh")],
+                &[("content-type", "application/json")],
+                Requests::RefreshChains(&refresh_list),
+                scripts.path(),
+            )?,
+            measure(
                 "`POST /api/v1/auth/login` (Argon2id), 2 connections",
-                node.pid(),
+                &[node.pid()],
                 Load {
                     connections: 2,
                     ..load
                 },
-                &format!("{origin}/api/v1/auth/login"),
+                &[&format!("{origin}/api/v1/auth/login")],
                 &[("content-type", "application/json")],
                 Requests::PostEach(&login_body),
                 scripts.path(),

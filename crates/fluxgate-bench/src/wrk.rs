@@ -4,7 +4,7 @@
 
 use anyhow::Context;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 /// How hard and how long each row is driven.
@@ -53,12 +53,39 @@ function request()
 end
 "#;
 
+/// A Lua script for wrk that refreshes one session per thread (run it with one connection a
+/// thread): thread i starts from line i of the file of refresh tokens and sends each answer's
+/// successor next — a refresh token is single-use, so the chain is the only honest load.
+const REFRESH_LUA: &str = r#"
+local count = 0
+function setup(thread)
+  count = count + 1
+  thread:set("line", count)
+end
+function init(args)
+  local n = 0
+  for token in io.lines(args[1]) do
+    n = n + 1
+    if n == line then current = token end
+  end
+end
+function request()
+  return wrk.format("POST", nil, nil, '{"refresh_token":"' .. current .. '"}')
+end
+function response(status, headers, body)
+  local successor = body:match('"refresh_token":"([^"]+)"')
+  if successor then current = successor end
+end
+"#;
+
 /// Where requests come from for one run.
 pub enum Requests<'a> {
     /// The same `GET` every time.
     Get,
     /// `POST`s cycling over the bodies in this file (one a line).
     PostEach(&'a Path),
+    /// `POST {"refresh_token"}` chains, one per thread, from the tokens in this file.
+    RefreshChains(&'a Path),
 }
 
 /// Runs wrk against `url` with these headers.
@@ -69,12 +96,66 @@ pub fn run(
     requests: Requests<'_>,
     scripts: &Path,
 ) -> anyhow::Result<Measured> {
+    run_together(load, &[url], headers, requests, scripts)
+}
+
+/// Runs one wrk per URL at the same time, the connections split evenly between them, and
+/// adds up what they measured: throughput and refusals summed, latencies the worst of them.
+pub fn run_together(
+    load: Load,
+    urls: &[&str],
+    headers: &[(&str, &str)],
+    requests: Requests<'_>,
+    scripts: &Path,
+) -> anyhow::Result<Measured> {
+    let share = Load {
+        connections: (load.connections / urls.len().max(1)).max(1),
+        threads: load.threads,
+        ..load
+    };
+    let running: Vec<Child> = urls
+        .iter()
+        .map(|url| {
+            command(share, url, headers, &requests, scripts)?
+                .spawn()
+                .context("running wrk (scripts/bench-verify installs it)")
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let mut total = Measured::default();
+    for child in running {
+        let output = child.wait_with_output()?;
+        let text = String::from_utf8_lossy(&output.stdout);
+        anyhow::ensure!(
+            output.status.success(),
+            "wrk failed: {text}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let one = parse(&text).with_context(|| format!("reading wrk's report:\n{text}"))?;
+        total.rps += one.rps;
+        total.p50 = total.p50.max(one.p50);
+        total.p99 = total.p99.max(one.p99);
+        total.non_2xx += one.non_2xx;
+        total.socket_errors += one.socket_errors;
+    }
+    Ok(total)
+}
+
+/// The wrk command line for one run, its output captured.
+fn command(
+    load: Load,
+    url: &str,
+    headers: &[(&str, &str)],
+    requests: &Requests<'_>,
+    scripts: &Path,
+) -> anyhow::Result<Command> {
     let mut command = Command::new("wrk");
     command
         .arg(format!("-t{}", load.threads))
         .arg(format!("-c{}", load.connections))
         .arg(format!("-d{}s", load.duration.as_secs().max(1)))
-        .arg("--latency");
+        .arg("--latency")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     for (name, value) in headers {
         command.arg("-H").arg(format!("{name}: {value}"));
     }
@@ -84,9 +165,7 @@ pub fn run(
         }
         Requests::PostEach(bodies) => {
             let script = scripts.join("cycle.lua");
-            if !script.exists() {
-                std::fs::write(&script, CYCLE_LUA)?;
-            }
+            std::fs::write(&script, CYCLE_LUA)?;
             command
                 .arg("-s")
                 .arg(&script)
@@ -95,17 +174,18 @@ pub fn run(
                 .arg(bodies)
                 .arg("POST");
         }
+        Requests::RefreshChains(tokens) => {
+            let script = scripts.join("refresh.lua");
+            std::fs::write(&script, REFRESH_LUA)?;
+            command
+                .arg("-s")
+                .arg(&script)
+                .arg(url)
+                .arg("--")
+                .arg(tokens);
+        }
     }
-    let output = command
-        .output()
-        .context("running wrk (scripts/bench-verify installs it)")?;
-    let text = String::from_utf8_lossy(&output.stdout);
-    anyhow::ensure!(
-        output.status.success(),
-        "wrk failed: {text}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    parse(&text).with_context(|| format!("reading wrk's report:\n{text}"))
+    Ok(command)
 }
 
 /// Reads wrk's `--latency` report.

@@ -13,6 +13,10 @@ pub struct RateLimit {
     pub limit: u64,
     /// The window in seconds (1–2,678,400).
     pub window_seconds: u64,
+    /// With several nodes, decide every call in Redis (a round trip each) instead of spending
+    /// from the node's lease — for keys whose limit must hold to the call.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub exact: bool,
 }
 
 /// What a new key is made of (`POST /orgs/{org_id}/keys`).

@@ -271,11 +271,22 @@ impl<C> CreateKey<C> {
         self
     }
 
-    /// Its own rate limit.
+    /// Its own rate limit (with several nodes, spent from each node's lease).
     pub fn rate_limit(mut self, limit: u64, window_seconds: u64) -> Self {
         self.body.rate_limit = Some(RateLimit {
             limit,
             window_seconds,
+            exact: false,
+        });
+        self
+    }
+
+    /// Its own rate limit, decided exactly across nodes (a Redis round trip per call).
+    pub fn exact_rate_limit(mut self, limit: u64, window_seconds: u64) -> Self {
+        self.body.rate_limit = Some(RateLimit {
+            limit,
+            window_seconds,
+            exact: true,
         });
         self
     }

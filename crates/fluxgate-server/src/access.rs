@@ -134,7 +134,8 @@ pub async fn authenticate(parts: &mut Parts, state: &AppState) -> ApiResult<Call
             if let Some(slot) = parts.extensions.get::<crate::request_limits::LimitSlot>() {
                 slot.set_key(&key.org_id, &key.key_id); // attributed once answered
             }
-            crate::request_limits::enforce(state, parts, &key.rate_key, key.quota, 1).await?;
+            let (rate_key, quota, sharing) = (&key.rate_key, key.quota, key.sharing);
+            crate::request_limits::enforce(state, parts, rate_key, quota, sharing, 1).await?;
             state.usage.touch_key(&key.key_id, crate::clock::now());
             Ok(Caller::Key(key))
         }

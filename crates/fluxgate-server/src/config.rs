@@ -159,6 +159,9 @@ pub struct RateLimits {
     pub redis_failure: RedisFailure,
     /// How long a decision waits for Redis before the failure policy applies.
     pub redis_timeout: Duration,
+    /// How long a node's lease on a key's shared allowance lives (zero: every key decision
+    /// is a Redis round trip); the overshoot across nodes is at most this span's allowance.
+    pub redis_lease: Duration,
     /// Upper bound on keys the in-memory limiter tracks.
     pub max_tracked_keys: usize,
 }
@@ -333,6 +336,7 @@ impl Config {
                 }
             },
             redis_timeout: r.duration("rate_limits.redis_timeout", "100ms"),
+            redis_lease: r.duration("rate_limits.redis_lease", "1s"),
             max_tracked_keys: r.integer(
                 "rate_limits.max_tracked_keys",
                 1_000_000,
@@ -368,6 +372,9 @@ impl Config {
                 "keys.full_resync_every",
                 "must be between 1s and 24h".into(),
             );
+        }
+        if rate_limits.redis_lease > Duration::from_secs(60) {
+            r.error("rate_limits.redis_lease", "must be at most 60s".into());
         }
         if keys.cache_max_age < Duration::from_secs(1)
             || keys.cache_max_age > Duration::from_secs(3600)
@@ -532,6 +539,7 @@ impl Config {
                 }
             ),
             format!("redis_timeout = \"{}\"", d(self.rate_limits.redis_timeout)),
+            format!("redis_lease = \"{}\"", d(self.rate_limits.redis_lease)),
             format!("max_tracked_keys = {}", self.rate_limits.max_tracked_keys),
             "[usage]".into(),
             format!("track_max_age = \"{}\"", d(self.usage.track_max_age)),

@@ -1,10 +1,13 @@
-//! Cross-node invalidation of the key cache. A change applies to this node's cache at once and
-//! is published to the others: over Redis pub/sub when `redis_url` is set, else over PostgreSQL
-//! `NOTIFY`, else (SQLite: one node) nowhere. A subscriber that loses its connection drops every
-//! loaded entry when it is back, since it may have missed messages.
+//! Cross-node invalidation of the key cache and the session views. A change applies to this
+//! node's caches at once and is published to the others: over Redis pub/sub when `redis_url`
+//! is set, else over PostgreSQL `NOTIFY`, else (SQLite: one node) nowhere. A subscriber that
+//! loses its connection drops every loaded entry when it is back, since it may have missed
+//! messages.
 
 use crate::keycache::{KeyCache, KeyHash};
 use crate::redisconn::RedisConnection;
+use crate::session_views::SessionViews;
+use fluxgate_core::ids::UserId;
 use fluxgate_store::{KeyId, OrgId, Store};
 use futures_util::StreamExt;
 use std::sync::Arc;
@@ -18,8 +21,10 @@ const CHANNEL: &str = "fluxgate_invalidate";
 pub enum Change {
     /// A key was patched, rotated or revoked.
     Key(KeyId),
-    /// An org's plan changed or it was deleted.
+    /// An org's plan, name or roles changed, it was disabled or it was deleted.
     Org(OrgId),
+    /// A user's account, memberships or session's active org changed.
+    User(UserId),
     /// A secret now exists (a key was created or rotated): its hash.
     Secret(String),
 }
@@ -29,6 +34,7 @@ impl Change {
         match self {
             Self::Key(id) => format!("key:{id}"),
             Self::Org(id) => format!("org:{id}"),
+            Self::User(id) => format!("user:{id}"),
             Self::Secret(hash) => format!("secret:{hash}"),
         }
     }
@@ -38,21 +44,43 @@ impl Change {
         match kind {
             "key" => value.parse().ok().map(Self::Key),
             "org" => value.parse().ok().map(Self::Org),
+            "user" => value.parse().ok().map(Self::User),
             "secret" => Some(Self::Secret(value.to_owned())),
             _ => None,
         }
     }
 
-    fn apply(&self, cache: &KeyCache) {
+    fn apply(&self, caches: &Caches) {
         match self {
-            Self::Key(id) => cache.invalidate_key(id),
-            Self::Org(id) => cache.invalidate_org(id),
+            Self::Key(id) => caches.keys.invalidate_key(id),
+            Self::Org(id) => {
+                caches.keys.invalidate_org(id);
+                caches.sessions.forget_org(id);
+            }
+            Self::User(id) => caches.sessions.forget_user(id),
             Self::Secret(hex) => {
                 if let Some(hash) = KeyHash::from_hex(hex) {
-                    cache.learn(&hash);
+                    caches.keys.learn(&hash);
                 }
             }
         }
+    }
+}
+
+/// The caches changes apply to.
+#[derive(Clone)]
+pub struct Caches {
+    /// What verify answers with.
+    pub keys: Arc<KeyCache>,
+    /// What `GET /auth/me` answers with.
+    pub sessions: Arc<SessionViews>,
+}
+
+impl Caches {
+    /// Drops everything loaded (announcements may have been missed).
+    fn forget_all(&self) {
+        self.keys.invalidate_all();
+        self.sessions.forget_all();
     }
 }
 
@@ -64,14 +92,14 @@ enum Transport {
 
 /// Publishes changes and applies the ones other nodes publish.
 pub struct InvalidationBus {
-    cache: Arc<KeyCache>,
+    caches: Caches,
     transport: Transport,
 }
 
 impl InvalidationBus {
     /// Picks the transport (Redis, else the database's own, else none) and starts listening.
     pub async fn start(
-        cache: Arc<KeyCache>,
+        caches: Caches,
         redis_url: Option<&str>,
         store: Arc<dyn Store>,
         cancel: CancellationToken,
@@ -80,24 +108,24 @@ impl InvalidationBus {
             let client = redis::Client::open(url)?;
             tokio::spawn(subscribe_redis(
                 client.clone(),
-                cache.clone(),
+                caches.clone(),
                 cancel.clone(),
             ));
             let connection = RedisConnection::connect(client, "key invalidation", cancel);
             return Ok(Self {
-                cache,
+                caches,
                 transport: Transport::Redis(connection),
             });
         }
         if let Some(receiver) = store.listen(CHANNEL).await? {
-            tokio::spawn(apply_from_database(receiver, cache.clone(), cancel));
+            tokio::spawn(apply_from_database(receiver, caches.clone(), cancel));
             return Ok(Self {
-                cache,
+                caches,
                 transport: Transport::Database(store),
             });
         }
         Ok(Self {
-            cache,
+            caches,
             transport: Transport::Local,
         })
     }
@@ -105,7 +133,7 @@ impl InvalidationBus {
     /// Applies `change` here at once and tells the other nodes (best effort: a node that
     /// misses it heals when its subscription reconnects).
     pub async fn publish(&self, change: Change) {
-        change.apply(&self.cache);
+        change.apply(&self.caches);
         let payload = change.encode();
         match &self.transport {
             Transport::Local => {}
@@ -136,14 +164,14 @@ impl InvalidationBus {
     }
 }
 
-async fn subscribe_redis(client: redis::Client, cache: Arc<KeyCache>, cancel: CancellationToken) {
+async fn subscribe_redis(client: redis::Client, caches: Caches, cancel: CancellationToken) {
     let mut first = true;
     loop {
         match client.get_async_pubsub().await {
             Ok(mut pubsub) => {
                 if pubsub.subscribe(CHANNEL).await.is_ok() {
                     if !first {
-                        cache.invalidate_all(); // messages may have been missed meanwhile
+                        caches.forget_all(); // messages may have been missed meanwhile
                     }
                     let mut messages = pubsub.on_message();
                     loop {
@@ -153,7 +181,7 @@ async fn subscribe_redis(client: redis::Client, cache: Arc<KeyCache>, cancel: Ca
                                 Some(message) => {
                                     let payload: String = message.get_payload().unwrap_or_default();
                                     if let Some(change) = Change::decode(&payload) {
-                                        change.apply(&cache);
+                                        change.apply(&caches);
                                     }
                                 }
                                 None => break,
@@ -175,7 +203,7 @@ async fn subscribe_redis(client: redis::Client, cache: Arc<KeyCache>, cancel: Ca
 
 async fn apply_from_database(
     mut receiver: tokio::sync::mpsc::Receiver<Option<String>>,
-    cache: Arc<KeyCache>,
+    caches: Caches,
     cancel: CancellationToken,
 ) {
     loop {
@@ -184,10 +212,10 @@ async fn apply_from_database(
             message = receiver.recv() => match message {
                 Some(Some(payload)) => {
                     if let Some(change) = Change::decode(&payload) {
-                        change.apply(&cache);
+                        change.apply(&caches);
                     }
                 }
-                Some(None) => cache.invalidate_all(),
+                Some(None) => caches.forget_all(),
                 None => return,
             }
         }
@@ -203,6 +231,7 @@ mod tests {
         for change in [
             Change::Key(KeyId::generate()),
             Change::Org(OrgId::generate()),
+            Change::User(UserId::generate()),
             Change::Secret("ab".repeat(32)),
         ] {
             assert_eq!(Change::decode(&change.encode()), Some(change));

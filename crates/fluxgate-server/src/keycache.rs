@@ -9,6 +9,7 @@
 
 use crate::config::Config;
 use crate::error::ApiResult;
+use crate::limiter::Sharing;
 use fluxgate_core::permission::{Catalog, Grants, PermissionPattern};
 use fluxgate_core::ratelimit::Quota;
 use fluxgate_core::units::Rate;
@@ -92,6 +93,8 @@ pub struct CachedKey {
     pub grants: Grants,
     /// The key's rate: its own, else its plan's, else the default.
     pub quota: Quota,
+    /// Exact for a key whose own limit asks for it; else leased.
+    pub sharing: Sharing,
     /// The key's rate-limit key (`key:{id}`), made once.
     pub rate_key: String,
     /// When the key expires.
@@ -146,6 +149,11 @@ impl CachedKey {
             grants: Grants::new(patterns, lookup.org_is_operator),
             scopes,
             quota: Quota::from_rate(rate),
+            sharing: if own_rate.is_some() && key.rate_exact {
+                Sharing::Exact
+            } else {
+                Sharing::Leased
+            },
             expires_at: key.expires_at,
             revoked_at: key.revoked_at,
             secret_retires_at: lookup.secret_retires_at,

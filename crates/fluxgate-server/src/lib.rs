@@ -22,6 +22,7 @@ pub mod routes;
 pub mod secrets;
 pub mod server;
 pub mod services;
+pub mod session_views;
 pub mod state;
 pub mod telemetry;
 pub mod tokens;

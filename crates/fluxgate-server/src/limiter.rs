@@ -1,7 +1,19 @@
 //! Rate-limit stores running the domain crate's GCRA: sharded in memory for one node, and in
-//! Redis — one atomic Lua round trip per decision on Redis' own clock — for several. When Redis
-//! cannot answer, the configured policy decides: `fail_open` (default) falls back to the memory
-//! store, `fail_closed` answers 503.
+//! Redis — one atomic Lua round trip on Redis' own clock — for several. With Redis, a key's
+//! calls are either decided exactly (a round trip each) or spent from a **lease**: the node
+//! takes a slice of the key's shared allowance from Redis in one round trip and spends it
+//! locally until it runs out or its lifetime ends. When Redis cannot answer, the configured
+//! policy decides: `fail_open` (default) falls back to the memory store, `fail_closed`
+//! answers 503.
+//!
+//! The lease bound: a unit is charged in Redis before any node spends it, and is spent within
+//! one lease lifetime of its charge or never. So over any span, all nodes together admit at
+//! most what the exact limit admits over that span stretched by one lease lifetime — at most
+//! `ceil(lease × limit / window)` calls more, whatever the number of nodes. A lease's unspent
+//! units lapse rather than go back (giving them back safely would need the key's history), so
+//! the error the other way is bounded by the lease sizes: a lease starts at one call, doubles
+//! while the node spends it within its lifetime, halves when units lapse, and never exceeds a
+//! tenth of the limit.
 
 use crate::config::RedisFailure;
 use crate::error::ApiError;
@@ -15,50 +27,90 @@ use tokio_util::sync::CancellationToken;
 
 const SHARDS: usize = 64;
 
-/// Key → theoretical arrival time: hashbrown with foldhash (seeded per process), looked up
-/// once per decision — SipHash and a second lookup showed in verify profiles.
-type Tats = hashbrown::HashMap<Box<str>, Nanos>;
+/// One shard's map.
+type KeyMap<V> = hashbrown::HashMap<Box<str>, V>;
 
-/// One shard.
-type Shard = Mutex<Tats>;
+/// Key → `V` in `SHARDS` independently locked maps, so concurrent decisions on different keys
+/// rarely contend: hashbrown with foldhash (seeded per process), looked up once per decision
+/// — SipHash and a second lookup showed in verify profiles.
+struct Shards<V> {
+    maps: Box<[Mutex<KeyMap<V>>]>,
+    hasher: hashbrown::DefaultHashBuilder,
+    per_shard: usize,
+}
 
-/// The in-memory store: `SHARDS` independently locked maps of key → TAT, so concurrent
-/// decisions on different keys rarely contend. Idle keys (TAT in the past) carry no
+impl<V> Shards<V> {
+    /// Room for about `max_keys` keys.
+    fn new(max_keys: usize) -> Self {
+        Self {
+            maps: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            hasher: hashbrown::DefaultHashBuilder::default(),
+            per_shard: (max_keys / SHARDS).max(16),
+        }
+    }
+
+    /// The locked shard holding `key` (a poisoned lock is taken over: the maps hold no
+    /// invariant a panic could break).
+    fn lock(&self, key: &str) -> std::sync::MutexGuard<'_, KeyMap<V>> {
+        let index = (self.hasher.hash_one(key) as usize) % SHARDS;
+        match self.maps[index].lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// Keeps the entries `keep` says to, in every shard; returns how many remain.
+    fn retain(&self, mut keep: impl FnMut(&V) -> bool) -> usize {
+        self.maps
+            .iter()
+            .map(|shard| match shard.lock() {
+                Ok(mut map) => {
+                    map.retain(|_, value| keep(value));
+                    map.len()
+                }
+                Err(_) => 0,
+            })
+            .sum()
+    }
+
+    /// Entries held.
+    fn len(&self) -> usize {
+        self.maps
+            .iter()
+            .map(|s| s.lock().map(|m| m.len()).unwrap_or(0))
+            .sum()
+    }
+}
+
+/// Nanoseconds since `epoch`.
+fn nanos_since(epoch: Instant) -> Nanos {
+    u64::try_from(epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// The in-memory store: key → theoretical arrival time. Idle keys (TAT in the past) carry no
 /// information and are dropped by a periodic sweep, or at once when a shard is full.
 pub struct MemoryLimiter {
-    shards: Box<[Shard]>,
-    hasher: hashbrown::DefaultHashBuilder,
+    tats: Shards<Nanos>,
     epoch: Instant,
-    per_shard: usize,
 }
 
 impl MemoryLimiter {
     /// A store holding at most about `max_keys` keys.
     pub fn new(max_keys: usize) -> Self {
         Self {
-            shards: (0..SHARDS).map(|_| Mutex::new(Tats::default())).collect(),
-            hasher: hashbrown::DefaultHashBuilder::default(),
+            tats: Shards::new(max_keys),
             epoch: Instant::now(),
-            per_shard: (max_keys / SHARDS).max(16),
         }
     }
 
     fn now(&self) -> Nanos {
-        u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
-    }
-
-    fn shard(&self, key: &str) -> &Shard {
-        let index = (self.hasher.hash_one(key) as usize) % SHARDS;
-        &self.shards[index]
+        nanos_since(self.epoch)
     }
 
     /// Decides (and, with `commit`, records) a call of `cost` on `key`.
     pub fn decide(&self, key: &str, quota: Quota, cost: u64, commit: bool) -> Decision {
         let now = self.now();
-        let mut shard = match self.shard(key).lock() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut shard = self.tats.lock(key);
         if let Some(slot) = shard.get_mut(key) {
             let (decision, tat) = decide(quota, Some(*slot), now, cost);
             if commit && decision.allowed {
@@ -68,8 +120,8 @@ impl MemoryLimiter {
         }
         let (decision, tat) = decide(quota, None, now, cost);
         if commit && decision.allowed {
-            if shard.len() >= self.per_shard {
-                make_room(&mut shard, now, self.per_shard);
+            if shard.len() >= self.tats.per_shard {
+                make_room(&mut shard, now, self.tats.per_shard);
             }
             shard.insert(key.into(), tat);
         }
@@ -78,32 +130,18 @@ impl MemoryLimiter {
 
     /// Forgets a key.
     pub fn reset(&self, key: &str) {
-        if let Ok(mut shard) = self.shard(key).lock() {
-            shard.remove(key);
-        }
+        self.tats.lock(key).remove(key);
     }
 
     /// Drops every idle key; returns how many keys remain.
     pub fn sweep(&self) -> usize {
         let now = self.now();
-        self.shards
-            .iter()
-            .map(|shard| match shard.lock() {
-                Ok(mut map) => {
-                    map.retain(|_, tat| *tat > now);
-                    map.len()
-                }
-                Err(_) => 0,
-            })
-            .sum()
+        self.tats.retain(|tat| *tat > now)
     }
 
     /// Keys currently held.
     pub fn len(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| s.lock().map(|m| m.len()).unwrap_or(0))
-            .sum()
+        self.tats.len()
     }
 
     /// True when no key is held.
@@ -114,7 +152,7 @@ impl MemoryLimiter {
 
 /// Frees space in a full shard: idle keys first; if none is idle, the key nearest to idle (the
 /// least restricted, so evicting it forgives the least).
-fn make_room(shard: &mut Tats, now: Nanos, bound: usize) {
+fn make_room(shard: &mut KeyMap<Nanos>, now: Nanos, bound: usize) {
     shard.retain(|_, tat| *tat > now);
     if shard.len() >= bound {
         if let Some(nearest) = shard
@@ -127,29 +165,215 @@ fn make_room(shard: &mut Tats, now: Nanos, bound: usize) {
     }
 }
 
+/// How a key's calls are decided when the limit is shared through Redis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sharing {
+    /// One Redis round trip per call: the limit holds to the call, at a round trip's price.
+    Exact,
+    /// Spent from this node's lease on the key's allowance (see the module's bound).
+    Leased,
+}
+
+/// A node's slice of one key's shared allowance.
+#[derive(Debug, Clone, Copy)]
+struct Lease {
+    /// The quota the units were charged under (a changed limit starts afresh).
+    quota: Quota,
+    /// Units left to spend here.
+    units: u64,
+    /// When the unspent units lapse (node clock).
+    lapses_at: Nanos,
+    /// How many units to ask for next time.
+    size: u64,
+    /// When the last units were granted (node clock).
+    granted_at: Nanos,
+    /// The shared allowance left in Redis after the grant.
+    shared_remaining: u64,
+    /// Until the shared allowance was fully restored, as of the grant.
+    shared_reset_after: Nanos,
+    /// After Redis refused a call: until when (node clock) calls of at least `refused_cost`
+    /// are refused here without asking — Redis said none could fit before then.
+    refused_until: Nanos,
+    /// The cost of the refused call.
+    refused_cost: u64,
+}
+
+impl Lease {
+    /// Takes `extra` units granted beyond the call that asked for them, and sizes the next
+    /// lease: double when the last one was spent within its lifetime, half when units lapsed;
+    /// never above `most`.
+    fn grant(&mut self, extra: u64, granted: &Decision, now: Nanos, most: u64, lifetime: Nanos) {
+        let live = self.lapses_at > now;
+        if live && self.units > 0 {
+            // another call's grant landed first: both fit, lapsing with the earlier
+            self.units = self.units.saturating_add(extra);
+        } else {
+            let ran_out_recently = self.units == 0
+                && self.lapses_at > 0
+                && now < self.lapses_at.saturating_add(lifetime);
+            if !live && self.units > 0 {
+                self.size = (self.size / 2).max(1);
+            } else if ran_out_recently {
+                self.size = self.size.saturating_mul(2);
+            }
+            self.units = extra;
+            self.lapses_at = now.saturating_add(lifetime);
+        }
+        self.size = self.size.min(most);
+        self.granted_at = now;
+        self.shared_remaining = granted.remaining;
+        self.shared_reset_after = granted.reset_after;
+    }
+}
+
+/// What taking from a lease found.
+enum Take {
+    /// Decided locally: spent from the lease, or refused as Redis refused a moment ago.
+    Decided(Decision),
+    /// Not enough here: ask Redis for this many units (at least the call's cost).
+    Ask(u64),
+}
+
+/// The leases this node holds, by key.
+struct LeaseBook {
+    leases: Shards<Lease>,
+    lifetime: Nanos,
+    epoch: Instant,
+}
+
+impl LeaseBook {
+    fn new(max_keys: usize, lifetime: Duration) -> Self {
+        Self {
+            leases: Shards::new(max_keys),
+            lifetime: u64::try_from(lifetime.as_nanos()).unwrap_or(u64::MAX),
+            epoch: Instant::now(),
+        }
+    }
+
+    /// Spends `cost` from `key`'s live lease, or says how much to ask Redis for.
+    fn take(&self, key: &str, quota: Quota, cost: u64) -> Take {
+        let now = nanos_since(self.epoch);
+        let mut shard = self.leases.lock(key);
+        let Some(lease) = shard.get_mut(key).filter(|lease| lease.quota == quota) else {
+            return Take::Ask(cost);
+        };
+        if now < lease.refused_until && cost >= lease.refused_cost {
+            return Take::Decided(Decision {
+                allowed: false,
+                limit: quota.limit,
+                remaining: 0,
+                reset_after: lease.shared_reset_after,
+                retry_after: lease.refused_until - now,
+            });
+        }
+        if lease.lapses_at <= now || lease.units < cost {
+            return Take::Ask(lease.size.max(cost));
+        }
+        lease.units -= cost;
+        let since_grant = now.saturating_sub(lease.granted_at);
+        Take::Decided(Decision {
+            allowed: true,
+            limit: quota.limit,
+            remaining: lease
+                .shared_remaining
+                .saturating_add(lease.units)
+                .min(quota.limit),
+            reset_after: lease.shared_reset_after.saturating_sub(since_grant),
+            retry_after: 0,
+        })
+    }
+
+    /// Keeps `extra` units granted beyond the call that asked for them, and sizes the next
+    /// lease: double when the last one was spent within its lifetime, half when units lapsed.
+    fn keep(&self, key: &str, quota: Quota, extra: u64, granted: &Decision) {
+        let now = nanos_since(self.epoch);
+        let most = (quota.limit / 10).max(1);
+        self.with_lease(key, quota, now, |lease| {
+            lease.refused_until = 0;
+            lease.grant(extra, granted, now, most, self.lifetime);
+        });
+    }
+
+    /// Remembers that Redis refused a call of `cost` until `refused.retry_after` from now.
+    fn refused(&self, key: &str, quota: Quota, cost: u64, refused: &Decision) {
+        let now = nanos_since(self.epoch);
+        self.with_lease(key, quota, now, |lease| {
+            lease.refused_until = now.saturating_add(refused.retry_after);
+            lease.refused_cost = cost;
+            lease.shared_reset_after = refused.reset_after;
+        });
+    }
+
+    /// Runs `change` on `key`'s lease under `quota` (a fresh one when there is none, or its
+    /// quota changed); does nothing when the shard is full of live leases.
+    fn with_lease(&self, key: &str, quota: Quota, now: Nanos, change: impl FnOnce(&mut Lease)) {
+        let mut shard = self.leases.lock(key);
+        if !shard.contains_key(key) && shard.len() >= self.leases.per_shard {
+            // a full shard drops its lapsed leases; an evicted lease only under-admits
+            shard.retain(|_, lease| lease.lapses_at > now && lease.refused_until <= now);
+            if shard.len() >= self.leases.per_shard {
+                return;
+            }
+        }
+        let fresh = Lease {
+            quota,
+            units: 0,
+            lapses_at: 0,
+            size: 1,
+            granted_at: now,
+            shared_remaining: 0,
+            shared_reset_after: 0,
+            refused_until: 0,
+            refused_cost: 0,
+        };
+        let lease = shard.entry_ref(key).or_insert(fresh);
+        if lease.quota != quota {
+            *lease = fresh;
+        }
+        change(lease);
+    }
+
+    /// Forgets `key`'s lease.
+    fn drop_lease(&self, key: &str) {
+        self.leases.lock(key).remove(key);
+    }
+
+    /// Drops leases that lapsed more than a lifetime ago (their sizing is stale by then).
+    fn sweep(&self) {
+        let now = nanos_since(self.epoch);
+        let lifetime = self.lifetime;
+        self.leases
+            .retain(|lease| lease.lapses_at.saturating_add(lifetime) > now);
+    }
+}
+
 /// GCRA in Lua, on Redis' clock (microseconds), one round trip: KEYS[1] the key; ARGV the
-/// interval (µs), the limit, the cost and 1 to record or 0 to only look. Returns allowed,
-/// remaining, reset-after (µs) and retry-after (µs). Idle keys expire by themselves.
+/// interval (µs), the limit, the cost, 1 to record or 0 to only look, and how many units to
+/// take when the call fits (the cost for an exact decision, more for a lease; fewer are
+/// granted when fewer are left). Returns allowed, remaining, reset-after (µs), retry-after
+/// (µs) and the units granted. Idle keys expire by themselves.
 const GCRA_LUA: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local interval = tonumber(ARGV[1])
 local limit = tonumber(ARGV[2])
 local cost = tonumber(ARGV[3])
+local want = math.max(cost, tonumber(ARGV[5]))
 local window = interval * limit
 local tat = tonumber(redis.call('GET', KEYS[1]) or now)
 if tat < now then tat = now end
-local new_tat = tat + cost * interval
-local allow_at = new_tat - window
-if allow_at <= now then
+local fits = math.max(0, math.floor((window - (tat - now)) / interval))
+if cost <= fits then
+  local grant = math.min(want, fits)
+  local new_tat = tat + grant * interval
   if ARGV[4] == '1' then
     redis.call('SET', KEYS[1], new_tat, 'PX', math.max(1, math.ceil((new_tat - now) / 1000)))
   end
-  return {1, math.floor((window - (new_tat - now)) / interval), new_tat - now, 0}
+  return {1, fits - grant, new_tat - now, 0, grant}
 end
-local retry = allow_at - now
+local retry = tat + cost * interval - window - now
 if cost > limit then retry = window end
-return {0, math.floor((window - (tat - now)) / interval), tat - now, retry}
+return {0, fits, tat - now, retry, 0}
 ";
 
 /// The Redis store: one connection manager (multiplexed, reconnecting), established in the
@@ -175,7 +399,16 @@ impl RedisLimiter {
         })
     }
 
-    async fn decide(&self, key: &str, quota: Quota, cost: u64, commit: bool) -> Option<Decision> {
+    /// Decides a call of `cost` (recording it with `commit`), taking `want` units when it
+    /// fits; the decision and the units granted.
+    async fn decide(
+        &self,
+        key: &str,
+        quota: Quota,
+        cost: u64,
+        commit: bool,
+        want: u64,
+    ) -> Option<(Decision, u64)> {
         let mut connection = self.connection.get()?;
         let interval_us = (quota.interval() / 1000).max(1);
         let mut invocation = self.script.prepare_invoke();
@@ -184,18 +417,21 @@ impl RedisLimiter {
             .arg(interval_us)
             .arg(quota.limit)
             .arg(cost)
-            .arg(if commit { "1" } else { "0" });
-        let call = invocation.invoke_async::<(i64, i64, i64, i64)>(&mut connection);
+            .arg(if commit { "1" } else { "0" })
+            .arg(want);
+        let call = invocation.invoke_async::<(i64, i64, i64, i64, i64)>(&mut connection);
         match tokio::time::timeout(self.timeout, call).await {
-            Ok(Ok((allowed, remaining, reset_us, retry_us))) => {
-                let ns = |us: i64| u64::try_from(us.max(0)).unwrap_or(0).saturating_mul(1000);
-                Some(Decision {
+            Ok(Ok((allowed, remaining, reset_us, retry_us, granted))) => {
+                let count = |n: i64| u64::try_from(n.max(0)).unwrap_or(0);
+                let ns = |us: i64| count(us).saturating_mul(1000);
+                let decision = Decision {
                     allowed: allowed == 1,
                     limit: quota.limit,
-                    remaining: u64::try_from(remaining.max(0)).unwrap_or(0),
+                    remaining: count(remaining),
                     reset_after: ns(reset_us),
                     retry_after: ns(retry_us),
-                })
+                };
+                Some((decision, count(granted)))
             }
             Ok(Err(error)) => {
                 tracing::debug!(%error, "rate limits: Redis call failed");
@@ -216,16 +452,19 @@ impl RedisLimiter {
     }
 }
 
-/// The limiter the server uses: Redis when configured (with its failure policy), memory
-/// otherwise or as the fallback.
+/// The limiter the server uses: Redis when configured (with its failure policy and, for keys
+/// that allow it, leases), memory otherwise or as the fallback.
 pub struct Limiter {
     memory: MemoryLimiter,
     redis: Option<RedisLimiter>,
+    /// This node's leases, when Redis is configured with a lease lifetime.
+    leases: Option<LeaseBook>,
     policy: RedisFailure,
     /// Until when (ms since the memory limiter's epoch) Redis is skipped after a failure.
     redis_down_until: AtomicU64,
     last_failure_log: AtomicU64,
     fallbacks: prometheus_client::metrics::counter::Counter,
+    round_trips: prometheus_client::metrics::counter::Counter,
 }
 
 impl Limiter {
@@ -234,23 +473,38 @@ impl Limiter {
         Self {
             memory: MemoryLimiter::new(max_keys),
             redis: None,
+            leases: None,
             policy: RedisFailure::FailOpen,
             redis_down_until: AtomicU64::new(0),
             last_failure_log: AtomicU64::new(0),
             fallbacks: Default::default(),
+            round_trips: Default::default(),
         }
     }
 
-    /// Shares counters through Redis, deciding by `policy` when it cannot answer.
-    pub fn with_redis(mut self, redis: RedisLimiter, policy: RedisFailure) -> Self {
+    /// Shares counters through Redis, deciding by `policy` when it cannot answer; leased
+    /// decisions take leases living `lease` (zero: every decision is exact).
+    pub fn with_redis(
+        mut self,
+        redis: RedisLimiter,
+        policy: RedisFailure,
+        lease: Duration,
+    ) -> Self {
         self.redis = Some(redis);
         self.policy = policy;
+        self.leases =
+            (!lease.is_zero()).then(|| LeaseBook::new(self.memory.tats.per_shard * SHARDS, lease));
         self
     }
 
     /// The counter of decisions taken without Redis although it is configured.
     pub fn fallback_counter(&self) -> prometheus_client::metrics::counter::Counter {
         self.fallbacks.clone()
+    }
+
+    /// The counter of round trips to Redis (exact decisions and leases).
+    pub fn round_trip_counter(&self) -> prometheus_client::metrics::counter::Counter {
+        self.round_trips.clone()
     }
 
     /// True once Redis is configured and connected (the connection then heals by itself).
@@ -265,19 +519,50 @@ impl Limiter {
         &self.memory
     }
 
-    /// Decides and records a call of `cost` on `key`.
+    /// Decides and records a call of `cost` on `key`, exactly.
     pub async fn check(&self, key: &str, quota: Quota, cost: u64) -> Result<Decision, ApiError> {
-        self.decide(key, quota, cost, true).await
+        self.decide(key, quota, cost, true, cost).await
+    }
+
+    /// Decides and records a call of `cost` on `key`, from this node's lease when `sharing`
+    /// allows it and Redis holds the counters.
+    pub async fn spend(
+        &self,
+        key: &str,
+        quota: Quota,
+        cost: u64,
+        sharing: Sharing,
+    ) -> Result<Decision, ApiError> {
+        let Some(leases) = self.leases.as_ref().filter(|_| sharing == Sharing::Leased) else {
+            return self.check(key, quota, cost).await;
+        };
+        let want = match leases.take(key, quota, cost) {
+            Take::Decided(decision) => return Ok(decision),
+            Take::Ask(want) => want,
+        };
+        let (mut decision, granted) = self.decide_with_grant(key, quota, cost, true, want).await?;
+        if !decision.allowed {
+            leases.refused(key, quota, cost, &decision);
+        } else {
+            // kept even when nothing is left over: the lease's size grows from its record
+            let extra = granted.saturating_sub(cost);
+            leases.keep(key, quota, extra, &decision);
+            decision.remaining = decision.remaining.saturating_add(extra).min(quota.limit);
+        }
+        Ok(decision)
     }
 
     /// Whether a call of `cost` would pass now, recording nothing.
     pub async fn peek(&self, key: &str, quota: Quota, cost: u64) -> Result<Decision, ApiError> {
-        self.decide(key, quota, cost, false).await
+        self.decide(key, quota, cost, false, cost).await
     }
 
-    /// Forgets a key everywhere.
+    /// Forgets a key everywhere (this node's lease included).
     pub async fn reset(&self, key: &str) {
         self.memory.reset(key);
+        if let Some(leases) = &self.leases {
+            leases.drop_lease(key);
+        }
         if let Some(redis) = &self.redis {
             redis.reset(key).await;
         }
@@ -289,14 +574,36 @@ impl Limiter {
         quota: Quota,
         cost: u64,
         commit: bool,
+        want: u64,
     ) -> Result<Decision, ApiError> {
+        Ok(self
+            .decide_with_grant(key, quota, cost, commit, want)
+            .await?
+            .0)
+    }
+
+    /// The decision, and the units granted (`want` or fewer when the call fits; the memory
+    /// store grants only the cost).
+    async fn decide_with_grant(
+        &self,
+        key: &str,
+        quota: Quota,
+        cost: u64,
+        commit: bool,
+        want: u64,
+    ) -> Result<(Decision, u64), ApiError> {
+        let in_memory = |limiter: &Self| {
+            let decision = limiter.memory.decide(key, quota, cost, commit);
+            (decision, if decision.allowed { cost } else { 0 })
+        };
         let Some(redis) = &self.redis else {
-            return Ok(self.memory.decide(key, quota, cost, commit));
+            return Ok(in_memory(self));
         };
         let now_ms = self.memory.epoch.elapsed().as_millis() as u64;
         if now_ms >= self.redis_down_until.load(Ordering::Relaxed) {
-            if let Some(decision) = redis.decide(key, quota, cost, commit).await {
-                return Ok(decision);
+            self.round_trips.inc();
+            if let Some(answer) = redis.decide(key, quota, cost, commit, want).await {
+                return Ok(answer);
             }
             // skip Redis for a second rather than paying its timeout on every request
             self.redis_down_until
@@ -313,12 +620,12 @@ impl Limiter {
             tracing::warn!(policy = ?self.policy, "rate limits: Redis unavailable; deciding by the failure policy (logged once a minute)");
         }
         match self.policy {
-            RedisFailure::FailOpen => Ok(self.memory.decide(key, quota, cost, commit)),
+            RedisFailure::FailOpen => Ok(in_memory(self)),
             RedisFailure::FailClosed => Err(ApiError::Unavailable),
         }
     }
 
-    /// Sweeps idle memory keys every 30 s until cancelled.
+    /// Sweeps idle memory keys and stale leases every 30 s until cancelled.
     pub fn spawn_sweeper(self: &Arc<Self>, cancel: CancellationToken) {
         let limiter = Arc::downgrade(self);
         tokio::spawn(async move {
@@ -330,6 +637,9 @@ impl Limiter {
                 match limiter.upgrade() {
                     Some(limiter) => {
                         limiter.memory.sweep();
+                        if let Some(leases) = &limiter.leases {
+                            leases.sweep();
+                        }
                     }
                     None => return,
                 }
@@ -353,6 +663,121 @@ mod tests {
             limiter.decide(&format!("k{i}"), quota, 1, true);
         }
         assert!(limiter.len() <= SHARDS * 17, "{} keys held", limiter.len());
+    }
+
+    const HOUR: Nanos = 3_600_000_000_000;
+
+    /// Spends one call from `book`, granting what it asks for as Redis would with plenty
+    /// left; the units asked for (0 when spent locally).
+    fn spend_one(book: &LeaseBook, quota: Quota) -> u64 {
+        match book.take("k", quota, 1) {
+            Take::Decided(decision) => {
+                assert!(decision.allowed);
+                0
+            }
+            Take::Ask(want) => {
+                let granted = Decision {
+                    allowed: true,
+                    limit: quota.limit,
+                    remaining: quota.limit / 2,
+                    reset_after: HOUR / 2,
+                    retry_after: 0,
+                };
+                book.keep("k", quota, want - 1, &granted);
+                want
+            }
+        }
+    }
+
+    #[test]
+    fn a_lease_grows_while_it_is_spent_and_never_past_a_tenth_of_the_limit() {
+        let book = LeaseBook::new(1000, Duration::from_secs(3600));
+        let quota = Quota {
+            limit: 1000,
+            window: HOUR,
+        };
+        let asks: Vec<u64> = (0..400)
+            .map(|_| spend_one(&book, quota))
+            .filter(|want| *want > 0)
+            .collect();
+        assert_eq!(&asks[..6], &[1, 1, 2, 4, 8, 16], "{asks:?}");
+        assert!(asks.iter().all(|want| *want <= 100), "{asks:?}");
+        assert_eq!(*asks.last().unwrap(), 100);
+        // 400 calls cost far fewer asks
+        assert!(asks.len() < 15, "{} asks", asks.len());
+    }
+
+    #[test]
+    fn a_lease_whose_units_lapse_shrinks() {
+        let book = LeaseBook::new(1000, Duration::from_millis(50));
+        let quota = Quota {
+            limit: 1000,
+            window: HOUR,
+        };
+        let granted = Decision {
+            allowed: true,
+            limit: 1000,
+            remaining: 500,
+            reset_after: 0,
+            retry_after: 0,
+        };
+        // grow to an ask of at least 8 (all within one lifetime)
+        let size = loop {
+            let want = spend_one(&book, quota);
+            if want >= 8 {
+                break want;
+            }
+        };
+        // the lease of `size` is taken; spending it all in time doubled the next size
+        for _ in 1..size {
+            assert_eq!(spend_one(&book, quota), 0);
+        }
+        let Take::Ask(next) = book.take("k", quota, 1) else {
+            panic!("an empty lease was spent");
+        };
+        assert_eq!(next, size * 2);
+        book.keep("k", quota, next - 1, &granted);
+        // this one lapses unspent: the size after it is half
+        std::thread::sleep(Duration::from_millis(60));
+        let Take::Ask(after_lapse) = book.take("k", quota, 1) else {
+            panic!("a lapsed lease was spent");
+        };
+        assert_eq!(after_lapse, next * 2);
+        book.keep("k", quota, 0, &granted);
+        let Take::Ask(shrunk) = book.take("k", quota, 1) else {
+            panic!("an empty lease was spent");
+        };
+        assert_eq!(shrunk, next);
+    }
+
+    #[test]
+    fn a_refusal_is_remembered_until_its_retry_and_only_for_as_costly_calls() {
+        let book = LeaseBook::new(1000, Duration::from_secs(1));
+        let quota = Quota {
+            limit: 10,
+            window: HOUR,
+        };
+        let refused = Decision {
+            allowed: false,
+            limit: 10,
+            remaining: 1,
+            reset_after: HOUR,
+            retry_after: 30_000_000, // 30 ms
+        };
+        book.refused("k", quota, 2, &refused);
+        match book.take("k", quota, 2) {
+            Take::Decided(decision) => {
+                assert!(!decision.allowed);
+                assert!(decision.retry_after > 0 && decision.retry_after <= 30_000_000);
+            }
+            Take::Ask(_) => panic!("asked Redis again within the retry"),
+        }
+        assert!(matches!(book.take("k", quota, 1), Take::Ask(1)));
+        // another quota is another lease
+        let other = Quota { limit: 20, ..quota };
+        assert!(matches!(book.take("k", other, 2), Take::Ask(2)));
+        std::thread::sleep(Duration::from_millis(35));
+        assert!(matches!(book.take("k", quota, 2), Take::Ask(2)));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 use crate::error::{ApiError, ApiResult};
 use crate::extract::ClientInfo;
+use crate::limiter::Sharing;
 use crate::state::AppState;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -65,20 +66,22 @@ impl LimitSlot {
     }
 }
 
-/// Takes `cost` from `key`'s allowance under `quota`, once per request (a second limiter on
-/// the same request is not charged again): 429 `RATE_LIMITED` when it is spent.
+/// Takes `cost` from `key`'s allowance under `quota` (shared as `sharing` says), once per
+/// request (a second limiter on the same request is not charged again): 429 `RATE_LIMITED`
+/// when it is spent.
 pub async fn enforce(
     state: &AppState,
     parts: &Parts,
     key: &str,
     quota: Quota,
+    sharing: Sharing,
     cost: u64,
 ) -> ApiResult<Decision> {
     let slot = parts.extensions.get::<LimitSlot>();
     if let Some(decision) = slot.and_then(LimitSlot::get) {
         return Ok(decision);
     }
-    let decision = state.limiter.check(key, quota, cost).await?;
+    let decision = state.limiter.spend(key, quota, cost, sharing).await?;
     if let Some(slot) = slot {
         slot.set(decision);
     }
@@ -106,7 +109,8 @@ impl FromRequestParts<AppState> for IpLimit {
         let client = ClientInfo::from_request_parts(parts, state).await?;
         let ip = client.ip.as_deref().unwrap_or("unknown");
         let quota = Quota::from_rate(state.config.rate_limits.ip);
-        enforce(state, parts, &format!("ip:{ip}"), quota, 1).await?;
+        let key = format!("ip:{ip}");
+        enforce(state, parts, &key, quota, Sharing::Exact, 1).await?;
         Ok(Self)
     }
 }

@@ -3,7 +3,7 @@
 
 use crate::clock::now;
 use crate::config::Config;
-use crate::invalidation::InvalidationBus;
+use crate::invalidation::{Caches, InvalidationBus};
 use crate::keycache::KeyCache;
 use crate::limiter::{Limiter, RedisLimiter};
 use crate::mail::Mailer;
@@ -11,6 +11,7 @@ use crate::metrics::Metrics;
 use crate::passwords::PasswordHasher;
 use crate::revocation::SessionRevocations;
 use crate::secrets::InstanceSecret;
+use crate::session_views::SessionViews;
 use crate::state::{AppInner, AppState};
 use crate::tokens::{Keyring, RefreshTokenDeriver};
 use crate::usage_recorder::UsageRecorder;
@@ -82,7 +83,11 @@ pub async fn build_state(config: Config, cancel: &CancellationToken) -> anyhow::
     if let Some(url) = &config.redis_url {
         let redis = RedisLimiter::connect(url, config.rate_limits.redis_timeout, cancel.clone())
             .context("redis_url")?;
-        limiter = limiter.with_redis(redis, config.rate_limits.redis_failure);
+        limiter = limiter.with_redis(
+            redis,
+            config.rate_limits.redis_failure,
+            config.rate_limits.redis_lease,
+        );
     }
     let limiter = Arc::new(limiter);
     limiter.spawn_sweeper(cancel.clone());
@@ -91,6 +96,11 @@ pub async fn build_state(config: Config, cancel: &CancellationToken) -> anyhow::
         "ratelimit_redis_fallbacks",
         "Rate-limit decisions taken without Redis although it is configured",
         limiter.fallback_counter(),
+    );
+    metrics.register_counter(
+        "ratelimit_redis_round_trips",
+        "Rate-limit round trips to Redis (exact decisions and leases)",
+        limiter.round_trip_counter(),
     );
     let passwords = PasswordHasher::new(parallelism)?;
     metrics.register_counter(
@@ -111,9 +121,17 @@ pub async fn build_state(config: Config, cancel: &CancellationToken) -> anyhow::
         config.keys.full_resync_every,
         cancel.clone(),
     ));
+    let session_views = Arc::new(SessionViews::new(
+        config.keys.cache_max_age,
+        config.keys.cache_capacity,
+    ));
+    let caches = Caches {
+        keys: keys.clone(),
+        sessions: session_views.clone(),
+    };
     let invalidation = Arc::new(
         InvalidationBus::start(
-            keys.clone(),
+            caches,
             config.redis_url.as_deref(),
             store.clone(),
             cancel.clone(),
@@ -132,6 +150,7 @@ pub async fn build_state(config: Config, cancel: &CancellationToken) -> anyhow::
         metrics: Arc::new(metrics),
         limiter,
         keys,
+        session_views,
         invalidation,
         usage,
         keyring,

@@ -40,7 +40,9 @@ pub struct AppInner {
     pub limiter: Arc<Limiter>,
     /// What verify answers with, by key hash.
     pub keys: Arc<KeyCache>,
-    /// Tells every node's key cache about changes.
+    /// Who each session's user is, for `GET /auth/me`.
+    pub session_views: Arc<crate::session_views::SessionViews>,
+    /// Tells every node's key cache and session views about changes.
     pub invalidation: Arc<InvalidationBus>,
     /// Monthly usage counters and keys' last use, written in batches.
     pub usage: Arc<UsageRecorder>,

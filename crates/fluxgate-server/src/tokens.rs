@@ -10,7 +10,7 @@ use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use ed25519_dalek::pkcs8::EncodePrivateKey;
 use ed25519_dalek::SigningKey;
 use fluxgate_core::claims::{
-    access_token_kid, access_token_validation, AccessClaims, ACCESS_TOKEN_TYPE,
+    access_token_kid, access_token_validation, AccessClaims, ACCESS_TOKEN_TYPE, LEEWAY_SECS,
 };
 use fluxgate_core::secret::{random_bytes, ExposeSecret, SecretKey, SecretString};
 use fluxgate_store::{AuditRecord, SigningKeyRecord, Store};
@@ -19,7 +19,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header};
 use serde_json::{json, Value};
 use sha2::Sha256;
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 const ALGORITHM: &str = "EdDSA";
@@ -28,6 +28,8 @@ const ALGORITHM: &str = "EdDSA";
 const RETIRED_KEY_GRACE_SECS: i64 = 120;
 /// Unknown `kid`s reload the keys at most this often.
 const RELOAD_AT_MOST_EVERY: Duration = Duration::from_secs(2);
+/// At most this many verified access tokens are remembered (about 300 bytes each).
+const VERIFIED_TOKENS: usize = 50_000;
 
 /// The signing keys of this instance, as this node knows them.
 pub struct Keyring {
@@ -37,6 +39,10 @@ pub struct Keyring {
     audience: String,
     access_ttl: Duration,
     state: RwLock<KeyringState>,
+    /// Access tokens whose signature this node has checked, by the SHA-256 of the token:
+    /// the same bytes presented again skip the Ed25519 verification (which was most of a
+    /// `GET /auth/me`); expiry is checked on every use, and a change of keys empties it.
+    verified: Mutex<HashMap<[u8; 32], AccessClaims>>,
 }
 
 #[derive(Default)]
@@ -63,6 +69,7 @@ impl Keyring {
             audience,
             access_ttl,
             state: RwLock::new(KeyringState::default()),
+            verified: Mutex::new(HashMap::new()),
         }
     }
 
@@ -143,7 +150,19 @@ impl Keyring {
             .state
             .write()
             .map_err(|_| anyhow!("keyring lock poisoned"))?;
+        let same_keys = state.verifying.len() == next.verifying.len()
+            && next
+                .verifying
+                .keys()
+                .all(|kid| state.verifying.contains_key(kid));
         *state = next;
+        drop(state);
+        if !same_keys {
+            // a token remembered under a key no longer accepted must be refused
+            if let Ok(mut verified) = self.verified.lock() {
+                verified.clear();
+            }
+        }
         Ok(())
     }
 
@@ -194,6 +213,41 @@ impl Keyring {
     /// Verifies an access token: EdDSA only, `typ: at+jwt`, a known `kid`, our issuer and
     /// audience, and `exp`/`nbf`. Session revocation is checked by the caller.
     pub async fn verify(&self, token: &str) -> Option<AccessClaims> {
+        let digest: [u8; 32] = <Sha256 as sha2::Digest>::digest(token.as_bytes()).into();
+        if let Some(claims) = self.remembered(&digest) {
+            return Some(claims);
+        }
+        let claims = self.verify_signed(token).await?;
+        self.remember(digest, &claims);
+        Some(claims)
+    }
+
+    /// The claims of a token verified before, while its `exp` and `nbf` still allow it.
+    fn remembered(&self, digest: &[u8; 32]) -> Option<AccessClaims> {
+        let (now, leeway) = (now(), LEEWAY_SECS as i64);
+        let verified = self.verified.lock().ok()?;
+        verified
+            .get(digest)
+            .filter(|claims| claims.exp >= now - leeway && claims.nbf <= now + leeway)
+            .cloned()
+    }
+
+    fn remember(&self, digest: [u8; 32], claims: &AccessClaims) {
+        let Ok(mut verified) = self.verified.lock() else {
+            return;
+        };
+        if verified.len() >= VERIFIED_TOKENS {
+            let oldest = now() - LEEWAY_SECS as i64;
+            verified.retain(|_, claims| claims.exp >= oldest);
+            if verified.len() >= VERIFIED_TOKENS {
+                verified.clear();
+            }
+        }
+        verified.insert(digest, claims.clone());
+    }
+
+    /// The full check: header, a known key, the signature, the claims.
+    async fn verify_signed(&self, token: &str) -> Option<AccessClaims> {
         let header = jsonwebtoken::decode_header(token).ok()?;
         let kid = access_token_kid(header).ok()?;
         if let Some(result) = self.verify_with(&kid, token) {

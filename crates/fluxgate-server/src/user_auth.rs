@@ -2,6 +2,7 @@
 //! revocation check, CSRF defence for cookie-authenticated changes), and issuing token pairs.
 
 use crate::error::{ApiError, ApiResult};
+use crate::limiter::Sharing;
 use crate::state::AppState;
 use axum::extract::FromRequestParts;
 use axum::http::{header, request::Parts, HeaderMap, HeaderValue, Method};
@@ -75,7 +76,8 @@ pub async fn authenticate_access_token(
         return Err(ApiError::Unauthorized);
     }
     let quota = Quota::from_rate(state.config.rate_limits.user);
-    crate::request_limits::enforce(state, parts, &format!("user:{}", claims.sub), quota, 1).await?;
+    let key = format!("user:{}", claims.sub);
+    crate::request_limits::enforce(state, parts, &key, quota, Sharing::Exact, 1).await?;
     Ok(AuthUser { claims })
 }
 

@@ -104,7 +104,7 @@ pub(crate) fn like_pattern(text: &str) -> String {
 macro_rules! impl_key_store {
     ($store:ident, $db:ty) => {
         const KEY_COLUMNS: &str = "k.id, k.org_id, k.name, k.environment, k.start, k.scopes, \
-             k.metadata, k.rate_limit, k.rate_window_seconds, k.created_by, k.created_at, \
+             k.metadata, k.rate_limit, k.rate_window_seconds, k.rate_exact, k.created_by, k.created_at, \
              k.updated_at, k.expires_at, k.revoked_at, k.last_used_at";
 
         async fn key_in_tx(
@@ -127,8 +127,8 @@ macro_rules! impl_key_store {
                 let mut tx = self.pool.begin().await?;
                 sqlx::query(
                     "INSERT INTO api_keys (id, org_id, name, environment, start, scopes, metadata, \
-                     rate_limit, rate_window_seconds, created_by, created_at, updated_at, expires_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+                     rate_limit, rate_window_seconds, rate_exact, created_by, created_at, updated_at, \
+                     expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
                 )
                 .bind(&key.id)
                 .bind(&key.org_id)
@@ -139,6 +139,7 @@ macro_rules! impl_key_store {
                 .bind(&key.metadata)
                 .bind(key.rate_limit)
                 .bind(key.rate_window_seconds)
+                .bind(key.rate_exact)
                 .bind(&key.created_by)
                 .bind(key.created_at)
                 .bind(key.updated_at)
@@ -227,14 +228,15 @@ macro_rules! impl_key_store {
                 let mut tx = self.pool.begin().await?;
                 let updated = sqlx::query(
                     "UPDATE api_keys SET name = $1, scopes = $2, metadata = $3, rate_limit = $4, \
-                     rate_window_seconds = $5, expires_at = $6, updated_at = $7 \
-                     WHERE org_id = $8 AND id = $9 AND revoked_at IS NULL",
+                     rate_window_seconds = $5, rate_exact = $6, expires_at = $7, updated_at = $8 \
+                     WHERE org_id = $9 AND id = $10 AND revoked_at IS NULL",
                 )
                 .bind(&key.name)
                 .bind(&key.scopes)
                 .bind(&key.metadata)
                 .bind(key.rate_limit)
                 .bind(key.rate_window_seconds)
+                .bind(key.rate_exact)
                 .bind(key.expires_at)
                 .bind(key.updated_at)
                 .bind(&key.org_id)

@@ -367,6 +367,8 @@ pub struct ApiKeyRecord {
     pub rate_limit: Option<i64>,
     /// The window of the key's own rate limit, in seconds.
     pub rate_window_seconds: Option<i64>,
+    /// Whether the key's own limit is decided exactly across nodes (no leases).
+    pub rate_exact: bool,
     /// The user or key that created it.
     pub created_by: Option<String>,
     /// Unix seconds.
@@ -395,6 +397,7 @@ impl ApiKeyRecord {
             metadata: "{}".into(),
             rate_limit: None,
             rate_window_seconds: None,
+            rate_exact: false,
             created_by: None,
             created_at: now,
             updated_at: now,

@@ -124,6 +124,7 @@ struct NewKeyPage {
     expires_in_days: String,
     rate_limit: String,
     rate_window_seconds: String,
+    rate_exact: bool,
 }
 
 /// The scopes the caller holds (a key can never hold more than its maker), with those already
@@ -165,6 +166,7 @@ async fn new_key(
         expires_in_days: "90".to_owned(),
         rate_limit: String::new(),
         rate_window_seconds: "60".to_owned(),
+        rate_exact: false,
     }))
 }
 
@@ -246,6 +248,7 @@ async fn create(
             rate_limit: limit.map(|limit| RateLimit {
                 limit,
                 window_seconds: window.unwrap_or(60),
+                exact: form.get("rate_exact").is_some(),
             }),
             metadata: None,
         };
@@ -280,6 +283,7 @@ async fn create(
                     expires_in_days: form.raw("expires_in_days").to_owned(),
                     rate_limit: form.raw("rate_limit").to_owned(),
                     rate_window_seconds: form.raw("rate_window_seconds").to_owned(),
+                    rate_exact: form.get("rate_exact").is_some(),
                 },
             ))
         }

@@ -263,16 +263,17 @@ async fn update_me(
 
 /// What `GET /auth/me` answers.
 async fn me_answer(state: &AppState, user: &AuthUser) -> ApiResult<Json<Data<Me>>> {
+    let who = accounts::who_am_i(state, user).await?;
     let WhoAmI {
         user: record,
         memberships,
         active,
         permissions,
-    } = accounts::who_am_i(state, user).await?;
+    } = who.as_ref();
     let active = active.as_ref();
     Ok(Json(Data {
         data: Me {
-            user: user_json(&record),
+            user: user_json(record),
             memberships: memberships
                 .iter()
                 .map(|m| Membership {
@@ -294,7 +295,7 @@ async fn me_answer(state: &AppState, user: &AuthUser) -> ApiResult<Json<Data<Me>
                 role: Some(m.role.clone()),
                 operator: None,
             }),
-            permissions,
+            permissions: permissions.clone(),
             session_id: user.session_id().to_string(),
         },
     }))

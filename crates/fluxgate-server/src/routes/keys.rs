@@ -62,6 +62,7 @@ pub fn key_view(key: &ApiKeyRecord, now: i64) -> Key {
             (Some(limit), Some(window)) => Some(RateLimit {
                 limit: u64::try_from(limit).unwrap_or(0),
                 window_seconds: u64::try_from(window).unwrap_or(0),
+                exact: key.rate_exact,
             }),
             _ => None,
         },

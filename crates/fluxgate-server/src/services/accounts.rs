@@ -5,6 +5,7 @@
 use crate::audit::AuditEvent;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::ClientInfo;
+use crate::invalidation::Change;
 use crate::mail::Mail;
 use crate::services::sessions::lockout_key;
 use crate::state::AppState;
@@ -18,6 +19,7 @@ use fluxgate_store::{
 };
 use serde::Deserialize;
 use serde_json::json;
+use std::sync::Arc;
 use std::time::Duration;
 use utoipa::ToSchema;
 
@@ -73,6 +75,8 @@ pub async fn rename(
         .store
         .rename_user(user.user_id(), name.as_deref(), now, &audit)
         .await?;
+    let change = Change::User(user.user_id().clone());
+    state.invalidation.publish(change).await;
     Ok(())
 }
 
@@ -218,7 +222,10 @@ pub async fn verify_email(
         .verify_email(&hash, now, client.audit_meta())
         .await?
     {
-        Some(_) => Ok(()),
+        Some(user_id) => {
+            state.invalidation.publish(Change::User(user_id)).await;
+            Ok(())
+        }
         None => Err(ApiError::field(
             "token",
             "is invalid, already used or expired",
@@ -329,8 +336,16 @@ pub struct WhoAmI {
     pub permissions: Vec<String>,
 }
 
-/// Who the caller is (`GET /auth/me`).
-pub async fn who_am_i(state: &AppState, user: &crate::user_auth::AuthUser) -> ApiResult<WhoAmI> {
+/// Who the caller is (`GET /auth/me`): from this node's session views when the session's
+/// user, memberships and orgs have not changed since it was last read.
+pub async fn who_am_i(
+    state: &AppState,
+    user: &crate::user_auth::AuthUser,
+) -> ApiResult<Arc<WhoAmI>> {
+    if let Some(view) = state.session_views.get(user.session_id()) {
+        return Ok(view);
+    }
+    let read_at = state.session_views.generation();
     let record = state
         .store
         .user_by_id(user.user_id())
@@ -353,12 +368,16 @@ pub async fn who_am_i(state: &AppState, user: &crate::user_auth::AuthUser) -> Ap
             .effective(&state.config.catalog),
         None => Vec::new(),
     };
-    Ok(WhoAmI {
+    let view = Arc::new(WhoAmI {
         user: record,
         memberships,
         active,
         permissions,
-    })
+    });
+    state
+        .session_views
+        .keep(user.session_id(), view.clone(), read_at);
+    Ok(view)
 }
 
 /// A change of password (`POST /auth/password/change`).

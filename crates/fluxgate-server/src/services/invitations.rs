@@ -5,6 +5,7 @@ use crate::access::{MembersRead, MembersWrite, OrgAccess};
 use crate::audit::AuditEvent;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ClientInfo, Paging};
+use crate::invalidation::Change;
 use crate::mail::Mail;
 use crate::services::orgs::grantable_role;
 use crate::state::AppState;
@@ -247,7 +248,10 @@ pub async fn accept(
         .accept_invitation(&invitation.id, user.user_id(), now, &audit)
         .await?
     {
-        Acceptance::Joined => {}
+        Acceptance::Joined => {
+            let change = Change::User(user.user_id().clone());
+            state.invalidation.publish(change).await;
+        }
         Acceptance::Gone => return Err(ApiError::NotFound),
         Acceptance::AlreadyMember => {
             return Err(ApiError::Conflict(

@@ -48,12 +48,20 @@ fn check_rate_limit(errors: &mut FieldErrors, rate: &RateLimit) {
     }
 }
 
-/// The checked limit as stored (`None` when out of range, with the error recorded).
-fn stored_rate(errors: &mut FieldErrors, rate: &RateLimit) -> (Option<i64>, Option<i64>) {
+/// A key's own limit as stored: calls, window seconds, exactness.
+type StoredRate = (Option<i64>, Option<i64>, bool);
+
+/// The checked limit as stored (`None` when out of range, with the error recorded); no limit
+/// is the plan's, never exact.
+fn stored_rate(errors: &mut FieldErrors, rate: Option<&RateLimit>) -> StoredRate {
+    let Some(rate) = rate else {
+        return (None, None, false);
+    };
     check_rate_limit(errors, rate);
     (
         i64::try_from(rate.limit).ok(),
         i64::try_from(rate.window_seconds).ok(),
+        rate.exact,
     )
 }
 
@@ -144,10 +152,8 @@ pub async fn issue(
         }
         (None, None) => None,
     };
-    let (rate_limit, rate_window_seconds) = match &input.rate_limit {
-        Some(rate) => stored_rate(&mut errors, rate),
-        None => (None, None),
-    };
+    let (rate_limit, rate_window_seconds, rate_exact) =
+        stored_rate(&mut errors, input.rate_limit.as_ref());
     let metadata = check_metadata(&mut errors, input.metadata.as_ref().unwrap_or(&json!({})));
     errors.into_result()?;
     let (Some(name), Some(environment)) = (name, environment) else {
@@ -166,6 +172,7 @@ pub async fn issue(
         metadata,
         rate_limit,
         rate_window_seconds,
+        rate_exact,
         created_by: Some(access.caller.actor().id),
         created_at: now,
         updated_at: now,
@@ -294,15 +301,12 @@ pub async fn update(
         .scopes
         .as_ref()
         .map(|scopes| parse_permission_list(state, &mut errors, "scopes", scopes, 100));
-    match &changes.rate_limit {
-        Some(Some(rate)) => {
-            (changed.rate_limit, changed.rate_window_seconds) = stored_rate(&mut errors, rate);
-        }
-        Some(None) => {
-            changed.rate_limit = None;
-            changed.rate_window_seconds = None;
-        }
-        None => {}
+    if let Some(rate) = &changes.rate_limit {
+        (
+            changed.rate_limit,
+            changed.rate_window_seconds,
+            changed.rate_exact,
+        ) = stored_rate(&mut errors, rate.as_ref());
     }
     if let Some(metadata) = &changes.metadata {
         changed.metadata = check_metadata(&mut errors, metadata);
@@ -329,6 +333,7 @@ pub async fn update(
             "expires_at": changed.expires_at.map(rfc3339),
             "rate_limit": changed.rate_limit,
             "rate_window_seconds": changed.rate_window_seconds,
+            "rate_exact": changed.rate_exact,
         }))
         .build();
     let stored = state

@@ -181,6 +181,8 @@ pub async fn create(
         .create_org(&org, user.user_id(), &audit)
         .await
         .map_err(external_id_conflict)?;
+    let change = Change::User(user.user_id().clone());
+    state.invalidation.publish(change).await;
     Ok(org)
 }
 
@@ -378,6 +380,8 @@ pub async fn change_member_role(
             .change_member_role(&access.org.id, user_id, role, &audit)
             .await?,
     )?;
+    let change = Change::User(user_id.clone());
+    state.invalidation.publish(change).await;
     state
         .store
         .membership(&access.org.id, user_id)
@@ -416,7 +420,10 @@ pub async fn remove_member(
             .store
             .remove_member(&access.org.id, user_id, &audit)
             .await?,
-    )
+    )?;
+    let change = Change::User(user_id.clone());
+    state.invalidation.publish(change).await;
+    Ok(())
 }
 
 /// The org's plan: its entitlements, rate limit and this month's quotas with what is used.
@@ -446,6 +453,7 @@ pub async fn entitlements<P: Required>(
         rate_limit: plan.map(|p| RateLimit {
             limit: p.rate_limit.limit,
             window_seconds: p.rate_limit.window.as_secs(),
+            exact: false,
         }),
         quotas,
     })

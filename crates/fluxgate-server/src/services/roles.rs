@@ -4,6 +4,7 @@
 use crate::access::{parse_permission_list, permissions_json, OrgAccess, RolesRead, RolesWrite};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::ClientInfo;
+use crate::invalidation::Change;
 use crate::state::AppState;
 use fluxgate_core::ids::RoleId;
 use fluxgate_core::permission::{BuiltinRole, PermissionPattern};
@@ -104,6 +105,8 @@ pub async fn create(
         .create_role(&role, &audit)
         .await
         .map_err(name_conflict)?;
+    let change = Change::Org(access.org.id.clone());
+    state.invalidation.publish(change).await;
     Ok(role)
 }
 
@@ -170,12 +173,16 @@ pub async fn update(
             "previous_permissions": role.permission_list(),
         }))
         .build();
-    state
+    let updated = state
         .store
         .update_role(&changed, &audit)
         .await
         .map_err(name_conflict)?
-        .ok_or(ApiError::NotFound)
+        .ok_or(ApiError::NotFound)?;
+    // its members' permissions changed with it
+    let change = Change::Org(access.org.id.clone());
+    state.invalidation.publish(change).await;
+    Ok(updated)
 }
 
 /// Deletes a custom role that no member or open invitation holds (else 409).
@@ -198,7 +205,11 @@ pub async fn delete(
         .delete_role(&access.org.id, &role.id, &audit)
         .await?
     {
-        RoleDeletion::Deleted => Ok(()),
+        RoleDeletion::Deleted => {
+            let change = Change::Org(access.org.id.clone());
+            state.invalidation.publish(change).await;
+            Ok(())
+        }
         RoleDeletion::NotFound => Err(ApiError::NotFound),
         RoleDeletion::InUse => Err(ApiError::Conflict(
             "members or open invitations hold this role; give them another role first".into(),

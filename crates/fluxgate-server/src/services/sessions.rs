@@ -7,6 +7,7 @@ use crate::audit::AuditEvent;
 use crate::clock;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::ClientInfo;
+use crate::invalidation::Change;
 use crate::state::AppState;
 use crate::user_auth::{AuthUser, TokenPair};
 use fluxgate_core::claims::AccessClaims;
@@ -521,6 +522,8 @@ pub async fn switch_org(
         .store
         .switch_session_org(&current.id, &org_id, &next, now)
         .await?;
+    let change = Change::User(user.user_id().clone());
+    state.invalidation.publish(change).await;
     let access_token = sign_access_token(
         state,
         user.user_id(),

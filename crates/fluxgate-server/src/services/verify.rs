@@ -198,7 +198,10 @@ async fn judge(
             return Ok(("QUOTA_EXCEEDED", None));
         }
     }
-    let decision = state.limiter.check(&key.rate_key, key.quota, cost).await?;
+    let decision = state
+        .limiter
+        .spend(&key.rate_key, key.quota, cost, key.sharing)
+        .await?;
     let code = if decision.allowed {
         "VALID"
     } else {
@@ -264,6 +267,7 @@ mod tests {
                 window: Duration::from_secs(60),
             }),
             rate_key: "key:x".into(),
+            sharing: crate::limiter::Sharing::Leased,
             expires_at: Some(2_000_000_000),
             revoked_at: None,
             secret_retires_at: None,

@@ -813,6 +813,33 @@ async fn rotated_signing_keys_stay_verifiable(backend: Backend) {
         old_kid.as_str(),
         "new tokens are signed by the new key"
     );
+
+    // once the old key is no longer accepted, its tokens are refused — even one this node
+    // verified before and remembers
+    let retire = format!("UPDATE signing_keys SET retired_at = 1 WHERE kid = '{old_kid}'");
+    match backend {
+        Backend::Sqlite => {
+            let pool = sqlx::SqlitePool::connect(&app.database_url).await.unwrap();
+            sqlx::query(&retire).execute(&pool).await.unwrap();
+            pool.close().await;
+        }
+        Backend::Postgres => {
+            let pool = sqlx::PgPool::connect(&app.database_url).await.unwrap();
+            sqlx::query(&retire).execute(&pool).await.unwrap();
+            pool.close().await;
+        }
+    }
+    app.state().keyring.reload().await.expect("reload");
+    assert_eq!(
+        app.get_auth("/api/v1/auth/me", &old_access).await.status(),
+        401,
+        "a token of a key no longer accepted"
+    );
+    let new_access = after["access_token"].as_str().unwrap_or_default();
+    assert_eq!(
+        app.get_auth("/api/v1/auth/me", new_access).await.status(),
+        200
+    );
     app.stop().await;
 }
 

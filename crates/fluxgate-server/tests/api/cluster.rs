@@ -1,6 +1,7 @@
 //! Two real `fluxgate serve` processes on one PostgreSQL and one Redis: a key revoked through
-//! node A is refused by node B within a second, and a key's rate limit of N lets N calls pass in
-//! total across both nodes.
+//! node A is refused by node B within a second, and so is a rename shown by B's `/auth/me`; a key whose limit of N is exact lets N calls
+//! pass in total across both nodes; a leased limit hammered through both stays within the
+//! limit plus the stated lease bound.
 
 use fluxgate_testkit::redis::RedisServer;
 use fluxgate_testkit::{free_port, fresh_database, Backend};
@@ -220,9 +221,44 @@ async fn two_nodes_share_revocations_and_rate_limits() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 
-    // a limit of 6 per hour is 6 in total across the two nodes
-    let limited = call(&client, reqwest::Method::POST, format!("{}/orgs/{org}/keys", a.base), &ops,
-        Some(json!({ "name": "limited", "scopes": [], "rate_limit": { "limit": 6, "window_seconds": 3600 } }))).await["key"]
+    // B answers /auth/me from its session view; a rename through A shows on B within a second
+    let me_on_b = || {
+        let request = client
+            .get(format!("{}/auth/me", b.base))
+            .bearer_auth(ops.clone());
+        async move {
+            let me: Value = request.send().await.unwrap().json().await.unwrap();
+            me["data"]["user"]["name"].clone()
+        }
+    };
+    assert_ne!(me_on_b().await, "Ops on call");
+    call(
+        &client,
+        reqwest::Method::PATCH,
+        format!("{}/auth/me", a.base),
+        &ops,
+        Some(json!({ "name": "Ops on call" })),
+    )
+    .await;
+    let renamed_at = Instant::now();
+    while me_on_b().await != "Ops on call" {
+        assert!(
+            renamed_at.elapsed() < Duration::from_secs(1),
+            "node B still shows the old name after a second"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    // an exact limit of 6 per hour is 6 in total across the two nodes
+    let limited = call(
+        &client,
+        reqwest::Method::POST,
+        format!("{}/orgs/{org}/keys", a.base),
+        &ops,
+        Some(json!({ "name": "limited", "scopes": [],
+                     "rate_limit": { "limit": 6, "window_seconds": 3600, "exact": true } })),
+    )
+    .await["key"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -244,6 +280,65 @@ async fn two_nodes_share_revocations_and_rate_limits() {
         }
     }
     assert_eq!(valid, 6);
+
+    // a leased 100 per minute, hammered through both nodes at once: at most the exact limit's
+    // allowance over the run plus one lease lifetime's (the default 1 s: ceil(100/60) = 2)
+    let leased = call(&client, reqwest::Method::POST, format!("{}/orgs/{org}/keys", a.base), &ops,
+        Some(json!({ "name": "leased", "scopes": [], "rate_limit": { "limit": 100, "window_seconds": 60 } }))).await["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let started = Instant::now();
+    let span = Duration::from_secs(2);
+    let mut callers = Vec::new();
+    for node in [&a, &b] {
+        for _ in 0..4 {
+            let request = client
+                .post(format!("{}/keys/verify", node.base))
+                .header("x-api-key", root.clone())
+                .json(&json!({ "key": leased }));
+            callers.push(tokio::spawn(async move {
+                let (mut valid, mut made) = (0u64, 0u64);
+                while started.elapsed() < span {
+                    let response: Value = request
+                        .try_clone()
+                        .unwrap()
+                        .send()
+                        .await
+                        .unwrap()
+                        .json()
+                        .await
+                        .unwrap();
+                    made += 1;
+                    match response["data"]["code"].as_str() {
+                        Some("VALID") => valid += 1,
+                        Some("RATE_LIMITED" | "NOT_FOUND") => {}
+                        other => panic!("{other:?}: {response}"),
+                    }
+                }
+                (valid, made)
+            }));
+        }
+    }
+    let (mut valid, mut made) = (0, 0);
+    for caller in callers {
+        let (v, m) = caller.await.unwrap();
+        valid += v;
+        made += m;
+    }
+    let exact_ceiling = 100 + started.elapsed().as_millis() as u64 / 600;
+    assert!(
+        valid <= exact_ceiling + 2,
+        "{valid} of {made} verifies passed; the exact limit allows {exact_ceiling}, leases 2 more"
+    );
+    assert!(
+        valid >= 80,
+        "{valid} of {made} verifies passed: leases starved the key"
+    );
+    assert!(
+        made >= 500,
+        "only {made} verifies made: the key was not hammered"
+    );
     drop(a);
     drop(b);
     fluxgate_testkit::drop_database(&database_url).await;

@@ -157,6 +157,32 @@ async fn keys_are_created_listed_changed_rotated_and_revoked(backend: Backend) {
         assert!(error["fields"][field].is_string(), "{field}: {error}");
     }
 
+    // a limit can ask to be exact across nodes; the key says so until its limit changes
+    let exact = send(
+        &app,
+        Method::PATCH,
+        &format!("/orgs/{org}/keys/{id}"),
+        &owner,
+        Some(json!({ "rate_limit": { "limit": 50, "window_seconds": 60, "exact": true } })),
+    )
+    .await;
+    assert_eq!(
+        body_of(exact).await["rate_limit"],
+        json!({ "limit": 50, "window_seconds": 60, "exact": true })
+    );
+    let fetched = body_of(
+        send(
+            &app,
+            Method::GET,
+            &format!("/orgs/{org}/keys/{id}"),
+            &owner,
+            None,
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(fetched["rate_limit"]["exact"], true);
+
     // change, rotate, revoke
     let patched = send(&app, Method::PATCH, &format!("/orgs/{org}/keys/{id}"), &owner,
         Some(json!({ "name": "billing v2", "rate_limit": null, "expires_at": null, "metadata": { "team": "core" } }))).await;

@@ -17,6 +17,7 @@ both_backends!(
     the_last_owner_can_neither_leave_nor_be_demoted,
     custom_roles_grant_exactly_their_permissions,
     tokens_and_me_carry_the_active_orgs_permissions,
+    me_follows_every_change_to_what_it_shows,
     operators_manage_every_org,
     every_action_is_audited_with_actor_and_ip,
     declared_permissions_are_documented_and_enforced,
@@ -1358,6 +1359,107 @@ async fn tokens_and_me_carry_the_active_orgs_permissions(backend: Backend) {
         .unwrap()
         .iter()
         .any(|p| p == "admin:orgs"));
+    app.stop().await;
+}
+
+/// `GET /auth/me` is answered from the session's view once read; every change to what it
+/// shows — the user, their role, their role's permissions, their membership — shows on the
+/// very next call.
+async fn me_follows_every_change_to_what_it_shows(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (owner, org) = app.owner("owner@example.com", "Acme").await;
+    let role = body(
+        send(
+            &app,
+            Method::POST,
+            &format!("/orgs/{org}/roles"),
+            &owner,
+            Some(json!({ "name": "auditor", "permissions": ["audit:read", "org:read"] })),
+        )
+        .await,
+    )
+    .await["data"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let member = app.member(&owner, &org, "val@example.com", "auditor").await;
+    let val_id = user_id_of(&app, &member).await;
+    let switched = send(
+        &app,
+        Method::POST,
+        "/auth/switch-org",
+        &member,
+        Some(json!({ "org_id": org })),
+    )
+    .await;
+    let val = body(switched).await["data"]["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let me = || async {
+        body(send(&app, Method::GET, "/auth/me", &val, None).await).await["data"].clone()
+    };
+    let first = me().await;
+    assert_eq!(first["active_org"]["role"], "auditor");
+    assert_eq!(first["permissions"], json!(["audit:read", "org:read"]));
+    assert_eq!(me().await, first, "a second read answers the same");
+
+    // the role's permissions change
+    let patched = send(
+        &app,
+        Method::PATCH,
+        &format!("/orgs/{org}/roles/{role}"),
+        &owner,
+        Some(json!({ "permissions": ["audit:read", "keys:read", "org:read"] })),
+    )
+    .await;
+    assert_eq!(patched.status(), 200);
+    assert_eq!(
+        me().await["permissions"],
+        json!(["audit:read", "keys:read", "org:read"])
+    );
+    // the user renames themselves
+    let renamed = send(
+        &app,
+        Method::PATCH,
+        "/auth/me",
+        &val,
+        Some(json!({ "name": "Val" })),
+    )
+    .await;
+    assert_eq!(renamed.status(), 200);
+    assert_eq!(me().await["user"]["name"], "Val");
+    // their role changes
+    let demoted = send(
+        &app,
+        Method::PATCH,
+        &format!("/orgs/{org}/members/{val_id}"),
+        &owner,
+        Some(json!({ "role": "viewer" })),
+    )
+    .await;
+    assert_eq!(demoted.status(), 200);
+    let after = me().await;
+    assert_eq!(after["active_org"]["role"], "viewer");
+    assert!(after["permissions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|p| p != "audit:read"));
+    // they are removed
+    let removed = send(
+        &app,
+        Method::DELETE,
+        &format!("/orgs/{org}/members/{val_id}"),
+        &owner,
+        None,
+    )
+    .await;
+    assert_eq!(removed.status(), 204);
+    let gone = me().await;
+    assert!(gone["active_org"].is_null(), "{gone}");
+    assert_eq!(gone["memberships"], json!([]));
+    assert_eq!(gone["permissions"], json!([]));
     app.stop().await;
 }
 

@@ -214,6 +214,9 @@ async fn a_new_user_signs_up_and_manages_a_key_without_javascript(backend: Backe
                 ("scopes", "keys:read"),
                 ("environment", "live"),
                 ("expires_in_days", "30"),
+                ("rate_limit", "500"),
+                ("rate_window_seconds", "60"),
+                ("rate_exact", "on"),
             ],
         )
         .await;
@@ -257,6 +260,13 @@ async fn a_new_user_signs_up_and_manages_a_key_without_javascript(backend: Backe
     let detail = browser.get(&link).await;
     assert_eq!(detail.title(), "billing service active");
     assert!(detail.text("table").contains("keys:read"));
+    assert!(
+        detail
+            .text("table")
+            .contains("500 calls per 60 s, exact across nodes"),
+        "{}",
+        detail.text("table")
+    );
     assert!(
         detail.select("#secrets-heading").is_empty(),
         "one secret: no table"

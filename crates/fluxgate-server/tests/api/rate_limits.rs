@@ -1,11 +1,12 @@
 //! Rate limiting: the same semantics suite against the in-memory and the Redis store; the
 //! limits over real HTTP (per IP, per user, headers, the 429 body, trusted proxies) on SQLite
-//! and PostgreSQL; counters shared between two nodes through Redis; Redis going away mid-run
-//! and coming back, under both failure policies.
+//! and PostgreSQL; counters shared between two nodes through Redis, exactly or from leases
+//! within their stated bound; Redis going away mid-run and coming back, under both failure
+//! policies.
 
 use fluxgate_core::ratelimit::Quota;
 use fluxgate_server::config::RedisFailure;
-use fluxgate_server::limiter::{Limiter, RedisLimiter};
+use fluxgate_server::limiter::{Limiter, RedisLimiter, Sharing};
 use fluxgate_testkit::redis::RedisServer;
 use fluxgate_testkit::{eventually, expect_error, Backend, TestApp, PASSWORD};
 use reqwest::Method;
@@ -96,9 +97,14 @@ async fn the_memory_store_keeps_the_contract() {
 }
 
 async fn redis_limiter(url: &str, policy: RedisFailure) -> Limiter {
+    leasing_limiter(url, policy, Duration::ZERO).await
+}
+
+/// A limiter on Redis whose leased decisions take leases living `lease`.
+async fn leasing_limiter(url: &str, policy: RedisFailure, lease: Duration) -> Limiter {
     let redis =
         RedisLimiter::connect(url, Duration::from_millis(100), CancellationToken::new()).unwrap();
-    let limiter = Limiter::in_memory(10_000).with_redis(redis, policy);
+    let limiter = Limiter::in_memory(10_000).with_redis(redis, policy, lease);
     assert!(
         eventually(Duration::from_secs(5), || async {
             limiter.redis_connected()
@@ -134,6 +140,136 @@ async fn two_limiters_on_one_redis_share_their_counters() {
         }
     }
     assert_eq!(passed, 6);
+}
+
+#[tokio::test]
+async fn a_key_that_asks_for_exactness_is_exact_beside_leases() {
+    let redis = RedisServer::start().await;
+    let lease = Duration::from_secs(1);
+    let a = leasing_limiter(&redis.url(), RedisFailure::FailClosed, lease).await;
+    let b = leasing_limiter(&redis.url(), RedisFailure::FailClosed, lease).await;
+    let quota = per_second(100, 3_600_000);
+    let mut passed = 0;
+    for i in 0..300 {
+        let limiter = if i % 3 == 0 { &a } else { &b };
+        if limiter
+            .spend("exact", quota, 1, Sharing::Exact)
+            .await
+            .unwrap()
+            .allowed
+        {
+            passed += 1;
+        }
+    }
+    assert_eq!(passed, 100);
+    let trips = a.round_trip_counter().get() + b.round_trip_counter().get();
+    assert_eq!(trips, 300, "an exact key asks Redis on every call");
+}
+
+/// Hammers `quota` on `key` from `tasks` concurrent callers on each limiter for `span`;
+/// (calls admitted, calls made, elapsed).
+async fn hammer(
+    limiters: &[std::sync::Arc<Limiter>],
+    key: &str,
+    quota: Quota,
+    tasks: usize,
+    span: Duration,
+) -> (u64, u64, Duration) {
+    let started = Instant::now();
+    let mut handles = Vec::new();
+    for limiter in limiters {
+        for _ in 0..tasks {
+            let limiter = limiter.clone();
+            let key = key.to_owned();
+            handles.push(tokio::spawn(async move {
+                let (mut admitted, mut made) = (0u64, 0u64);
+                while started.elapsed() < span {
+                    made += 1;
+                    if limiter
+                        .spend(&key, quota, 1, Sharing::Leased)
+                        .await
+                        .unwrap()
+                        .allowed
+                    {
+                        admitted += 1;
+                    }
+                    tokio::task::yield_now().await;
+                }
+                (admitted, made)
+            }));
+        }
+    }
+    let (mut admitted, mut made) = (0, 0);
+    for handle in handles {
+        let (a, m) = handle.await.unwrap();
+        admitted += a;
+        made += m;
+    }
+    (admitted, made, started.elapsed())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leased_limiters_admit_at_most_the_limit_plus_one_lease_of_allowance() {
+    let redis = RedisServer::start().await;
+    let lease = Duration::from_secs(1);
+    let nodes = [
+        std::sync::Arc::new(leasing_limiter(&redis.url(), RedisFailure::FailClosed, lease).await),
+        std::sync::Arc::new(leasing_limiter(&redis.url(), RedisFailure::FailClosed, lease).await),
+    ];
+    // 100 per minute: one call back every 600 ms
+    let quota = per_second(100, 60_000);
+    let (admitted, made, elapsed) =
+        hammer(&nodes, "leased", quota, 4, Duration::from_secs(2)).await;
+    let exact_ceiling = 100 + elapsed.as_millis() as u64 / 600;
+    let bound = (lease.as_millis() as u64).div_ceil(600); // ceil(lease × limit / window)
+    assert!(
+        admitted <= exact_ceiling + bound,
+        "{admitted} admitted; the exact limit allows {exact_ceiling}, the lease bound {bound} more"
+    );
+    // leases never hold back more than a tenth of the limit per node
+    assert!(
+        admitted >= 100 - 2 * 10,
+        "{admitted} admitted: leases starved the key"
+    );
+    let trips: u64 = nodes.iter().map(|n| n.round_trip_counter().get()).sum();
+    assert!(made > 1000, "{made} calls made");
+    assert!(
+        trips * 10 < made,
+        "{trips} Redis round trips for {made} calls: leases and refusals should be local"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_leased_key_costs_a_fraction_of_a_round_trip_per_call() {
+    let redis = RedisServer::start().await;
+    let lease = Duration::from_secs(1);
+    let node =
+        std::sync::Arc::new(leasing_limiter(&redis.url(), RedisFailure::FailClosed, lease).await);
+    // a limit far above what the test can spend, refilling a unit a second: every call
+    // passes, and what Redis counts as taken is what the leases took
+    let quota = per_second(1_000_000_000, 1_000_000_000_000);
+    let (admitted, made, _) = hammer(
+        std::slice::from_ref(&node),
+        "busy",
+        quota,
+        4,
+        Duration::from_millis(1500),
+    )
+    .await;
+    assert_eq!(admitted, made);
+    let trips = node.round_trip_counter().get();
+    assert!(
+        trips * 20 < made,
+        "{trips} Redis round trips for {made} calls"
+    );
+    // and the shared counter saw every unit a lease took: a second node finds them spent
+    let probe = leasing_limiter(&redis.url(), RedisFailure::FailClosed, Duration::ZERO).await;
+    let left = probe.peek("busy", quota, 1).await.unwrap().remaining;
+    let taken = 1_000_000_000 - left;
+    assert!(
+        taken + 2 >= admitted,
+        "Redis counts {taken} units taken for {admitted} admitted"
+    );
 }
 
 #[tokio::test]
