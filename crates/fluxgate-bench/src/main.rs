@@ -141,6 +141,14 @@ fn verify_bodies(dir: &Path, name: &str, keys: &[String]) -> anyhow::Result<Path
     Ok(path)
 }
 
+/// The headers of a verify call by `verifier`.
+fn verify_headers(verifier: &str) -> [(&'static str, &str); 2] {
+    [
+        ("content-type", "application/json"),
+        ("x-api-key", verifier),
+    ]
+}
+
 /// Verifies a few keys one by one and checks the code each answers.
 async fn check_sample(
     client: &reqwest::Client,
@@ -290,14 +298,8 @@ async fn main() -> anyhow::Result<()> {
     let (_, verifier) = node::verifier(&client, &origin).await?;
     let floor = start_floor(&key_list)?;
     let verify_url = format!("{origin}/api/v1/keys/verify");
-    let headers = [
-        ("content-type", "application/json"),
-        ("x-api-key", verifier.as_str()),
-    ];
-    let warm_up = Load {
-        duration: Duration::from_secs(2),
-        ..load
-    };
+    let headers = verify_headers(&verifier);
+    let warm_up = load.warm_up();
     for bodies in [&warm_bodies, &unknown_bodies] {
         wrk::run(
             warm_up,
@@ -449,18 +451,9 @@ async fn cluster(args: &Args) -> anyhow::Result<()> {
     let verify_url = |node: &node::Node| format!("{}/api/v1/keys/verify", node.origin());
     let (one_url, a_url, b_url) = (verify_url(&one), verify_url(&a), verify_url(&b));
     let floor_url = format!("{}/verify", floor.origin);
-    let single_h = [
-        ("content-type", "application/json"),
-        ("x-api-key", single_verifier.as_str()),
-    ];
-    let shared_h = [
-        ("content-type", "application/json"),
-        ("x-api-key", shared_verifier.as_str()),
-    ];
-    let warm_up = Load {
-        duration: Duration::from_secs(2),
-        ..load
-    };
+    let single_h = verify_headers(&single_verifier);
+    let shared_h = verify_headers(&shared_verifier);
+    let warm_up = load.warm_up();
     wrk::run(
         warm_up,
         &one_url,
@@ -685,15 +678,9 @@ async fn scale(args: &Args) -> anyhow::Result<()> {
         std::fs::write(&key_list, warm.join("\n"))?;
         let floor = start_floor(&key_list)?;
         let verify_url = format!("{origin}/api/v1/keys/verify");
-        let headers = [
-            ("content-type", "application/json"),
-            ("x-api-key", verifier.as_str()),
-        ];
+        let headers = verify_headers(&verifier);
         wrk::run(
-            Load {
-                duration: Duration::from_secs(2),
-                ..load
-            },
+            load.warm_up(),
             &verify_url,
             &headers,
             Requests::PostEach(&bodies),

@@ -3,6 +3,7 @@
 //! reads its throughput, latency percentiles and refusals.
 
 use anyhow::Context;
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -16,6 +17,16 @@ pub struct Load {
     pub connections: usize,
     /// How long a row runs.
     pub duration: Duration,
+}
+
+impl Load {
+    /// The same load for two seconds: fills caches and leases before a measured row.
+    pub fn warm_up(self) -> Self {
+        Self {
+            duration: Duration::from_secs(2),
+            ..self
+        }
+    }
 }
 
 /// What one wrk run measured.
@@ -159,32 +170,26 @@ fn command(
     for (name, value) in headers {
         command.arg("-H").arg(format!("{name}: {value}"));
     }
-    match requests {
+    let (name, script, script_args): (&str, &str, Vec<&OsStr>) = match requests {
         Requests::Get => {
             command.arg(url);
+            return Ok(command);
         }
-        Requests::PostEach(bodies) => {
-            let script = scripts.join("cycle.lua");
-            std::fs::write(&script, CYCLE_LUA)?;
-            command
-                .arg("-s")
-                .arg(&script)
-                .arg(url)
-                .arg("--")
-                .arg(bodies)
-                .arg("POST");
-        }
-        Requests::RefreshChains(tokens) => {
-            let script = scripts.join("refresh.lua");
-            std::fs::write(&script, REFRESH_LUA)?;
-            command
-                .arg("-s")
-                .arg(&script)
-                .arg(url)
-                .arg("--")
-                .arg(tokens);
-        }
-    }
+        Requests::PostEach(bodies) => (
+            "cycle.lua",
+            CYCLE_LUA,
+            vec![bodies.as_os_str(), "POST".as_ref()],
+        ),
+        Requests::RefreshChains(tokens) => ("refresh.lua", REFRESH_LUA, vec![tokens.as_os_str()]),
+    };
+    let path = scripts.join(name);
+    std::fs::write(&path, script)?;
+    command
+        .arg("-s")
+        .arg(&path)
+        .arg(url)
+        .arg("--")
+        .args(script_args);
     Ok(command)
 }
 

@@ -521,7 +521,7 @@ impl Limiter {
 
     /// Decides and records a call of `cost` on `key`, exactly.
     pub async fn check(&self, key: &str, quota: Quota, cost: u64) -> Result<Decision, ApiError> {
-        self.decide(key, quota, cost, true, cost).await
+        self.decide(key, quota, cost, true).await
     }
 
     /// Decides and records a call of `cost` on `key`, from this node's lease when `sharing`
@@ -554,7 +554,7 @@ impl Limiter {
 
     /// Whether a call of `cost` would pass now, recording nothing.
     pub async fn peek(&self, key: &str, quota: Quota, cost: u64) -> Result<Decision, ApiError> {
-        self.decide(key, quota, cost, false, cost).await
+        self.decide(key, quota, cost, false).await
     }
 
     /// Forgets a key everywhere (this node's lease included).
@@ -568,18 +568,18 @@ impl Limiter {
         }
     }
 
+    /// An exact decision: the call's cost and nothing more taken.
     async fn decide(
         &self,
         key: &str,
         quota: Quota,
         cost: u64,
         commit: bool,
-        want: u64,
     ) -> Result<Decision, ApiError> {
-        Ok(self
-            .decide_with_grant(key, quota, cost, commit, want)
-            .await?
-            .0)
+        let (decision, _) = self
+            .decide_with_grant(key, quota, cost, commit, cost)
+            .await?;
+        Ok(decision)
     }
 
     /// The decision, and the units granted (`want` or fewer when the call fits; the memory
@@ -667,6 +667,24 @@ mod tests {
 
     const HOUR: Nanos = 3_600_000_000_000;
 
+    fn per_hour(limit: u64) -> Quota {
+        Quota {
+            limit,
+            window: HOUR,
+        }
+    }
+
+    /// What Redis answers a lease under `quota` with plenty left.
+    fn plenty_left(quota: Quota) -> Decision {
+        Decision {
+            allowed: true,
+            limit: quota.limit,
+            remaining: quota.limit / 2,
+            reset_after: HOUR / 2,
+            retry_after: 0,
+        }
+    }
+
     /// Spends one call from `book`, granting what it asks for as Redis would with plenty
     /// left; the units asked for (0 when spent locally).
     fn spend_one(book: &LeaseBook, quota: Quota) -> u64 {
@@ -676,14 +694,7 @@ mod tests {
                 0
             }
             Take::Ask(want) => {
-                let granted = Decision {
-                    allowed: true,
-                    limit: quota.limit,
-                    remaining: quota.limit / 2,
-                    reset_after: HOUR / 2,
-                    retry_after: 0,
-                };
-                book.keep("k", quota, want - 1, &granted);
+                book.keep("k", quota, want - 1, &plenty_left(quota));
                 want
             }
         }
@@ -692,10 +703,7 @@ mod tests {
     #[test]
     fn a_lease_grows_while_it_is_spent_and_never_past_a_tenth_of_the_limit() {
         let book = LeaseBook::new(1000, Duration::from_secs(3600));
-        let quota = Quota {
-            limit: 1000,
-            window: HOUR,
-        };
+        let quota = per_hour(1000);
         let asks: Vec<u64> = (0..400)
             .map(|_| spend_one(&book, quota))
             .filter(|want| *want > 0)
@@ -710,17 +718,8 @@ mod tests {
     #[test]
     fn a_lease_whose_units_lapse_shrinks() {
         let book = LeaseBook::new(1000, Duration::from_millis(50));
-        let quota = Quota {
-            limit: 1000,
-            window: HOUR,
-        };
-        let granted = Decision {
-            allowed: true,
-            limit: 1000,
-            remaining: 500,
-            reset_after: 0,
-            retry_after: 0,
-        };
+        let quota = per_hour(1000);
+        let granted = plenty_left(quota);
         // grow to an ask of at least 8 (all within one lifetime)
         let size = loop {
             let want = spend_one(&book, quota);
@@ -753,10 +752,7 @@ mod tests {
     #[test]
     fn a_refusal_is_remembered_until_its_retry_and_only_for_as_costly_calls() {
         let book = LeaseBook::new(1000, Duration::from_secs(1));
-        let quota = Quota {
-            limit: 10,
-            window: HOUR,
-        };
+        let quota = per_hour(10);
         let refused = Decision {
             allowed: false,
             limit: 10,
@@ -783,10 +779,7 @@ mod tests {
     #[test]
     fn sweeping_drops_only_idle_keys() {
         let limiter = MemoryLimiter::new(1000);
-        let long = Quota {
-            limit: 10,
-            window: 3_600_000_000_000,
-        };
+        let long = per_hour(10);
         let short = Quota {
             limit: 1000,
             window: 1_000,

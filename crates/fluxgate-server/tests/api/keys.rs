@@ -103,17 +103,11 @@ async fn keys_are_created_listed_changed_rotated_and_revoked(backend: Backend) {
     assert!(data["expires_at"].is_string());
 
     // never shown again
-    let fetched = body_of(
-        send(
-            &app,
-            Method::GET,
-            &format!("/orgs/{org}/keys/{id}"),
-            &owner,
-            None,
-        )
-        .await,
-    )
-    .await;
+    let fetch = || async {
+        let path = format!("/orgs/{org}/keys/{id}");
+        body_of(send(&app, Method::GET, &path, &owner, None).await).await
+    };
+    let fetched = fetch().await;
     assert!(fetched.get("key").is_none());
     assert!(!fetched.to_string().contains(&secret[12..]));
 
@@ -170,18 +164,7 @@ async fn keys_are_created_listed_changed_rotated_and_revoked(backend: Backend) {
         body_of(exact).await["rate_limit"],
         json!({ "limit": 50, "window_seconds": 60, "exact": true })
     );
-    let fetched = body_of(
-        send(
-            &app,
-            Method::GET,
-            &format!("/orgs/{org}/keys/{id}"),
-            &owner,
-            None,
-        )
-        .await,
-    )
-    .await;
-    assert_eq!(fetched["rate_limit"]["exact"], true);
+    assert_eq!(fetch().await["rate_limit"]["exact"], true);
 
     // change, rotate, revoke
     let patched = send(&app, Method::PATCH, &format!("/orgs/{org}/keys/{id}"), &owner,
