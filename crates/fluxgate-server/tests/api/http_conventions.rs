@@ -249,10 +249,16 @@ async fn health_readiness_and_metrics(backend: Backend) {
         metrics.contains(r#"fluxgate_http_requests_total{method="POST",route="/api/v1/auth/login",status="401"} 1"#),
         "{metrics}"
     );
-    assert!(
-        metrics.contains("fluxgate_http_request_duration_seconds_bucket"),
-        "{metrics}"
-    );
+    // the latency histogram of the same requests: one observation, in the +Inf bucket too
+    let login = r#"method="POST",route="/api/v1/auth/login",status="401""#;
+    for line in [
+        format!("fluxgate_http_request_duration_seconds_count{{{login}}} 1"),
+        format!("fluxgate_http_request_duration_seconds_bucket{{le=\"+Inf\",{login}}} 1"),
+        "# TYPE fluxgate_http_request_duration_seconds histogram".to_owned(),
+        "# TYPE fluxgate_http_requests counter".to_owned(),
+    ] {
+        assert!(metrics.contains(&line), "{line} missing from:\n{metrics}");
+    }
     app.stop().await;
 }
 
