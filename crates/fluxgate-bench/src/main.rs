@@ -58,6 +58,11 @@ struct Args {
     /// instance loaded at once, with the Redis round trips each verify cost.
     #[arg(long)]
     cluster: bool,
+    /// Instead of the verify table: warm verify by `--fluxgate` and by this other build of it,
+    /// each on its own SQLite instance, measured in interleaved order round by round beside the
+    /// `POST` floor (an A/B on a noisy machine).
+    #[arg(long)]
+    against: Option<PathBuf>,
 }
 
 impl Args {
@@ -272,6 +277,9 @@ async fn main() -> anyhow::Result<()> {
     if args.cluster {
         return cluster(&args).await;
     }
+    if let Some(other) = &args.against {
+        return against(&args, other).await;
+    }
     let load = args.load();
     let instance = args.instance().await?;
     let stored = args.stored.unwrap_or(args.keys).max(args.keys);
@@ -424,6 +432,114 @@ async fn redis_round_trips(client: &reqwest::Client, origin: &str) -> anyhow::Re
         .trim()
         .parse()
         .context("round-trip counter")
+}
+
+/// `--against`: two builds of the binary, A (`--fluxgate`) and B, on instances of their own;
+/// each round measures the floor, then A and B in an order that alternates from round to round.
+async fn against(args: &Args, other: &Path) -> anyhow::Result<()> {
+    let load = args.load();
+    let builds = [args.fluxgate.as_path(), other];
+    let scripts = tempfile::tempdir()?;
+    let (mut instances, mut nodes, mut verifiers) = (vec![], vec![], vec![]);
+    let (mut warm, mut bodies) = (vec![], vec![]);
+    let client = reqwest::Client::new();
+    for (i, build) in builds.iter().enumerate() {
+        let instance = Instance::create(build, None, None, "").await?;
+        let keys = seeded(&instance, args.keys, args.keys).await?;
+        bodies.push(verify_bodies(
+            scripts.path(),
+            &format!("warm{i}.txt"),
+            &keys,
+        )?);
+        if i == 0 {
+            std::fs::write(scripts.path().join("keys.txt"), keys.join("\n"))?;
+        }
+        warm.push(keys);
+        let node = instance.serve().await?;
+        let (_, verifier) = node::verifier(&client, &node.origin()).await?;
+        instances.push(instance);
+        nodes.push(node);
+        verifiers.push(verifier);
+    }
+    let floor = start_floor(&scripts.path().join("keys.txt"))?;
+    let urls: Vec<String> = nodes
+        .iter()
+        .map(|node| format!("{}/api/v1/keys/verify", node.origin()))
+        .collect();
+    for i in 0..2 {
+        let headers = verify_headers(&verifiers[i]);
+        wrk::run(
+            load.warm_up(),
+            &urls[i],
+            &headers,
+            Requests::PostEach(&bodies[i]),
+            scripts.path(),
+        )?;
+    }
+    let names = ["A (--fluxgate) warm verify", "B (--against) warm verify"];
+    let mut rounds: Vec<Vec<Row>> = Vec::new();
+    for round in 0..args.rounds.max(1) {
+        let floor_headers = verify_headers(&verifiers[0]);
+        let mut rows = vec![measure(
+            "floor: bare axum `POST`",
+            &[floor.child.id()],
+            load,
+            &[&format!("{}/verify", floor.origin)],
+            &floor_headers,
+            Requests::PostEach(&bodies[0]),
+            scripts.path(),
+        )?];
+        let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+        let mut measured: [Option<Row>; 2] = [None, None];
+        for i in order {
+            let headers = verify_headers(&verifiers[i]);
+            measured[i] = Some(measure(
+                names[i],
+                &[nodes[i].pid()],
+                load,
+                &[&urls[i]],
+                &headers,
+                Requests::PostEach(&bodies[i]),
+                scripts.path(),
+            )?);
+        }
+        rows.extend(measured.into_iter().flatten());
+        rounds.push(rows);
+    }
+    for i in 0..2 {
+        check_sample(
+            &client,
+            &nodes[i].origin(),
+            &verifiers[i],
+            &warm[i],
+            "VALID",
+        )
+        .await?;
+    }
+    println!(
+        "A = {}, B = {}; {} warm keys each; wrk -t{} -c{} -d{}s; median of {} rounds (A first in odd rounds, B first in even)\n",
+        builds[0].display(),
+        builds[1].display(),
+        args.keys,
+        args.threads,
+        args.connections,
+        args.seconds,
+        rounds.len()
+    );
+    print_table(&median_rows(&rounds), 0, "POST floor");
+    for (i, name) in names.iter().enumerate() {
+        let ratios: Vec<String> = rounds
+            .iter()
+            .map(|r| format!("{:.1} %", r[i + 1].measured.rps / r[0].measured.rps * 100.0))
+            .collect();
+        println!("\n{name}, per round vs the floor: {}", ratios.join(", "));
+    }
+    drop(floor);
+    drop(nodes);
+    for instance in instances {
+        instance.remove().await?;
+    }
+    Ok(())
 }
 
 /// `--cluster`: the single-node configuration beside the multi-node one, one node and two.
