@@ -418,20 +418,25 @@ async fn seeded(instance: &Instance, warm: usize, stored: usize) -> anyhow::Resu
     Ok(keys)
 }
 
-/// The Redis round trips the rate limiter of the node at `origin` has made, from its metrics.
-async fn redis_round_trips(client: &reqwest::Client, origin: &str) -> anyhow::Result<f64> {
-    let text = client
-        .get(format!("{origin}/metrics"))
-        .send()
-        .await?
-        .text()
-        .await?;
-    text.lines()
-        .find_map(|line| line.strip_prefix("fluxgate_ratelimit_redis_round_trips_total "))
-        .context("no round-trip counter in the metrics")?
-        .trim()
-        .parse()
-        .context("round-trip counter")
+/// The Redis round trips the rate limiters of `nodes` have made together, from their metrics.
+async fn redis_round_trips(client: &reqwest::Client, nodes: &[&node::Node]) -> anyhow::Result<f64> {
+    let mut total = 0.0;
+    for node in nodes {
+        let text = client
+            .get(format!("{}/metrics", node.origin()))
+            .send()
+            .await?
+            .text()
+            .await?;
+        total += text
+            .lines()
+            .find_map(|line| line.strip_prefix("fluxgate_ratelimit_redis_round_trips_total "))
+            .context("no round-trip counter in the metrics")?
+            .trim()
+            .parse::<f64>()
+            .context("round-trip counter")?;
+    }
+    Ok(total)
 }
 
 /// `--against`: two builds of the binary, A (`--fluxgate`) and B, on instances of their own;
@@ -608,7 +613,7 @@ async fn cluster(args: &Args) -> anyhow::Result<()> {
                 scripts.path(),
             )?,
         ];
-        let trips_before = redis_round_trips(&client, &a.origin()).await?;
+        let trips_before = redis_round_trips(&client, &[&a]).await?;
         rows.push(measure(
             "PostgreSQL + Redis, 1 node",
             &[a.pid()],
@@ -618,10 +623,9 @@ async fn cluster(args: &Args) -> anyhow::Result<()> {
             Requests::PostEach(&shared_bodies),
             scripts.path(),
         )?);
-        let trips = redis_round_trips(&client, &a.origin()).await? - trips_before;
+        let trips = redis_round_trips(&client, &[&a]).await? - trips_before;
         let verifies = rows[2].measured.rps * load.duration.as_secs_f64();
-        let both_before = redis_round_trips(&client, &a.origin()).await?
-            + redis_round_trips(&client, &b.origin()).await?;
+        let both_before = redis_round_trips(&client, &[&a, &b]).await?;
         rows.push(measure(
             "PostgreSQL + Redis, 2 nodes (one wrk each, half the connections)",
             &[a.pid(), b.pid()],
@@ -631,9 +635,7 @@ async fn cluster(args: &Args) -> anyhow::Result<()> {
             Requests::PostEach(&shared_bodies),
             scripts.path(),
         )?);
-        let both_trips = redis_round_trips(&client, &a.origin()).await?
-            + redis_round_trips(&client, &b.origin()).await?
-            - both_before;
+        let both_trips = redis_round_trips(&client, &[&a, &b]).await? - both_before;
         let both_verifies = rows[3].measured.rps * load.duration.as_secs_f64();
         trips_per_verify.push((
             trips / verifies.max(1.0),

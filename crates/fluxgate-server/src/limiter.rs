@@ -199,6 +199,12 @@ struct Lease {
 }
 
 impl Lease {
+    /// Nothing worth keeping: it lapsed more than a lifetime ago (its sizing is stale by then)
+    /// and no refusal is being remembered.
+    fn is_stale(&self, now: Nanos, lifetime: Nanos) -> bool {
+        self.lapses_at.saturating_add(lifetime) <= now && self.refused_until <= now
+    }
+
     /// Takes `extra` units granted beyond the call that asked for them, and sizes the next
     /// lease: double when the last one was spent within its lifetime, half when units lapsed;
     /// never above `most`.
@@ -309,8 +315,9 @@ impl LeaseBook {
     fn with_lease(&self, key: &str, quota: Quota, now: Nanos, change: impl FnOnce(&mut Lease)) {
         let mut shard = self.leases.lock(key);
         if !shard.contains_key(key) && shard.len() >= self.leases.per_shard {
-            // a full shard drops its lapsed leases; an evicted lease only under-admits
-            shard.retain(|_, lease| lease.lapses_at > now && lease.refused_until <= now);
+            // a full shard drops its stale leases; evicting one only under-admits
+            let lifetime = self.lifetime;
+            shard.retain(|_, lease| !lease.is_stale(now, lifetime));
             if shard.len() >= self.leases.per_shard {
                 return;
             }
@@ -338,12 +345,10 @@ impl LeaseBook {
         self.leases.lock(key).remove(key);
     }
 
-    /// Drops leases that lapsed more than a lifetime ago (their sizing is stale by then).
+    /// Drops the stale leases.
     fn sweep(&self) {
-        let now = nanos_since(self.epoch);
-        let lifetime = self.lifetime;
-        self.leases
-            .retain(|lease| lease.lapses_at.saturating_add(lifetime) > now);
+        let (now, lifetime) = (nanos_since(self.epoch), self.lifetime);
+        self.leases.retain(|lease| !lease.is_stale(now, lifetime));
     }
 }
 

@@ -102,14 +102,4 @@ impl SessionViews {
             views.retain(|_, view| !touched(&view.who));
         }
     }
-
-    /// Views held.
-    pub fn len(&self) -> usize {
-        self.views.lock().map(|v| v.len()).unwrap_or(0)
-    }
-
-    /// True when none is held.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }

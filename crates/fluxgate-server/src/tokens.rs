@@ -19,6 +19,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header};
 use serde_json::{json, Value};
 use sha2::Sha256;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -43,6 +44,9 @@ pub struct Keyring {
     /// the same bytes presented again skip the Ed25519 verification (which was most of a
     /// `GET /auth/me`); expiry is checked on every use, and a change of keys empties it.
     verified: Mutex<HashMap<[u8; 32], AccessClaims>>,
+    /// Bumped when the accepted keys change: a token verified under the old set is not
+    /// remembered after the change emptied the memo.
+    key_set_generation: AtomicU64,
 }
 
 #[derive(Default)]
@@ -70,6 +74,7 @@ impl Keyring {
             access_ttl,
             state: RwLock::new(KeyringState::default()),
             verified: Mutex::new(HashMap::new()),
+            key_set_generation: AtomicU64::new(0),
         }
     }
 
@@ -159,6 +164,7 @@ impl Keyring {
         drop(state);
         if !same_keys {
             // a token remembered under a key no longer accepted must be refused
+            self.key_set_generation.fetch_add(1, Ordering::AcqRel);
             if let Ok(mut verified) = self.verified.lock() {
                 verified.clear();
             }
@@ -217,8 +223,9 @@ impl Keyring {
         if let Some(claims) = self.remembered(&digest) {
             return Some(claims);
         }
+        let key_set = self.key_set_generation.load(Ordering::Acquire);
         let claims = self.verify_signed(token).await?;
-        self.remember(digest, &claims);
+        self.remember(digest, &claims, key_set);
         Some(claims)
     }
 
@@ -232,10 +239,14 @@ impl Keyring {
             .cloned()
     }
 
-    fn remember(&self, digest: [u8; 32], claims: &AccessClaims) {
+    /// Remembers a token verified under the key set `key_set`, unless the keys changed since.
+    fn remember(&self, digest: [u8; 32], claims: &AccessClaims, key_set: u64) {
         let Ok(mut verified) = self.verified.lock() else {
             return;
         };
+        if self.key_set_generation.load(Ordering::Acquire) != key_set {
+            return;
+        }
         if verified.len() >= VERIFIED_TOKENS {
             let oldest = now() - LEEWAY_SECS as i64;
             verified.retain(|_, claims| claims.exp >= oldest);
