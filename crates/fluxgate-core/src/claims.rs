@@ -35,6 +35,18 @@ pub struct AccessClaims {
     /// Effective permissions in the active organization, expanded and sorted.
     #[serde(default)]
     pub perms: Vec<String>,
+    /// How the session signed in (RFC 8176): `pwd`, plus `otp` (a TOTP code) or `rc` (a
+    /// recovery code) and `mfa` after a second factor. A product can demand `mfa` for its
+    /// sensitive routes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub amr: Vec<String>,
+}
+
+impl AccessClaims {
+    /// Whether the session signed in with a second factor (`amr` holds `mfa`).
+    pub fn used_second_factor(&self) -> bool {
+        self.amr.iter().any(|m| m == crate::mfa::AMR_MFA)
+    }
 }
 
 /// The signing key id (`kid`) of a token whose header is an access token's — EdDSA and

@@ -7,6 +7,7 @@ pub mod claims;
 pub mod cost;
 pub mod email;
 pub mod ids;
+pub mod mfa;
 pub mod password;
 pub mod permission;
 pub mod ratelimit;

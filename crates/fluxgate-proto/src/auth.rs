@@ -87,6 +87,70 @@ pub struct Me {
     pub permissions: Vec<String>,
     /// `ses_…`
     pub session_id: String,
+    /// How this session signed in (RFC 8176 `amr`: `pwd`, plus `otp`/`rc` and `mfa` after a
+    /// second factor).
+    #[serde(default)]
+    pub session_amr: Vec<String>,
+    /// The second factors the account has.
+    #[serde(default)]
+    pub second_factors: SecondFactors,
+}
+
+/// The second factors of an account.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SecondFactors {
+    /// Whether a confirmed TOTP factor is required at login.
+    pub totp: bool,
+    /// Unused recovery codes.
+    pub recovery_codes_left: u32,
+}
+
+/// What `POST /auth/login` answers when the account has a second factor: no tokens yet, but a
+/// challenge to complete at `POST /auth/mfa/verify` from the same client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct MfaChallenge {
+    /// Always true: tell this answer from a token pair.
+    pub mfa_required: bool,
+    /// The challenge (single use, short-lived, bound to this client).
+    pub mfa_token: String,
+    /// The methods that complete it: `totp`, `recovery_code`.
+    pub methods: Vec<String>,
+    /// RFC 3339.
+    pub expires_at: String,
+}
+
+/// What `POST /auth/login` answers: tokens, or a challenge for the second factor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(untagged)]
+pub enum LoginAnswer {
+    /// Signed in.
+    Tokens(Tokens),
+    /// A second factor must follow.
+    Challenge(MfaChallenge),
+}
+
+/// A TOTP factor being enrolled: hand `otpauth_uri` (or the QR code, or the secret typed by
+/// hand) to an authenticator app, then confirm with its first code.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TotpEnrolment {
+    /// The secret in base32.
+    pub secret: String,
+    /// `otpauth://totp/…`
+    pub otpauth_uri: String,
+    /// The URI as a QR code, an SVG document.
+    pub qr_svg: String,
+}
+
+/// Recovery codes, shown this once: each signs in once in place of a TOTP code.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RecoveryCodes {
+    /// The codes (`xxxxx-xxxxx`).
+    pub recovery_codes: Vec<String>,
 }
 
 /// How many sessions were ended.

@@ -11,8 +11,8 @@ pub mod usage;
 pub mod verify;
 
 pub use auth::{
-    Accepted, EmailVerified, EndedSessions, Me, Membership, OrgSummary, PasswordReset, Session,
-    SignedUp, Tokens, User,
+    Accepted, EmailVerified, EndedSessions, LoginAnswer, Me, Membership, MfaChallenge, OrgSummary,
+    PasswordReset, RecoveryCodes, SecondFactors, Session, SignedUp, Tokens, TotpEnrolment, User,
 };
 pub use envelope::{Data, ErrorBody, ErrorEnvelope, Health, Page};
 pub use keys::{

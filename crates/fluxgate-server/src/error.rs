@@ -34,6 +34,12 @@ pub enum ApiError {
     /// Login with a wrong email or password.
     #[error("invalid email or password")]
     InvalidCredentials,
+    /// A wrong, expired or already used second-factor code.
+    #[error("invalid second-factor code")]
+    InvalidMfaCode,
+    /// A sign-in challenge that is unknown, spent, expired, out of attempts or from another client.
+    #[error("invalid sign-in challenge")]
+    MfaChallengeInvalid,
     /// Login before the email was verified.
     #[error("email address not verified")]
     EmailNotVerified,
@@ -117,6 +123,16 @@ impl ApiError {
                 StatusCode::UNAUTHORIZED,
                 "INVALID_CREDENTIALS",
                 "invalid email or password".into(),
+            ),
+            Self::InvalidMfaCode => (
+                StatusCode::UNAUTHORIZED,
+                "INVALID_MFA_CODE",
+                "the code is wrong, expired or already used".into(),
+            ),
+            Self::MfaChallengeInvalid => (
+                StatusCode::UNAUTHORIZED,
+                "MFA_CHALLENGE_INVALID",
+                "the sign-in challenge is unknown, expired, used up or from another client: log in again".into(),
             ),
             Self::EmailNotVerified => (
                 StatusCode::FORBIDDEN,

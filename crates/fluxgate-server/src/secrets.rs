@@ -1,7 +1,12 @@
-//! The instance secret (generated into `data_dir` on first run, or given as `secret_key`) and
-//! the purpose-bound keys derived from it.
+//! The instance secret (generated into `data_dir` on first run, or given as `secret_key`), the
+//! purpose-bound keys derived from it, and [`Sealer`], which encrypts what must be read back
+//! (signing keys, TOTP secrets) under one of them.
 
-use anyhow::Context;
+use anyhow::{anyhow, Context};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use fluxgate_core::secret::{random_bytes, secret_key, ExposeSecret, SecretKey, SecretString};
 use hkdf::Hkdf;
 use sha2::Sha256;
@@ -57,6 +62,55 @@ impl InstanceSecret {
         // 32 bytes is far below HKDF-SHA256's output limit, so expand cannot fail.
         let _ = hk.expand(purpose.as_bytes(), &mut out);
         secret_key(out)
+    }
+}
+
+/// Seals secrets that must be read back: XChaCha20-Poly1305 under a derived key, a random
+/// nonce per message, bound to a context (`aad`: the signing key's id, the user's id) so a
+/// sealed value moved to another row does not open. Stored as base64url of nonce ‖ ciphertext.
+pub struct Sealer(SecretKey);
+
+const NONCE_LEN: usize = 24;
+
+impl Sealer {
+    /// A sealer under `key` (from [`InstanceSecret::derive`]).
+    pub fn new(key: SecretKey) -> Self {
+        Self(key)
+    }
+
+    /// Encrypts `plaintext`, bound to `aad`.
+    pub fn seal(&self, aad: &str, plaintext: &[u8]) -> anyhow::Result<String> {
+        let nonce: [u8; NONCE_LEN] = random_bytes();
+        let ciphertext = XChaCha20Poly1305::new(self.0.expose_secret().into())
+            .encrypt(
+                XNonce::from_slice(&nonce),
+                Payload {
+                    msg: plaintext,
+                    aad: aad.as_bytes(),
+                },
+            )
+            .map_err(|_| anyhow!("sealing failed"))?;
+        let mut out = nonce.to_vec();
+        out.extend(ciphertext);
+        Ok(URL_SAFE_NO_PAD.encode(out))
+    }
+
+    /// Decrypts what [`seal`](Self::seal) made with the same key and `aad`.
+    pub fn open(&self, aad: &str, sealed: &str) -> anyhow::Result<Vec<u8>> {
+        let bytes = URL_SAFE_NO_PAD
+            .decode(sealed)
+            .context("sealed value is not base64")?;
+        anyhow::ensure!(bytes.len() > NONCE_LEN, "sealed value too short");
+        let (nonce, ciphertext) = bytes.split_at(NONCE_LEN);
+        XChaCha20Poly1305::new(self.0.expose_secret().into())
+            .decrypt(
+                XNonce::from_slice(nonce),
+                Payload {
+                    msg: ciphertext,
+                    aad: aad.as_bytes(),
+                },
+            )
+            .map_err(|_| anyhow!("cannot open a sealed value: is the instance secret (secret_key / data_dir/secret.key) the one it was sealed with?"))
     }
 }
 

@@ -147,6 +147,7 @@ pub async fn build_state(config: Config, cancel: &CancellationToken) -> anyhow::
         mailer: Mailer::new(config.smtp_url.as_deref(), &config.smtp_from)?,
         refresh: RefreshTokenDeriver::new(secret.derive("refresh-token-successor")),
         widget_tokens: crate::widget_tokens::WidgetTokens::new(secret.derive("usage-widget-token")),
+        totp_sealer: crate::secrets::Sealer::new(secret.derive("totp-secret-sealing")),
         metrics: Arc::new(metrics),
         limiter,
         keys,

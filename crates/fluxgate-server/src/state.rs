@@ -46,6 +46,8 @@ pub struct AppInner {
     pub invalidation: Arc<InvalidationBus>,
     /// Monthly usage counters and keys' last use, written in batches.
     pub usage: Arc<UsageRecorder>,
+    /// Seals TOTP secrets in the database.
+    pub totp_sealer: crate::secrets::Sealer,
     /// Signs and checks usage-widget tokens.
     pub widget_tokens: crate::widget_tokens::WidgetTokens,
 }

@@ -2,11 +2,10 @@
 //! instance secret), signing, pinned verification, the JWKS, and refresh-token derivation.
 
 use crate::clock::now;
+use crate::secrets::Sealer;
 use anyhow::{anyhow, Context};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use chacha20poly1305::aead::{Aead, KeyInit, Payload};
-use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use ed25519_dalek::pkcs8::EncodePrivateKey;
 use ed25519_dalek::SigningKey;
 use fluxgate_core::claims::{
@@ -35,7 +34,8 @@ const VERIFIED_TOKENS: usize = 50_000;
 /// The signing keys of this instance, as this node knows them.
 pub struct Keyring {
     store: Arc<dyn Store>,
-    encryption_key: SecretKey,
+    /// Seals the private halves in the database.
+    sealer: Sealer,
     issuer: String,
     audience: String,
     access_ttl: Duration,
@@ -68,7 +68,7 @@ impl Keyring {
     ) -> Self {
         Self {
             store,
-            encryption_key,
+            sealer: Sealer::new(encryption_key),
             issuer,
             audience,
             access_ttl,
@@ -99,7 +99,7 @@ impl Keyring {
         let signing_key = SigningKey::from_bytes(&random_bytes::<32>());
         let kid = format!("fgk_{}", ulid::Ulid::new().to_string().to_lowercase());
         let public_key = URL_SAFE_NO_PAD.encode(signing_key.verifying_key().as_bytes());
-        let private_key_encrypted = self.encrypt(&kid, signing_key.as_bytes())?;
+        let private_key_encrypted = self.sealer.seal(&kid, signing_key.as_bytes())?;
         let record = SigningKeyRecord {
             kid: kid.clone(),
             algorithm: ALGORITHM.into(),
@@ -139,7 +139,10 @@ impl Keyring {
                 "kid": record.kid, "x": record.public_key,
             }));
             if record.retired_at.is_none() && next.signing.is_none() {
-                let seed = self.decrypt(&record.kid, &record.private_key_encrypted)?;
+                let seed = self
+                    .sealer
+                    .open(&record.kid, &record.private_key_encrypted)
+                    .with_context(|| format!("signing key {}", record.kid))?;
                 let seed: [u8; 32] = seed
                     .as_slice()
                     .try_into()
@@ -170,34 +173,6 @@ impl Keyring {
             }
         }
         Ok(())
-    }
-
-    fn encrypt(&self, kid: &str, plaintext: &[u8]) -> anyhow::Result<String> {
-        let cipher = XChaCha20Poly1305::new(self.encryption_key.expose_secret().into());
-        let nonce_bytes: [u8; 24] = random_bytes();
-        let ciphertext = cipher
-            .encrypt(
-                XNonce::from_slice(&nonce_bytes),
-                Payload {
-                    msg: plaintext,
-                    aad: kid.as_bytes(),
-                },
-            )
-            .map_err(|_| anyhow!("encrypting signing key"))?;
-        let mut out = nonce_bytes.to_vec();
-        out.extend(ciphertext);
-        Ok(URL_SAFE_NO_PAD.encode(out))
-    }
-
-    fn decrypt(&self, kid: &str, encoded: &str) -> anyhow::Result<Vec<u8>> {
-        let bytes = URL_SAFE_NO_PAD
-            .decode(encoded)
-            .context("signing key is not base64")?;
-        anyhow::ensure!(bytes.len() > 24, "signing key ciphertext too short");
-        let (nonce, ciphertext) = bytes.split_at(24);
-        XChaCha20Poly1305::new(self.encryption_key.expose_secret().into())
-            .decrypt(XNonce::from_slice(nonce), Payload { msg: ciphertext, aad: kid.as_bytes() })
-            .map_err(|_| anyhow!("cannot decrypt signing key {kid}: is the instance secret (secret_key / data_dir/secret.key) the one it was created with?"))
     }
 
     /// Signs claims with the current key.

@@ -2,6 +2,7 @@
 //! text serving both), and the checked-in migrations of each backend.
 
 mod error;
+mod factors;
 mod keys;
 mod orgs;
 mod postgres;
@@ -11,6 +12,7 @@ mod sqlite;
 mod usage;
 
 pub use error::StoreError;
+pub use factors::FactorStore;
 pub use fluxgate_core::ids::{EventId, InvitationId, KeyId, OrgId, RoleId, SessionId, UserId};
 pub use keys::KeyStore;
 pub use orgs::OrgStore;
@@ -30,7 +32,9 @@ pub type StoreResult<T> = Result<T, StoreError>;
 /// transaction; a method that changes state takes the audit entry that records the change and
 /// writes it in the same transaction.
 #[async_trait]
-pub trait Store: OrgStore + KeyStore + UsageStore + Notifier + Send + Sync + 'static {
+pub trait Store:
+    OrgStore + KeyStore + UsageStore + FactorStore + Notifier + Send + Sync + 'static
+{
     /// `sqlite` or `postgres`.
     fn backend(&self) -> &'static str;
     /// Applies pending migrations (PostgreSQL takes an advisory lock, so concurrent nodes are safe).

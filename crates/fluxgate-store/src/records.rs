@@ -90,6 +90,42 @@ pub struct SessionRecord {
     pub revoked_reason: Option<EndReason>,
     /// When it last proved its password, if since its creation.
     pub authenticated_at: Option<i64>,
+    /// How it signed in (RFC 8176 `amr` values, space-separated: `pwd`, `pwd otp mfa`, …).
+    pub amr: String,
+}
+
+/// A user's TOTP factor: pending until a first code confirms it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct TotpFactorRecord {
+    /// `usr_…`
+    pub user_id: UserId,
+    /// The secret, sealed under the instance secret.
+    pub secret_sealed: String,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// When a first code confirmed it; None while pending.
+    pub confirmed_at: Option<i64>,
+    /// The last TOTP step accepted (a step is accepted once).
+    pub last_step: Option<i64>,
+}
+
+/// A sign-in between its password and its second factor (stored by hash).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct MfaChallengeRecord {
+    /// SHA-256 of the challenge token.
+    pub token_hash: String,
+    /// `usr_…`
+    pub user_id: UserId,
+    /// SHA-256 of the client that logged in (address and user agent): only it may complete.
+    pub client_hash: String,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds.
+    pub expires_at: i64,
+    /// Codes tried so far.
+    pub attempts: i64,
+    /// When it completed.
+    pub spent_at: Option<i64>,
 }
 
 /// One refresh token of a session (stored by hash).

@@ -80,6 +80,34 @@ macro_rules! impl_store {
             Ok(())
         }
 
+        /// A new session with its first refresh token and the audit entry of its login.
+        async fn insert_session(
+            conn: &mut <$db as sqlx::Database>::Connection,
+            s: &$crate::SessionRecord,
+            refresh: &$crate::RefreshTokenRecord,
+            audit: &$crate::AuditRecord,
+        ) -> Result<(), sqlx::Error> {
+            sqlx::query(
+                "INSERT INTO sessions (id, user_id, active_org_id, user_agent, ip, created_at, last_used_at, \
+                 expires_at, authenticated_at, amr) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            )
+            .bind(&s.id)
+            .bind(&s.user_id)
+            .bind(&s.active_org_id)
+            .bind(&s.user_agent)
+            .bind(&s.ip)
+            .bind(s.created_at)
+            .bind(s.last_used_at)
+            .bind(s.expires_at)
+            .bind(s.authenticated_at)
+            .bind(&s.amr)
+            .execute(&mut *conn)
+            .await?;
+            insert_refresh_token(&mut *conn, refresh).await?;
+            insert_audit(&mut *conn, audit).await?;
+            Ok(())
+        }
+
         async fn insert_refresh_token(
             conn: &mut <$db as sqlx::Database>::Connection,
             r: &$crate::RefreshTokenRecord,
@@ -141,7 +169,7 @@ macro_rules! impl_store {
         const USER_COLUMNS: &str =
             "id, email, name, password_hash, email_verified_at, created_at, updated_at";
         const SESSION_COLUMNS: &str = "id, user_id, active_org_id, user_agent, ip, created_at, \
-             last_used_at, expires_at, revoked_at, revoked_reason, authenticated_at";
+             last_used_at, expires_at, revoked_at, revoked_reason, authenticated_at, amr";
         const MEMBERSHIP_SELECT: &str = "SELECT m.org_id, o.name AS org_name, o.is_operator, \
              m.user_id, m.role, m.created_at FROM memberships m JOIN orgs o ON o.id = m.org_id \
              WHERE o.deleted_at IS NULL";
@@ -355,23 +383,7 @@ macro_rules! impl_store {
                 audit: &$crate::AuditRecord,
             ) -> $crate::StoreResult<()> {
                 let mut tx = self.pool.begin().await?;
-                sqlx::query(
-                    "INSERT INTO sessions (id, user_id, active_org_id, user_agent, ip, created_at, last_used_at, expires_at, authenticated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                )
-                .bind(&s.id)
-                .bind(&s.user_id)
-                .bind(&s.active_org_id)
-                .bind(&s.user_agent)
-                .bind(&s.ip)
-                .bind(s.created_at)
-                .bind(s.last_used_at)
-                .bind(s.expires_at)
-                .bind(s.authenticated_at)
-                .execute(&mut *tx)
-                .await?;
-                insert_refresh_token(&mut tx, refresh).await?;
-                insert_audit(&mut tx, audit).await?;
+                insert_session(&mut tx, s, refresh, audit).await?;
                 tx.commit().await?;
                 Ok(())
             }

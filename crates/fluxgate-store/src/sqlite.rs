@@ -40,6 +40,7 @@ crate::shared::impl_store!(SqliteStore, Sqlite, "sqlite");
 crate::orgs::impl_org_store!(SqliteStore, Sqlite);
 crate::keys::impl_key_store!(SqliteStore, Sqlite);
 crate::usage::impl_usage_store!(SqliteStore, Sqlite);
+crate::factors::impl_factor_store!(SqliteStore, Sqlite);
 
 #[async_trait::async_trait]
 impl crate::Notifier for SqliteStore {

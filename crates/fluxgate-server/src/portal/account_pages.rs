@@ -8,6 +8,7 @@ use crate::portal::{
     MaybeSignedIn, Portal, PortalForm, PortalResult, SignedIn,
 };
 use crate::request_limits::IpLimit;
+use crate::services::sessions::SignIn;
 use crate::services::{accounts, sessions};
 use crate::state::AppState;
 use askama::Template;
@@ -16,7 +17,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
-use fluxgate_core::secret::SecretString;
+use fluxgate_core::secret::{ExposeSecret, SecretString};
 use fluxgate_store::{OrgId, SessionId};
 use serde::Deserialize;
 
@@ -104,13 +105,13 @@ async fn switch(
 
 #[derive(Template)]
 #[template(path = "login.html")]
-struct LoginPage {
-    chrome: Chrome,
-    errors: FormErrors,
-    email: String,
-    next: String,
-    notice: Option<&'static str>,
-    unverified: bool,
+pub(super) struct LoginPage {
+    pub(super) chrome: Chrome,
+    pub(super) errors: FormErrors,
+    pub(super) email: String,
+    pub(super) next: String,
+    pub(super) notice: Option<&'static str>,
+    pub(super) unverified: bool,
 }
 
 #[derive(Deserialize)]
@@ -156,10 +157,15 @@ async fn login(
     let password = SecretString::from(form.raw("password").to_owned());
     let refusal =
         match sessions::login(&state, &client, &email, password, crate::clock::now()).await {
-            Ok(pair) => {
+            Ok(SignIn::Tokens(pair)) => {
                 let mut response = see_other(&next);
                 CookieChanges::sign_in(&state, &pair).apply(&mut response);
                 return Ok(response);
+            }
+            Ok(SignIn::Challenge(challenge)) => {
+                let chrome = Chrome::new(&state, &csrf, None, None, "").await?;
+                let token = challenge.token.expose_secret().to_owned();
+                return Ok(super::mfa_pages::second_factor_page(chrome, token, next));
             }
             Err(refusal) => refusal,
         };
@@ -194,7 +200,7 @@ async fn login(
 }
 
 /// A wait in words: `45 seconds`, `3 minutes`.
-fn wait(seconds: u64) -> String {
+pub(super) fn wait(seconds: u64) -> String {
     match seconds {
         0..=1 => "a second".to_owned(),
         2..=90 => format!("{seconds} seconds"),
@@ -456,18 +462,33 @@ struct AccountPage {
     sessions: Vec<fluxgate_proto::Session>,
     notice: Option<String>,
     forms: AccountForms,
+    /// Whether two-step sign-in is on.
+    totp: bool,
+    recovery_codes_left: i64,
 }
 
 /// What the account page's forms show after a refused post: each form its own errors.
 #[derive(Default)]
-struct AccountForms {
+pub(super) struct AccountForms {
     profile: FormErrors,
     /// The name as typed, when the profile form was refused.
     typed_name: Option<String>,
     password: FormErrors,
+    /// The two-step sign-in form's.
+    mfa: FormErrors,
 }
 
-async fn account_page(
+impl AccountForms {
+    /// The two-step sign-in form refused with `errors`.
+    pub(super) fn mfa(errors: FormErrors) -> Self {
+        Self {
+            mfa: errors,
+            ..Self::default()
+        }
+    }
+}
+
+pub(super) async fn account_page(
     state: &AppState,
     csrf: &CsrfToken,
     user: &crate::user_auth::AuthUser,
@@ -480,7 +501,8 @@ async fn account_page(
         .iter()
         .map(|s| crate::routes::auth::session_view(s, user))
         .collect();
-    let status = if forms.profile.any() || forms.password.any() {
+    let who = accounts::who_am_i(state, user).await?;
+    let status = if forms.profile.any() || forms.password.any() || forms.mfa.any() {
         StatusCode::UNPROCESSABLE_ENTITY
     } else {
         StatusCode::OK
@@ -497,6 +519,8 @@ async fn account_page(
             sessions,
             notice,
             forms,
+            totp: who.totp,
+            recovery_codes_left: who.recovery_codes_left,
         },
     ))
 }

@@ -9,6 +9,7 @@ mod audit_pages;
 mod charts;
 mod key_pages;
 mod member_pages;
+mod mfa_pages;
 mod org_pages;
 mod role_pages;
 mod session;
@@ -305,7 +306,15 @@ impl FormErrors {
                     general: None,
                 })
             }
+            ApiError::InvalidMfaCode => {
+                let (_, message) = error.status_and_message();
+                Ok(Self {
+                    fields: vec![("code".to_owned(), sentence(&message))],
+                    general: None,
+                })
+            }
             ApiError::InvalidCredentials
+            | ApiError::MfaChallengeInvalid
             | ApiError::EmailNotVerified
             | ApiError::Conflict(_)
             | ApiError::Refused(_)
@@ -454,6 +463,7 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .merge(org_pages::router())
         .merge(key_pages::router())
         .merge(member_pages::router())
+        .merge(mfa_pages::router())
         .merge(role_pages::router())
         .merge(usage_pages::router())
         .layer(middleware::from_fn_with_state(

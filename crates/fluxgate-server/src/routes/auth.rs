@@ -6,6 +6,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ClientInfo, IdPath, MaybeJson};
 use crate::request_limits::IpLimit;
 use crate::services::accounts::{PasswordChange, ProfileChange, Signup, WhoAmI};
+use crate::services::sessions::SignIn;
 use crate::services::{accounts, sessions};
 use crate::state::AppState;
 use crate::user_auth::{
@@ -15,10 +16,10 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use fluxgate_core::secret::SecretString;
+use fluxgate_core::secret::{ExposeSecret, SecretString};
 use fluxgate_proto::{
-    Accepted, Data, EmailVerified, EndedSessions, ErrorEnvelope, Me, Membership, OrgSummary, Page,
-    PasswordReset, Session, SignedUp, Tokens, User,
+    Accepted, Data, EmailVerified, EndedSessions, ErrorEnvelope, LoginAnswer, Me, Membership,
+    MfaChallenge, OrgSummary, Page, PasswordReset, SecondFactors, Session, SignedUp, Tokens, User,
 };
 use fluxgate_store::{SessionId, SessionRecord, UserRecord};
 use serde::Deserialize;
@@ -143,9 +144,11 @@ pub struct LoginBody {
     password: SecretString,
 }
 
-/// Logs in: a token pair in the body and in HttpOnly cookies.
+/// Logs in: a token pair in the body and in HttpOnly cookies — or, when the account has a
+/// second factor, a challenge (`mfa_required: true`, no cookies) to complete at
+/// `POST /auth/mfa/verify` from the same client.
 #[utoipa::path(post, path = "/auth/login", tag = "auth", request_body = LoginBody,
-    responses((status = 200, description = "access and refresh tokens", body = Data<Tokens>), (status = 401, description = "INVALID_CREDENTIALS"),
+    responses((status = 200, description = "access and refresh tokens, or a second-factor challenge", body = Data<LoginAnswer>), (status = 401, description = "INVALID_CREDENTIALS"),
               (status = 403, description = "EMAIL_NOT_VERIFIED"), (status = 429, description = "account locked")))]
 async fn login(
     State(state): State<AppState>,
@@ -153,8 +156,18 @@ async fn login(
     client: ClientInfo,
     ApiJson(body): ApiJson<LoginBody>,
 ) -> ApiResult<Response> {
-    let pair = sessions::login(&state, &client, &body.email, body.password, clock::now()).await?;
-    Ok(token_pair_response(&state, pair))
+    match sessions::login(&state, &client, &body.email, body.password, clock::now()).await? {
+        SignIn::Tokens(pair) => Ok(token_pair_response(&state, pair)),
+        SignIn::Challenge(challenge) => Ok(Json(Data {
+            data: MfaChallenge {
+                mfa_required: true,
+                mfa_token: challenge.token.expose_secret().to_owned(),
+                methods: challenge.methods.iter().map(|m| (*m).to_owned()).collect(),
+                expires_at: rfc3339(challenge.expires_at),
+            },
+        })
+        .into_response()),
+    }
 }
 
 /// A refresh token in the body (or none, to use the cookie).
@@ -269,6 +282,9 @@ async fn me_answer(state: &AppState, user: &AuthUser) -> ApiResult<Json<Data<Me>
         memberships,
         active,
         permissions,
+        session_amr,
+        totp,
+        recovery_codes_left,
     } = who.as_ref();
     let active = active.as_ref();
     Ok(Json(Data {
@@ -297,6 +313,11 @@ async fn me_answer(state: &AppState, user: &AuthUser) -> ApiResult<Json<Data<Me>
             }),
             permissions: permissions.clone(),
             session_id: user.session_id().to_string(),
+            session_amr: session_amr.clone(),
+            second_factors: SecondFactors {
+                totp: *totp,
+                recovery_codes_left: u32::try_from(*recovery_codes_left).unwrap_or(0),
+            },
         },
     }))
 }

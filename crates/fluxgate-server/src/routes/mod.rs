@@ -4,6 +4,7 @@ pub mod audit_log;
 pub mod auth;
 pub mod invitations;
 pub mod keys;
+pub mod mfa;
 pub mod orgs;
 pub mod plans;
 pub mod roles;
@@ -135,6 +136,7 @@ pub fn router(state: AppState) -> Router {
         .nest(
             "/api/v1",
             auth::router()
+                .merge(mfa::router())
                 .merge(orgs::router())
                 .merge(roles::router())
                 .merge(invitations::router())

@@ -334,6 +334,12 @@ pub struct WhoAmI {
     pub active: Option<fluxgate_store::MembershipRecord>,
     /// Effective permissions in the active org.
     pub permissions: Vec<String>,
+    /// How the session signed in (`amr`).
+    pub session_amr: Vec<String>,
+    /// Whether the account has a confirmed TOTP factor.
+    pub totp: bool,
+    /// Its unused recovery codes.
+    pub recovery_codes_left: i64,
 }
 
 /// Who the caller is (`GET /auth/me`): from this node's session views when the session's
@@ -368,11 +374,20 @@ pub async fn who_am_i(
             .effective(&state.config.catalog),
         None => Vec::new(),
     };
+    let totp = state
+        .store
+        .totp_factor(user.user_id())
+        .await?
+        .is_some_and(|f| f.confirmed_at.is_some());
+    let recovery_codes_left = state.store.recovery_codes_left(user.user_id()).await?;
     let view = Arc::new(WhoAmI {
         user: record,
         memberships,
         active,
         permissions,
+        session_amr: fluxgate_core::mfa::amr_list(&session.amr),
+        totp,
+        recovery_codes_left,
     });
     state
         .session_views

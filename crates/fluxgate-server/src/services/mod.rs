@@ -8,6 +8,7 @@ pub mod accounts;
 pub mod audit_log;
 pub mod invitations;
 pub mod keys;
+pub mod mfa;
 pub mod orgs;
 pub mod roles;
 pub mod sessions;

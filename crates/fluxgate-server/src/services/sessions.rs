@@ -12,7 +12,8 @@ use crate::state::AppState;
 use crate::user_auth::{AuthUser, TokenPair};
 use fluxgate_core::claims::AccessClaims;
 use fluxgate_core::email::Email;
-use fluxgate_core::ids::{OrgId, SessionId, UserId};
+use fluxgate_core::ids::{OrgId, SessionId};
+use fluxgate_core::mfa;
 use fluxgate_core::ratelimit::Quota;
 use fluxgate_core::refresh::{self, RefreshStep, SpentReason, TokenState};
 use fluxgate_core::secret::{random_token, sha256_hex, ExposeSecret, SecretString};
@@ -35,16 +36,16 @@ fn lockout_quota(state: &AppState) -> Quota {
     })
 }
 
-/// Signs an access token for a session. Deterministic for equal inputs (Ed25519 signatures
+/// Signs an access token for a session, with the methods it signed in with (`amr`). Deterministic for equal inputs (Ed25519 signatures
 /// are), so re-issuing generation `n` of a session yields the same token.
 pub async fn sign_access_token(
     state: &AppState,
-    user_id: &UserId,
-    session_id: &SessionId,
+    session: &SessionRecord,
     org_id: Option<&OrgId>,
     issued_at: i64,
     generation: i64,
 ) -> ApiResult<String> {
+    let (user_id, session_id) = (&session.user_id, &session.id);
     let membership = match org_id {
         Some(org) => state.store.membership(org, user_id).await?,
         None => None,
@@ -71,6 +72,7 @@ pub async fn sign_access_token(
         org,
         role,
         perms,
+        amr: mfa::amr_list(&session.amr),
     };
     Ok(state.keyring.sign(&claims)?)
 }
@@ -79,17 +81,28 @@ fn refresh_expiry(state: &AppState, now: i64) -> i64 {
     clock::after(now, state.config.auth.refresh_token_ttl)
 }
 
-/// Logs in with email and password: a new session and its first token pair. Unknown emails and
-/// wrong passwords take the same path (one argon2 verification, one audit entry, one count
-/// against the address's lockout) and get the same answer; the failure that spends the
-/// address's allowance locks it (429 with the wait).
+/// What a correct password leads to: a session, or — when the account has a second factor —
+/// a challenge to complete with it ([`services::mfa::complete`](crate::services::mfa::complete)).
+pub enum SignIn {
+    /// Signed in.
+    Tokens(TokenPair),
+    /// The password was right; a second factor must follow.
+    Challenge(crate::services::mfa::Challenge),
+}
+
+/// Logs in with email and password: a new session and its first token pair, or a second-factor
+/// challenge. Unknown emails and wrong passwords take the same path (one argon2 verification,
+/// one audit entry, one count against the address's lockout) and get the same answer; the
+/// failure that spends the address's allowance locks it (429 with the wait). With a second
+/// factor the lockout is cleared only once the factor is right, so a known password does not
+/// reset the count of wrong codes.
 pub async fn login(
     state: &AppState,
     client: &ClientInfo,
     email: &str,
     password: SecretString,
     now: i64,
-) -> ApiResult<TokenPair> {
+) -> ApiResult<SignIn> {
     let email = Email::parse(email).map_err(|_| ApiError::InvalidCredentials)?;
     let lockout = not_locked_out(state, &email).await?;
     let user = state.store.user_by_email(email.as_str()).await?;
@@ -101,18 +114,25 @@ pub async fn login(
         (true, Some(user)) => user,
         (_, user) => {
             let user_id = user.as_ref().map(|u| u.id.as_str());
-            return Err(login_failed(state, client, &email, user_id, now).await);
+            return Err(login_failed(state, client, &email, user_id, LOGIN_FAILED, now).await);
         }
     };
     if user.email_verified_at.is_none() && state.config.auth.require_email_verification {
         return Err(ApiError::EmailNotVerified);
     }
+    if let Some(challenge) =
+        crate::services::mfa::challenge_if_enrolled(state, client, &user, now).await?
+    {
+        return Ok(SignIn::Challenge(challenge));
+    }
     state.limiter.reset(&lockout).await;
-    start_session(state, client, &user, now).await
+    Ok(SignIn::Tokens(
+        start_session(state, client, &user, mfa::AMR_PASSWORD, now).await?,
+    ))
 }
 
 /// The address's lockout key, once it is known not to be locked (else 429 with the wait).
-async fn not_locked_out(state: &AppState, email: &Email) -> ApiResult<String> {
+pub async fn not_locked_out(state: &AppState, email: &Email) -> ApiResult<String> {
     let lockout = lockout_key(email);
     let standing = state
         .limiter
@@ -126,14 +146,18 @@ async fn not_locked_out(state: &AppState, email: &Email) -> ApiResult<String> {
     Ok(lockout)
 }
 
-/// Counts a failed login against the address (whether or not it has an account, so the answers
+/// The audit action of a wrong password.
+pub const LOGIN_FAILED: &str = "user.login_failed";
+
+/// Counts a failed login (`action`: a wrong password, or a wrong second factor) against the address (whether or not it has an account, so the answers
 /// cannot tell the two apart) and audits it; the failure that spends the allowance locks the
 /// address (audited too) and answers 429.
-async fn login_failed(
+pub async fn login_failed(
     state: &AppState,
     client: &ClientInfo,
     email: &Email,
     user_id: Option<&str>,
+    action: &str,
     now: i64,
 ) -> ApiError {
     let event = |action: &str| {
@@ -152,7 +176,7 @@ async fn login_failed(
         Ok(decision) => decision,
         Err(e) => return e,
     };
-    let mut entries = vec![event("user.login_failed")];
+    let mut entries = vec![event(action)];
     let locked = counted.remaining == 0;
     if locked {
         entries.push(event("user.locked_out"));
@@ -217,7 +241,8 @@ pub async fn check_password(
         .verify(password, Some(account.password_hash.clone()))
         .await?
     {
-        return Err(login_failed(state, client, &email, Some(account.id.as_str()), now).await);
+        let user_id = Some(account.id.as_str());
+        return Err(login_failed(state, client, &email, user_id, LOGIN_FAILED, now).await);
     }
     state.limiter.reset(&lockout).await;
     Ok(())
@@ -240,13 +265,42 @@ pub async fn recently_authenticated(
     Ok(now.saturating_sub(at) <= window)
 }
 
-/// A new session for `user` in their first org, with its first refresh token.
+/// A new session for `user` in their first org, signed in with `amr`, and its first token pair.
 async fn start_session(
     state: &AppState,
     client: &ClientInfo,
     user: &UserRecord,
+    amr: &str,
     now: i64,
 ) -> ApiResult<TokenPair> {
+    let new = new_session(state, client, user, amr, now).await?;
+    state
+        .store
+        .create_session(&new.session, &new.refresh, &new.audit)
+        .await?;
+    new.tokens(state, now).await
+}
+
+/// A session about to be stored: the record, its first refresh token and the login's audit
+/// entry; [`NewSession::tokens`] once it is.
+pub struct NewSession {
+    /// The session.
+    pub session: SessionRecord,
+    /// Its first refresh token (by hash).
+    pub refresh: RefreshTokenRecord,
+    /// `user.login`.
+    pub audit: fluxgate_store::AuditRecord,
+    refresh_token: SecretString,
+}
+
+/// A new session for `user` in their first org, signed in with `amr` (not stored yet).
+pub async fn new_session(
+    state: &AppState,
+    client: &ClientInfo,
+    user: &UserRecord,
+    amr: &str,
+    now: i64,
+) -> ApiResult<NewSession> {
     let memberships = state.store.memberships_of_user(&user.id).await?;
     let active_org = memberships.first().map(|m| m.org_id.clone());
     let session_id = SessionId::generate();
@@ -255,7 +309,7 @@ async fn start_session(
     let session = SessionRecord {
         id: session_id.clone(),
         user_id: user.id.clone(),
-        active_org_id: active_org.clone(),
+        active_org_id: active_org,
         user_agent: client.user_agent.clone(),
         ip: client.ip.clone(),
         created_at: now,
@@ -264,6 +318,7 @@ async fn start_session(
         revoked_at: None,
         revoked_reason: None,
         authenticated_at: Some(now),
+        amr: amr.to_owned(),
     };
     let refresh = RefreshTokenRecord {
         token_hash: sha256_hex(refresh_token.expose_secret()),
@@ -277,17 +332,26 @@ async fn start_session(
     let audit = AuditEvent::new("user.login", Some(&user.id), client)
         .at(now)
         .target("session", &session_id)
+        .data(json!({ "amr": mfa::amr_list(amr) }))
         .build();
-    state
-        .store
-        .create_session(&session, &refresh, &audit)
-        .await?;
-    let access_token =
-        sign_access_token(state, &user.id, &session_id, active_org.as_ref(), now, 0).await?;
-    Ok(TokenPair {
-        access_token,
+    Ok(NewSession {
+        session,
+        refresh,
+        audit,
         refresh_token,
     })
+}
+
+impl NewSession {
+    /// The first token pair of the stored session.
+    pub async fn tokens(self, state: &AppState, now: i64) -> ApiResult<TokenPair> {
+        let org = self.session.active_org_id.as_ref();
+        let access_token = sign_access_token(state, &self.session, org, now, 0).await?;
+        Ok(TokenPair {
+            access_token,
+            refresh_token: self.refresh_token,
+        })
+    }
 }
 
 fn token_state(record: &RefreshTokenRecord, now: i64) -> TokenState {
@@ -344,8 +408,7 @@ pub async fn refresh(
         {
             let access_token = sign_access_token(
                 state,
-                &session.user_id,
-                &session.id,
+                &session,
                 session.active_org_id.as_ref(),
                 now,
                 next.generation,
@@ -370,8 +433,7 @@ pub async fn refresh(
         if let Some(child) = state.store.refresh_token(&successor_hash).await? {
             let access_token = sign_access_token(
                 state,
-                &session.user_id,
-                &session.id,
+                &session,
                 session.active_org_id.as_ref(),
                 child.issued_at,
                 child.generation,
@@ -524,15 +586,7 @@ pub async fn switch_org(
         .await?;
     let change = Change::User(user.user_id().clone());
     state.invalidation.publish(change).await;
-    let access_token = sign_access_token(
-        state,
-        user.user_id(),
-        &current.id,
-        Some(&org_id),
-        now,
-        generation,
-    )
-    .await?;
+    let access_token = sign_access_token(state, &current, Some(&org_id), now, generation).await?;
     Ok(TokenPair {
         access_token,
         refresh_token,

@@ -24,6 +24,7 @@ both_backends!(
     custom_roles_show_the_rule_against_escalation,
     usage_is_charted_filtered_and_downloadable,
     sensitive_changes_ask_for_the_password_again_after_a_while,
+    two_step_sign_in_is_set_up_used_and_turned_off_in_the_portal,
 );
 
 /// A browser without JavaScript: keeps cookies, follows redirects, posts forms from its page.
@@ -1183,5 +1184,167 @@ async fn sensitive_changes_ask_for_the_password_again_after_a_while(backend: Bac
         .submit(&back, &format!("/orgs/{org}/keys"), &[("name", "now")])
         .await;
     assert!(created.text("#secret").starts_with("fg_"));
+    app.stop().await;
+}
+
+async fn two_step_sign_in_is_set_up_used_and_turned_off_in_the_portal(backend: Backend) {
+    use fluxgate_core::mfa::TotpFactor;
+    let now = fluxgate_server::clock::now;
+    let app = TestApp::spawn(backend).await;
+    app.owner("owner@example.com", "Acme").await;
+    let browser = Browser::new(&app);
+    browser.log_in("owner@example.com").await;
+    let account = browser.get("/account").await;
+    assert!(
+        account.text("#mfa-heading + *").contains("Off"),
+        "{}",
+        account.text("main")
+    );
+
+    // a wrong password is shown next to its field; the right one shows the QR code and secret
+    let wrong = browser
+        .submit(
+            &account,
+            "/account/mfa/setup",
+            &[("password", "wrong password!")],
+        )
+        .await;
+    assert_eq!(wrong.status, 422);
+    assert!(
+        wrong.text("#password-error").contains("not your password"),
+        "{}",
+        wrong.text("main")
+    );
+    let setup = browser
+        .submit(&account, "/account/mfa/setup", &[("password", PASSWORD)])
+        .await;
+    assert_eq!(setup.status, 200, "{}", setup.text("main"));
+    let qr = setup.attr("img.qr", "src").expect("a QR code");
+    assert!(qr.starts_with("data:image/svg+xml;base64,"), "{qr}");
+    let secret = setup.text("#totp-secret");
+    let factor = TotpFactor::from_base32(secret.trim(), "Fluxgate", "owner@example.com").unwrap();
+    // a reload shows the same pending secret; a wrong code stands next to the field
+    assert_eq!(
+        browser.get("/account/mfa/setup").await.text("#totp-secret"),
+        secret
+    );
+    let bad = browser
+        .submit(&setup, "/account/mfa/confirm", &[("code", "000000")])
+        .await;
+    assert_eq!(bad.status, 422);
+    assert!(
+        bad.select("#code[aria-invalid=true]").len() == 1,
+        "{}",
+        bad.text("main")
+    );
+    let codes = browser
+        .submit(
+            &setup,
+            "/account/mfa/confirm",
+            &[("code", &factor.code_at(now()))],
+        )
+        .await;
+    assert_eq!(codes.title(), "Two-step sign-in is on");
+    let recovery: Vec<String> = codes
+        .text("#recovery-codes")
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(recovery.len(), 10);
+
+    // a new browser logs in: the password leads to the second step
+    let other = Browser::new(&app);
+    let step = other.log_in("owner@example.com").await;
+    assert_eq!(step.title(), "Two-step sign-in");
+    assert!(
+        other.get("/account").await.url.starts_with("/login"),
+        "no session yet"
+    );
+    let wrong = other
+        .submit(
+            &step,
+            "/login/second-factor",
+            &[
+                ("code", "000000"),
+                ("method", "totp"),
+                (
+                    "mfa_token",
+                    &step.attr("input[name=mfa_token]", "value").unwrap(),
+                ),
+                ("next", "/account"),
+            ],
+        )
+        .await;
+    assert_eq!(wrong.status, 401);
+    assert!(
+        wrong.text("#code-error").contains("wrong"),
+        "{}",
+        wrong.text("main")
+    );
+    // or a recovery code instead
+    let token = wrong.attr("input[name=mfa_token]", "value").unwrap();
+    let recovery_form = other
+        .submit(
+            &wrong,
+            "/login/second-factor/recovery",
+            &[("mfa_token", &token), ("next", "/account")],
+        )
+        .await;
+    assert!(recovery_form
+        .text("label[for=code]")
+        .contains("Recovery code"));
+    let signed_in = other
+        .submit(
+            &recovery_form,
+            "/login/second-factor",
+            &[
+                ("code", &recovery[0]),
+                ("method", "recovery_code"),
+                ("mfa_token", &token),
+                ("next", "/account"),
+            ],
+        )
+        .await;
+    assert_eq!(signed_in.url, "/account", "{}", signed_in.text("main"));
+    assert!(
+        signed_in.text("#mfa-heading + *").contains("9 of 10"),
+        "{}",
+        signed_in.text("main")
+    );
+    // the spent challenge sends a replay back to the login page
+    let replay = other
+        .submit(
+            &recovery_form,
+            "/login/second-factor",
+            &[
+                ("code", &recovery[1]),
+                ("method", "recovery_code"),
+                ("mfa_token", &token),
+                ("next", "/account"),
+            ],
+        )
+        .await;
+    assert_eq!(replay.title(), "Log in");
+
+    // turned off with the password and a code
+    let account = other.get("/account").await;
+    let off = other
+        .submit(
+            &account,
+            "/account/mfa/off",
+            &[
+                ("code", &factor.code_at(now() + 30)),
+                ("password", PASSWORD),
+            ],
+        )
+        .await;
+    assert!(
+        off.text("[role=status]")
+            .contains("Two-step sign-in is off"),
+        "{}",
+        off.text("main")
+    );
+    let again = Browser::new(&app).log_in("owner@example.com").await;
+    assert_ne!(again.title(), "Two-step sign-in");
     app.stop().await;
 }
