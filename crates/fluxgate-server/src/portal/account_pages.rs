@@ -4,8 +4,8 @@
 use crate::error::ApiError;
 use crate::extract::{ApiQuery, ClientInfo, IdPath};
 use crate::portal::{
-    local_path, render, render_status, see_other, Chrome, CookieChanges, CsrfToken, FormErrors,
-    MaybeSignedIn, Portal, PortalForm, PortalResult, SignedIn,
+    local_path, locked_out, render, render_status, see_other, signed_in_to, Chrome, CookieChanges,
+    CsrfToken, FormErrors, MaybeSignedIn, Portal, PortalForm, PortalResult, SignedIn,
 };
 use crate::request_limits::IpLimit;
 use crate::services::sessions::SignIn;
@@ -157,11 +157,7 @@ async fn login(
     let password = SecretString::from(form.raw("password").to_owned());
     let refusal =
         match sessions::login(&state, &client, &email, password, crate::clock::now()).await {
-            Ok(SignIn::Tokens(pair)) => {
-                let mut response = see_other(&next);
-                CookieChanges::sign_in(&state, &pair).apply(&mut response);
-                return Ok(response);
-            }
+            Ok(SignIn::Tokens(pair)) => return Ok(signed_in_to(&state, &pair, &next)),
             Ok(SignIn::Challenge(challenge)) => {
                 let chrome = Chrome::new(&state, &csrf, None, None, "").await?;
                 let token = challenge.token.expose_secret().to_owned();
@@ -171,13 +167,9 @@ async fn login(
         };
     let unverified = matches!(refusal, ApiError::EmailNotVerified);
     let (status, errors) = match refusal {
-        ApiError::RateLimited { retry_after } => (
-            StatusCode::TOO_MANY_REQUESTS,
-            FormErrors::general(format!(
-                "Too many failed attempts for this address. Try again in {}.",
-                wait(retry_after)
-            )),
-        ),
+        ApiError::RateLimited { retry_after } => {
+            (StatusCode::TOO_MANY_REQUESTS, locked_out(retry_after))
+        }
         other => {
             let (status, _) = other.status_and_message();
             (
@@ -653,13 +645,9 @@ async fn confirm_password(
                         &["password"],
                     )?,
                 ),
-                ApiError::RateLimited { retry_after } => (
-                    StatusCode::TOO_MANY_REQUESTS,
-                    FormErrors::general(format!(
-                        "Too many failed attempts for this address. Try again in {}.",
-                        wait(retry_after)
-                    )),
-                ),
+                ApiError::RateLimited { retry_after } => {
+                    (StatusCode::TOO_MANY_REQUESTS, locked_out(retry_after))
+                }
                 other => return Err(other.into()),
             };
             let page = confirm_page(&state, &csrf, &user, &next, errors).await?;

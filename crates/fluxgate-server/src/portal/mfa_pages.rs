@@ -2,12 +2,12 @@
 //! setting up, confirming, renewing the codes of and turning off two-step sign-in from the
 //! account page — each through the same service as its `/auth/mfa/*` endpoint.
 
-use super::account_pages::{account_page, wait, AccountForms, LoginPage};
+use super::account_pages::{account_page, AccountForms, LoginPage};
 use crate::error::ApiError;
 use crate::extract::ClientInfo;
 use crate::portal::{
-    local_path, render, render_status, see_other, Chrome, CookieChanges, CsrfToken, FormErrors,
-    Portal, PortalForm, PortalResult, SignedIn,
+    local_path, locked_out, render, render_status, see_other, signed_in_to, Chrome, CsrfToken,
+    FormErrors, Portal, PortalForm, PortalResult, SignedIn,
 };
 use crate::request_limits::IpLimit;
 use crate::services::mfa::{self, Answer, Enrolment};
@@ -91,20 +91,13 @@ async fn login_second_factor(
     };
     let token = SecretString::from(mfa_token.clone());
     let refusal = match mfa::complete(&state, &client, &token, &answer, crate::clock::now()).await {
-        Ok(pair) => {
-            let mut response = see_other(&next);
-            CookieChanges::sign_in(&state, &pair).apply(&mut response);
-            return Ok(response);
-        }
+        Ok(pair) => return Ok(signed_in_to(&state, &pair, &next)),
         Err(refusal) => refusal,
     };
     let chrome = Chrome::new(&state, &csrf, None, None, "").await?;
     let (status, _) = refusal.status_and_message();
     let errors = match refusal {
-        ApiError::RateLimited { retry_after } => FormErrors::general(format!(
-            "Too many failed attempts for this account. Try again in {}.",
-            wait(retry_after)
-        )),
+        ApiError::RateLimited { retry_after } => locked_out(retry_after),
         ApiError::MfaChallengeInvalid => {
             let login = LoginPage {
                 chrome,

@@ -385,6 +385,21 @@ pub fn see_other(location: &str) -> Response {
     Redirect::to(location).into_response()
 }
 
+/// A sign-in's answer: the session's cookies set, on to `next`.
+pub fn signed_in_to(state: &AppState, pair: &crate::user_auth::TokenPair, next: &str) -> Response {
+    let mut response = see_other(next);
+    CookieChanges::sign_in(state, pair).apply(&mut response);
+    response
+}
+
+/// The form's message once the login lockout holds: how long to wait.
+pub fn locked_out(retry_after: u64) -> FormErrors {
+    FormErrors::general(format!(
+        "Too many failed attempts for this account. Try again in {}.",
+        account_pages::wait(retry_after)
+    ))
+}
+
 /// A `next` that stays on this site (a path, never `//host` or a scheme).
 pub fn local_path(next: Option<&str>) -> &str {
     match next {
