@@ -27,6 +27,9 @@ pub struct Org {
     /// enabled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disabled_at: Option<String>,
+    /// Whether members must have signed in with a second factor to act in it.
+    #[serde(default)]
+    pub require_mfa: bool,
 }
 
 /// A member of an org.

@@ -260,6 +260,13 @@ pub async fn standing(
     caller: &Caller,
     org: &OrgRecord,
 ) -> ApiResult<(Option<String>, Grants)> {
+    if org.require_mfa {
+        second_factor_used(
+            caller,
+            "this organization requires two-step sign-in (its `require_mfa` setting)",
+        )?;
+    }
+    require_second_factor(state, caller)?;
     Ok(match caller {
         Caller::User(user) => match state.store.membership(&org.id, user.user_id()).await? {
             Some(membership) => (
@@ -279,6 +286,31 @@ pub async fn standing(
         }
         Caller::Key(_) => return Err(ApiError::NotFound),
     })
+}
+
+/// Refuses a user whose session did not sign in with a second factor when the instance
+/// requires one (`auth.require_mfa`); keys are unaffected.
+pub fn require_second_factor(state: &AppState, caller: &Caller) -> ApiResult<()> {
+    if state.config.auth.require_mfa {
+        second_factor_used(
+            caller,
+            "this instance requires two-step sign-in (`auth.require_mfa`)",
+        )?;
+    }
+    Ok(())
+}
+
+/// 403 `MFA_REQUIRED` (saying which `setting` asks for it) unless the caller is a key or a user
+/// whose session signed in with a second factor.
+fn second_factor_used(caller: &Caller, setting: &str) -> ApiResult<()> {
+    match caller {
+        Caller::User(user) if !user.claims.used_second_factor() => {
+            Err(ApiError::SecondFactorRequired(format!(
+                "{setting}: set up a second factor on your account and sign in with it"
+            )))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// A caller holding the instance-wide permission `P` (a member of the operator org, or a key
@@ -312,6 +344,7 @@ impl<P: Required> OperatorAccess<P> {
     /// The caller, checked to hold `P` in the operator org: what the extractor does, for
     /// callers (the portal) that authenticate themselves.
     pub async fn check(state: &AppState, caller: Caller) -> ApiResult<Self> {
+        require_second_factor(state, &caller)?;
         let permission = P::PERMISSION.unwrap_or("admin:orgs");
         if !caller.operator_allows(state, permission).await? {
             return Err(caller.lacks(permission));

@@ -41,6 +41,7 @@ pub async fn bootstrap(config: &Config, email: &str, password: &str) -> anyhow::
         updated_at: now,
         deleted_at: None,
         disabled_at: None,
+        require_mfa: false,
     };
     let audit = AuditRecord {
         id: EventId::generate(),

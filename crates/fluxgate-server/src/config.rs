@@ -144,6 +144,9 @@ pub struct AuthConfig {
     /// `lockout_threshold` failures per this window lock an address; a locked address gets one
     /// more attempt every `lockout_window / lockout_threshold`.
     pub lockout_window: Duration,
+    /// Every user must have signed in with a second factor to act in any org or as an operator
+    /// (the `/auth/*` endpoints, where they set one up, stay open).
+    pub require_mfa: bool,
 }
 
 /// `[rate_limits]`
@@ -310,6 +313,7 @@ impl Config {
             reauthenticate_after: r.duration("auth.reauthenticate_after", "15m"),
             lockout_threshold: r.integer("auth.lockout_threshold", 5, 1, 1000) as u32,
             lockout_window: r.duration("auth.lockout_window", "15m"),
+            require_mfa: r.bool("auth.require_mfa", false),
         };
         if auth.access_token_ttl < Duration::from_secs(1) {
             r.error("auth.access_token_ttl", "must be at least 1s".into());
@@ -527,6 +531,7 @@ impl Config {
             format!("reset_ttl = \"{}\"", d(self.auth.reset_ttl)),
             format!("lockout_threshold = {}", self.auth.lockout_threshold),
             format!("lockout_window = \"{}\"", d(self.auth.lockout_window)),
+            format!("require_mfa = {}", self.auth.require_mfa),
             "[rate_limits]".into(),
             format!("api_key = \"{}\"", self.rate_limits.api_key),
             format!("user = \"{}\"", self.rate_limits.user),

@@ -40,6 +40,9 @@ pub enum ApiError {
     /// A sign-in challenge that is unknown, spent, expired, out of attempts or from another client.
     #[error("invalid sign-in challenge")]
     MfaChallengeInvalid,
+    /// A user acting without a second factor where a setting requires one (the message names it).
+    #[error("{0}")]
+    SecondFactorRequired(String),
     /// Login before the email was verified.
     #[error("email address not verified")]
     EmailNotVerified,
@@ -134,6 +137,9 @@ impl ApiError {
                 "MFA_CHALLENGE_INVALID",
                 "the sign-in challenge is unknown, expired, used up or from another client: log in again".into(),
             ),
+            Self::SecondFactorRequired(message) => {
+                (StatusCode::FORBIDDEN, "MFA_REQUIRED", message.clone())
+            }
             Self::EmailNotVerified => (
                 StatusCode::FORBIDDEN,
                 "EMAIL_NOT_VERIFIED",

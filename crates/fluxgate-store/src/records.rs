@@ -46,6 +46,8 @@ pub struct OrgRecord {
     pub deleted_at: Option<i64>,
     /// Set while an operator has it disabled (its keys do not verify).
     pub disabled_at: Option<i64>,
+    /// Whether its members must have signed in with a second factor to act in it.
+    pub require_mfa: bool,
 }
 
 /// A user's membership in an org, with the org's name.
@@ -380,6 +382,8 @@ pub struct OrgChanges {
     pub name: Option<String>,
     /// A new external id (`Some(None)` clears it).
     pub external_id: Option<Option<String>>,
+    /// Whether members must sign in with a second factor.
+    pub require_mfa: Option<bool>,
 }
 
 /// An API key (its secrets are stored apart, as hashes).

@@ -69,6 +69,8 @@ struct ErrorPage {
     status: u16,
     title: &'static str,
     message: String,
+    /// A refusal for want of a second factor: the page points to where one is set up.
+    needs_second_factor: bool,
 }
 
 impl PortalError {
@@ -112,6 +114,7 @@ impl PortalError {
             status: status.as_u16(),
             title,
             message,
+            needs_second_factor: matches!(error, ApiError::SecondFactorRequired(_)),
         };
         let mut response = render_status(status, &page);
         if let ApiError::RateLimited { retry_after } = error {

@@ -1,7 +1,7 @@
 //! An org's pages: its overview (plan, this month's quotas, the last day's calls, keys about to
-//! expire) and creating an org.
+//! expire, whether members must use two-step sign-in) and creating an org.
 
-use crate::access::{KeysRead, OrgRead, UsageRead};
+use crate::access::{KeysRead, OrgRead, OrgWrite, UsageRead};
 use crate::clock::rfc3339;
 use crate::extract::ClientInfo;
 use crate::portal::account_pages::WelcomePage;
@@ -23,6 +23,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/orgs", post(create_org))
         .route("/orgs/{org_id}", get(overview))
+        .route("/orgs/{org_id}/require-mfa", post(require_mfa))
 }
 
 /// A quota as the overview draws it.
@@ -58,6 +59,10 @@ struct OverviewPage {
     quotas: Vec<QuotaView>,
     calls: Option<BarChart>,
     expiring: Option<Vec<ExpiringKey>>,
+    /// Whether members must sign in with a second factor.
+    require_mfa: bool,
+    /// Whether the viewer may change that.
+    may_write: bool,
 }
 
 /// A rate in words: `100 calls per 60 s`.
@@ -142,7 +147,26 @@ async fn overview(
         quotas,
         calls,
         expiring,
+        require_mfa: access.org.require_mfa,
+        may_write: page.also::<OrgWrite>(&state).await?.is_some(),
     }))
+}
+
+/// Sets whether members must sign in with a second factor (as `PATCH /orgs/{id}`
+/// `{require_mfa}`).
+async fn require_mfa(
+    State(state): State<AppState>,
+    page: OrgPage<OrgWrite>,
+    Portal(client): Portal<ClientInfo>,
+    form: PortalForm,
+) -> PortalResult<Response> {
+    let input = orgs::OrgUpdate {
+        name: None,
+        external_id: None,
+        require_mfa: Some(form.get("require_mfa") == Some("on")),
+    };
+    let org = orgs::update(&state, &page.access, &client, input, crate::clock::now()).await?;
+    Ok(see_other(&format!("/orgs/{}", org.id)))
 }
 
 /// Creates an org owned by the user (as `POST /orgs`) and opens it.

@@ -48,6 +48,7 @@ pub fn org_json(org: &OrgRecord, role: Option<&str>) -> Org {
         updated_at: rfc3339(org.updated_at),
         role: role.map(str::to_owned),
         disabled_at: org.disabled_at.map(rfc3339),
+        require_mfa: org.require_mfa,
     }
 }
 

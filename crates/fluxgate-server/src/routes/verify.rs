@@ -41,7 +41,10 @@ impl FromRequestParts<AppState> for Verifier {
         };
         let allowed = match &caller {
             Caller::Key(key) => key.may_verify_keys,
-            Caller::User(_) => caller.operator_allows(state, "keys:verify").await?,
+            Caller::User(_) => {
+                crate::access::require_second_factor(state, &caller)?;
+                caller.operator_allows(state, "keys:verify").await?
+            }
         };
         if allowed {
             Ok(Self)

@@ -122,6 +122,7 @@ pub async fn signup(
         updated_at: now,
         deleted_at: None,
         disabled_at: None,
+        require_mfa: false,
     });
     let mut audit = vec![AuditEvent::new("user.signup", Some(&user.id), client)
         .at(now)

@@ -42,6 +42,9 @@ pub struct OrgUpdate {
     #[serde(default, deserialize_with = "crate::extract::present")]
     #[schema(value_type = Option<String>)]
     pub external_id: Option<Option<String>>,
+    /// Whether members must have signed in with a second factor to act in the org (their
+    /// API keys are unaffected).
+    pub require_mfa: Option<bool>,
 }
 
 fn external_id_conflict(error: StoreError) -> ApiError {
@@ -169,6 +172,7 @@ pub async fn create(
         updated_at: now,
         deleted_at: None,
         disabled_at: None,
+        require_mfa: false,
     };
     let audit = AuditEvent::new("org.created", Some(user.user_id()), client)
         .at(now)
@@ -186,8 +190,8 @@ pub async fn create(
     Ok(org)
 }
 
-/// Renames an org or sets its external id (operators only); warm keys answer the new values
-/// on their next verify, on every node.
+/// Renames an org, sets its external id (operators only) or whether its members must sign in
+/// with a second factor; warm keys answer the new values on their next verify, on every node.
 pub async fn update(
     state: &AppState,
     access: &OrgAccess<OrgWrite>,
@@ -209,12 +213,19 @@ pub async fn update(
     if external_id.is_some() && !access.caller.operator_allows(state, "admin:orgs").await? {
         return Err(access.caller.lacks("admin:orgs"));
     }
-    let changes = OrgChanges { name, external_id };
+    let changes = OrgChanges {
+        name,
+        external_id,
+        require_mfa: input.require_mfa,
+    };
     let audit = access
         .audit("org.updated", client)
         .at(now)
         .target("org", &access.org.id)
-        .data(json!({ "name": changes.name, "external_id": changes.external_id }))
+        .data(
+            json!({ "name": changes.name, "external_id": changes.external_id,
+                      "require_mfa": changes.require_mfa }),
+        )
         .build();
     let org = state
         .store

@@ -13,6 +13,8 @@ both_backends!(
     a_challenge_signs_in_once_and_only_from_the_client_that_logged_in,
     recovery_codes_sign_in_once_and_can_be_replaced,
     turning_the_factor_off_needs_the_password_and_a_code,
+    an_org_can_require_its_members_to_use_a_second_factor,
+    the_instance_can_require_every_user_to_use_a_second_factor,
 );
 
 const EMAIL: &str = "ada@example.com";
@@ -46,11 +48,17 @@ async fn call(
 /// authenticator app holds it, and their recovery codes.
 async fn enrolled(app: &TestApp) -> (String, TotpFactor, Vec<String>) {
     let token = app.user(EMAIL).await;
+    let (factor, codes) = enrol(app, &token).await;
+    (token, factor, codes)
+}
+
+/// Enrols and confirms TOTP for the user of `token` (who is [`EMAIL`]).
+async fn enrol(app: &TestApp, token: &str) -> (TotpFactor, Vec<String>) {
     let enrolment = call(
         app,
         Method::POST,
         "/auth/mfa/totp",
-        &token,
+        token,
         json!({ "password": PASSWORD }),
     )
     .await;
@@ -62,7 +70,7 @@ async fn enrolled(app: &TestApp) -> (String, TotpFactor, Vec<String>) {
         app,
         Method::POST,
         "/auth/mfa/totp/confirm",
-        &token,
+        token,
         json!({ "code": app_factor.code_at(now()) }),
     )
     .await;
@@ -73,7 +81,7 @@ async fn enrolled(app: &TestApp) -> (String, TotpFactor, Vec<String>) {
         .iter()
         .map(|c| c.as_str().unwrap().to_owned())
         .collect();
-    (token, app_factor, codes)
+    (app_factor, codes)
 }
 
 /// Logs in with the password: the challenge's token.
@@ -418,5 +426,114 @@ async fn turning_the_factor_off_needs_the_password_and_a_code(backend: Backend) 
     assert_eq!(
         me["second_factors"],
         json!({ "totp": false, "recovery_codes_left": 0 })
+    );
+}
+
+/// Signs in with the password and the app's next code: the access token.
+async fn sign_in_with_code(app: &TestApp, factor: &TotpFactor) -> String {
+    let signed_in = verify(
+        app,
+        &challenge(app).await,
+        json!({ "code": next_code(factor) }),
+    )
+    .await;
+    assert_eq!(signed_in.status(), 200);
+    body(signed_in).await["data"]["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+async fn an_org_can_require_its_members_to_use_a_second_factor(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (owner, org) = app.owner(EMAIL, "Acme").await;
+    let (_, key) = fluxgate_testkit::issue_key(
+        &app,
+        &owner,
+        &org,
+        json!({ "name": "ci", "scopes": ["keys:read"] }),
+    )
+    .await;
+    let required = call(
+        &app,
+        Method::PATCH,
+        &format!("/orgs/{org}"),
+        &owner,
+        json!({ "require_mfa": true }),
+    )
+    .await;
+    assert_eq!(required.status(), 200);
+    assert_eq!(body(required).await["data"]["require_mfa"], true);
+
+    // a session without a second factor is refused in the org, with the setting named
+    let refused = app.get_auth(&format!("/api/v1/orgs/{org}"), &owner).await;
+    let error = expect_error(refused, 403, "MFA_REQUIRED").await;
+    assert!(
+        error["message"].as_str().unwrap().contains("require_mfa"),
+        "{error}"
+    );
+    let keys = app
+        .get_auth(&format!("/api/v1/orgs/{org}/keys"), &owner)
+        .await;
+    expect_error(keys, 403, "MFA_REQUIRED").await;
+    // its API keys are unaffected, and the account endpoints stay open to set a factor up
+    let with_key = app
+        .get_auth(&format!("/api/v1/orgs/{org}/keys"), &key)
+        .await;
+    assert_eq!(with_key.status(), 200);
+    assert_eq!(app.get_auth("/api/v1/auth/me", &owner).await.status(), 200);
+    let (factor, _) = enrol(&app, &owner).await;
+    // enrolling does not change what this session signed in with: a new sign-in does
+    let still = app.get_auth(&format!("/api/v1/orgs/{org}"), &owner).await;
+    expect_error(still, 403, "MFA_REQUIRED").await;
+    let strong = sign_in_with_code(&app, &factor).await;
+    assert_eq!(
+        app.get_auth(&format!("/api/v1/orgs/{org}"), &strong)
+            .await
+            .status(),
+        200
+    );
+    let relaxed = call(
+        &app,
+        Method::PATCH,
+        &format!("/orgs/{org}"),
+        &strong,
+        json!({ "require_mfa": false }),
+    )
+    .await;
+    assert_eq!(body(relaxed).await["data"]["require_mfa"], false);
+    assert_eq!(
+        app.get_auth(&format!("/api/v1/orgs/{org}"), &owner)
+            .await
+            .status(),
+        200
+    );
+}
+
+async fn the_instance_can_require_every_user_to_use_a_second_factor(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |t| {
+        t["auth"]
+            .as_table_mut()
+            .expect("auth")
+            .insert("require_mfa".into(), true.into());
+    })
+    .await;
+    let (owner, org) = app.owner(EMAIL, "Acme").await;
+    let refused = app.get_auth(&format!("/api/v1/orgs/{org}"), &owner).await;
+    let error = expect_error(refused, 403, "MFA_REQUIRED").await;
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("auth.require_mfa"),
+        "{error}"
+    );
+    let (factor, _) = enrol(&app, &owner).await;
+    let strong = sign_in_with_code(&app, &factor).await;
+    assert_eq!(
+        app.get_auth(&format!("/api/v1/orgs/{org}"), &strong)
+            .await
+            .status(),
+        200
     );
 }

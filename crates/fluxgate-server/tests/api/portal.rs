@@ -25,6 +25,7 @@ both_backends!(
     usage_is_charted_filtered_and_downloadable,
     sensitive_changes_ask_for_the_password_again_after_a_while,
     two_step_sign_in_is_set_up_used_and_turned_off_in_the_portal,
+    an_org_that_requires_two_step_sign_in_sends_members_to_set_it_up,
 );
 
 /// A browser without JavaScript: keeps cookies, follows redirects, posts forms from its page.
@@ -1346,5 +1347,34 @@ async fn two_step_sign_in_is_set_up_used_and_turned_off_in_the_portal(backend: B
     );
     let again = Browser::new(&app).log_in("owner@example.com").await;
     assert_ne!(again.title(), "Two-step sign-in");
+    app.stop().await;
+}
+
+async fn an_org_that_requires_two_step_sign_in_sends_members_to_set_it_up(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (_, org) = app.owner("owner@example.com", "Acme").await;
+    let browser = Browser::new(&app);
+    let overview = browser.log_in("owner@example.com").await;
+    assert_eq!(overview.url, format!("/orgs/{org}"));
+    assert!(overview.text("#security-heading + *").contains("Optional"));
+    let refused = browser
+        .submit(
+            &overview,
+            &format!("/orgs/{org}/require-mfa"),
+            &[("require_mfa", "on")],
+        )
+        .await;
+    assert_eq!(refused.status, 403, "{}", refused.text("main"));
+    assert!(
+        refused.text("main").contains("require_mfa"),
+        "{}",
+        refused.text("main")
+    );
+    assert_eq!(
+        refused.attr("a.button", "href").as_deref(),
+        Some("/account")
+    );
+    // the account page, where a factor is set up, stays open
+    assert_eq!(browser.get("/account").await.status, 200);
     app.stop().await;
 }

@@ -32,3 +32,6 @@ CREATE TABLE mfa_challenges (
 CREATE INDEX mfa_challenges_by_expiry ON mfa_challenges (expires_at);
 
 ALTER TABLE sessions ADD COLUMN amr TEXT NOT NULL DEFAULT 'pwd';
+
+-- An org may require its members to sign in with a second factor.
+ALTER TABLE orgs ADD COLUMN require_mfa BOOLEAN NOT NULL DEFAULT FALSE;
