@@ -6,6 +6,7 @@ pub mod apikey;
 pub mod claims;
 pub mod cost;
 pub mod email;
+pub mod identifier;
 pub mod ids;
 pub mod mfa;
 pub mod password;

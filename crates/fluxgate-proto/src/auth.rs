@@ -10,6 +10,12 @@ pub struct User {
     pub id: String,
     /// Their email address.
     pub email: String,
+    /// Their username, on instances that use them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// Their document number, on instances that use them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub document: Option<String>,
     /// Their display name.
     pub name: Option<String>,
     /// Whether the address is verified.

@@ -25,6 +25,8 @@ pub async fn bootstrap(config: &Config, email: &str, password: &str) -> anyhow::
     let user = UserRecord {
         id: UserId::generate(),
         email: email.as_str().to_owned(),
+        username: None,
+        document: None,
         name: Some("Operator".into()),
         password_hash: hasher.hash(&password).await?,
         email_verified_at: Some(now),

@@ -147,6 +147,30 @@ pub struct AuthConfig {
     /// Every user must have signed in with a second factor to act in any org or as an operator
     /// (the `/auth/*` endpoints, where they set one up, stay open).
     pub require_mfa: bool,
+    /// Whether accounts carry a username (to log in with).
+    pub username: IdentifierUse,
+    /// Document numbers accounts carry (to log in with), when the operator uses them.
+    pub document: Option<DocumentConfig>,
+}
+
+/// Whether accounts carry an identifier besides the email address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdentifierUse {
+    /// Not used.
+    Off,
+    /// An account may have one.
+    Optional,
+    /// Every new account must have one.
+    Required,
+}
+
+/// `[auth.document]`: the document number accounts log in with.
+#[derive(Debug, Clone)]
+pub struct DocumentConfig {
+    /// The number's rule: label, pattern, checksum.
+    pub rule: fluxgate_core::identifier::DocumentRule,
+    /// Whether every new account must have one.
+    pub required: bool,
 }
 
 /// `[rate_limits]`
@@ -314,6 +338,17 @@ impl Config {
             lockout_threshold: r.integer("auth.lockout_threshold", 5, 1, 1000) as u32,
             lockout_window: r.duration("auth.lockout_window", "15m"),
             require_mfa: r.bool("auth.require_mfa", false),
+            username: match r.string("auth.username", "off").as_str() {
+                "off" => IdentifierUse::Off,
+                "optional" => IdentifierUse::Optional,
+                "required" => IdentifierUse::Required,
+                other => {
+                    let message = format!("expected off, optional or required, found {other:?}");
+                    r.error("auth.username", message);
+                    IdentifierUse::Off
+                }
+            },
+            document: document_config(&mut r),
         };
         if auth.access_token_ttl < Duration::from_secs(1) {
             r.error("auth.access_token_ttl", "must be at least 1s".into());
@@ -532,6 +567,27 @@ impl Config {
             format!("lockout_threshold = {}", self.auth.lockout_threshold),
             format!("lockout_window = \"{}\"", d(self.auth.lockout_window)),
             format!("require_mfa = {}", self.auth.require_mfa),
+            format!(
+                "username = \"{}\"",
+                match self.auth.username {
+                    IdentifierUse::Off => "off",
+                    IdentifierUse::Optional => "optional",
+                    IdentifierUse::Required => "required",
+                }
+            ),
+            match &self.auth.document {
+                Some(doc) => format!(
+                    "[auth.document]\nlabel = {:?}\npattern = {:?}\nchecksum = \"{}\"\nrequired = {}",
+                    doc.rule.label,
+                    doc.rule.pattern.as_str(),
+                    match doc.rule.checksum {
+                        fluxgate_core::identifier::Checksum::None => "none",
+                        fluxgate_core::identifier::Checksum::Cpf => "cpf",
+                    },
+                    doc.required
+                ),
+                None => "# no [auth.document]: accounts log in by email (or username)".into(),
+            },
             "[rate_limits]".into(),
             format!("api_key = \"{}\"", self.rate_limits.api_key),
             format!("user = \"{}\"", self.rate_limits.user),
@@ -879,6 +935,36 @@ impl<'a> Reader<'a> {
             }
         }
     }
+}
+
+/// `[auth.document]`, used when it has a `pattern`.
+fn document_config(r: &mut Reader<'_>) -> Option<DocumentConfig> {
+    use fluxgate_core::identifier::{Checksum, DocumentRule};
+    let label = r.string("auth.document.label", "document");
+    let checksum_word = r.string("auth.document.checksum", "none");
+    let required = r.bool("auth.document.required", false);
+    let pattern = r.optional_string("auth.document.pattern")?;
+    let checksum = Checksum::parse(&checksum_word);
+    if checksum.is_none() {
+        let message = format!("expected none or cpf, found {checksum_word:?}");
+        r.error("auth.document.checksum", message);
+    }
+    let pattern = regex::Regex::new(&pattern)
+        .map_err(|e| {
+            r.error(
+                "auth.document.pattern",
+                format!("not a regular expression: {e}"),
+            )
+        })
+        .ok()?;
+    Some(DocumentConfig {
+        rule: DocumentRule {
+            label,
+            pattern,
+            checksum: checksum?,
+        },
+        required,
+    })
 }
 
 fn collect_leaves(table: &Table, prefix: &str, out: &mut Vec<String>) {

@@ -61,8 +61,8 @@ pub trait Store:
     ) -> StoreResult<()>;
     /// The id of the operator org, once bootstrapped.
     async fn operator_org_id(&self) -> StoreResult<Option<OrgId>>;
-    /// The user with this (normalised) email.
-    async fn user_by_email(&self, email: &str) -> StoreResult<Option<UserRecord>>;
+    /// The user whose (normalised) identifier of `kind` is `value`.
+    async fn user_by_login(&self, kind: LoginKind, value: &str) -> StoreResult<Option<UserRecord>>;
     /// The user with this id.
     async fn user_by_id(&self, id: &UserId) -> StoreResult<Option<UserRecord>>;
     /// The user's memberships in orgs that are not deleted, oldest first.
@@ -182,6 +182,17 @@ pub trait Store:
     async fn append_audit(&self, entries: &[AuditRecord]) -> StoreResult<()>;
     /// Entries matching `filter`, newest first.
     async fn audit_entries(&self, filter: &AuditFilter) -> StoreResult<Vec<AuditRecord>>;
+}
+
+/// Which identifier a login names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoginKind {
+    /// The email address.
+    Email,
+    /// The username.
+    Username,
+    /// The document number.
+    Document,
 }
 
 /// What differs in the SQL of the two backends.

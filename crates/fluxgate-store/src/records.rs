@@ -13,6 +13,10 @@ pub struct UserRecord {
     pub id: UserId,
     /// Normalised email address.
     pub email: String,
+    /// Normalised username, when the instance uses them and the user has one.
+    pub username: Option<String>,
+    /// Normalised document number, when the instance uses them and the user has one.
+    pub document: Option<String>,
     /// Display name.
     pub name: Option<String>,
     /// argon2id PHC string.

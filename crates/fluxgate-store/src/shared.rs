@@ -65,8 +65,8 @@ macro_rules! impl_store {
             u: &$crate::UserRecord,
         ) -> Result<(), sqlx::Error> {
             sqlx::query(
-                "INSERT INTO users (id, email, name, password_hash, email_verified_at, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                "INSERT INTO users (id, email, name, password_hash, email_verified_at, created_at, updated_at, \
+                 username, document) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
             )
             .bind(&u.id)
             .bind(&u.email)
@@ -75,6 +75,8 @@ macro_rules! impl_store {
             .bind(u.email_verified_at)
             .bind(u.created_at)
             .bind(u.updated_at)
+            .bind(&u.username)
+            .bind(&u.document)
             .execute(&mut *conn)
             .await?;
             Ok(())
@@ -167,7 +169,7 @@ macro_rules! impl_store {
         }
 
         const USER_COLUMNS: &str =
-            "id, email, name, password_hash, email_verified_at, created_at, updated_at";
+            "id, email, name, password_hash, email_verified_at, created_at, updated_at, username, document";
         const SESSION_COLUMNS: &str = "id, user_id, active_org_id, user_agent, ip, created_at, \
              last_used_at, expires_at, revoked_at, revoked_reason, authenticated_at, amr";
         const MEMBERSHIP_SELECT: &str = "SELECT m.org_id, o.name AS org_name, o.is_operator, \
@@ -232,9 +234,18 @@ macro_rules! impl_store {
                     .await?)
             }
 
-            async fn user_by_email(&self, email: &str) -> $crate::StoreResult<Option<$crate::UserRecord>> {
-                let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE email = $1");
-                Ok(sqlx::query_as(&sql).bind(email).fetch_optional(&self.pool).await?)
+            async fn user_by_login(
+                &self,
+                kind: $crate::LoginKind,
+                value: &str,
+            ) -> $crate::StoreResult<Option<$crate::UserRecord>> {
+                let column = match kind {
+                    $crate::LoginKind::Email => "email",
+                    $crate::LoginKind::Username => "username",
+                    $crate::LoginKind::Document => "document",
+                };
+                let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE {column} = $1");
+                Ok(sqlx::query_as(&sql).bind(value).fetch_optional(&self.pool).await?)
             }
 
             async fn user_by_id(&self, id: &$crate::UserId) -> $crate::StoreResult<Option<$crate::UserRecord>> {

@@ -8,7 +8,7 @@ use crate::portal::{
     CsrfToken, FormErrors, MaybeSignedIn, Portal, PortalForm, PortalResult, SignedIn,
 };
 use crate::request_limits::IpLimit;
-use crate::services::sessions::SignIn;
+use crate::services::sessions::{LoginName, SignIn};
 use crate::services::{accounts, sessions};
 use crate::state::AppState;
 use askama::Template;
@@ -107,6 +107,8 @@ async fn switch(
 #[template(path = "login.html")]
 pub(super) struct LoginPage {
     pub(super) chrome: Chrome,
+    /// What the one login field takes.
+    pub(super) ids: Identifiers,
     pub(super) errors: FormErrors,
     pub(super) email: String,
     pub(super) next: String,
@@ -132,6 +134,7 @@ async fn login_page(
     }
     Ok(render(&LoginPage {
         chrome: Chrome::new(&state, &csrf, None, None, "").await?,
+        ids: Identifiers::of(&state.config),
         errors: FormErrors::none(),
         email: String::new(),
         next,
@@ -155,16 +158,17 @@ async fn login(
     let next = local_path(form.get("next")).to_owned();
     let email = form.get("email").unwrap_or_default().to_owned();
     let password = SecretString::from(form.raw("password").to_owned());
-    let refusal =
-        match sessions::login(&state, &client, &email, password, crate::clock::now()).await {
-            Ok(SignIn::Tokens(pair)) => return Ok(signed_in_to(&state, &pair, &next)),
-            Ok(SignIn::Challenge(challenge)) => {
-                let chrome = Chrome::new(&state, &csrf, None, None, "").await?;
-                let token = challenge.token.expose_secret().to_owned();
-                return Ok(super::mfa_pages::second_factor_page(chrome, token, next));
-            }
-            Err(refusal) => refusal,
-        };
+    let name = LoginName::typed(&state.config, &email);
+    let refusal = match sessions::login(&state, &client, &name, password, crate::clock::now()).await
+    {
+        Ok(SignIn::Tokens(pair)) => return Ok(signed_in_to(&state, &pair, &next)),
+        Ok(SignIn::Challenge(challenge)) => {
+            let chrome = Chrome::new(&state, &csrf, None, None, "").await?;
+            let token = challenge.token.expose_secret().to_owned();
+            return Ok(super::mfa_pages::second_factor_page(chrome, token, next));
+        }
+        Err(refusal) => refusal,
+    };
     let unverified = matches!(refusal, ApiError::EmailNotVerified);
     let (status, errors) = match refusal {
         ApiError::RateLimited { retry_after } => {
@@ -182,6 +186,7 @@ async fn login(
         status,
         &LoginPage {
             chrome: Chrome::new(&state, &csrf, None, None, "").await?,
+            ids: Identifiers::of(&state.config),
             errors,
             email,
             next,
@@ -220,16 +225,65 @@ async fn logout(
 struct SignupPage {
     chrome: Chrome,
     errors: FormErrors,
+    ids: Identifiers,
     email: String,
+    username: String,
+    document: String,
     name: String,
     organization_name: String,
+}
+
+/// The login identifiers this instance uses, as its forms name them.
+pub(super) struct Identifiers {
+    /// The login field's label: `Email`, `Email or username`, `Email, username or CPF`.
+    pub(super) login_label: String,
+    /// The username field's label at signup, when usernames are used.
+    username: Option<&'static str>,
+    /// The document field's label at signup, when documents are used.
+    document: Option<String>,
+}
+
+impl Identifiers {
+    /// As the configuration says.
+    pub(super) fn of(config: &crate::config::Config) -> Self {
+        use crate::config::IdentifierUse;
+        let username = match config.auth.username {
+            IdentifierUse::Off => None,
+            IdentifierUse::Optional => Some("Username (optional)"),
+            IdentifierUse::Required => Some("Username"),
+        };
+        let document = config.auth.document.as_ref().map(|d| {
+            let optional = if d.required { "" } else { " (optional)" };
+            format!("{} number{optional}", d.rule.label)
+        });
+        let mut names = vec!["Email".to_owned()];
+        if username.is_some() {
+            names.push("username".into());
+        }
+        if let Some(d) = &config.auth.document {
+            names.push(d.rule.label.clone());
+        }
+        let login_label = match names.len() {
+            1 => "Email".to_owned(),
+            2 => names.join(" or "),
+            _ => format!("{}, {} or {}", names[0], names[1], names[2]),
+        };
+        Self {
+            login_label,
+            username,
+            document,
+        }
+    }
 }
 
 async fn signup_page(State(state): State<AppState>, csrf: CsrfToken) -> PortalResult<Response> {
     Ok(render(&SignupPage {
         chrome: Chrome::new(&state, &csrf, None, None, "").await?,
         errors: FormErrors::none(),
+        ids: Identifiers::of(&state.config),
         email: String::new(),
+        username: String::new(),
+        document: String::new(),
         name: String::new(),
         organization_name: String::new(),
     }))
@@ -248,6 +302,8 @@ async fn signup(
         password: SecretString::from(form.raw("password").to_owned()),
         name: form.get("name").map(str::to_owned),
         organization_name: form.get("organization_name").map(str::to_owned),
+        username: form.get("username").map(str::to_owned),
+        document: form.get("document").map(str::to_owned),
     };
     let email = input.email.clone();
     match accounts::signup(&state, &client, input, crate::clock::now()).await {
@@ -264,14 +320,17 @@ async fn signup(
             let (status, _) = refusal.status_and_message();
             let errors = FormErrors::from_refusal(
                 refusal,
-                &["email", "password", "name", "organization_name"],
+                &["email", "username", "document", "password", "name", "organization_name"],
             )?;
             Ok(render_status(
                 status,
                 &SignupPage {
                     chrome: Chrome::new(&state, &csrf, None, None, "").await?,
                     errors,
+                    ids: Identifiers::of(&state.config),
                     email,
+                    username: form.get("username").unwrap_or_default().to_owned(),
+                    document: form.get("document").unwrap_or_default().to_owned(),
                     name: form.get("name").unwrap_or_default().to_owned(),
                     organization_name: form
                         .get("organization_name")

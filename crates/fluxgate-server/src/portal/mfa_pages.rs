@@ -101,6 +101,7 @@ async fn login_second_factor(
         ApiError::MfaChallengeInvalid => {
             let login = LoginPage {
                 chrome,
+                ids: super::account_pages::Identifiers::of(&state.config),
                 errors: FormErrors::general("This sign-in expired or was used up. Log in again."),
                 email: String::new(),
                 next,

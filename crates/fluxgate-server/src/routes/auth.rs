@@ -6,7 +6,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ClientInfo, IdPath, MaybeJson};
 use crate::request_limits::IpLimit;
 use crate::services::accounts::{PasswordChange, ProfileChange, Signup, WhoAmI};
-use crate::services::sessions::SignIn;
+use crate::services::sessions::{LoginName, SignIn};
 use crate::services::{accounts, sessions};
 use crate::state::AppState;
 use crate::user_auth::{
@@ -74,6 +74,8 @@ fn user_json(user: &UserRecord) -> User {
     User {
         id: user.id.to_string(),
         email: user.email.clone(),
+        username: user.username.clone(),
+        document: user.document.clone(),
         name: user.name.clone(),
         email_verified: user.email_verified_at.is_some(),
         created_at: rfc3339(user.created_at),
@@ -139,9 +141,28 @@ fn accepted() -> Response {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoginBody {
-    email: String,
+    /// The account's email address — or, on instances that use them, exactly one of
+    /// `username` and `document` in its place.
+    email: Option<String>,
+    username: Option<String>,
+    document: Option<String>,
     #[schema(value_type = String, format = Password)]
     password: SecretString,
+}
+
+impl LoginBody {
+    /// The one identifier the body names.
+    fn name(&self) -> ApiResult<LoginName> {
+        match (&self.email, &self.username, &self.document) {
+            (Some(email), None, None) => Ok(LoginName::Email(email.clone())),
+            (None, Some(username), None) => Ok(LoginName::Username(username.clone())),
+            (None, None, Some(document)) => Ok(LoginName::Document(document.clone())),
+            _ => Err(ApiError::field(
+                "email",
+                "give exactly one of email, username and document",
+            )),
+        }
+    }
 }
 
 /// Logs in: a token pair in the body and in HttpOnly cookies — or, when the account has a
@@ -156,7 +177,8 @@ async fn login(
     client: ClientInfo,
     ApiJson(body): ApiJson<LoginBody>,
 ) -> ApiResult<Response> {
-    match sessions::login(&state, &client, &body.email, body.password, clock::now()).await? {
+    let name = body.name()?;
+    match sessions::login(&state, &client, &name, body.password, clock::now()).await? {
         SignIn::Tokens(pair) => Ok(token_pair_response(&state, pair)),
         SignIn::Challenge(challenge) => Ok(Json(Data {
             data: MfaChallenge {

@@ -7,7 +7,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::ClientInfo;
 use crate::invalidation::Change;
 use crate::mail::Mail;
-use crate::services::sessions::lockout_key;
+use crate::services::sessions::Lockout;
 use crate::state::AppState;
 use fluxgate_core::email::Email;
 use fluxgate_core::ids::{OrgId, UserId};
@@ -15,7 +15,8 @@ use fluxgate_core::password::Password;
 use fluxgate_core::secret::{random_token, sha256_hex, ExposeSecret, SecretString};
 use fluxgate_core::validation::{single_line, FieldErrors};
 use fluxgate_store::{
-    OneTimeTokenRecord, OrgRecord, UserRecord, PURPOSE_RESET_PASSWORD, PURPOSE_VERIFY_EMAIL,
+    LoginKind, OneTimeTokenRecord, OrgRecord, UserRecord, PURPOSE_RESET_PASSWORD,
+    PURPOSE_VERIFY_EMAIL,
 };
 use serde::Deserialize;
 use serde_json::json;
@@ -36,6 +37,69 @@ pub struct Signup {
     pub name: Option<String>,
     /// Creates an org owned by the new user.
     pub organization_name: Option<String>,
+    /// A username to log in with, when the instance uses them (`auth.username`).
+    #[serde(default)]
+    pub username: Option<String>,
+    /// A document number to log in with, when the instance uses them (`[auth.document]`).
+    #[serde(default)]
+    pub document: Option<String>,
+}
+
+/// The signup's username and document, normalised and checked against the instance's rules
+/// (each unique: 409 when another account has it).
+async fn login_identifiers(
+    state: &AppState,
+    errors: &mut FieldErrors,
+    username: Option<&str>,
+    document: Option<&str>,
+) -> ApiResult<(Option<String>, Option<String>)> {
+    use crate::config::IdentifierUse;
+    let given = |v: Option<&str>| {
+        v.map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map(str::to_owned)
+    };
+    let (username, document) = (given(username), given(document));
+    let username = match (state.config.auth.username, username) {
+        (IdentifierUse::Off, Some(_)) => {
+            errors.add("username", "is not used on this instance");
+            None
+        }
+        (IdentifierUse::Required, None) => {
+            errors.add("username", "is required");
+            None
+        }
+        (_, Some(name)) => errors.check(
+            "username",
+            fluxgate_core::identifier::normalise_username(&name).map_err(str::to_owned),
+        ),
+        (_, None) => None,
+    };
+    let document = match (&state.config.auth.document, document) {
+        (None, Some(_)) => {
+            errors.add("document", "is not used on this instance");
+            None
+        }
+        (Some(rule), None) if rule.required => {
+            errors.add("document", "is required");
+            None
+        }
+        (Some(rule), Some(number)) => errors.check("document", rule.rule.normalise(&number)),
+        (_, None) => None,
+    };
+    for (kind, value, what) in [
+        (LoginKind::Username, &username, "username"),
+        (LoginKind::Document, &document, "document"),
+    ] {
+        if let Some(value) = value {
+            if state.store.user_by_login(kind, value).await?.is_some() {
+                return Err(ApiError::Conflict(format!(
+                    "an account with this {what} already exists"
+                )));
+            }
+        }
+    }
+    Ok((username, document))
 }
 
 fn optional_text(
@@ -98,6 +162,13 @@ pub async fn signup(
         input.organization_name.as_deref(),
         200,
     );
+    let (username, document) = login_identifiers(
+        state,
+        &mut errors,
+        input.username.as_deref(),
+        input.document.as_deref(),
+    )
+    .await?;
     errors.into_result()?;
     let (Some(email), Some(password)) = (email, password) else {
         return Err(ApiError::field("body", "invalid"));
@@ -106,6 +177,8 @@ pub async fn signup(
     let user = UserRecord {
         id: UserId::generate(),
         email: email.as_str().to_owned(),
+        username,
+        document,
         name,
         password_hash,
         email_verified_at: None,
@@ -244,7 +317,11 @@ pub fn resend_verification(state: &AppState, email: &str) -> ApiResult<()> {
     let email = parse_email(email)?;
     let background = state.clone();
     tokio::spawn(async move {
-        match background.store.user_by_email(email.as_str()).await {
+        match background
+            .store
+            .user_by_login(fluxgate_store::LoginKind::Email, email.as_str())
+            .await
+        {
             Ok(Some(user)) if user.email_verified_at.is_none() => {
                 let now = crate::clock::now();
                 if let Err(e) = send_verification(&background, &user, now).await {
@@ -272,7 +349,11 @@ pub fn forgot_password(state: &AppState, email: &str) -> ApiResult<()> {
 }
 
 async fn send_reset(state: &AppState, email: &Email, now: i64) -> ApiResult<()> {
-    let Some(user) = state.store.user_by_email(email.as_str()).await? else {
+    let Some(user) = state
+        .store
+        .user_by_login(fluxgate_store::LoginKind::Email, email.as_str())
+        .await?
+    else {
         return Ok(());
     };
     let what = MailedToken {
@@ -316,10 +397,7 @@ pub async fn reset_password(
     };
     state.revocations.poke();
     if let Some(user) = state.store.user_by_id(&user_id).await? {
-        state
-            .limiter
-            .reset(&lockout_key(&Email::from_trusted(user.email)))
-            .await;
+        Lockout::of_email(&user.email).reset(state).await;
     }
     Ok(())
 }

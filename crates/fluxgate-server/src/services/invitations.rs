@@ -46,7 +46,11 @@ pub async fn invite(
         return Err(ApiError::field("email", "invalid"));
     };
     grantable_role(state, access, &input.role).await?;
-    if let Some(user) = state.store.user_by_email(email.as_str()).await? {
+    if let Some(user) = state
+        .store
+        .user_by_login(fluxgate_store::LoginKind::Email, email.as_str())
+        .await?
+    {
         if state
             .store
             .membership(&access.org.id, &user.id)

@@ -11,7 +11,6 @@ use crate::mail::Mail;
 use crate::services::sessions;
 use crate::state::AppState;
 use crate::user_auth::{AuthUser, TokenPair};
-use fluxgate_core::email::Email;
 use fluxgate_core::mfa::{self, TotpFactor};
 use fluxgate_core::secret::{
     constant_time_eq, random_token, sha256_hex, ExposeSecret, SecretString,
@@ -335,8 +334,8 @@ async fn check_answer(
     answer: &Answer,
     now: i64,
 ) -> ApiResult<&'static str> {
-    let email = Email::from_trusted(account.email.clone());
-    let lockout = sessions::not_locked_out(state, &email).await?;
+    let lockout = sessions::Lockout::of_email(&account.email);
+    sessions::not_locked_out(state, &lockout).await?;
     let accepted = match answer {
         Answer::Totp(code) => {
             let step = stored_factor(state, account, factor)?.accepts(code, now, factor.last_step);
@@ -358,11 +357,11 @@ async fn check_answer(
         .then_some("pwd rc mfa"),
     };
     if let Some(amr) = accepted {
-        state.limiter.reset(&lockout).await;
+        lockout.reset(state).await;
         return Ok(amr);
     }
     let user_id = Some(account.id.as_str());
-    match sessions::login_failed(state, client, &email, user_id, MFA_FAILED, now).await {
+    match sessions::login_failed(state, client, &lockout, user_id, MFA_FAILED, now).await {
         ApiError::InvalidCredentials => Err(ApiError::InvalidMfaCode),
         other => Err(other),
     }

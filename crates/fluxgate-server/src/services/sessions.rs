@@ -5,6 +5,7 @@
 
 use crate::audit::AuditEvent;
 use crate::clock;
+use crate::config::IdentifierUse;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::ClientInfo;
 use crate::invalidation::Change;
@@ -12,6 +13,7 @@ use crate::state::AppState;
 use crate::user_auth::{AuthUser, TokenPair};
 use fluxgate_core::claims::AccessClaims;
 use fluxgate_core::email::Email;
+use fluxgate_core::identifier::normalise_username;
 use fluxgate_core::ids::{OrgId, SessionId};
 use fluxgate_core::mfa;
 use fluxgate_core::ratelimit::Quota;
@@ -19,12 +21,91 @@ use fluxgate_core::refresh::{self, RefreshStep, SpentReason, TokenState};
 use fluxgate_core::secret::{random_token, sha256_hex, ExposeSecret, SecretString};
 use fluxgate_core::stored::EndReason;
 use fluxgate_core::units::Rate;
-use fluxgate_store::{RefreshTokenRecord, SessionRecord, UserRecord};
+use fluxgate_store::{LoginKind, RefreshTokenRecord, SessionRecord, UserRecord};
 use serde_json::json;
 
-/// The lockout's rate-limit key: per address, whether or not it has an account.
-pub fn lockout_key(email: &Email) -> String {
-    format!("lockout:{}", email.as_str())
+/// Whose failed logins count together: an account's (keyed by its email address, whichever of
+/// its identifiers was typed), or — for a name no account has — that name's, so the answers
+/// cannot tell the two apart.
+pub struct Lockout {
+    key: String,
+    /// What the audit entries record as typed.
+    named: serde_json::Value,
+}
+
+impl Lockout {
+    /// The account with this (normalised) email address, or an address no account has.
+    pub fn of_email(email: &str) -> Self {
+        Self {
+            key: format!("lockout:{email}"),
+            named: json!({ "email": email }),
+        }
+    }
+
+    /// A username or document number no account has.
+    fn of_unknown(kind: LoginKind, value: &str) -> Self {
+        let field = match kind {
+            LoginKind::Email => return Self::of_email(value),
+            LoginKind::Username => "username",
+            LoginKind::Document => "document",
+        };
+        Self {
+            key: format!("lockout:{field}:{value}"),
+            named: json!({ field: value }),
+        }
+    }
+
+    /// Clears the count (a right password or second factor).
+    pub async fn reset(&self, state: &AppState) {
+        state.limiter.reset(&self.key).await;
+    }
+}
+
+/// What a login names its account by.
+#[derive(Debug, Clone)]
+pub enum LoginName {
+    /// The email address.
+    Email(String),
+    /// The username (when the instance uses them).
+    Username(String),
+    /// The document number (when the instance uses them).
+    Document(String),
+}
+
+impl LoginName {
+    /// What one field typed into the portal's login means: an address when it holds `@`, else
+    /// a document number when the instance uses them and it is one, else a username.
+    pub fn typed(config: &crate::config::Config, input: &str) -> Self {
+        let document = config.auth.document.as_ref();
+        if input.contains('@') {
+            Self::Email(input.to_owned())
+        } else if document.is_some_and(|d| d.rule.normalise(input).is_ok()) {
+            Self::Document(input.to_owned())
+        } else if config.auth.username != IdentifierUse::Off {
+            Self::Username(input.to_owned())
+        } else {
+            Self::Email(input.to_owned())
+        }
+    }
+
+    /// The column and normalised value to look the account up by; None when it cannot name one
+    /// here (malformed, or a kind this instance does not use).
+    fn resolve(&self, config: &crate::config::Config) -> Option<(LoginKind, String)> {
+        match self {
+            Self::Email(text) => Some((
+                LoginKind::Email,
+                Email::parse(text).ok()?.as_str().to_owned(),
+            )),
+            Self::Username(text) if config.auth.username != IdentifierUse::Off => {
+                Some((LoginKind::Username, normalise_username(text).ok()?))
+            }
+            Self::Document(text) => {
+                let rule = &config.auth.document.as_ref()?.rule;
+                Some((LoginKind::Document, rule.normalise(text).ok()?))
+            }
+            Self::Username(_) => None,
+        }
+    }
 }
 
 /// `lockout_threshold` failures per `lockout_window`; once spent, one attempt per
@@ -99,13 +180,19 @@ pub enum SignIn {
 pub async fn login(
     state: &AppState,
     client: &ClientInfo,
-    email: &str,
+    name: &LoginName,
     password: SecretString,
     now: i64,
 ) -> ApiResult<SignIn> {
-    let email = Email::parse(email).map_err(|_| ApiError::InvalidCredentials)?;
-    let lockout = not_locked_out(state, &email).await?;
-    let user = state.store.user_by_email(email.as_str()).await?;
+    let (kind, value) = name
+        .resolve(&state.config)
+        .ok_or(ApiError::InvalidCredentials)?;
+    let user = state.store.user_by_login(kind, &value).await?;
+    let lockout = match &user {
+        Some(user) => Lockout::of_email(&user.email),
+        None => Lockout::of_unknown(kind, &value),
+    };
+    not_locked_out(state, &lockout).await?;
     let ok = state
         .passwords
         .verify(password, user.as_ref().map(|u| u.password_hash.clone()))
@@ -114,7 +201,7 @@ pub async fn login(
         (true, Some(user)) => user,
         (_, user) => {
             let user_id = user.as_ref().map(|u| u.id.as_str());
-            return Err(login_failed(state, client, &email, user_id, LOGIN_FAILED, now).await);
+            return Err(login_failed(state, client, &lockout, user_id, LOGIN_FAILED, now).await);
         }
     };
     if user.email_verified_at.is_none() && state.config.auth.require_email_verification {
@@ -125,25 +212,24 @@ pub async fn login(
     {
         return Ok(SignIn::Challenge(challenge));
     }
-    state.limiter.reset(&lockout).await;
+    lockout.reset(state).await;
     Ok(SignIn::Tokens(
         start_session(state, client, &user, mfa::AMR_PASSWORD, now).await?,
     ))
 }
 
-/// The address's lockout key, once it is known not to be locked (else 429 with the wait).
-pub async fn not_locked_out(state: &AppState, email: &Email) -> ApiResult<String> {
-    let lockout = lockout_key(email);
+/// Ok unless the lockout holds (then 429 with the wait).
+pub async fn not_locked_out(state: &AppState, lockout: &Lockout) -> ApiResult<()> {
     let standing = state
         .limiter
-        .peek(&lockout, lockout_quota(state), 1)
+        .peek(&lockout.key, lockout_quota(state), 1)
         .await?;
     if !standing.allowed {
         return Err(ApiError::RateLimited {
             retry_after: standing.retry_after_secs(),
         });
     }
-    Ok(lockout)
+    Ok(())
 }
 
 /// The audit action of a wrong password.
@@ -155,7 +241,7 @@ pub const LOGIN_FAILED: &str = "user.login_failed";
 pub async fn login_failed(
     state: &AppState,
     client: &ClientInfo,
-    email: &Email,
+    lockout: &Lockout,
     user_id: Option<&str>,
     action: &str,
     now: i64,
@@ -163,16 +249,16 @@ pub async fn login_failed(
     let event = |action: &str| {
         let e = AuditEvent::new(action, None, client)
             .at(now)
-            .data(json!({ "email": email.as_str() }));
+            .data(lockout.named.clone());
         match user_id {
             Some(id) => e.target("user", id),
             None => e,
         }
         .build()
     };
-    let key = lockout_key(email);
+    let key = &lockout.key;
     let quota = lockout_quota(state);
-    let counted = match state.limiter.check(&key, quota, 1).await {
+    let counted = match state.limiter.check(key, quota, 1).await {
         Ok(decision) => decision,
         Err(e) => return e,
     };
@@ -187,7 +273,7 @@ pub async fn login_failed(
     if !locked {
         return ApiError::InvalidCredentials;
     }
-    match state.limiter.peek(&key, quota, 1).await {
+    match state.limiter.peek(key, quota, 1).await {
         Ok(next) => ApiError::RateLimited {
             retry_after: next.retry_after_secs(),
         },
@@ -234,17 +320,17 @@ pub async fn check_password(
     password: SecretString,
     now: i64,
 ) -> ApiResult<()> {
-    let email = Email::from_trusted(account.email.clone());
-    let lockout = not_locked_out(state, &email).await?;
+    let lockout = Lockout::of_email(&account.email);
+    not_locked_out(state, &lockout).await?;
     if !state
         .passwords
         .verify(password, Some(account.password_hash.clone()))
         .await?
     {
         let user_id = Some(account.id.as_str());
-        return Err(login_failed(state, client, &email, user_id, LOGIN_FAILED, now).await);
+        return Err(login_failed(state, client, &lockout, user_id, LOGIN_FAILED, now).await);
     }
-    state.limiter.reset(&lockout).await;
+    lockout.reset(state).await;
     Ok(())
 }
 

@@ -18,6 +18,7 @@ mod hostile_input;
 mod http_conventions;
 mod input_arithmetic;
 mod keys;
+mod login_identifiers;
 mod mfa;
 mod orgs;
 mod portal;

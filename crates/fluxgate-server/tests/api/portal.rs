@@ -26,6 +26,7 @@ both_backends!(
     sensitive_changes_ask_for_the_password_again_after_a_while,
     two_step_sign_in_is_set_up_used_and_turned_off_in_the_portal,
     an_org_that_requires_two_step_sign_in_sends_members_to_set_it_up,
+    signup_and_login_take_the_identifiers_the_instance_uses,
 );
 
 /// A browser without JavaScript: keeps cookies, follows redirects, posts forms from its page.
@@ -1376,5 +1377,73 @@ async fn an_org_that_requires_two_step_sign_in_sends_members_to_set_it_up(backen
     );
     // the account page, where a factor is set up, stays open
     assert_eq!(browser.get("/account").await.status, 200);
+    app.stop().await;
+}
+
+async fn signup_and_login_take_the_identifiers_the_instance_uses(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |t| {
+        let auth = t["auth"].as_table_mut().expect("auth");
+        auth.insert("username".into(), "required".into());
+    })
+    .await;
+    let browser = Browser::new(&app);
+    let form = browser.get("/signup").await;
+    assert!(form.text("label[for=username]").contains("Username"));
+    let refused = browser
+        .submit(
+            &form,
+            "/signup",
+            &[
+                ("email", "ada@example.com"),
+                ("password", PASSWORD),
+                ("username", "_x"),
+            ],
+        )
+        .await;
+    assert_eq!(refused.status, 422);
+    assert!(
+        refused.select("#username[aria-invalid=true]").len() == 1,
+        "{}",
+        refused.text("main")
+    );
+    assert_eq!(
+        refused.attr("#username", "value").as_deref(),
+        Some("_x"),
+        "what was typed stays"
+    );
+    let done = browser
+        .submit(
+            &form,
+            "/signup",
+            &[
+                ("email", "ada@example.com"),
+                ("password", PASSWORD),
+                ("username", "Ada"),
+            ],
+        )
+        .await;
+    assert_eq!(done.title(), "Check your email");
+    let mail = app.mail.wait_for("ada@example.com", "Verify").await;
+    browser
+        .get(&format!(
+            "/verify-email?token={}",
+            smtp::token_in(&mail.body)
+        ))
+        .await;
+    let login = browser.get("/login").await;
+    assert_eq!(login.text("label[for=email]").trim(), "Email or username");
+    assert_eq!(login.attr("#email", "type").as_deref(), Some("text"));
+    let home = browser
+        .submit(
+            &login,
+            "/login",
+            &[
+                ("email", "ADA"),
+                ("password", PASSWORD),
+                ("next", "/account"),
+            ],
+        )
+        .await;
+    assert_eq!(home.url, "/account", "{}", home.text("main"));
     app.stop().await;
 }
