@@ -955,7 +955,108 @@ async fn auth(args: &Args) -> anyhow::Result<()> {
         rounds.len()
     );
     print_table(&median_rows(&rounds), 0, "GET floor");
+    two_step_sign_in(&client, &origin, TWO_STEP_ACCOUNTS).await?;
     drop(floor);
     drop(node);
     instance.remove().await
+}
+
+/// Accounts the two-step sign-in measurement enrols (one sign-in each: a TOTP step is
+/// accepted once per account).
+const TWO_STEP_ACCOUNTS: usize = 100;
+
+/// Sign-in with a password and a TOTP code, one after another from this process: `count`
+/// accounts with TOTP enabled each sign in once (`POST /auth/login`, then `POST
+/// /auth/mfa/verify` with the app's code), timed leg by leg.
+async fn two_step_sign_in(
+    client: &reqwest::Client,
+    origin: &str,
+    count: usize,
+) -> anyhow::Result<()> {
+    use fluxgate_core::mfa::TotpFactor;
+    let post = |path: &str, body: Value, bearer: Option<&str>| {
+        let mut request = client.post(format!("{origin}/api/v1{path}")).json(&body);
+        if let Some(token) = bearer {
+            request = request.bearer_auth(token);
+        }
+        let path = path.to_owned();
+        async move {
+            let response = request.send().await?;
+            let status = response.status();
+            let body: Value = response.json().await?;
+            anyhow::ensure!(status.is_success(), "{path}: {status} {body}");
+            anyhow::Ok(body["data"].clone())
+        }
+    };
+    let now = fluxgate_server::clock::now;
+    let mut accounts = Vec::with_capacity(count);
+    for i in 0..count {
+        let email = format!("two-step-{i}@bench.example");
+        let credentials = json!({ "email": email, "password": node::PASSWORD });
+        post("/auth/signup", credentials.clone(), None).await?;
+        let session = post("/auth/login", credentials.clone(), None).await?;
+        let token = session["access_token"]
+            .as_str()
+            .context("access token")?
+            .to_owned();
+        let enrolment = post(
+            "/auth/mfa/totp",
+            json!({ "password": node::PASSWORD }),
+            Some(&token),
+        )
+        .await?;
+        let secret = enrolment["secret"].as_str().context("secret")?;
+        let factor = TotpFactor::from_base32(secret, "Fluxgate", &email).context("factor")?;
+        post(
+            "/auth/mfa/totp/confirm",
+            json!({ "code": factor.code_at(now()) }),
+            Some(&token),
+        )
+        .await?;
+        accounts.push((credentials, factor));
+    }
+    let (mut password_leg, mut code_leg, mut whole) = (Vec::new(), Vec::new(), Vec::new());
+    for (credentials, factor) in &accounts {
+        let started = std::time::Instant::now();
+        let challenge = post("/auth/login", credentials.clone(), None).await?;
+        let mid = std::time::Instant::now();
+        let mfa_token = challenge["mfa_token"].as_str().context("a challenge")?;
+        // the next step's code: the confirmation spent this one
+        let code = factor.code_at(now() + 30);
+        let tokens = post(
+            "/auth/mfa/verify",
+            json!({ "mfa_token": mfa_token, "code": code }),
+            None,
+        )
+        .await?;
+        anyhow::ensure!(tokens["access_token"].is_string(), "signed in");
+        let done = std::time::Instant::now();
+        password_leg.push(mid - started);
+        code_leg.push(done - mid);
+        whole.push(done - started);
+    }
+    println!(
+        "\nTwo-step sign-in: {count} accounts with TOTP, each signing in once, one after another\n"
+    );
+    println!("| leg | p50 | p99 |\n|---|---|---|");
+    for (name, samples) in [
+        (
+            "`POST /auth/login` (Argon2id; answers the challenge)",
+            &mut password_leg,
+        ),
+        (
+            "`POST /auth/mfa/verify` (TOTP code; creates the session)",
+            &mut code_leg,
+        ),
+        ("both", &mut whole),
+    ] {
+        samples.sort();
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        println!(
+            "| {name} | {:.1} ms | {:.1} ms |",
+            ms(percentile(samples, 0.5)),
+            ms(percentile(samples, 0.99))
+        );
+    }
+    Ok(())
 }

@@ -15,6 +15,7 @@ both_backends!(
     an_owner_invites_a_teammate_who_accepts_in_a_second_browser,
     ending_a_session_in_one_browser_logs_the_other_out,
     an_operator_changes_a_plan_and_the_customer_sees_it,
+    a_user_turns_on_two_step_sign_in_and_signs_in_with_a_code,
 );
 
 /// Fails on any serious or critical accessibility violation of the current page.
@@ -300,5 +301,47 @@ async fn an_operator_changes_a_plan_and_the_customer_sees_it(backend: Backend) {
         .await;
     operator.quit().await;
     customer.quit().await;
+    app.stop().await;
+}
+
+async fn a_user_turns_on_two_step_sign_in_and_signs_in_with_a_code(backend: Backend) {
+    use fluxgate_core::mfa::TotpFactor;
+    let now = fluxgate_server::clock::now;
+    let app = TestApp::spawn(backend).await;
+    let (_, org) = app.owner("owner@example.com", "Acme").await;
+    let b = Browser::start(&app.base).await;
+    log_in(&b, "owner@example.com").await;
+    b.open("/account").await;
+    b.fill("form[action='/account/mfa/setup'] #password", PASSWORD)
+        .await;
+    b.follow("form[action='/account/mfa/setup'] button").await;
+    assert_eq!(b.text("h1").await, "Set up two-step sign-in");
+    accessible(&b, "two-step set-up").await;
+    // the QR code renders as an image under the strict policy
+    let drawn = b
+        .script(
+            "const i = document.querySelector('img.qr'); return i.complete && i.naturalWidth > 0;",
+        )
+        .await;
+    assert_eq!(drawn, json!(true), "the QR code is drawn");
+    let secret = b.text("#totp-secret").await;
+    let factor = TotpFactor::from_base32(secret.trim(), "Fluxgate", "owner@example.com").unwrap();
+    b.fill("#code", &factor.code_at(now())).await;
+    b.follow("main button[type=submit]").await;
+    assert_eq!(b.text("h1").await, "Two-step sign-in is on");
+    accessible(&b, "recovery codes").await;
+    b.follow("a[data-leave-ok]").await;
+    b.quit().await;
+
+    let other = Browser::start(&app.base).await;
+    log_in(&other, "owner@example.com").await;
+    assert_eq!(other.text("h1").await, "Two-step sign-in");
+    accessible(&other, "second step").await;
+    other.fill("#code", &factor.code_at(now() + 30)).await;
+    other.follow("main button[type=submit]").await;
+    other.open(&format!("/orgs/{org}")).await;
+    assert_eq!(other.text("h1").await, "Acme");
+    other.screenshot(&format!("two-step-{backend:?}")).await;
+    other.quit().await;
     app.stop().await;
 }
