@@ -290,6 +290,29 @@ impl TestApp {
         &self.server.as_ref().expect("running").state
     }
 
+    /// Runs one SQL statement on the app's database behind its back (to age a row, say).
+    pub async fn sql(&self, statement: &str) {
+        if self.database_url.starts_with("sqlite:") {
+            let pool = sqlx::SqlitePool::connect(&self.database_url)
+                .await
+                .expect("SQLite");
+            sqlx::query(statement)
+                .execute(&pool)
+                .await
+                .expect("statement");
+            pool.close().await;
+        } else {
+            let pool = sqlx::PgPool::connect(&self.database_url)
+                .await
+                .expect("PostgreSQL");
+            sqlx::query(statement)
+                .execute(&pool)
+                .await
+                .expect("statement");
+            pool.close().await;
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
     }

@@ -817,18 +817,7 @@ async fn rotated_signing_keys_stay_verifiable(backend: Backend) {
     // once the old key is no longer accepted, its tokens are refused — even one this node
     // verified before and remembers
     let retire = format!("UPDATE signing_keys SET retired_at = 1 WHERE kid = '{old_kid}'");
-    match backend {
-        Backend::Sqlite => {
-            let pool = sqlx::SqlitePool::connect(&app.database_url).await.unwrap();
-            sqlx::query(&retire).execute(&pool).await.unwrap();
-            pool.close().await;
-        }
-        Backend::Postgres => {
-            let pool = sqlx::PgPool::connect(&app.database_url).await.unwrap();
-            sqlx::query(&retire).execute(&pool).await.unwrap();
-            pool.close().await;
-        }
-    }
+    app.sql(&retire).await;
     app.state().keyring.reload().await.expect("reload");
     assert_eq!(
         app.get_auth("/api/v1/auth/me", &old_access).await.status(),

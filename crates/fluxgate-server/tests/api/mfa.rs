@@ -11,6 +11,7 @@ both_backends!(
     totp_enrolment_makes_login_ask_for_a_code_and_tokens_carry_amr,
     a_code_signs_in_once_and_wrong_codes_lock_the_account,
     a_challenge_signs_in_once_and_only_from_the_client_that_logged_in,
+    a_challenge_dies_after_five_codes_or_five_minutes,
     recovery_codes_sign_in_once_and_can_be_replaced,
     turning_the_factor_off_needs_the_password_and_a_code,
     an_org_can_require_its_members_to_use_a_second_factor,
@@ -536,4 +537,34 @@ async fn the_instance_can_require_every_user_to_use_a_second_factor(backend: Bac
             .status(),
         200
     );
+}
+
+async fn a_challenge_dies_after_five_codes_or_five_minutes(backend: Backend) {
+    // a lockout far away, to see the challenge's own limit
+    let app = TestApp::spawn_with(backend, |t| {
+        t["auth"]
+            .as_table_mut()
+            .expect("auth")
+            .insert("lockout_threshold".into(), 100.into());
+    })
+    .await;
+    let (_, app_factor, _) = enrolled(&app).await;
+    let mfa_token = challenge(&app).await;
+    for guess in 0..5 {
+        let wrong = verify(&app, &mfa_token, json!({ "code": format!("{guess:06}") })).await;
+        expect_error(wrong, 401, "INVALID_MFA_CODE").await;
+    }
+    let sixth = verify(&app, &mfa_token, json!({ "code": next_code(&app_factor) })).await;
+    expect_error(sixth, 401, "MFA_CHALLENGE_INVALID").await;
+
+    // five minutes on, a challenge no longer completes, even with the right code
+    let late = challenge(&app).await;
+    app.sql("UPDATE mfa_challenges SET expires_at = created_at - 1 WHERE spent_at IS NULL")
+        .await;
+    let expired = verify(&app, &late, json!({ "code": next_code(&app_factor) })).await;
+    expect_error(expired, 401, "MFA_CHALLENGE_INVALID").await;
+    // and a fresh one does
+    let fresh = challenge(&app).await;
+    let signed_in = verify(&app, &fresh, json!({ "code": next_code(&app_factor) })).await;
+    assert_eq!(signed_in.status(), 200);
 }
