@@ -46,6 +46,9 @@ pub struct Member {
     pub role: String,
     /// When they joined (RFC 3339).
     pub joined_at: String,
+    /// Whether they have a second factor (so an owner sees who `require_mfa` would refuse).
+    #[serde(default)]
+    pub second_factor: bool,
 }
 
 /// A member's role after a change.

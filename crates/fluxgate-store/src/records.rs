@@ -291,6 +291,8 @@ pub struct MemberRecord {
     pub role: String,
     /// When they joined (Unix seconds).
     pub created_at: i64,
+    /// Whether they have a confirmed second factor.
+    pub second_factor: bool,
 }
 
 /// A custom role of an org.

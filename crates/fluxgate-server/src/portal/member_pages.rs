@@ -50,6 +50,7 @@ struct MemberRow {
     role: String,
     joined: String,
     is_me: bool,
+    second_factor: bool,
 }
 
 /// An open invitation as the page lists it.
@@ -160,6 +161,7 @@ async fn members_page(
             name: m.name.unwrap_or_default(),
             role: m.role,
             joined: rfc3339(m.created_at),
+            second_factor: m.second_factor,
         })
         .collect();
     let invitations = invitations::list_open(state, &access, &page, now)

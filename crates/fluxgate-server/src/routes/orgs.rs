@@ -59,6 +59,7 @@ fn member_json(member: &MemberRecord) -> Member {
         name: member.name.clone(),
         role: member.role.clone(),
         joined_at: rfc3339(member.created_at),
+        second_factor: member.second_factor,
     }
 }
 

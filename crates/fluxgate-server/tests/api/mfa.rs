@@ -494,6 +494,12 @@ async fn an_org_can_require_its_members_to_use_a_second_factor(backend: Backend)
             .status(),
         200
     );
+    // the members list shows who has a second factor
+    let members = app
+        .get_auth(&format!("/api/v1/orgs/{org}/members"), &strong)
+        .await;
+    let members = body(members).await;
+    assert_eq!(members["data"][0]["second_factor"], true, "{members}");
     let relaxed = call(
         &app,
         Method::PATCH,
