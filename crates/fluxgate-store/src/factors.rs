@@ -3,7 +3,23 @@
 
 use crate::records::*;
 use crate::StoreResult;
-use crate::UserId;
+use crate::{SessionId, UserId};
+
+/// What confirms a pending TOTP factor.
+pub struct TotpConfirmation<'a> {
+    /// Whose factor.
+    pub user_id: &'a UserId,
+    /// The pending factor's sealed secret, as read (so a replaced enrolment is not confirmed).
+    pub secret_sealed: &'a str,
+    /// The step of the first code.
+    pub step: i64,
+    /// The recovery codes' hashes.
+    pub code_hashes: &'a [String],
+    /// The session that confirmed it.
+    pub session_id: &'a SessionId,
+    /// How that session now counts as signed in.
+    pub amr: &'a str,
+}
 use async_trait::async_trait;
 
 /// Storage of second factors. Changing methods are one transaction each, with their audit
@@ -17,15 +33,13 @@ pub trait FactorStore: Send + Sync {
     /// the user has a confirmed one.
     async fn begin_totp(&self, factor: &TotpFactorRecord, audit: &AuditRecord)
         -> StoreResult<bool>;
-    /// Confirms the pending factor sealed as `secret_sealed` (its first code was of `step`) and
-    /// replaces the user's recovery codes by `code_hashes`; false when that pending factor is
-    /// no longer there (replaced or confirmed meanwhile).
+    /// Confirms the pending factor sealed as `secret_sealed` (its first code was of `step`),
+    /// replaces the user's recovery codes by `code_hashes`, and records `amr` as how the
+    /// confirming session (which just used the factor) signed in; false when that pending
+    /// factor is no longer there (replaced or confirmed meanwhile).
     async fn confirm_totp(
         &self,
-        user_id: &UserId,
-        secret_sealed: &str,
-        step: i64,
-        code_hashes: &[String],
+        confirmation: &TotpConfirmation<'_>,
         now: i64,
         audit: &AuditRecord,
     ) -> StoreResult<bool>;
@@ -147,13 +161,12 @@ macro_rules! impl_factor_store {
 
             async fn confirm_totp(
                 &self,
-                user_id: &$crate::UserId,
-                secret_sealed: &str,
-                step: i64,
-                code_hashes: &[String],
+                c: &$crate::TotpConfirmation<'_>,
                 now: i64,
                 audit: &$crate::AuditRecord,
             ) -> $crate::StoreResult<bool> {
+                let (user_id, secret_sealed, step, code_hashes) =
+                    (c.user_id, c.secret_sealed, c.step, c.code_hashes);
                 let mut tx = self.pool.begin().await?;
                 let confirmed = sqlx::query(
                     "UPDATE totp_factors SET confirmed_at = $1, last_step = $2 \
@@ -170,6 +183,14 @@ macro_rules! impl_factor_store {
                     return Ok(false);
                 }
                 insert_recovery_codes(&mut tx, user_id, code_hashes, now).await?;
+                sqlx::query(
+                    "UPDATE sessions SET amr = $1 WHERE id = $2 AND user_id = $3 AND revoked_at IS NULL",
+                )
+                .bind(c.amr)
+                .bind(c.session_id)
+                .bind(user_id)
+                .execute(&mut *tx)
+                .await?;
                 insert_audit(&mut tx, audit).await?;
                 tx.commit().await?;
                 Ok(true)

@@ -12,7 +12,7 @@ mod sqlite;
 mod usage;
 
 pub use error::StoreError;
-pub use factors::FactorStore;
+pub use factors::{FactorStore, TotpConfirmation};
 pub use fluxgate_core::ids::{EventId, InvitationId, KeyId, OrgId, RoleId, SessionId, UserId};
 pub use keys::KeyStore;
 pub use orgs::OrgStore;

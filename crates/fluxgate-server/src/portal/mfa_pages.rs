@@ -6,8 +6,8 @@ use super::account_pages::{account_page, AccountForms, LoginPage};
 use crate::error::ApiError;
 use crate::extract::ClientInfo;
 use crate::portal::{
-    local_path, locked_out, render, render_status, see_other, signed_in_to, Chrome, CsrfToken,
-    FormErrors, Portal, PortalForm, PortalResult, SignedIn,
+    local_path, locked_out, render, render_status, see_other, signed_in_to, Chrome, CookieChanges,
+    CsrfToken, FormErrors, Portal, PortalForm, PortalResult, SignedIn,
 };
 use crate::request_limits::IpLimit;
 use crate::services::mfa::{self, Answer, Enrolment};
@@ -232,7 +232,10 @@ async fn confirm(
     match mfa::confirm(&state, &user, &client, code, crate::clock::now()).await {
         Ok(codes) => {
             let heading = "Two-step sign-in is on";
-            show_codes(&state, &csrf, &user, heading, &codes).await
+            let mut page = show_codes(&state, &csrf, &user, heading, &codes).await?;
+            // this session just used the factor: its next access token says so
+            CookieChanges::renew_on_next_page(&state).apply(&mut page);
+            Ok(page)
         }
         Err(refusal @ ApiError::Validation(_)) => match mfa::pending(&state, &user).await? {
             Some(enrolment) => {

@@ -88,6 +88,13 @@ impl CookieChanges {
         ])
     }
 
+    /// Drops the access token, so the next page renews it from the refresh token (with what
+    /// the session now carries, such as a second factor it just used).
+    pub fn renew_on_next_page(state: &AppState) -> Self {
+        let names = names(state.config.auth.cookie_secure);
+        Self(vec![cookie(state, names.session, String::new(), 0)])
+    }
+
     /// Signs the browser out.
     pub fn sign_out(state: &AppState) -> Self {
         let names = names(state.config.auth.cookie_secure);

@@ -15,7 +15,7 @@ use fluxgate_core::mfa::{self, TotpFactor};
 use fluxgate_core::secret::{
     constant_time_eq, random_token, sha256_hex, ExposeSecret, SecretString,
 };
-use fluxgate_store::{MfaChallengeRecord, TotpFactorRecord, UserRecord};
+use fluxgate_store::{MfaChallengeRecord, TotpConfirmation, TotpFactorRecord, UserRecord};
 
 /// How long a sign-in challenge can be completed.
 pub const CHALLENGE_TTL_SECS: i64 = 300;
@@ -23,6 +23,10 @@ pub const CHALLENGE_TTL_SECS: i64 = 300;
 pub const CHALLENGE_ATTEMPTS: i64 = 5;
 /// The audit action of a wrong second factor.
 pub const MFA_FAILED: &str = "user.mfa_failed";
+/// How a session that used a TOTP code signed in.
+const AMR_TOTP: &str = "pwd otp mfa";
+/// How a session that used a recovery code signed in.
+const AMR_RECOVERY: &str = "pwd rc mfa";
 /// The label authenticator apps show for Fluxgate's factors.
 const ISSUER: &str = "Fluxgate";
 
@@ -135,7 +139,8 @@ fn enrolment_of(factor: &TotpFactor) -> ApiResult<Enrolment> {
 }
 
 /// Confirms the pending TOTP factor with its first code: from now on login asks for a code.
-/// Returns the recovery codes, shown this once.
+/// The confirming session has just used the factor, so it now counts as signed in with it
+/// (its next refresh carries `amr` `mfa`). Returns the recovery codes, shown this once.
 pub async fn confirm(
     state: &AppState,
     user: &AuthUser,
@@ -158,17 +163,15 @@ pub async fn confirm(
         .ok_or_else(|| ApiError::field("code", "is not the authenticator app's current code"))?;
     let (codes, hashes) = new_recovery_codes();
     let audit = event("user.totp_enabled", &account, client, now);
-    let confirmed = state
-        .store
-        .confirm_totp(
-            &account.id,
-            &pending.secret_sealed,
-            step,
-            &hashes,
-            now,
-            &audit,
-        )
-        .await?;
+    let confirmation = TotpConfirmation {
+        user_id: &account.id,
+        secret_sealed: &pending.secret_sealed,
+        step,
+        code_hashes: &hashes,
+        session_id: user.session_id(),
+        amr: AMR_TOTP,
+    };
+    let confirmed = state.store.confirm_totp(&confirmation, now, &audit).await?;
     if !confirmed {
         return Err(ApiError::Conflict(
             "the enrolment changed meanwhile: start again".into(),
@@ -343,7 +346,7 @@ async fn check_answer(
                 Some(step) => state.store.spend_totp_step(&account.id, step).await?,
                 None => false,
             }
-            .then_some("pwd otp mfa")
+            .then_some(AMR_TOTP)
         }
         Answer::RecoveryCode(code) => match mfa::recovery_code_hash(code.expose_secret()) {
             Some(hash) => {
@@ -354,7 +357,7 @@ async fn check_answer(
             }
             None => false,
         }
-        .then_some("pwd rc mfa"),
+        .then_some(AMR_RECOVERY),
     };
     if let Some(amr) = accepted {
         lockout.reset(state).await;

@@ -447,7 +447,9 @@ async fn sign_in_with_code(app: &TestApp, factor: &TotpFactor) -> String {
 
 async fn an_org_can_require_its_members_to_use_a_second_factor(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let (owner, org) = app.owner(EMAIL, "Acme").await;
+    let (_, org) = app.owner(EMAIL, "Acme").await;
+    let session = app.login(EMAIL, PASSWORD).await;
+    let owner = session["access_token"].as_str().unwrap().to_owned();
     let (_, key) = fluxgate_testkit::issue_key(
         &app,
         &owner,
@@ -484,9 +486,27 @@ async fn an_org_can_require_its_members_to_use_a_second_factor(backend: Backend)
     assert_eq!(with_key.status(), 200);
     assert_eq!(app.get_auth("/api/v1/auth/me", &owner).await.status(), 200);
     let (factor, _) = enrol(&app, &owner).await;
-    // enrolling does not change what this session signed in with: a new sign-in does
+    // the token in hand still says how it signed in; the session that confirmed the factor
+    // has used it, so its next refresh carries `mfa`
     let still = app.get_auth(&format!("/api/v1/orgs/{org}"), &owner).await;
     expect_error(still, 403, "MFA_REQUIRED").await;
+    let refreshed = app
+        .post(
+            "/api/v1/auth/refresh",
+            json!({ "refresh_token": session["refresh_token"] }),
+        )
+        .await;
+    let refreshed = body(refreshed).await["data"]["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(claims_of(&refreshed)["amr"], json!(["pwd", "otp", "mfa"]));
+    assert_eq!(
+        app.get_auth(&format!("/api/v1/orgs/{org}"), &refreshed)
+            .await
+            .status(),
+        200
+    );
     let strong = sign_in_with_code(&app, &factor).await;
     assert_eq!(
         app.get_auth(&format!("/api/v1/orgs/{org}"), &strong)

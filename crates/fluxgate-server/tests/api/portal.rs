@@ -1375,8 +1375,24 @@ async fn an_org_that_requires_two_step_sign_in_sends_members_to_set_it_up(backen
         refused.attr("a.button", "href").as_deref(),
         Some("/account")
     );
-    // the account page, where a factor is set up, stays open
-    assert_eq!(browser.get("/account").await.status, 200);
+    // the account page, where a factor is set up, stays open; confirming the factor counts for
+    // this browser's session, which is let in at once
+    use fluxgate_core::mfa::TotpFactor;
+    let account = browser.get("/account").await;
+    assert_eq!(account.status, 200);
+    let setup = browser
+        .submit(&account, "/account/mfa/setup", &[("password", PASSWORD)])
+        .await;
+    let secret = setup.text("#totp-secret");
+    let factor = TotpFactor::from_base32(secret.trim(), "Fluxgate", "owner@example.com").unwrap();
+    let code = factor.code_at(fluxgate_server::clock::now());
+    let on = browser
+        .submit(&setup, "/account/mfa/confirm", &[("code", &code)])
+        .await;
+    assert_eq!(on.title(), "Two-step sign-in is on");
+    let overview = browser.get(&format!("/orgs/{org}")).await;
+    assert_eq!(overview.status, 200, "{}", overview.text("main"));
+    assert!(overview.text("#security-heading + *").contains("Required"));
     app.stop().await;
 }
 
