@@ -144,7 +144,9 @@ pub struct LoginBody {
     /// The account's email address — or, on instances that use them, exactly one of
     /// `username` and `document` in its place.
     email: Option<String>,
+    /// The account's username (`auth.username`).
     username: Option<String>,
+    /// The account's document number (`[auth.document]`), with or without separators.
     document: Option<String>,
     #[schema(value_type = String, format = Password)]
     password: SecretString,

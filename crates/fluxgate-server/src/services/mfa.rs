@@ -63,9 +63,7 @@ impl Answer {
             )),
         }
     }
-}
 
-impl Answer {
     /// What a person typed into one field: six digits are the app's code, anything else a
     /// recovery code.
     pub fn typed(input: &str) -> Self {
