@@ -93,7 +93,8 @@ macro_rules! impl_factor_store {
         const CHALLENGE_COLUMNS: &str =
             "token_hash, user_id, client_hash, created_at, expires_at, attempts, spent_at";
 
-        async fn insert_recovery_codes(
+        /// Replaces the user's recovery codes by `code_hashes` (none: deletes them).
+        async fn replace_recovery_codes_in(
             conn: &mut <$db as sqlx::Database>::Connection,
             user_id: &$crate::UserId,
             code_hashes: &[String],
@@ -165,30 +166,28 @@ macro_rules! impl_factor_store {
                 now: i64,
                 audit: &$crate::AuditRecord,
             ) -> $crate::StoreResult<bool> {
-                let (user_id, secret_sealed, step, code_hashes) =
-                    (c.user_id, c.secret_sealed, c.step, c.code_hashes);
                 let mut tx = self.pool.begin().await?;
                 let confirmed = sqlx::query(
                     "UPDATE totp_factors SET confirmed_at = $1, last_step = $2 \
                      WHERE user_id = $3 AND secret_sealed = $4 AND confirmed_at IS NULL",
                 )
                 .bind(now)
-                .bind(step)
-                .bind(user_id)
-                .bind(secret_sealed)
+                .bind(c.step)
+                .bind(c.user_id)
+                .bind(c.secret_sealed)
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
                 if confirmed == 0 {
                     return Ok(false);
                 }
-                insert_recovery_codes(&mut tx, user_id, code_hashes, now).await?;
+                replace_recovery_codes_in(&mut tx, c.user_id, c.code_hashes, now).await?;
                 sqlx::query(
                     "UPDATE sessions SET amr = $1 WHERE id = $2 AND user_id = $3 AND revoked_at IS NULL",
                 )
                 .bind(c.amr)
                 .bind(c.session_id)
-                .bind(user_id)
+                .bind(c.user_id)
                 .execute(&mut *tx)
                 .await?;
                 insert_audit(&mut tx, audit).await?;
@@ -227,7 +226,7 @@ macro_rules! impl_factor_store {
                 if removed == 0 {
                     return Ok(false);
                 }
-                insert_recovery_codes(&mut tx, user_id, &[], 0).await?;
+                replace_recovery_codes_in(&mut tx, user_id, &[], 0).await?;
                 insert_audit(&mut tx, audit).await?;
                 tx.commit().await?;
                 Ok(true)
@@ -241,7 +240,7 @@ macro_rules! impl_factor_store {
                 audit: &$crate::AuditRecord,
             ) -> $crate::StoreResult<()> {
                 let mut tx = self.pool.begin().await?;
-                insert_recovery_codes(&mut tx, user_id, code_hashes, now).await?;
+                replace_recovery_codes_in(&mut tx, user_id, code_hashes, now).await?;
                 insert_audit(&mut tx, audit).await?;
                 tx.commit().await?;
                 Ok(())

@@ -19,6 +19,21 @@ use sqlx::Connection;
 use std::time::Duration;
 use toml::Table;
 
+/// Sets one setting of a config table by its dotted path (`auth.require_mfa`), making the
+/// tables on the way.
+pub fn set_config(table: &mut Table, path: &str, value: impl Into<toml::Value>) {
+    let (sections, key) = path.rsplit_once('.').unwrap_or(("", path));
+    let mut node = table;
+    for section in sections.split('.').filter(|s| !s.is_empty()) {
+        node = node
+            .entry(section)
+            .or_insert_with(|| toml::Value::Table(Table::new()))
+            .as_table_mut()
+            .expect("a table on the way");
+    }
+    node.insert(key.to_owned(), value.into());
+}
+
 /// Config tweak: a `free` plan (100/min) and a `pro` plan (5000/min, entitlement `sso`), for
 /// tests that move an org between plans.
 pub fn free_and_pro_plans(table: &mut Table) {

@@ -699,10 +699,7 @@ async fn confirm_password(
             let (status, errors) = match refusal {
                 ApiError::InvalidCredentials => (
                     StatusCode::UNAUTHORIZED,
-                    FormErrors::from_refusal(
-                        ApiError::field("password", "is not your password"),
-                        &["password"],
-                    )?,
+                    FormErrors::wrong_password("password"),
                 ),
                 ApiError::RateLimited { retry_after } => {
                     (StatusCode::TOO_MANY_REQUESTS, locked_out(retry_after))
@@ -733,10 +730,7 @@ async fn change_password(
             account_page(&state, &csrf, &user, Some(notice), AccountForms::default()).await
         }
         Err(ApiError::InvalidCredentials) => {
-            let password = FormErrors::from_refusal(
-                ApiError::field("current_password", "is not your password"),
-                &["current_password"],
-            )?;
+            let password = FormErrors::wrong_password("current_password");
             let forms = AccountForms {
                 password,
                 ..AccountForms::default()

@@ -162,11 +162,10 @@ async fn refused(
     user: &AuthUser,
     refusal: ApiError,
 ) -> PortalResult<Response> {
-    let refusal = match refusal {
-        ApiError::InvalidCredentials => ApiError::field("password", "is not your password"),
-        other => other,
+    let errors = match refusal {
+        ApiError::InvalidCredentials => FormErrors::wrong_password("password"),
+        other => FormErrors::from_refusal(other, &["code", "password"])?,
     };
-    let errors = FormErrors::from_refusal(refusal, &["code", "password"])?;
     account_page(state, csrf, user, None, AccountForms::mfa(errors)).await
 }
 

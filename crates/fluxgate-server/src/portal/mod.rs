@@ -289,6 +289,14 @@ impl FormErrors {
         }
     }
 
+    /// A form whose `field` held a wrong password (the service said `INVALID_CREDENTIALS`).
+    pub fn wrong_password(field: &str) -> Self {
+        Self {
+            fields: vec![(field.to_owned(), sentence("is not your password"))],
+            general: None,
+        }
+    }
+
     /// The errors a service's refusal means for a form whose fields are `order`; refusals that
     /// are not about the input (not found, unavailable, a bug) stay errors of the page.
     pub fn from_refusal(error: ApiError, order: &[&str]) -> PortalResult<Self> {

@@ -117,8 +117,9 @@ fn lockout_quota(state: &AppState) -> Quota {
     })
 }
 
-/// Signs an access token for a session, with the methods it signed in with (`amr`). Deterministic for equal inputs (Ed25519 signatures
-/// are), so re-issuing generation `n` of a session yields the same token.
+/// Signs an access token for a session, with the methods it signed in with (`amr`).
+/// Deterministic for equal inputs (Ed25519 signatures are), so re-issuing generation `n` of a
+/// session yields the same token.
 pub async fn sign_access_token(
     state: &AppState,
     session: &SessionRecord,

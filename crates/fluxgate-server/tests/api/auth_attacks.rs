@@ -196,10 +196,7 @@ async fn forged_and_tampered_access_tokens_are_refused(backend: Backend) {
 
 async fn reusing_a_spent_refresh_token_ends_the_session(backend: Backend) {
     let app = TestApp::spawn_with(backend, |t| {
-        t["auth"]
-            .as_table_mut()
-            .expect("auth")
-            .insert("refresh_reuse_interval".into(), "1s".into());
+        fluxgate_testkit::set_config(t, "auth.refresh_reuse_interval", "1s");
     })
     .await;
     app.signup_verified("olga@example.com", None).await;
@@ -375,9 +372,8 @@ async fn cookie_requests_from_foreign_origins_are_refused(backend: Backend) {
 
 async fn repeated_failures_lock_the_account_even_for_the_right_password(backend: Backend) {
     let app = TestApp::spawn_with(backend, |t| {
-        let auth = t["auth"].as_table_mut().expect("auth");
-        auth.insert("lockout_threshold".into(), 3.into());
-        auth.insert("lockout_window".into(), "6s".into()); // one attempt back every 2 s
+        fluxgate_testkit::set_config(t, "auth.lockout_threshold", 3);
+        fluxgate_testkit::set_config(t, "auth.lockout_window", "6s"); // one attempt back every 2 s
     })
     .await;
     app.signup_verified("rae@example.com", None).await;

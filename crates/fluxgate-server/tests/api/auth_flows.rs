@@ -316,10 +316,7 @@ async fn resend_verification_mails_only_unverified_accounts(backend: Backend) {
 
 async fn verification_tokens_are_single_use_and_expire(backend: Backend) {
     let app = TestApp::spawn_with(backend, |t| {
-        t["auth"]
-            .as_table_mut()
-            .expect("auth")
-            .insert("verification_ttl".into(), "3s".into()); // times are whole seconds: 2-3 s of life
+        fluxgate_testkit::set_config(t, "auth.verification_ttl", "3s"); // times are whole seconds: 2-3 s of life
     })
     .await;
     app.post(
@@ -619,10 +616,7 @@ async fn switch_org_issues_tokens_for_a_member_org_only(backend: Backend) {
 
 async fn cookies_authenticate_and_carry_the_right_attributes(backend: Backend) {
     let app = TestApp::spawn_with(backend, |t| {
-        t["auth"]
-            .as_table_mut()
-            .expect("auth")
-            .insert("cookie_secure".into(), true.into());
+        fluxgate_testkit::set_config(t, "auth.cookie_secure", true);
     })
     .await;
     app.signup_verified("jo@example.com", None).await;
@@ -711,10 +705,7 @@ async fn cookies_authenticate_and_carry_the_right_attributes(backend: Backend) {
 
 async fn login_without_verification_when_configured_off(backend: Backend) {
     let app = TestApp::spawn_with(backend, |t| {
-        t["auth"]
-            .as_table_mut()
-            .expect("auth")
-            .insert("require_email_verification".into(), false.into());
+        fluxgate_testkit::set_config(t, "auth.require_email_verification", false);
     })
     .await;
     app.post(

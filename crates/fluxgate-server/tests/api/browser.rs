@@ -266,8 +266,7 @@ async fn an_operator_changes_a_plan_and_the_customer_sees_it(backend: Backend) {
     // as `serve` runs by default: Secure, `__Host-` cookies (a browser keeps them on loopback)
     let app = TestApp::spawn_with(backend, |t| {
         fluxgate_testkit::free_and_pro_plans(t);
-        let auth = t["auth"].as_table_mut().unwrap();
-        auth.insert("cookie_secure".into(), true.into());
+        fluxgate_testkit::set_config(t, "auth.cookie_secure", true);
     })
     .await;
     operator_with_verifier(&app).await;

@@ -186,8 +186,7 @@ async fn warm_key(app: &TestApp) -> (String, String, String, String, String) {
 
 /// A rate limit for verifier keys that a load test cannot reach.
 fn unlimited_verifier(config: &mut toml::Table) {
-    let limits = config["rate_limits"].as_table_mut().unwrap();
-    limits.insert("api_key".into(), "100000000/min".into());
+    fluxgate_testkit::set_config(config, "rate_limits.api_key", "100000000/min");
 }
 
 /// Warm verifies under load while PostgreSQL is unreachable for two seconds and then Redis is

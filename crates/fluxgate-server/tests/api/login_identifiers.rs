@@ -2,7 +2,7 @@
 //! CPF here) — over real HTTP on SQLite and PostgreSQL: normalised and validated at signup and
 //! login, unique, with the same answers and the same lockout as an email login.
 
-use fluxgate_testkit::{body, expect_error, smtp, Backend, TestApp, PASSWORD};
+use fluxgate_testkit::{body, expect_error, set_config, smtp, Backend, TestApp, PASSWORD};
 use serde_json::{json, Value};
 
 both_backends!(
@@ -15,17 +15,11 @@ const CPF: &str = "529.982.247-25";
 
 async fn with_identifiers(backend: Backend) -> TestApp {
     TestApp::spawn_with(backend, |t| {
-        let auth = t["auth"].as_table_mut().expect("auth");
-        auth.insert("username".into(), "optional".into());
-        let document: toml::Table = r#"
-            label = "CPF"
-            pattern = "^[0-9]{11}$"
-            checksum = "cpf"
-            required = true
-        "#
-        .parse()
-        .expect("document table");
-        auth.insert("document".into(), document.into());
+        set_config(t, "auth.username", "optional");
+        set_config(t, "auth.document.label", "CPF");
+        set_config(t, "auth.document.pattern", "^[0-9]{11}$");
+        set_config(t, "auth.document.checksum", "cpf");
+        set_config(t, "auth.document.required", true);
     })
     .await
 }

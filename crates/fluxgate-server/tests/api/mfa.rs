@@ -539,10 +539,7 @@ async fn an_org_can_require_its_members_to_use_a_second_factor(backend: Backend)
 
 async fn the_instance_can_require_every_user_to_use_a_second_factor(backend: Backend) {
     let app = TestApp::spawn_with(backend, |t| {
-        t["auth"]
-            .as_table_mut()
-            .expect("auth")
-            .insert("require_mfa".into(), true.into());
+        fluxgate_testkit::set_config(t, "auth.require_mfa", true);
     })
     .await;
     let (owner, org) = app.owner(EMAIL, "Acme").await;
@@ -568,10 +565,7 @@ async fn the_instance_can_require_every_user_to_use_a_second_factor(backend: Bac
 async fn a_challenge_dies_after_five_codes_or_five_minutes(backend: Backend) {
     // a lockout far away, to see the challenge's own limit
     let app = TestApp::spawn_with(backend, |t| {
-        t["auth"]
-            .as_table_mut()
-            .expect("auth")
-            .insert("lockout_threshold".into(), 100.into());
+        fluxgate_testkit::set_config(t, "auth.lockout_threshold", 100);
     })
     .await;
     let (_, app_factor, _) = enrolled(&app).await;

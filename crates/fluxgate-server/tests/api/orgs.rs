@@ -956,10 +956,7 @@ async fn invitations_go_to_one_address_once(backend: Backend) {
 
 async fn expired_invitations_cannot_be_accepted(backend: Backend) {
     let app = TestApp::spawn_with(backend, |t| {
-        t["auth"]
-            .as_table_mut()
-            .unwrap()
-            .insert("invitation_ttl".into(), "3s".into()); // whole seconds: 2-3 s of life
+        fluxgate_testkit::set_config(t, "auth.invitation_ttl", "3s"); // whole seconds: 2-3 s of life
     })
     .await;
     let (owner, org) = app.owner("owner@example.com", "Acme").await;

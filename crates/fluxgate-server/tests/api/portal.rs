@@ -1128,8 +1128,7 @@ async fn usage_is_charted_filtered_and_downloadable(backend: Backend) {
 
 async fn sensitive_changes_ask_for_the_password_again_after_a_while(backend: Backend) {
     let app = TestApp::spawn_with(backend, |t| {
-        let auth = t["auth"].as_table_mut().unwrap();
-        auth.insert("reauthenticate_after".into(), "1s".into());
+        fluxgate_testkit::set_config(t, "auth.reauthenticate_after", "1s");
     })
     .await;
     let (_, org) = app.owner("owner@example.com", "Acme").await;
@@ -1398,8 +1397,7 @@ async fn an_org_that_requires_two_step_sign_in_sends_members_to_set_it_up(backen
 
 async fn signup_and_login_take_the_identifiers_the_instance_uses(backend: Backend) {
     let app = TestApp::spawn_with(backend, |t| {
-        let auth = t["auth"].as_table_mut().expect("auth");
-        auth.insert("username".into(), "required".into());
+        fluxgate_testkit::set_config(t, "auth.username", "required");
     })
     .await;
     let browser = Browser::new(&app);

@@ -316,10 +316,7 @@ async fn over_http_redis_going_away_is_a_503_or_a_local_decision_never_a_500() {
     let url = redis.url();
     let closed = TestApp::spawn_with(Backend::Sqlite, |t| {
         t.insert("redis_url".into(), url.clone().into());
-        t["rate_limits"]
-            .as_table_mut()
-            .unwrap()
-            .insert("redis_failure".into(), "fail_closed".into());
+        fluxgate_testkit::set_config(t, "rate_limits.redis_failure", "fail_closed");
     })
     .await;
     let open = TestApp::spawn_with(Backend::Sqlite, |t| {
@@ -385,10 +382,7 @@ async fn over_http_redis_going_away_is_a_503_or_a_local_decision_never_a_500() {
 
 async fn auth_endpoints_are_limited_per_ip_with_headers(backend: Backend) {
     let app = TestApp::spawn_with(backend, |t| {
-        t["rate_limits"]
-            .as_table_mut()
-            .unwrap()
-            .insert("ip".into(), "3/min".into());
+        fluxgate_testkit::set_config(t, "rate_limits.ip", "3/min");
     })
     .await;
     let wrong = json!({ "email": "nobody@example.com", "password": "wrong password here" });
@@ -434,10 +428,7 @@ async fn auth_endpoints_are_limited_per_ip_with_headers(backend: Backend) {
 
 async fn jwt_calls_are_limited_per_user(backend: Backend) {
     let app = TestApp::spawn_with(backend, |t| {
-        t["rate_limits"]
-            .as_table_mut()
-            .unwrap()
-            .insert("user".into(), "2/min".into());
+        fluxgate_testkit::set_config(t, "rate_limits.user", "2/min");
     })
     .await;
     let ada = app.user("ada@example.com").await;
@@ -479,10 +470,7 @@ async fn forgot(app: &TestApp, forwarded: &str) -> u16 {
 async fn forwarded_addresses_count_only_from_trusted_proxies(backend: Backend) {
     // nobody trusted: a client cannot dodge its limit by inventing addresses
     let app = TestApp::spawn_with(backend, |t| {
-        t["rate_limits"]
-            .as_table_mut()
-            .unwrap()
-            .insert("ip".into(), "2/min".into());
+        fluxgate_testkit::set_config(t, "rate_limits.ip", "2/min");
     })
     .await;
     let mut statuses = Vec::new();
@@ -495,10 +483,7 @@ async fn forwarded_addresses_count_only_from_trusted_proxies(backend: Backend) {
     // loopback trusted (a proxy on this host): each forwarded client has its own allowance,
     // and a client prepending fake hops is still counted as itself
     let app = TestApp::spawn_with(backend, |t| {
-        t["rate_limits"]
-            .as_table_mut()
-            .unwrap()
-            .insert("ip".into(), "2/min".into());
+        fluxgate_testkit::set_config(t, "rate_limits.ip", "2/min");
         t.insert(
             "trusted_proxies".into(),
             toml::Value::Array(vec!["127.0.0.1".into()]),
