@@ -111,6 +111,10 @@ prefixed_id!(
     /// An API key (`key_…`).
     KeyId, "key"
 );
+prefixed_id!(
+    /// A user's passkey (`psk_…`).
+    PasskeyId, "psk"
+);
 
 #[cfg(test)]
 mod tests {

@@ -16,6 +16,8 @@ pub const RECOVERY_CODES: usize = 10;
 pub const AMR_PASSWORD: &str = "pwd";
 /// `amr` of a one-time code (TOTP).
 pub const AMR_OTP: &str = "otp";
+/// `amr` of a proof of possession of a key (a passkey).
+pub const AMR_HARDWARE_KEY: &str = "hwk";
 /// `amr` of any sign-in that used a second factor.
 pub const AMR_MFA: &str = "mfa";
 /// `amr` of a recovery code (not in RFC 8176's registry; named like its entries).

@@ -180,4 +180,5 @@ stored_as_text!(
     crate::ids::InvitationId,
     crate::ids::EventId,
     crate::ids::KeyId,
+    crate::ids::PasskeyId,
 );

@@ -108,8 +108,52 @@ pub struct Me {
 pub struct SecondFactors {
     /// Whether a confirmed TOTP factor is required at login.
     pub totp: bool,
+    /// The account's passkeys (each signs in alone, or completes a password login).
+    #[serde(default)]
+    pub passkeys: Vec<Passkey>,
     /// Unused recovery codes.
     pub recovery_codes_left: u32,
+}
+
+/// One of a user's passkeys.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Passkey {
+    /// `psk_…`
+    pub id: String,
+    /// The user's name for it.
+    pub name: String,
+    /// RFC 3339.
+    pub created_at: String,
+    /// RFC 3339, of its last sign-in.
+    pub last_used_at: Option<String>,
+}
+
+/// A WebAuthn ceremony the server has started: hand `options` to the browser
+/// (`navigator.credentials.create` or `.get`, after decoding its base64url fields), then send
+/// the credential it answers back with `ceremony`, from the same client, before `expires_at`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PasskeyCeremony {
+    /// The ceremony's token (single use; the server keeps its state).
+    pub ceremony: String,
+    /// WebAuthn options: `{"publicKey": …}` as `CredentialCreationOptions` or
+    /// `CredentialRequestOptions`, binary fields in base64url.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub options: serde_json::Value,
+    /// RFC 3339.
+    pub expires_at: String,
+}
+
+/// A passkey just registered, and — when it is the account's first second factor — the
+/// recovery codes, shown this once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PasskeyAdded {
+    /// The passkey.
+    pub passkey: Passkey,
+    /// Ten single-use codes, when the account had no second factor before; otherwise empty.
+    pub recovery_codes: Vec<String>,
 }
 
 /// What `POST /auth/login` answers when the account has a second factor: no tokens yet, but a
@@ -121,7 +165,7 @@ pub struct MfaChallenge {
     pub mfa_required: bool,
     /// The challenge (single use, short-lived, bound to this client).
     pub mfa_token: String,
-    /// The methods that complete it: `totp`, `recovery_code`.
+    /// The methods that complete it: `totp`, `passkey`, `recovery_code`.
     pub methods: Vec<String>,
     /// RFC 3339.
     pub expires_at: String,

@@ -12,7 +12,8 @@ pub mod verify;
 
 pub use auth::{
     Accepted, EmailVerified, EndedSessions, LoginAnswer, Me, Membership, MfaChallenge, OrgSummary,
-    PasswordReset, RecoveryCodes, SecondFactors, Session, SignedUp, Tokens, TotpEnrolment, User,
+    Passkey, PasskeyAdded, PasskeyCeremony, PasswordReset, RecoveryCodes, SecondFactors, Session,
+    SignedUp, Tokens, TotpEnrolment, User,
 };
 pub use envelope::{Data, ErrorBody, ErrorEnvelope, Health, Page};
 pub use keys::{

@@ -148,6 +148,7 @@ pub async fn build_state(config: Config, cancel: &CancellationToken) -> anyhow::
         refresh: RefreshTokenDeriver::new(secret.derive("refresh-token-successor")),
         widget_tokens: crate::widget_tokens::WidgetTokens::new(secret.derive("usage-widget-token")),
         totp_sealer: crate::secrets::Sealer::new(secret.derive("totp-secret-sealing")),
+        relying_party: crate::services::passkeys::RelyingParty::new(&config.public_url),
         metrics: Arc::new(metrics),
         limiter,
         keys,

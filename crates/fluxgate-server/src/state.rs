@@ -48,6 +48,8 @@ pub struct AppInner {
     pub usage: Arc<UsageRecorder>,
     /// Seals TOTP secrets in the database.
     pub totp_sealer: crate::secrets::Sealer,
+    /// This instance as a WebAuthn relying party (passkeys).
+    pub relying_party: crate::services::passkeys::RelyingParty,
     /// Signs and checks usage-widget tokens.
     pub widget_tokens: crate::widget_tokens::WidgetTokens,
 }

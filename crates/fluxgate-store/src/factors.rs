@@ -46,7 +46,8 @@ pub trait FactorStore: Send + Sync {
     /// Records `step` as the confirmed factor's last accepted one if it is later than the last;
     /// false when it is not (the code was used already) or there is no confirmed factor.
     async fn spend_totp_step(&self, user_id: &UserId, step: i64) -> StoreResult<bool>;
-    /// Removes the user's factor and recovery codes; false when there was no factor.
+    /// Removes the user's TOTP factor (and the recovery codes, when it was their last second
+    /// factor); false when there was no factor.
     async fn remove_totp(&self, user_id: &UserId, audit: &AuditRecord) -> StoreResult<bool>;
     /// Replaces the user's recovery codes by `code_hashes`.
     async fn replace_recovery_codes(
@@ -114,6 +115,24 @@ macro_rules! impl_factor_store {
                 .execute(&mut *conn)
                 .await?;
             }
+            Ok(())
+        }
+
+        /// Drops the user's recovery codes when they have no second factor left (no confirmed
+        /// TOTP factor, no passkey).
+        async fn drop_recovery_codes_without_factor(
+            conn: &mut <$db as sqlx::Database>::Connection,
+            user_id: &$crate::UserId,
+        ) -> Result<(), sqlx::Error> {
+            sqlx::query(
+                "DELETE FROM recovery_codes WHERE user_id = $1 \
+                 AND NOT EXISTS (SELECT 1 FROM passkeys WHERE user_id = $1) \
+                 AND NOT EXISTS (SELECT 1 FROM totp_factors WHERE user_id = $1 \
+                 AND confirmed_at IS NOT NULL)",
+            )
+            .bind(user_id)
+            .execute(&mut *conn)
+            .await?;
             Ok(())
         }
 
@@ -226,7 +245,7 @@ macro_rules! impl_factor_store {
                 if removed == 0 {
                     return Ok(false);
                 }
-                replace_recovery_codes_in(&mut tx, user_id, &[], 0).await?;
+                drop_recovery_codes_without_factor(&mut tx, user_id).await?;
                 insert_audit(&mut tx, audit).await?;
                 tx.commit().await?;
                 Ok(true)

@@ -5,6 +5,7 @@ mod error;
 mod factors;
 mod keys;
 mod orgs;
+mod passkeys;
 mod postgres;
 mod records;
 mod shared;
@@ -13,9 +14,12 @@ mod usage;
 
 pub use error::StoreError;
 pub use factors::{FactorStore, TotpConfirmation};
-pub use fluxgate_core::ids::{EventId, InvitationId, KeyId, OrgId, RoleId, SessionId, UserId};
+pub use fluxgate_core::ids::{
+    EventId, InvitationId, KeyId, OrgId, PasskeyId, RoleId, SessionId, UserId,
+};
 pub use keys::KeyStore;
 pub use orgs::OrgStore;
+pub use passkeys::PasskeyStore;
 pub use postgres::{migrations_fingerprint, PostgresStore};
 pub use records::*;
 pub use sqlite::SqliteStore;
@@ -33,7 +37,7 @@ pub type StoreResult<T> = Result<T, StoreError>;
 /// writes it in the same transaction.
 #[async_trait]
 pub trait Store:
-    OrgStore + KeyStore + UsageStore + FactorStore + Notifier + Send + Sync + 'static
+    OrgStore + KeyStore + UsageStore + FactorStore + PasskeyStore + Notifier + Send + Sync + 'static
 {
     /// `sqlite` or `postgres`.
     fn backend(&self) -> &'static str;

@@ -339,8 +339,9 @@ macro_rules! impl_org_store {
             ) -> $crate::StoreResult<Vec<$crate::MemberRecord>> {
                 Ok(sqlx::query_as(
                     "SELECT m.user_id, u.email, u.name, m.role, m.created_at, \
-                     EXISTS (SELECT 1 FROM totp_factors t WHERE t.user_id = m.user_id \
-                     AND t.confirmed_at IS NOT NULL) AS second_factor \
+                     (EXISTS (SELECT 1 FROM totp_factors t WHERE t.user_id = m.user_id \
+                     AND t.confirmed_at IS NOT NULL) \
+                     OR EXISTS (SELECT 1 FROM passkeys p WHERE p.user_id = m.user_id)) AS second_factor \
                      FROM memberships m JOIN users u ON u.id = m.user_id \
                      WHERE m.org_id = $1 AND m.user_id > $2 ORDER BY m.user_id LIMIT $3",
                 )

@@ -43,6 +43,7 @@ crate::orgs::impl_org_store!(PostgresStore, Postgres);
 crate::keys::impl_key_store!(PostgresStore, Postgres);
 crate::usage::impl_usage_store!(PostgresStore, Postgres);
 crate::factors::impl_factor_store!(PostgresStore, Postgres);
+crate::passkeys::impl_passkey_store!(PostgresStore, Postgres);
 
 #[async_trait::async_trait]
 impl crate::Notifier for PostgresStore {

@@ -1,7 +1,9 @@
 //! Rows as the storage layer reads and writes them.
 
 use fluxgate_core::apikey::Environment;
-use fluxgate_core::ids::{EventId, InvitationId, KeyId, OrgId, RoleId, SessionId, UserId};
+use fluxgate_core::ids::{
+    EventId, InvitationId, KeyId, OrgId, PasskeyId, RoleId, SessionId, UserId,
+};
 use fluxgate_core::refresh::SpentReason;
 use fluxgate_core::stored::{ActorKind, EndReason};
 use serde_json::Value;
@@ -132,6 +134,45 @@ pub struct MfaChallengeRecord {
     pub attempts: i64,
     /// When it completed.
     pub spent_at: Option<i64>,
+}
+
+/// A user's passkey (a WebAuthn credential).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct PasskeyRecord {
+    /// `psk_…`
+    pub id: PasskeyId,
+    /// `usr_…`
+    pub user_id: UserId,
+    /// The credential's id (base64url), unique across the instance.
+    pub credential_id: String,
+    /// The user's name for it.
+    pub name: String,
+    /// The credential as webauthn-rs keeps it (public key, counter; JSON, nothing secret).
+    pub credential: String,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds of its last sign-in.
+    pub last_used_at: Option<i64>,
+}
+
+/// A WebAuthn ceremony in progress: the server's half of its state, by the hash of the token
+/// the client holds.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct WebauthnCeremonyRecord {
+    /// SHA-256 of the ceremony's token.
+    pub token_hash: String,
+    /// What it is for (`register`, `sign_in`, `second_factor`).
+    pub purpose: String,
+    /// Whose (None for a passkey sign-in, which learns the user from the passkey).
+    pub user_id: Option<UserId>,
+    /// SHA-256 of the client that started it: only it may finish.
+    pub client_hash: String,
+    /// webauthn-rs's ceremony state (JSON).
+    pub state: String,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds.
+    pub expires_at: i64,
 }
 
 /// One refresh token of a session (stored by hash).

@@ -255,7 +255,7 @@ async fn new_recovery_codes(
     csrf: CsrfToken,
     form: PortalForm,
 ) -> PortalResult<Response> {
-    let code = form.raw("code");
+    let code = form.get("code");
     let now = crate::clock::now();
     match mfa::regenerate_recovery_codes(&state, &user, &client, code, now).await {
         Ok(codes) => show_codes(&state, &csrf, &user, "New recovery codes", &codes).await,

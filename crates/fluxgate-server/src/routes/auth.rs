@@ -308,6 +308,7 @@ async fn me_answer(state: &AppState, user: &AuthUser) -> ApiResult<Json<Data<Me>
         permissions,
         session_amr,
         totp,
+        passkeys,
         recovery_codes_left,
     } = who.as_ref();
     let active = active.as_ref();
@@ -340,6 +341,7 @@ async fn me_answer(state: &AppState, user: &AuthUser) -> ApiResult<Json<Data<Me>
             session_amr: session_amr.clone(),
             second_factors: SecondFactors {
                 totp: *totp,
+                passkeys: passkeys.iter().map(super::passkeys::passkey_json).collect(),
                 recovery_codes_left: u32::try_from(*recovery_codes_left).unwrap_or(0),
             },
         },

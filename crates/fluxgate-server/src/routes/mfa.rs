@@ -56,7 +56,8 @@ pub struct DisableBody {
     recovery_code: Option<SecretString>,
 }
 
-/// A login's challenge and its second factor: `code` (from the app) or `recovery_code`.
+/// A login's challenge and its second factor: `code` (from the app), `recovery_code`, or
+/// `passkey`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VerifyBody {
@@ -68,6 +69,19 @@ pub struct VerifyBody {
     /// Or one of the recovery codes.
     #[schema(value_type = Option<String>)]
     recovery_code: Option<SecretString>,
+    /// Or the `PublicKeyCredential` that `navigator.credentials.get` answered to the options
+    /// of `POST /auth/mfa/passkey`, as JSON.
+    #[schema(value_type = Option<Object>)]
+    passkey: Option<Box<webauthn_rs::prelude::PublicKeyCredential>>,
+}
+
+/// The app's current code; an account with only passkeys may leave it out when its session
+/// signed in with one.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegenerateBody {
+    /// Six digits.
+    code: Option<String>,
 }
 
 /// Starts enrolling a TOTP factor (replacing an unconfirmed one): the secret, its `otpauth://`
@@ -125,25 +139,27 @@ async fn disable_totp(
     Ok(super::no_content())
 }
 
-/// Replaces the recovery codes (the app's current code proves the factor is at hand); the new
-/// codes are shown this once and the old ones stop working.
-#[utoipa::path(post, path = "/auth/mfa/recovery-codes", tag = "auth", security(("bearer" = [])), request_body = CodeBody,
+/// Replaces the recovery codes (the app's current code proves the factor is at hand; an
+/// account with only passkeys needs a session that signed in with one instead); the new codes
+/// are shown this once and the old ones stop working.
+#[utoipa::path(post, path = "/auth/mfa/recovery-codes", tag = "auth", security(("bearer" = [])), request_body = RegenerateBody,
     responses((status = 200, description = "the new recovery codes", body = Data<RecoveryCodes>),
               (status = 401, description = "wrong code", body = ErrorEnvelope),
-              (status = 404, description = "no TOTP factor", body = ErrorEnvelope)))]
+              (status = 404, description = "no second factor", body = ErrorEnvelope)))]
 async fn regenerate_recovery_codes(
     State(state): State<AppState>,
     user: AuthUser,
     client: ClientInfo,
-    ApiJson(body): ApiJson<CodeBody>,
+    ApiJson(body): ApiJson<RegenerateBody>,
 ) -> ApiResult<Json<Data<RecoveryCodes>>> {
-    let codes =
-        mfa::regenerate_recovery_codes(&state, &user, &client, &body.code, clock::now()).await?;
+    let code = body.code.as_deref();
+    let codes = mfa::regenerate_recovery_codes(&state, &user, &client, code, clock::now()).await?;
     Ok(recovery_codes(codes))
 }
 
-/// Completes a login's second-factor challenge, from the client that logged in: a token pair
-/// (body and cookies) whose access token's `amr` names the factor. Each challenge signs in
+/// Completes a login's second-factor challenge, from the client that logged in, with a code,
+/// a recovery code or a passkey: a token pair (body and cookies) whose access token's `amr`
+/// names the factor. Each challenge signs in
 /// once, within five minutes and five codes; each wrong code also counts against the account's
 /// login lockout.
 #[utoipa::path(post, path = "/auth/mfa/verify", tag = "auth", request_body = VerifyBody,
@@ -156,7 +172,18 @@ async fn verify(
     client: ClientInfo,
     ApiJson(body): ApiJson<VerifyBody>,
 ) -> ApiResult<Response> {
-    let answer = Answer::from_fields(body.code, body.recovery_code)?;
+    let answer = match body.passkey {
+        Some(credential) if body.code.is_none() && body.recovery_code.is_none() => {
+            Answer::Passkey(credential)
+        }
+        Some(_) => {
+            return Err(crate::error::ApiError::field(
+                "passkey",
+                "give one of `code`, `recovery_code` or `passkey`",
+            ))
+        }
+        None => Answer::from_fields(body.code, body.recovery_code)?,
+    };
     let pair = mfa::complete(&state, &client, &body.mfa_token, &answer, clock::now()).await?;
     Ok(token_pair_response(&state, pair))
 }

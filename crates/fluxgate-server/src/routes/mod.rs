@@ -6,6 +6,7 @@ pub mod invitations;
 pub mod keys;
 pub mod mfa;
 pub mod orgs;
+pub mod passkeys;
 pub mod plans;
 pub mod roles;
 pub mod system;
@@ -137,6 +138,7 @@ pub fn router(state: AppState) -> Router {
             "/api/v1",
             auth::router()
                 .merge(mfa::router())
+                .merge(passkeys::router())
                 .merge(orgs::router())
                 .merge(roles::router())
                 .merge(invitations::router())

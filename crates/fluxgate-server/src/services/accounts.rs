@@ -417,6 +417,8 @@ pub struct WhoAmI {
     pub session_amr: Vec<String>,
     /// Whether the account has a confirmed TOTP factor.
     pub totp: bool,
+    /// Its passkeys, oldest first.
+    pub passkeys: Vec<fluxgate_store::PasskeyRecord>,
     /// Its unused recovery codes.
     pub recovery_codes_left: i64,
 }
@@ -458,6 +460,7 @@ pub async fn who_am_i(
         .totp_factor(user.user_id())
         .await?
         .is_some_and(|f| f.confirmed_at.is_some());
+    let passkeys = state.store.passkeys(user.user_id()).await?;
     let recovery_codes_left = state.store.recovery_codes_left(user.user_id()).await?;
     let view = Arc::new(WhoAmI {
         user: record,
@@ -466,6 +469,7 @@ pub async fn who_am_i(
         permissions,
         session_amr: fluxgate_core::mfa::amr_list(&session.amr),
         totp,
+        passkeys,
         recovery_codes_left,
     });
     state

@@ -8,7 +8,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::ClientInfo;
 use crate::invalidation::Change;
 use crate::mail::Mail;
-use crate::services::sessions;
+use crate::services::{passkeys, sessions};
 use crate::state::AppState;
 use crate::user_auth::{AuthUser, TokenPair};
 use fluxgate_core::mfa::{self, TotpFactor};
@@ -40,12 +40,15 @@ pub struct Challenge {
     pub methods: Vec<&'static str>,
 }
 
-/// A second factor as presented: a TOTP code or a recovery code.
+/// A second factor as presented: a TOTP code, a recovery code or a passkey's answer.
 pub enum Answer {
     /// Six digits from the authenticator app.
     Totp(String),
     /// One of the recovery codes.
     RecoveryCode(SecretString),
+    /// A passkey's assertion, answering the options of
+    /// [`passkeys::begin_second_factor`](crate::services::passkeys::begin_second_factor).
+    Passkey(Box<webauthn_rs::prelude::PublicKeyCredential>),
 }
 
 impl Answer {
@@ -175,7 +178,7 @@ pub async fn confirm(
             "the enrolment changed meanwhile: start again".into(),
         ));
     }
-    changed(
+    factors_changed(
         state,
         &account,
         "Two-step sign-in was turned on",
@@ -185,8 +188,8 @@ pub async fn confirm(
     Ok(codes)
 }
 
-/// Removes the TOTP factor (and the recovery codes): needs the password and a current code
-/// (or a recovery code). 404 when there is none.
+/// Removes the TOTP factor (and the recovery codes, unless a passkey is left): needs the
+/// password and a current code (or a recovery code). 404 when there is none.
 pub async fn disable(
     state: &AppState,
     user: &AuthUser,
@@ -197,47 +200,58 @@ pub async fn disable(
 ) -> ApiResult<()> {
     let account = account_of(state, user).await?;
     sessions::check_password(state, client, &account, password, now).await?;
-    let factor = confirmed_factor(state, &account)
-        .await?
-        .ok_or(ApiError::NotFound)?;
-    check_answer(state, client, &account, &factor, answer, now).await?;
+    if confirmed_factor(state, &account).await?.is_none() {
+        return Err(ApiError::NotFound);
+    }
+    check_answer(state, client, &account, answer, None, now).await?;
     let audit = event("user.totp_disabled", &account, client, now);
     if !state.store.remove_totp(&account.id, &audit).await? {
         return Err(ApiError::NotFound);
     }
-    changed(state, &account, "Two-step sign-in was turned off", "The authenticator app was removed from your account and its recovery codes no longer work: signing in needs only your password.").await;
+    let body = if has_second_factor(state, &account).await? {
+        "The authenticator app was removed from your account: signing in with your password now asks for a passkey (or a recovery code)."
+    } else {
+        "The authenticator app was removed from your account and its recovery codes no longer work: signing in needs only your password."
+    };
+    factors_changed(state, &account, "Two-step sign-in was turned off", body).await;
     Ok(())
 }
 
-/// Replaces the recovery codes (a current TOTP code proves the factor is at hand); the new
-/// ones are shown this once. 404 without a factor.
+/// Replaces the recovery codes; the new ones are shown this once. The second factor must be
+/// at hand: the app's current `code`, or — for an account without a TOTP factor — a session
+/// that signed in with a passkey. 404 without a second factor.
 pub async fn regenerate_recovery_codes(
     state: &AppState,
     user: &AuthUser,
     client: &ClientInfo,
-    code: &str,
+    code: Option<&str>,
     now: i64,
 ) -> ApiResult<Vec<SecretString>> {
     let account = account_of(state, user).await?;
-    let factor = confirmed_factor(state, &account)
-        .await?
-        .ok_or(ApiError::NotFound)?;
-    check_answer(
-        state,
-        client,
-        &account,
-        &factor,
-        &Answer::Totp(code.to_owned()),
-        now,
-    )
-    .await?;
+    if !has_second_factor(state, &account).await? {
+        return Err(ApiError::NotFound);
+    }
+    match code {
+        Some(code) => {
+            let answer = Answer::Totp(code.to_owned());
+            check_answer(state, client, &account, &answer, None, now).await?;
+        }
+        None if confirmed_factor(state, &account).await?.is_none()
+            && user.claims.amr.iter().any(|m| m == mfa::AMR_HARDWARE_KEY) => {}
+        None => {
+            return Err(ApiError::field(
+                "code",
+                "give the authenticator app's current code (an account with only passkeys: sign in with one first)",
+            ))
+        }
+    }
     let (codes, hashes) = new_recovery_codes();
     let audit = event("user.recovery_codes_regenerated", &account, client, now);
     state
         .store
         .replace_recovery_codes(&account.id, &hashes, now, &audit)
         .await?;
-    changed(
+    factors_changed(
         state,
         &account,
         "New recovery codes",
@@ -247,16 +261,26 @@ pub async fn regenerate_recovery_codes(
     Ok(codes)
 }
 
-/// After a right password: a challenge for the account's second factor, if it has one.
+/// After a right password: a challenge for the account's second factors, if it has any.
 pub async fn challenge_if_enrolled(
     state: &AppState,
     client: &ClientInfo,
     user: &UserRecord,
     now: i64,
 ) -> ApiResult<Option<Challenge>> {
-    if confirmed_factor(state, user).await?.is_none() {
+    let totp = confirmed_factor(state, user).await?.is_some();
+    let passkeys = !state.store.passkeys(&user.id).await?.is_empty();
+    if !totp && !passkeys {
         return Ok(None);
     }
+    let mut methods = Vec::with_capacity(3);
+    if totp {
+        methods.push("totp");
+    }
+    if passkeys && state.relying_party.enabled() {
+        methods.push("passkey");
+    }
+    methods.push("recovery_code");
     let token = random_token();
     let expires_at = now.saturating_add(CHALLENGE_TTL_SECS);
     let record = MfaChallengeRecord {
@@ -272,24 +296,22 @@ pub async fn challenge_if_enrolled(
     Ok(Some(Challenge {
         token,
         expires_at,
-        methods: vec!["totp", "recovery_code"],
+        methods,
     }))
 }
 
-/// Completes a sign-in challenge with a second factor: a new session whose tokens carry the
-/// methods used. The challenge must be live, from the client that logged in, within its
-/// attempts; it is spent with the session's creation, so it signs in once.
-pub async fn complete(
+/// The account a live sign-in challenge belongs to, counting one attempt on it: it must be
+/// from the client that logged in and within its attempts, and the account must still have a
+/// second factor.
+pub(crate) async fn challenged_account(
     state: &AppState,
     client: &ClientInfo,
     token: &SecretString,
-    answer: &Answer,
     now: i64,
-) -> ApiResult<TokenPair> {
-    let token_hash = sha256_hex(token.expose_secret());
+) -> ApiResult<UserRecord> {
     let challenge = state
         .store
-        .attempt_mfa_challenge(&token_hash, now)
+        .attempt_mfa_challenge(&sha256_hex(token.expose_secret()), now)
         .await?
         .ok_or(ApiError::MfaChallengeInvalid)?;
     let same_client = constant_time_eq(
@@ -304,10 +326,25 @@ pub async fn complete(
         .user_by_id(&challenge.user_id)
         .await?
         .ok_or(ApiError::MfaChallengeInvalid)?;
-    let factor = confirmed_factor(state, &account)
-        .await?
-        .ok_or(ApiError::MfaChallengeInvalid)?;
-    let amr = check_answer(state, client, &account, &factor, answer, now).await?;
+    if !has_second_factor(state, &account).await? {
+        return Err(ApiError::MfaChallengeInvalid);
+    }
+    Ok(account)
+}
+
+/// Completes a sign-in challenge with a second factor: a new session whose tokens carry the
+/// methods used. The challenge must be live, from the client that logged in, within its
+/// attempts; it is spent with the session's creation, so it signs in once.
+pub async fn complete(
+    state: &AppState,
+    client: &ClientInfo,
+    token: &SecretString,
+    answer: &Answer,
+    now: i64,
+) -> ApiResult<TokenPair> {
+    let account = challenged_account(state, client, token, now).await?;
+    let token_hash = sha256_hex(token.expose_secret());
+    let amr = check_answer(state, client, &account, answer, Some(&token_hash), now).await?;
     let new = sessions::new_session(state, client, &account, amr, now).await?;
     let completed = state
         .store
@@ -319,33 +356,39 @@ pub async fn complete(
     if matches!(answer, Answer::RecoveryCode(_)) {
         let left = state.store.recovery_codes_left(&account.id).await?;
         let body = format!("A recovery code was used to sign in to your account. {left} unused codes are left; if this was not you, change your password and make new codes.");
-        changed(state, &account, "A recovery code was used", &body).await;
+        factors_changed(state, &account, "A recovery code was used", &body).await;
     }
     new.tokens(state, now).await
 }
 
 /// Checks a second factor for `account` as a login checks a password: the address's lockout
 /// first; a wrong answer counted against it (and audited), a right one clearing it. A TOTP
-/// step and a recovery code are each accepted once. The `amr` the sign-in then carries.
+/// step and a recovery code are each accepted once; a passkey answers the ceremony started for
+/// the login challenge hashed `challenge_hash` (none outside a login). The `amr` the sign-in
+/// then carries.
 async fn check_answer(
     state: &AppState,
     client: &ClientInfo,
     account: &UserRecord,
-    factor: &TotpFactorRecord,
     answer: &Answer,
+    challenge_hash: Option<&str>,
     now: i64,
 ) -> ApiResult<&'static str> {
     let lockout = sessions::Lockout::of_email(&account.email);
     sessions::not_locked_out(state, &lockout).await?;
     let accepted = match answer {
-        Answer::Totp(code) => {
-            let step = stored_factor(state, account, factor)?.accepts(code, now, factor.last_step);
-            match step {
-                Some(step) => state.store.spend_totp_step(&account.id, step).await?,
-                None => false,
+        Answer::Totp(code) => match confirmed_factor(state, account).await? {
+            Some(factor) => {
+                let step =
+                    stored_factor(state, account, &factor)?.accepts(code, now, factor.last_step);
+                match step {
+                    Some(step) => state.store.spend_totp_step(&account.id, step).await?,
+                    None => false,
+                }
             }
-            .then_some(AMR_TOTP)
+            None => false,
         }
+        .then_some(AMR_TOTP),
         Answer::RecoveryCode(code) => match mfa::recovery_code_hash(code.expose_secret()) {
             Some(hash) => {
                 state
@@ -356,6 +399,13 @@ async fn check_answer(
             None => false,
         }
         .then_some(AMR_RECOVERY),
+        Answer::Passkey(credential) => match challenge_hash {
+            Some(hash) => {
+                passkeys::second_factor_answered(state, account, hash, credential, now).await?
+            }
+            None => false,
+        }
+        .then_some(passkeys::AMR_PASSWORD_AND_PASSKEY),
     };
     if let Some(amr) = accepted {
         lockout.reset(state).await;
@@ -366,6 +416,12 @@ async fn check_answer(
         ApiError::InvalidCredentials => Err(ApiError::InvalidMfaCode),
         other => Err(other),
     }
+}
+
+/// Whether the account has a second factor: a confirmed TOTP factor or a passkey.
+pub(crate) async fn has_second_factor(state: &AppState, account: &UserRecord) -> ApiResult<bool> {
+    Ok(confirmed_factor(state, account).await?.is_some()
+        || !state.store.passkeys(&account.id).await?.is_empty())
 }
 
 /// The signed-in user's account.
@@ -407,7 +463,7 @@ fn totp_factor(secret: &[u8], account: &UserRecord) -> ApiResult<TotpFactor> {
 }
 
 /// A fresh set of recovery codes and their hashes.
-fn new_recovery_codes() -> (Vec<SecretString>, Vec<String>) {
+pub(crate) fn new_recovery_codes() -> (Vec<SecretString>, Vec<String>) {
     let codes = mfa::new_recovery_codes();
     let hashes = codes
         .iter()
@@ -416,8 +472,8 @@ fn new_recovery_codes() -> (Vec<SecretString>, Vec<String>) {
     (codes, hashes)
 }
 
-/// Who a challenge belongs to: the address and user agent that logged in.
-fn client_hash(client: &ClientInfo) -> String {
+/// Who a challenge or ceremony belongs to: the address and user agent that started it.
+pub(crate) fn client_hash(client: &ClientInfo) -> String {
     let ip = client.ip.as_deref().unwrap_or("");
     let agent = client.user_agent.as_deref().unwrap_or("");
     sha256_hex(&format!("{ip}\n{agent}"))
@@ -438,12 +494,23 @@ fn event(
 
 /// After a change to the account's factors: the user is told by mail, and every node's
 /// `GET /auth/me` view of them is dropped.
-async fn changed(state: &AppState, account: &UserRecord, subject: &str, body: &str) {
+pub(crate) async fn factors_changed(
+    state: &AppState,
+    account: &UserRecord,
+    subject: &str,
+    body: &str,
+) {
     state.mailer.send(Mail {
         to: account.email.clone(),
         subject: subject.to_owned(),
         body: format!("{body}\n\nIf this was not you, sign in and check your account's security settings, or contact your administrator.\n"),
     });
+    factors_changed_quietly(state, account).await;
+}
+
+/// After a change to the account's factors not worth a mail (a passkey renamed): every node's
+/// `GET /auth/me` view of them is dropped.
+pub(crate) async fn factors_changed_quietly(state: &AppState, account: &UserRecord) {
     state
         .invalidation
         .publish(Change::User(account.id.clone()))

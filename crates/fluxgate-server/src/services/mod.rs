@@ -10,6 +10,7 @@ pub mod invitations;
 pub mod keys;
 pub mod mfa;
 pub mod orgs;
+pub mod passkeys;
 pub mod roles;
 pub mod sessions;
 pub mod usage;

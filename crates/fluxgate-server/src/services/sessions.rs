@@ -353,7 +353,7 @@ pub async fn recently_authenticated(
 }
 
 /// A new session for `user` in their first org, signed in with `amr`, and its first token pair.
-async fn start_session(
+pub async fn start_session(
     state: &AppState,
     client: &ClientInfo,
     user: &UserRecord,

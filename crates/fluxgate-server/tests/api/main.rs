@@ -21,6 +21,7 @@ mod keys;
 mod login_identifiers;
 mod mfa;
 mod orgs;
+mod passkeys;
 mod portal;
 mod rate_limits;
 mod usage;

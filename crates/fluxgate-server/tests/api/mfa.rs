@@ -124,7 +124,7 @@ async fn totp_enrolment_makes_login_ask_for_a_code_and_tokens_carry_amr(backend:
     let me = body(app.get_auth("/api/v1/auth/me", &token).await).await["data"].clone();
     assert_eq!(
         me["second_factors"],
-        json!({ "totp": false, "recovery_codes_left": 0 })
+        json!({ "totp": false, "passkeys": [], "recovery_codes_left": 0 })
     );
     assert_eq!(me["session_amr"], json!(["pwd"]));
     assert_eq!(claims_of(&token)["amr"], json!(["pwd"]));
@@ -231,7 +231,7 @@ async fn totp_enrolment_makes_login_ask_for_a_code_and_tokens_carry_amr(backend:
     assert_eq!(me["session_amr"], json!(["pwd", "otp", "mfa"]));
     assert_eq!(
         me["second_factors"],
-        json!({ "totp": true, "recovery_codes_left": 10 })
+        json!({ "totp": true, "passkeys": [], "recovery_codes_left": 10 })
     );
     // the amr survives a refresh
     let refreshed = app
@@ -426,7 +426,7 @@ async fn turning_the_factor_off_needs_the_password_and_a_code(backend: Backend) 
     let me = body(app.get_auth("/api/v1/auth/me", access).await).await["data"].clone();
     assert_eq!(
         me["second_factors"],
-        json!({ "totp": false, "recovery_codes_left": 0 })
+        json!({ "totp": false, "passkeys": [], "recovery_codes_left": 0 })
     );
 }
 
