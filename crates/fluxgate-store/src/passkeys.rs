@@ -4,7 +4,7 @@
 
 use crate::records::*;
 use crate::StoreResult;
-use crate::{PasskeyId, UserId};
+use crate::{PasskeyId, SessionId, UserId};
 use async_trait::async_trait;
 
 /// Storage of passkeys. Changing methods are one transaction each, with their audit entry; a
@@ -18,13 +18,16 @@ pub trait PasskeyStore: Send + Sync {
         &self,
         credential_id: &str,
     ) -> StoreResult<Option<PasskeyRecord>>;
-    /// Adds a passkey and, when `code_hashes` is not empty (the account's first second factor),
-    /// replaces the user's recovery codes by them; false (and nothing written) when the
-    /// credential is registered already.
+    /// Adds a passkey; when `code_hashes` is not empty (the account's first second factor),
+    /// replaces the user's recovery codes by them; records `amr` as how the registering session
+    /// (which just used the passkey) signed in. False (and nothing written) when the credential
+    /// is registered already.
     async fn add_passkey(
         &self,
         passkey: &PasskeyRecord,
         code_hashes: &[String],
+        session_id: &SessionId,
+        amr: &str,
         audit: &AuditRecord,
     ) -> StoreResult<bool>;
     /// Renames the user's passkey; false when they have none with this id.
@@ -96,6 +99,8 @@ macro_rules! impl_passkey_store {
                 &self,
                 p: &$crate::PasskeyRecord,
                 code_hashes: &[String],
+                session_id: &$crate::SessionId,
+                amr: &str,
                 audit: &$crate::AuditRecord,
             ) -> $crate::StoreResult<bool> {
                 let mut tx = self.pool.begin().await?;
@@ -119,6 +124,14 @@ macro_rules! impl_passkey_store {
                     replace_recovery_codes_in(&mut tx, &p.user_id, code_hashes, p.created_at)
                         .await?;
                 }
+                sqlx::query(
+                    "UPDATE sessions SET amr = $1 WHERE id = $2 AND user_id = $3 AND revoked_at IS NULL",
+                )
+                .bind(amr)
+                .bind(session_id)
+                .bind(&p.user_id)
+                .execute(&mut *tx)
+                .await?;
                 insert_audit(&mut tx, audit).await?;
                 tx.commit().await?;
                 Ok(true)

@@ -103,6 +103,16 @@ impl Browser {
         self.client.as_ref().expect("session open")
     }
 
+    /// Gives the browser Chromium's virtual authenticator (WebDriver's WebAuthn extension): a
+    /// device that holds discoverable credentials and verifies its user, as a laptop's
+    /// platform authenticator does, so passkey ceremonies run for real without a person.
+    pub async fn add_virtual_authenticator(&self) {
+        self.client()
+            .issue_cmd(AddVirtualAuthenticator)
+            .await
+            .expect("a virtual authenticator");
+    }
+
     /// Opens a path of the server.
     pub async fn open(&self, path: &str) {
         self.client()
@@ -293,5 +303,32 @@ impl Drop for Browser {
         if self.client.is_some() {
             self.reap();
         }
+    }
+}
+
+/// WebDriver's "Add Virtual Authenticator" command, which fantoccini has no method for.
+#[derive(Debug)]
+struct AddVirtualAuthenticator;
+
+impl fantoccini::wd::WebDriverCompatibleCommand for AddVirtualAuthenticator {
+    fn endpoint(
+        &self,
+        base_url: &url::Url,
+        session_id: Option<&str>,
+    ) -> Result<url::Url, url::ParseError> {
+        let session = session_id.unwrap_or_default();
+        base_url.join(&format!("session/{session}/webauthn/authenticator"))
+    }
+
+    fn method_and_body(&self, _request_url: &url::Url) -> (http::Method, Option<String>) {
+        let authenticator = json!({
+            "protocol": "ctap2",
+            "transport": "internal",
+            "hasResidentKey": true,
+            "hasUserVerification": true,
+            "isUserConsenting": true,
+            "isUserVerified": true,
+        });
+        (http::Method::POST, Some(authenticator.to_string()))
     }
 }

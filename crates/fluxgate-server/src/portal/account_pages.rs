@@ -134,7 +134,7 @@ async fn login_page(
     }
     Ok(render(&LoginPage {
         chrome: Chrome::new(&state, &csrf, None, None, "").await?,
-        ids: Identifiers::of(&state.config),
+        ids: Identifiers::of(&state),
         errors: FormErrors::none(),
         email: String::new(),
         next,
@@ -165,7 +165,15 @@ async fn login(
         Ok(SignIn::Challenge(challenge)) => {
             let chrome = Chrome::new(&state, &csrf, None, None, "").await?;
             let token = challenge.token.expose_secret().to_owned();
-            return Ok(super::mfa_pages::second_factor_page(chrome, token, next));
+            let offered = super::mfa_pages::Offered::of(&challenge.methods);
+            let page = super::mfa_pages::second_factor_page(
+                chrome,
+                token,
+                next,
+                offered,
+                FormErrors::none(),
+            );
+            return Ok(page);
         }
         Err(refusal) => refusal,
     };
@@ -186,7 +194,7 @@ async fn login(
         status,
         &LoginPage {
             chrome: Chrome::new(&state, &csrf, None, None, "").await?,
-            ids: Identifiers::of(&state.config),
+            ids: Identifiers::of(&state),
             errors,
             email,
             next,
@@ -233,8 +241,11 @@ struct SignupPage {
     organization_name: String,
 }
 
-/// The login identifiers this instance uses, as its forms name them.
+/// The login identifiers this instance uses, as its forms name them, and whether passkeys sign
+/// in.
 pub(super) struct Identifiers {
+    /// Whether the login page offers a passkey.
+    pub(super) passkeys: bool,
     /// The login field's label: `Email`, `Email or username`, `Email, username or CPF`.
     pub(super) login_label: String,
     /// The username field's label at signup, when usernames are used.
@@ -245,8 +256,9 @@ pub(super) struct Identifiers {
 
 impl Identifiers {
     /// As the configuration says.
-    pub(super) fn of(config: &crate::config::Config) -> Self {
+    pub(super) fn of(state: &AppState) -> Self {
         use crate::config::IdentifierUse;
+        let config = &state.config;
         let username = match config.auth.username {
             IdentifierUse::Off => None,
             IdentifierUse::Optional => Some("Username (optional)"),
@@ -269,6 +281,7 @@ impl Identifiers {
             _ => format!("{}, {} or {}", names[0], names[1], names[2]),
         };
         Self {
+            passkeys: state.relying_party.enabled(),
             login_label,
             username,
             document,
@@ -280,7 +293,7 @@ async fn signup_page(State(state): State<AppState>, csrf: CsrfToken) -> PortalRe
     Ok(render(&SignupPage {
         chrome: Chrome::new(&state, &csrf, None, None, "").await?,
         errors: FormErrors::none(),
-        ids: Identifiers::of(&state.config),
+        ids: Identifiers::of(&state),
         email: String::new(),
         username: String::new(),
         document: String::new(),
@@ -327,7 +340,7 @@ async fn signup(
                 &SignupPage {
                     chrome: Chrome::new(&state, &csrf, None, None, "").await?,
                     errors,
-                    ids: Identifiers::of(&state.config),
+                    ids: Identifiers::of(&state),
                     email,
                     username: form.get("username").unwrap_or_default().to_owned(),
                     document: form.get("document").unwrap_or_default().to_owned(),
@@ -516,6 +529,10 @@ struct AccountPage {
     /// Whether two-step sign-in is on.
     totp: bool,
     recovery_codes_left: i64,
+    /// The account's passkeys.
+    passkeys: Vec<fluxgate_proto::Passkey>,
+    /// Whether passkeys work on this instance.
+    passkeys_enabled: bool,
 }
 
 /// What the account page's forms show after a refused post: each form its own errors.
@@ -527,9 +544,19 @@ pub(super) struct AccountForms {
     password: FormErrors,
     /// The two-step sign-in form's.
     mfa: FormErrors,
+    /// The passkey forms'.
+    passkeys: FormErrors,
 }
 
 impl AccountForms {
+    /// The passkey forms refused with `errors`.
+    pub(super) fn passkeys(errors: FormErrors) -> Self {
+        Self {
+            passkeys: errors,
+            ..Self::default()
+        }
+    }
+
     /// The two-step sign-in form refused with `errors`.
     pub(super) fn mfa(errors: FormErrors) -> Self {
         Self {
@@ -553,7 +580,8 @@ pub(super) async fn account_page(
         .map(|s| crate::routes::auth::session_view(s, user))
         .collect();
     let who = accounts::who_am_i(state, user).await?;
-    let status = if forms.profile.any() || forms.password.any() || forms.mfa.any() {
+    let refused = [&forms.profile, &forms.password, &forms.mfa, &forms.passkeys];
+    let status = if refused.iter().any(|f| f.any()) {
         StatusCode::UNPROCESSABLE_ENTITY
     } else {
         StatusCode::OK
@@ -572,6 +600,12 @@ pub(super) async fn account_page(
             forms,
             totp: who.totp,
             recovery_codes_left: who.recovery_codes_left,
+            passkeys: who
+                .passkeys
+                .iter()
+                .map(crate::routes::passkeys::passkey_json)
+                .collect(),
+            passkeys_enabled: state.relying_party.enabled(),
         },
     ))
 }

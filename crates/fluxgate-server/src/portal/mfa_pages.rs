@@ -43,17 +43,61 @@ struct SecondFactorPage {
     mfa_token: String,
     next: String,
     use_recovery_code: bool,
+    offered: Offered,
 }
 
-/// The second step, as a right password leads to it.
-pub(super) fn second_factor_page(chrome: Chrome, mfa_token: String, next: String) -> Response {
-    render(&SecondFactorPage {
-        chrome,
-        errors: FormErrors::none(),
-        mfa_token,
-        next,
-        use_recovery_code: false,
-    })
+/// Which second factors the login's second step offers besides recovery codes (carried in
+/// its forms' hidden fields).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Offered {
+    /// The authenticator app's code.
+    pub(super) totp: bool,
+    /// A passkey.
+    pub(super) passkey: bool,
+}
+
+impl Offered {
+    /// As a challenge's methods name them.
+    pub(super) fn of(methods: &[&str]) -> Self {
+        Self {
+            totp: methods.contains(&"totp"),
+            passkey: methods.contains(&"passkey"),
+        }
+    }
+
+    /// As the page's forms carried them.
+    pub(super) fn posted(form: &PortalForm) -> Self {
+        Self {
+            totp: form.get("totp").is_some(),
+            passkey: form.get("passkey").is_some(),
+        }
+    }
+}
+
+/// The second step, as a right password leads to it, or again with `errors`.
+pub(super) fn second_factor_page(
+    chrome: Chrome,
+    mfa_token: String,
+    next: String,
+    offered: Offered,
+    errors: FormErrors,
+) -> Response {
+    let status = if errors.any() {
+        StatusCode::UNPROCESSABLE_ENTITY
+    } else {
+        StatusCode::OK
+    };
+    render_status(
+        status,
+        &SecondFactorPage {
+            chrome,
+            errors,
+            mfa_token,
+            next,
+            use_recovery_code: !offered.totp && !offered.passkey,
+            offered,
+        },
+    )
 }
 
 /// The second step again, asking for a recovery code instead of the app's code.
@@ -68,6 +112,7 @@ async fn recovery_code_form(
         mfa_token: form.raw("mfa_token").to_owned(),
         next: local_path(form.get("next")).to_owned(),
         use_recovery_code: true,
+        offered: Offered::posted(&form),
     }))
 }
 
@@ -83,11 +128,18 @@ async fn login_second_factor(
     let next = local_path(form.get("next")).to_owned();
     let mfa_token = form.raw("mfa_token").to_owned();
     let use_recovery_code = form.get("method") == Some("recovery_code");
+    let offered = Offered::posted(&form);
     let typed = form.raw("code").to_owned();
-    let answer = if use_recovery_code {
-        Answer::RecoveryCode(SecretString::from(typed))
-    } else {
-        Answer::Totp(typed)
+    let answer = match form.get("method") {
+        Some("recovery_code") => Answer::RecoveryCode(SecretString::from(typed)),
+        Some("passkey") => match super::passkey_pages::second_factor_answer(&form) {
+            Ok(answer) => answer,
+            Err(errors) => {
+                let chrome = Chrome::new(&state, &csrf, None, None, "").await?;
+                return Ok(second_factor_page(chrome, mfa_token, next, offered, errors));
+            }
+        },
+        _ => Answer::Totp(typed),
     };
     let token = SecretString::from(mfa_token.clone());
     let refusal = match mfa::complete(&state, &client, &token, &answer, crate::clock::now()).await {
@@ -101,7 +153,7 @@ async fn login_second_factor(
         ApiError::MfaChallengeInvalid => {
             let login = LoginPage {
                 chrome,
-                ids: super::account_pages::Identifiers::of(&state.config),
+                ids: super::account_pages::Identifiers::of(&state),
                 errors: FormErrors::general("This sign-in expired or was used up. Log in again."),
                 email: String::new(),
                 next,
@@ -118,6 +170,7 @@ async fn login_second_factor(
         mfa_token,
         next,
         use_recovery_code,
+        offered,
     };
     Ok(render_status(status, &page))
 }
@@ -205,7 +258,7 @@ struct RecoveryCodesPage {
     codes: Vec<String>,
 }
 
-async fn show_codes(
+pub(super) async fn show_codes(
     state: &AppState,
     csrf: &CsrfToken,
     user: &AuthUser,

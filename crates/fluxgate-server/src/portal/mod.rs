@@ -11,6 +11,7 @@ mod key_pages;
 mod member_pages;
 mod mfa_pages;
 mod org_pages;
+mod passkey_pages;
 mod role_pages;
 mod session;
 mod usage_pages;
@@ -490,6 +491,7 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .merge(key_pages::router())
         .merge(member_pages::router())
         .merge(mfa_pages::router())
+        .merge(passkey_pages::router())
         .merge(role_pages::router())
         .merge(usage_pages::router())
         .layer(middleware::from_fn_with_state(

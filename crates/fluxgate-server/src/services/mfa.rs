@@ -47,7 +47,7 @@ pub enum Answer {
     /// One of the recovery codes.
     RecoveryCode(SecretString),
     /// A passkey's assertion, answering the options of
-    /// [`passkeys::begin_second_factor`](crate::services::passkeys::begin_second_factor).
+    /// [`passkeys::begin_second_factor`].
     Passkey(Box<webauthn_rs::prelude::PublicKeyCredential>),
 }
 

@@ -128,7 +128,8 @@ pub async fn begin_registration(
 }
 
 /// Finishes a registration with the authenticator's answer: the passkey, named `name`, and —
-/// when it is the account's first second factor — the recovery codes, shown this once.
+/// when it is the account's first second factor — the recovery codes, shown this once. The
+/// registering session counts as signed in with the passkey from its next refresh.
 pub async fn finish_registration(
     state: &AppState,
     user: &AuthUser,
@@ -173,11 +174,20 @@ pub async fn finish_registration(
         .target("passkey", &passkey_record.id)
         .data(serde_json::json!({ "name": name }))
         .build();
-    if !state
+    // the registering session has just used the passkey: from its next refresh it counts as
+    // signed in with it, as a session that confirms a TOTP factor does
+    let session = user.session_id();
+    let added = state
         .store
-        .add_passkey(&passkey_record, &hashes, &audit)
-        .await?
-    {
+        .add_passkey(
+            &passkey_record,
+            &hashes,
+            session,
+            AMR_PASSWORD_AND_PASSKEY,
+            &audit,
+        )
+        .await?;
+    if !added {
         return Err(ApiError::Conflict(
             "this passkey is registered already".into(),
         ));
@@ -433,7 +443,7 @@ fn display_name(account: &UserRecord) -> &str {
 }
 
 /// A passkey's name: trimmed, 1 to 64 characters.
-fn passkey_name(name: &str) -> ApiResult<String> {
+pub fn passkey_name(name: &str) -> ApiResult<String> {
     let name = name.trim();
     if name.is_empty() || name.chars().count() > NAME_MAX_CHARS {
         return Err(ApiError::field(

@@ -16,6 +16,7 @@ both_backends!(
     ending_a_session_in_one_browser_logs_the_other_out,
     an_operator_changes_a_plan_and_the_customer_sees_it,
     a_user_turns_on_two_step_sign_in_and_signs_in_with_a_code,
+    a_user_adds_a_passkey_and_signs_in_with_it_alone_and_as_the_second_step,
 );
 
 /// Fails on any serious or critical accessibility violation of the current page.
@@ -342,5 +343,65 @@ async fn a_user_turns_on_two_step_sign_in_and_signs_in_with_a_code(backend: Back
     assert_eq!(other.text("h1").await, "Acme");
     other.screenshot(&format!("two-step-{backend:?}")).await;
     other.quit().await;
+    app.stop().await;
+}
+
+async fn a_user_adds_a_passkey_and_signs_in_with_it_alone_and_as_the_second_step(backend: Backend) {
+    // WebAuthn wants a host name (and a secure context: http://localhost is one), so this
+    // instance is served as localhost on a port chosen up front
+    let port = fluxgate_testkit::free_port();
+    let base = format!("http://localhost:{port}");
+    let app = TestApp::spawn_with(backend, |config| {
+        config.insert("listen".into(), format!("127.0.0.1:{port}").into());
+        config.insert("public_url".into(), base.clone().into());
+    })
+    .await;
+    let (_, org) = app.owner("owner@example.com", "Acme").await;
+    let b = Browser::start(&base).await;
+    b.add_virtual_authenticator().await;
+    log_in(&b, "owner@example.com").await;
+
+    b.open("/account").await;
+    b.fill("#passkey_name", "This laptop").await;
+    b.fill("#passkey_password", PASSWORD).await;
+    b.follow("form[action='/account/passkeys/new'] button")
+        .await;
+    assert_eq!(b.text("h1").await, "Add a passkey");
+    accessible(&b, "add a passkey").await;
+    b.follow("form[data-passkey] button").await;
+    assert_eq!(
+        b.text("h1").await,
+        "Passkey added: save your recovery codes"
+    );
+    b.follow("a[data-leave-ok]").await;
+    b.open("/account").await;
+    assert_eq!(b.text(".passkey-name").await, "This laptop");
+    accessible(&b, "account with a passkey").await;
+    b.script("document.querySelector('#passkeys-heading').scrollIntoView(); return true;")
+        .await;
+    b.screenshot(&format!("passkeys-account-{backend:?}")).await;
+
+    // alone: nothing typed
+    b.follow("form[action='/logout'] button").await;
+    b.open("/login").await;
+    b.follow("form[action='/login/passkey/start'] button").await;
+    assert_eq!(b.text("h1").await, "Sign in with a passkey");
+    accessible(&b, "passkey sign-in").await;
+    b.follow("form[data-passkey] button").await;
+    b.open(&format!("/orgs/{org}")).await;
+    assert_eq!(b.text("h1").await, "Acme");
+
+    // after the password, as the second step
+    b.follow("form[action='/logout'] button").await;
+    log_in(&b, "owner@example.com").await;
+    assert_eq!(b.text("h1").await, "Two-step sign-in");
+    accessible(&b, "second step with a passkey").await;
+    b.follow("form[action='/login/second-factor/passkey'] button")
+        .await;
+    b.follow("form[data-passkey] button").await;
+    b.open(&format!("/orgs/{org}")).await;
+    assert_eq!(b.text("h1").await, "Acme");
+    b.screenshot(&format!("passkey-{backend:?}")).await;
+    b.quit().await;
     app.stop().await;
 }

@@ -236,6 +236,11 @@ async fn passkeys_are_registered_named_listed_and_removed(backend: Backend) {
     );
     let mail = app.mail.wait_for(EMAIL, "A passkey was added").await;
     assert!(mail.body.contains("“Laptop”"), "{}", mail.body);
+    assert_eq!(
+        me(&app, &token).await["session_amr"],
+        json!(["pwd", "hwk", "mfa"]),
+        "the registering session has used the passkey (its next refresh says so)"
+    );
 
     let mut phone = device();
     let second = register(&app, &token, &mut phone, "Phone").await.data;
