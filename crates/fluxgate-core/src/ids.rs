@@ -115,6 +115,10 @@ prefixed_id!(
     /// A user's passkey (`psk_…`).
     PasskeyId, "psk"
 );
+prefixed_id!(
+    /// A user's identity at an OpenID provider (`idn_…`).
+    IdentityId, "idn"
+);
 
 #[cfg(test)]
 mod tests {

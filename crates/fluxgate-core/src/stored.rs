@@ -181,4 +181,5 @@ stored_as_text!(
     crate::ids::EventId,
     crate::ids::KeyId,
     crate::ids::PasskeyId,
+    crate::ids::IdentityId,
 );

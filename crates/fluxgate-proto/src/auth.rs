@@ -254,3 +254,31 @@ pub struct Accepted {
     /// Always true.
     pub accepted: bool,
 }
+
+/// An OpenID provider people can sign in with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct OidcProvider {
+    /// Its id in the configuration (`[auth.oidc.<id>]`).
+    pub id: String,
+    /// What the buttons call it.
+    pub name: String,
+    /// Where a browser starts signing in with it (a form post from the portal's login page).
+    pub sign_in_path: String,
+}
+
+/// An identity at an OpenID provider, linked to the account: it signs the account in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Identity {
+    /// `idn_…`
+    pub id: String,
+    /// The provider's id.
+    pub provider: String,
+    /// The email address the provider gave.
+    pub email: Option<String>,
+    /// RFC 3339.
+    pub created_at: String,
+    /// RFC 3339, of its last sign-in.
+    pub last_used_at: Option<String>,
+}

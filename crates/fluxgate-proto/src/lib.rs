@@ -11,9 +11,9 @@ pub mod usage;
 pub mod verify;
 
 pub use auth::{
-    Accepted, EmailVerified, EndedSessions, LoginAnswer, Me, Membership, MfaChallenge, OrgSummary,
-    Passkey, PasskeyAdded, PasskeyCeremony, PasswordReset, RecoveryCodes, SecondFactors, Session,
-    SignedUp, Tokens, TotpEnrolment, User,
+    Accepted, EmailVerified, EndedSessions, Identity, LoginAnswer, Me, Membership, MfaChallenge,
+    OidcProvider, OrgSummary, Passkey, PasskeyAdded, PasskeyCeremony, PasswordReset, RecoveryCodes,
+    SecondFactors, Session, SignedUp, Tokens, TotpEnrolment, User,
 };
 pub use envelope::{Data, ErrorBody, ErrorEnvelope, Health, Page};
 pub use keys::{

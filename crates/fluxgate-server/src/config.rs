@@ -151,6 +151,25 @@ pub struct AuthConfig {
     pub username: IdentifierUse,
     /// Document numbers accounts carry (to log in with), when the operator uses them.
     pub document: Option<DocumentConfig>,
+    /// `[auth.oidc.<id>]`: OpenID providers people sign in with.
+    pub oidc: Vec<OidcProviderConfig>,
+}
+
+/// `[auth.oidc.<id>]`: an OpenID Connect provider people sign in with.
+#[derive(Debug, Clone)]
+pub struct OidcProviderConfig {
+    /// The table's name: in URLs (`/login/oidc/<id>`) and stored with each linked identity.
+    pub id: String,
+    /// What the buttons say: "Sign in with `name`".
+    pub name: String,
+    /// The issuer URL; its `/.well-known/openid-configuration` is read at first use.
+    pub issuer: String,
+    /// The client registered at the provider.
+    pub client_id: String,
+    /// Its secret.
+    pub client_secret: SecretString,
+    /// Scopes asked for besides `openid` (default `email profile`).
+    pub scopes: Vec<String>,
 }
 
 /// Whether accounts carry an identifier besides the email address.
@@ -349,6 +368,7 @@ impl Config {
                 }
             },
             document: document_config(&mut r),
+            oidc: oidc_providers(&mut r),
         };
         if auth.access_token_ttl < Duration::from_secs(1) {
             r.error("auth.access_token_ttl", "must be at least 1s".into());
@@ -588,6 +608,17 @@ impl Config {
                 ),
                 None => "# no [auth.document]: accounts log in by email (or username)".into(),
             },
+            self.auth
+                .oidc
+                .iter()
+                .map(|p| {
+                    format!(
+                        "[auth.oidc.{}]\nname = {:?}\nissuer = {:?}\nclient_id = {:?}\nclient_secret = \"[set]\"\nscopes = {:?}",
+                        p.id, p.name, p.issuer, p.client_id, p.scopes
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("\n"),
             "[rate_limits]".into(),
             format!("api_key = \"{}\"", self.rate_limits.api_key),
             format!("user = \"{}\"", self.rate_limits.user),
@@ -935,6 +966,70 @@ impl<'a> Reader<'a> {
             }
         }
     }
+}
+
+/// Every `[auth.oidc.<id>]` table, each with an issuer, a client id and a secret.
+fn oidc_providers(r: &mut Reader<'_>) -> Vec<OidcProviderConfig> {
+    let ids: Vec<String> = match r.get("auth.oidc") {
+        None => return Vec::new(),
+        Some(Value::Table(t)) => t.keys().cloned().collect(),
+        Some(other) => {
+            let message = format!(
+                "expected [auth.oidc.<id>] tables, found {}",
+                other.type_str()
+            );
+            r.error("auth.oidc", message);
+            return Vec::new();
+        }
+    };
+    let mut providers = Vec::new();
+    for id in ids {
+        let at = |key: &str| format!("auth.oidc.{id}.{key}");
+        if id.is_empty()
+            || !id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            r.error(
+                &format!("auth.oidc.{id}"),
+                "the id must be letters, digits, - or _".into(),
+            );
+            continue;
+        }
+        let name = r.string(&at("name"), &id);
+        let mut required = |key: &str| {
+            let value = r.optional_string(&at(key));
+            if value.is_none() {
+                r.error(&at(key), "is required".into());
+            }
+            value
+        };
+        let (Some(issuer), Some(client_id), Some(client_secret)) = (
+            required("issuer"),
+            required("client_id"),
+            required("client_secret"),
+        ) else {
+            continue;
+        };
+        if !(issuer.starts_with("https://") || issuer.starts_with("http://")) {
+            r.error(&at("issuer"), format!("`{issuer}` must be an http(s) URL"));
+            continue;
+        }
+        let mut scopes = r.string_list(&at("scopes"));
+        if scopes.is_empty() {
+            scopes = vec!["email".into(), "profile".into()];
+        }
+        scopes.retain(|s| s != "openid");
+        providers.push(OidcProviderConfig {
+            id,
+            name,
+            issuer: issuer.trim_end_matches('/').to_owned(),
+            client_id,
+            client_secret: SecretString::from(client_secret),
+            scopes,
+        });
+    }
+    providers
 }
 
 /// `[auth.document]`, used when it has a `pattern`.

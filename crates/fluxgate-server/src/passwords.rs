@@ -61,6 +61,8 @@ impl PasswordHasher {
         password: SecretString,
         stored: Option<String>,
     ) -> anyhow::Result<bool> {
+        // an account without a password (made by an OpenID provider) stores none: nothing matches
+        let stored = stored.filter(|hash| !hash.is_empty());
         let known = stored.is_some();
         let hash = stored.unwrap_or_else(|| self.dummy_hash.as_ref().clone());
         self.verifications.inc();

@@ -149,6 +149,8 @@ pub async fn build_state(config: Config, cancel: &CancellationToken) -> anyhow::
         widget_tokens: crate::widget_tokens::WidgetTokens::new(secret.derive("usage-widget-token")),
         totp_sealer: crate::secrets::Sealer::new(secret.derive("totp-secret-sealing")),
         relying_party: crate::services::passkeys::RelyingParty::new(&config.public_url),
+        flow_sealer: crate::secrets::Sealer::new(secret.derive("oidc-flow-sealing")),
+        oidc: crate::services::oidc::Providers::new(&config.auth.oidc, &config.public_url)?,
         metrics: Arc::new(metrics),
         limiter,
         keys,

@@ -48,6 +48,10 @@ pub struct AppInner {
     pub usage: Arc<UsageRecorder>,
     /// Seals TOTP secrets in the database.
     pub totp_sealer: crate::secrets::Sealer,
+    /// Seals the PKCE verifiers of OpenID authorisations in progress.
+    pub flow_sealer: crate::secrets::Sealer,
+    /// The OpenID providers people sign in with.
+    pub oidc: crate::services::oidc::Providers,
     /// This instance as a WebAuthn relying party (passkeys).
     pub relying_party: crate::services::passkeys::RelyingParty,
     /// Signs and checks usage-widget tokens.

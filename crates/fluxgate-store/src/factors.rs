@@ -92,7 +92,7 @@ pub trait FactorStore: Send + Sync {
 macro_rules! impl_factor_store {
     ($store:ident, $db:ty) => {
         const CHALLENGE_COLUMNS: &str =
-            "token_hash, user_id, client_hash, created_at, expires_at, attempts, spent_at";
+            "token_hash, user_id, client_hash, created_at, expires_at, attempts, spent_at, first_factor";
 
         /// Replaces the user's recovery codes by `code_hashes` (none: deletes them).
         async fn replace_recovery_codes_in(
@@ -303,14 +303,15 @@ macro_rules! impl_factor_store {
                     .execute(&mut *tx)
                     .await?;
                 sqlx::query(
-                    "INSERT INTO mfa_challenges (token_hash, user_id, client_hash, created_at, expires_at) \
-                     VALUES ($1, $2, $3, $4, $5)",
+                    "INSERT INTO mfa_challenges (token_hash, user_id, client_hash, created_at, expires_at, \
+                     first_factor) VALUES ($1, $2, $3, $4, $5, $6)",
                 )
                 .bind(&c.token_hash)
                 .bind(&c.user_id)
                 .bind(&c.client_hash)
                 .bind(c.created_at)
                 .bind(c.expires_at)
+                .bind(&c.first_factor)
                 .execute(&mut *tx)
                 .await?;
                 tx.commit().await?;

@@ -3,6 +3,7 @@
 
 mod error;
 mod factors;
+mod identities;
 mod keys;
 mod orgs;
 mod passkeys;
@@ -15,8 +16,9 @@ mod usage;
 pub use error::StoreError;
 pub use factors::{FactorStore, TotpConfirmation};
 pub use fluxgate_core::ids::{
-    EventId, InvitationId, KeyId, OrgId, PasskeyId, RoleId, SessionId, UserId,
+    EventId, IdentityId, InvitationId, KeyId, OrgId, PasskeyId, RoleId, SessionId, UserId,
 };
+pub use identities::IdentityStore;
 pub use keys::KeyStore;
 pub use orgs::OrgStore;
 pub use passkeys::PasskeyStore;
@@ -37,7 +39,16 @@ pub type StoreResult<T> = Result<T, StoreError>;
 /// writes it in the same transaction.
 #[async_trait]
 pub trait Store:
-    OrgStore + KeyStore + UsageStore + FactorStore + PasskeyStore + Notifier + Send + Sync + 'static
+    OrgStore
+    + KeyStore
+    + UsageStore
+    + FactorStore
+    + PasskeyStore
+    + IdentityStore
+    + Notifier
+    + Send
+    + Sync
+    + 'static
 {
     /// `sqlite` or `postgres`.
     fn backend(&self) -> &'static str;

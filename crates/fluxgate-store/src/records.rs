@@ -2,7 +2,7 @@
 
 use fluxgate_core::apikey::Environment;
 use fluxgate_core::ids::{
-    EventId, InvitationId, KeyId, OrgId, PasskeyId, RoleId, SessionId, UserId,
+    EventId, IdentityId, InvitationId, KeyId, OrgId, PasskeyId, RoleId, SessionId, UserId,
 };
 use fluxgate_core::refresh::SpentReason;
 use fluxgate_core::stored::{ActorKind, EndReason};
@@ -134,6 +134,8 @@ pub struct MfaChallengeRecord {
     pub attempts: i64,
     /// When it completed.
     pub spent_at: Option<i64>,
+    /// How the first step signed in (`pwd`, or `fed` through an OpenID provider).
+    pub first_factor: String,
 }
 
 /// A user's passkey (a WebAuthn credential).
@@ -153,6 +155,46 @@ pub struct PasskeyRecord {
     pub created_at: i64,
     /// Unix seconds of its last sign-in.
     pub last_used_at: Option<i64>,
+}
+
+/// A user's identity at an OpenID provider, which signs them in.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct IdentityRecord {
+    /// `idn_…`
+    pub id: IdentityId,
+    /// `usr_…`
+    pub user_id: UserId,
+    /// The provider's id in the configuration.
+    pub provider: String,
+    /// The provider's id for the person (`sub`), unique per provider.
+    pub subject: String,
+    /// The email address the provider gave, for display.
+    pub email: Option<String>,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds of its last sign-in.
+    pub last_used_at: Option<i64>,
+}
+
+/// An authorisation at an OpenID provider in progress, by the hash of its `state`.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct OidcFlowRecord {
+    /// SHA-256 of the `state` sent to the provider (the browser holds it in a cookie too).
+    pub state_hash: String,
+    /// The provider's id in the configuration.
+    pub provider: String,
+    /// The signed-in user linking an identity; None for a sign-in.
+    pub user_id: Option<UserId>,
+    /// The nonce the ID token must carry.
+    pub nonce: String,
+    /// The PKCE verifier, sealed under the instance secret.
+    pub pkce_verifier: String,
+    /// The local path to return to.
+    pub next: String,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds.
+    pub expires_at: i64,
 }
 
 /// A WebAuthn ceremony in progress: the server's half of its state, by the hash of the token

@@ -42,6 +42,7 @@ crate::keys::impl_key_store!(SqliteStore, Sqlite);
 crate::usage::impl_usage_store!(SqliteStore, Sqlite);
 crate::factors::impl_factor_store!(SqliteStore, Sqlite);
 crate::passkeys::impl_passkey_store!(SqliteStore, Sqlite);
+crate::identities::impl_identity_store!(SqliteStore, Sqlite);
 
 #[async_trait::async_trait]
 impl crate::Notifier for SqliteStore {

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test kit fails loudly by design
 
 pub mod browser;
+pub mod oidc;
 pub mod postgres;
 pub mod redis;
 pub mod relay;

@@ -246,6 +246,8 @@ struct SignupPage {
 pub(super) struct Identifiers {
     /// Whether the login page offers a passkey.
     pub(super) passkeys: bool,
+    /// The OpenID providers it offers: (id, name).
+    pub(super) providers: Vec<(String, String)>,
     /// The login field's label: `Email`, `Email or username`, `Email, username or CPF`.
     pub(super) login_label: String,
     /// The username field's label at signup, when usernames are used.
@@ -282,6 +284,12 @@ impl Identifiers {
         };
         Self {
             passkeys: state.relying_party.enabled(),
+            providers: state
+                .oidc
+                .list()
+                .iter()
+                .map(|p| (p.id.clone(), p.name.clone()))
+                .collect(),
             login_label,
             username,
             document,
@@ -533,6 +541,18 @@ struct AccountPage {
     passkeys: Vec<fluxgate_proto::Passkey>,
     /// Whether passkeys work on this instance.
     passkeys_enabled: bool,
+    /// The linked identities: (id, provider's name, email, linked, last used).
+    identities: Vec<LinkedIdentity>,
+    /// Providers not linked yet: (id, name).
+    linkable: Vec<(String, String)>,
+}
+
+/// A linked identity as the account page lists it.
+struct LinkedIdentity {
+    id: String,
+    provider: String,
+    email: String,
+    created_at: String,
 }
 
 /// What the account page's forms show after a refused post: each form its own errors.
@@ -546,9 +566,19 @@ pub(super) struct AccountForms {
     mfa: FormErrors,
     /// The passkey forms'.
     passkeys: FormErrors,
+    /// The linked sign-in forms'.
+    identities: FormErrors,
 }
 
 impl AccountForms {
+    /// The linked sign-in forms refused with `errors`.
+    pub(super) fn identities(errors: FormErrors) -> Self {
+        Self {
+            identities: errors,
+            ..Self::default()
+        }
+    }
+
     /// The passkey forms refused with `errors`.
     pub(super) fn passkeys(errors: FormErrors) -> Self {
         Self {
@@ -580,7 +610,37 @@ pub(super) async fn account_page(
         .map(|s| crate::routes::auth::session_view(s, user))
         .collect();
     let who = accounts::who_am_i(state, user).await?;
-    let refused = [&forms.profile, &forms.password, &forms.mfa, &forms.passkeys];
+    let refused = [
+        &forms.profile,
+        &forms.password,
+        &forms.mfa,
+        &forms.passkeys,
+        &forms.identities,
+    ];
+    let linked = crate::services::oidc::identities(state, user).await?;
+    let provider_name = |id: &str| {
+        state
+            .oidc
+            .get(id)
+            .map(|p| p.name.clone())
+            .unwrap_or_else(|_| id.to_owned())
+    };
+    let linkable = state
+        .oidc
+        .list()
+        .iter()
+        .filter(|p| !linked.iter().any(|l| l.provider == p.id))
+        .map(|p| (p.id.clone(), p.name.clone()))
+        .collect();
+    let identities = linked
+        .iter()
+        .map(|l| LinkedIdentity {
+            id: l.id.to_string(),
+            provider: provider_name(&l.provider),
+            email: l.email.clone().unwrap_or_default(),
+            created_at: crate::clock::rfc3339(l.created_at),
+        })
+        .collect();
     let status = if refused.iter().any(|f| f.any()) {
         StatusCode::UNPROCESSABLE_ENTITY
     } else {
@@ -606,6 +666,8 @@ pub(super) async fn account_page(
                 .map(crate::routes::passkeys::passkey_json)
                 .collect(),
             passkeys_enabled: state.relying_party.enabled(),
+            identities,
+            linkable,
         },
     ))
 }

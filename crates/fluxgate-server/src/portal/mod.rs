@@ -10,13 +10,16 @@ mod charts;
 mod key_pages;
 mod member_pages;
 mod mfa_pages;
+mod oidc_pages;
 mod org_pages;
 mod passkey_pages;
 mod role_pages;
 mod session;
 mod usage_pages;
 
-pub use session::{caller, CookieChanges, CsrfToken, MaybeSignedIn, OrgPage, PortalForm, SignedIn};
+pub use session::{
+    caller, kept_oidc_state, CookieChanges, CsrfToken, MaybeSignedIn, OrgPage, PortalForm, SignedIn,
+};
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -434,13 +437,26 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'
      style-src 'self'; img-src 'self' data:; connect-src 'self'; form-action 'self'; \
      frame-ancestors 'none'; base-uri 'none'";
 
-async fn security_headers(request: Request, next: Next) -> Response {
+/// [`CONTENT_SECURITY_POLICY`] with the OpenID providers' origins added to `form-action`: the
+/// "Sign in with …" and "Link …" forms post here and are redirected there, and browsers hold
+/// a form's redirects to the policy too.
+fn content_security_policy(state: &AppState) -> HeaderValue {
+    let origins = state.oidc.origins();
+    let policy = if origins.is_empty() {
+        CONTENT_SECURITY_POLICY.to_owned()
+    } else {
+        CONTENT_SECURITY_POLICY.replace(
+            "form-action 'self'",
+            &format!("form-action 'self' {}", origins.join(" ")),
+        )
+    };
+    HeaderValue::from_str(&policy).unwrap_or(HeaderValue::from_static(CONTENT_SECURITY_POLICY))
+}
+
+async fn security_headers(policy: HeaderValue, request: Request, next: Next) -> Response {
     let mut response = next.run(request).await;
     let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(CONTENT_SECURITY_POLICY),
-    );
+    headers.insert(header::CONTENT_SECURITY_POLICY, policy);
     headers.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
@@ -492,14 +508,18 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .merge(member_pages::router())
         .merge(mfa_pages::router())
         .merge(passkey_pages::router())
+        .merge(oidc_pages::router())
         .merge(role_pages::router())
         .merge(usage_pages::router())
         .layer(middleware::from_fn_with_state(
             state.clone(),
             session::track_viewer,
         ));
+    let policy = content_security_policy(state);
     Router::new()
         .merge(pages)
         .route("/assets/{version}/{name}", get(assets::serve))
-        .layer(middleware::from_fn(security_headers))
+        .layer(middleware::from_fn(move |request, next| {
+            security_headers(policy.clone(), request, next)
+        }))
 }

@@ -27,6 +27,7 @@ struct CookieNames {
     session: &'static str,
     refresh: &'static str,
     csrf: &'static str,
+    oidc_state: &'static str,
 }
 
 fn names(secure: bool) -> CookieNames {
@@ -35,14 +36,21 @@ fn names(secure: bool) -> CookieNames {
             session: "__Host-fg_portal",
             refresh: "__Host-fg_portal_refresh",
             csrf: "__Host-fg_csrf",
+            oidc_state: "__Host-fg_oidc_state",
         }
     } else {
         CookieNames {
             session: "fg_portal",
             refresh: "fg_portal_refresh",
             csrf: "fg_csrf",
+            oidc_state: "fg_oidc_state",
         }
     }
+}
+
+/// The OpenID authorisation `state` this browser keeps, if any.
+pub fn kept_oidc_state(state: &AppState, headers: &axum::http::HeaderMap) -> Option<String> {
+    cookie_value(headers, names(state.config.auth.cookie_secure).oidc_state)
 }
 
 /// The CSRF token of this browser, for the forms a page renders.
@@ -93,6 +101,24 @@ impl CookieChanges {
     pub fn renew_on_next_page(state: &AppState) -> Self {
         let names = names(state.config.auth.cookie_secure);
         Self(vec![cookie(state, names.session, String::new(), 0)])
+    }
+
+    /// Keeps an OpenID authorisation's `state` in the browser until the provider sends it back
+    /// (`SameSite=Lax`: the provider's redirect is a top-level navigation, so it comes along).
+    pub fn keep_oidc_state(state: &AppState, value: &str, max_age: i64) -> Self {
+        let names = names(state.config.auth.cookie_secure);
+        Self(vec![cookie(
+            state,
+            names.oidc_state,
+            value.to_owned(),
+            max_age,
+        )])
+    }
+
+    /// Forgets the OpenID authorisation's `state` (it is used once).
+    pub fn forget_oidc_state(state: &AppState) -> Self {
+        let names = names(state.config.auth.cookie_secure);
+        Self(vec![cookie(state, names.oidc_state, String::new(), 0)])
     }
 
     /// Signs the browser out.

@@ -2,6 +2,7 @@
 
 pub mod audit_log;
 pub mod auth;
+pub mod identities;
 pub mod invitations;
 pub mod keys;
 pub mod mfa;
@@ -139,6 +140,7 @@ pub fn router(state: AppState) -> Router {
             auth::router()
                 .merge(mfa::router())
                 .merge(passkeys::router())
+                .merge(identities::router())
                 .merge(orgs::router())
                 .merge(roles::router())
                 .merge(invitations::router())

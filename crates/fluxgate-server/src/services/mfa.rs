@@ -23,10 +23,6 @@ pub const CHALLENGE_TTL_SECS: i64 = 300;
 pub const CHALLENGE_ATTEMPTS: i64 = 5;
 /// The audit action of a wrong second factor.
 pub const MFA_FAILED: &str = "user.mfa_failed";
-/// How a session that used a TOTP code signed in.
-const AMR_TOTP: &str = "pwd otp mfa";
-/// How a session that used a recovery code signed in.
-const AMR_RECOVERY: &str = "pwd rc mfa";
 /// The label authenticator apps show for Fluxgate's factors.
 const ISSUER: &str = "Fluxgate";
 
@@ -170,7 +166,7 @@ pub async fn confirm(
         step,
         code_hashes: &hashes,
         session_id: user.session_id(),
-        amr: AMR_TOTP,
+        amr: &with_second_factor(first_factor_of(user), mfa::AMR_OTP),
     };
     let confirmed = state.store.confirm_totp(&confirmation, now, &audit).await?;
     if !confirmed {
@@ -261,11 +257,13 @@ pub async fn regenerate_recovery_codes(
     Ok(codes)
 }
 
-/// After a right password: a challenge for the account's second factors, if it has any.
+/// After a right first factor (`first_factor`: `pwd`, or `fed` for an OpenID provider): a
+/// challenge for the account's second factors, if it has any.
 pub async fn challenge_if_enrolled(
     state: &AppState,
     client: &ClientInfo,
     user: &UserRecord,
+    first_factor: &str,
     now: i64,
 ) -> ApiResult<Option<Challenge>> {
     let totp = confirmed_factor(state, user).await?.is_some();
@@ -291,6 +289,7 @@ pub async fn challenge_if_enrolled(
         expires_at,
         attempts: 0,
         spent_at: None,
+        first_factor: first_factor.to_owned(),
     };
     state.store.insert_mfa_challenge(&record).await?;
     Ok(Some(Challenge {
@@ -300,15 +299,15 @@ pub async fn challenge_if_enrolled(
     }))
 }
 
-/// The account a live sign-in challenge belongs to, counting one attempt on it: it must be
-/// from the client that logged in and within its attempts, and the account must still have a
-/// second factor.
+/// The account a live sign-in challenge belongs to, with the challenge, counting one attempt
+/// on it: it must be from the client that logged in and within its attempts, and the account
+/// must still have a second factor.
 pub(crate) async fn challenged_account(
     state: &AppState,
     client: &ClientInfo,
     token: &SecretString,
     now: i64,
-) -> ApiResult<UserRecord> {
+) -> ApiResult<(UserRecord, MfaChallengeRecord)> {
     let challenge = state
         .store
         .attempt_mfa_challenge(&sha256_hex(token.expose_secret()), now)
@@ -329,7 +328,7 @@ pub(crate) async fn challenged_account(
     if !has_second_factor(state, &account).await? {
         return Err(ApiError::MfaChallengeInvalid);
     }
-    Ok(account)
+    Ok((account, challenge))
 }
 
 /// Completes a sign-in challenge with a second factor: a new session whose tokens carry the
@@ -342,13 +341,14 @@ pub async fn complete(
     answer: &Answer,
     now: i64,
 ) -> ApiResult<TokenPair> {
-    let account = challenged_account(state, client, token, now).await?;
-    let token_hash = sha256_hex(token.expose_secret());
-    let amr = check_answer(state, client, &account, answer, Some(&token_hash), now).await?;
-    let new = sessions::new_session(state, client, &account, amr, now).await?;
+    let (account, challenge) = challenged_account(state, client, token, now).await?;
+    let token_hash = &challenge.token_hash;
+    let method = check_answer(state, client, &account, answer, Some(token_hash), now).await?;
+    let amr = with_second_factor(&challenge.first_factor, method);
+    let new = sessions::new_session(state, client, &account, &amr, now).await?;
     let completed = state
         .store
-        .complete_mfa_challenge(&token_hash, now, &new.session, &new.refresh, &new.audit)
+        .complete_mfa_challenge(token_hash, now, &new.session, &new.refresh, &new.audit)
         .await?;
     if !completed {
         return Err(ApiError::MfaChallengeInvalid);
@@ -364,8 +364,8 @@ pub async fn complete(
 /// Checks a second factor for `account` as a login checks a password: the address's lockout
 /// first; a wrong answer counted against it (and audited), a right one clearing it. A TOTP
 /// step and a recovery code are each accepted once; a passkey answers the ceremony started for
-/// the login challenge hashed `challenge_hash` (none outside a login). The `amr` the sign-in
-/// then carries.
+/// the login challenge hashed `challenge_hash` (none outside a login). The method's `amr`
+/// (`otp`, `rc`, `hwk`).
 async fn check_answer(
     state: &AppState,
     client: &ClientInfo,
@@ -388,7 +388,7 @@ async fn check_answer(
             }
             None => false,
         }
-        .then_some(AMR_TOTP),
+        .then_some(mfa::AMR_OTP),
         Answer::RecoveryCode(code) => match mfa::recovery_code_hash(code.expose_secret()) {
             Some(hash) => {
                 state
@@ -398,14 +398,14 @@ async fn check_answer(
             }
             None => false,
         }
-        .then_some(AMR_RECOVERY),
+        .then_some(mfa::AMR_RECOVERY_CODE),
         Answer::Passkey(credential) => match challenge_hash {
             Some(hash) => {
                 passkeys::second_factor_answered(state, account, hash, credential, now).await?
             }
             None => false,
         }
-        .then_some(passkeys::AMR_PASSWORD_AND_PASSKEY),
+        .then_some(mfa::AMR_HARDWARE_KEY),
     };
     if let Some(amr) = accepted {
         lockout.reset(state).await;
@@ -416,6 +416,20 @@ async fn check_answer(
         ApiError::InvalidCredentials => Err(ApiError::InvalidMfaCode),
         other => Err(other),
     }
+}
+
+/// The `amr` of a sign-in whose first factor was `first` and whose second was `method`.
+pub(crate) fn with_second_factor(first: &str, method: &str) -> String {
+    format!("{first} {method} {}", mfa::AMR_MFA)
+}
+
+/// How the user's session signed in first (`pwd`, `fed`; `hwk` for a passkey alone).
+pub(crate) fn first_factor_of(user: &AuthUser) -> &str {
+    user.claims
+        .amr
+        .first()
+        .map(String::as_str)
+        .unwrap_or(mfa::AMR_PASSWORD)
 }
 
 /// Whether the account has a second factor: a confirmed TOTP factor or a passkey.

@@ -9,6 +9,7 @@ pub mod audit_log;
 pub mod invitations;
 pub mod keys;
 pub mod mfa;
+pub mod oidc;
 pub mod orgs;
 pub mod passkeys;
 pub mod roles;

@@ -11,6 +11,7 @@ use crate::state::AppState;
 use crate::user_auth::{AuthUser, TokenPair};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use fluxgate_core::mfa::AMR_HARDWARE_KEY;
 use fluxgate_core::secret::{
     constant_time_eq, random_token, sha256_hex, ExposeSecret, SecretString,
 };
@@ -30,8 +31,6 @@ const NAME_MAX_CHARS: usize = 64;
 /// How a session signed in with a passkey alone: a user-verified passkey is something held and
 /// something known or been (the device's PIN or biometrics), so it counts as two factors.
 const AMR_PASSKEY: &str = "hwk mfa";
-/// How a session that used a password and then a passkey signed in.
-pub(crate) const AMR_PASSWORD_AND_PASSKEY: &str = "pwd hwk mfa";
 
 const REGISTER: &str = "register";
 const SIGN_IN: &str = "sign_in";
@@ -177,15 +176,10 @@ pub async fn finish_registration(
     // the registering session has just used the passkey: from its next refresh it counts as
     // signed in with it, as a session that confirms a TOTP factor does
     let session = user.session_id();
+    let amr = mfa::with_second_factor(mfa::first_factor_of(user), AMR_HARDWARE_KEY);
     let added = state
         .store
-        .add_passkey(
-            &passkey_record,
-            &hashes,
-            session,
-            AMR_PASSWORD_AND_PASSKEY,
-            &audit,
-        )
+        .add_passkey(&passkey_record, &hashes, session, &amr, &audit)
         .await?;
     if !added {
         return Err(ApiError::Conflict(
@@ -353,7 +347,7 @@ pub async fn begin_second_factor(
     now: i64,
 ) -> ApiResult<Ceremony> {
     let webauthn = state.relying_party.webauthn()?;
-    let account = mfa::challenged_account(state, client, challenge_token, now).await?;
+    let (account, _) = mfa::challenged_account(state, client, challenge_token, now).await?;
     let passkeys: Vec<Passkey> = stored_passkeys(state, &account)
         .await?
         .into_iter()

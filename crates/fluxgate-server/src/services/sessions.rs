@@ -209,7 +209,8 @@ pub async fn login(
         return Err(ApiError::EmailNotVerified);
     }
     if let Some(challenge) =
-        crate::services::mfa::challenge_if_enrolled(state, client, &user, now).await?
+        crate::services::mfa::challenge_if_enrolled(state, client, &user, mfa::AMR_PASSWORD, now)
+            .await?
     {
         return Ok(SignIn::Challenge(challenge));
     }

@@ -17,6 +17,7 @@ both_backends!(
     an_operator_changes_a_plan_and_the_customer_sees_it,
     a_user_turns_on_two_step_sign_in_and_signs_in_with_a_code,
     a_user_adds_a_passkey_and_signs_in_with_it_alone_and_as_the_second_step,
+    a_person_signs_in_with_an_openid_provider,
 );
 
 /// Fails on any serious or critical accessibility violation of the current page.
@@ -402,6 +403,24 @@ async fn a_user_adds_a_passkey_and_signs_in_with_it_alone_and_as_the_second_step
     b.open(&format!("/orgs/{org}")).await;
     assert_eq!(b.text("h1").await, "Acme");
     b.screenshot(&format!("passkey-{backend:?}")).await;
+    b.quit().await;
+    app.stop().await;
+}
+
+async fn a_person_signs_in_with_an_openid_provider(backend: Backend) {
+    let (app, provider) = crate::oidc::spawn(backend).await;
+    provider
+        .account("person-1", "grace@example.com", true)
+        .await;
+    let b = Browser::start(&app.base).await;
+    b.open("/login").await;
+    accessible(&b, "login with a provider").await;
+    b.follow("form[action='/login/oidc/test'] button").await;
+    b.open("/account").await;
+    assert_eq!(b.path().await, "/account", "signed in");
+    assert_eq!(b.text(".identity-provider").await, "Test ID");
+    accessible(&b, "account with a linked sign-in").await;
+    b.screenshot(&format!("oidc-{backend:?}")).await;
     b.quit().await;
     app.stop().await;
 }

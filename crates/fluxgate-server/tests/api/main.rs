@@ -20,6 +20,7 @@ mod input_arithmetic;
 mod keys;
 mod login_identifiers;
 mod mfa;
+mod oidc;
 mod orgs;
 mod passkeys;
 mod portal;

@@ -30,15 +30,17 @@ both_backends!(
 );
 
 /// A browser without JavaScript: keeps cookies, follows redirects, posts forms from its page.
-struct Browser {
+pub(crate) struct Browser {
     client: Client,
     base: String,
+    /// The `Origin` its posts carry: the instance's public URL.
+    origin: String,
 }
 
 /// A page as the browser got it.
-struct Page {
-    status: StatusCode,
-    url: String,
+pub(crate) struct Page {
+    pub(crate) status: StatusCode,
+    pub(crate) url: String,
     headers: reqwest::header::HeaderMap,
     html: Html,
 }
@@ -49,7 +51,7 @@ impl Page {
         self.html.select(&selector).collect()
     }
 
-    fn text(&self, css: &str) -> String {
+    pub(crate) fn text(&self, css: &str) -> String {
         self.select(css)
             .iter()
             .map(|e| e.text().collect::<String>())
@@ -69,16 +71,17 @@ impl Page {
             .expect("the page has a form with a CSRF token")
     }
 
-    fn title(&self) -> String {
+    pub(crate) fn title(&self) -> String {
         self.text("h1").trim().to_owned()
     }
 }
 
 impl Browser {
-    fn new(app: &TestApp) -> Self {
+    pub(crate) fn new(app: &TestApp) -> Self {
         Self {
             client: Client::builder().cookie_store(true).build().unwrap(),
             base: app.base.clone(),
+            origin: app.config.public_url.clone(),
         }
     }
 
@@ -95,7 +98,7 @@ impl Browser {
         }
     }
 
-    async fn get(&self, path: &str) -> Page {
+    pub(crate) async fn get(&self, path: &str) -> Page {
         let response = self
             .client
             .get(format!("{}{path}", self.base))
@@ -106,14 +109,14 @@ impl Browser {
     }
 
     /// Posts `fields` to `action` as the page's form would (its CSRF token added).
-    async fn submit(&self, from: &Page, action: &str, fields: &[(&str, &str)]) -> Page {
+    pub(crate) async fn submit(&self, from: &Page, action: &str, fields: &[(&str, &str)]) -> Page {
         let csrf = from.csrf();
         let mut form: Vec<(&str, &str)> = vec![("csrf", &csrf)];
         form.extend_from_slice(fields);
         let response = self
             .client
             .post(format!("{}{action}", self.base))
-            .header("origin", PUBLIC_URL)
+            .header("origin", &self.origin)
             .form(&form)
             .send()
             .await
@@ -125,7 +128,7 @@ impl Browser {
         self.get(path).await.text(css)
     }
 
-    async fn log_in(&self, email: &str) -> Page {
+    pub(crate) async fn log_in(&self, email: &str) -> Page {
         let login = self.get("/login").await;
         self.submit(
             &login,

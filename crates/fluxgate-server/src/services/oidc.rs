@@ -1,0 +1,557 @@
+//! Sign-in with OpenID Connect (through the `openidconnect` crate): the authorisation code flow
+//! with PKCE, `state` and `nonce` against each `[auth.oidc.<id>]` provider; the ID token's
+//! signature checked against the provider's JWKS and its issuer, audience, expiry and nonce
+//! checked; accounts found by a linked identity, linked by a *verified* email only, or created;
+//! and linking, listing and unlinking identities, never leaving an account without a way in.
+
+use crate::audit::AuditEvent;
+use crate::config::OidcProviderConfig;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::ClientInfo;
+use crate::services::{mfa, sessions};
+use crate::state::AppState;
+use crate::user_auth::{AuthUser, TokenPair};
+use fluxgate_core::email::Email;
+use fluxgate_core::secret::{
+    constant_time_eq, random_token, sha256_hex, ExposeSecret, SecretString,
+};
+use fluxgate_store::{IdentityId, IdentityRecord, LoginKind, OidcFlowRecord, UserId, UserRecord};
+use openidconnect::core::{CoreAuthenticationFlow, CoreClient, CoreProviderMetadata};
+use openidconnect::{
+    AuthorizationCode, ClientId, ClientSecret, CsrfToken, IssuerUrl, Nonce, PkceCodeChallenge,
+    PkceCodeVerifier, RedirectUrl, Scope, TokenResponse,
+};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+use tokio::sync::RwLock;
+
+/// How long an authorisation at a provider may take.
+pub const FLOW_TTL_SECS: i64 = 600;
+/// How long a provider's discovery document (and its JWKS) is kept before it is read again.
+const METADATA_TTL: Duration = Duration::from_secs(300);
+/// How a session that signed in through a provider counts (`amr`; not in RFC 8176's registry,
+/// named like its entries: federated).
+pub const AMR_FEDERATED: &str = "fed";
+
+/// The configured providers, each provider's discovery document cached for a while.
+pub struct Providers {
+    configs: Vec<OidcProviderConfig>,
+    http: openidconnect::reqwest::Client,
+    metadata: RwLock<HashMap<String, (Instant, CoreProviderMetadata)>>,
+    callback_base: String,
+}
+
+impl Providers {
+    /// The providers of the configuration; callbacks come back to `public_url`.
+    pub fn new(configs: &[OidcProviderConfig], public_url: &str) -> anyhow::Result<Self> {
+        let http = openidconnect::reqwest::Client::builder()
+            // following redirects would let a provider's answer point the server anywhere
+            .redirect(openidconnect::reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(10))
+            .build()?;
+        Ok(Self {
+            configs: configs.to_vec(),
+            http,
+            metadata: RwLock::new(HashMap::new()),
+            callback_base: public_url.trim_end_matches('/').to_owned(),
+        })
+    }
+
+    /// Every configured provider, in the configuration's order.
+    pub fn list(&self) -> &[OidcProviderConfig] {
+        &self.configs
+    }
+
+    /// The provider with this id, or 404.
+    pub fn get(&self, id: &str) -> ApiResult<&OidcProviderConfig> {
+        self.configs
+            .iter()
+            .find(|p| p.id == id)
+            .ok_or(ApiError::NotFound)
+    }
+
+    /// The providers' issuer origins (`scheme://host[:port]`), where their authorisation pages
+    /// are.
+    pub fn origins(&self) -> Vec<String> {
+        let mut origins: Vec<String> = self
+            .configs
+            .iter()
+            .filter_map(|p| openidconnect::url::Url::parse(&p.issuer).ok())
+            .map(|u| u.origin().ascii_serialization())
+            .collect();
+        origins.sort();
+        origins.dedup();
+        origins
+    }
+
+    /// Where the provider sends the browser back: `{public_url}/auth/oidc/{id}/callback`.
+    pub fn callback_url(&self, id: &str) -> String {
+        format!("{}/auth/oidc/{id}/callback", self.callback_base)
+    }
+
+    /// The provider's client, from its discovery document (read again when older than
+    /// [`METADATA_TTL`]); 503 when the provider cannot be reached.
+    async fn client(&self, provider: &OidcProviderConfig) -> ApiResult<DiscoveredClient> {
+        let cached = self.metadata.read().await.get(&provider.id).cloned();
+        let metadata = match cached {
+            Some((read_at, metadata)) if read_at.elapsed() < METADATA_TTL => metadata,
+            _ => {
+                let issuer = IssuerUrl::new(provider.issuer.clone())
+                    .map_err(|e| anyhow::anyhow!("issuer of {}: {e}", provider.id))?;
+                let metadata = CoreProviderMetadata::discover_async(issuer, &self.http)
+                    .await
+                    .map_err(|e| {
+                        tracing::warn!(provider = %provider.id, error = %e, "OpenID discovery failed");
+                        ApiError::Unavailable
+                    })?;
+                self.metadata
+                    .write()
+                    .await
+                    .insert(provider.id.clone(), (Instant::now(), metadata.clone()));
+                metadata
+            }
+        };
+        let redirect = RedirectUrl::new(self.callback_url(&provider.id))
+            .map_err(|e| anyhow::anyhow!("callback URL: {e}"))?;
+        Ok(CoreClient::from_provider_metadata(
+            metadata,
+            ClientId::new(provider.client_id.clone()),
+            Some(ClientSecret::new(
+                provider.client_secret.expose_secret().to_owned(),
+            )),
+        )
+        .set_redirect_uri(redirect))
+    }
+}
+
+type DiscoveredClient = CoreClient<
+    openidconnect::EndpointSet,
+    openidconnect::EndpointNotSet,
+    openidconnect::EndpointNotSet,
+    openidconnect::EndpointNotSet,
+    openidconnect::EndpointMaybeSet,
+    openidconnect::EndpointMaybeSet,
+>;
+
+/// An authorisation started: where to send the browser, and the `state` it must keep (in a
+/// cookie) to come back with.
+pub struct Authorisation {
+    /// The provider's authorisation URL.
+    pub url: String,
+    /// The `state` value, also held by the browser.
+    pub state: SecretString,
+}
+
+/// Starts an authorisation at `provider_id`: to sign in (`linking` None) or to link an
+/// identity to the signed-in `linking` user; `next` is the local path to end on.
+pub async fn begin(
+    state: &AppState,
+    provider_id: &str,
+    linking: Option<&AuthUser>,
+    next: &str,
+    now: i64,
+) -> ApiResult<Authorisation> {
+    let provider = state.oidc.get(provider_id)?;
+    let client = state.oidc.client(provider).await?;
+    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+    let flow_state = random_token();
+    let returned_state = flow_state.expose_secret().to_owned();
+    let mut request = client
+        .authorize_url(
+            CoreAuthenticationFlow::AuthorizationCode,
+            move || CsrfToken::new(returned_state),
+            Nonce::new_random,
+        )
+        .set_pkce_challenge(challenge);
+    for scope in &provider.scopes {
+        request = request.add_scope(Scope::new(scope.clone()));
+    }
+    let (url, _, nonce) = request.url();
+    let state_hash = sha256_hex(flow_state.expose_secret());
+    let record = OidcFlowRecord {
+        state_hash: state_hash.clone(),
+        provider: provider.id.clone(),
+        user_id: linking.map(|u| u.user_id().clone()),
+        nonce: nonce.secret().clone(),
+        pkce_verifier: state
+            .flow_sealer
+            .seal(&state_hash, verifier.secret().as_bytes())?,
+        next: next.to_owned(),
+        created_at: now,
+        expires_at: now.saturating_add(FLOW_TTL_SECS),
+    };
+    state.store.put_oidc_flow(&record).await?;
+    Ok(Authorisation {
+        url: url.to_string(),
+        state: flow_state,
+    })
+}
+
+/// What the provider's callback carried.
+pub struct Callback<'a> {
+    /// The provider in the callback's path.
+    pub provider_id: &'a str,
+    /// `code`.
+    pub code: &'a str,
+    /// `state`, as the provider returned it.
+    pub state: &'a str,
+    /// The `state` the browser kept in its cookie.
+    pub kept_state: Option<&'a str>,
+}
+
+/// How an authorisation ended.
+pub enum Outcome {
+    /// Signed in.
+    SignedIn(TokenPair),
+    /// The account has a second factor: its challenge follows.
+    Challenge(mfa::Challenge),
+    /// The identity was linked to the signed-in account.
+    Linked(IdentityRecord),
+}
+
+/// Why an authorisation was refused, in words for the person (nothing secret).
+#[derive(Debug)]
+pub struct Refusal(pub String);
+
+/// Finishes an authorisation: the flow must be this browser's (its `state` cookie equal to the
+/// returned `state`), live and for this provider; the code is exchanged with the PKCE verifier
+/// and the ID token verified (signature by the provider's keys, issuer, audience, expiry, the
+/// flow's nonce). Then the identity signs in its account, or links to the signed-in one, or —
+/// with a verified email — links to the account of that email or creates one. The flow's
+/// `next` comes back with the outcome.
+pub async fn finish(
+    state: &AppState,
+    client: &ClientInfo,
+    callback: &Callback<'_>,
+    now: i64,
+) -> ApiResult<(Result<Outcome, Refusal>, String)> {
+    let same_browser = callback
+        .kept_state
+        .is_some_and(|kept| constant_time_eq(kept.as_bytes(), callback.state.as_bytes()));
+    let state_hash = sha256_hex(callback.state);
+    let flow = match state.store.take_oidc_flow(&state_hash, now).await? {
+        Some(flow) if same_browser && flow.provider == callback.provider_id => flow,
+        _ => {
+            audit_refusal(state, client, callback.provider_id, "state", now).await?;
+            let refusal = Refusal(
+                "This sign-in was not started in this browser, or it expired. Start again.".into(),
+            );
+            return Ok((Err(refusal), "/".into()));
+        }
+    };
+    let next = flow.next.clone();
+    let provider = state.oidc.get(&flow.provider)?;
+    let verified = match verified_claims(state, provider, &flow, callback.code).await? {
+        Ok(claims) => claims,
+        Err(reason) => {
+            audit_refusal(state, client, &provider.id, reason, now).await?;
+            let refusal = Refusal(format!(
+                "{} did not sign you in: its answer did not check out ({reason}). Start again.",
+                provider.name
+            ));
+            return Ok((Err(refusal), next));
+        }
+    };
+    let outcome = match &flow.user_id {
+        Some(user_id) => link(state, client, provider, user_id, &verified, now).await?,
+        None => sign_in(state, client, provider, &verified, now).await?,
+    };
+    Ok((outcome, next))
+}
+
+/// The claims of a verified ID token.
+struct VerifiedClaims {
+    subject: String,
+    email: Option<String>,
+    email_verified: bool,
+    name: Option<String>,
+}
+
+/// Exchanges the code and verifies the ID token; Err names the check that failed.
+async fn verified_claims(
+    state: &AppState,
+    provider: &OidcProviderConfig,
+    flow: &OidcFlowRecord,
+    code: &str,
+) -> ApiResult<Result<VerifiedClaims, &'static str>> {
+    let client = state.oidc.client(provider).await?;
+    let verifier = state
+        .flow_sealer
+        .open(&flow.state_hash, &flow.pkce_verifier)?;
+    let verifier = String::from_utf8(verifier).map_err(|_| anyhow::anyhow!("a PKCE verifier"))?;
+    let exchange = client
+        .exchange_code(AuthorizationCode::new(code.to_owned()))
+        .map_err(|e| anyhow::anyhow!("the provider has no token endpoint: {e}"))?
+        .set_pkce_verifier(PkceCodeVerifier::new(verifier));
+    let Ok(tokens) = exchange.request_async(&state.oidc.http).await else {
+        return Ok(Err("the code was refused"));
+    };
+    let Some(id_token) = tokens.id_token() else {
+        return Ok(Err("no ID token"));
+    };
+    let verifier = client.id_token_verifier();
+    let Ok(claims) = id_token.claims(&verifier, &Nonce::new(flow.nonce.clone())) else {
+        return Ok(Err("the ID token failed verification"));
+    };
+    Ok(Ok(VerifiedClaims {
+        subject: claims.subject().as_str().to_owned(),
+        email: claims.email().map(|e| e.as_str().to_owned()),
+        email_verified: claims.email_verified().unwrap_or(false),
+        name: claims
+            .name()
+            .and_then(|n| n.get(None))
+            .map(|n| n.as_str().to_owned()),
+    }))
+}
+
+/// A sign-in with a verified identity.
+async fn sign_in(
+    state: &AppState,
+    client: &ClientInfo,
+    provider: &OidcProviderConfig,
+    claims: &VerifiedClaims,
+    now: i64,
+) -> ApiResult<Result<Outcome, Refusal>> {
+    let account = match state
+        .store
+        .identity_by_subject(&provider.id, &claims.subject)
+        .await?
+    {
+        Some(identity) => {
+            state.store.identity_used(&identity.id, now).await?;
+            state.store.user_by_id(&identity.user_id).await?
+        }
+        None => match account_by_verified_email(state, client, provider, claims, now).await? {
+            Ok(account) => Some(account),
+            Err(refusal) => return Ok(Err(refusal)),
+        },
+    };
+    let Some(account) = account else {
+        return Ok(Err(Refusal("That account no longer exists.".into())));
+    };
+    if let Some(challenge) =
+        mfa::challenge_if_enrolled(state, client, &account, AMR_FEDERATED, now).await?
+    {
+        return Ok(Ok(Outcome::Challenge(challenge)));
+    }
+    let pair = sessions::start_session(state, client, &account, AMR_FEDERATED, now).await?;
+    Ok(Ok(Outcome::SignedIn(pair)))
+}
+
+/// An identity seen for the first time: linked to the account of its email when the provider
+/// verified that email (and the account had verified it too, so nobody who merely typed that
+/// address at signup gains the provider's person), or a new account. An unverified email links
+/// nothing and creates nothing.
+async fn account_by_verified_email(
+    state: &AppState,
+    client: &ClientInfo,
+    provider: &OidcProviderConfig,
+    claims: &VerifiedClaims,
+    now: i64,
+) -> ApiResult<Result<UserRecord, Refusal>> {
+    let email = match (&claims.email, claims.email_verified) {
+        (Some(email), true) => Email::parse(email).ok(),
+        _ => None,
+    };
+    let Some(email) = email else {
+        audit_refusal(state, client, &provider.id, "unverified email", now).await?;
+        return Ok(Err(Refusal(format!(
+            "{} did not confirm an email address for you, so it cannot sign you in here. Sign in \
+             with your password and link {} from your account page.",
+            provider.name, provider.name
+        ))));
+    };
+    let identity = |user_id: &UserId| IdentityRecord {
+        id: IdentityId::generate(),
+        user_id: user_id.clone(),
+        provider: provider.id.clone(),
+        subject: claims.subject.clone(),
+        email: Some(email.as_str().to_owned()),
+        created_at: now,
+        last_used_at: Some(now),
+    };
+    match state
+        .store
+        .user_by_login(LoginKind::Email, email.as_str())
+        .await?
+    {
+        Some(account) if account.email_verified_at.is_none() => {
+            audit_refusal(state, client, &provider.id, "account email unverified", now).await?;
+            Ok(Err(Refusal(format!(
+                "An account with this email address exists but has not confirmed it. Confirm it \
+                 (or reset its password) first, then sign in with {}.",
+                provider.name
+            ))))
+        }
+        Some(account) => {
+            let linked = identity(&account.id);
+            let audit = identity_event("user.identity_linked", &account.id, &linked, client, now);
+            if !state.store.link_identity(&linked, &audit).await? {
+                return Ok(Err(Refusal("Try again.".into())));
+            }
+            identity_mail(state, &account, provider, "linked to").await;
+            Ok(Ok(account))
+        }
+        None => {
+            let user = UserRecord {
+                id: UserId::generate(),
+                email: email.as_str().to_owned(),
+                username: None,
+                document: None,
+                name: claims.name.clone(),
+                // no password: only the provider (or a reset link, later) signs in
+                password_hash: String::new(),
+                email_verified_at: Some(now),
+                created_at: now,
+                updated_at: now,
+            };
+            let linked = identity(&user.id);
+            let audit = [
+                AuditEvent::new("user.signed_up", Some(&user.id), client)
+                    .at(now)
+                    .target("user", &user.id)
+                    .data(serde_json::json!({ "provider": provider.id }))
+                    .build(),
+                identity_event("user.identity_linked", &user.id, &linked, client, now),
+            ];
+            state
+                .store
+                .create_user_with_identity(&user, &linked, &audit)
+                .await?;
+            Ok(Ok(user))
+        }
+    }
+}
+
+/// Links a verified identity to the signed-in user who started the flow.
+async fn link(
+    state: &AppState,
+    client: &ClientInfo,
+    provider: &OidcProviderConfig,
+    user_id: &UserId,
+    claims: &VerifiedClaims,
+    now: i64,
+) -> ApiResult<Result<Outcome, Refusal>> {
+    let account = state
+        .store
+        .user_by_id(user_id)
+        .await?
+        .ok_or(ApiError::Unauthorized)?;
+    if let Some(existing) = state
+        .store
+        .identity_by_subject(&provider.id, &claims.subject)
+        .await?
+    {
+        return Ok(if &existing.user_id == user_id {
+            Ok(Outcome::Linked(existing))
+        } else {
+            Err(Refusal(format!(
+                "That {} account is linked to another account here.",
+                provider.name
+            )))
+        });
+    }
+    let identity = IdentityRecord {
+        id: IdentityId::generate(),
+        user_id: user_id.clone(),
+        provider: provider.id.clone(),
+        subject: claims.subject.clone(),
+        email: claims.email.clone(),
+        created_at: now,
+        last_used_at: None,
+    };
+    let audit = identity_event("user.identity_linked", user_id, &identity, client, now);
+    if !state.store.link_identity(&identity, &audit).await? {
+        return Ok(Err(Refusal(format!(
+            "That {} account is linked to another account here.",
+            provider.name
+        ))));
+    }
+    identity_mail(state, &account, provider, "linked to").await;
+    Ok(Ok(Outcome::Linked(identity)))
+}
+
+/// The signed-in user's linked identities, oldest first.
+pub async fn identities(state: &AppState, user: &AuthUser) -> ApiResult<Vec<IdentityRecord>> {
+    Ok(state.store.identities(user.user_id()).await?)
+}
+
+/// Unlinks one of the signed-in user's identities — unless it is their only way in (no
+/// password, no passkey, no other identity): 409 saying what to add first. 404 unless theirs.
+pub async fn unlink(
+    state: &AppState,
+    user: &AuthUser,
+    client: &ClientInfo,
+    id: &IdentityId,
+    now: i64,
+) -> ApiResult<()> {
+    let account = state
+        .store
+        .user_by_id(user.user_id())
+        .await?
+        .ok_or(ApiError::Unauthorized)?;
+    let identities = state.store.identities(&account.id).await?;
+    let identity = identities
+        .iter()
+        .find(|i| &i.id == id)
+        .ok_or(ApiError::NotFound)?;
+    let other_way_in = !account.password_hash.is_empty()
+        || identities.len() > 1
+        || !state.store.passkeys(&account.id).await?.is_empty();
+    if !other_way_in {
+        return Err(ApiError::Conflict(
+            "this is the only way into the account: set a password (\"forgot your password\" mails a link) or add a passkey first".into(),
+        ));
+    }
+    let audit = identity_event("user.identity_unlinked", &account.id, identity, client, now);
+    if !state.store.unlink_identity(&account.id, id, &audit).await? {
+        return Err(ApiError::NotFound);
+    }
+    if let Ok(provider) = state.oidc.get(&identity.provider) {
+        identity_mail(state, &account, provider, "unlinked from").await;
+    }
+    Ok(())
+}
+
+fn identity_event(
+    action: &str,
+    user_id: &UserId,
+    identity: &IdentityRecord,
+    client: &ClientInfo,
+    now: i64,
+) -> fluxgate_store::AuditRecord {
+    AuditEvent::new(action, Some(user_id), client)
+        .at(now)
+        .target("identity", &identity.id)
+        .data(serde_json::json!({ "provider": identity.provider }))
+        .build()
+}
+
+/// A refused authorisation, audited with the check that failed (nothing secret).
+async fn audit_refusal(
+    state: &AppState,
+    client: &ClientInfo,
+    provider: &str,
+    reason: &str,
+    now: i64,
+) -> ApiResult<()> {
+    let entry = AuditEvent::new("user.oidc_refused", None, client)
+        .at(now)
+        .data(serde_json::json!({ "provider": provider, "reason": reason }))
+        .build();
+    Ok(state.store.append_audit(&[entry]).await?)
+}
+
+async fn identity_mail(
+    state: &AppState,
+    account: &UserRecord,
+    provider: &OidcProviderConfig,
+    linked: &str,
+) {
+    let subject = format!("{} sign-in was {linked} your account", provider.name);
+    let body = format!(
+        "Signing in with {} was {linked} your account.",
+        provider.name
+    );
+    mfa::factors_changed(state, account, &subject, &body).await;
+}
