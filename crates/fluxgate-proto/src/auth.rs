@@ -100,6 +100,9 @@ pub struct Me {
     /// The second factors the account has.
     #[serde(default)]
     pub second_factors: SecondFactors,
+    /// Its identities at OpenID providers, which sign it in.
+    #[serde(default)]
+    pub identities: Vec<Identity>,
 }
 
 /// The second factors of an account.

@@ -617,7 +617,7 @@ pub(super) async fn account_page(
         &forms.passkeys,
         &forms.identities,
     ];
-    let linked = crate::services::oidc::identities(state, user).await?;
+    let linked = &who.identities;
     let provider_name = |id: &str| {
         state
             .oidc

@@ -309,6 +309,7 @@ async fn me_answer(state: &AppState, user: &AuthUser) -> ApiResult<Json<Data<Me>
         session_amr,
         totp,
         passkeys,
+        identities,
         recovery_codes_left,
     } = who.as_ref();
     let active = active.as_ref();
@@ -344,6 +345,10 @@ async fn me_answer(state: &AppState, user: &AuthUser) -> ApiResult<Json<Data<Me>
                 passkeys: passkeys.iter().map(super::passkeys::passkey_json).collect(),
                 recovery_codes_left: u32::try_from(*recovery_codes_left).unwrap_or(0),
             },
+            identities: identities
+                .iter()
+                .map(super::identities::identity_json)
+                .collect(),
         },
     }))
 }

@@ -13,7 +13,7 @@ use axum::extract::State;
 use axum::response::Response;
 use axum::Json;
 use fluxgate_proto::{Data, ErrorEnvelope, Identity, OidcProvider};
-use fluxgate_store::IdentityId;
+use fluxgate_store::{IdentityId, IdentityRecord};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -52,17 +52,19 @@ async fn list(
 ) -> ApiResult<Json<Data<Vec<Identity>>>> {
     let identities = oidc::identities(&state, &user).await?;
     Ok(Json(Data {
-        data: identities
-            .iter()
-            .map(|i| Identity {
-                id: i.id.to_string(),
-                provider: i.provider.clone(),
-                email: i.email.clone(),
-                created_at: rfc3339(i.created_at),
-                last_used_at: i.last_used_at.map(rfc3339),
-            })
-            .collect(),
+        data: identities.iter().map(identity_json).collect(),
     }))
+}
+
+/// An identity as the API shows it.
+pub fn identity_json(identity: &IdentityRecord) -> Identity {
+    Identity {
+        id: identity.id.to_string(),
+        provider: identity.provider.clone(),
+        email: identity.email.clone(),
+        created_at: rfc3339(identity.created_at),
+        last_used_at: identity.last_used_at.map(rfc3339),
+    }
 }
 
 /// Unlinks an identity — refused (409) when it is the account's only way in (no password, no

@@ -419,6 +419,8 @@ pub struct WhoAmI {
     pub totp: bool,
     /// Its passkeys, oldest first.
     pub passkeys: Vec<fluxgate_store::PasskeyRecord>,
+    /// Its identities at OpenID providers, oldest first.
+    pub identities: Vec<fluxgate_store::IdentityRecord>,
     /// Its unused recovery codes.
     pub recovery_codes_left: i64,
 }
@@ -461,6 +463,7 @@ pub async fn who_am_i(
         .await?
         .is_some_and(|f| f.confirmed_at.is_some());
     let passkeys = state.store.passkeys(user.user_id()).await?;
+    let identities = state.store.identities(user.user_id()).await?;
     let recovery_codes_left = state.store.recovery_codes_left(user.user_id()).await?;
     let view = Arc::new(WhoAmI {
         user: record,
@@ -470,6 +473,7 @@ pub async fn who_am_i(
         session_amr: fluxgate_core::mfa::amr_list(&session.amr),
         totp,
         passkeys,
+        identities,
         recovery_codes_left,
     });
     state

@@ -17,6 +17,7 @@ both_backends!(
     a_verified_email_links_an_existing_account_and_an_unverified_one_takes_nothing,
     identities_are_linked_listed_and_unlinked_but_never_the_last_way_in,
     the_callback_needs_this_browsers_state_and_a_token_that_verifies,
+    a_second_factor_is_still_asked_after_the_provider,
 );
 
 /// An instance with the provider `test` ("Test ID"), and the provider, both on loopback.
@@ -150,6 +151,11 @@ async fn a_verified_email_links_an_existing_account_and_an_unverified_one_takes_
     let identities = body(api(&app, Method::GET, "/auth/identities", &token).await).await;
     assert_eq!(identities["data"][0]["provider"], "test");
     assert_eq!(identities["data"][0]["email"], "ada@example.com");
+    let me = body(api(&app, Method::GET, "/auth/me", &token).await).await;
+    assert_eq!(
+        me["data"]["identities"][0]["provider"], "test",
+        "listed in /auth/me too"
+    );
     let mail = app
         .mail
         .wait_for("ada@example.com", "Test ID sign-in was linked")
@@ -384,4 +390,74 @@ async fn callback_of_a_flow(app: &TestApp) -> String {
         "{location}"
     );
     format!("{}?{}", url.path(), url.query().unwrap_or_default())
+}
+
+async fn a_second_factor_is_still_asked_after_the_provider(backend: Backend) {
+    use fluxgate_core::mfa::TotpFactor;
+    let (app, provider) = spawn(backend).await;
+    let token = app.user("ada@example.com").await;
+    let password = json!({ "password": PASSWORD });
+    let enrolment = app
+        .call(
+            Method::POST,
+            "/api/v1/auth/mfa/totp",
+            Some(&token),
+            Some(password),
+        )
+        .await;
+    let secret = body(enrolment).await["data"]["secret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let factor = TotpFactor::from_base32(&secret, "Fluxgate", "ada@example.com").unwrap();
+    let now = fluxgate_server::clock::now();
+    let code = json!({ "code": factor.code_at(now) });
+    let confirmed = app
+        .call(
+            Method::POST,
+            "/api/v1/auth/mfa/totp/confirm",
+            Some(&token),
+            Some(code),
+        )
+        .await;
+    assert_eq!(confirmed.status(), 200);
+
+    provider
+        .account("ada-at-test", "ada@example.com", true)
+        .await;
+    let browser = Browser::new(&app);
+    let second_step = sign_in_with_provider(&browser).await;
+    assert_eq!(second_step.title(), "Two-step sign-in");
+    assert!(
+        browser.get("/account").await.url.starts_with("/login"),
+        "not signed in yet"
+    );
+    let next_code = factor.code_at(now + 30);
+    let signed_in = browser
+        .submit(
+            &second_step,
+            "/login/second-factor",
+            &[
+                (
+                    "mfa_token",
+                    &second_step.attr_of("input[name=mfa_token]", "value"),
+                ),
+                ("next", "/account"),
+                ("method", "totp"),
+                ("totp", "1"),
+                ("code", &next_code),
+            ],
+        )
+        .await;
+    assert_eq!(signed_in.url, "/account");
+    let logins: Vec<String> = audit_actions(&app)
+        .await
+        .into_iter()
+        .filter(|(a, _)| a == "user.login")
+        .map(|(_, d)| d)
+        .collect();
+    assert!(
+        logins.iter().any(|d| d.contains(r#"["fed","otp","mfa"]"#)),
+        "the provider, then the code: {logins:?}"
+    );
 }

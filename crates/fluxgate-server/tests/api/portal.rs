@@ -59,6 +59,12 @@ impl Page {
             .join(" ")
     }
 
+    /// An attribute of the first element `css` selects (which must be there).
+    pub(crate) fn attr_of(&self, css: &str, name: &str) -> String {
+        self.attr(css, name)
+            .unwrap_or_else(|| panic!("{css} has no {name}"))
+    }
+
     fn attr(&self, css: &str, name: &str) -> Option<String> {
         self.select(css)
             .first()
