@@ -145,16 +145,23 @@ pub struct TokenPair {
 
 /// The login/refresh answer: the pair in the body and in HttpOnly cookies.
 pub fn token_pair_response(state: &AppState, pair: TokenPair) -> Response {
-    let auth = &state.config.auth;
-    let access_ttl = auth.access_token_ttl.as_secs();
     let body = fluxgate_proto::Data {
         data: fluxgate_proto::Tokens {
             access_token: pair.access_token.clone(),
             refresh_token: pair.refresh_token.expose_secret().to_owned(),
             token_type: "Bearer".to_owned(),
-            expires_in: access_ttl,
+            expires_in: state.config.auth.access_token_ttl.as_secs(),
         },
     };
+    let mut response = axum::Json(body).into_response();
+    set_token_cookies(state, &pair, &mut response);
+    response
+}
+
+/// Puts the pair in the API's HttpOnly cookies on `response` (not cacheable).
+pub fn set_token_cookies(state: &AppState, pair: &TokenPair, response: &mut Response) {
+    let auth = &state.config.auth;
+    let access_ttl = auth.access_token_ttl.as_secs();
     let access = Cookie::build((ACCESS_COOKIE, pair.access_token.clone()))
         .http_only(true)
         .same_site(SameSite::Lax)
@@ -172,11 +179,55 @@ pub fn token_pair_response(state: &AppState, pair: TokenPair) -> Response {
     .max_age(time::Duration::seconds(
         auth.refresh_token_ttl.as_secs() as i64
     ));
-    let mut response = axum::Json(body).into_response();
-    append_cookie(&mut response, &access.build());
-    append_cookie(&mut response, &refresh.build());
-    no_store(&mut response);
-    response
+    append_cookie(response, &access.build());
+    append_cookie(response, &refresh.build());
+    no_store(response);
+}
+
+/// Name of the cookie that carries a second-factor challenge to an app whose sign-in went
+/// through a provider (the redirect back could not carry it: no secret in a URL).
+pub const MFA_COOKIE: &str = "mfa_token";
+/// It is only sent to the second-factor endpoints.
+const MFA_COOKIE_PATH: &str = "/api/v1/auth/mfa";
+
+/// Puts a second-factor challenge in its HttpOnly cookie on `response`.
+pub fn set_mfa_cookie(
+    state: &AppState,
+    token: &SecretString,
+    max_age: i64,
+    response: &mut Response,
+) {
+    let cookie = Cookie::build((MFA_COOKIE, token.expose_secret().to_owned()))
+        .http_only(true)
+        .same_site(SameSite::Lax)
+        .secure(state.config.auth.cookie_secure)
+        .path(MFA_COOKIE_PATH)
+        .max_age(time::Duration::seconds(max_age))
+        .build();
+    append_cookie(response, &cookie);
+    no_store(response);
+}
+
+/// A second-factor challenge's token: from the body, or else from its cookie — and then only
+/// from this origin (the CSRF rule of cookie-authenticated changes). 422 on `mfa_token` when
+/// there is neither.
+pub fn mfa_token(
+    state: &AppState,
+    method: &Method,
+    headers: &HeaderMap,
+    body: Option<SecretString>,
+) -> ApiResult<SecretString> {
+    if let Some(token) = body {
+        return Ok(token);
+    }
+    let Some(token) = cookie_value(headers, MFA_COOKIE) else {
+        return Err(ApiError::field(
+            "mfa_token",
+            "is required (from POST /auth/login)",
+        ));
+    };
+    check_same_origin(method, headers, &state.config.public_url)?;
+    Ok(SecretString::from(token))
 }
 
 /// Expires both cookies.

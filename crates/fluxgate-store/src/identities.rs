@@ -183,8 +183,8 @@ macro_rules! impl_identity_store {
                     .await?;
                 sqlx::query(
                     "INSERT INTO oidc_flows \
-                     (state_hash, provider, user_id, nonce, pkce_verifier, next, created_at, expires_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                     (state_hash, provider, user_id, nonce, pkce_verifier, next, ends_in, created_at, \
+                     expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
                 )
                 .bind(&f.state_hash)
                 .bind(&f.provider)
@@ -192,6 +192,7 @@ macro_rules! impl_identity_store {
                 .bind(&f.nonce)
                 .bind(&f.pkce_verifier)
                 .bind(&f.next)
+                .bind(&f.ends_in)
                 .bind(f.created_at)
                 .bind(f.expires_at)
                 .execute(&mut *tx)
@@ -207,7 +208,8 @@ macro_rules! impl_identity_store {
             ) -> $crate::StoreResult<Option<$crate::OidcFlowRecord>> {
                 Ok(sqlx::query_as(
                     "DELETE FROM oidc_flows WHERE state_hash = $1 AND expires_at > $2 \
-                     RETURNING state_hash, provider, user_id, nonce, pkce_verifier, next, created_at, expires_at",
+                     RETURNING state_hash, provider, user_id, nonce, pkce_verifier, next, ends_in, created_at, \
+                     expires_at",
                 )
                 .bind(state_hash)
                 .bind(now)

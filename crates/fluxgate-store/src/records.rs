@@ -191,6 +191,8 @@ pub struct OidcFlowRecord {
     pub pkce_verifier: String,
     /// The local path to return to.
     pub next: String,
+    /// What the sign-in ends in: `portal` (its session's cookies) or `api` (the API's).
+    pub ends_in: String,
     /// Unix seconds.
     pub created_at: i64,
     /// Unix seconds.

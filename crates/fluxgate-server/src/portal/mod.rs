@@ -11,6 +11,7 @@ mod key_pages;
 mod member_pages;
 mod mfa_pages;
 mod oidc_pages;
+pub(crate) use oidc_pages::to_provider as to_oidc_provider;
 mod org_pages;
 mod passkey_pages;
 mod role_pages;

@@ -11,8 +11,9 @@ use crate::portal::{
     CsrfToken, FormErrors, MaybeSignedIn, Portal, PortalForm, PortalResult, SignedIn,
 };
 use crate::request_limits::IpLimit;
-use crate::services::oidc::{self, Callback, Outcome};
+use crate::services::oidc::{self, Callback, EndsIn, Outcome};
 use crate::state::AppState;
+use crate::user_auth::{set_mfa_cookie, set_token_cookies};
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
@@ -33,7 +34,7 @@ pub fn router() -> Router<AppState> {
 }
 
 /// Sends the browser to the provider, keeping the flow's `state` in a cookie.
-fn to_provider(state: &AppState, authorisation: &oidc::Authorisation) -> Response {
+pub(crate) fn to_provider(state: &AppState, authorisation: &oidc::Authorisation) -> Response {
     let mut response = see_other(&authorisation.url);
     let kept = authorisation.state.expose_secret();
     CookieChanges::keep_oidc_state(state, kept, oidc::FLOW_TTL_SECS).apply(&mut response);
@@ -49,7 +50,7 @@ async fn start_sign_in(
 ) -> PortalResult<Response> {
     let next = local_path(form.get("next"));
     let now = crate::clock::now();
-    let authorisation = oidc::begin(&state, &provider, None, next, now).await?;
+    let authorisation = oidc::begin(&state, &provider, None, next, EndsIn::Portal, now).await?;
     Ok(to_provider(&state, &authorisation))
 }
 
@@ -61,7 +62,9 @@ async fn start_linking(
     _form: PortalForm,
 ) -> PortalResult<Response> {
     let now = crate::clock::now();
-    let authorisation = oidc::begin(&state, &provider, Some(&user), "/account", now).await?;
+    let account = "/account";
+    let authorisation =
+        oidc::begin(&state, &provider, Some(&user), account, EndsIn::Portal, now).await?;
     Ok(to_provider(&state, &authorisation))
 }
 
@@ -141,8 +144,14 @@ async fn callback(
                 state: returned,
                 kept_state: kept.as_deref(),
             };
-            let (outcome, next) = oidc::finish(&state, &client, &callback, now).await?;
-            match outcome {
+            let finished = oidc::finish(&state, &client, &callback, now).await?;
+            if finished.ends_in == EndsIn::Api {
+                let mut response = api_ending(&state, finished);
+                CookieChanges::forget_oidc_state(&state).apply(&mut response);
+                return Ok(response);
+            }
+            let next = finished.next;
+            match finished.outcome {
                 Ok(Outcome::SignedIn(pair)) => signed_in_to(&state, &pair, &next),
                 Ok(Outcome::Challenge(challenge)) => {
                     let chrome = Chrome::new(&state, &csrf, None, None, "").await?;
@@ -151,7 +160,7 @@ async fn callback(
                     second_factor_page(chrome, token, next, offered, FormErrors::none())
                 }
                 Ok(Outcome::Linked(_)) => see_other(&next),
-                Err(refusal) => refused(&state, &csrf, viewer, &refusal.0).await?,
+                Err(refusal) => refused(&state, &csrf, viewer, &refusal.message).await?,
             }
         }
         _ => {
@@ -164,6 +173,36 @@ async fn callback(
     };
     CookieChanges::forget_oidc_state(&state).apply(&mut response);
     Ok(response)
+}
+
+/// The end of a sign-in an app started (`GET /api/v1/auth/oidc/{id}/start`): back to its
+/// `next` with the API's cookies, or with `mfa_required=<methods>` and the challenge in its
+/// cookie, or with `oidc_error=<code>`.
+fn api_ending(state: &AppState, finished: oidc::Finished) -> Response {
+    let next = finished.next;
+    match finished.outcome {
+        Ok(Outcome::SignedIn(pair)) => {
+            let mut response = see_other(&next);
+            set_token_cookies(state, &pair, &mut response);
+            response
+        }
+        Ok(Outcome::Challenge(challenge)) => {
+            let methods = challenge.methods.join(",");
+            let mut response = see_other(&with_query(&next, "mfa_required", &methods));
+            let ttl = crate::services::mfa::CHALLENGE_TTL_SECS;
+            set_mfa_cookie(state, &challenge.token, ttl, &mut response);
+            response
+        }
+        Ok(Outcome::Linked(_)) => see_other(&next),
+        Err(refusal) => see_other(&with_query(&next, "oidc_error", refusal.code)),
+    }
+}
+
+/// A local path with one more query parameter.
+fn with_query(path: &str, name: &str, value: &str) -> String {
+    let joiner = if path.contains('?') { '&' } else { '?' };
+    let value: String = form_urlencoded::byte_serialize(value.as_bytes()).collect();
+    format!("{path}{joiner}{name}={value}")
 }
 
 /// A refused authorisation: on the account page for a signed-in browser (a link), else on the

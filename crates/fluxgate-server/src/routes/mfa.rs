@@ -7,8 +7,9 @@ use crate::extract::{ApiJson, ClientInfo};
 use crate::request_limits::IpLimit;
 use crate::services::mfa::{self, Answer};
 use crate::state::AppState;
-use crate::user_auth::{token_pair_response, AuthUser};
+use crate::user_auth::{mfa_token, token_pair_response, AuthUser};
 use axum::extract::State;
+use axum::http::{HeaderMap, Method};
 use axum::response::Response;
 use axum::Json;
 use fluxgate_core::secret::{ExposeSecret, SecretString};
@@ -61,9 +62,9 @@ pub struct DisableBody {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VerifyBody {
-    /// From `POST /auth/login`.
-    #[schema(value_type = String)]
-    mfa_token: SecretString,
+    /// From `POST /auth/login` (or, after a provider's sign-in, the `mfa_token` cookie).
+    #[schema(value_type = Option<String>)]
+    mfa_token: Option<SecretString>,
     /// Six digits from the authenticator app.
     code: Option<String>,
     /// Or one of the recovery codes.
@@ -170,8 +171,10 @@ async fn verify(
     State(state): State<AppState>,
     _limit: IpLimit,
     client: ClientInfo,
+    headers: HeaderMap,
     ApiJson(body): ApiJson<VerifyBody>,
 ) -> ApiResult<Response> {
+    let token = mfa_token(&state, &Method::POST, &headers, body.mfa_token)?;
     let answer = match body.passkey {
         Some(credential) if body.code.is_none() && body.recovery_code.is_none() => {
             Answer::Passkey(credential)
@@ -184,7 +187,7 @@ async fn verify(
         }
         None => Answer::from_fields(body.code, body.recovery_code)?,
     };
-    let pair = mfa::complete(&state, &client, &body.mfa_token, &answer, clock::now()).await?;
+    let pair = mfa::complete(&state, &client, &token, &answer, clock::now()).await?;
     Ok(token_pair_response(&state, pair))
 }
 

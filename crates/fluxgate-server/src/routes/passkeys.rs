@@ -25,12 +25,12 @@ use webauthn_rs::prelude::{PublicKeyCredential, RegisterPublicKeyCredential};
 /// The routes of this module.
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .routes(routes!(registration_options))
-        .routes(routes!(list, add))
-        .routes(routes!(rename, remove))
-        .routes(routes!(sign_in_options))
-        .routes(routes!(sign_in))
-        .routes(routes!(second_factor_options))
+        .routes(routes!(passkey_registration_options))
+        .routes(routes!(list_passkeys, add_passkey))
+        .routes(routes!(rename_passkey, remove_passkey))
+        .routes(routes!(passkey_sign_in_options))
+        .routes(routes!(passkey_sign_in))
+        .routes(routes!(passkey_second_factor_options))
 }
 
 /// The account's password.
@@ -80,9 +80,9 @@ pub struct SignInBody {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChallengeBody {
-    /// From `POST /auth/login`.
-    #[schema(value_type = String)]
-    mfa_token: SecretString,
+    /// From `POST /auth/login` (or, after a provider's sign-in, the `mfa_token` cookie).
+    #[schema(value_type = Option<String>)]
+    mfa_token: Option<SecretString>,
 }
 
 /// Starts registering a passkey: WebAuthn creation options for `navigator.credentials.create`
@@ -92,7 +92,7 @@ pub struct ChallengeBody {
     responses((status = 200, description = "the creation options", body = Data<PasskeyCeremony>),
               (status = 401, description = "wrong password", body = ErrorEnvelope),
               (status = 409, description = "passkeys are off: `public_url` names no host", body = ErrorEnvelope)))]
-async fn registration_options(
+async fn passkey_registration_options(
     State(state): State<AppState>,
     user: AuthUser,
     client: ClientInfo,
@@ -110,7 +110,7 @@ async fn registration_options(
     responses((status = 201, description = "registered", body = Data<PasskeyAdded>),
               (status = 409, description = "registered already", body = ErrorEnvelope),
               (status = 422, description = "unknown or expired ceremony, a bad name, or an answer that does not verify", body = ErrorEnvelope)))]
-async fn add(
+async fn add_passkey(
     State(state): State<AppState>,
     user: AuthUser,
     client: ClientInfo,
@@ -137,7 +137,7 @@ async fn add(
 /// The account's passkeys, oldest first.
 #[utoipa::path(get, path = "/auth/passkeys", tag = "auth", security(("bearer" = [])),
     responses((status = 200, description = "the passkeys", body = Data<Vec<Passkey>>)))]
-async fn list(
+async fn list_passkeys(
     State(state): State<AppState>,
     user: AuthUser,
 ) -> ApiResult<Json<Data<Vec<Passkey>>>> {
@@ -152,7 +152,7 @@ async fn list(
     params(("passkey_id" = String, Path, description = "psk_…")),
     responses((status = 200, description = "renamed", body = Data<Passkey>),
               (status = 404, description = "no such passkey of yours", body = ErrorEnvelope)))]
-async fn rename(
+async fn rename_passkey(
     State(state): State<AppState>,
     user: AuthUser,
     client: ClientInfo,
@@ -173,7 +173,7 @@ async fn rename(
     responses((status = 204, description = "removed"),
               (status = 401, description = "wrong password", body = ErrorEnvelope),
               (status = 404, description = "no such passkey of yours", body = ErrorEnvelope)))]
-async fn remove(
+async fn remove_passkey(
     State(state): State<AppState>,
     user: AuthUser,
     client: ClientInfo,
@@ -189,7 +189,7 @@ async fn remove(
 #[utoipa::path(post, path = "/auth/passkeys/sign-in-options", tag = "auth",
     responses((status = 200, description = "the request options", body = Data<PasskeyCeremony>),
               (status = 409, description = "passkeys are off: `public_url` names no host", body = ErrorEnvelope)))]
-async fn sign_in_options(
+async fn passkey_sign_in_options(
     State(state): State<AppState>,
     _limit: IpLimit,
     client: ClientInfo,
@@ -205,7 +205,7 @@ async fn sign_in_options(
     responses((status = 200, description = "access and refresh tokens", body = Data<Tokens>),
               (status = 401, description = "unknown passkey or a signature that does not verify", body = ErrorEnvelope),
               (status = 422, description = "unknown, finished or expired ceremony", body = ErrorEnvelope)))]
-async fn sign_in(
+async fn passkey_sign_in(
     State(state): State<AppState>,
     _limit: IpLimit,
     client: ClientInfo,
@@ -225,14 +225,17 @@ async fn sign_in(
     responses((status = 200, description = "the request options", body = Data<PasskeyCeremony>),
               (status = 401, description = "MFA_CHALLENGE_INVALID (log in again)", body = ErrorEnvelope),
               (status = 409, description = "the account has no passkey", body = ErrorEnvelope)))]
-async fn second_factor_options(
+async fn passkey_second_factor_options(
     State(state): State<AppState>,
     _limit: IpLimit,
     client: ClientInfo,
+    headers: axum::http::HeaderMap,
     ApiJson(body): ApiJson<ChallengeBody>,
 ) -> ApiResult<Json<Data<PasskeyCeremony>>> {
+    let method = axum::http::Method::POST;
+    let token = crate::user_auth::mfa_token(&state, &method, &headers, body.mfa_token)?;
     let now = clock::now();
-    let ceremony = passkeys::begin_second_factor(&state, &client, &body.mfa_token, now).await?;
+    let ceremony = passkeys::begin_second_factor(&state, &client, &token, now).await?;
     Ok(ceremony_json(ceremony))
 }
 

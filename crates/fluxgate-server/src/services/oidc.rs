@@ -133,6 +133,24 @@ type DiscoveredClient = CoreClient<
     openidconnect::EndpointMaybeSet,
 >;
 
+/// What a sign-in through a provider ends in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndsIn {
+    /// A portal session (the portal's cookies).
+    Portal,
+    /// The JSON API's cookies (`access_token`, `refresh_token`), for an app on this origin.
+    Api,
+}
+
+impl EndsIn {
+    fn stored(self) -> &'static str {
+        match self {
+            Self::Portal => "portal",
+            Self::Api => "api",
+        }
+    }
+}
+
 /// An authorisation started: where to send the browser, and the `state` it must keep (in a
 /// cookie) to come back with.
 pub struct Authorisation {
@@ -143,12 +161,14 @@ pub struct Authorisation {
 }
 
 /// Starts an authorisation at `provider_id`: to sign in (`linking` None) or to link an
-/// identity to the signed-in `linking` user; `next` is the local path to end on.
+/// identity to the signed-in `linking` user; `next` is the local path to end on, in a portal
+/// session or the API's cookies.
 pub async fn begin(
     state: &AppState,
     provider_id: &str,
     linking: Option<&AuthUser>,
     next: &str,
+    ends_in: EndsIn,
     now: i64,
 ) -> ApiResult<Authorisation> {
     let provider = state.oidc.get(provider_id)?;
@@ -177,6 +197,7 @@ pub async fn begin(
             .flow_sealer
             .seal(&state_hash, verifier.secret().as_bytes())?,
         next: next.to_owned(),
+        ends_in: ends_in.stored().to_owned(),
         created_at: now,
         expires_at: now.saturating_add(FLOW_TTL_SECS),
     };
@@ -209,22 +230,47 @@ pub enum Outcome {
     Linked(IdentityRecord),
 }
 
-/// Why an authorisation was refused, in words for the person (nothing secret).
+/// Why an authorisation was refused: a code for an app (`state`, `token`, `unverified_email`,
+/// `account_unverified`, `linked_elsewhere`, `gone`), and words for the person (nothing secret).
 #[derive(Debug)]
-pub struct Refusal(pub String);
+pub struct Refusal {
+    /// For an app: the `oidc_error` it is sent back with.
+    pub code: &'static str,
+    /// For the person.
+    pub message: String,
+}
+
+impl Refusal {
+    fn new(code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// How an authorisation ended, where it returns to, and in which session.
+pub struct Finished {
+    /// Signed in, challenged, linked — or refused.
+    pub outcome: Result<Outcome, Refusal>,
+    /// The local path the flow returns to.
+    pub next: String,
+    /// The portal's session or the API's cookies.
+    pub ends_in: EndsIn,
+}
 
 /// Finishes an authorisation: the flow must be this browser's (its `state` cookie equal to the
 /// returned `state`), live and for this provider; the code is exchanged with the PKCE verifier
 /// and the ID token verified (signature by the provider's keys, issuer, audience, expiry, the
 /// flow's nonce). Then the identity signs in its account, or links to the signed-in one, or —
 /// with a verified email — links to the account of that email or creates one. The flow's
-/// `next` comes back with the outcome.
+/// `next` comes back with the outcome (a callback that matches no flow ends in the portal).
 pub async fn finish(
     state: &AppState,
     client: &ClientInfo,
     callback: &Callback<'_>,
     now: i64,
-) -> ApiResult<(Result<Outcome, Refusal>, String)> {
+) -> ApiResult<Finished> {
     let same_browser = callback
         .kept_state
         .is_some_and(|kept| constant_time_eq(kept.as_bytes(), callback.state.as_bytes()));
@@ -233,30 +279,48 @@ pub async fn finish(
         Some(flow) if same_browser && flow.provider == callback.provider_id => flow,
         _ => {
             audit_refusal(state, client, callback.provider_id, "state", now).await?;
-            let refusal = Refusal(
-                "This sign-in was not started in this browser, or it expired. Start again.".into(),
+            let refusal = Refusal::new(
+                "state",
+                "This sign-in was not started in this browser, or it expired. Start again.",
             );
-            return Ok((Err(refusal), "/".into()));
+            return Ok(Finished {
+                outcome: Err(refusal),
+                next: "/".into(),
+                ends_in: EndsIn::Portal,
+            });
         }
     };
     let next = flow.next.clone();
+    let ends_in = if flow.ends_in == EndsIn::Api.stored() {
+        EndsIn::Api
+    } else {
+        EndsIn::Portal
+    };
+    let finished = |outcome| Finished {
+        outcome,
+        next: next.clone(),
+        ends_in,
+    };
     let provider = state.oidc.get(&flow.provider)?;
     let verified = match verified_claims(state, provider, &flow, callback.code).await? {
         Ok(claims) => claims,
         Err(reason) => {
             audit_refusal(state, client, &provider.id, reason, now).await?;
-            let refusal = Refusal(format!(
-                "{} did not sign you in: its answer did not check out ({reason}). Start again.",
-                provider.name
-            ));
-            return Ok((Err(refusal), next));
+            let refusal = Refusal::new(
+                "token",
+                format!(
+                    "{} did not sign you in: its answer did not check out ({reason}). Start again.",
+                    provider.name
+                ),
+            );
+            return Ok(finished(Err(refusal)));
         }
     };
     let outcome = match &flow.user_id {
         Some(user_id) => link(state, client, provider, user_id, &verified, now).await?,
         None => sign_in(state, client, provider, &verified, now).await?,
     };
-    Ok((outcome, next))
+    Ok(finished(outcome))
 }
 
 /// The claims of a verified ID token.
@@ -327,7 +391,7 @@ async fn sign_in(
         },
     };
     let Some(account) = account else {
-        return Ok(Err(Refusal("That account no longer exists.".into())));
+        return Ok(Err(Refusal::new("gone", "That account no longer exists.")));
     };
     if let Some(challenge) =
         mfa::challenge_if_enrolled(state, client, &account, AMR_FEDERATED, now).await?
@@ -355,11 +419,14 @@ async fn account_by_verified_email(
     };
     let Some(email) = email else {
         audit_refusal(state, client, &provider.id, "unverified email", now).await?;
-        return Ok(Err(Refusal(format!(
-            "{} did not confirm an email address for you, so it cannot sign you in here. Sign in \
-             with your password and link {} from your account page.",
-            provider.name, provider.name
-        ))));
+        return Ok(Err(Refusal::new(
+            "unverified_email",
+            format!(
+                "{} did not confirm an email address for you, so it cannot sign you in here. Sign \
+                 in with your password and link {} from your account page.",
+                provider.name, provider.name
+            ),
+        )));
     };
     let identity = |user_id: &UserId| IdentityRecord {
         id: IdentityId::generate(),
@@ -377,17 +444,20 @@ async fn account_by_verified_email(
     {
         Some(account) if account.email_verified_at.is_none() => {
             audit_refusal(state, client, &provider.id, "account email unverified", now).await?;
-            Ok(Err(Refusal(format!(
-                "An account with this email address exists but has not confirmed it. Confirm it \
-                 (or reset its password) first, then sign in with {}.",
-                provider.name
-            ))))
+            Ok(Err(Refusal::new(
+                "account_unverified",
+                format!(
+                    "An account with this email address exists but has not confirmed it. Confirm \
+                     it (or reset its password) first, then sign in with {}.",
+                    provider.name
+                ),
+            )))
         }
         Some(account) => {
             let linked = identity(&account.id);
             let audit = identity_event("user.identity_linked", &account.id, &linked, client, now);
             if !state.store.link_identity(&linked, &audit).await? {
-                return Ok(Err(Refusal("Try again.".into())));
+                return Ok(Err(Refusal::new("linked_elsewhere", "Try again.")));
             }
             identity_mail(state, &account, provider, "linked to").await;
             Ok(Ok(account))
@@ -445,10 +515,7 @@ async fn link(
         return Ok(if &existing.user_id == user_id {
             Ok(Outcome::Linked(existing))
         } else {
-            Err(Refusal(format!(
-                "That {} account is linked to another account here.",
-                provider.name
-            )))
+            Err(linked_elsewhere(provider))
         });
     }
     let identity = IdentityRecord {
@@ -462,13 +529,20 @@ async fn link(
     };
     let audit = identity_event("user.identity_linked", user_id, &identity, client, now);
     if !state.store.link_identity(&identity, &audit).await? {
-        return Ok(Err(Refusal(format!(
-            "That {} account is linked to another account here.",
-            provider.name
-        ))));
+        return Ok(Err(linked_elsewhere(provider)));
     }
     identity_mail(state, &account, provider, "linked to").await;
     Ok(Ok(Outcome::Linked(identity)))
+}
+
+fn linked_elsewhere(provider: &OidcProviderConfig) -> Refusal {
+    Refusal::new(
+        "linked_elsewhere",
+        format!(
+            "That {} account is linked to another account here.",
+            provider.name
+        ),
+    )
 }
 
 /// The signed-in user's linked identities, oldest first.

@@ -18,6 +18,7 @@ both_backends!(
     identities_are_linked_listed_and_unlinked_but_never_the_last_way_in,
     the_callback_needs_this_browsers_state_and_a_token_that_verifies,
     a_second_factor_is_still_asked_after_the_provider,
+    an_app_signs_in_through_the_api_and_gets_the_api_cookies,
 );
 
 /// An instance with the provider `test` ("Test ID"), and the provider, both on loopback.
@@ -460,4 +461,113 @@ async fn a_second_factor_is_still_asked_after_the_provider(backend: Backend) {
         logins.iter().any(|d| d.contains(r#"["fed","otp","mfa"]"#)),
         "the provider, then the code: {logins:?}"
     );
+}
+
+/// A browser for an app on the instance's origin: keeps cookies, follows every redirect.
+fn app_browser() -> reqwest::Client {
+    reqwest::Client::builder()
+        .cookie_store(true)
+        .build()
+        .unwrap()
+}
+
+/// Opens the API's start of a sign-in with `test`, returning to `/app`: the URL it ends on.
+async fn api_sign_in(app: &TestApp, browser: &reqwest::Client) -> reqwest::Url {
+    let start = app.url("/api/v1/auth/oidc/test/start?next=/app");
+    browser.get(start).send().await.unwrap().url().clone()
+}
+
+async fn an_app_signs_in_through_the_api_and_gets_the_api_cookies(backend: Backend) {
+    use fluxgate_core::mfa::TotpFactor;
+    let (app, provider) = spawn(backend).await;
+
+    // signed in: the API's cookies authenticate the app's calls
+    provider
+        .account("person-1", "grace@example.com", true)
+        .await;
+    let browser = app_browser();
+    let landed = api_sign_in(&app, &browser).await;
+    assert_eq!(landed.path(), "/app");
+    assert_eq!(landed.query(), None);
+    let me = browser
+        .get(app.url("/api/v1/auth/me"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(me.status(), 200);
+    let me = body(me).await;
+    assert_eq!(me["data"]["user"]["email"], "grace@example.com");
+    assert_eq!(me["data"]["session_amr"], json!(["fed"]));
+
+    // refused: the app learns why from a code, never a secret
+    provider
+        .account("someone", "someone@example.com", false)
+        .await;
+    let landed = api_sign_in(&app, &app_browser()).await;
+    assert_eq!(landed.query(), Some("oidc_error=unverified_email"));
+
+    // with a second factor: the challenge waits in a cookie for /auth/mfa/verify
+    let token = app.user("ada@example.com").await;
+    let password = json!({ "password": PASSWORD });
+    let enrolment = app
+        .call(
+            Method::POST,
+            "/api/v1/auth/mfa/totp",
+            Some(&token),
+            Some(password),
+        )
+        .await;
+    let secret = body(enrolment).await["data"]["secret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let factor = TotpFactor::from_base32(&secret, "Fluxgate", "ada@example.com").unwrap();
+    let now = fluxgate_server::clock::now();
+    let code = json!({ "code": factor.code_at(now) });
+    let confirmed = app
+        .call(
+            Method::POST,
+            "/api/v1/auth/mfa/totp/confirm",
+            Some(&token),
+            Some(code),
+        )
+        .await;
+    assert_eq!(confirmed.status(), 200);
+    provider
+        .account("ada-at-test", "ada@example.com", true)
+        .await;
+    let browser = app_browser();
+    let landed = api_sign_in(&app, &browser).await;
+    assert_eq!(landed.query(), Some("mfa_required=totp%2Crecovery_code"));
+    assert!(
+        !landed.as_str().contains("mfa_token"),
+        "no secret in the URL"
+    );
+    let answer = json!({ "code": factor.code_at(now + 30) });
+    // the cookie-borne challenge is a cookie-authenticated change: another origin is refused
+    let cross_site = browser
+        .post(app.url("/api/v1/auth/mfa/verify"))
+        .header("origin", "https://evil.example")
+        .json(&answer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cross_site.status(), 403);
+    let verified = browser
+        .post(app.url("/api/v1/auth/mfa/verify"))
+        .header("origin", &app.config.public_url)
+        .json(&answer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(verified.status(), 200);
+    let me = body(
+        browser
+            .get(app.url("/api/v1/auth/me"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(me["data"]["session_amr"], json!(["fed", "otp", "mfa"]));
 }

@@ -1,8 +1,8 @@
 -- Sign-in with OpenID Connect: each account's linked identities at configured providers (the
 -- provider's id for the person, `sub`, unique per provider; the email it gave, for display),
 -- the short-lived state of an authorisation in progress (by the hash of its `state`, which the
--- browser also holds in a cookie; the nonce and PKCE verifier it must be completed with; taken
--- once), and the first factor a second-factor challenge follows (a password or a provider).
+-- browser also holds in a cookie; the nonce and PKCE verifier it must be completed with; whether
+-- it ends in a portal session or the API's cookies; taken once), and the first factor a second-factor challenge follows (a password or a provider).
 -- Keep migrations/{sqlite,postgres} in step.
 
 CREATE TABLE user_identities (
@@ -24,6 +24,7 @@ CREATE TABLE oidc_flows (
     nonce TEXT NOT NULL,
     pkce_verifier TEXT NOT NULL,
     next TEXT NOT NULL,
+    ends_in TEXT NOT NULL,
     created_at BIGINT NOT NULL,
     expires_at BIGINT NOT NULL
 );
