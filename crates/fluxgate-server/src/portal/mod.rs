@@ -175,12 +175,7 @@ pub async fn account_of(
     state: &AppState,
     user: &AuthUser,
 ) -> PortalResult<fluxgate_store::UserRecord> {
-    Ok(state
-        .store
-        .user_by_id(user.user_id())
-        .await
-        .map_err(ApiError::from)?
-        .ok_or(ApiError::Unauthorized)?)
+    Ok(crate::services::accounts::account_of(state, user).await?)
 }
 
 /// An org in the frame's switcher.

@@ -402,6 +402,18 @@ pub async fn reset_password(
     Ok(())
 }
 
+/// The signed-in user's account (401 when it is gone).
+pub async fn account_of(
+    state: &AppState,
+    user: &crate::user_auth::AuthUser,
+) -> ApiResult<UserRecord> {
+    state
+        .store
+        .user_by_id(user.user_id())
+        .await?
+        .ok_or(ApiError::Unauthorized)
+}
+
 /// The current user, their memberships, the membership of the session's active org and their
 /// effective permissions there.
 pub struct WhoAmI {
@@ -435,11 +447,7 @@ pub async fn who_am_i(
         return Ok(view);
     }
     let read_at = state.session_views.generation();
-    let record = state
-        .store
-        .user_by_id(user.user_id())
-        .await?
-        .ok_or(ApiError::Unauthorized)?;
+    let record = account_of(state, user).await?;
     let memberships = state.store.memberships_of_user(user.user_id()).await?;
     let session = state
         .store
@@ -505,11 +513,7 @@ pub async fn change_password(
 ) -> ApiResult<u64> {
     let new = Password::parse(change.new_password.expose_secret())
         .map_err(|e| ApiError::field("new_password", e.to_string()))?;
-    let account = state
-        .store
-        .user_by_id(user.user_id())
-        .await?
-        .ok_or(ApiError::Unauthorized)?;
+    let account = account_of(state, user).await?;
     crate::services::sessions::check_password(
         state,
         client,

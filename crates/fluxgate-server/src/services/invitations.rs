@@ -231,11 +231,7 @@ pub async fn accept(
     now: i64,
 ) -> ApiResult<(OrgRecord, String)> {
     let invitation = open_invitation(state, token, now).await?;
-    let account = state
-        .store
-        .user_by_id(user.user_id())
-        .await?
-        .ok_or(ApiError::Unauthorized)?;
+    let account = crate::services::accounts::account_of(state, user).await?;
     if account.email != invitation.email {
         return Err(ApiError::Refused(
             "this invitation was sent to another email address; log in with that address to accept it".into(),

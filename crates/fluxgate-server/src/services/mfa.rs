@@ -8,6 +8,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::ClientInfo;
 use crate::invalidation::Change;
 use crate::mail::Mail;
+use crate::services::accounts::account_of;
 use crate::services::{passkeys, sessions};
 use crate::state::AppState;
 use crate::user_auth::{AuthUser, TokenPair};
@@ -436,15 +437,6 @@ pub(crate) fn first_factor_of(user: &AuthUser) -> &str {
 pub(crate) async fn has_second_factor(state: &AppState, account: &UserRecord) -> ApiResult<bool> {
     Ok(confirmed_factor(state, account).await?.is_some()
         || !state.store.passkeys(&account.id).await?.is_empty())
-}
-
-/// The signed-in user's account.
-async fn account_of(state: &AppState, user: &AuthUser) -> ApiResult<UserRecord> {
-    state
-        .store
-        .user_by_id(user.user_id())
-        .await?
-        .ok_or(ApiError::Unauthorized)
 }
 
 /// The account's confirmed TOTP factor, if any.

@@ -559,11 +559,7 @@ pub async fn unlink(
     id: &IdentityId,
     now: i64,
 ) -> ApiResult<()> {
-    let account = state
-        .store
-        .user_by_id(user.user_id())
-        .await?
-        .ok_or(ApiError::Unauthorized)?;
+    let account = crate::services::accounts::account_of(state, user).await?;
     let identities = state.store.identities(&account.id).await?;
     let identity = identities
         .iter()

@@ -6,6 +6,7 @@
 use crate::audit::AuditEvent;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::ClientInfo;
+use crate::services::accounts::account_of;
 use crate::services::{mfa, sessions};
 use crate::state::AppState;
 use crate::user_auth::{AuthUser, TokenPair};
@@ -556,15 +557,6 @@ fn to_json(value: &impl Serialize) -> ApiResult<String> {
 
 fn from_json<T: DeserializeOwned>(text: &str) -> ApiResult<T> {
     Ok(serde_json::from_str(text).map_err(|e| anyhow::anyhow!("reading passkey state: {e}"))?)
-}
-
-/// The signed-in user's account.
-async fn account_of(state: &AppState, user: &AuthUser) -> ApiResult<UserRecord> {
-    state
-        .store
-        .user_by_id(user.user_id())
-        .await?
-        .ok_or(ApiError::Unauthorized)
 }
 
 /// An audit entry about the account's own passkeys (still open for its target and data).

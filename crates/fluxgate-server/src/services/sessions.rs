@@ -293,11 +293,7 @@ pub async fn confirm_password(
     password: SecretString,
     now: i64,
 ) -> ApiResult<()> {
-    let account = state
-        .store
-        .user_by_id(user.user_id())
-        .await?
-        .ok_or(ApiError::Unauthorized)?;
+    let account = crate::services::accounts::account_of(state, user).await?;
     check_password(state, client, &account, password, now).await?;
     let audit = AuditEvent::new("session.reauthenticated", Some(user.user_id()), client)
         .at(now)

@@ -54,7 +54,7 @@ async fn enrolled(app: &TestApp) -> (String, TotpFactor, Vec<String>) {
 }
 
 /// Enrols and confirms TOTP for the user of `token` (who is [`EMAIL`]).
-async fn enrol(app: &TestApp, token: &str) -> (TotpFactor, Vec<String>) {
+pub(crate) async fn enrol(app: &TestApp, token: &str) -> (TotpFactor, Vec<String>) {
     let enrolment = call(
         app,
         Method::POST,

@@ -394,34 +394,10 @@ async fn callback_of_a_flow(app: &TestApp) -> String {
 }
 
 async fn a_second_factor_is_still_asked_after_the_provider(backend: Backend) {
-    use fluxgate_core::mfa::TotpFactor;
     let (app, provider) = spawn(backend).await;
     let token = app.user("ada@example.com").await;
-    let password = json!({ "password": PASSWORD });
-    let enrolment = app
-        .call(
-            Method::POST,
-            "/api/v1/auth/mfa/totp",
-            Some(&token),
-            Some(password),
-        )
-        .await;
-    let secret = body(enrolment).await["data"]["secret"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let factor = TotpFactor::from_base32(&secret, "Fluxgate", "ada@example.com").unwrap();
+    let (factor, _) = crate::mfa::enrol(&app, &token).await;
     let now = fluxgate_server::clock::now();
-    let code = json!({ "code": factor.code_at(now) });
-    let confirmed = app
-        .call(
-            Method::POST,
-            "/api/v1/auth/mfa/totp/confirm",
-            Some(&token),
-            Some(code),
-        )
-        .await;
-    assert_eq!(confirmed.status(), 200);
 
     provider
         .account("ada-at-test", "ada@example.com", true)
@@ -478,7 +454,6 @@ async fn api_sign_in(app: &TestApp, browser: &reqwest::Client) -> reqwest::Url {
 }
 
 async fn an_app_signs_in_through_the_api_and_gets_the_api_cookies(backend: Backend) {
-    use fluxgate_core::mfa::TotpFactor;
     let (app, provider) = spawn(backend).await;
 
     // signed in: the API's cookies authenticate the app's calls
@@ -508,31 +483,8 @@ async fn an_app_signs_in_through_the_api_and_gets_the_api_cookies(backend: Backe
 
     // with a second factor: the challenge waits in a cookie for /auth/mfa/verify
     let token = app.user("ada@example.com").await;
-    let password = json!({ "password": PASSWORD });
-    let enrolment = app
-        .call(
-            Method::POST,
-            "/api/v1/auth/mfa/totp",
-            Some(&token),
-            Some(password),
-        )
-        .await;
-    let secret = body(enrolment).await["data"]["secret"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let factor = TotpFactor::from_base32(&secret, "Fluxgate", "ada@example.com").unwrap();
+    let (factor, _) = crate::mfa::enrol(&app, &token).await;
     let now = fluxgate_server::clock::now();
-    let code = json!({ "code": factor.code_at(now) });
-    let confirmed = app
-        .call(
-            Method::POST,
-            "/api/v1/auth/mfa/totp/confirm",
-            Some(&token),
-            Some(code),
-        )
-        .await;
-    assert_eq!(confirmed.status(), 200);
     provider
         .account("ada-at-test", "ada@example.com", true)
         .await;
