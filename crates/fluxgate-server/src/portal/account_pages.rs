@@ -545,6 +545,8 @@ struct AccountPage {
     identities: Vec<LinkedIdentity>,
     /// Providers not linked yet: (id, name).
     linkable: Vec<(String, String)>,
+    /// Whether the account has a password (one made by a provider has none until reset).
+    has_password: bool,
 }
 
 /// A linked identity as the account page lists it.
@@ -668,6 +670,7 @@ pub(super) async fn account_page(
             passkeys_enabled: state.relying_party.enabled(),
             identities,
             linkable,
+            has_password: !who.user.password_hash.is_empty(),
         },
     ))
 }
@@ -746,6 +749,8 @@ struct ConfirmPage {
     errors: FormErrors,
     next: String,
     window: String,
+    /// For an account without a password: the providers it signs in with again, (id, name).
+    sign_in_again: Option<Vec<(String, String)>>,
 }
 
 /// The page asking for the password again, when the session last proved it longer ago than
@@ -771,11 +776,20 @@ async fn confirm_page(
     next: &str,
     errors: FormErrors,
 ) -> PortalResult<ConfirmPage> {
+    let who = accounts::who_am_i(state, user).await?;
+    let sign_in_again = who.user.password_hash.is_empty().then(|| {
+        who.identities
+            .iter()
+            .filter_map(|i| state.oidc.get(&i.provider).ok())
+            .map(|p| (p.id.clone(), p.name.clone()))
+            .collect()
+    });
     Ok(ConfirmPage {
         chrome: Chrome::new(state, csrf, Some(user), None, "").await?,
         errors,
         next: local_path(Some(next)).to_owned(),
         window: fluxgate_core::units::format_duration(state.config.auth.reauthenticate_after),
+        sign_in_again,
     })
 }
 

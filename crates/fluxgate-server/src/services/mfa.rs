@@ -86,8 +86,9 @@ pub struct Enrolment {
     pub qr_svg: String,
 }
 
-/// Starts enrolling a TOTP factor (the password confirms it is the account's owner): a new
-/// pending secret, replacing a pending one. 409 when a factor is already enabled.
+/// Starts enrolling a TOTP factor (the password — or a recent sign-in, for an account without
+/// one — confirms it is the account's owner): a new pending secret, replacing a pending one.
+/// 409 when a factor is already enabled.
 pub async fn enrol(
     state: &AppState,
     user: &AuthUser,
@@ -96,7 +97,7 @@ pub async fn enrol(
     now: i64,
 ) -> ApiResult<Enrolment> {
     let account = account_of(state, user).await?;
-    sessions::check_password(state, client, &account, password, now).await?;
+    sessions::confirm_owner(state, client, user, &account, password, now).await?;
     let secret = TotpFactor::new_secret();
     let factor = totp_factor(&secret, &account)?;
     let record = TotpFactorRecord {
@@ -196,7 +197,7 @@ pub async fn disable(
     now: i64,
 ) -> ApiResult<()> {
     let account = account_of(state, user).await?;
-    sessions::check_password(state, client, &account, password, now).await?;
+    sessions::confirm_owner(state, client, user, &account, password, now).await?;
     if confirmed_factor(state, &account).await?.is_none() {
         return Err(ApiError::NotFound);
     }

@@ -98,7 +98,7 @@ pub async fn begin_registration(
 ) -> ApiResult<Ceremony> {
     let webauthn = state.relying_party.webauthn()?;
     let account = account_of(state, user).await?;
-    sessions::check_password(state, client, &account, password, now).await?;
+    sessions::confirm_owner(state, client, user, &account, password, now).await?;
     let existing = stored_passkeys(state, &account).await?;
     let exclude = existing.iter().map(|(_, p)| p.cred_id().clone()).collect();
     let (options, registration) = webauthn
@@ -242,7 +242,7 @@ pub async fn remove(
     now: i64,
 ) -> ApiResult<()> {
     let account = account_of(state, user).await?;
-    sessions::check_password(state, client, &account, password, now).await?;
+    sessions::confirm_owner(state, client, user, &account, password, now).await?;
     let name = state
         .store
         .passkeys(&account.id)

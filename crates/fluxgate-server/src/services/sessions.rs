@@ -332,6 +332,30 @@ pub async fn check_password(
     Ok(())
 }
 
+/// Confirms the signed-in user owns the account before a change to how it signs in: its
+/// password (checked as a login would) — or, for an account without one (made by an OpenID
+/// provider), a session that signed in within `auth.reauthenticate_after` (403 otherwise,
+/// saying to sign in again).
+pub async fn confirm_owner(
+    state: &AppState,
+    client: &ClientInfo,
+    user: &AuthUser,
+    account: &UserRecord,
+    password: SecretString,
+    now: i64,
+) -> ApiResult<()> {
+    if !account.password_hash.is_empty() {
+        return check_password(state, client, account, password, now).await;
+    }
+    if recently_authenticated(state, user, now).await? {
+        return Ok(());
+    }
+    let window = fluxgate_core::units::format_duration(state.config.auth.reauthenticate_after);
+    Err(ApiError::Refused(format!(
+        "this account has no password: sign in again (with its provider) to confirm it is you; this session signed in more than {window} ago"
+    )))
+}
+
 /// Whether the user's session entered its password within `auth.reauthenticate_after`.
 pub async fn recently_authenticated(
     state: &AppState,

@@ -19,6 +19,7 @@ both_backends!(
     the_callback_needs_this_browsers_state_and_a_token_that_verifies,
     a_second_factor_is_still_asked_after_the_provider,
     an_app_signs_in_through_the_api_and_gets_the_api_cookies,
+    an_account_without_a_password_confirms_changes_with_a_recent_sign_in,
 );
 
 /// An instance with the provider `test` ("Test ID"), and the provider, both on loopback.
@@ -522,4 +523,46 @@ async fn an_app_signs_in_through_the_api_and_gets_the_api_cookies(backend: Backe
     )
     .await;
     assert_eq!(me["data"]["session_amr"], json!(["fed", "otp", "mfa"]));
+}
+
+async fn an_account_without_a_password_confirms_changes_with_a_recent_sign_in(backend: Backend) {
+    let (app, provider) = spawn(backend).await;
+    provider
+        .account("person-1", "grace@example.com", true)
+        .await;
+    let browser = app_browser();
+    api_sign_in(&app, &browser).await;
+    let start_totp = || {
+        browser
+            .post(app.url("/api/v1/auth/mfa/totp"))
+            .header("origin", &app.config.public_url)
+            .json(&json!({ "password": "" }))
+            .send()
+    };
+    // signed in a moment ago: that confirms it is the owner
+    let enrolment = start_totp().await.unwrap();
+    assert_eq!(enrolment.status(), 200);
+    assert!(body(enrolment).await["data"]["secret"].is_string());
+
+    // an hour later the session no longer does: sign in again
+    app.sql("UPDATE sessions SET authenticated_at = authenticated_at - 3600, created_at = created_at - 3600")
+        .await;
+    let stale = start_totp().await.unwrap();
+    let error = expect_error(stale, 403, "FORBIDDEN").await;
+    assert!(
+        error["message"].as_str().unwrap().contains("sign in again"),
+        "{error}"
+    );
+
+    // the portal says so too, and offers the provider instead of a password field
+    let portal = Browser::new(&app);
+    sign_in_with_provider(&portal).await;
+    let account = portal.get("/account").await;
+    assert!(account
+        .text("main")
+        .contains("Your account has no password"));
+    assert!(
+        account.select_count("#passkey_password") == 0,
+        "no password to ask for"
+    );
 }

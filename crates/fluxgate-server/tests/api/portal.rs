@@ -51,6 +51,11 @@ impl Page {
         self.html.select(&selector).collect()
     }
 
+    /// How many elements `css` selects.
+    pub(crate) fn select_count(&self, css: &str) -> usize {
+        self.select(css).len()
+    }
+
     pub(crate) fn text(&self, css: &str) -> String {
         self.select(css)
             .iter()
