@@ -970,7 +970,9 @@ impl<'a> Reader<'a> {
 
 /// Every `[auth.oidc.<id>]` table, each with an issuer, a client id and a secret.
 fn oidc_providers(r: &mut Reader<'_>) -> Vec<OidcProviderConfig> {
-    let ids: Vec<String> = match r.get("auth.oidc") {
+    // read without marking the whole table seen, so a misspelt key inside it is still reported
+    let table = r.table.get("auth").and_then(|auth| auth.get("oidc"));
+    let ids: Vec<String> = match table {
         None => return Vec::new(),
         Some(Value::Table(t)) => t.keys().cloned().collect(),
         Some(other) => {
@@ -1164,6 +1166,35 @@ mod tests {
             assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
         }
         assert_eq!(errors.len(), 5, "{all}");
+    }
+
+    #[test]
+    fn openid_providers_need_an_issuer_a_client_and_a_secret() {
+        let c = load(
+            "[auth.oidc.google]\nname = \"Google\"\nissuer = \"https://accounts.google.com/\"\nclient_id = \"id\"\nclient_secret = \"s3cret\"\n",
+            &[],
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let google = &c.auth.oidc[0];
+        assert_eq!(google.issuer, "https://accounts.google.com");
+        assert_eq!(google.scopes, ["email", "profile"]);
+        assert!(!c.describe().contains("s3cret"), "the secret is redacted");
+        let errors = load(
+            "[auth.oidc.acme]\nissuer = \"ftp://acme\"\nclient_id = \"id\"\nclient_secret = \"s\"\nnmae = \"Acme\"\n[auth.oidc.half]\nclient_id = \"id\"\n",
+            &[],
+        )
+        .err()
+        .map(|e| e.0)
+        .unwrap_or_default()
+        .join("\n");
+        for needle in [
+            "auth.oidc.acme.issuer",
+            "auth.oidc.acme.nmae (FLUXGATE_AUTH__OIDC__ACME__NMAE): unknown key",
+            "auth.oidc.half.issuer",
+            "auth.oidc.half.client_secret",
+        ] {
+            assert!(errors.contains(needle), "missing {needle:?} in:\n{errors}");
+        }
     }
 
     #[test]
