@@ -132,17 +132,15 @@ async fn callback(
     csrf: CsrfToken,
     MaybeSignedIn(viewer): MaybeSignedIn,
 ) -> PortalResult<Response> {
-    let param = |name: &str| returned.param(name);
     let name = state.oidc.get(&provider)?.name.clone();
-    let kept = returned.kept_state.clone();
     let now = crate::clock::now();
-    let mut response = match (param("code"), param("state")) {
-        (Some(code), Some(returned)) if param("error").is_none() => {
+    let mut response = match (returned.param("code"), returned.param("state")) {
+        (Some(code), Some(returned_state)) if returned.param("error").is_none() => {
             let callback = Callback {
                 provider_id: &provider,
                 code,
-                state: returned,
-                kept_state: kept.as_deref(),
+                state: returned_state,
+                kept_state: returned.kept_state.as_deref(),
             };
             let finished = oidc::finish(&state, &client, &callback, now).await?;
             if finished.ends_in == EndsIn::Api {
@@ -164,7 +162,7 @@ async fn callback(
             }
         }
         _ => {
-            let message = match param("error") {
+            let message = match returned.param("error") {
                 Some("access_denied") => format!("Signing in with {name} was cancelled."),
                 _ => format!("{name} did not sign you in. Start again."),
             };

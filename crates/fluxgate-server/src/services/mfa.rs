@@ -315,11 +315,7 @@ pub(crate) async fn challenged_account(
         .attempt_mfa_challenge(&sha256_hex(token.expose_secret()), now)
         .await?
         .ok_or(ApiError::MfaChallengeInvalid)?;
-    let same_client = constant_time_eq(
-        challenge.client_hash.as_bytes(),
-        client_hash(client).as_bytes(),
-    );
-    if !same_client || challenge.attempts > CHALLENGE_ATTEMPTS {
+    if !started_by(&challenge.client_hash, client) || challenge.attempts > CHALLENGE_ATTEMPTS {
         return Err(ApiError::MfaChallengeInvalid);
     }
     let account = state
@@ -477,6 +473,11 @@ pub(crate) fn new_recovery_codes() -> (Vec<SecretString>, Vec<String>) {
         .filter_map(|c| mfa::recovery_code_hash(c.expose_secret()))
         .collect();
     (codes, hashes)
+}
+
+/// Whether `client` is the one whose [`client_hash`] a challenge or ceremony stored.
+pub(crate) fn started_by(stored_hash: &str, client: &ClientInfo) -> bool {
+    constant_time_eq(stored_hash.as_bytes(), client_hash(client).as_bytes())
 }
 
 /// Who a challenge or ceremony belongs to: the address and user agent that started it.

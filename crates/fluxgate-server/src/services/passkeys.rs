@@ -498,11 +498,7 @@ async fn take_ceremony(
         .take_webauthn_ceremony(&sha256_hex(token.expose_secret()), purpose, now)
         .await?
         .ok_or_else(dead_ceremony)?;
-    let same_client = constant_time_eq(
-        record.client_hash.as_bytes(),
-        mfa::client_hash(client).as_bytes(),
-    );
-    if !same_client {
+    if !mfa::started_by(&record.client_hash, client) {
         return Err(dead_ceremony());
     }
     Ok(record)
