@@ -155,21 +155,63 @@ pub struct AuthConfig {
     pub oidc: Vec<OidcProviderConfig>,
 }
 
-/// `[auth.oidc.<id>]`: an OpenID Connect provider people sign in with.
+/// `[auth.oidc.<id>]`: a provider people sign in with — OpenID Connect, plain OAuth 2.0 with a
+/// userinfo endpoint, or GitHub.
 #[derive(Debug, Clone)]
 pub struct OidcProviderConfig {
     /// The table's name: in URLs (`/login/oidc/<id>`) and stored with each linked identity.
     pub id: String,
     /// What the buttons say: "Sign in with `name`".
     pub name: String,
-    /// The issuer URL; its `/.well-known/openid-configuration` is read at first use.
-    pub issuer: String,
+    /// How the provider is spoken to, and where.
+    pub protocol: ProviderProtocol,
     /// The client registered at the provider.
     pub client_id: String,
     /// Its secret.
     pub client_secret: SecretString,
-    /// Scopes asked for besides `openid` (default `email profile`).
+    /// Scopes asked for (besides `openid` for an OpenID provider).
     pub scopes: Vec<String>,
+}
+
+/// How a provider is spoken to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProviderProtocol {
+    /// OpenID Connect: endpoints and keys from `{issuer}/.well-known/openid-configuration`; the
+    /// person is the verified ID token.
+    OpenId {
+        /// The issuer URL.
+        issuer: String,
+    },
+    /// OAuth 2.0 without OpenID: fixed endpoints; the person is read with the access token.
+    OAuth2 {
+        /// The authorisation endpoint (where the browser goes).
+        authorization_url: String,
+        /// The token endpoint.
+        token_url: String,
+        /// Where the person is read from.
+        profile: ProfileApi,
+    },
+}
+
+/// Where an OAuth 2.0 provider tells who signed in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProfileApi {
+    /// An OpenID-style userinfo endpoint answering `sub`, `email`, `email_verified`, `name`.
+    Userinfo(String),
+    /// GitHub's REST API at this base URL: `/user` (the stable numeric id) and `/user/emails`.
+    GitHub(String),
+}
+
+impl ProviderProtocol {
+    /// The URL whose origin the browser is sent to (the portal's CSP `form-action` names it).
+    pub fn browser_url(&self) -> &str {
+        match self {
+            Self::OpenId { issuer } => issuer,
+            Self::OAuth2 {
+                authorization_url, ..
+            } => authorization_url,
+        }
+    }
 }
 
 /// Whether accounts carry an identifier besides the email address.
@@ -612,9 +654,25 @@ impl Config {
                 .oidc
                 .iter()
                 .map(|p| {
+                    let endpoints = match &p.protocol {
+                        ProviderProtocol::OpenId { issuer } => format!("issuer = {issuer:?}"),
+                        ProviderProtocol::OAuth2 {
+                            authorization_url,
+                            token_url,
+                            profile,
+                        } => {
+                            let profile = match profile {
+                                ProfileApi::Userinfo(url) => format!("userinfo_url = {url:?}"),
+                                ProfileApi::GitHub(api) => {
+                                    format!("preset = \"github\"\napi_url = {api:?}")
+                                }
+                            };
+                            format!("authorization_url = {authorization_url:?}\ntoken_url = {token_url:?}\n{profile}")
+                        }
+                    };
                     format!(
-                        "[auth.oidc.{}]\nname = {:?}\nissuer = {:?}\nclient_id = {:?}\nclient_secret = \"[set]\"\nscopes = {:?}",
-                        p.id, p.name, p.issuer, p.client_id, p.scopes
+                        "[auth.oidc.{}]\nname = {:?}\n{endpoints}\nclient_id = {:?}\nclient_secret = \"[set]\"\nscopes = {:?}",
+                        p.id, p.name, p.client_id, p.scopes
                     )
                 })
                 .collect::<Vec<_>>()
@@ -998,7 +1056,16 @@ fn oidc_providers(r: &mut Reader<'_>) -> Vec<OidcProviderConfig> {
             );
             continue;
         }
-        let name = r.string(&at("name"), &id);
+        let preset = r.optional_string(&at("preset"));
+        let github = match preset.as_deref() {
+            None => false,
+            Some("github") => true,
+            Some(other) => {
+                r.error(&at("preset"), format!("`{other}` is not a preset (github)"));
+                continue;
+            }
+        };
+        let name = r.string(&at("name"), if github { "GitHub" } else { &id });
         let mut required = |key: &str| {
             let value = r.optional_string(&at(key));
             if value.is_none() {
@@ -1006,26 +1073,75 @@ fn oidc_providers(r: &mut Reader<'_>) -> Vec<OidcProviderConfig> {
             }
             value
         };
-        let (Some(issuer), Some(client_id), Some(client_secret)) = (
-            required("issuer"),
-            required("client_id"),
-            required("client_secret"),
-        ) else {
+        let (Some(client_id), Some(client_secret)) =
+            (required("client_id"), required("client_secret"))
+        else {
             continue;
         };
-        if !(issuer.starts_with("https://") || issuer.starts_with("http://")) {
-            r.error(&at("issuer"), format!("`{issuer}` must be an http(s) URL"));
-            continue;
-        }
+        let mut url = |key: &str, default: Option<&str>| {
+            let value = r.optional_string(&at(key)).or(default.map(str::to_owned))?;
+            if value.starts_with("https://") || value.starts_with("http://") {
+                Some(value.trim_end_matches('/').to_owned())
+            } else {
+                r.error(&at(key), format!("`{value}` must be an http(s) URL"));
+                None
+            }
+        };
+        let protocol = if github {
+            // GitHub Enterprise Server: web_url = "https://HOST", api_url = "https://HOST/api/v3"
+            let (Some(web), Some(api)) = (
+                url("web_url", Some("https://github.com")),
+                url("api_url", Some("https://api.github.com")),
+            ) else {
+                continue;
+            };
+            ProviderProtocol::OAuth2 {
+                authorization_url: format!("{web}/login/oauth/authorize"),
+                token_url: format!("{web}/login/oauth/access_token"),
+                profile: ProfileApi::GitHub(api),
+            }
+        } else {
+            let issuer = url("issuer", None);
+            let endpoints = (
+                url("authorization_url", None),
+                url("token_url", None),
+                url("userinfo_url", None),
+            );
+            match (issuer, endpoints) {
+                (Some(issuer), (None, None, None)) => ProviderProtocol::OpenId { issuer },
+                (None, (Some(authorization_url), Some(token_url), Some(userinfo))) => {
+                    ProviderProtocol::OAuth2 {
+                        authorization_url,
+                        token_url,
+                        profile: ProfileApi::Userinfo(userinfo),
+                    }
+                }
+                _ => {
+                    r.error(
+                        &at("issuer"),
+                        "is required (an OpenID provider), or else authorization_url, token_url \
+                         and userinfo_url (plain OAuth 2.0), or preset = \"github\""
+                            .into(),
+                    );
+                    continue;
+                }
+            }
+        };
         let mut scopes = r.string_list(&at("scopes"));
         if scopes.is_empty() {
-            scopes = vec!["email".into(), "profile".into()];
+            scopes = match (&protocol, github) {
+                (_, true) => vec!["read:user".into(), "user:email".into()],
+                (ProviderProtocol::OpenId { .. }, _) => vec!["email".into(), "profile".into()],
+                (ProviderProtocol::OAuth2 { .. }, _) => Vec::new(),
+            };
         }
-        scopes.retain(|s| s != "openid");
+        if matches!(protocol, ProviderProtocol::OpenId { .. }) {
+            scopes.retain(|s| s != "openid");
+        }
         providers.push(OidcProviderConfig {
             id,
             name,
-            issuer: issuer.trim_end_matches('/').to_owned(),
+            protocol,
             client_id,
             client_secret: SecretString::from(client_secret),
             scopes,
@@ -1176,7 +1292,12 @@ mod tests {
         )
         .unwrap_or_else(|e| panic!("{e}"));
         let google = &c.auth.oidc[0];
-        assert_eq!(google.issuer, "https://accounts.google.com");
+        assert_eq!(
+            google.protocol,
+            ProviderProtocol::OpenId {
+                issuer: "https://accounts.google.com".into()
+            }
+        );
         assert_eq!(google.scopes, ["email", "profile"]);
         assert!(!c.describe().contains("s3cret"), "the secret is redacted");
         let errors = load(
@@ -1193,6 +1314,52 @@ mod tests {
             "auth.oidc.half.issuer",
             "auth.oidc.half.client_secret",
         ] {
+            assert!(errors.contains(needle), "missing {needle:?} in:\n{errors}");
+        }
+    }
+
+    #[test]
+    fn github_is_a_preset_and_plain_oauth2_names_its_three_endpoints() {
+        let c = load(
+            "[auth.oidc.github]\npreset = \"github\"\nclient_id = \"id\"\nclient_secret = \"s\"\n\
+             [auth.oidc.ghes]\npreset = \"github\"\nname = \"Corp GitHub\"\nweb_url = \"https://git.corp/\"\napi_url = \"https://git.corp/api/v3\"\nclient_id = \"id\"\nclient_secret = \"s\"\n\
+             [auth.oidc.plain]\nauthorization_url = \"https://idp/authorize\"\ntoken_url = \"https://idp/token\"\nuserinfo_url = \"https://idp/me\"\nscopes = [\"openid\", \"email\"]\nclient_id = \"id\"\nclient_secret = \"s\"\n",
+            &[],
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let by_id = |id: &str| c.auth.oidc.iter().find(|p| p.id == id).cloned();
+        let github = by_id("github").unwrap_or_else(|| panic!("github"));
+        assert_eq!(github.name, "GitHub");
+        assert_eq!(github.scopes, ["read:user", "user:email"]);
+        assert_eq!(
+            github.protocol,
+            ProviderProtocol::OAuth2 {
+                authorization_url: "https://github.com/login/oauth/authorize".into(),
+                token_url: "https://github.com/login/oauth/access_token".into(),
+                profile: ProfileApi::GitHub("https://api.github.com".into()),
+            }
+        );
+        let ghes = by_id("ghes").unwrap_or_else(|| panic!("ghes"));
+        assert_eq!(
+            ghes.protocol.browser_url(),
+            "https://git.corp/login/oauth/authorize"
+        );
+        let plain = by_id("plain").unwrap_or_else(|| panic!("plain"));
+        assert_eq!(plain.scopes, ["openid", "email"], "kept as given");
+        assert!(matches!(
+            plain.protocol,
+            ProviderProtocol::OAuth2 { profile: ProfileApi::Userinfo(ref u), .. } if u == "https://idp/me"
+        ));
+        let errors = load(
+            "[auth.oidc.both]\nissuer = \"https://idp\"\ntoken_url = \"https://idp/token\"\nclient_id = \"id\"\nclient_secret = \"s\"\n\
+             [auth.oidc.gitlab]\npreset = \"gitlab\"\nclient_id = \"id\"\nclient_secret = \"s\"\n",
+            &[],
+        )
+        .err()
+        .map(|e| e.0)
+        .unwrap_or_default()
+        .join("\n");
+        for needle in ["auth.oidc.both.issuer", "auth.oidc.gitlab.preset"] {
             assert!(errors.contains(needle), "missing {needle:?} in:\n{errors}");
         }
     }

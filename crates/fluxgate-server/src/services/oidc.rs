@@ -1,11 +1,13 @@
-//! Sign-in with OpenID Connect (through the `openidconnect` crate): the authorisation code flow
-//! with PKCE, `state` and `nonce` against each `[auth.oidc.<id>]` provider; the ID token's
-//! signature checked against the provider's JWKS and its issuer, audience, expiry and nonce
-//! checked; accounts found by a linked identity, linked by a *verified* email only, or created;
-//! and linking, listing and unlinking identities, never leaving an account without a way in.
+//! Sign-in with an outside provider: OpenID Connect (through the `openidconnect` crate — the
+//! authorisation code flow with PKCE, `state` and `nonce`; the ID token's signature checked
+//! against the provider's JWKS and its issuer, audience, expiry and nonce checked) or plain
+//! OAuth 2.0 (through `oauth2` — the code flow with PKCE and `state`, the person read with the
+//! access token from a userinfo endpoint or GitHub's API); accounts found by a linked identity,
+//! linked by a *verified* email only, or created; and linking, listing and unlinking identities,
+//! never leaving an account without a way in.
 
 use crate::audit::AuditEvent;
-use crate::config::OidcProviderConfig;
+use crate::config::{OidcProviderConfig, ProfileApi, ProviderProtocol};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::ClientInfo;
 use crate::services::{mfa, sessions};
@@ -16,11 +18,15 @@ use fluxgate_core::secret::{
     constant_time_eq, random_token, sha256_hex, ExposeSecret, SecretString,
 };
 use fluxgate_store::{IdentityId, IdentityRecord, LoginKind, OidcFlowRecord, UserId, UserRecord};
+use oauth2::basic::BasicClient;
+use oauth2::{AuthUrl, TokenResponse as _, TokenUrl};
 use openidconnect::core::{CoreAuthenticationFlow, CoreClient, CoreProviderMetadata};
 use openidconnect::{
     AuthorizationCode, ClientId, ClientSecret, CsrfToken, IssuerUrl, Nonce, PkceCodeChallenge,
     PkceCodeVerifier, RedirectUrl, Scope, TokenResponse,
 };
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 use tokio::sync::RwLock;
@@ -29,6 +35,8 @@ use tokio::sync::RwLock;
 pub const FLOW_TTL_SECS: i64 = 600;
 /// How long a provider's discovery document (and its JWKS) is kept before it is read again.
 const METADATA_TTL: Duration = Duration::from_secs(300);
+/// The most a provider's profile answer may weigh.
+const MAX_PROFILE_BYTES: usize = 256 * 1024;
 /// How a session that signed in through a provider counts (`amr`; not in RFC 8176's registry,
 /// named like its entries: federated).
 pub const AMR_FEDERATED: &str = "fed";
@@ -48,6 +56,8 @@ impl Providers {
             // following redirects would let a provider's answer point the server anywhere
             .redirect(openidconnect::reqwest::redirect::Policy::none())
             .timeout(Duration::from_secs(10))
+            // GitHub's API refuses requests without one
+            .user_agent(concat!("fluxgate/", env!("CARGO_PKG_VERSION")))
             .build()?;
         Ok(Self {
             configs: configs.to_vec(),
@@ -70,13 +80,13 @@ impl Providers {
             .ok_or(ApiError::NotFound)
     }
 
-    /// The providers' issuer origins (`scheme://host[:port]`), where their authorisation pages
-    /// are.
+    /// The origins (`scheme://host[:port]`) of the providers' authorisation pages: an OpenID
+    /// provider's issuer, an OAuth 2.0 provider's authorisation endpoint.
     pub fn origins(&self) -> Vec<String> {
         let mut origins: Vec<String> = self
             .configs
             .iter()
-            .filter_map(|p| openidconnect::url::Url::parse(&p.issuer).ok())
+            .filter_map(|p| openidconnect::url::Url::parse(p.protocol.browser_url()).ok())
             .map(|u| u.origin().ascii_serialization())
             .collect();
         origins.sort();
@@ -89,14 +99,18 @@ impl Providers {
         format!("{}/auth/oidc/{id}/callback", self.callback_base)
     }
 
-    /// The provider's client, from its discovery document (read again when older than
+    /// An OpenID provider's client, from its discovery document (read again when older than
     /// [`METADATA_TTL`]); 503 when the provider cannot be reached.
-    async fn client(&self, provider: &OidcProviderConfig) -> ApiResult<DiscoveredClient> {
+    async fn openid_client(
+        &self,
+        provider: &OidcProviderConfig,
+        issuer: &str,
+    ) -> ApiResult<DiscoveredClient> {
         let cached = self.metadata.read().await.get(&provider.id).cloned();
         let metadata = match cached {
             Some((read_at, metadata)) if read_at.elapsed() < METADATA_TTL => metadata,
             _ => {
-                let issuer = IssuerUrl::new(provider.issuer.clone())
+                let issuer = IssuerUrl::new(issuer.to_owned())
                     .map_err(|e| anyhow::anyhow!("issuer of {}: {e}", provider.id))?;
                 let metadata = CoreProviderMetadata::discover_async(issuer, &self.http)
                     .await
@@ -111,18 +125,46 @@ impl Providers {
                 metadata
             }
         };
-        let redirect = RedirectUrl::new(self.callback_url(&provider.id))
-            .map_err(|e| anyhow::anyhow!("callback URL: {e}"))?;
         Ok(CoreClient::from_provider_metadata(
             metadata,
             ClientId::new(provider.client_id.clone()),
-            Some(ClientSecret::new(
-                provider.client_secret.expose_secret().to_owned(),
-            )),
+            Some(self.client_secret(provider)),
         )
-        .set_redirect_uri(redirect))
+        .set_redirect_uri(self.redirect_url(provider)?))
+    }
+
+    /// A plain OAuth 2.0 provider's client, from its configured endpoints.
+    fn oauth2_client(
+        &self,
+        provider: &OidcProviderConfig,
+        authorization_url: &str,
+        token_url: &str,
+    ) -> ApiResult<ConfiguredClient> {
+        let endpoint = |e: oauth2::url::ParseError| anyhow::anyhow!("{}: {e}", provider.id);
+        Ok(BasicClient::new(ClientId::new(provider.client_id.clone()))
+            .set_client_secret(self.client_secret(provider))
+            .set_auth_uri(AuthUrl::new(authorization_url.to_owned()).map_err(endpoint)?)
+            .set_token_uri(TokenUrl::new(token_url.to_owned()).map_err(endpoint)?)
+            .set_redirect_uri(self.redirect_url(provider)?))
+    }
+
+    fn client_secret(&self, provider: &OidcProviderConfig) -> ClientSecret {
+        ClientSecret::new(provider.client_secret.expose_secret().to_owned())
+    }
+
+    fn redirect_url(&self, provider: &OidcProviderConfig) -> ApiResult<RedirectUrl> {
+        Ok(RedirectUrl::new(self.callback_url(&provider.id))
+            .map_err(|e| anyhow::anyhow!("callback URL: {e}"))?)
     }
 }
+
+type ConfiguredClient = BasicClient<
+    oauth2::EndpointSet,
+    oauth2::EndpointNotSet,
+    oauth2::EndpointNotSet,
+    oauth2::EndpointNotSet,
+    oauth2::EndpointSet,
+>;
 
 type DiscoveredClient = CoreClient<
     openidconnect::EndpointSet,
@@ -172,27 +214,47 @@ pub async fn begin(
     now: i64,
 ) -> ApiResult<Authorisation> {
     let provider = state.oidc.get(provider_id)?;
-    let client = state.oidc.client(provider).await?;
     let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
     let flow_state = random_token();
     let returned_state = flow_state.expose_secret().to_owned();
-    let mut request = client
-        .authorize_url(
-            CoreAuthenticationFlow::AuthorizationCode,
-            move || CsrfToken::new(returned_state),
-            Nonce::new_random,
-        )
-        .set_pkce_challenge(challenge);
-    for scope in &provider.scopes {
-        request = request.add_scope(Scope::new(scope.clone()));
-    }
-    let (url, _, nonce) = request.url();
+    let scopes = provider.scopes.iter().map(|s| Scope::new(s.clone()));
+    let (url, nonce) = match &provider.protocol {
+        ProviderProtocol::OpenId { issuer } => {
+            let client = state.oidc.openid_client(provider, issuer).await?;
+            let (url, _, nonce) = client
+                .authorize_url(
+                    CoreAuthenticationFlow::AuthorizationCode,
+                    move || CsrfToken::new(returned_state),
+                    Nonce::new_random,
+                )
+                .set_pkce_challenge(challenge)
+                .add_scopes(scopes)
+                .url();
+            (url, nonce.secret().clone())
+        }
+        ProviderProtocol::OAuth2 {
+            authorization_url,
+            token_url,
+            ..
+        } => {
+            let client = state
+                .oidc
+                .oauth2_client(provider, authorization_url, token_url)?;
+            let (url, _) = client
+                .authorize_url(move || CsrfToken::new(returned_state))
+                .set_pkce_challenge(challenge)
+                .add_scopes(scopes)
+                .url();
+            // no ID token, so no nonce: `state` and PKCE bind the code to this flow
+            (url, String::new())
+        }
+    };
     let state_hash = sha256_hex(flow_state.expose_secret());
     let record = OidcFlowRecord {
         state_hash: state_hash.clone(),
         provider: provider.id.clone(),
         user_id: linking.map(|u| u.user_id().clone()),
-        nonce: nonce.secret().clone(),
+        nonce,
         pkce_verifier: state
             .flow_sealer
             .seal(&state_hash, verifier.secret().as_bytes())?,
@@ -323,7 +385,8 @@ pub async fn finish(
     Ok(finished(outcome))
 }
 
-/// The claims of a verified ID token.
+/// Who signed in, as the provider vouched: a verified ID token's claims, or the profile read
+/// with the access token.
 struct VerifiedClaims {
     subject: String,
     email: Option<String>,
@@ -331,41 +394,156 @@ struct VerifiedClaims {
     name: Option<String>,
 }
 
-/// Exchanges the code and verifies the ID token; Err names the check that failed.
+/// Exchanges the code and reads who signed in — from the verified ID token, or with the access
+/// token from the provider's profile API; Err names the check that failed.
 async fn verified_claims(
     state: &AppState,
     provider: &OidcProviderConfig,
     flow: &OidcFlowRecord,
     code: &str,
 ) -> ApiResult<Result<VerifiedClaims, &'static str>> {
-    let client = state.oidc.client(provider).await?;
     let verifier = state
         .flow_sealer
         .open(&flow.state_hash, &flow.pkce_verifier)?;
     let verifier = String::from_utf8(verifier).map_err(|_| anyhow::anyhow!("a PKCE verifier"))?;
-    let exchange = client
-        .exchange_code(AuthorizationCode::new(code.to_owned()))
-        .map_err(|e| anyhow::anyhow!("the provider has no token endpoint: {e}"))?
-        .set_pkce_verifier(PkceCodeVerifier::new(verifier));
-    let Ok(tokens) = exchange.request_async(&state.oidc.http).await else {
-        return Ok(Err("the code was refused"));
-    };
-    let Some(id_token) = tokens.id_token() else {
-        return Ok(Err("no ID token"));
-    };
-    let verifier = client.id_token_verifier();
-    let Ok(claims) = id_token.claims(&verifier, &Nonce::new(flow.nonce.clone())) else {
-        return Ok(Err("the ID token failed verification"));
-    };
-    Ok(Ok(VerifiedClaims {
-        subject: claims.subject().as_str().to_owned(),
-        email: claims.email().map(|e| e.as_str().to_owned()),
-        email_verified: claims.email_verified().unwrap_or(false),
-        name: claims
-            .name()
-            .and_then(|n| n.get(None))
-            .map(|n| n.as_str().to_owned()),
-    }))
+    let verifier = PkceCodeVerifier::new(verifier);
+    let code = AuthorizationCode::new(code.to_owned());
+    let http = &state.oidc.http;
+    match &provider.protocol {
+        ProviderProtocol::OpenId { issuer } => {
+            let client = state.oidc.openid_client(provider, issuer).await?;
+            let exchange = client
+                .exchange_code(code)
+                .map_err(|e| anyhow::anyhow!("the provider has no token endpoint: {e}"))?
+                .set_pkce_verifier(verifier);
+            let Ok(tokens) = exchange.request_async(http).await else {
+                return Ok(Err("the code was refused"));
+            };
+            let Some(id_token) = tokens.id_token() else {
+                return Ok(Err("no ID token"));
+            };
+            let verifier = client.id_token_verifier();
+            let Ok(claims) = id_token.claims(&verifier, &Nonce::new(flow.nonce.clone())) else {
+                return Ok(Err("the ID token failed verification"));
+            };
+            Ok(Ok(VerifiedClaims {
+                subject: claims.subject().as_str().to_owned(),
+                email: claims.email().map(|e| e.as_str().to_owned()),
+                email_verified: claims.email_verified().unwrap_or(false),
+                name: claims
+                    .name()
+                    .and_then(|n| n.get(None))
+                    .map(|n| n.as_str().to_owned()),
+            }))
+        }
+        ProviderProtocol::OAuth2 {
+            authorization_url,
+            token_url,
+            profile,
+        } => {
+            let client = state
+                .oidc
+                .oauth2_client(provider, authorization_url, token_url)?;
+            let exchange = client.exchange_code(code).set_pkce_verifier(verifier);
+            let Ok(tokens) = exchange.request_async(http).await else {
+                return Ok(Err("the code was refused"));
+            };
+            let access_token = tokens.access_token().secret();
+            let claims = match profile {
+                ProfileApi::Userinfo(url) => userinfo_profile(http, url, access_token).await,
+                ProfileApi::GitHub(api) => github_profile(http, api, access_token).await,
+            };
+            Ok(claims.ok_or("the profile could not be read"))
+        }
+    }
+}
+
+/// An OpenID-style userinfo answer (which many plain OAuth 2.0 providers give as well).
+#[derive(Deserialize)]
+struct UserinfoAnswer {
+    sub: String,
+    email: Option<String>,
+    #[serde(default)]
+    email_verified: bool,
+    name: Option<String>,
+}
+
+async fn userinfo_profile(
+    http: &openidconnect::reqwest::Client,
+    url: &str,
+    access_token: &str,
+) -> Option<VerifiedClaims> {
+    let answer: UserinfoAnswer = read_json(http, url, access_token).await?;
+    Some(VerifiedClaims {
+        subject: answer.sub,
+        email: answer.email,
+        email_verified: answer.email_verified,
+        name: answer.name,
+    })
+}
+
+/// GitHub's `GET /user`: the numeric id never changes (the login can).
+#[derive(Deserialize)]
+struct GitHubUser {
+    id: u64,
+    name: Option<String>,
+}
+
+/// One of GitHub's `GET /user/emails`.
+#[derive(Deserialize)]
+struct GitHubEmail {
+    email: String,
+    primary: bool,
+    verified: bool,
+}
+
+async fn github_profile(
+    http: &openidconnect::reqwest::Client,
+    api: &str,
+    access_token: &str,
+) -> Option<VerifiedClaims> {
+    let user: GitHubUser = read_json(http, &format!("{api}/user"), access_token).await?;
+    let emails: Vec<GitHubEmail> =
+        read_json(http, &format!("{api}/user/emails"), access_token).await?;
+    Some(github_claims(user, emails))
+}
+
+/// The account's primary email, with GitHub's word on whether it was verified.
+fn github_claims(user: GitHubUser, emails: Vec<GitHubEmail>) -> VerifiedClaims {
+    let primary = emails.into_iter().find(|e| e.primary);
+    VerifiedClaims {
+        subject: user.id.to_string(),
+        email_verified: primary.as_ref().is_some_and(|e| e.verified),
+        email: primary.map(|e| e.email),
+        name: user.name,
+    }
+}
+
+/// GETs `url` with the access token and reads its JSON answer (at most
+/// [`MAX_PROFILE_BYTES`]); None on any failure.
+async fn read_json<T: DeserializeOwned>(
+    http: &openidconnect::reqwest::Client,
+    url: &str,
+    access_token: &str,
+) -> Option<T> {
+    let mut response = http
+        .get(url)
+        .bearer_auth(access_token)
+        .header("accept", "application/json")
+        .send()
+        .await
+        .ok()?;
+    if !response.status().is_success() {
+        return None;
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.ok()? {
+        if body.len().saturating_add(chunk.len()) > MAX_PROFILE_BYTES {
+            return None;
+        }
+        body.extend_from_slice(&chunk);
+    }
+    serde_json::from_slice(&body).ok()
 }
 
 /// A sign-in with a verified identity.
@@ -624,4 +802,31 @@ async fn identity_mail(
         provider.name
     );
     mfa::factors_changed(state, account, &subject, &body).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_github_account_is_its_numeric_id_and_its_primary_email() {
+        // shaped as GitHub's REST API documents `GET /user` and `GET /user/emails`
+        let user: GitHubUser = serde_json::from_str(
+            r#"{"login":"octocat","id":583231,"name":"The Octocat","email":null,"type":"User"}"#,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let emails: Vec<GitHubEmail> = serde_json::from_str(
+            r#"[{"email":"old@example.com","verified":true,"primary":false,"visibility":null},
+                {"email":"octocat@example.com","verified":false,"primary":true,"visibility":"public"}]"#,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let claims = github_claims(user, emails);
+        assert_eq!(claims.subject, "583231");
+        assert_eq!(claims.email.as_deref(), Some("octocat@example.com"));
+        assert!(
+            !claims.email_verified,
+            "an unverified primary email is not vouched for, even with another verified one"
+        );
+        assert_eq!(claims.name.as_deref(), Some("The Octocat"));
+    }
 }

@@ -20,21 +20,35 @@ both_backends!(
     a_second_factor_is_still_asked_after_the_provider,
     an_app_signs_in_through_the_api_and_gets_the_api_cookies,
     an_account_without_a_password_confirms_changes_with_a_recent_sign_in,
+    a_plain_oauth2_provider_signs_in_through_its_userinfo_endpoint,
 );
 
-/// An instance with the provider `test` ("Test ID"), and the provider, both on loopback.
+/// An instance with the provider `test` ("Test ID") as an OpenID provider, and the provider,
+/// both on loopback.
 pub(crate) async fn spawn(backend: Backend) -> (TestApp, OidcProvider) {
+    spawn_speaking(backend, |config, issuer| {
+        set_config(config, "auth.oidc.test.issuer", issuer);
+    })
+    .await
+}
+
+/// An instance with the provider `test` ("Test ID") configured by `protocol` (given the
+/// provider's issuer URL), and the provider, both on loopback.
+async fn spawn_speaking(
+    backend: Backend,
+    protocol: impl FnOnce(&mut toml::Table, &str),
+) -> (TestApp, OidcProvider) {
     let port = fluxgate_testkit::free_port();
     let base = format!("http://127.0.0.1:{port}");
     let provider = OidcProvider::start(&format!("{base}/auth/oidc/test/callback")).await;
     let issuer = provider.issuer.clone();
-    let app = TestApp::spawn_with(backend, |config| {
+    let app = TestApp::spawn_with(backend, move |config| {
         set_config(config, "listen", format!("127.0.0.1:{port}"));
         set_config(config, "public_url", base.clone());
         set_config(config, "auth.oidc.test.name", "Test ID");
-        set_config(config, "auth.oidc.test.issuer", issuer);
         set_config(config, "auth.oidc.test.client_id", CLIENT_ID);
         set_config(config, "auth.oidc.test.client_secret", CLIENT_SECRET);
+        protocol(config, &issuer);
     })
     .await;
     (app, provider)
@@ -565,4 +579,74 @@ async fn an_account_without_a_password_confirms_changes_with_a_recent_sign_in(ba
         account.select_count("#passkey_password") == 0,
         "no password to ask for"
     );
+}
+
+/// The same provider spoken to as plain OAuth 2.0 (as GitHub-like providers are): its
+/// authorisation, token and userinfo endpoints configured by hand, no discovery and no ID
+/// token — the person is read with the access token. PKCE and `state` still hold the flow.
+async fn a_plain_oauth2_provider_signs_in_through_its_userinfo_endpoint(backend: Backend) {
+    let (app, provider) = spawn_speaking(backend, |config, issuer| {
+        set_config(
+            config,
+            "auth.oidc.test.authorization_url",
+            format!("{issuer}/auth"),
+        );
+        set_config(
+            config,
+            "auth.oidc.test.token_url",
+            format!("{issuer}/token"),
+        );
+        set_config(
+            config,
+            "auth.oidc.test.userinfo_url",
+            format!("{issuer}/me"),
+        );
+        set_config(
+            config,
+            "auth.oidc.test.scopes",
+            toml::Value::Array(vec!["openid".into(), "email".into(), "profile".into()]),
+        );
+    })
+    .await;
+    let token = app.user("ada@example.com").await;
+
+    // an unverified email takes nothing over
+    provider.account("mallory", "ada@example.com", false).await;
+    let refused = sign_in_with_provider(&Browser::new(&app)).await;
+    assert_eq!(refused.status, 401);
+    assert!(refused
+        .text("[role=alert]")
+        .contains("did not confirm an email address"));
+
+    // a verified one links the account of that email, and signs it in again later
+    provider
+        .account("ada-at-idp", "ada@example.com", true)
+        .await;
+    let landed = sign_in_with_provider(&Browser::new(&app)).await;
+    assert_eq!(landed.url, "/account", "{}", landed.text("main"));
+    assert!(landed.text("main").contains("ada@example.com"));
+    let identities = body(api(&app, Method::GET, "/auth/identities", &token).await).await;
+    assert_eq!(identities["data"][0]["provider"], "test");
+    assert_eq!(
+        sign_in_with_provider(&Browser::new(&app)).await.url,
+        "/account"
+    );
+
+    // a flow completed in another browser is not accepted without its `state` cookie
+    let replayed = Browser::new(&app)
+        .get(&callback_of_a_flow(&app).await)
+        .await;
+    assert_eq!(replayed.status, 401);
+    assert!(replayed
+        .text("[role=alert]")
+        .contains("not started in this browser"));
+
+    let actions = audit_actions(&app).await;
+    let refusals: Vec<&String> = actions
+        .iter()
+        .filter(|(a, _)| a == "user.oidc_refused")
+        .map(|(_, d)| d)
+        .collect();
+    assert_eq!(refusals.len(), 2, "{refusals:?}");
+    assert!(refusals[0].contains("unverified email") || refusals[1].contains("unverified email"));
 }
