@@ -5,6 +5,7 @@
 pub mod apikey;
 pub mod claims;
 pub mod cost;
+pub mod credits;
 pub mod email;
 pub mod identifier;
 pub mod ids;

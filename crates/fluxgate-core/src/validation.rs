@@ -39,6 +39,19 @@ impl FieldErrors {
         }
     }
 
+    /// Takes a result whose error is itself a set of field errors, recording them all.
+    pub fn absorb<T>(&mut self, result: Result<T, FieldErrors>) -> Option<T> {
+        match result {
+            Ok(value) => Some(value),
+            Err(errors) => {
+                for (field, reason) in errors.0 {
+                    self.add(field, reason);
+                }
+                None
+            }
+        }
+    }
+
     /// True when no error was recorded.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()

@@ -19,6 +19,66 @@ pub struct RateLimit {
     pub exact: bool,
 }
 
+/// When a key's credits are refilled, and to how many.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CreditRefill {
+    /// The credits after a refill (the count is set to it, not added to).
+    pub amount: u64,
+    /// `daily` (00:00 UTC) or `monthly`.
+    pub interval: String,
+    /// For `monthly`: the day (1–31, default 1; the month's last day when it is shorter).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub day_of_month: Option<u32>,
+}
+
+/// A new key's usage credits: each verify spends its `cost`; at zero verify answers
+/// `USAGE_EXCEEDED`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct NewCredits {
+    /// Credits to start with (0–1,000,000,000,000).
+    pub remaining: u64,
+    /// An automatic refill, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refill: Option<CreditRefill>,
+}
+
+/// Changes to a key's credits: set them or top them up, and change or drop the refill.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CreditsChange {
+    /// Set the credits to this (a key without credits starts counting).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remaining: Option<u64>,
+    /// Add this many to what is left (after any refill that is due).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub add: Option<u64>,
+    /// A new refill, or `null` for none.
+    #[serde(
+        default,
+        deserialize_with = "crate::present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<CreditRefill>))]
+    pub refill: Option<Option<CreditRefill>>,
+}
+
+/// A key's usage credits now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Credits {
+    /// Credits left (after any refill that is due).
+    pub remaining: u64,
+    /// The automatic refill, if any.
+    pub refill: Option<CreditRefill>,
+    /// When the next refill happens (RFC 3339).
+    pub refills_at: Option<String>,
+}
+
 /// What a new key is made of (`POST /orgs/{org_id}/keys`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -44,6 +104,9 @@ pub struct NewKey {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub metadata: Option<Value>,
+    /// Usage credits; without them the key is not limited by credits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credits: Option<NewCredits>,
 }
 
 /// Changes to a key (`PATCH /orgs/{org_id}/keys/{key_id}`): absent fields stay; `null` clears
@@ -78,6 +141,14 @@ pub struct KeyChanges {
     )]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub expires_at: Option<Option<String>>,
+    /// Set, top up or re-plan the credits, or `null` to drop them (no limit by credits).
+    #[serde(
+        default,
+        deserialize_with = "crate::present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<CreditsChange>))]
+    pub credits: Option<Option<CreditsChange>>,
 }
 
 /// `POST /orgs/{org_id}/keys/{key_id}/rotate` (the body may be empty).
@@ -111,6 +182,9 @@ pub struct Key {
     pub metadata: Value,
     /// Its own rate limit (`null`: the plan's).
     pub rate_limit: Option<RateLimit>,
+    /// Its usage credits (`null`: not limited by credits).
+    #[serde(default)]
+    pub credits: Option<Credits>,
     /// `active`, `revoked` or `expired`.
     pub status: String,
     /// Who made it (`usr_…` or `key_…`).

@@ -17,7 +17,8 @@ pub use auth::{
 };
 pub use envelope::{Data, ErrorBody, ErrorEnvelope, Health, Page};
 pub use keys::{
-    Entitlements, IssuedKey, Key, KeyChanges, KeySecret, NewKey, QuotaUse, RateLimit, RotateKey,
+    CreditRefill, Credits, CreditsChange, Entitlements, IssuedKey, Key, KeyChanges, KeySecret,
+    NewCredits, NewKey, QuotaUse, RateLimit, RotateKey,
 };
 pub use orgs::{AuditEntry, Invitation, Member, MemberRole, Org, Party, Role};
 pub use usage::{

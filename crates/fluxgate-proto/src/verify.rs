@@ -61,7 +61,8 @@ pub struct Verdict {
     /// True only for `VALID`.
     pub valid: bool,
     /// `VALID`, `MALFORMED`, `NOT_FOUND`, `REVOKED`, `EXPIRED`, `ORG_DISABLED`,
-    /// `INSUFFICIENT_SCOPE`, `QUOTA_EXCEEDED` or `RATE_LIMITED`.
+    /// `INSUFFICIENT_SCOPE`, `QUOTA_EXCEEDED`, `RATE_LIMITED` or `USAGE_EXCEEDED` (no credits
+    /// left).
     pub code: String,
     /// `key_…`
     pub key_id: Option<String>,
@@ -82,4 +83,8 @@ pub struct Verdict {
     pub metadata: Option<Value>,
     /// `live` or `test`.
     pub environment: Option<String>,
+    /// The key's credits after this call, when it has credits and the call came to them
+    /// (`VALID` or `USAGE_EXCEEDED`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credits: Option<crate::Credits>,
 }

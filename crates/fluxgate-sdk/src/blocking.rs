@@ -212,6 +212,27 @@ impl Keys<'_> {
         })
     }
 
+    /// Sets, tops up or re-plans a key's usage credits; the key as it now stands.
+    ///
+    /// ```no_run
+    /// # fn f(flux: fluxgate_sdk::blocking::Flux) -> Result<(), fluxgate_sdk::Error> {
+    /// let set = fluxgate_sdk::CreditsChange { remaining: Some(500), ..Default::default() };
+    /// flux.keys().change_credits("org_01…", "key_01…", set)?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn change_credits(
+        &self,
+        org_id: &str,
+        key_id: &str,
+        change: crate::CreditsChange,
+    ) -> Result<KeyInfo, Error> {
+        let (org_id, key_id) = (org_id.to_owned(), key_id.to_owned());
+        self.flux.run(move |flux| async move {
+            flux.keys().change_credits(&org_id, &key_id, change).await
+        })
+    }
+
     /// Revokes a key at once.
     ///
     /// ```no_run

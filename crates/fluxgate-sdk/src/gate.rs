@@ -101,6 +101,8 @@ pub(crate) enum Refusal {
     RateLimited(RateLimitState),
     /// The org's monthly `requests` quota is used up.
     QuotaExceeded,
+    /// The key's usage credits are spent.
+    UsageExceeded,
     /// Fluxgate could not be asked.
     Unavailable,
 }
@@ -167,7 +169,11 @@ impl Gate {
                 match &mut entry.verdict {
                     Verdict::Refused(refusal) if fresh => return Err(refusal.clone()),
                     Verdict::Valid { context, owed, .. } => {
-                        let allowance = context.ratelimit.remaining.min(MAX_OWED);
+                        // a key with credits is asked every time: spending them is exact
+                        let allowance = match context.credits {
+                            Some(_) => 0,
+                            None => context.ratelimit.remaining.min(MAX_OWED),
+                        };
                         if fresh && owed.total < allowance && owed.has_room_for(endpoint) {
                             owed.add(endpoint, 1);
                             let mut context = KeyContext::clone(context);
@@ -206,7 +212,10 @@ impl Gate {
                         _ => {}
                     }
                 }
-                let lasting = !matches!(refusal, Refusal::RateLimited(_) | Refusal::QuotaExceeded);
+                let lasting = !matches!(
+                    refusal,
+                    Refusal::RateLimited(_) | Refusal::QuotaExceeded | Refusal::UsageExceeded
+                );
                 (
                     Err(refusal.clone()),
                     lasting.then_some(Verdict::Refused(refusal)),
@@ -341,6 +350,7 @@ fn refusal_for(code: &str, details: &serde_json::Value, required: &[String]) -> 
                 reset: 0,
             })),
         "QUOTA_EXCEEDED" => Refusal::QuotaExceeded,
+        "USAGE_EXCEEDED" => Refusal::UsageExceeded,
         "INSUFFICIENT_SCOPE" => Refusal::InsufficientScope {
             required: missing_scope(details, required),
         },
@@ -444,6 +454,10 @@ mod tests {
         assert_eq!(
             refusal_for("QUOTA_EXCEEDED", &json!({}), &scopes),
             Refusal::QuotaExceeded
+        );
+        assert_eq!(
+            refusal_for("USAGE_EXCEEDED", &json!({}), &scopes),
+            Refusal::UsageExceeded
         );
     }
 }

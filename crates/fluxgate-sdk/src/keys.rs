@@ -3,8 +3,11 @@
 
 use crate::client::{Error, Flux};
 use crate::gate::Owed;
+use fluxgate_proto::{
+    CreditRefill, Credits, CreditsChange, KeyChanges, NewCredits, NewKey, RateLimit, RotateKey,
+    Verdict, VerifyRequest,
+};
 pub use fluxgate_proto::{IssuedKey, Key, OrgRef, RateLimitState};
-use fluxgate_proto::{NewKey, RateLimit, RotateKey, Verdict, VerifyRequest};
 use reqwest::Method;
 use serde::Deserialize;
 use serde_json::Value;
@@ -41,6 +44,8 @@ pub struct KeyContext {
     pub metadata: Value,
     /// `live` or `test`.
     pub environment: String,
+    /// The key's usage credits after this call, when it has credits.
+    pub credits: Option<Credits>,
 }
 
 impl KeyContext {
@@ -69,6 +74,7 @@ impl TryFrom<Verdict> for KeyContext {
             expires_at: verdict.expires_at,
             metadata: verdict.metadata.unwrap_or(Value::Null),
             environment: verdict.environment.ok_or_else(|| missing("environment"))?,
+            credits: verdict.credits,
         })
     }
 }
@@ -204,6 +210,36 @@ impl Keys<'_> {
             .await
     }
 
+    /// Sets, tops up or re-plans a key's usage credits; the key as it now stands.
+    ///
+    /// ```no_run
+    /// # async fn f(flux: fluxgate_sdk::Flux) -> Result<(), fluxgate_sdk::Error> {
+    /// use fluxgate_sdk::CreditsChange;
+    /// let topped_up = CreditsChange { add: Some(10_000), ..Default::default() };
+    /// let key = flux.keys().change_credits("org_01…", "key_01…", topped_up).await?;
+    /// println!("{:?} credits left", key.credits.map(|c| c.remaining));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn change_credits(
+        &self,
+        org_id: &str,
+        key_id: &str,
+        change: CreditsChange,
+    ) -> Result<KeyInfo, Error> {
+        let body = to_body(&KeyChanges {
+            credits: Some(Some(change)),
+            ..KeyChanges::default()
+        })?;
+        self.flux
+            .call(
+                Method::PATCH,
+                &format!("/orgs/{org_id}/keys/{key_id}"),
+                Some(&body),
+            )
+            .await
+    }
+
     /// Revokes a key at once.
     ///
     /// ```no_run
@@ -294,6 +330,13 @@ impl<C> CreateKey<C> {
     /// Metadata returned by every verify of the key.
     pub fn metadata(mut self, metadata: Value) -> Self {
         self.body.metadata = Some(metadata);
+        self
+    }
+
+    /// Usage credits: each verify spends its cost, and at zero the key answers
+    /// `USAGE_EXCEEDED`; with `refill`, they go back to its amount daily or monthly.
+    pub fn credits(mut self, remaining: u64, refill: Option<CreditRefill>) -> Self {
+        self.body.credits = Some(NewCredits { remaining, refill });
         self
     }
 }

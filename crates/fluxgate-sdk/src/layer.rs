@@ -19,12 +19,13 @@ use std::time::Duration;
 /// `Extension<KeyContext>`). Refusals never reach it: `401 UNAUTHORIZED` (no key, or one that is
 /// malformed, unknown, revoked, expired or of a disabled org — one message for all),
 /// `403 INSUFFICIENT_SCOPE` with `required_scope`, `429 RATE_LIMITED` with `retry_after` and
-/// `Retry-After`, `429 QUOTA_EXCEEDED`, and `503 UNAVAILABLE` when Fluxgate cannot be reached
-/// (fail closed).
+/// `Retry-After`, `429 QUOTA_EXCEEDED`, `429 USAGE_EXCEEDED` (the key's credits are spent), and
+/// `503 UNAVAILABLE` when Fluxgate cannot be reached (fail closed).
 ///
 /// Verdicts are cached for at most a second (see [`KeyAuthLayer::cache_for`]): a key's remaining
 /// allowance is spent locally and charged on its next verify, so the rate limit and the monthly
-/// quota still count every request.
+/// quota still count every request. A key with usage credits is verified on every request, so
+/// its credits are spent exactly.
 ///
 /// ```no_run
 /// use axum::{routing::get, Extension, Router};
@@ -224,6 +225,10 @@ fn refused<B: From<String>>(refusal: Refusal) -> Response<B> {
             StatusCode::TOO_MANY_REQUESTS,
             json!({ "code": "QUOTA_EXCEEDED",
                     "message": "the monthly request quota of this key's plan is used up" }),
+        ),
+        Refusal::UsageExceeded => (
+            StatusCode::TOO_MANY_REQUESTS,
+            json!({ "code": "USAGE_EXCEEDED", "message": "this key has no usage credits left" }),
         ),
         Refusal::Unavailable => {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(1));

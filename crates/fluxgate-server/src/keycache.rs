@@ -109,6 +109,8 @@ pub struct CachedKey {
     pub environment: String,
     /// Whether it may call verify (an operator key granted `keys:verify`), decided once.
     pub may_verify_keys: bool,
+    /// Its usage credits' refill, when it has credits (the count itself is in the database).
+    pub credits: Option<crate::services::credits::CreditPolicy>,
     /// Its `VALID` answer, serialised on the first valid verify and reused after.
     pub valid_answer: std::sync::OnceLock<Option<crate::services::verify::PreparedValid>>,
 }
@@ -136,6 +138,7 @@ impl CachedKey {
             may_verify_keys: false, // decided below, by the one rule
             valid_answer: std::sync::OnceLock::new(),
             metadata: key.metadata_json(),
+            credits: crate::services::credits::CreditPolicy::of(&key),
             rate_key: format!("key:{}", key.id),
             key_id: key.id,
             org_id: key.org_id,

@@ -28,13 +28,24 @@ pub trait KeyStore: Send + Sync {
     ) -> StoreResult<Vec<ApiKeyRecord>>;
     /// One key of an org.
     async fn key(&self, org_id: &OrgId, key_id: &KeyId) -> StoreResult<Option<ApiKeyRecord>>;
-    /// Writes a key's editable fields (name, scopes, metadata, rate limit, expiry) unless it is
-    /// revoked; the stored key, or None.
+    /// Writes a key's editable fields (name, scopes, metadata, rate limit, expiry, credits'
+    /// refill) and changes its credits as `credits` says, unless it is revoked; the stored key,
+    /// or None.
     async fn update_key(
         &self,
         key: &ApiKeyRecord,
+        credits: CreditsUpdate,
         audit: &AuditRecord,
     ) -> StoreResult<Option<ApiKeyRecord>>;
+    /// Spends `cost` of a key's credits if it has that many, refilling them first when a refill
+    /// period began at or before `period_start` since their last one — one atomic statement, so
+    /// two nodes never both spend the last credit.
+    async fn spend_credits(
+        &self,
+        key_id: &KeyId,
+        cost: i64,
+        period_start: i64,
+    ) -> StoreResult<CreditSpend>;
     /// Gives a live key a new secret; its other secrets stop working at `rotation.retire_at`.
     async fn rotate_key(
         &self,
@@ -105,7 +116,15 @@ macro_rules! impl_key_store {
     ($store:ident, $db:ty) => {
         const KEY_COLUMNS: &str = "k.id, k.org_id, k.name, k.environment, k.start, k.scopes, \
              k.metadata, k.rate_limit, k.rate_window_seconds, k.rate_exact, k.created_by, k.created_at, \
-             k.updated_at, k.expires_at, k.revoked_at, k.last_used_at";
+             k.updated_at, k.expires_at, k.revoked_at, k.last_used_at, k.credits_remaining, \
+             k.credits_refill_amount, k.credits_refill_interval, k.credits_refill_day, k.credits_refilled_at";
+
+        /// The credits as of `$p`: a refill due since the last one counts as done.
+        const CREDITS_AT_P: &str = "(CASE WHEN credits_refill_amount IS NOT NULL \
+             AND credits_refilled_at < $p THEN credits_refill_amount ELSE credits_remaining END)";
+        /// When the credits as of `$p` were refilled.
+        const REFILLED_AT_P: &str = "(CASE WHEN credits_refill_amount IS NOT NULL \
+             AND credits_refilled_at < $p THEN $p ELSE credits_refilled_at END)";
 
         async fn key_in_tx(
             conn: &mut <$db as sqlx::Database>::Connection,
@@ -128,7 +147,9 @@ macro_rules! impl_key_store {
                 sqlx::query(
                     "INSERT INTO api_keys (id, org_id, name, environment, start, scopes, metadata, \
                      rate_limit, rate_window_seconds, rate_exact, created_by, created_at, updated_at, \
-                     expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+                     expires_at, credits_remaining, credits_refill_amount, credits_refill_interval, \
+                     credits_refill_day, credits_refilled_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, \
+                     $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)",
                 )
                 .bind(&key.id)
                 .bind(&key.org_id)
@@ -144,6 +165,11 @@ macro_rules! impl_key_store {
                 .bind(key.created_at)
                 .bind(key.updated_at)
                 .bind(key.expires_at)
+                .bind(key.credits_remaining)
+                .bind(key.credits_refill_amount)
+                .bind(&key.credits_refill_interval)
+                .bind(key.credits_refill_day)
+                .bind(key.credits_refilled_at)
                 .execute(&mut *tx)
                 .await?;
                 sqlx::query("INSERT INTO api_key_secrets (hash, key_id, start, created_at) VALUES ($1, $2, $3, $4)")
@@ -223,14 +249,31 @@ macro_rules! impl_key_store {
             async fn update_key(
                 &self,
                 key: &$crate::ApiKeyRecord,
+                credits: $crate::CreditsUpdate,
                 audit: &$crate::AuditRecord,
             ) -> $crate::StoreResult<Option<$crate::ApiKeyRecord>> {
-                let mut tx = self.pool.begin().await?;
-                let updated = sqlx::query(
+                use $crate::CreditsUpdate;
+                let (mode, count, period_start) = match credits {
+                    CreditsUpdate::Keep => ("keep", 0, 0),
+                    CreditsUpdate::Set { remaining, period_start } => ("set", remaining, period_start),
+                    CreditsUpdate::Add { credits, period_start } => ("add", credits, period_start),
+                    CreditsUpdate::Clear => ("clear", 0, 0),
+                };
+                let sql = format!(
                     "UPDATE api_keys SET name = $1, scopes = $2, metadata = $3, rate_limit = $4, \
-                     rate_window_seconds = $5, rate_exact = $6, expires_at = $7, updated_at = $8 \
+                     rate_window_seconds = $5, rate_exact = $6, expires_at = $7, updated_at = $8, \
+                     credits_remaining = CASE $11 WHEN 'set' THEN $12 WHEN 'add' THEN {at} + $12 \
+                       WHEN 'clear' THEN NULL ELSE credits_remaining END, \
+                     credits_refilled_at = CASE $11 WHEN 'set' THEN $p WHEN 'add' THEN {refilled} \
+                       WHEN 'clear' THEN NULL ELSE credits_refilled_at END, \
+                     credits_refill_amount = $14, credits_refill_interval = $15, credits_refill_day = $16 \
                      WHERE org_id = $9 AND id = $10 AND revoked_at IS NULL",
+                    at = CREDITS_AT_P,
+                    refilled = REFILLED_AT_P,
                 )
+                .replace("$p", "$13");
+                let mut tx = self.pool.begin().await?;
+                let updated = sqlx::query(&sql)
                 .bind(&key.name)
                 .bind(&key.scopes)
                 .bind(&key.metadata)
@@ -241,6 +284,12 @@ macro_rules! impl_key_store {
                 .bind(key.updated_at)
                 .bind(&key.org_id)
                 .bind(&key.id)
+                .bind(mode)
+                .bind(count)
+                .bind(period_start)
+                .bind(key.credits_refill_amount)
+                .bind(&key.credits_refill_interval)
+                .bind(key.credits_refill_day)
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
@@ -251,6 +300,40 @@ macro_rules! impl_key_store {
                 let stored = key_in_tx(&mut tx, &key.org_id, &key.id).await?;
                 tx.commit().await?;
                 Ok(stored)
+            }
+
+            async fn spend_credits(
+                &self,
+                key_id: &$crate::KeyId,
+                cost: i64,
+                period_start: i64,
+            ) -> $crate::StoreResult<$crate::CreditSpend> {
+                let spend = format!(
+                    "UPDATE api_keys SET credits_remaining = {at} - $2, credits_refilled_at = {refilled} \
+                     WHERE id = $1 AND {at} >= $2 RETURNING credits_remaining",
+                    at = CREDITS_AT_P,
+                    refilled = REFILLED_AT_P,
+                )
+                .replace("$p", "$3");
+                let left: Option<i64> = sqlx::query_scalar(&spend)
+                    .bind(key_id)
+                    .bind(cost)
+                    .bind(period_start)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                if let Some(left) = left {
+                    return Ok($crate::CreditSpend::Spent(left));
+                }
+                let read = format!("SELECT {CREDITS_AT_P} FROM api_keys WHERE id = $1").replace("$p", "$2");
+                let left: Option<Option<i64>> = sqlx::query_scalar(&read)
+                    .bind(key_id)
+                    .bind(period_start)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(match left.flatten() {
+                    Some(left) => $crate::CreditSpend::Short(left),
+                    None => $crate::CreditSpend::Unlimited,
+                })
             }
 
             async fn rotate_key(

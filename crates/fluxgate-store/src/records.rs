@@ -512,6 +512,17 @@ pub struct ApiKeyRecord {
     pub revoked_at: Option<i64>,
     /// Last verified or used (updated in batches).
     pub last_used_at: Option<i64>,
+    /// Usage credits left in the refill period that started at `credits_refilled_at` (None: the
+    /// key has no credits).
+    pub credits_remaining: Option<i64>,
+    /// What a refill sets the credits to.
+    pub credits_refill_amount: Option<i64>,
+    /// `daily` or `monthly`.
+    pub credits_refill_interval: Option<String>,
+    /// The day of the month of a monthly refill.
+    pub credits_refill_day: Option<i64>,
+    /// When the period the remaining credits belong to started.
+    pub credits_refilled_at: Option<i64>,
 }
 
 impl ApiKeyRecord {
@@ -535,6 +546,11 @@ impl ApiKeyRecord {
             expires_at: None,
             revoked_at: None,
             last_used_at: None,
+            credits_remaining: None,
+            credits_refill_amount: None,
+            credits_refill_interval: None,
+            credits_refill_day: None,
+            credits_refilled_at: None,
         }
     }
 
@@ -558,6 +574,40 @@ impl ApiKeyRecord {
             "active"
         }
     }
+}
+
+/// How a change to a key changes its remaining credits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CreditsUpdate {
+    /// Left as they are.
+    Keep,
+    /// Set to this many, for the refill period starting at `period_start`.
+    Set {
+        /// The new count.
+        remaining: i64,
+        /// The current refill period's start (now, for a key without refill).
+        period_start: i64,
+    },
+    /// Topped up by this many (after any refill due by `period_start`).
+    Add {
+        /// Added to the count.
+        credits: i64,
+        /// The current refill period's start (now, for a key without refill).
+        period_start: i64,
+    },
+    /// No more credits: the key is not limited by them.
+    Clear,
+}
+
+/// What spending a key's credits found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CreditSpend {
+    /// Spent; this many are left.
+    Spent(i64),
+    /// Too few left (this many): nothing was spent.
+    Short(i64),
+    /// The key has no credits (any more): nothing to spend.
+    Unlimited,
 }
 
 /// A key found by the hash of a presented secret, with its org and that secret's retirement.

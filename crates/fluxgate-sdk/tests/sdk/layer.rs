@@ -16,6 +16,7 @@ fluxgate_testkit::both_backends!(
     a_revoked_key_is_refused_within_a_second,
     rate_limits_count_every_request_through_the_layer,
     every_call_through_the_layer_is_attributed_to_its_endpoint,
+    a_key_with_credits_is_spent_exactly_through_the_layer,
 );
 
 /// Serves a small API (`GET /v1/whoami`, protected by `layer`) on a random port; its base URL.
@@ -223,4 +224,47 @@ async fn when_fluxgate_is_down_the_layer_answers_503_within_the_timeout() {
         "{:?}",
         started.elapsed()
     );
+}
+
+/// Credits are spent exactly through the layer, its verdict cache notwithstanding: a key with
+/// three credits gets three requests through, then `429 USAGE_EXCEEDED`; topped up through the
+/// SDK, it gets in again.
+async fn a_key_with_credits_is_spent_exactly_through_the_layer(backend: Backend) {
+    let world = world(backend).await;
+    let api = protected_api(KeyAuthLayer::new(world.flux.clone())).await;
+    let issued = world
+        .flux
+        .keys()
+        .create()
+        .for_org(&world.org)
+        .credits(3, None)
+        .issue()
+        .await
+        .unwrap();
+    let key = issued.key.clone();
+    for _ in 0..3 {
+        assert_eq!(get_with(&api, Some(("x-api-key", &key))).await.0, 200);
+    }
+    let (status, _, body) = get_with(&api, Some(("x-api-key", &key))).await;
+    assert_eq!(status, 429);
+    assert_eq!(body["error"]["code"], "USAGE_EXCEEDED");
+
+    let topped_up = fluxgate_sdk::CreditsChange {
+        add: Some(1),
+        ..Default::default()
+    };
+    let info = world
+        .flux
+        .keys()
+        .change_credits(&world.org, &issued.info.id, topped_up)
+        .await
+        .unwrap();
+    assert_eq!(info.credits.map(|c| c.remaining), Some(1));
+    assert_eq!(get_with(&api, Some(("x-api-key", &key))).await.0, 200);
+    let context = world.flux.keys().verify(&key).await;
+    match context {
+        Err(fluxgate_sdk::Error::InvalidKey { code, .. }) => assert_eq!(code, "USAGE_EXCEEDED"),
+        other => panic!("{other:?}"),
+    }
+    world.app.stop().await;
 }

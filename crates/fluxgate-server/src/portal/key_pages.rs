@@ -251,6 +251,7 @@ async fn create(
                 exact: form.get("rate_exact").is_some(),
             }),
             metadata: None,
+            credits: None,
         };
         keys::issue(&state, &access, &client, input, crate::clock::now()).await
     } else {

@@ -66,6 +66,7 @@ pub fn key_view(key: &ApiKeyRecord, now: i64) -> Key {
             }),
             _ => None,
         },
+        credits: crate::services::credits::view(key, now),
         status: key.status(now).to_owned(),
         created_by: key.created_by.clone(),
         created_at: rfc3339(key.created_at),

@@ -10,6 +10,7 @@ use crate::clock::{parse_rfc3339, rfc3339, RFC3339_HINT};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ClientInfo, Paging};
 use crate::invalidation::Change;
+use crate::services::credits;
 use crate::state::AppState;
 use fluxgate_core::apikey::{self, Environment};
 use fluxgate_core::ids::KeyId;
@@ -17,7 +18,7 @@ use fluxgate_core::permission::PermissionPattern;
 use fluxgate_core::secret::{ExposeSecret, SecretString};
 use fluxgate_core::validation::{single_line, FieldErrors};
 use fluxgate_proto::{KeyChanges, NewKey, RateLimit};
-use fluxgate_store::{ApiKeyRecord, KeyQuery, KeySecretRecord, KeyStatus, Rotation};
+use fluxgate_store::{ApiKeyRecord, CreditsUpdate, KeyQuery, KeySecretRecord, KeyStatus, Rotation};
 use serde_json::{json, Value};
 
 /// Default grace period of a rotation: the old secret keeps working for a day.
@@ -155,14 +156,12 @@ pub async fn issue(
     let (rate_limit, rate_window_seconds, rate_exact) =
         stored_rate(&mut errors, input.rate_limit.as_ref());
     let metadata = check_metadata(&mut errors, input.metadata.as_ref().unwrap_or(&json!({})));
-    errors.into_result()?;
     let (Some(name), Some(environment)) = (name, environment) else {
+        errors.into_result()?;
         return Err(ApiError::field("name", "invalid"));
     };
-    access.require_all(state, &patterns)?;
-
     let (secret, hash, start) = new_secret(state, environment)?;
-    let key = ApiKeyRecord {
+    let mut key = ApiKeyRecord {
         id: KeyId::generate(),
         org_id: access.org.id.clone(),
         name,
@@ -179,13 +178,23 @@ pub async fn issue(
         expires_at,
         revoked_at: None,
         last_used_at: None,
+        credits_remaining: None,
+        credits_refill_amount: None,
+        credits_refill_interval: None,
+        credits_refill_day: None,
+        credits_refilled_at: None,
     };
+    if let Some(credits) = &input.credits {
+        credits::start(&mut errors, &mut key, credits, now);
+    }
+    errors.into_result()?;
+    access.require_all(state, &patterns)?;
     let audit = access
         .audit("key.created", client)
         .at(now)
         .target("key", &key.id)
         .data(
-            json!({ "name": key.name, "scopes": key.scope_list(), "environment": key.environment.as_str() }),
+            json!({ "name": key.name, "scopes": key.scope_list(), "environment": key.environment.as_str(), "credits": key.credits_remaining }),
         )
         .build();
     state.store.create_key(&key, &hash, &audit).await?;
@@ -275,7 +284,7 @@ pub async fn secrets<P: Required>(
     Ok(found)
 }
 
-/// Changes a key's name, scopes, rate limit, metadata or expiry; takes effect on the next verify
+/// Changes a key's name, scopes, rate limit, metadata, expiry or credits; takes effect on the next verify
 /// on every node. The caller must hold the key's scopes, before and after.
 pub async fn update(
     state: &AppState,
@@ -316,6 +325,10 @@ pub async fn update(
         Some(None) => changed.expires_at = None,
         None => {}
     }
+    let credits = match &changes.credits {
+        Some(change) => credits::change(&mut errors, &mut changed, change.as_ref(), now),
+        None => CreditsUpdate::Keep,
+    };
     errors.into_result()?;
     if let Some(patterns) = &new_patterns {
         access.require_all(state, patterns)?;
@@ -334,11 +347,12 @@ pub async fn update(
             "rate_limit": changed.rate_limit,
             "rate_window_seconds": changed.rate_window_seconds,
             "rate_exact": changed.rate_exact,
+            "credits": credits_audit(credits),
         }))
         .build();
     let stored = state
         .store
-        .update_key(&changed, &audit)
+        .update_key(&changed, credits, &audit)
         .await?
         .ok_or(ApiError::NotFound)?;
     state
@@ -346,6 +360,16 @@ pub async fn update(
         .publish(Change::Key(key.id.clone()))
         .await;
     Ok(stored)
+}
+
+/// How a change moved the credits, for the audit log.
+fn credits_audit(credits: CreditsUpdate) -> Value {
+    match credits {
+        CreditsUpdate::Keep => Value::Null,
+        CreditsUpdate::Set { remaining, .. } => json!({ "set": remaining }),
+        CreditsUpdate::Add { credits, .. } => json!({ "added": credits }),
+        CreditsUpdate::Clear => json!("removed"),
+    }
 }
 
 /// Gives a key a new secret (shown once); the old one keeps working for `grace_period_seconds`

@@ -6,6 +6,7 @@
 
 pub mod accounts;
 pub mod audit_log;
+pub mod credits;
 pub mod invitations;
 pub mod keys;
 pub mod mfa;

@@ -10,6 +10,7 @@ use crate::usage_recorder::Attribution;
 use fluxgate_core::ratelimit::Decision;
 use fluxgate_core::{apikey, cost};
 use fluxgate_proto::{Data, OrgRef, RateLimitState, Verdict, VerifyRequest};
+use fluxgate_store::CreditSpend;
 use std::sync::Arc;
 
 /// A verdict as the API sends it (`{"data": …}`).
@@ -82,9 +83,10 @@ pub enum Presented {
 }
 
 /// The verdict on a presented key: `VALID`, or why not (`MALFORMED`, `NOT_FOUND`, `REVOKED`,
-/// `EXPIRED`, `ORG_DISABLED`, `INSUFFICIENT_SCOPE`, `QUOTA_EXCEEDED`, `RATE_LIMITED`), with the
-/// key's context. A valid call takes its checked `cost` from the key's rate limit and its org's
-/// monthly `requests` quota; the call and any cached calls it settles are attributed.
+/// `EXPIRED`, `ORG_DISABLED`, `INSUFFICIENT_SCOPE`, `QUOTA_EXCEEDED`, `RATE_LIMITED`,
+/// `USAGE_EXCEEDED`), with the key's context. A valid call takes its checked `cost` from the
+/// key's rate limit, its credits and its org's monthly `requests` quota; the call and any
+/// cached calls it settles are attributed.
 pub async fn verify(state: &AppState, request: VerifyRequest, now: i64) -> ApiResult<Answer> {
     let cost = cost::verify_cost(request.cost, &request.cached_calls)?;
     if request
@@ -102,7 +104,11 @@ pub async fn verify(state: &AppState, request: VerifyRequest, now: i64) -> ApiRe
         Presented::Unknown => return Ok(Answer::Verdict(Box::new(refused("NOT_FOUND")))),
         Presented::Malformed => return Ok(Answer::Verdict(Box::new(refused("MALFORMED")))),
     };
-    let (code, decision) = judge(state, &key, &request.scopes, cost, now).await?;
+    let Judged {
+        code,
+        decision,
+        credits,
+    } = judge(state, &key, &request.scopes, cost, now).await?;
     let attribute = |endpoint: &str, outcome: &str, calls: u64| {
         let call = Attribution {
             org_id: &key.org_id,
@@ -125,7 +131,7 @@ pub async fn verify(state: &AppState, request: VerifyRequest, now: i64) -> ApiRe
             .unwrap_or(0)
             .saturating_add(decision.reset_after_secs()),
     });
-    if decision.is_some_and(|d| d.allowed) {
+    if code == "VALID" {
         state.usage.record_call(
             &key.org_id,
             &key.key_id,
@@ -134,7 +140,7 @@ pub async fn verify(state: &AppState, request: VerifyRequest, now: i64) -> ApiRe
             now,
         );
     }
-    if let (true, Some(ratelimit)) = (code == "VALID", &ratelimit) {
+    if let (true, Some(ratelimit), None) = (code == "VALID", &ratelimit, &credits) {
         let prepared = key.valid_answer.get_or_init(|| PreparedValid::of(&key));
         if let Some(body) = prepared.as_ref().and_then(|p| p.with(ratelimit)) {
             return Ok(Answer::Prepared(body));
@@ -142,6 +148,7 @@ pub async fn verify(state: &AppState, request: VerifyRequest, now: i64) -> ApiRe
     }
     let mut verdict = verdict_of(&key, code);
     verdict.ratelimit = ratelimit;
+    verdict.credits = credits;
     Ok(Answer::Verdict(Box::new(verdict)))
 }
 
@@ -173,21 +180,40 @@ pub async fn presented(state: &AppState, text: &str, now: i64) -> ApiResult<Pres
     Ok(Presented::Known(key))
 }
 
+/// A known key's verdict: its code, the limiter's decision when it was asked, and the credits
+/// when they were spent or found short.
+struct Judged {
+    code: &'static str,
+    decision: Option<Decision>,
+    credits: Option<fluxgate_proto::Credits>,
+}
+
+impl Judged {
+    fn refused(code: &'static str) -> Self {
+        Self {
+            code,
+            decision: None,
+            credits: None,
+        }
+    }
+}
+
 /// The verdict on a known key, in order: its standing, the required scopes, the org's monthly
-/// quota, then the rate limit (the only step that takes anything, and only when all else passed).
+/// quota, the rate limit, then its credits (the last two take something, each only when all
+/// before passed; a call refused for credits has still counted against the rate limit).
 async fn judge(
     state: &AppState,
     key: &CachedKey,
     scopes: &[String],
     cost: u64,
     now: i64,
-) -> ApiResult<(&'static str, Option<Decision>)> {
+) -> ApiResult<Judged> {
     if let Some(code) = key.refusal(now) {
-        return Ok((code, None));
+        return Ok(Judged::refused(code));
     }
     let catalog = &state.config.catalog;
     if !scopes.iter().all(|s| key.grants.allows(s, catalog)) {
-        return Ok(("INSUFFICIENT_SCOPE", None));
+        return Ok(Judged::refused("INSUFFICIENT_SCOPE"));
     }
     if let Some(quota) = key.requests_quota {
         let used = match state.usage.used(&key.org_id, "requests", now) {
@@ -195,19 +221,43 @@ async fn judge(
             None => state.usage.load(&key.org_id, "requests", now).await?,
         };
         if u64::try_from(used).unwrap_or(0).saturating_add(cost) > quota {
-            return Ok(("QUOTA_EXCEEDED", None));
+            return Ok(Judged::refused("QUOTA_EXCEEDED"));
         }
     }
     let decision = state
         .limiter
         .spend(&key.rate_key, key.quota, cost, key.sharing)
         .await?;
-    let code = if decision.allowed {
-        "VALID"
-    } else {
-        "RATE_LIMITED"
+    if !decision.allowed {
+        return Ok(Judged {
+            code: "RATE_LIMITED",
+            decision: Some(decision),
+            credits: None,
+        });
+    }
+    let (code, credits) = match &key.credits {
+        None => ("VALID", None),
+        Some(policy) => {
+            let spent = crate::services::credits::spend(
+                state.store.as_ref(),
+                &key.key_id,
+                policy,
+                cost,
+                now,
+            )
+            .await?;
+            match spent {
+                CreditSpend::Spent(left) => ("VALID", Some(policy.view(left, now))),
+                CreditSpend::Short(left) => ("USAGE_EXCEEDED", Some(policy.view(left, now))),
+                CreditSpend::Unlimited => ("VALID", None),
+            }
+        }
     };
-    Ok((code, Some(decision)))
+    Ok(Judged {
+        code,
+        decision: Some(decision),
+        credits,
+    })
 }
 
 /// The verdict on a known key: its whole context, with `code`.
@@ -228,6 +278,7 @@ fn verdict_of(key: &CachedKey, code: &'static str) -> Verdict {
         expires_at: key.expires_at.map(rfc3339),
         metadata: Some(key.metadata.clone()),
         environment: Some(key.environment.clone()),
+        credits: None,
     }
 }
 
@@ -274,6 +325,7 @@ mod tests {
             metadata: serde_json::json!({ "ratelimit": null, "note": "\"ratelimit\":null" }),
             environment: "live".into(),
             may_verify_keys: false,
+            credits: None,
             valid_answer: std::sync::OnceLock::new(),
         }
     }

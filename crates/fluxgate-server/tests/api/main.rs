@@ -11,6 +11,7 @@ mod auth_flows;
 mod browser;
 mod cli;
 mod cluster;
+mod credits;
 mod faults;
 mod fresh_context;
 mod fuzz;

@@ -1,0 +1,171 @@
+//! A key's usage credits: checking them at creation and change (`NewCredits`,
+//! `CreditsChange`), showing them as they stand (a refill that is due counts as done), and
+//! spending them on verify — one conditional `UPDATE` in the database, so nodes sharing it never
+//! both spend the last credit.
+
+use crate::clock::rfc3339;
+use crate::error::ApiResult;
+use fluxgate_core::credits::{self, Interval, Refill};
+use fluxgate_core::validation::FieldErrors;
+use fluxgate_proto::{CreditRefill, Credits, CreditsChange, NewCredits};
+use fluxgate_store::{ApiKeyRecord, CreditSpend, CreditsUpdate, KeyId, Store};
+
+/// A key's stored credits and refill, as the store's columns hold them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CreditPolicy {
+    /// The automatic refill, if any.
+    pub refill: Option<Refill>,
+}
+
+impl CreditPolicy {
+    /// The key's policy, if it has credits.
+    pub fn of(key: &ApiKeyRecord) -> Option<Self> {
+        key.credits_remaining?;
+        Some(Self {
+            refill: stored_refill(key),
+        })
+    }
+
+    /// Where the count that is valid at `now` began: the latest refill, or `now` without one
+    /// (so a stored count is never read as due for a refill).
+    pub fn period_start(&self, now: i64) -> i64 {
+        self.refill.map_or(now, |r| r.interval.period_start(now))
+    }
+
+    /// The credits as the API shows them, with `remaining` left.
+    pub fn view(&self, remaining: i64, now: i64) -> Credits {
+        Credits {
+            remaining: u64::try_from(remaining).unwrap_or(0),
+            refill: self.refill.map(|r| CreditRefill {
+                amount: r.amount,
+                interval: r.interval.word().to_owned(),
+                day_of_month: r.interval.day_of_month().map(u32::from),
+            }),
+            refills_at: self.refill.map(|r| rfc3339(r.interval.next_refill(now))),
+        }
+    }
+}
+
+fn stored_refill(key: &ApiKeyRecord) -> Option<Refill> {
+    let amount = u64::try_from(key.credits_refill_amount?).ok()?;
+    let day = key.credits_refill_day.and_then(|d| u32::try_from(d).ok());
+    let interval = Interval::parse(key.credits_refill_interval.as_deref()?, day).ok()?;
+    Some(Refill { amount, interval })
+}
+
+/// A key's credits as they stand at `now` (a refill that is due counts as done).
+pub fn view(key: &ApiKeyRecord, now: i64) -> Option<Credits> {
+    let policy = CreditPolicy::of(key)?;
+    let due = policy.refill.filter(|_| {
+        key.credits_refilled_at
+            .is_some_and(|at| at < policy.period_start(now))
+    });
+    let remaining = match due {
+        Some(refill) => i64::try_from(refill.amount).unwrap_or(i64::MAX),
+        None => key.credits_remaining.unwrap_or(0),
+    };
+    Some(policy.view(remaining, now))
+}
+
+fn checked_refill(errors: &mut FieldErrors, refill: &CreditRefill) -> Option<Refill> {
+    let amount = errors.absorb(credits::checked("credits.refill.amount", refill.amount));
+    let interval = errors.absorb(Interval::parse(&refill.interval, refill.day_of_month));
+    Some(Refill {
+        amount: amount?,
+        interval: interval?,
+    })
+}
+
+fn count(errors: &mut FieldErrors, field: &str, value: u64) -> Option<i64> {
+    errors
+        .absorb(credits::checked(field, value))
+        .and_then(|v| i64::try_from(v).ok())
+}
+
+fn store_refill(key: &mut ApiKeyRecord, refill: Option<Refill>) {
+    key.credits_refill_amount = refill.and_then(|r| i64::try_from(r.amount).ok());
+    key.credits_refill_interval = refill.map(|r| r.interval.word().to_owned());
+    key.credits_refill_day = refill.and_then(|r| r.interval.day_of_month().map(i64::from));
+}
+
+/// Puts a new key's checked credits into `key` (errors name the field).
+pub fn start(errors: &mut FieldErrors, key: &mut ApiKeyRecord, input: &NewCredits, now: i64) {
+    let remaining = count(errors, "credits.remaining", input.remaining);
+    let refill = input
+        .refill
+        .as_ref()
+        .and_then(|r| checked_refill(errors, r));
+    if input.refill.is_some() && refill.is_none() {
+        return;
+    }
+    store_refill(key, refill);
+    key.credits_remaining = remaining;
+    key.credits_refilled_at = Some(refill.map_or(now, |r| r.interval.period_start(now)));
+}
+
+/// Applies a checked change of credits to `changed` (the refill) and says how the store changes
+/// the count; `None` drops the credits. A key without credits must be given `remaining`.
+pub fn change(
+    errors: &mut FieldErrors,
+    changed: &mut ApiKeyRecord,
+    input: Option<&CreditsChange>,
+    now: i64,
+) -> CreditsUpdate {
+    let Some(input) = input else {
+        store_refill(changed, None);
+        return CreditsUpdate::Clear;
+    };
+    let had_credits = changed.credits_remaining.is_some();
+    let refill = match &input.refill {
+        Some(Some(refill)) => checked_refill(errors, refill).map(Some),
+        Some(None) => Some(None),
+        None => Some(stored_refill(changed)),
+    };
+    let Some(refill) = refill else {
+        return CreditsUpdate::Keep;
+    };
+    store_refill(changed, refill);
+    let period_start = refill.map_or(now, |r| r.interval.period_start(now));
+    match (input.remaining, input.add) {
+        (Some(_), Some(_)) => {
+            errors.add("credits.add", "give remaining or add, not both");
+            CreditsUpdate::Keep
+        }
+        (Some(remaining), None) => match count(errors, "credits.remaining", remaining) {
+            Some(remaining) => CreditsUpdate::Set {
+                remaining,
+                period_start,
+            },
+            None => CreditsUpdate::Keep,
+        },
+        (None, _) if !had_credits => {
+            errors.add(
+                "credits.remaining",
+                "the key has no credits yet: give remaining to start counting",
+            );
+            CreditsUpdate::Keep
+        }
+        (None, Some(add)) => match count(errors, "credits.add", add) {
+            Some(credits) => CreditsUpdate::Add {
+                credits,
+                period_start,
+            },
+            None => CreditsUpdate::Keep,
+        },
+        (None, None) => CreditsUpdate::Keep,
+    }
+}
+
+/// What spending on verify found: spent (and how many are left), too few left, or no credits.
+pub async fn spend(
+    store: &dyn Store,
+    key_id: &KeyId,
+    policy: &CreditPolicy,
+    cost: u64,
+    now: i64,
+) -> ApiResult<CreditSpend> {
+    let cost = i64::try_from(cost).unwrap_or(i64::MAX);
+    Ok(store
+        .spend_credits(key_id, cost, policy.period_start(now))
+        .await?)
+}
