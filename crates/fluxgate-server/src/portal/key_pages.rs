@@ -1,8 +1,8 @@
 //! An org's API keys in the browser: the searchable list, creating a key (its secret shown
-//! exactly once), a key's detail with its usage, rotating and revoking — each through the same
-//! service as the JSON API.
+//! exactly once), a key's detail with its usage and credits, changing its credits, rotating and
+//! revoking — each through the same service as the JSON API.
 
-use crate::access::{KeysRead, KeysWrite, OrgAccess, UsageRead};
+use crate::access::{KeysRead, KeysWrite, OrgAccess, Required, UsageRead};
 use crate::clock::rfc3339;
 use crate::error::ApiError;
 use crate::extract::{ApiQuery, ClientInfo, IdPath, Paging};
@@ -23,7 +23,10 @@ use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
 use fluxgate_core::secret::ExposeSecret;
-use fluxgate_proto::{Key, KeySecret, NewKey, RateLimit};
+use fluxgate_core::validation::FieldErrors;
+use fluxgate_proto::{
+    CreditRefill, CreditsChange, Key, KeyChanges, KeySecret, NewCredits, NewKey, RateLimit,
+};
 use fluxgate_store::{KeyId, OrgId};
 use serde::Deserialize;
 
@@ -36,6 +39,10 @@ pub fn router() -> Router<AppState> {
         .route(
             "/orgs/{org_id}/keys/{key_id}/rotate",
             axum::routing::post(rotate),
+        )
+        .route(
+            "/orgs/{org_id}/keys/{key_id}/credits",
+            axum::routing::post(change_credits),
         )
         .route(
             "/orgs/{org_id}/keys/{key_id}/revoke",
@@ -125,6 +132,65 @@ struct NewKeyPage {
     rate_limit: String,
     rate_window_seconds: String,
     rate_exact: bool,
+    credits: CreditsForm,
+}
+
+/// What a credits form holds, as typed (kept when it comes back with errors).
+#[derive(Default)]
+struct CreditsForm {
+    remaining: String,
+    add: String,
+    refill_amount: String,
+    refill_interval: String,
+    refill_day: String,
+}
+
+impl CreditsForm {
+    fn of(form: &PortalForm) -> Self {
+        Self {
+            remaining: form.raw("credits.remaining").to_owned(),
+            add: form.raw("credits.add").to_owned(),
+            refill_amount: form.raw("credits.refill.amount").to_owned(),
+            refill_interval: form.raw("credits.refill.interval").to_owned(),
+            refill_day: form.raw("credits.refill.day_of_month").to_owned(),
+        }
+    }
+}
+
+/// The refill a form asks for: None when it has no refill fields, `Some(None)` for "never".
+fn form_refill(errors: &mut FieldErrors, form: &PortalForm) -> Option<Option<CreditRefill>> {
+    let interval = form.get("credits.refill.interval");
+    let amount = form_number(
+        errors,
+        "credits.refill.amount",
+        form.get("credits.refill.amount"),
+    );
+    let day_of_month = form_number(
+        errors,
+        "credits.refill.day_of_month",
+        form.get("credits.refill.day_of_month"),
+    );
+    let Some(interval) = interval else {
+        return None;
+    };
+    if interval == "never" {
+        if amount.is_some() {
+            errors.add("credits.refill.interval", "choose when to refill");
+        }
+        return Some(None);
+    }
+    let Some(amount) = amount else {
+        errors.add(
+            "credits.refill.amount",
+            "give the count a refill goes back to",
+        );
+        return None;
+    };
+    Some(Some(CreditRefill {
+        amount,
+        interval: interval.to_owned(),
+        day_of_month: day_of_month.filter(|_| interval == "monthly"),
+    }))
 }
 
 /// The scopes the caller holds (a key can never hold more than its maker), with those already
@@ -167,6 +233,7 @@ async fn new_key(
         rate_limit: String::new(),
         rate_window_seconds: "60".to_owned(),
         rate_exact: false,
+        credits: CreditsForm::default(),
     }))
 }
 
@@ -238,6 +305,20 @@ async fn create(
         "rate_limit.window_seconds",
         form.get("rate_window_seconds"),
     );
+    let remaining = form_number(
+        &mut errors,
+        "credits.remaining",
+        form.get("credits.remaining"),
+    );
+    let refill = form_refill(&mut errors, &form).flatten();
+    let credits = match (remaining, refill) {
+        (Some(remaining), refill) => Some(NewCredits { remaining, refill }),
+        (None, Some(_)) => {
+            errors.add("credits.remaining", "give the credits to start with");
+            None
+        }
+        (None, None) => None,
+    };
     let outcome = if errors.is_empty() {
         let input = NewKey {
             name: form.raw("name").to_owned(),
@@ -251,7 +332,7 @@ async fn create(
                 exact: form.get("rate_exact").is_some(),
             }),
             metadata: None,
-            credits: None,
+            credits,
         };
         keys::issue(&state, &access, &client, input, crate::clock::now()).await
     } else {
@@ -269,6 +350,10 @@ async fn create(
                     "environment",
                     "expires_in_days",
                     "rate_limit",
+                    "credits.remaining",
+                    "credits.refill.amount",
+                    "credits.refill.interval",
+                    "credits.refill.day_of_month",
                 ],
             )?;
             Ok(render_status(
@@ -285,6 +370,7 @@ async fn create(
                     rate_limit: form.raw("rate_limit").to_owned(),
                     rate_window_seconds: form.raw("rate_window_seconds").to_owned(),
                     rate_exact: form.get("rate_exact").is_some(),
+                    credits: CreditsForm::of(&form),
                 },
             ))
         }
@@ -302,6 +388,9 @@ struct KeyDetailPage {
     calls: Option<BarChart>,
     breakdown: Vec<CallsBy>,
     can_write: bool,
+    /// The credits form: its errors and what was typed.
+    credit_errors: FormErrors,
+    credits_form: CreditsForm,
 }
 
 /// Calls of one endpoint with one outcome.
@@ -311,22 +400,35 @@ struct CallsBy {
     count: i64,
 }
 
-/// A key: what it may do, when it was used, its calls over the last day; rotate and revoke.
+/// A key: what it may do, when it was used, its calls over the last day, its credits; rotate
+/// and revoke.
 async fn detail(
     State(state): State<AppState>,
     page: OrgPage<KeysRead>,
     csrf: CsrfToken,
     Portal(IdPath((_, key_id))): Portal<IdPath<(OrgId, KeyId)>>,
 ) -> PortalResult<Response> {
-    let (calls, breakdown) = match page.also::<UsageRead>(&state).await? {
+    let page = detail_page(&state, &page, &csrf, &key_id, FormErrors::none(), None).await?;
+    Ok(render(&page))
+}
+
+async fn detail_page<P: Required>(
+    state: &AppState,
+    page: &OrgPage<P>,
+    csrf: &CsrfToken,
+    key_id: &KeyId,
+    credit_errors: FormErrors,
+    typed: Option<CreditsForm>,
+) -> PortalResult<KeyDetailPage> {
+    let (calls, breakdown) = match page.also::<UsageRead>(state).await? {
         Some(_) => {
             let now = crate::clock::now();
             let query = usage::SeriesQuery {
                 key_id: Some(key_id.to_string()),
                 ..usage::SeriesQuery::default()
             };
-            let series = usage::series(&state, Some(page.org_id().clone()), query, now).await?;
-            let breakdown = usage::key_breakdown(&state, page.org_id(), &key_id, now)
+            let series = usage::series(state, Some(page.org_id().clone()), query, now).await?;
+            let breakdown = usage::key_breakdown(state, page.org_id(), key_id, now)
                 .await?
                 .into_iter()
                 .map(|(endpoint, outcome, count)| CallsBy {
@@ -344,22 +446,110 @@ async fn detail(
     };
     let OrgPage { user, access } = page;
     let org_id = access.org.id.clone();
-    let record = keys::get(&state, &access, &key_id).await?;
+    let record = keys::get(state, access, key_id).await?;
     let now = crate::clock::now();
-    let secrets = keys::secrets(&state, &access, &key_id).await?;
-    Ok(render(&KeyDetailPage {
+    let secrets = keys::secrets(state, access, key_id).await?;
+    let key = key_view(&record, now);
+    // the refill form shows the key's refill, unless it was the form just sent back
+    let refill = key.credits.as_ref().and_then(|c| c.refill.as_ref());
+    let stored = CreditsForm {
+        refill_amount: refill.map(|r| r.amount.to_string()).unwrap_or_default(),
+        refill_interval: refill.map_or("never".into(), |r| r.interval.clone()),
+        refill_day: refill
+            .and_then(|r| r.day_of_month)
+            .map(|d| d.to_string())
+            .unwrap_or_default(),
+        ..CreditsForm::default()
+    };
+    let credits_form = match typed {
+        Some(typed) if typed.refill_interval.is_empty() => CreditsForm {
+            remaining: typed.remaining,
+            add: typed.add,
+            ..stored
+        },
+        Some(typed) => typed,
+        None => stored,
+    };
+    Ok(KeyDetailPage {
         secrets: if secrets.len() > 1 {
             secrets.iter().map(|s| secret_view(s, now)).collect()
         } else {
             Vec::new()
         },
-        can_write: access.allows(&state, "keys:write"),
-        chrome: Chrome::new(&state, &csrf, Some(&user), Some(&access.org), "keys").await?,
+        can_write: access.allows(state, "keys:write"),
+        chrome: Chrome::new(state, csrf, Some(user), Some(&access.org), "keys").await?,
         org_id: org_id.to_string(),
-        key: key_view(&record, now),
+        key,
         calls,
         breakdown,
-    }))
+        credit_errors,
+        credits_form,
+    })
+}
+
+/// Changes the key's credits through the same service as `PATCH …/keys/{key_id}`: set, top up,
+/// change the refill, or stop counting them. Errors come back next to their fields.
+async fn change_credits(
+    State(state): State<AppState>,
+    page: OrgPage<KeysWrite>,
+    Portal(client): Portal<ClientInfo>,
+    csrf: CsrfToken,
+    Portal(IdPath((_, key_id))): Portal<IdPath<(OrgId, KeyId)>>,
+    form: PortalForm,
+) -> PortalResult<Response> {
+    let mut errors = FieldErrors::new();
+    let change = match form.get("stop") {
+        Some(_) => None,
+        None => Some(CreditsChange {
+            remaining: form_number(
+                &mut errors,
+                "credits.remaining",
+                form.get("credits.remaining"),
+            ),
+            add: form_number(&mut errors, "credits.add", form.get("credits.add")),
+            refill: form_refill(&mut errors, &form),
+        }),
+    };
+    let outcome = if errors.is_empty() {
+        let changes = KeyChanges {
+            credits: Some(change),
+            ..KeyChanges::default()
+        };
+        keys::update(
+            &state,
+            &page.access,
+            &client,
+            &key_id,
+            changes,
+            crate::clock::now(),
+        )
+        .await
+        .map(|_| ())
+    } else {
+        Err(ApiError::Validation(errors))
+    };
+    match outcome {
+        Ok(()) => Ok(see_other(&format!(
+            "/orgs/{}/keys/{key_id}#credits-heading",
+            page.org_id()
+        ))),
+        Err(refusal) => {
+            let (status, _) = refusal.status_and_message();
+            let errors = FormErrors::from_refusal(
+                refusal,
+                &[
+                    "credits.remaining",
+                    "credits.add",
+                    "credits.refill.amount",
+                    "credits.refill.interval",
+                    "credits.refill.day_of_month",
+                ],
+            )?;
+            let typed = Some(CreditsForm::of(&form));
+            let detail = detail_page(&state, &page, &csrf, &key_id, errors, typed).await?;
+            Ok(render_status(status, &detail))
+        }
+    }
 }
 
 /// Gives the key a new secret through the same service as `POST …/rotate`; the old one keeps

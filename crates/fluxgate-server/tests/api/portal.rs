@@ -27,6 +27,7 @@ both_backends!(
     two_step_sign_in_is_set_up_used_and_turned_off_in_the_portal,
     an_org_that_requires_two_step_sign_in_sends_members_to_set_it_up,
     signup_and_login_take_the_identifiers_the_instance_uses,
+    a_keys_credits_are_given_spent_topped_up_and_refilled_in_the_portal,
 );
 
 /// A browser without JavaScript: keeps cookies, follows redirects, posts forms from its page.
@@ -1473,5 +1474,156 @@ async fn signup_and_login_take_the_identifiers_the_instance_uses(backend: Backen
         )
         .await;
     assert_eq!(home.url, "/account", "{}", home.text("main"));
+    app.stop().await;
+}
+
+/// A key's usage credits through the portal: given at creation with a daily refill, shown as
+/// verifies spend them, topped up, re-planned and dropped — with wrong input answered next to
+/// its field.
+async fn a_keys_credits_are_given_spent_topped_up_and_refilled_in_the_portal(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (_, root) = operator_with_verifier(&app).await;
+    app.owner("owner@example.com", "Acme").await;
+    let browser = Browser::new(&app);
+    browser.log_in("owner@example.com").await;
+    let org = browser
+        .get("/")
+        .await
+        .url
+        .trim_start_matches("/orgs/")
+        .to_owned();
+    let form = browser.get(&format!("/orgs/{org}/keys/new")).await;
+
+    // a refill without credits to start with is refused next to the credits field
+    let refused = browser
+        .submit(
+            &form,
+            &format!("/orgs/{org}/keys"),
+            &[
+                ("name", "metered"),
+                ("credits.refill.interval", "daily"),
+                ("credits.refill.amount", "5"),
+            ],
+        )
+        .await;
+    assert_eq!(refused.status, 422);
+    assert!(refused
+        .text("[id='credits.remaining-error']")
+        .contains("start with"));
+    assert_eq!(
+        refused
+            .attr("[id='credits.refill.amount']", "value")
+            .as_deref(),
+        Some("5"),
+        "what was typed stays"
+    );
+
+    let created = browser
+        .submit(
+            &form,
+            &format!("/orgs/{org}/keys"),
+            &[
+                ("name", "metered"),
+                ("credits.remaining", "2"),
+                ("credits.refill.interval", "daily"),
+                ("credits.refill.amount", "5"),
+            ],
+        )
+        .await;
+    assert_eq!(created.status, 200, "{}", created.text("main"));
+    let secret = created.text("#secret").trim().to_owned();
+    for expected in ["VALID", "VALID", "USAGE_EXCEEDED"] {
+        assert_eq!(verify_code(&app, &root, &secret).await, expected);
+    }
+    let listed = browser
+        .get(&format!("/orgs/{org}/keys?search=metered"))
+        .await;
+    let link = listed.attr("tbody a", "href").unwrap();
+    let detail = browser.get(&link).await;
+    assert_eq!(detail.text(".credits-remaining"), "0");
+    let about = detail.text("#credits-heading + p");
+    assert!(about.contains("refilled to 5 daily"), "{about}");
+    assert_eq!(
+        detail
+            .attr("[id='credits.refill.interval'] option[selected]", "value")
+            .as_deref(),
+        Some("daily"),
+        "the refill form shows the key's refill"
+    );
+
+    // topped up: the next verify passes
+    let topped = browser
+        .submit(&detail, &format!("{link}/credits"), &[("credits.add", "3")])
+        .await;
+    assert_eq!(topped.url, link);
+    assert_eq!(topped.text(".credits-remaining"), "3");
+    assert_eq!(verify_code(&app, &root, &secret).await, "VALID");
+
+    // wrong input comes back next to its field, with what was typed
+    let refused = browser
+        .submit(
+            &topped,
+            &format!("{link}/credits"),
+            &[("credits.add", "lots")],
+        )
+        .await;
+    assert_eq!(refused.status, 422);
+    assert!(refused
+        .text("[id='credits.add-error']")
+        .contains("whole number"));
+    let refused = browser
+        .submit(
+            &topped,
+            &format!("{link}/credits"),
+            &[
+                ("credits.refill.interval", "monthly"),
+                ("credits.refill.amount", "100"),
+                ("credits.refill.day_of_month", "40"),
+            ],
+        )
+        .await;
+    assert_eq!(refused.status, 422);
+    assert!(refused
+        .text("[id='credits.refill.day_of_month-error']")
+        .contains("between 1 and 31"));
+    assert_eq!(
+        refused
+            .attr("[id='credits.refill.day_of_month']", "value")
+            .as_deref(),
+        Some("40")
+    );
+
+    // re-planned monthly, then set, then dropped
+    let monthly = browser
+        .submit(
+            &topped,
+            &format!("{link}/credits"),
+            &[
+                ("credits.refill.interval", "monthly"),
+                ("credits.refill.amount", "100"),
+                ("credits.refill.day_of_month", "15"),
+            ],
+        )
+        .await;
+    assert!(monthly
+        .text("#credits-heading + p")
+        .contains("refilled to 100 monthly on day 15"));
+    let set = browser
+        .submit(
+            &monthly,
+            &format!("{link}/credits"),
+            &[("credits.remaining", "1")],
+        )
+        .await;
+    assert_eq!(set.text(".credits-remaining"), "1");
+    let dropped = browser
+        .submit(&set, &format!("{link}/credits"), &[("stop", "on")])
+        .await;
+    assert!(dropped
+        .text("#credits-heading + p")
+        .contains("not limited by credits"));
+    for _ in 0..3 {
+        assert_eq!(verify_code(&app, &root, &secret).await, "VALID");
+    }
     app.stop().await;
 }
