@@ -170,9 +170,7 @@ fn form_refill(errors: &mut FieldErrors, form: &PortalForm) -> Option<Option<Cre
         "credits.refill.day_of_month",
         form.get("credits.refill.day_of_month"),
     );
-    let Some(interval) = interval else {
-        return None;
-    };
+    let interval = interval?;
     if interval == "never" {
         if amount.is_some() {
             errors.add("credits.refill.interval", "choose when to refill");
