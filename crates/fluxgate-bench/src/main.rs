@@ -284,6 +284,7 @@ async fn main() -> anyhow::Result<()> {
     let instance = args.instance().await?;
     let stored = args.stored.unwrap_or(args.keys).max(args.keys);
     let warm = seeded(&instance, args.keys, stored).await?;
+    let metered = with_credits(&instance, args.keys).await?;
     let unknown: Vec<String> = (0..args.keys)
         .map(|_| {
             apikey::generate("fg", Environment::Live)
@@ -297,6 +298,7 @@ async fn main() -> anyhow::Result<()> {
     let warm_bodies = verify_bodies(scripts.path(), "warm.txt", &warm)?;
     let unknown_bodies = verify_bodies(scripts.path(), "unknown.txt", &unknown)?;
     let malformed_bodies = verify_bodies(scripts.path(), "malformed.txt", &malformed)?;
+    let metered_bodies = verify_bodies(scripts.path(), "metered.txt", &metered)?;
     let key_list = scripts.path().join("keys.txt");
     std::fs::write(&key_list, warm.join("\n"))?;
 
@@ -308,7 +310,7 @@ async fn main() -> anyhow::Result<()> {
     let verify_url = format!("{origin}/api/v1/keys/verify");
     let headers = verify_headers(&verifier);
     let warm_up = load.warm_up();
-    for bodies in [&warm_bodies, &unknown_bodies] {
+    for bodies in [&warm_bodies, &unknown_bodies, &metered_bodies] {
         wrk::run(
             warm_up,
             &verify_url,
@@ -363,11 +365,18 @@ async fn main() -> anyhow::Result<()> {
             &verify_url,
             Requests::PostEach(&malformed_bodies),
         )?;
+        row(
+            "Fluxgate verify, warm keys with usage credits (one `UPDATE` each)",
+            node.pid(),
+            &verify_url,
+            Requests::PostEach(&metered_bodies),
+        )?;
         rounds.push(rows);
     }
     check_sample(&client, &origin, &verifier, &warm, "VALID").await?;
     check_sample(&client, &origin, &verifier, &unknown, "NOT_FOUND").await?;
     check_sample(&client, &origin, &verifier, &malformed, "MALFORMED").await?;
+    check_sample(&client, &origin, &verifier, &metered, "VALID").await?;
 
     let database = args.database();
     let limiter = if args.redis.is_some() {
@@ -411,10 +420,22 @@ async fn seeded(instance: &Instance, warm: usize, stored: usize) -> anyhow::Resu
     let now = fluxgate_server::clock::now();
     eprintln!("seeding {stored} keys");
     let mut keys =
-        fluxgate_bench::seed::insert_keys(store.as_ref(), &org, stored.max(warm), now).await?;
+        fluxgate_bench::seed::insert_keys(store.as_ref(), &org, stored.max(warm), None, now)
+            .await?;
     fluxgate_bench::seed::set_plan(store.as_ref(), &org, BENCH_PLAN, now).await?;
     store.close().await;
     keys.truncate(warm);
+    Ok(keys)
+}
+
+/// Seeds `count` more keys with more usage credits than a run can spend; their secrets.
+async fn with_credits(instance: &Instance, count: usize) -> anyhow::Result<Vec<String>> {
+    let store = instance.open_store().await?;
+    let org = store.operator_org_id().await?.context("operator org")?;
+    let now = fluxgate_server::clock::now();
+    let keys =
+        fluxgate_bench::seed::insert_keys(store.as_ref(), &org, count, Some(1 << 40), now).await?;
+    store.close().await;
     Ok(keys)
 }
 

@@ -6,23 +6,29 @@ use fluxgate_core::ids::{KeyId, OrgId};
 use fluxgate_core::secret::ExposeSecret;
 use fluxgate_store::{ApiKeyRecord, AuditRecord, Store};
 
-/// Stores `count` live keys without scopes in `org`; their secrets, in order.
+/// Stores `count` live keys without scopes in `org`, each with `credits` usage credits when
+/// given; their secrets, in order.
 pub async fn insert_keys(
     store: &dyn Store,
     org: &OrgId,
     count: usize,
+    credits: Option<i64>,
     now: i64,
 ) -> anyhow::Result<Vec<String>> {
     let mut secrets = Vec::with_capacity(count);
     for i in 0..count {
         let secret = apikey::generate("fg", Environment::Live);
         let parsed = apikey::parse(secret.expose_secret()).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let record = ApiKeyRecord::unscoped(
+        let mut record = ApiKeyRecord::unscoped(
             org.clone(),
             format!("bench {i}"),
             parsed.start().to_owned(),
             now,
         );
+        if credits.is_some() {
+            record.credits_remaining = credits;
+            record.credits_refilled_at = Some(now);
+        }
         let audit = AuditRecord::by_system(
             Some(org.clone()),
             "key.created",
