@@ -142,7 +142,9 @@ pub async fn build_state(config: Config, cancel: &CancellationToken) -> anyhow::
     let usage = Arc::new(UsageRecorder::new(store.clone(), config.usage.attribution));
     usage.spawn_flusher(cancel.clone());
     usage.spawn_roller(config.usage.clone(), cancel.clone());
+    let credits = crate::services::credits::CreditSpender::spawn(store.clone(), cancel.clone());
     let state = AppState::new(AppInner {
+        credits,
         passwords,
         mailer: Mailer::new(config.smtp_url.as_deref(), &config.smtp_from)?,
         refresh: RefreshTokenDeriver::new(secret.derive("refresh-token-successor")),

@@ -46,6 +46,8 @@ pub struct AppInner {
     pub invalidation: Arc<InvalidationBus>,
     /// Monthly usage counters and keys' last use, written in batches.
     pub usage: Arc<UsageRecorder>,
+    /// Writes the usage credits verifies spend, in batches.
+    pub credits: crate::services::credits::CreditSpender,
     /// Seals TOTP secrets in the database.
     pub totp_sealer: crate::secrets::Sealer,
     /// Seals the PKCE verifiers of OpenID authorisations in progress.

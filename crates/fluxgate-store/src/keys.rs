@@ -37,15 +37,10 @@ pub trait KeyStore: Send + Sync {
         credits: CreditsUpdate,
         audit: &AuditRecord,
     ) -> StoreResult<Option<ApiKeyRecord>>;
-    /// Spends `cost` of a key's credits if it has that many, refilling them first when a refill
-    /// period began at or before `period_start` since their last one — one atomic statement, so
-    /// two nodes never both spend the last credit.
-    async fn spend_credits(
-        &self,
-        key_id: &KeyId,
-        cost: i64,
-        period_start: i64,
-    ) -> StoreResult<CreditSpend>;
+    /// Spends credits, in order, in one transaction: each key's `cost` if it has that many,
+    /// refilled first when a refill period began since its last one — each one conditional
+    /// statement, so two nodes never both spend the last credit. The outcomes, in order.
+    async fn spend_credits(&self, spends: &[CreditSpendRequest]) -> StoreResult<Vec<CreditSpend>>;
     /// Gives a live key a new secret; its other secrets stop working at `rotation.retire_at`.
     async fn rotate_key(
         &self,
@@ -304,10 +299,8 @@ macro_rules! impl_key_store {
 
             async fn spend_credits(
                 &self,
-                key_id: &$crate::KeyId,
-                cost: i64,
-                period_start: i64,
-            ) -> $crate::StoreResult<$crate::CreditSpend> {
+                spends: &[$crate::CreditSpendRequest],
+            ) -> $crate::StoreResult<Vec<$crate::CreditSpend>> {
                 let spend = format!(
                     "UPDATE api_keys SET credits_remaining = {at} - $2, credits_refilled_at = {refilled} \
                      WHERE id = $1 AND {at} >= $2 RETURNING credits_remaining",
@@ -315,25 +308,32 @@ macro_rules! impl_key_store {
                     refilled = REFILLED_AT_P,
                 )
                 .replace("$p", "$3");
-                let left: Option<i64> = sqlx::query_scalar(&spend)
-                    .bind(key_id)
-                    .bind(cost)
-                    .bind(period_start)
-                    .fetch_optional(&self.pool)
-                    .await?;
-                if let Some(left) = left {
-                    return Ok($crate::CreditSpend::Spent(left));
-                }
                 let read = format!("SELECT {CREDITS_AT_P} FROM api_keys WHERE id = $1").replace("$p", "$2");
-                let left: Option<Option<i64>> = sqlx::query_scalar(&read)
-                    .bind(key_id)
-                    .bind(period_start)
-                    .fetch_optional(&self.pool)
-                    .await?;
-                Ok(match left.flatten() {
-                    Some(left) => $crate::CreditSpend::Short(left),
-                    None => $crate::CreditSpend::Unlimited,
-                })
+                let mut outcomes = Vec::with_capacity(spends.len());
+                let mut tx = self.pool.begin().await?;
+                for request in spends {
+                    let left: Option<i64> = sqlx::query_scalar(&spend)
+                        .bind(&request.key_id)
+                        .bind(request.cost)
+                        .bind(request.period_start)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    if let Some(left) = left {
+                        outcomes.push($crate::CreditSpend::Spent(left));
+                        continue;
+                    }
+                    let left: Option<Option<i64>> = sqlx::query_scalar(&read)
+                        .bind(&request.key_id)
+                        .bind(request.period_start)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    outcomes.push(match left.flatten() {
+                        Some(left) => $crate::CreditSpend::Short(left),
+                        None => $crate::CreditSpend::Unlimited,
+                    });
+                }
+                tx.commit().await?;
+                Ok(outcomes)
             }
 
             async fn rotate_key(

@@ -599,6 +599,17 @@ pub enum CreditsUpdate {
     Clear,
 }
 
+/// One key's credits to spend: `cost`, after any refill due by `period_start`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreditSpendRequest {
+    /// The key.
+    pub key_id: KeyId,
+    /// How many to spend.
+    pub cost: i64,
+    /// The start of the key's current refill period (now, for a key without refill).
+    pub period_start: i64,
+}
+
 /// What spending a key's credits found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CreditSpend {

@@ -1,14 +1,18 @@
 //! A key's usage credits: checking them at creation and change (`NewCredits`,
 //! `CreditsChange`), showing them as they stand (a refill that is due counts as done), and
-//! spending them on verify — one conditional `UPDATE` in the database, so nodes sharing it never
-//! both spend the last credit.
+//! spending them on verify — a conditional `UPDATE` each in the database, so nodes sharing it
+//! never both spend the last credit; the spends that arrive together are written in one
+//! transaction by the [`CreditSpender`].
 
 use crate::clock::rfc3339;
-use crate::error::ApiResult;
+use crate::error::{ApiError, ApiResult};
 use fluxgate_core::credits::{self, Interval, Refill};
 use fluxgate_core::validation::FieldErrors;
 use fluxgate_proto::{CreditRefill, Credits, CreditsChange, NewCredits};
-use fluxgate_store::{ApiKeyRecord, CreditSpend, CreditsUpdate, KeyId, Store};
+use fluxgate_store::{ApiKeyRecord, CreditSpend, CreditSpendRequest, CreditsUpdate, KeyId, Store};
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 
 /// A key's stored credits and refill, as the store's columns hold them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,16 +160,103 @@ pub fn change(
     }
 }
 
-/// What spending on verify found: spent (and how many are left), too few left, or no credits.
-pub async fn spend(
-    store: &dyn Store,
-    key_id: &KeyId,
-    policy: &CreditPolicy,
-    cost: u64,
-    now: i64,
-) -> ApiResult<CreditSpend> {
-    let cost = i64::try_from(cost).unwrap_or(i64::MAX);
-    Ok(store
-        .spend_credits(key_id, cost, policy.period_start(now))
-        .await?)
+/// The most spends written in one transaction.
+const MAX_BATCH: usize = 256;
+
+/// A spend waiting for its transaction.
+struct Pending {
+    request: CreditSpendRequest,
+    answer: oneshot::Sender<Option<CreditSpend>>,
+}
+
+/// Spends credits for every verify of this node: the spends that arrive while a transaction is
+/// being written wait for the next one, and go together (a group commit), so a burst of calls
+/// costs a transaction per batch, not per call — each spend still its own conditional statement.
+/// SQLite has one writer; PostgreSQL gets a few, each key always on the same one (so a node's
+/// own batches never wait on each other's row locks).
+pub struct CreditSpender {
+    writers: Vec<mpsc::Sender<Pending>>,
+}
+
+/// Concurrent writers on PostgreSQL.
+const POSTGRES_WRITERS: usize = 4;
+
+impl CreditSpender {
+    /// Starts the writers on `store`; they stop with `cancel`.
+    pub fn spawn(store: Arc<dyn Store>, cancel: CancellationToken) -> Self {
+        let count = if store.backend() == "sqlite" {
+            1
+        } else {
+            POSTGRES_WRITERS
+        };
+        let writers = (0..count)
+            .map(|_| {
+                let (queue, pending) = mpsc::channel(MAX_BATCH * 16);
+                tokio::spawn(write_spends(store.clone(), pending, cancel.clone()));
+                queue
+            })
+            .collect();
+        Self { writers }
+    }
+
+    /// The writer of a key's spends.
+    fn writer(&self, key_id: &KeyId) -> &mpsc::Sender<Pending> {
+        let hash = key_id.as_str().bytes().fold(0usize, |h, b| {
+            h.wrapping_mul(31).wrapping_add(usize::from(b))
+        });
+        &self.writers[hash % self.writers.len()]
+    }
+
+    /// Spends `cost` of a key's credits: spent (and how many are left), too few left, or no
+    /// credits. 503 when the database cannot be written.
+    pub async fn spend(
+        &self,
+        key_id: &KeyId,
+        policy: &CreditPolicy,
+        cost: u64,
+        now: i64,
+    ) -> ApiResult<CreditSpend> {
+        let (answer, outcome) = oneshot::channel();
+        let request = CreditSpendRequest {
+            key_id: key_id.clone(),
+            cost: i64::try_from(cost).unwrap_or(i64::MAX),
+            period_start: policy.period_start(now),
+        };
+        self.writer(key_id)
+            .send(Pending { request, answer })
+            .await
+            .map_err(|_| ApiError::Unavailable)?;
+        outcome.await.ok().flatten().ok_or(ApiError::Unavailable)
+    }
+}
+
+async fn write_spends(
+    store: Arc<dyn Store>,
+    mut pending: mpsc::Receiver<Pending>,
+    cancel: CancellationToken,
+) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    loop {
+        let received = tokio::select! {
+            received = pending.recv_many(&mut batch, MAX_BATCH) => received,
+            () = cancel.cancelled() => return,
+        };
+        if received == 0 {
+            return;
+        }
+        let requests: Vec<CreditSpendRequest> = batch.iter().map(|p| p.request.clone()).collect();
+        match store.spend_credits(&requests).await {
+            Ok(outcomes) => {
+                for (waiting, outcome) in batch.drain(..).zip(outcomes) {
+                    let _ = waiting.answer.send(Some(outcome));
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, spends = requests.len(), "credits could not be spent");
+                for waiting in batch.drain(..) {
+                    let _ = waiting.answer.send(None);
+                }
+            }
+        }
+    }
 }

@@ -238,14 +238,7 @@ async fn judge(
     let (code, credits) = match &key.credits {
         None => ("VALID", None),
         Some(policy) => {
-            let spent = crate::services::credits::spend(
-                state.store.as_ref(),
-                &key.key_id,
-                policy,
-                cost,
-                now,
-            )
-            .await?;
+            let spent = state.credits.spend(&key.key_id, policy, cost, now).await?;
             match spent {
                 CreditSpend::Spent(left) => ("VALID", Some(policy.view(left, now))),
                 CreditSpend::Short(left) => ("USAGE_EXCEEDED", Some(policy.view(left, now))),
