@@ -10,6 +10,7 @@ pub mod email;
 pub mod identifier;
 pub mod ids;
 pub mod mfa;
+pub mod named_limit;
 pub mod password;
 pub mod permission;
 pub mod ratelimit;

@@ -19,6 +19,20 @@ pub struct RateLimit {
     pub exact: bool,
 }
 
+/// A named limit (`tokens`, `exports`): calls — or units of any cost — per window, spent by a
+/// verify that names it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct NamedLimit {
+    /// 1–64 of `a-z`, `0-9`, `_`, `-`, `.`, `:`.
+    pub name: String,
+    /// Units per window (1–1,000,000,000).
+    pub limit: u64,
+    /// The window in seconds (1–2,678,400).
+    pub window_seconds: u64,
+}
+
 /// When a key's credits are refilled, and to how many.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -107,6 +121,9 @@ pub struct NewKey {
     /// Usage credits; without them the key is not limited by credits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credits: Option<NewCredits>,
+    /// Named limits of this key (at most 10), spent by verifies that name them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ratelimits: Vec<NamedLimit>,
 }
 
 /// Changes to a key (`PATCH /orgs/{org_id}/keys/{key_id}`): absent fields stay; `null` clears
@@ -149,6 +166,9 @@ pub struct KeyChanges {
     )]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<CreditsChange>))]
     pub credits: Option<Option<CreditsChange>>,
+    /// The key's named limits, all of them (`[]` removes them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ratelimits: Option<Vec<NamedLimit>>,
 }
 
 /// `POST /orgs/{org_id}/keys/{key_id}/rotate` (the body may be empty).
@@ -185,6 +205,9 @@ pub struct Key {
     /// Its usage credits (`null`: not limited by credits).
     #[serde(default)]
     pub credits: Option<Credits>,
+    /// Its named limits.
+    #[serde(default)]
+    pub ratelimits: Vec<NamedLimit>,
     /// `active`, `revoked` or `expired`.
     pub status: String,
     /// Who made it (`usr_…` or `key_…`).

@@ -18,14 +18,14 @@ pub use auth::{
 pub use envelope::{Data, ErrorBody, ErrorEnvelope, Health, Page};
 pub use keys::{
     CreditRefill, Credits, CreditsChange, Entitlements, IssuedKey, Key, KeyChanges, KeySecret,
-    NewCredits, NewKey, QuotaUse, RateLimit, RotateKey,
+    NamedLimit, NewCredits, NewKey, QuotaUse, RateLimit, RotateKey,
 };
 pub use orgs::{AuditEntry, Invitation, Member, MemberRole, Org, Party, Role};
 pub use usage::{
     Amount, TrackBatchResult, TrackEvent, TrackOutcome, TrackSummary, UsagePoint, UsageSeries,
     WidgetToken,
 };
-pub use verify::{OrgRef, RateLimitState, Verdict, VerifyRequest};
+pub use verify::{LimitSpend, NamedLimitState, OrgRef, RateLimitState, Verdict, VerifyRequest};
 
 /// For `#[serde(default, deserialize_with = "fluxgate_proto::present")]` on an
 /// `Option<Option<T>>` field: tells an absent field (`None`) from an explicit `null`

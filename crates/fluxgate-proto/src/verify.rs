@@ -27,6 +27,39 @@ pub struct VerifyRequest {
     /// sum + 1 ≤ `cost`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub cached_calls: BTreeMap<String, u64>,
+    /// Named limits this call spends, in order (at most 10): the key's limit of that name, else
+    /// its org's (from the plan, shared by all the org's keys); a name neither has does not limit.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ratelimits: Vec<LimitSpend>,
+}
+
+/// A named limit a verify spends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct LimitSpend {
+    /// The limit's name.
+    pub name: String,
+    /// Units this call takes (default 1, 0–10000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost: Option<u64>,
+}
+
+/// A named limit's state after a verify.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct NamedLimitState {
+    /// The limit's name.
+    pub name: String,
+    /// Whose limit it is: `key`, `org` (shared by the org's keys), or `null` when neither the
+    /// key nor its org has a limit of that name (the call is not limited by it).
+    pub scope: Option<String>,
+    /// Units per window.
+    pub limit: Option<u64>,
+    /// Units left now.
+    pub remaining: Option<u64>,
+    /// When the allowance is full again (Unix seconds).
+    pub reset: Option<u64>,
 }
 
 /// The org a key belongs to.
@@ -87,4 +120,11 @@ pub struct Verdict {
     /// (`VALID` or `USAGE_EXCEEDED`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credits: Option<crate::Credits>,
+    /// The named limits the request spent, in its order, after this call (up to the one that
+    /// refused).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ratelimits: Option<Vec<NamedLimitState>>,
+    /// With `RATE_LIMITED` from a named limit: its name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limited_by: Option<String>,
 }

@@ -160,6 +160,30 @@ impl Keys<'_> {
         })
     }
 
+    /// Verifies a key, requiring `scopes`, and spends its named limits `(name, cost)`.
+    ///
+    /// ```no_run
+    /// # fn f(flux: fluxgate_sdk::blocking::Flux) -> Result<(), fluxgate_sdk::Error> {
+    /// let ctx = flux.keys().verify_spending("fg_live_…", &[], &[("tokens", 1200)])?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn verify_spending(
+        &self,
+        key: &str,
+        scopes: &[&str],
+        limits: &[(&str, u64)],
+    ) -> Result<KeyContext, Error> {
+        let key = key.to_owned();
+        let scopes: Vec<String> = scopes.iter().map(|s| (*s).to_owned()).collect();
+        let limits: Vec<(String, u64)> = limits.iter().map(|&(n, c)| (n.to_owned(), c)).collect();
+        self.flux.run(move |flux| async move {
+            let scopes: Vec<&str> = scopes.iter().map(String::as_str).collect();
+            let limits: Vec<(&str, u64)> = limits.iter().map(|(n, c)| (n.as_str(), *c)).collect();
+            flux.keys().verify_spending(&key, &scopes, &limits).await
+        })
+    }
+
     /// Starts issuing a key; finish with [`CreateKey::issue`](CreateKey#method.issue-1).
     ///
     /// ```no_run

@@ -34,6 +34,8 @@ pub(crate) struct GateSettings {
     pub(crate) cache_ttl: Duration,
     /// Names a request's endpoint for usage attribution (none: calls are attributed unnamed).
     pub(crate) endpoint_of: Option<EndpointOf>,
+    /// Named limits every request spends.
+    pub(crate) limits: Vec<fluxgate_proto::LimitSpend>,
 }
 
 /// How a layer names the endpoint of a request.
@@ -99,6 +101,8 @@ pub(crate) enum Refusal {
     InsufficientScope { required: String },
     /// The key's rate limit is spent.
     RateLimited(RateLimitState),
+    /// A named limit is spent: its name, and when its allowance is full again (Unix seconds).
+    NamedLimited { name: String, reset: u64 },
     /// The org's monthly `requests` quota is used up.
     QuotaExceeded,
     /// The key's usage credits are spent.
@@ -169,10 +173,12 @@ impl Gate {
                 match &mut entry.verdict {
                     Verdict::Refused(refusal) if fresh => return Err(refusal.clone()),
                     Verdict::Valid { context, owed, .. } => {
-                        // a key with credits is asked every time: spending them is exact
-                        let allowance = match context.credits {
-                            Some(_) => 0,
-                            None => context.ratelimit.remaining.min(MAX_OWED),
+                        // a key with credits, or a layer spending named limits, asks every
+                        // time: what they spend is exact
+                        let exact = context.credits.is_some() || !self.settings.limits.is_empty();
+                        let allowance = match exact {
+                            true => 0,
+                            false => context.ratelimit.remaining.min(MAX_OWED),
                         };
                         if fresh && owed.total < allowance && owed.has_room_for(endpoint) {
                             owed.add(endpoint, 1);
@@ -214,7 +220,10 @@ impl Gate {
                 }
                 let lasting = !matches!(
                     refusal,
-                    Refusal::RateLimited(_) | Refusal::QuotaExceeded | Refusal::UsageExceeded
+                    Refusal::RateLimited(_)
+                        | Refusal::NamedLimited { .. }
+                        | Refusal::QuotaExceeded
+                        | Refusal::UsageExceeded
                 );
                 (
                     Err(refusal.clone()),
@@ -252,7 +261,13 @@ impl Gate {
         self.settings
             .flux
             .keys()
-            .verify_settling(key, &self.settings.scopes, endpoint, owed)
+            .verify_settling(
+                key,
+                &self.settings.scopes,
+                endpoint,
+                owed,
+                &self.settings.limits,
+            )
             .await
     }
 
@@ -341,6 +356,19 @@ fn truncated(text: &str, max: usize) -> &str {
 
 /// The refusal a verify code means for the caller.
 fn refusal_for(code: &str, details: &serde_json::Value, required: &[String]) -> Refusal {
+    if let (true, Some(name)) = (code == "RATE_LIMITED", details["rate_limited_by"].as_str()) {
+        let reset = details["ratelimits"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|limit| limit["name"] == name)
+            .and_then(|limit| limit["reset"].as_u64())
+            .unwrap_or(0);
+        return Refusal::NamedLimited {
+            name: name.to_owned(),
+            reset,
+        };
+    }
     match code {
         "RATE_LIMITED" => serde_json::from_value(details["ratelimit"].clone())
             .map(Refusal::RateLimited)
@@ -458,6 +486,18 @@ mod tests {
         assert_eq!(
             refusal_for("USAGE_EXCEEDED", &json!({}), &scopes),
             Refusal::UsageExceeded
+        );
+        assert_eq!(
+            refusal_for(
+                "RATE_LIMITED",
+                &json!({ "rate_limited_by": "tokens",
+                         "ratelimits": [{ "name": "tokens", "reset": 77 }] }),
+                &scopes
+            ),
+            Refusal::NamedLimited {
+                name: "tokens".into(),
+                reset: 77
+            }
         );
     }
 }

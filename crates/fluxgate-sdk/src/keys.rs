@@ -4,8 +4,8 @@
 use crate::client::{Error, Flux};
 use crate::gate::Owed;
 use fluxgate_proto::{
-    CreditRefill, Credits, CreditsChange, KeyChanges, NewCredits, NewKey, RateLimit, RotateKey,
-    Verdict, VerifyRequest,
+    CreditRefill, Credits, CreditsChange, KeyChanges, LimitSpend, NamedLimitState, NewCredits,
+    NewKey, RateLimit, RotateKey, Verdict, VerifyRequest,
 };
 pub use fluxgate_proto::{IssuedKey, Key, OrgRef, RateLimitState};
 use reqwest::Method;
@@ -46,6 +46,8 @@ pub struct KeyContext {
     pub environment: String,
     /// The key's usage credits after this call, when it has credits.
     pub credits: Option<Credits>,
+    /// The named limits this call spent, in the order asked.
+    pub ratelimits: Vec<NamedLimitState>,
 }
 
 impl KeyContext {
@@ -75,6 +77,7 @@ impl TryFrom<Verdict> for KeyContext {
             metadata: verdict.metadata.unwrap_or(Value::Null),
             environment: verdict.environment.ok_or_else(|| missing("environment"))?,
             credits: verdict.credits,
+            ratelimits: verdict.ratelimits.unwrap_or_default(),
         })
     }
 }
@@ -110,19 +113,48 @@ impl Keys<'_> {
     /// # }
     /// ```
     pub async fn verify_with(&self, key: &str, scopes: &[&str]) -> Result<KeyContext, Error> {
-        self.verify_settling(key, scopes, "", &Owed::default())
+        self.verify_settling(key, scopes, "", &Owed::default(), &[])
             .await
     }
 
-    /// Verifies a key for a call to `endpoint` ("" when unnamed), requiring `scopes`, and settles
-    /// `owed` calls served from a cached verdict: attributed with this one and paid for in its
-    /// cost.
+    /// Verifies a key, requiring `scopes`, and spends its named limits: `(name, cost)` each, in
+    /// order — the key's own limit of that name, else its org's. `RATE_LIMITED` names the limit
+    /// that refused in `rate_limited_by`; [`KeyContext::ratelimits`] shows what is left.
+    ///
+    /// ```no_run
+    /// # async fn f(flux: fluxgate_sdk::Flux) -> Result<(), fluxgate_sdk::Error> {
+    /// let ctx = flux.keys().verify_spending("fg_live_…", &[], &[("tokens", 1200)]).await?;
+    /// println!("{:?} tokens left", ctx.ratelimits[0].remaining);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn verify_spending(
+        &self,
+        key: &str,
+        scopes: &[&str],
+        limits: &[(&str, u64)],
+    ) -> Result<KeyContext, Error> {
+        let limits: Vec<LimitSpend> = limits
+            .iter()
+            .map(|&(name, cost)| LimitSpend {
+                name: name.to_owned(),
+                cost: Some(cost),
+            })
+            .collect();
+        self.verify_settling(key, scopes, "", &Owed::default(), &limits)
+            .await
+    }
+
+    /// Verifies a key for a call to `endpoint` ("" when unnamed), requiring `scopes` and
+    /// spending the named `limits`, and settles `owed` calls served from a cached verdict:
+    /// attributed with this one and paid for in its cost.
     pub(crate) async fn verify_settling<S: AsRef<str>>(
         &self,
         key: &str,
         scopes: &[S],
         endpoint: &str,
         owed: &Owed,
+        limits: &[LimitSpend],
     ) -> Result<KeyContext, Error> {
         let request = VerifyRequest {
             key: key.to_owned(),
@@ -134,6 +166,7 @@ impl Keys<'_> {
                 .iter()
                 .map(|(endpoint, calls)| (endpoint.clone(), *calls))
                 .collect(),
+            ratelimits: limits.to_vec(),
         };
         let verdict: Verdict = self
             .flux
@@ -330,6 +363,16 @@ impl<C> CreateKey<C> {
     /// Metadata returned by every verify of the key.
     pub fn metadata(mut self, metadata: Value) -> Self {
         self.body.metadata = Some(metadata);
+        self
+    }
+
+    /// A named limit of the key (`tokens`, 50,000 an hour): verifies that name it spend it.
+    pub fn named_limit(mut self, name: &str, limit: u64, window_seconds: u64) -> Self {
+        self.body.ratelimits.push(fluxgate_proto::NamedLimit {
+            name: name.to_owned(),
+            limit,
+            window_seconds,
+        });
         self
     }
 

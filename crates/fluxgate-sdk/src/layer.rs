@@ -19,7 +19,7 @@ use std::time::Duration;
 /// `Extension<KeyContext>`). Refusals never reach it: `401 UNAUTHORIZED` (no key, or one that is
 /// malformed, unknown, revoked, expired or of a disabled org — one message for all),
 /// `403 INSUFFICIENT_SCOPE` with `required_scope`, `429 RATE_LIMITED` with `retry_after` and
-/// `Retry-After`, `429 QUOTA_EXCEEDED`, `429 USAGE_EXCEEDED` (the key's credits are spent), and
+/// `Retry-After` (and the `limit` when a named one refused), `429 QUOTA_EXCEEDED`, `429 USAGE_EXCEEDED` (the key's credits are spent), and
 /// `503 UNAVAILABLE` when Fluxgate cannot be reached (fail closed).
 ///
 /// Verdicts are cached for at most a second (see [`KeyAuthLayer::cache_for`]): a key's remaining
@@ -55,6 +55,7 @@ impl KeyAuthLayer {
                 scopes: Vec::new(),
                 cache_ttl: MAX_CACHE_TTL,
                 endpoint_of: None,
+                limits: Vec::new(),
             })),
         }
     }
@@ -104,6 +105,29 @@ impl KeyAuthLayer {
     {
         let name: EndpointOf = Arc::new(name);
         self.reconfigure(|settings| settings.endpoint_of = Some(name))
+    }
+
+    /// Named limits every request through the layer spends — `(name, cost)` each, the key's
+    /// own limit of that name, else its org's — refused with `429 RATE_LIMITED` naming the
+    /// `limit` and a `Retry-After`. Keys are then verified on every request (the spend is exact).
+    ///
+    /// ```no_run
+    /// # let flux = fluxgate_sdk::Flux::init("fg_live_…");
+    /// let layer = fluxgate_sdk::KeyAuthLayer::new(flux).spend_limits([("exports", 1)]);
+    /// ```
+    pub fn spend_limits<I, S>(self, limits: I) -> Self
+    where
+        I: IntoIterator<Item = (S, u64)>,
+        S: Into<String>,
+    {
+        let limits = limits
+            .into_iter()
+            .map(|(name, cost)| fluxgate_proto::LimitSpend {
+                name: name.into(),
+                cost: Some(cost),
+            })
+            .collect();
+        self.reconfigure(|settings| settings.limits = limits)
     }
 
     fn reconfigure(self, change: impl FnOnce(&mut GateSettings)) -> Self {
@@ -219,6 +243,15 @@ fn refused<B: From<String>>(refusal: Refusal) -> Response<B> {
                 StatusCode::TOO_MANY_REQUESTS,
                 json!({ "code": "RATE_LIMITED", "message": "rate limit exceeded",
                         "retry_after": retry_after }),
+            )
+        }
+        Refusal::NamedLimited { name, reset } => {
+            let retry_after = reset.saturating_sub(unix_now()).max(1);
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+            (
+                StatusCode::TOO_MANY_REQUESTS,
+                json!({ "code": "RATE_LIMITED", "message": format!("the {name} limit is spent"),
+                        "limit": name, "retry_after": retry_after }),
             )
         }
         Refusal::QuotaExceeded => (

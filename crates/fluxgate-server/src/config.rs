@@ -274,6 +274,9 @@ pub struct Plan {
     pub entitlements: Vec<String>,
     /// Monthly quota per meter.
     pub quotas: BTreeMap<String, u64>,
+    /// Named limits shared by all keys of an org on this plan (`ratelimits = { tokens =
+    /// "50000/hour" }`); a key's own limit of the same name takes its place.
+    pub named_limits: BTreeMap<String, Rate>,
 }
 
 /// Everything wrong with a configuration, one line per bad value.
@@ -713,6 +716,14 @@ impl Config {
             lines.push(format!("rate_limit = \"{}\"", plan.rate_limit));
             lines.push(format!("entitlements = {:?}", plan.entitlements));
             lines.push(format!("quotas = {:?}", plan.quotas));
+            if !plan.named_limits.is_empty() {
+                let limits: Vec<String> = plan
+                    .named_limits
+                    .iter()
+                    .map(|(name, rate)| format!("{name:?} = \"{rate}\""))
+                    .collect();
+                lines.push(format!("ratelimits = {{ {} }}", limits.join(", ")));
+            }
         }
         lines.join("\n")
     }
@@ -989,8 +1000,35 @@ impl<'a> Reader<'a> {
                     None => sub.error("quotas", "must be a table of meter = limit".into()),
                 }
             }
+            let mut named_limits = BTreeMap::new();
+            if let Some(limits) = sub.get("ratelimits") {
+                match limits.as_table() {
+                    Some(limits) => {
+                        for (limit_name, rate) in limits {
+                            let field = format!("ratelimits.{limit_name}");
+                            if !fluxgate_core::named_limit::is_name(limit_name) {
+                                sub.error(
+                                    &field,
+                                    "a name is 1–64 of a-z, 0-9, _, -, . and :".into(),
+                                );
+                            }
+                            match rate.as_str().map(Rate::parse) {
+                                Some(Ok(rate)) => {
+                                    named_limits.insert(limit_name.clone(), rate);
+                                }
+                                Some(Err(e)) => sub.error(&field, e),
+                                None => sub
+                                    .error(&field, "must be a rate such as \"50000/hour\"".into()),
+                            }
+                        }
+                    }
+                    None => sub.error("ratelimits", "must be a table of name = rate".into()),
+                }
+            }
             for key in t.keys() {
-                if !["name", "rate_limit", "entitlements", "quotas"].contains(&key.as_str()) {
+                if !["name", "rate_limit", "entitlements", "quotas", "ratelimits"]
+                    .contains(&key.as_str())
+                {
                     sub.errors.push(format!("{key}: unknown key"));
                 }
             }
@@ -1002,6 +1040,7 @@ impl<'a> Reader<'a> {
                 rate_limit,
                 entitlements,
                 quotas,
+                named_limits,
             });
         }
         if plans.is_empty() {
@@ -1207,12 +1246,14 @@ fn default_plans() -> Vec<Plan> {
             rate_limit: rate("100/min"),
             entitlements: vec![],
             quotas: BTreeMap::from([("requests".to_string(), 10_000)]),
+            named_limits: BTreeMap::new(),
         },
         Plan {
             name: "pro".into(),
             rate_limit: rate("1000/min"),
             entitlements: vec!["bulk_export".into(), "sso".into()],
             quotas: BTreeMap::from([("requests".to_string(), 1_000_000)]),
+            named_limits: BTreeMap::new(),
         },
     ]
 }

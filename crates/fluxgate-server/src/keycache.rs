@@ -109,13 +109,33 @@ pub struct CachedKey {
     pub environment: String,
     /// Whether it may call verify (an operator key granted `keys:verify`), decided once.
     pub may_verify_keys: bool,
+    /// Its named limits, then its plan's (shared by the org's keys).
+    pub named_limits: Vec<NamedQuota>,
     /// Its usage credits' refill, when it has credits (the count itself is in the database).
     pub credits: Option<crate::services::credits::CreditPolicy>,
     /// Its `VALID` answer, serialised on the first valid verify and reused after.
     pub valid_answer: std::sync::OnceLock<Option<crate::services::verify::PreparedValid>>,
 }
 
+/// A named limit as the limiter spends it.
+#[derive(Debug, Clone)]
+pub struct NamedQuota {
+    /// Its name.
+    pub name: String,
+    /// `key` (the key's own) or `org` (the plan's, shared by the org's keys).
+    pub scope: &'static str,
+    /// Its rate.
+    pub quota: Quota,
+    /// The limiter's key of its bucket.
+    pub bucket: String,
+}
+
 impl CachedKey {
+    /// The limit a verify spends by `name`: the key's own of that name, else its plan's.
+    pub fn named_limit(&self, name: &str) -> Option<&NamedQuota> {
+        self.named_limits.iter().find(|n| n.name == name)
+    }
+
     fn from_lookup(lookup: KeyLookup, config: &Config) -> Self {
         let plan = config.plan(&lookup.org_plan);
         let key = lookup.key;
@@ -134,7 +154,32 @@ impl CachedKey {
         let rate = own_rate
             .or(plan.map(|p| p.rate_limit))
             .unwrap_or(config.rate_limits.api_key);
+        let own_named: Vec<fluxgate_proto::NamedLimit> =
+            serde_json::from_str(&key.named_limits).unwrap_or_default();
+        let mut named_limits: Vec<NamedQuota> = own_named
+            .into_iter()
+            .filter(|l| l.limit > 0 && l.window_seconds > 0)
+            .map(|l| NamedQuota {
+                bucket: format!("keylimit:{}:{}", key.id, l.name),
+                quota: Quota::from_rate(Rate {
+                    limit: l.limit,
+                    window: Duration::from_secs(l.window_seconds),
+                }),
+                scope: "key",
+                name: l.name,
+            })
+            .collect();
+        // the plan's come after the key's, so a key's own limit of a name takes its place
+        for (name, rate) in plan.map(|p| &p.named_limits).into_iter().flatten() {
+            named_limits.push(NamedQuota {
+                name: name.clone(),
+                scope: "org",
+                quota: Quota::from_rate(*rate),
+                bucket: format!("orglimit:{}:{name}", key.org_id),
+            });
+        }
         let mut cached = Self {
+            named_limits,
             may_verify_keys: false, // decided below, by the one rule
             valid_answer: std::sync::OnceLock::new(),
             metadata: key.metadata_json(),

@@ -523,6 +523,8 @@ pub struct ApiKeyRecord {
     pub credits_refill_day: Option<i64>,
     /// When the period the remaining credits belong to started.
     pub credits_refilled_at: Option<i64>,
+    /// JSON array of named limits: `{name, limit, window_seconds}`.
+    pub named_limits: String,
 }
 
 impl ApiKeyRecord {
@@ -551,6 +553,7 @@ impl ApiKeyRecord {
             credits_refill_interval: None,
             credits_refill_day: None,
             credits_refilled_at: None,
+            named_limits: "[]".into(),
         }
     }
 

@@ -17,6 +17,7 @@ fluxgate_testkit::both_backends!(
     rate_limits_count_every_request_through_the_layer,
     every_call_through_the_layer_is_attributed_to_its_endpoint,
     a_key_with_credits_is_spent_exactly_through_the_layer,
+    named_limits_are_spent_through_the_layer_and_the_client,
 );
 
 /// Serves a small API (`GET /v1/whoami`, protected by `layer`) on a random port; its base URL.
@@ -266,5 +267,43 @@ async fn a_key_with_credits_is_spent_exactly_through_the_layer(backend: Backend)
         Err(fluxgate_sdk::Error::InvalidKey { code, .. }) => assert_eq!(code, "USAGE_EXCEEDED"),
         other => panic!("{other:?}"),
     }
+    world.app.stop().await;
+}
+
+/// A layer spending a named limit on every request: a key with two `exports` an hour gets two
+/// requests through, then `429 RATE_LIMITED` naming the limit, with `Retry-After`; the client's
+/// `verify_spending` reports what is left.
+async fn named_limits_are_spent_through_the_layer_and_the_client(backend: Backend) {
+    let world = world(backend).await;
+    let api =
+        protected_api(KeyAuthLayer::new(world.flux.clone()).spend_limits([("exports", 1)])).await;
+    let issued = world
+        .flux
+        .keys()
+        .create()
+        .for_org(&world.org)
+        .named_limit("exports", 2, 3600)
+        .named_limit("tokens", 5000, 3600)
+        .issue()
+        .await
+        .unwrap();
+    let key = issued.key;
+    for _ in 0..2 {
+        assert_eq!(get_with(&api, Some(("x-api-key", &key))).await.0, 200);
+    }
+    let (status, headers, body) = get_with(&api, Some(("x-api-key", &key))).await;
+    assert_eq!(status, 429);
+    assert_eq!(body["error"]["code"], "RATE_LIMITED");
+    assert_eq!(body["error"]["limit"], "exports");
+    assert!(number(&headers, "retry-after") >= 1);
+
+    let context = world
+        .flux
+        .keys()
+        .verify_spending(&key, &[], &[("tokens", 1200)])
+        .await
+        .unwrap();
+    assert_eq!(context.ratelimits[0].remaining, Some(3800));
+    assert_eq!(context.ratelimits[0].scope.as_deref(), Some("key"));
     world.app.stop().await;
 }

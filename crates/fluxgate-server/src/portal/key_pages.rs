@@ -331,6 +331,7 @@ async fn create(
             }),
             metadata: None,
             credits,
+            ratelimits: Vec::new(),
         };
         keys::issue(&state, &access, &client, input, crate::clock::now()).await
     } else {

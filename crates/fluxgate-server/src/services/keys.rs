@@ -14,10 +14,11 @@ use crate::services::credits;
 use crate::state::AppState;
 use fluxgate_core::apikey::{self, Environment};
 use fluxgate_core::ids::KeyId;
+use fluxgate_core::named_limit;
 use fluxgate_core::permission::PermissionPattern;
 use fluxgate_core::secret::{ExposeSecret, SecretString};
 use fluxgate_core::validation::{single_line, FieldErrors};
-use fluxgate_proto::{KeyChanges, NewKey, RateLimit};
+use fluxgate_proto::{KeyChanges, NamedLimit, NewKey, RateLimit};
 use fluxgate_store::{ApiKeyRecord, CreditsUpdate, KeyQuery, KeySecretRecord, KeyStatus, Rotation};
 use serde_json::{json, Value};
 
@@ -64,6 +65,21 @@ fn stored_rate(errors: &mut FieldErrors, rate: Option<&RateLimit>) -> StoredRate
         i64::try_from(rate.window_seconds).ok(),
         rate.exact,
     )
+}
+
+/// A key's named limits as stored (JSON), checked: names, sizes, at most 10, each name once.
+fn stored_named_limits(errors: &mut FieldErrors, limits: &[NamedLimit]) -> String {
+    for (i, limit) in limits.iter().enumerate() {
+        named_limit::check(
+            errors,
+            &format!("ratelimits[{i}]"),
+            &limit.name,
+            limit.limit,
+            limit.window_seconds,
+        );
+    }
+    named_limit::check_list(errors, "ratelimits", limits.iter().map(|l| l.name.as_str()));
+    serde_json::to_string(limits).unwrap_or_else(|_| "[]".into())
 }
 
 fn check_metadata(errors: &mut FieldErrors, metadata: &Value) -> String {
@@ -183,6 +199,7 @@ pub async fn issue(
         credits_refill_interval: None,
         credits_refill_day: None,
         credits_refilled_at: None,
+        named_limits: stored_named_limits(&mut errors, &input.ratelimits),
     };
     if let Some(credits) = &input.credits {
         credits::start(&mut errors, &mut key, credits, now);
@@ -325,6 +342,9 @@ pub async fn update(
         Some(None) => changed.expires_at = None,
         None => {}
     }
+    if let Some(limits) = &changes.ratelimits {
+        changed.named_limits = stored_named_limits(&mut errors, limits);
+    }
     let credits = match &changes.credits {
         Some(change) => credits::change(&mut errors, &mut changed, change.as_ref(), now),
         None => CreditsUpdate::Keep,
@@ -348,6 +368,7 @@ pub async fn update(
             "rate_window_seconds": changed.rate_window_seconds,
             "rate_exact": changed.rate_exact,
             "credits": credits_audit(credits),
+            "ratelimits": serde_json::from_str::<Value>(&changed.named_limits).unwrap_or(Value::Null),
         }))
         .build();
     let stored = state

@@ -5,11 +5,16 @@
 use crate::clock::rfc3339;
 use crate::error::{ApiError, ApiResult};
 use crate::keycache::{CachedKey, KeyHash, Lookup};
+use crate::limiter::Sharing;
 use crate::state::AppState;
 use crate::usage_recorder::Attribution;
+use fluxgate_core::named_limit;
 use fluxgate_core::ratelimit::Decision;
+use fluxgate_core::validation::FieldErrors;
 use fluxgate_core::{apikey, cost};
-use fluxgate_proto::{Data, OrgRef, RateLimitState, Verdict, VerifyRequest};
+use fluxgate_proto::{
+    Data, LimitSpend, NamedLimitState, OrgRef, RateLimitState, Verdict, VerifyRequest,
+};
 use fluxgate_store::CreditSpend;
 use std::sync::Arc;
 
@@ -99,6 +104,7 @@ pub async fn verify(state: &AppState, request: VerifyRequest, now: i64) -> ApiRe
             "must be at most 200 characters",
         ));
     }
+    let spends = named_spends(&request.ratelimits)?;
     let key = match presented(state, &request.key, now).await? {
         Presented::Known(key) => key,
         Presented::Unknown => return Ok(Answer::Verdict(Box::new(refused("NOT_FOUND")))),
@@ -108,7 +114,9 @@ pub async fn verify(state: &AppState, request: VerifyRequest, now: i64) -> ApiRe
         code,
         decision,
         credits,
-    } = judge(state, &key, &request.scopes, cost, now).await?;
+        named,
+        limited_by,
+    } = judge(state, &key, &request.scopes, cost, &spends, now).await?;
     let attribute = |endpoint: &str, outcome: &str, calls: u64| {
         let call = Attribution {
             org_id: &key.org_id,
@@ -127,9 +135,7 @@ pub async fn verify(state: &AppState, request: VerifyRequest, now: i64) -> ApiRe
     let ratelimit = decision.map(|decision| RateLimitState {
         limit: decision.limit,
         remaining: decision.remaining,
-        reset: u64::try_from(now)
-            .unwrap_or(0)
-            .saturating_add(decision.reset_after_secs()),
+        reset: reset_at(now, &decision),
     });
     if code == "VALID" {
         state.usage.record_call(
@@ -140,7 +146,7 @@ pub async fn verify(state: &AppState, request: VerifyRequest, now: i64) -> ApiRe
             now,
         );
     }
-    if let (true, Some(ratelimit), None) = (code == "VALID", &ratelimit, &credits) {
+    if let (true, Some(ratelimit), None, None) = (code == "VALID", &ratelimit, &credits, &named) {
         let prepared = key.valid_answer.get_or_init(|| PreparedValid::of(&key));
         if let Some(body) = prepared.as_ref().and_then(|p| p.with(ratelimit)) {
             return Ok(Answer::Prepared(body));
@@ -149,6 +155,8 @@ pub async fn verify(state: &AppState, request: VerifyRequest, now: i64) -> ApiRe
     let mut verdict = verdict_of(&key, code);
     verdict.ratelimit = ratelimit;
     verdict.credits = credits;
+    verdict.ratelimits = named;
+    verdict.rate_limited_by = limited_by;
     Ok(Answer::Verdict(Box::new(verdict)))
 }
 
@@ -180,12 +188,45 @@ pub async fn presented(state: &AppState, text: &str, now: i64) -> ApiResult<Pres
     Ok(Presented::Known(key))
 }
 
-/// A known key's verdict: its code, the limiter's decision when it was asked, and the credits
-/// when they were spent or found short.
+/// The named limits a verify spends, checked: at most ten, well-formed names, costs in range;
+/// errors name the field.
+fn named_spends(spends: &[LimitSpend]) -> ApiResult<Vec<(&str, u64)>> {
+    let mut errors = FieldErrors::new();
+    if spends.len() > named_limit::MAX_NAMED_LIMITS {
+        errors.add(
+            "ratelimits",
+            format!("at most {}", named_limit::MAX_NAMED_LIMITS),
+        );
+    }
+    let mut checked = Vec::with_capacity(spends.len());
+    for (i, spend) in spends.iter().enumerate() {
+        if !named_limit::is_name(&spend.name) {
+            errors.add(
+                format!("ratelimits[{i}].name"),
+                "must be 1–64 of a-z, 0-9, _, -, . and :",
+            );
+        }
+        let cost = spend.cost.unwrap_or(1);
+        if cost > cost::MAX_COST {
+            errors.add(
+                format!("ratelimits[{i}].cost"),
+                format!("must be between 0 and {}", cost::MAX_COST),
+            );
+        }
+        checked.push((spend.name.as_str(), cost));
+    }
+    errors.into_result()?;
+    Ok(checked)
+}
+
+/// A known key's verdict: its code, the limiter's decision when it was asked, the credits
+/// when they were spent or found short, and the named limits spent.
 struct Judged {
     code: &'static str,
     decision: Option<Decision>,
     credits: Option<fluxgate_proto::Credits>,
+    named: Option<Vec<NamedLimitState>>,
+    limited_by: Option<String>,
 }
 
 impl Judged {
@@ -194,18 +235,22 @@ impl Judged {
             code,
             decision: None,
             credits: None,
+            named: None,
+            limited_by: None,
         }
     }
 }
 
 /// The verdict on a known key, in order: its standing, the required scopes, the org's monthly
-/// quota, the rate limit, then its credits (the last two take something, each only when all
-/// before passed; a call refused for credits has still counted against the rate limit).
+/// quota, the key's rate limit, the named limits the call spends, then its credits (the last
+/// three take something, each only when all before passed; what an earlier one took stays taken
+/// when a later one refuses).
 async fn judge(
     state: &AppState,
     key: &CachedKey,
     scopes: &[String],
     cost: u64,
+    spends: &[(&str, u64)],
     now: i64,
 ) -> ApiResult<Judged> {
     if let Some(code) = key.refusal(now) {
@@ -228,29 +273,68 @@ async fn judge(
         .limiter
         .spend(&key.rate_key, key.quota, cost, key.sharing)
         .await?;
+    let mut judged = Judged {
+        code: "RATE_LIMITED",
+        decision: Some(decision),
+        credits: None,
+        named: None,
+        limited_by: None,
+    };
     if !decision.allowed {
-        return Ok(Judged {
-            code: "RATE_LIMITED",
-            decision: Some(decision),
-            credits: None,
-        });
+        return Ok(judged);
     }
-    let (code, credits) = match &key.credits {
-        None => ("VALID", None),
-        Some(policy) => {
-            let spent = state.credits.spend(&key.key_id, policy, cost, now).await?;
-            match spent {
-                CreditSpend::Spent(left) => ("VALID", Some(policy.view(left, now))),
-                CreditSpend::Short(left) => ("USAGE_EXCEEDED", Some(policy.view(left, now))),
-                CreditSpend::Unlimited => ("VALID", None),
+    if !spends.is_empty() {
+        let mut states = Vec::with_capacity(spends.len());
+        for &(name, spend) in spends {
+            let Some(limit) = key.named_limit(name) else {
+                states.push(NamedLimitState {
+                    name: name.to_owned(),
+                    scope: None,
+                    limit: None,
+                    remaining: None,
+                    reset: None,
+                });
+                continue;
+            };
+            let decided = state
+                .limiter
+                .spend(&limit.bucket, limit.quota, spend, Sharing::Leased)
+                .await?;
+            states.push(NamedLimitState {
+                name: name.to_owned(),
+                scope: Some(limit.scope.to_owned()),
+                limit: Some(decided.limit),
+                remaining: Some(decided.remaining),
+                reset: Some(reset_at(now, &decided)),
+            });
+            if !decided.allowed {
+                judged.named = Some(states);
+                judged.limited_by = Some(name.to_owned());
+                return Ok(judged);
             }
         }
-    };
-    Ok(Judged {
-        code,
-        decision: Some(decision),
-        credits,
-    })
+        judged.named = Some(states);
+    }
+    judged.code = "VALID";
+    if let Some(policy) = &key.credits {
+        let spent = state.credits.spend(&key.key_id, policy, cost, now).await?;
+        match spent {
+            CreditSpend::Spent(left) => judged.credits = Some(policy.view(left, now)),
+            CreditSpend::Short(left) => {
+                judged.code = "USAGE_EXCEEDED";
+                judged.credits = Some(policy.view(left, now));
+            }
+            CreditSpend::Unlimited => {}
+        }
+    }
+    Ok(judged)
+}
+
+/// When a limit's allowance is full again, in Unix seconds.
+fn reset_at(now: i64, decision: &Decision) -> u64 {
+    u64::try_from(now)
+        .unwrap_or(0)
+        .saturating_add(decision.reset_after_secs())
 }
 
 /// The verdict on a known key: its whole context, with `code`.
@@ -272,6 +356,8 @@ fn verdict_of(key: &CachedKey, code: &'static str) -> Verdict {
         metadata: Some(key.metadata.clone()),
         environment: Some(key.environment.clone()),
         credits: None,
+        ratelimits: None,
+        rate_limited_by: None,
     }
 }
 
@@ -319,6 +405,7 @@ mod tests {
             environment: "live".into(),
             may_verify_keys: false,
             credits: None,
+            named_limits: Vec::new(),
             valid_answer: std::sync::OnceLock::new(),
         }
     }

@@ -21,6 +21,7 @@ mod input_arithmetic;
 mod keys;
 mod login_identifiers;
 mod mfa;
+mod named_limits;
 mod oidc;
 mod orgs;
 mod passkeys;
