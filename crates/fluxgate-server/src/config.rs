@@ -1112,11 +1112,12 @@ fn oidc_providers(r: &mut Reader<'_>) -> Vec<OidcProviderConfig> {
             }
             value
         };
-        let (Some(client_id), Some(client_secret)) =
-            (required("client_id"), required("client_secret"))
-        else {
-            continue;
-        };
+        let (client_id, client_secret) = (required("client_id"), required("client_secret"));
+        // (not read for a preset, so a stray issuer next to one is reported as unknown)
+        let given = !github
+            && ["issuer", "authorization_url", "token_url", "userinfo_url"]
+                .iter()
+                .any(|key| r.optional_string(&at(key)).is_some());
         let mut url = |key: &str, default: Option<&str>| {
             let value = r.optional_string(&at(key)).or(default.map(str::to_owned))?;
             if value.starts_with("https://") || value.starts_with("http://") {
@@ -1128,16 +1129,16 @@ fn oidc_providers(r: &mut Reader<'_>) -> Vec<OidcProviderConfig> {
         };
         let protocol = if github {
             // GitHub Enterprise Server: web_url = "https://HOST", api_url = "https://HOST/api/v3"
-            let (Some(web), Some(api)) = (
+            match (
                 url("web_url", Some("https://github.com")),
                 url("api_url", Some("https://api.github.com")),
-            ) else {
-                continue;
-            };
-            ProviderProtocol::OAuth2 {
-                authorization_url: format!("{web}/login/oauth/authorize"),
-                token_url: format!("{web}/login/oauth/access_token"),
-                profile: ProfileApi::GitHub(api),
+            ) {
+                (Some(web), Some(api)) => Some(ProviderProtocol::OAuth2 {
+                    authorization_url: format!("{web}/login/oauth/authorize"),
+                    token_url: format!("{web}/login/oauth/access_token"),
+                    profile: ProfileApi::GitHub(api),
+                }),
+                _ => None,
             }
         } else {
             let issuer = url("issuer", None);
@@ -1147,14 +1148,16 @@ fn oidc_providers(r: &mut Reader<'_>) -> Vec<OidcProviderConfig> {
                 url("userinfo_url", None),
             );
             match (issuer, endpoints) {
-                (Some(issuer), (None, None, None)) => ProviderProtocol::OpenId { issuer },
+                (Some(issuer), (None, None, None)) => Some(ProviderProtocol::OpenId { issuer }),
                 (None, (Some(authorization_url), Some(token_url), Some(userinfo))) => {
-                    ProviderProtocol::OAuth2 {
+                    Some(ProviderProtocol::OAuth2 {
                         authorization_url,
                         token_url,
                         profile: ProfileApi::Userinfo(userinfo),
-                    }
+                    })
                 }
+                // a URL that was given but is not one has its own error already
+                (None, (None, None, None)) if given => None,
                 _ => {
                     r.error(
                         &at("issuer"),
@@ -1162,9 +1165,14 @@ fn oidc_providers(r: &mut Reader<'_>) -> Vec<OidcProviderConfig> {
                          and userinfo_url (plain OAuth 2.0), or preset = \"github\""
                             .into(),
                     );
-                    continue;
+                    None
                 }
             }
+        };
+        let (Some(protocol), Some(client_id), Some(client_secret)) =
+            (protocol, client_id, client_secret)
+        else {
+            continue;
         };
         let mut scopes = r.string_list(&at("scopes"));
         if scopes.is_empty() {
