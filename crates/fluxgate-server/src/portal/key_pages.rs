@@ -45,6 +45,10 @@ pub fn router() -> Router<AppState> {
             axum::routing::post(change_credits),
         )
         .route(
+            "/orgs/{org_id}/keys/{key_id}/ratelimits",
+            axum::routing::post(change_named_limits),
+        )
+        .route(
             "/orgs/{org_id}/keys/{key_id}/revoke",
             get(confirm_revoke).post(revoke),
         )
@@ -390,6 +394,50 @@ struct KeyDetailPage {
     /// The credits form: its errors and what was typed.
     credit_errors: FormErrors,
     credits_form: CreditsForm,
+    /// The named-limits form: its errors and its text (`name = rate` a line).
+    limit_errors: FormErrors,
+    limits_text: String,
+}
+
+/// A key's named limits as the portal's form writes them: `tokens = 50000/hour`, a line each.
+fn limits_text(limits: &[fluxgate_proto::NamedLimit]) -> String {
+    limits
+        .iter()
+        .map(|l| {
+            let rate = fluxgate_core::units::Rate {
+                limit: l.limit,
+                window: std::time::Duration::from_secs(l.window_seconds),
+            };
+            format!("{} = {rate}\n", l.name)
+        })
+        .collect()
+}
+
+/// Reads the form's `name = rate` lines; errors name the line.
+fn parse_limits_text(errors: &mut FieldErrors, text: &str) -> Vec<fluxgate_proto::NamedLimit> {
+    let mut limits = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        let parsed = line
+            .split_once('=')
+            .ok_or_else(|| "write `name = rate`, e.g. `tokens = 50000/hour`".to_owned());
+        let parsed = parsed.and_then(|(name, rate)| {
+            let rate = fluxgate_core::units::Rate::parse(rate)?;
+            Ok(fluxgate_proto::NamedLimit {
+                name: name.trim().to_owned(),
+                limit: rate.limit,
+                window_seconds: rate.window.as_secs(),
+            })
+        });
+        match parsed {
+            Ok(limit) => limits.push(limit),
+            Err(reason) => errors.add("ratelimits", format!("line {}: {reason}", i + 1)),
+        }
+    }
+    limits
 }
 
 /// Calls of one endpoint with one outcome.
@@ -407,8 +455,17 @@ async fn detail(
     csrf: CsrfToken,
     Portal(IdPath((_, key_id))): Portal<IdPath<(OrgId, KeyId)>>,
 ) -> PortalResult<Response> {
-    let page = detail_page(&state, &page, &csrf, &key_id, FormErrors::none(), None).await?;
+    let page = detail_page(&state, &page, &csrf, &key_id, Forms::default()).await?;
     Ok(render(&page))
+}
+
+/// The detail page's forms as they come back with errors (default: fresh).
+#[derive(Default)]
+struct Forms {
+    credit_errors: FormErrors,
+    credits: Option<CreditsForm>,
+    limit_errors: FormErrors,
+    limits: Option<String>,
 }
 
 async fn detail_page<P: Required>(
@@ -416,9 +473,9 @@ async fn detail_page<P: Required>(
     page: &OrgPage<P>,
     csrf: &CsrfToken,
     key_id: &KeyId,
-    credit_errors: FormErrors,
-    typed: Option<CreditsForm>,
+    forms: Forms,
 ) -> PortalResult<KeyDetailPage> {
+    let typed = forms.credits;
     let (calls, breakdown) = match page.also::<UsageRead>(state).await? {
         Some(_) => {
             let now = crate::clock::now();
@@ -478,11 +535,13 @@ async fn detail_page<P: Required>(
         can_write: access.allows(state, "keys:write"),
         chrome: Chrome::new(state, csrf, Some(user), Some(&access.org), "keys").await?,
         org_id: org_id.to_string(),
+        limits_text: forms.limits.unwrap_or_else(|| limits_text(&key.ratelimits)),
         key,
         calls,
         breakdown,
-        credit_errors,
+        credit_errors: forms.credit_errors,
         credits_form,
+        limit_errors: forms.limit_errors,
     })
 }
 
@@ -544,8 +603,61 @@ async fn change_credits(
                     "credits.refill.day_of_month",
                 ],
             )?;
-            let typed = Some(CreditsForm::of(&form));
-            let detail = detail_page(&state, &page, &csrf, &key_id, errors, typed).await?;
+            let forms = Forms {
+                credit_errors: errors,
+                credits: Some(CreditsForm::of(&form)),
+                ..Forms::default()
+            };
+            let detail = detail_page(&state, &page, &csrf, &key_id, forms).await?;
+            Ok(render_status(status, &detail))
+        }
+    }
+}
+
+/// Replaces the key's named limits through the same service as `PATCH …/keys/{key_id}`, from
+/// the form's `name = rate` lines. Errors come back next to the field.
+async fn change_named_limits(
+    State(state): State<AppState>,
+    page: OrgPage<KeysWrite>,
+    Portal(client): Portal<ClientInfo>,
+    csrf: CsrfToken,
+    Portal(IdPath((_, key_id))): Portal<IdPath<(OrgId, KeyId)>>,
+    form: PortalForm,
+) -> PortalResult<Response> {
+    let mut errors = FieldErrors::new();
+    let text = form.raw("ratelimits");
+    let limits = parse_limits_text(&mut errors, text);
+    let outcome = if errors.is_empty() {
+        let changes = KeyChanges {
+            ratelimits: Some(limits),
+            ..KeyChanges::default()
+        };
+        keys::update(
+            &state,
+            &page.access,
+            &client,
+            &key_id,
+            changes,
+            crate::clock::now(),
+        )
+        .await
+        .map(|_| ())
+    } else {
+        Err(ApiError::Validation(errors))
+    };
+    match outcome {
+        Ok(()) => Ok(see_other(&format!(
+            "/orgs/{}/keys/{key_id}#limits-heading",
+            page.org_id()
+        ))),
+        Err(refusal) => {
+            let (status, _) = refusal.status_and_message();
+            let forms = Forms {
+                limit_errors: FormErrors::from_refusal(refusal, &["ratelimits"])?,
+                limits: Some(text.to_owned()),
+                ..Forms::default()
+            };
+            let detail = detail_page(&state, &page, &csrf, &key_id, forms).await?;
             Ok(render_status(status, &detail))
         }
     }

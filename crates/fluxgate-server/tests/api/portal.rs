@@ -28,6 +28,7 @@ both_backends!(
     an_org_that_requires_two_step_sign_in_sends_members_to_set_it_up,
     signup_and_login_take_the_identifiers_the_instance_uses,
     a_keys_credits_are_given_spent_topped_up_and_refilled_in_the_portal,
+    a_keys_named_limits_are_written_a_line_each_in_the_portal,
 );
 
 /// A browser without JavaScript: keeps cookies, follows redirects, posts forms from its page.
@@ -1625,5 +1626,77 @@ async fn a_keys_credits_are_given_spent_topped_up_and_refilled_in_the_portal(bac
     for _ in 0..3 {
         assert_eq!(verify_code(&app, &root, &secret).await, "VALID");
     }
+    app.stop().await;
+}
+
+/// A key's named limits through the portal: written `name = rate` a line, listed on its page,
+/// spent by verify; a line that is not a limit, or a name that is not allowed, is answered next
+/// to the field with what was typed.
+async fn a_keys_named_limits_are_written_a_line_each_in_the_portal(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (_, root) = operator_with_verifier(&app).await;
+    let (token, org) = app.owner("owner@example.com", "Acme").await;
+    let (key_id, secret) =
+        fluxgate_testkit::issue_key(&app, &token, &org, json!({ "name": "llm", "scopes": [] }))
+            .await;
+    let browser = Browser::new(&app);
+    browser.log_in("owner@example.com").await;
+    let link = format!("/orgs/{org}/keys/{key_id}");
+    let detail = browser.get(&link).await;
+    assert!(detail
+        .text("#limits-heading + p")
+        .contains("no named limits"));
+
+    let refused = browser
+        .submit(
+            &detail,
+            &format!("{link}/ratelimits"),
+            &[("ratelimits", "tokens 5000")],
+        )
+        .await;
+    assert_eq!(refused.status, 422);
+    assert!(refused.text("#ratelimits-error").contains("Line 1"));
+    assert_eq!(
+        refused.text("#ratelimits"),
+        "tokens 5000",
+        "what was typed stays"
+    );
+    let refused = browser
+        .submit(
+            &detail,
+            &format!("{link}/ratelimits"),
+            &[("ratelimits", "Tokens = 5/min")],
+        )
+        .await;
+    assert_eq!(refused.status, 422);
+    assert!(!refused.text("#ratelimits-error").is_empty());
+
+    let saved = browser
+        .submit(
+            &detail,
+            &format!("{link}/ratelimits"),
+            &[("ratelimits", "tokens = 5000/hour\nexports = 2/day\n")],
+        )
+        .await;
+    assert_eq!(saved.url, link);
+    let listed = saved.text(".named-limits");
+    assert!(listed.contains("tokens: 5000 per 3600 s"), "{listed}");
+    assert!(listed.contains("exports: 2 per 86400 s"), "{listed}");
+    assert_eq!(
+        saved.text("#ratelimits"),
+        "tokens = 5000/hour\nexports = 2/day\n"
+    );
+    let client = Client::new();
+    let answer: Value = client
+        .post(app.url("/api/v1/keys/verify"))
+        .header("x-api-key", &root)
+        .json(&json!({ "key": secret, "ratelimits": [{ "name": "tokens", "cost": 1200 }] }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer["data"]["ratelimits"][0]["remaining"], 3800);
     app.stop().await;
 }
