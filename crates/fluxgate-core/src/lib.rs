@@ -9,6 +9,7 @@ pub mod credits;
 pub mod email;
 pub mod identifier;
 pub mod ids;
+pub mod ip_allowlist;
 pub mod mfa;
 pub mod named_limit;
 pub mod password;

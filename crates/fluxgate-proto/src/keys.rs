@@ -124,6 +124,10 @@ pub struct NewKey {
     /// Named limits of this key (at most 10), spent by verifies that name them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ratelimits: Vec<NamedLimit>,
+    /// IP addresses and CIDR ranges (v4 and v6, at most 100) the key may be used from; empty
+    /// allows any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ip_allowlist: Vec<String>,
 }
 
 /// Changes to a key (`PATCH /orgs/{org_id}/keys/{key_id}`): absent fields stay; `null` clears
@@ -169,6 +173,9 @@ pub struct KeyChanges {
     /// The key's named limits, all of them (`[]` removes them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ratelimits: Option<Vec<NamedLimit>>,
+    /// The key's IP allowlist, all of it (`[]`: any address).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_allowlist: Option<Vec<String>>,
 }
 
 /// `POST /orgs/{org_id}/keys/{key_id}/rotate` (the body may be empty).
@@ -208,6 +215,9 @@ pub struct Key {
     /// Its named limits.
     #[serde(default)]
     pub ratelimits: Vec<NamedLimit>,
+    /// The CIDR ranges it may be used from (empty: any).
+    #[serde(default)]
+    pub ip_allowlist: Vec<String>,
     /// `active`, `revoked` or `expired`.
     pub status: String,
     /// Who made it (`usr_…` or `key_…`).

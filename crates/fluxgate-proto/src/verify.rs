@@ -31,6 +31,10 @@ pub struct VerifyRequest {
     /// its org's (from the plan, shared by all the org's keys); a name neither has does not limit.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ratelimits: Vec<LimitSpend>,
+    /// The address your caller connected from; a key with an IP allowlist answers
+    /// `FORBIDDEN_IP` when it is outside the list, or missing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
 }
 
 /// A named limit a verify spends.
@@ -94,8 +98,8 @@ pub struct Verdict {
     /// True only for `VALID`.
     pub valid: bool,
     /// `VALID`, `MALFORMED`, `NOT_FOUND`, `REVOKED`, `EXPIRED`, `ORG_DISABLED`,
-    /// `INSUFFICIENT_SCOPE`, `QUOTA_EXCEEDED`, `RATE_LIMITED` or `USAGE_EXCEEDED` (no credits
-    /// left).
+    /// `FORBIDDEN_IP`, `INSUFFICIENT_SCOPE`, `QUOTA_EXCEEDED`, `RATE_LIMITED` or
+    /// `USAGE_EXCEEDED` (no credits left).
     pub code: String,
     /// `key_…`
     pub key_id: Option<String>,
@@ -127,4 +131,8 @@ pub struct Verdict {
     /// With `RATE_LIMITED` from a named limit: its name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limited_by: Option<String>,
+    /// The CIDR ranges the key may be used from, when it has an IP allowlist (so a client that
+    /// reuses this verdict can check the next caller's address itself).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_allowlist: Option<Vec<String>>,
 }

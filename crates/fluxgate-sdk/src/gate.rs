@@ -5,6 +5,7 @@
 use crate::client::{Error, Flux};
 use crate::keys::{KeyContext, RateLimitState};
 use fluxgate_core::apikey;
+use fluxgate_core::ip_allowlist::IpAllowlist;
 use fluxgate_core::permission::PermissionPattern;
 use fluxgate_core::secret::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
@@ -36,7 +37,13 @@ pub(crate) struct GateSettings {
     pub(crate) endpoint_of: Option<EndpointOf>,
     /// Named limits every request spends.
     pub(crate) limits: Vec<fluxgate_proto::LimitSpend>,
+    /// Tells a request's client address (none: keys with an IP allowlist are refused).
+    pub(crate) client_ip_of: Option<ClientIpOf>,
 }
+
+/// How a layer tells the address a request came from.
+pub(crate) type ClientIpOf =
+    Arc<dyn Fn(&http::request::Parts) -> Option<std::net::IpAddr> + Send + Sync>;
 
 /// How a layer names the endpoint of a request.
 pub(crate) type EndpointOf = Arc<dyn Fn(&http::request::Parts) -> Option<String> + Send + Sync>;
@@ -107,6 +114,9 @@ pub(crate) enum Refusal {
     QuotaExceeded,
     /// The key's usage credits are spent.
     UsageExceeded,
+    /// The key has an IP allowlist and the request came from outside it (or from an address
+    /// the layer could not tell).
+    ForbiddenIp,
     /// Fluxgate could not be asked.
     Unavailable,
 }
@@ -122,6 +132,9 @@ enum Verdict {
         /// Calls admitted from the cache that Fluxgate has not been charged for yet; the entry
         /// admits while they are fewer than the allowance the verify reported (and `MAX_OWED`).
         owed: Owed,
+        /// The address of the last request admitted, for settling `owed` (a key with an IP
+        /// allowlist is verified from it).
+        ip: Option<std::net::IpAddr>,
     },
     Refused(Refusal),
 }
@@ -157,6 +170,7 @@ impl Gate {
         self: &Arc<Self>,
         presented: Option<&str>,
         endpoint: &str,
+        ip: Option<std::net::IpAddr>,
     ) -> Admission {
         let Some(key) = presented.filter(|key| apikey::parse(key).is_ok()) else {
             return Err(Refusal::Unauthorized); // decided here: no call for a malformed key
@@ -172,7 +186,22 @@ impl Gate {
                 let fresh = entry.asked_at.elapsed() < self.settings.cache_ttl;
                 match &mut entry.verdict {
                     Verdict::Refused(refusal) if fresh => return Err(refusal.clone()),
-                    Verdict::Valid { context, owed, .. } => {
+                    Verdict::Valid { context, .. }
+                        if fresh
+                            && !context.ip_allowlist.is_empty()
+                            && !ip.is_some_and(|ip| {
+                                IpAllowlist::stored(&context.ip_allowlist).allows(ip)
+                            }) =>
+                    {
+                        // the key's list, from its verdict, decides the next caller here too
+                        return Err(Refusal::ForbiddenIp);
+                    }
+                    Verdict::Valid {
+                        context,
+                        owed,
+                        ip: last_ip,
+                        ..
+                    } => {
                         // a key with credits, or a layer spending named limits, asks every
                         // time: what they spend is exact
                         let exact = context.credits.is_some() || !self.settings.limits.is_empty();
@@ -182,6 +211,7 @@ impl Gate {
                         };
                         if fresh && owed.total < allowance && owed.has_room_for(endpoint) {
                             owed.add(endpoint, 1);
+                            *last_ip = ip.or(*last_ip);
                             let mut context = KeyContext::clone(context);
                             context.ratelimit.remaining -= owed.total;
                             return Ok(context);
@@ -193,13 +223,14 @@ impl Gate {
             }
         }
         let asked_at = Instant::now();
-        let answer = self.verify(key, endpoint, &carried).await;
+        let answer = self.verify(key, endpoint, &carried, ip).await;
         let (admission, verdict) = match answer {
             Ok(context) => {
                 let verdict = Verdict::Valid {
                     context: Box::new(context.clone()),
                     key: SecretString::from(key.to_owned()),
                     owed: Owed::default(),
+                    ip,
                 };
                 (Ok(context), Some(verdict))
             }
@@ -208,7 +239,7 @@ impl Gate {
                 if code == "RATE_LIMITED" {
                     // the cached calls were served: settle them even though this one is refused,
                     // and report the allowance as it is after that
-                    match self.settle(key, carried).await {
+                    match self.settle(key, carried, ip).await {
                         Some(Ok(context)) => refusal = Refusal::RateLimited(context.ratelimit),
                         Some(Err(Error::InvalidKey { code, details }))
                             if code == "RATE_LIMITED" =>
@@ -224,6 +255,7 @@ impl Gate {
                         | Refusal::NamedLimited { .. }
                         | Refusal::QuotaExceeded
                         | Refusal::UsageExceeded
+                        | Refusal::ForbiddenIp
                 );
                 (
                     Err(refusal.clone()),
@@ -257,7 +289,13 @@ impl Gate {
 
     /// Verifies `key` for a call to `endpoint`, settling the `owed` calls: they are attributed
     /// with it and paid for in its cost.
-    async fn verify(&self, key: &str, endpoint: &str, owed: &Owed) -> Result<KeyContext, Error> {
+    async fn verify(
+        &self,
+        key: &str,
+        endpoint: &str,
+        owed: &Owed,
+        ip: Option<std::net::IpAddr>,
+    ) -> Result<KeyContext, Error> {
         self.settings
             .flux
             .keys()
@@ -267,15 +305,21 @@ impl Gate {
                 endpoint,
                 owed,
                 &self.settings.limits,
+                ip,
             )
             .await
     }
 
     /// Settles owed calls on their own: one of them stands as the verify's call. `None` when
     /// nothing is owed.
-    async fn settle(&self, key: &str, owed: Owed) -> Option<Result<KeyContext, Error>> {
+    async fn settle(
+        &self,
+        key: &str,
+        owed: Owed,
+        ip: Option<std::net::IpAddr>,
+    ) -> Option<Result<KeyContext, Error>> {
         let (endpoint, rest) = owed.split_one()?;
-        Some(self.verify(key, &endpoint, &rest).await)
+        Some(self.verify(key, &endpoint, &rest, ip).await)
     }
 
     /// Puts back calls that could not be settled because Fluxgate was unreachable.
@@ -303,7 +347,7 @@ impl Gate {
     }
 
     /// Removes stale entries; returns the keys whose cached calls are still to be settled.
-    fn take_stale(&self) -> Vec<(SecretString, Owed)> {
+    fn take_stale(&self) -> Vec<(SecretString, Owed, Option<std::net::IpAddr>)> {
         let ttl = self.settings.cache_ttl;
         let mut unsettled = Vec::new();
         for shard in &self.shards {
@@ -311,11 +355,12 @@ impl Gate {
                 if entry.asked_at.elapsed() < ttl {
                     return true;
                 }
-                if let Verdict::Valid { key, owed, .. } = &mut entry.verdict {
+                if let Verdict::Valid { key, owed, ip, .. } = &mut entry.verdict {
                     if owed.total > 0 {
                         unsettled.push((
                             SecretString::from(key.expose_secret().to_owned()),
                             std::mem::take(owed),
+                            *ip,
                         ));
                     }
                 }
@@ -332,8 +377,8 @@ async fn sweep(gate: Weak<Gate>, ttl: Duration) {
     loop {
         tokio::time::sleep(period).await;
         let Some(gate) = gate.upgrade() else { return };
-        for (key, owed) in gate.take_stale() {
-            let _ = gate.settle(key.expose_secret(), owed).await;
+        for (key, owed, ip) in gate.take_stale() {
+            let _ = gate.settle(key.expose_secret(), owed, ip).await;
         }
     }
 }
@@ -379,6 +424,7 @@ fn refusal_for(code: &str, details: &serde_json::Value, required: &[String]) -> 
             })),
         "QUOTA_EXCEEDED" => Refusal::QuotaExceeded,
         "USAGE_EXCEEDED" => Refusal::UsageExceeded,
+        "FORBIDDEN_IP" => Refusal::ForbiddenIp,
         "INSUFFICIENT_SCOPE" => Refusal::InsufficientScope {
             required: missing_scope(details, required),
         },

@@ -48,6 +48,8 @@ pub struct KeyContext {
     pub credits: Option<Credits>,
     /// The named limits this call spent, in the order asked.
     pub ratelimits: Vec<NamedLimitState>,
+    /// The CIDR ranges the key may be used from (empty: any).
+    pub ip_allowlist: Vec<String>,
 }
 
 impl KeyContext {
@@ -78,6 +80,7 @@ impl TryFrom<Verdict> for KeyContext {
             environment: verdict.environment.ok_or_else(|| missing("environment"))?,
             credits: verdict.credits,
             ratelimits: verdict.ratelimits.unwrap_or_default(),
+            ip_allowlist: verdict.ip_allowlist.unwrap_or_default(),
         })
     }
 }
@@ -113,7 +116,7 @@ impl Keys<'_> {
     /// # }
     /// ```
     pub async fn verify_with(&self, key: &str, scopes: &[&str]) -> Result<KeyContext, Error> {
-        self.verify_settling(key, scopes, "", &Owed::default(), &[])
+        self.verify_settling(key, scopes, "", &Owed::default(), &[], None)
             .await
     }
 
@@ -141,33 +144,25 @@ impl Keys<'_> {
                 cost: Some(cost),
             })
             .collect();
-        self.verify_settling(key, scopes, "", &Owed::default(), &limits)
+        self.verify_settling(key, scopes, "", &Owed::default(), &limits, None)
             .await
     }
 
-    /// Verifies a key for a call to `endpoint` ("" when unnamed), requiring `scopes` and
-    /// spending the named `limits`, and settles `owed` calls served from a cached verdict:
-    /// attributed with this one and paid for in its cost.
-    pub(crate) async fn verify_settling<S: AsRef<str>>(
-        &self,
-        key: &str,
-        scopes: &[S],
-        endpoint: &str,
-        owed: &Owed,
-        limits: &[LimitSpend],
-    ) -> Result<KeyContext, Error> {
-        let request = VerifyRequest {
-            key: key.to_owned(),
-            scopes: scopes.iter().map(|s| s.as_ref().to_owned()).collect(),
-            endpoint: (!endpoint.is_empty()).then(|| endpoint.to_owned()),
-            cost: Some(owed.total() + 1),
-            cached_calls: owed
-                .by_endpoint()
-                .iter()
-                .map(|(endpoint, calls)| (endpoint.clone(), *calls))
-                .collect(),
-            ratelimits: limits.to_vec(),
-        };
+    /// Verifies with every field of the request yours to set — the caller's `ip` for a key
+    /// with an IP allowlist, `cost`, `endpoint`, named `ratelimits`.
+    ///
+    /// ```no_run
+    /// # async fn f(flux: fluxgate_sdk::Flux) -> Result<(), fluxgate_sdk::Error> {
+    /// use fluxgate_sdk::VerifyRequest;
+    /// let ctx = flux.keys().verify_request(VerifyRequest {
+    ///     key: "fg_live_…".into(),
+    ///     ip: Some("203.0.113.7".into()),
+    ///     ..Default::default()
+    /// }).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn verify_request(&self, request: VerifyRequest) -> Result<KeyContext, Error> {
         let verdict: Verdict = self
             .flux
             .call(Method::POST, "/keys/verify", Some(&to_body(&request)?))
@@ -180,6 +175,34 @@ impl Keys<'_> {
                 details: serde_json::to_value(&verdict).unwrap_or(Value::Null),
             })
         }
+    }
+
+    /// Verifies a key for a call to `endpoint` ("" when unnamed) from `ip`, requiring `scopes`
+    /// and spending the named `limits`, and settles `owed` calls served from a cached verdict:
+    /// attributed with this one and paid for in its cost.
+    pub(crate) async fn verify_settling<S: AsRef<str>>(
+        &self,
+        key: &str,
+        scopes: &[S],
+        endpoint: &str,
+        owed: &Owed,
+        limits: &[LimitSpend],
+        ip: Option<std::net::IpAddr>,
+    ) -> Result<KeyContext, Error> {
+        let request = VerifyRequest {
+            key: key.to_owned(),
+            scopes: scopes.iter().map(|s| s.as_ref().to_owned()).collect(),
+            endpoint: (!endpoint.is_empty()).then(|| endpoint.to_owned()),
+            cost: Some(owed.total() + 1),
+            cached_calls: owed
+                .by_endpoint()
+                .iter()
+                .map(|(endpoint, calls)| (endpoint.clone(), *calls))
+                .collect(),
+            ratelimits: limits.to_vec(),
+            ip: ip.map(|ip| ip.to_string()),
+        };
+        self.verify_request(request).await
     }
 
     /// Starts issuing a key.
@@ -363,6 +386,17 @@ impl<C> CreateKey<C> {
     /// Metadata returned by every verify of the key.
     pub fn metadata(mut self, metadata: Value) -> Self {
         self.body.metadata = Some(metadata);
+        self
+    }
+
+    /// The addresses and CIDR ranges (v4 or v6) the key may be used from; verify answers
+    /// `FORBIDDEN_IP` for callers elsewhere.
+    pub fn ip_allowlist<I, S>(mut self, entries: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.body.ip_allowlist = entries.into_iter().map(Into::into).collect();
         self
     }
 

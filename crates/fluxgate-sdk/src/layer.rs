@@ -3,7 +3,7 @@
 //! `X-RateLimit-*` headers and answers refusals in Fluxgate's error envelope.
 
 use crate::client::Flux;
-use crate::gate::{EndpointOf, Gate, GateSettings, Refusal, MAX_CACHE_TTL};
+use crate::gate::{ClientIpOf, EndpointOf, Gate, GateSettings, Refusal, MAX_CACHE_TTL};
 use crate::keys::RateLimitState;
 use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode};
 use serde_json::json;
@@ -19,7 +19,8 @@ use std::time::Duration;
 /// `Extension<KeyContext>`). Refusals never reach it: `401 UNAUTHORIZED` (no key, or one that is
 /// malformed, unknown, revoked, expired or of a disabled org — one message for all),
 /// `403 INSUFFICIENT_SCOPE` with `required_scope`, `429 RATE_LIMITED` with `retry_after` and
-/// `Retry-After` (and the `limit` when a named one refused), `429 QUOTA_EXCEEDED`, `429 USAGE_EXCEEDED` (the key's credits are spent), and
+/// `Retry-After` (and the `limit` when a named one refused), `403 FORBIDDEN_IP` (a key with an
+/// IP allowlist, from elsewhere — see [`KeyAuthLayer::client_ip`]), `429 QUOTA_EXCEEDED`, `429 USAGE_EXCEEDED` (the key's credits are spent), and
 /// `503 UNAVAILABLE` when Fluxgate cannot be reached (fail closed).
 ///
 /// Verdicts are cached for at most a second (see [`KeyAuthLayer::cache_for`]): a key's remaining
@@ -56,6 +57,7 @@ impl KeyAuthLayer {
                 cache_ttl: MAX_CACHE_TTL,
                 endpoint_of: None,
                 limits: Vec::new(),
+                client_ip_of: None,
             })),
         }
     }
@@ -130,6 +132,28 @@ impl KeyAuthLayer {
         self.reconfigure(|settings| settings.limits = limits)
     }
 
+    /// Tells each request's client address, which Fluxgate checks against a key's IP
+    /// allowlist (and the layer, for verdicts it reuses). Without it, keys that have an
+    /// allowlist are refused with `403 FORBIDDEN_IP` (fail closed); keys without one are not
+    /// affected. Behind a proxy, return the address it forwarded — only from a proxy you trust.
+    ///
+    /// ```no_run
+    /// # let flux = fluxgate_sdk::Flux::init("fg_live_…");
+    /// use axum::extract::ConnectInfo;
+    /// use std::net::SocketAddr;
+    /// let layer = fluxgate_sdk::KeyAuthLayer::new(flux).client_ip(|request| {
+    ///     let ConnectInfo(peer) = request.extensions.get::<ConnectInfo<SocketAddr>>()?;
+    ///     Some(peer.ip())
+    /// });
+    /// ```
+    pub fn client_ip<F>(self, of: F) -> Self
+    where
+        F: Fn(&http::request::Parts) -> Option<std::net::IpAddr> + Send + Sync + 'static,
+    {
+        let of: ClientIpOf = Arc::new(of);
+        self.reconfigure(|settings| settings.client_ip_of = Some(of))
+    }
+
     fn reconfigure(self, change: impl FnOnce(&mut GateSettings)) -> Self {
         let mut settings = self.gate.settings.clone();
         change(&mut settings);
@@ -183,12 +207,18 @@ where
         Box::pin(async move {
             let presented = presented_key(request.headers());
             let mut endpoint = String::new();
-            if let Some(name) = &gate.settings.endpoint_of {
+            let mut ip = None;
+            if gate.settings.endpoint_of.is_some() || gate.settings.client_ip_of.is_some() {
                 let (parts, body) = request.into_parts();
-                endpoint = name(&parts).unwrap_or_default();
+                if let Some(name) = &gate.settings.endpoint_of {
+                    endpoint = name(&parts).unwrap_or_default();
+                }
+                if let Some(of) = &gate.settings.client_ip_of {
+                    ip = of(&parts);
+                }
                 request = Request::from_parts(parts, body);
             }
-            match gate.admit(presented.as_deref(), &endpoint).await {
+            match gate.admit(presented.as_deref(), &endpoint, ip).await {
                 Ok(context) => {
                     let ratelimit = context.ratelimit;
                     request.extensions_mut().insert(context);
@@ -254,6 +284,11 @@ fn refused<B: From<String>>(refusal: Refusal) -> Response<B> {
                         "limit": name, "retry_after": retry_after }),
             )
         }
+        Refusal::ForbiddenIp => (
+            StatusCode::FORBIDDEN,
+            json!({ "code": "FORBIDDEN_IP",
+                    "message": "this API key may not be used from this address" }),
+        ),
         Refusal::QuotaExceeded => (
             StatusCode::TOO_MANY_REQUESTS,
             json!({ "code": "QUOTA_EXCEEDED",

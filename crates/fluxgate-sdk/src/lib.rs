@@ -33,7 +33,7 @@ mod tokens;
 mod usage;
 
 pub use client::{Error, Flux, FluxBuilder};
-pub use fluxgate_proto::{CreditRefill, Credits, CreditsChange};
+pub use fluxgate_proto::{CreditRefill, Credits, CreditsChange, VerifyRequest};
 pub use keys::{
     CreateKey, Entitlements, IssuedKey, KeyContext, KeyInfo, Keys, OrgRef, RateLimitState,
 };

@@ -128,7 +128,7 @@ pub fn presented_key(parts: &Parts) -> Option<String> {
 pub async fn authenticate(parts: &mut Parts, state: &AppState) -> ApiResult<Caller> {
     match presented_key(parts) {
         Some(text) => {
-            let key = verified_key(state, &text)
+            let key = verified_key(state, parts, &text)
                 .await?
                 .ok_or(ApiError::Unauthorized)?;
             if let Some(slot) = parts.extensions.get::<crate::request_limits::LimitSlot>() {
@@ -147,11 +147,20 @@ pub async fn authenticate(parts: &mut Parts, state: &AppState) -> ApiResult<Call
 }
 
 /// The context of a presented key that verifies now (well-formed, known, not revoked, expired,
-/// rotated out or of a deleted org), or None.
-pub async fn verified_key(state: &AppState, text: &str) -> ApiResult<Option<Arc<CachedKey>>> {
+/// rotated out or of a deleted org), or None; 403 `FORBIDDEN_IP` when the key has an IP
+/// allowlist and the request comes from outside it.
+pub async fn verified_key(
+    state: &AppState,
+    parts: &Parts,
+    text: &str,
+) -> ApiResult<Option<Arc<CachedKey>>> {
     let now = crate::clock::now();
     match crate::services::verify::presented(state, text, now).await? {
         crate::services::verify::Presented::Known(key) if key.refusal(now).is_none() => {
+            let from = crate::extract::caller_ip(parts, state);
+            if !key.ip_allowlist.is_open() && !from.is_some_and(|ip| key.ip_allowlist.allows(ip)) {
+                return Err(ApiError::ForbiddenIp);
+            }
             Ok(Some(key))
         }
         _ => Ok(None),

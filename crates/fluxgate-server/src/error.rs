@@ -55,6 +55,9 @@ pub enum ApiError {
     /// A cookie-authenticated state change from a foreign origin.
     #[error("cross-site request refused")]
     CrossSite,
+    /// An API key with an IP allowlist, presented from an address outside it.
+    #[error("API key used from an address outside its allowlist")]
+    ForbiddenIp,
     /// An API key lacking a scope.
     #[error("missing scope {0}")]
     InsufficientScope(String),
@@ -150,6 +153,11 @@ impl ApiError {
                 (StatusCode::FORBIDDEN, "FORBIDDEN", format!("this action requires the `{permission}` permission"))
             }
             Self::Refused(message) => (StatusCode::FORBIDDEN, "FORBIDDEN", message.clone()),
+            Self::ForbiddenIp => (
+                StatusCode::FORBIDDEN,
+                "FORBIDDEN_IP",
+                "this API key may not be used from this address (its IP allowlist)".into(),
+            ),
             Self::CrossSite => (
                 StatusCode::FORBIDDEN,
                 "FORBIDDEN",

@@ -318,12 +318,7 @@ impl FromRequestParts<AppState> for ClientInfo {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let ip = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|ConnectInfo(addr)| {
-                client_ip(addr.ip(), &parts.headers, &state.config.trusted_proxies).to_string()
-            });
+        let ip = caller_ip(parts, state).map(|ip| ip.to_string());
         let user_agent = parts
             .headers
             .get(header::USER_AGENT)
@@ -331,6 +326,17 @@ impl FromRequestParts<AppState> for ClientInfo {
             .map(|ua| ua.chars().take(256).collect());
         Ok(Self { ip, user_agent })
     }
+}
+
+/// The address a request came from: its peer, or what trusted proxies say ([`client_ip`]);
+/// None without a socket (in-process calls).
+pub fn caller_ip(parts: &Parts, state: &AppState) -> Option<IpAddr> {
+    parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| {
+            client_ip(addr.ip(), &parts.headers, &state.config.trusted_proxies)
+        })
 }
 
 /// The client's address: the socket peer, unless the peer is a trusted proxy, in which case

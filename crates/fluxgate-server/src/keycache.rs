@@ -109,6 +109,8 @@ pub struct CachedKey {
     pub environment: String,
     /// Whether it may call verify (an operator key granted `keys:verify`), decided once.
     pub may_verify_keys: bool,
+    /// Where it may be used from (open: anywhere).
+    pub ip_allowlist: fluxgate_core::ip_allowlist::IpAllowlist,
     /// Its named limits, then its plan's (shared by the org's keys).
     pub named_limits: Vec<NamedQuota>,
     /// Its usage credits' refill, when it has credits (the count itself is in the database).
@@ -178,7 +180,9 @@ impl CachedKey {
                 bucket: format!("orglimit:{}:{name}", key.org_id),
             });
         }
+        let allowed: Vec<String> = serde_json::from_str(&key.ip_allowlist).unwrap_or_default();
         let mut cached = Self {
+            ip_allowlist: fluxgate_core::ip_allowlist::IpAllowlist::stored(&allowed),
             named_limits,
             may_verify_keys: false, // decided below, by the one rule
             valid_answer: std::sync::OnceLock::new(),

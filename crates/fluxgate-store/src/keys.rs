@@ -113,7 +113,7 @@ macro_rules! impl_key_store {
              k.metadata, k.rate_limit, k.rate_window_seconds, k.rate_exact, k.created_by, k.created_at, \
              k.updated_at, k.expires_at, k.revoked_at, k.last_used_at, k.credits_remaining, \
              k.credits_refill_amount, k.credits_refill_interval, k.credits_refill_day, k.credits_refilled_at, \
-             k.named_limits";
+             k.named_limits, k.ip_allowlist";
 
         /// The credits as of `$p`: a refill due since the last one counts as done.
         const CREDITS_AT_P: &str = "(CASE WHEN credits_refill_amount IS NOT NULL \
@@ -144,8 +144,8 @@ macro_rules! impl_key_store {
                     "INSERT INTO api_keys (id, org_id, name, environment, start, scopes, metadata, \
                      rate_limit, rate_window_seconds, rate_exact, created_by, created_at, updated_at, \
                      expires_at, credits_remaining, credits_refill_amount, credits_refill_interval, \
-                     credits_refill_day, credits_refilled_at, named_limits) VALUES ($1, $2, $3, $4, $5, \
-                     $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)",
+                     credits_refill_day, credits_refilled_at, named_limits, ip_allowlist) VALUES ($1, $2, \
+                     $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)",
                 )
                 .bind(&key.id)
                 .bind(&key.org_id)
@@ -167,6 +167,7 @@ macro_rules! impl_key_store {
                 .bind(key.credits_refill_day)
                 .bind(key.credits_refilled_at)
                 .bind(&key.named_limits)
+                .bind(&key.ip_allowlist)
                 .execute(&mut *tx)
                 .await?;
                 sqlx::query("INSERT INTO api_key_secrets (hash, key_id, start, created_at) VALUES ($1, $2, $3, $4)")
@@ -264,7 +265,7 @@ macro_rules! impl_key_store {
                      credits_refilled_at = CASE $11 WHEN 'set' THEN $p WHEN 'add' THEN {refilled} \
                        WHEN 'clear' THEN NULL ELSE credits_refilled_at END, \
                      credits_refill_amount = $14, credits_refill_interval = $15, credits_refill_day = $16, \
-                     named_limits = $17 \
+                     named_limits = $17, ip_allowlist = $18 \
                      WHERE org_id = $9 AND id = $10 AND revoked_at IS NULL",
                     at = CREDITS_AT_P,
                     refilled = REFILLED_AT_P,
@@ -289,6 +290,7 @@ macro_rules! impl_key_store {
                 .bind(&key.credits_refill_interval)
                 .bind(key.credits_refill_day)
                 .bind(&key.named_limits)
+                .bind(&key.ip_allowlist)
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();

@@ -525,6 +525,8 @@ pub struct ApiKeyRecord {
     pub credits_refilled_at: Option<i64>,
     /// JSON array of named limits: `{name, limit, window_seconds}`.
     pub named_limits: String,
+    /// JSON array of the CIDR ranges the key may be used from (empty: any).
+    pub ip_allowlist: String,
 }
 
 impl ApiKeyRecord {
@@ -554,6 +556,7 @@ impl ApiKeyRecord {
             credits_refill_day: None,
             credits_refilled_at: None,
             named_limits: "[]".into(),
+            ip_allowlist: "[]".into(),
         }
     }
 

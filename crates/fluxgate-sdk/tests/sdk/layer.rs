@@ -18,6 +18,7 @@ fluxgate_testkit::both_backends!(
     every_call_through_the_layer_is_attributed_to_its_endpoint,
     a_key_with_credits_is_spent_exactly_through_the_layer,
     named_limits_are_spent_through_the_layer_and_the_client,
+    a_key_with_an_ip_allowlist_passes_only_from_its_addresses,
 );
 
 /// Serves a small API (`GET /v1/whoami`, protected by `layer`) on a random port; its base URL.
@@ -305,5 +306,57 @@ async fn named_limits_are_spent_through_the_layer_and_the_client(backend: Backen
         .unwrap();
     assert_eq!(context.ratelimits[0].remaining, Some(3800));
     assert_eq!(context.ratelimits[0].scope.as_deref(), Some("key"));
+    world.app.stop().await;
+}
+
+/// A key with an IP allowlist through the layer: admitted from an address inside it, refused
+/// `403 FORBIDDEN_IP` from outside it — also when the layer reuses a cached verdict — and
+/// refused by a layer that cannot tell addresses (fail closed), which still admits other keys.
+async fn a_key_with_an_ip_allowlist_passes_only_from_its_addresses(backend: Backend) {
+    let world = world(backend).await;
+    let from_header = |request: &http::request::Parts| {
+        request
+            .headers
+            .get("x-client-ip")?
+            .to_str()
+            .ok()?
+            .parse()
+            .ok()
+    };
+    let api = protected_api(KeyAuthLayer::new(world.flux.clone()).client_ip(from_header)).await;
+    let blind = protected_api(KeyAuthLayer::new(world.flux.clone())).await;
+    let fenced = world
+        .flux
+        .keys()
+        .create()
+        .for_org(&world.org)
+        .ip_allowlist(["203.0.113.0/24"])
+        .issue()
+        .await
+        .unwrap()
+        .key;
+    let (_, open) = customer_key(&world, &[], None).await;
+
+    let request = |ip: &'static str| {
+        let (api, fenced) = (api.clone(), fenced.clone());
+        async move {
+            reqwest::Client::new()
+                .get(&api)
+                .header("x-api-key", fenced)
+                .header("x-client-ip", ip)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(request("203.0.113.9").await.status(), 200);
+    // within the cached verdict's second: decided by the layer from the key's list
+    let outside = request("198.51.100.1").await;
+    assert_eq!(outside.status(), 403);
+    let body: Value = outside.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "FORBIDDEN_IP");
+
+    assert_eq!(get_with(&blind, Some(("x-api-key", &fenced))).await.0, 403);
+    assert_eq!(get_with(&blind, Some(("x-api-key", &open))).await.0, 200);
     world.app.stop().await;
 }

@@ -49,6 +49,10 @@ pub fn router() -> Router<AppState> {
             axum::routing::post(change_named_limits),
         )
         .route(
+            "/orgs/{org_id}/keys/{key_id}/ip-allowlist",
+            axum::routing::post(change_ip_allowlist),
+        )
+        .route(
             "/orgs/{org_id}/keys/{key_id}/revoke",
             get(confirm_revoke).post(revoke),
         )
@@ -336,6 +340,7 @@ async fn create(
             metadata: None,
             credits,
             ratelimits: Vec::new(),
+            ip_allowlist: Vec::new(),
         };
         keys::issue(&state, &access, &client, input, crate::clock::now()).await
     } else {
@@ -397,6 +402,9 @@ struct KeyDetailPage {
     /// The named-limits form: its errors and its text (`name = rate` a line).
     limit_errors: FormErrors,
     limits_text: String,
+    /// The IP allowlist form: its errors and its text (an entry a line).
+    allowlist_errors: FormErrors,
+    allowlist_text: String,
 }
 
 /// A key's named limits as the portal's form writes them: `tokens = 50000/hour`, a line each.
@@ -466,6 +474,8 @@ struct Forms {
     credits: Option<CreditsForm>,
     limit_errors: FormErrors,
     limits: Option<String>,
+    allowlist_errors: FormErrors,
+    allowlist: Option<String>,
 }
 
 async fn detail_page<P: Required>(
@@ -536,6 +546,10 @@ async fn detail_page<P: Required>(
         chrome: Chrome::new(state, csrf, Some(user), Some(&access.org), "keys").await?,
         org_id: org_id.to_string(),
         limits_text: forms.limits.unwrap_or_else(|| limits_text(&key.ratelimits)),
+        allowlist_text: forms
+            .allowlist
+            .unwrap_or_else(|| key.ip_allowlist.iter().map(|e| format!("{e}\n")).collect()),
+        allowlist_errors: forms.allowlist_errors,
         key,
         calls,
         breakdown,
@@ -624,19 +638,90 @@ async fn change_named_limits(
     Portal(IdPath((_, key_id))): Portal<IdPath<(OrgId, KeyId)>>,
     form: PortalForm,
 ) -> PortalResult<Response> {
+    let text = form.raw("ratelimits").to_owned();
     let mut errors = FieldErrors::new();
-    let text = form.raw("ratelimits");
-    let limits = parse_limits_text(&mut errors, text);
+    let limits = parse_limits_text(&mut errors, &text);
+    let changes = KeyChanges {
+        ratelimits: Some(limits),
+        ..KeyChanges::default()
+    };
+    let change = ListChange {
+        field: "ratelimits",
+        anchor: "limits-heading",
+        text,
+        errors,
+        changes,
+    };
+    change_list(&state, &page, &client, &csrf, &key_id, change).await
+}
+
+/// Replaces the key's IP allowlist through the same service as `PATCH …/keys/{key_id}`, from
+/// the form's lines (an address or CIDR range each). Errors come back next to the field.
+async fn change_ip_allowlist(
+    State(state): State<AppState>,
+    page: OrgPage<KeysWrite>,
+    Portal(client): Portal<ClientInfo>,
+    csrf: CsrfToken,
+    Portal(IdPath((_, key_id))): Portal<IdPath<(OrgId, KeyId)>>,
+    form: PortalForm,
+) -> PortalResult<Response> {
+    let text = form.raw("ip_allowlist").to_owned();
+    let entries = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let changes = KeyChanges {
+        ip_allowlist: Some(entries),
+        ..KeyChanges::default()
+    };
+    let change = ListChange {
+        field: "ip_allowlist",
+        anchor: "allowlist-heading",
+        text,
+        errors: FieldErrors::new(),
+        changes,
+    };
+    change_list(&state, &page, &client, &csrf, &key_id, change).await
+}
+
+/// A list of the key's (named limits, IP allowlist) as a form wants it changed.
+struct ListChange {
+    /// The form's field, and the errors' prefix.
+    field: &'static str,
+    /// Where the page goes back to.
+    anchor: &'static str,
+    /// What was typed, kept when it comes back with errors.
+    text: String,
+    /// Errors found reading the text.
+    errors: FieldErrors,
+    changes: KeyChanges,
+}
+
+/// Applies a list change through the key service: back to the key's page, or the page again
+/// with the errors next to the field.
+async fn change_list(
+    state: &AppState,
+    page: &OrgPage<KeysWrite>,
+    client: &ClientInfo,
+    csrf: &CsrfToken,
+    key_id: &KeyId,
+    change: ListChange,
+) -> PortalResult<Response> {
+    let ListChange {
+        field,
+        anchor,
+        text,
+        errors,
+        changes,
+    } = change;
     let outcome = if errors.is_empty() {
-        let changes = KeyChanges {
-            ratelimits: Some(limits),
-            ..KeyChanges::default()
-        };
         keys::update(
-            &state,
+            state,
             &page.access,
-            &client,
-            &key_id,
+            client,
+            key_id,
             changes,
             crate::clock::now(),
         )
@@ -647,17 +732,25 @@ async fn change_named_limits(
     };
     match outcome {
         Ok(()) => Ok(see_other(&format!(
-            "/orgs/{}/keys/{key_id}#limits-heading",
+            "/orgs/{}/keys/{key_id}#{anchor}",
             page.org_id()
         ))),
         Err(refusal) => {
             let (status, _) = refusal.status_and_message();
-            let forms = Forms {
-                limit_errors: FormErrors::from_refusal(refusal, &["ratelimits"])?,
-                limits: Some(text.to_owned()),
-                ..Forms::default()
+            let errors = FormErrors::from_refusal(refusal, &[field])?;
+            let forms = match field {
+                "ratelimits" => Forms {
+                    limit_errors: errors,
+                    limits: Some(text),
+                    ..Forms::default()
+                },
+                _ => Forms {
+                    allowlist_errors: errors,
+                    allowlist: Some(text),
+                    ..Forms::default()
+                },
             };
-            let detail = detail_page(&state, &page, &csrf, &key_id, forms).await?;
+            let detail = detail_page(state, page, csrf, key_id, forms).await?;
             Ok(render_status(status, &detail))
         }
     }

@@ -33,7 +33,7 @@ impl FromRequestParts<AppState> for Verifier {
     ) -> Result<Self, Self::Rejection> {
         let caller = match presented_key(parts) {
             Some(text) => Caller::Key(
-                verified_key(state, &text)
+                verified_key(state, parts, &text)
                     .await?
                     .ok_or(ApiError::Unauthorized)?,
             ),

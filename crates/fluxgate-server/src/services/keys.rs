@@ -14,6 +14,7 @@ use crate::services::credits;
 use crate::state::AppState;
 use fluxgate_core::apikey::{self, Environment};
 use fluxgate_core::ids::KeyId;
+use fluxgate_core::ip_allowlist::IpAllowlist;
 use fluxgate_core::named_limit;
 use fluxgate_core::permission::PermissionPattern;
 use fluxgate_core::secret::{ExposeSecret, SecretString};
@@ -80,6 +81,12 @@ fn stored_named_limits(errors: &mut FieldErrors, limits: &[NamedLimit]) -> Strin
     }
     named_limit::check_list(errors, "ratelimits", limits.iter().map(|l| l.name.as_str()));
     serde_json::to_string(limits).unwrap_or_else(|_| "[]".into())
+}
+
+/// A key's IP allowlist as stored (JSON), checked: addresses and CIDR ranges, at most 100.
+fn stored_allowlist(errors: &mut FieldErrors, entries: &[String]) -> String {
+    let list = IpAllowlist::parse(errors, "ip_allowlist", entries);
+    serde_json::to_string(&list.entries()).unwrap_or_else(|_| "[]".into())
 }
 
 fn check_metadata(errors: &mut FieldErrors, metadata: &Value) -> String {
@@ -200,6 +207,7 @@ pub async fn issue(
         credits_refill_day: None,
         credits_refilled_at: None,
         named_limits: stored_named_limits(&mut errors, &input.ratelimits),
+        ip_allowlist: stored_allowlist(&mut errors, &input.ip_allowlist),
     };
     if let Some(credits) = &input.credits {
         credits::start(&mut errors, &mut key, credits, now);
@@ -345,6 +353,9 @@ pub async fn update(
     if let Some(limits) = &changes.ratelimits {
         changed.named_limits = stored_named_limits(&mut errors, limits);
     }
+    if let Some(entries) = &changes.ip_allowlist {
+        changed.ip_allowlist = stored_allowlist(&mut errors, entries);
+    }
     let credits = match &changes.credits {
         Some(change) => credits::change(&mut errors, &mut changed, change.as_ref(), now),
         None => CreditsUpdate::Keep,
@@ -369,6 +380,7 @@ pub async fn update(
             "rate_exact": changed.rate_exact,
             "credits": credits_audit(credits),
             "ratelimits": serde_json::from_str::<Value>(&changed.named_limits).unwrap_or(Value::Null),
+            "ip_allowlist": serde_json::from_str::<Value>(&changed.ip_allowlist).unwrap_or(Value::Null),
         }))
         .build();
     let stored = state

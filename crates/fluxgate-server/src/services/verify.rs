@@ -16,6 +16,7 @@ use fluxgate_proto::{
     Data, LimitSpend, NamedLimitState, OrgRef, RateLimitState, Verdict, VerifyRequest,
 };
 use fluxgate_store::CreditSpend;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 /// A verdict as the API sends it (`{"data": …}`).
@@ -88,7 +89,7 @@ pub enum Presented {
 }
 
 /// The verdict on a presented key: `VALID`, or why not (`MALFORMED`, `NOT_FOUND`, `REVOKED`,
-/// `EXPIRED`, `ORG_DISABLED`, `INSUFFICIENT_SCOPE`, `QUOTA_EXCEEDED`, `RATE_LIMITED`,
+/// `EXPIRED`, `ORG_DISABLED`, `FORBIDDEN_IP`, `INSUFFICIENT_SCOPE`, `QUOTA_EXCEEDED`, `RATE_LIMITED`,
 /// `USAGE_EXCEEDED`), with the key's context. A valid call takes its checked `cost` from the
 /// key's rate limit, its credits and its org's monthly `requests` quota; the call and any
 /// cached calls it settles are attributed.
@@ -105,6 +106,13 @@ pub async fn verify(state: &AppState, request: VerifyRequest, now: i64) -> ApiRe
         ));
     }
     let spends = named_spends(&request.ratelimits)?;
+    let caller_ip = match request.ip.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(text) => Some(
+            text.parse::<IpAddr>()
+                .map_err(|_| ApiError::field("ip", "must be an IPv4 or IPv6 address"))?,
+        ),
+    };
     let key = match presented(state, &request.key, now).await? {
         Presented::Known(key) => key,
         Presented::Unknown => return Ok(Answer::Verdict(Box::new(refused("NOT_FOUND")))),
@@ -116,7 +124,7 @@ pub async fn verify(state: &AppState, request: VerifyRequest, now: i64) -> ApiRe
         credits,
         named,
         limited_by,
-    } = judge(state, &key, &request.scopes, cost, &spends, now).await?;
+    } = judge(state, &key, &request.scopes, cost, &spends, caller_ip, now).await?;
     let attribute = |endpoint: &str, outcome: &str, calls: u64| {
         let call = Attribution {
             org_id: &key.org_id,
@@ -241,7 +249,8 @@ impl Judged {
     }
 }
 
-/// The verdict on a known key, in order: its standing, the required scopes, the org's monthly
+/// The verdict on a known key, in order: its standing, the caller's address (a key with an IP
+/// allowlist), the required scopes, the org's monthly
 /// quota, the key's rate limit, the named limits the call spends, then its credits (the last
 /// three take something, each only when all before passed; what an earlier one took stays taken
 /// when a later one refuses).
@@ -251,10 +260,15 @@ async fn judge(
     scopes: &[String],
     cost: u64,
     spends: &[(&str, u64)],
+    caller_ip: Option<IpAddr>,
     now: i64,
 ) -> ApiResult<Judged> {
     if let Some(code) = key.refusal(now) {
         return Ok(Judged::refused(code));
+    }
+    // a key with an allowlist is refused when the caller's address is outside it, or unknown
+    if !key.ip_allowlist.is_open() && !caller_ip.is_some_and(|ip| key.ip_allowlist.allows(ip)) {
+        return Ok(Judged::refused("FORBIDDEN_IP"));
     }
     let catalog = &state.config.catalog;
     if !scopes.iter().all(|s| key.grants.allows(s, catalog)) {
@@ -358,6 +372,7 @@ fn verdict_of(key: &CachedKey, code: &'static str) -> Verdict {
         credits: None,
         ratelimits: None,
         rate_limited_by: None,
+        ip_allowlist: (!key.ip_allowlist.is_open()).then(|| key.ip_allowlist.entries()),
     }
 }
 
@@ -406,6 +421,7 @@ mod tests {
             may_verify_keys: false,
             credits: None,
             named_limits: Vec::new(),
+            ip_allowlist: Default::default(),
             valid_answer: std::sync::OnceLock::new(),
         }
     }

@@ -18,6 +18,7 @@ mod fuzz;
 mod hostile_input;
 mod http_conventions;
 mod input_arithmetic;
+mod ip_allowlist;
 mod keys;
 mod login_identifiers;
 mod mfa;

@@ -1629,9 +1629,9 @@ async fn a_keys_credits_are_given_spent_topped_up_and_refilled_in_the_portal(bac
     app.stop().await;
 }
 
-/// A key's named limits through the portal: written `name = rate` a line, listed on its page,
-/// spent by verify; a line that is not a limit, or a name that is not allowed, is answered next
-/// to the field with what was typed.
+/// A key's named limits and IP allowlist through the portal: written a line each, listed on its
+/// page, applied by verify; a line that is not a limit or an address, or a name that is not
+/// allowed, is answered next to the field with what was typed.
 async fn a_keys_named_limits_are_written_a_line_each_in_the_portal(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let (_, root) = operator_with_verifier(&app).await;
@@ -1698,5 +1698,51 @@ async fn a_keys_named_limits_are_written_a_line_each_in_the_portal(backend: Back
         .await
         .unwrap();
     assert_eq!(answer["data"]["ratelimits"][0]["remaining"], 3800);
+
+    // the IP allowlist, an entry a line, the same way
+    let refused = browser
+        .submit(
+            &saved,
+            &format!("{link}/ip-allowlist"),
+            &[("ip_allowlist", "203.0.113.0/24\nnot-an-address\n")],
+        )
+        .await;
+    assert_eq!(refused.status, 422);
+    assert!(!refused.text("#ip_allowlist-error").is_empty());
+    assert_eq!(
+        refused.text("#ip_allowlist"),
+        "203.0.113.0/24\nnot-an-address\n"
+    );
+    let fenced = browser
+        .submit(
+            &saved,
+            &format!("{link}/ip-allowlist"),
+            &[("ip_allowlist", "203.0.113.9/24\n2001:db8::/32")],
+        )
+        .await;
+    assert_eq!(fenced.url, link);
+    let listed = fenced.text(".ip-allowlist");
+    assert!(
+        listed.contains("203.0.113.0/24") && listed.contains("2001:db8::/32"),
+        "{listed}"
+    );
+    let from = |ip: &'static str| {
+        let (client, root, secret, app) = (&client, &root, &secret, &app);
+        async move {
+            let answer: Value = client
+                .post(app.url("/api/v1/keys/verify"))
+                .header("x-api-key", root)
+                .json(&json!({ "key": secret, "ip": ip }))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            answer["data"]["code"].as_str().unwrap().to_owned()
+        }
+    };
+    assert_eq!(from("203.0.113.50").await, "VALID");
+    assert_eq!(from("127.0.0.1").await, "FORBIDDEN_IP");
     app.stop().await;
 }
