@@ -218,6 +218,10 @@ pub struct Key {
     /// The CIDR ranges it may be used from (empty: any).
     #[serde(default)]
     pub ip_allowlist: Vec<String>,
+    /// When a secret scanner reported it found in public and its org flags such keys (verify
+    /// answers `LEAKED`); RFC 3339.
+    #[serde(default)]
+    pub leaked_at: Option<String>,
     /// `active`, `revoked` or `expired`.
     pub status: String,
     /// Who made it (`usr_…` or `key_…`).

@@ -30,6 +30,9 @@ pub struct Org {
     /// Whether members must have signed in with a second factor to act in it.
     #[serde(default)]
     pub require_mfa: bool,
+    /// What a secret scanner's report of one of its keys does: `revoke` or `flag`.
+    #[serde(default)]
+    pub leaked_key_action: String,
 }
 
 /// A member of an org.

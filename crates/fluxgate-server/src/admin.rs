@@ -44,6 +44,7 @@ pub async fn bootstrap(config: &Config, email: &str, password: &str) -> anyhow::
         deleted_at: None,
         disabled_at: None,
         require_mfa: false,
+        leaked_key_action: "revoke".into(),
     };
     let audit = AuditRecord {
         id: EventId::generate(),

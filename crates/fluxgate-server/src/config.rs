@@ -55,6 +55,9 @@ pub struct Config {
     pub keys: KeysConfig,
     /// Peers whose `X-Forwarded-For` is believed (addresses or CIDR ranges).
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// `[leaked_keys.public_keys]`: secret scanners whose signed reports of keys found in public
+    /// `POST /keys/leaked` believes.
+    pub scanner_keys: Vec<ScannerKey>,
     /// The product's scopes and their implications.
     pub catalog: Catalog,
     /// The product's scopes as configured (for display).
@@ -212,6 +215,48 @@ impl ProviderProtocol {
             } => authorization_url,
         }
     }
+}
+
+/// A secret scanner's public key (ECDSA P-256), by the identifier its reports name.
+#[derive(Debug, Clone)]
+pub struct ScannerKey {
+    /// What the report's `Github-Public-Key-Identifier` header says.
+    pub id: String,
+    /// The key its signature is checked against.
+    pub key: p256::ecdsa::VerifyingKey,
+}
+
+/// Every `[leaked_keys.public_keys]` entry: identifier = PEM public key (P-256).
+fn scanner_keys(r: &mut Reader<'_>) -> Vec<ScannerKey> {
+    use p256::pkcs8::DecodePublicKey;
+    let ids: Vec<String> = match r
+        .table
+        .get("leaked_keys")
+        .and_then(|t| t.get("public_keys"))
+    {
+        None => return Vec::new(),
+        Some(Value::Table(t)) => t.keys().cloned().collect(),
+        Some(other) => {
+            let message = format!("expected a table of id = PEM, found {}", other.type_str());
+            r.error("leaked_keys.public_keys", message);
+            return Vec::new();
+        }
+    };
+    let mut keys = Vec::new();
+    for id in ids {
+        let path = format!("leaked_keys.public_keys.{id}");
+        let Some(pem) = r.optional_string(&path) else {
+            continue;
+        };
+        match p256::ecdsa::VerifyingKey::from_public_key_pem(pem.trim()) {
+            Ok(key) => keys.push(ScannerKey { id, key }),
+            Err(_) => r.error(
+                &path,
+                "must be a P-256 public key in PEM (-----BEGIN PUBLIC KEY-----)".into(),
+            ),
+        }
+    }
+    keys
 }
 
 /// Whether accounts carry an identifier besides the email address.
@@ -520,6 +565,7 @@ impl Config {
             }
         };
         let plans = r.plans();
+        let scanner_keys = scanner_keys(&mut r);
         r.report_unknown(table);
         if !r.errors.is_empty() {
             return Err(ConfigErrors(r.errors));
@@ -545,6 +591,7 @@ impl Config {
             usage,
             keys,
             trusted_proxies,
+            scanner_keys,
             catalog,
             scopes,
             plans,
@@ -680,6 +727,17 @@ impl Config {
                 })
                 .collect::<Vec<_>>()
                 .join("\n"),
+            match self.scanner_keys.is_empty() {
+                true => "# no [leaked_keys.public_keys]: POST /keys/leaked believes no report".into(),
+                false => format!(
+                    "[leaked_keys.public_keys]\n{}",
+                    self.scanner_keys
+                        .iter()
+                        .map(|k| format!("{:?} = \"[P-256 public key]\"", k.id))
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                ),
+            },
             "[rate_limits]".into(),
             format!("api_key = \"{}\"", self.rate_limits.api_key),
             format!("user = \"{}\"", self.rate_limits.user),

@@ -101,6 +101,8 @@ pub struct CachedKey {
     pub expires_at: Option<i64>,
     /// When the key was revoked.
     pub revoked_at: Option<i64>,
+    /// When it was flagged as found in public.
+    pub leaked_at: Option<i64>,
     /// When this secret stops working (rotated out).
     pub secret_retires_at: Option<i64>,
     /// The owner's metadata.
@@ -208,6 +210,7 @@ impl CachedKey {
             },
             expires_at: key.expires_at,
             revoked_at: key.revoked_at,
+            leaked_at: key.leaked_at,
             secret_retires_at: lookup.secret_retires_at,
             environment: key.environment.as_str().to_owned(),
         };
@@ -222,13 +225,16 @@ impl CachedKey {
     }
 
     /// Why this secret does not verify at `now`, if it does not: `ORG_DISABLED` (its org was
-    /// disabled by an operator, or deleted — which also revokes it), `REVOKED`, or `EXPIRED` (the key, or a rotated-out
-    /// secret past its grace period).
+    /// disabled by an operator, or deleted — which also revokes it), `REVOKED`, `LEAKED` (a
+    /// secret scanner found it in public and its org flags such keys), or `EXPIRED` (the key, or
+    /// a rotated-out secret past its grace period).
     pub fn refusal(&self, now: i64) -> Option<&'static str> {
         if self.org_disabled {
             Some("ORG_DISABLED")
         } else if self.revoked_at.is_some() {
             Some("REVOKED")
+        } else if self.leaked_at.is_some() {
+            Some("LEAKED")
         } else if self.expires_at.is_some_and(|e| e <= now)
             || self.secret_retires_at.is_some_and(|r| r <= now)
         {

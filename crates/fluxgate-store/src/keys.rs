@@ -57,6 +57,14 @@ pub trait KeyStore: Send + Sync {
         now: i64,
         audit: &AuditRecord,
     ) -> StoreResult<bool>;
+    /// Flags a live key as found in public (verify then answers `LEAKED`); false if it is
+    /// revoked or flagged already.
+    async fn flag_key_leaked(
+        &self,
+        key_id: &KeyId,
+        now: i64,
+        audit: &AuditRecord,
+    ) -> StoreResult<bool>;
     /// The key holding a secret of this hash, with its org.
     async fn key_by_hash(&self, hash: &str) -> StoreResult<Option<KeyLookup>>;
     /// Hashes of secrets that may still verify (of keys not revoked) created at or after
@@ -113,7 +121,7 @@ macro_rules! impl_key_store {
              k.metadata, k.rate_limit, k.rate_window_seconds, k.rate_exact, k.created_by, k.created_at, \
              k.updated_at, k.expires_at, k.revoked_at, k.last_used_at, k.credits_remaining, \
              k.credits_refill_amount, k.credits_refill_interval, k.credits_refill_day, k.credits_refilled_at, \
-             k.named_limits, k.ip_allowlist";
+             k.named_limits, k.ip_allowlist, k.leaked_at";
 
         /// The credits as of `$p`: a refill due since the last one counts as done.
         const CREDITS_AT_P: &str = "(CASE WHEN credits_refill_amount IS NOT NULL \
@@ -406,11 +414,30 @@ macro_rules! impl_key_store {
                 Ok(true)
             }
 
+            async fn flag_key_leaked(&self, key_id: &$crate::KeyId, now: i64, audit: &$crate::AuditRecord) -> $crate::StoreResult<bool> {
+                let mut tx = self.pool.begin().await?;
+                let flagged = sqlx::query(
+                    "UPDATE api_keys SET leaked_at = $1, updated_at = $1 WHERE id = $2 \
+                     AND leaked_at IS NULL AND revoked_at IS NULL",
+                )
+                .bind(now)
+                .bind(key_id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if flagged == 0 {
+                    return Ok(false);
+                }
+                insert_audit(&mut tx, audit).await?;
+                tx.commit().await?;
+                Ok(true)
+            }
+
             async fn key_by_hash(&self, hash: &str) -> $crate::StoreResult<Option<$crate::KeyLookup>> {
                 let sql = format!(
                     "SELECT {KEY_COLUMNS}, o.name AS org_name, o.external_id AS org_external_id, \
                      o.plan AS org_plan, o.is_operator AS org_is_operator, o.deleted_at AS org_deleted_at, o.disabled_at AS org_disabled_at, \
-                     s.retires_at AS secret_retires_at \
+                     s.retires_at AS secret_retires_at, o.leaked_key_action AS org_leaked_key_action \
                      FROM api_key_secrets s JOIN api_keys k ON k.id = s.key_id JOIN orgs o ON o.id = k.org_id \
                      WHERE s.hash = $1"
                 );

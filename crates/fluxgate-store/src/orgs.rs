@@ -149,7 +149,7 @@ macro_rules! impl_org_store {
     ($store:ident, $db:ty) => {
         const ORG_COLUMNS: &str =
             "id, name, external_id, plan, is_operator, created_at, updated_at, deleted_at, disabled_at, \
-             require_mfa";
+             require_mfa, leaked_key_action";
         const ROLE_COLUMNS: &str =
             "id, org_id, name, description, permissions, created_at, updated_at";
         const INVITATION_COLUMNS: &str = "id, org_id, email, role, token_hash, invited_by, \
@@ -280,7 +280,8 @@ macro_rules! impl_org_store {
                 let sql = format!(
                     "UPDATE orgs SET name = COALESCE($1, name), \
                      external_id = CASE WHEN $2 THEN $3 ELSE external_id END, updated_at = $4, \
-                     require_mfa = COALESCE($6, require_mfa) \
+                     require_mfa = COALESCE($6, require_mfa), \
+                     leaked_key_action = COALESCE($7, leaked_key_action) \
                      WHERE id = $5 AND deleted_at IS NULL RETURNING {ORG_COLUMNS}"
                 );
                 let updated: Option<$crate::OrgRecord> = sqlx::query_as(&sql)
@@ -290,6 +291,7 @@ macro_rules! impl_org_store {
                     .bind(now)
                     .bind(org_id)
                     .bind(changes.require_mfa)
+                    .bind(&changes.leaked_key_action)
                     .fetch_optional(&mut *tx)
                     .await?;
                 if updated.is_some() {

@@ -54,6 +54,8 @@ pub struct OrgRecord {
     pub disabled_at: Option<i64>,
     /// Whether its members must have signed in with a second factor to act in it.
     pub require_mfa: bool,
+    /// What a reported leak of one of its keys does: `revoke` or `flag`.
+    pub leaked_key_action: String,
 }
 
 /// A user's membership in an org, with the org's name.
@@ -475,6 +477,8 @@ pub struct OrgChanges {
     pub external_id: Option<Option<String>>,
     /// Whether members must sign in with a second factor.
     pub require_mfa: Option<bool>,
+    /// What a reported leak does: `revoke` or `flag`.
+    pub leaked_key_action: Option<String>,
 }
 
 /// An API key (its secrets are stored apart, as hashes).
@@ -527,6 +531,9 @@ pub struct ApiKeyRecord {
     pub named_limits: String,
     /// JSON array of the CIDR ranges the key may be used from (empty: any).
     pub ip_allowlist: String,
+    /// When a secret scanner reported it found in public (and its org flags rather than
+    /// revokes).
+    pub leaked_at: Option<i64>,
 }
 
 impl ApiKeyRecord {
@@ -557,6 +564,7 @@ impl ApiKeyRecord {
             credits_refilled_at: None,
             named_limits: "[]".into(),
             ip_allowlist: "[]".into(),
+            leaked_at: None,
         }
     }
 
@@ -647,6 +655,8 @@ pub struct KeyLookup {
     pub org_disabled_at: Option<i64>,
     /// When the presented secret stops working (rotated out), if it does.
     pub secret_retires_at: Option<i64>,
+    /// What a reported leak does in the org: `revoke` or `flag`.
+    pub org_leaked_key_action: String,
 }
 
 /// One secret of a key (never its hash): the current one, or one being rotated out.

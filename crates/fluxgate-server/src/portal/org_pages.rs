@@ -24,6 +24,7 @@ pub fn router() -> Router<AppState> {
         .route("/orgs", post(create_org))
         .route("/orgs/{org_id}", get(overview))
         .route("/orgs/{org_id}/require-mfa", post(require_mfa))
+        .route("/orgs/{org_id}/leaked-keys", post(leaked_key_action))
 }
 
 /// A quota as the overview draws it.
@@ -61,6 +62,8 @@ struct OverviewPage {
     expiring: Option<Vec<ExpiringKey>>,
     /// Whether members must sign in with a second factor.
     require_mfa: bool,
+    /// `revoke` or `flag`: what a scanner's report of one of the org's keys does.
+    leaked_key_action: String,
     /// Whether the viewer may change that.
     may_write: bool,
 }
@@ -148,6 +151,7 @@ async fn overview(
         calls,
         expiring,
         require_mfa: access.org.require_mfa,
+        leaked_key_action: access.org.leaked_key_action.clone(),
         may_write: page.also::<OrgWrite>(&state).await?.is_some(),
     }))
 }
@@ -161,9 +165,24 @@ async fn require_mfa(
     form: PortalForm,
 ) -> PortalResult<Response> {
     let input = orgs::OrgUpdate {
-        name: None,
-        external_id: None,
         require_mfa: Some(form.get("require_mfa") == Some("on")),
+        ..orgs::OrgUpdate::default()
+    };
+    let org = orgs::update(&state, &page.access, &client, input, crate::clock::now()).await?;
+    Ok(see_other(&format!("/orgs/{}", org.id)))
+}
+
+/// Sets what a secret scanner's report of one of the org's keys does (as `PATCH /orgs/{id}`
+/// `{leaked_key_action}`): revoke it, or flag it.
+async fn leaked_key_action(
+    State(state): State<AppState>,
+    page: OrgPage<OrgWrite>,
+    Portal(client): Portal<ClientInfo>,
+    form: PortalForm,
+) -> PortalResult<Response> {
+    let input = orgs::OrgUpdate {
+        leaked_key_action: Some(form.raw("leaked_key_action").to_owned()),
+        ..orgs::OrgUpdate::default()
     };
     let org = orgs::update(&state, &page.access, &client, input, crate::clock::now()).await?;
     Ok(see_other(&format!("/orgs/{}", org.id)))

@@ -69,6 +69,7 @@ pub fn key_view(key: &ApiKeyRecord, now: i64) -> Key {
         credits: crate::services::credits::view(key, now),
         ratelimits: serde_json::from_str(&key.named_limits).unwrap_or_default(),
         ip_allowlist: serde_json::from_str(&key.ip_allowlist).unwrap_or_default(),
+        leaked_at: key.leaked_at.map(rfc3339),
         status: key.status(now).to_owned(),
         created_by: key.created_by.clone(),
         created_at: rfc3339(key.created_at),

@@ -5,6 +5,7 @@ pub mod auth;
 pub mod identities;
 pub mod invitations;
 pub mod keys;
+pub mod leaked;
 pub mod mfa;
 pub mod orgs;
 pub mod passkeys;
@@ -147,6 +148,7 @@ pub fn router(state: AppState) -> Router {
                 .merge(audit_log::router())
                 .merge(keys::router())
                 .merge(verify::router())
+                .merge(leaked::router())
                 .merge(plans::router())
                 .merge(usage::router())
                 .merge(track::router())

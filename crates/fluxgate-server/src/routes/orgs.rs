@@ -49,6 +49,7 @@ pub fn org_json(org: &OrgRecord, role: Option<&str>) -> Org {
         role: role.map(str::to_owned),
         disabled_at: org.disabled_at.map(rfc3339),
         require_mfa: org.require_mfa,
+        leaked_key_action: org.leaked_key_action.clone(),
     }
 }
 

@@ -196,6 +196,7 @@ pub async fn signup(
         deleted_at: None,
         disabled_at: None,
         require_mfa: false,
+        leaked_key_action: "revoke".into(),
     });
     let mut audit = vec![AuditEvent::new("user.signup", Some(&user.id), client)
         .at(now)

@@ -208,6 +208,7 @@ pub async fn issue(
         credits_refilled_at: None,
         named_limits: stored_named_limits(&mut errors, &input.ratelimits),
         ip_allowlist: stored_allowlist(&mut errors, &input.ip_allowlist),
+        leaked_at: None,
     };
     if let Some(credits) = &input.credits {
         credits::start(&mut errors, &mut key, credits, now);

@@ -9,6 +9,7 @@ pub mod audit_log;
 pub mod credits;
 pub mod invitations;
 pub mod keys;
+pub mod leaked;
 pub mod mfa;
 pub mod oidc;
 pub mod orgs;

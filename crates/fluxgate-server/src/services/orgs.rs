@@ -45,6 +45,9 @@ pub struct OrgUpdate {
     /// Whether members must have signed in with a second factor to act in the org (their
     /// API keys are unaffected).
     pub require_mfa: Option<bool>,
+    /// What a secret scanner's report of one of the org's keys found in public does: `revoke`
+    /// it at once (the default) or `flag` it, so verify answers `LEAKED`.
+    pub leaked_key_action: Option<String>,
 }
 
 fn external_id_conflict(error: StoreError) -> ApiError {
@@ -173,6 +176,7 @@ pub async fn create(
         deleted_at: None,
         disabled_at: None,
         require_mfa: false,
+        leaked_key_action: "revoke".into(),
     };
     let audit = AuditEvent::new("org.created", Some(user.user_id()), client)
         .at(now)
@@ -209,6 +213,11 @@ pub async fn update(
         Some(None) => Some(None),
         None => None,
     };
+    if let Some(action) = &input.leaked_key_action {
+        if !["revoke", "flag"].contains(&action.as_str()) {
+            errors.add("leaked_key_action", "must be `revoke` or `flag`");
+        }
+    }
     errors.into_result()?;
     if external_id.is_some() && !access.caller.operator_allows(state, "admin:orgs").await? {
         return Err(access.caller.lacks("admin:orgs"));
@@ -217,6 +226,7 @@ pub async fn update(
         name,
         external_id,
         require_mfa: input.require_mfa,
+        leaked_key_action: input.leaked_key_action.clone(),
     };
     let audit = access
         .audit("org.updated", client)
@@ -224,7 +234,8 @@ pub async fn update(
         .target("org", &access.org.id)
         .data(
             json!({ "name": changes.name, "external_id": changes.external_id,
-                      "require_mfa": changes.require_mfa }),
+                      "require_mfa": changes.require_mfa,
+                      "leaked_key_action": changes.leaked_key_action }),
         )
         .build();
     let org = state

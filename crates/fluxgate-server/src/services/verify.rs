@@ -415,6 +415,7 @@ mod tests {
             sharing: crate::limiter::Sharing::Leased,
             expires_at: Some(2_000_000_000),
             revoked_at: None,
+            leaked_at: None,
             secret_retires_at: None,
             metadata: serde_json::json!({ "ratelimit": null, "note": "\"ratelimit\":null" }),
             environment: "live".into(),

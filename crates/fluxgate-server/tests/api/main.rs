@@ -20,6 +20,7 @@ mod http_conventions;
 mod input_arithmetic;
 mod ip_allowlist;
 mod keys;
+mod leaked_keys;
 mod login_identifiers;
 mod mfa;
 mod named_limits;

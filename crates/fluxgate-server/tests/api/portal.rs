@@ -1744,5 +1744,31 @@ async fn a_keys_named_limits_are_written_a_line_each_in_the_portal(backend: Back
     };
     assert_eq!(from("203.0.113.50").await, "VALID");
     assert_eq!(from("127.0.0.1").await, "FORBIDDEN_IP");
+
+    // what a scanner's report of a leaked key does is the org's choice, on its overview
+    let overview = browser.get(&format!("/orgs/{org}")).await;
+    assert!(overview
+        .text("#leaked-heading + p")
+        .contains("revoked at once"));
+    let flagging = browser
+        .submit(
+            &overview,
+            &format!("/orgs/{org}/leaked-keys"),
+            &[("leaked_key_action", "flag")],
+        )
+        .await;
+    assert!(flagging.text("#leaked-heading + p").contains("flagged"));
+    let org_json = body(
+        fluxgate_testkit::send(
+            &app,
+            reqwest::Method::GET,
+            &format!("/orgs/{org}"),
+            &token,
+            None,
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(org_json["data"]["leaked_key_action"], "flag");
     app.stop().await;
 }
