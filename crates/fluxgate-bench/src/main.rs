@@ -284,7 +284,8 @@ async fn main() -> anyhow::Result<()> {
     let instance = args.instance().await?;
     let stored = args.stored.unwrap_or(args.keys).max(args.keys);
     let warm = seeded(&instance, args.keys, stored).await?;
-    let metered = with_credits(&instance, args.keys).await?;
+    let metered = with_credits(&instance, args.keys, false).await?;
+    let limited = with_credits(&instance, args.keys, true).await?;
     let unknown: Vec<String> = (0..args.keys)
         .map(|_| {
             apikey::generate("fg", Environment::Live)
@@ -299,6 +300,7 @@ async fn main() -> anyhow::Result<()> {
     let unknown_bodies = verify_bodies(scripts.path(), "unknown.txt", &unknown)?;
     let malformed_bodies = verify_bodies(scripts.path(), "malformed.txt", &malformed)?;
     let metered_bodies = verify_bodies(scripts.path(), "metered.txt", &metered)?;
+    let limited_bodies = limited_bodies(scripts.path(), "limited.txt", &limited)?;
     let key_list = scripts.path().join("keys.txt");
     std::fs::write(&key_list, warm.join("\n"))?;
 
@@ -310,7 +312,12 @@ async fn main() -> anyhow::Result<()> {
     let verify_url = format!("{origin}/api/v1/keys/verify");
     let headers = verify_headers(&verifier);
     let warm_up = load.warm_up();
-    for bodies in [&warm_bodies, &unknown_bodies, &metered_bodies] {
+    for bodies in [
+        &warm_bodies,
+        &unknown_bodies,
+        &metered_bodies,
+        &limited_bodies,
+    ] {
         wrk::run(
             warm_up,
             &verify_url,
@@ -371,12 +378,19 @@ async fn main() -> anyhow::Result<()> {
             &verify_url,
             Requests::PostEach(&metered_bodies),
         )?;
+        row(
+            "Fluxgate verify, warm keys with usage credits and two named limits spent",
+            node.pid(),
+            &verify_url,
+            Requests::PostEach(&limited_bodies),
+        )?;
         rounds.push(rows);
     }
     check_sample(&client, &origin, &verifier, &warm, "VALID").await?;
     check_sample(&client, &origin, &verifier, &unknown, "NOT_FOUND").await?;
     check_sample(&client, &origin, &verifier, &malformed, "MALFORMED").await?;
     check_sample(&client, &origin, &verifier, &metered, "VALID").await?;
+    check_sample(&client, &origin, &verifier, &limited, "VALID").await?;
 
     let database = args.database();
     let limiter = if args.redis.is_some() {
@@ -419,8 +433,9 @@ async fn seeded(instance: &Instance, warm: usize, stored: usize) -> anyhow::Resu
     let org = store.operator_org_id().await?.context("operator org")?;
     let now = fluxgate_server::clock::now();
     eprintln!("seeding {stored} keys");
+    let extras = fluxgate_bench::seed::Extras::default();
     let mut keys =
-        fluxgate_bench::seed::insert_keys(store.as_ref(), &org, stored.max(warm), None, now)
+        fluxgate_bench::seed::insert_keys(store.as_ref(), &org, stored.max(warm), &extras, now)
             .await?;
     fluxgate_bench::seed::set_plan(store.as_ref(), &org, BENCH_PLAN, now).await?;
     store.close().await;
@@ -428,15 +443,41 @@ async fn seeded(instance: &Instance, warm: usize, stored: usize) -> anyhow::Resu
     Ok(keys)
 }
 
-/// Seeds `count` more keys with more usage credits than a run can spend; their secrets.
-async fn with_credits(instance: &Instance, count: usize) -> anyhow::Result<Vec<String>> {
+/// Seeds `count` more keys with more usage credits than a run can spend, and with two named
+/// limits too when `named`; their secrets.
+async fn with_credits(
+    instance: &Instance,
+    count: usize,
+    named: bool,
+) -> anyhow::Result<Vec<String>> {
     let store = instance.open_store().await?;
     let org = store.operator_org_id().await?.context("operator org")?;
     let now = fluxgate_server::clock::now();
-    let keys =
-        fluxgate_bench::seed::insert_keys(store.as_ref(), &org, count, Some(1 << 40), now).await?;
+    let extras = fluxgate_bench::seed::Extras {
+        credits: Some(1 << 40),
+        named_limits: named.then(|| {
+            json!([{ "name": "tokens", "limit": 1_000_000_000, "window_seconds": 3600 },
+                   { "name": "images", "limit": 1_000_000_000, "window_seconds": 3600 }])
+            .to_string()
+        }),
+    };
+    let keys = fluxgate_bench::seed::insert_keys(store.as_ref(), &org, count, &extras, now).await?;
     store.close().await;
     Ok(keys)
+}
+
+/// Verify bodies that also spend the two named limits of [`with_credits`]' keys.
+fn limited_bodies(dir: &Path, name: &str, keys: &[String]) -> anyhow::Result<PathBuf> {
+    let path = dir.join(name);
+    wrk::write_bodies(
+        &path,
+        keys.iter().map(|key| {
+            json!({ "key": key, "endpoint": "/bench",
+                    "ratelimits": [{ "name": "tokens", "cost": 100 }, { "name": "images" }] })
+            .to_string()
+        }),
+    )?;
+    Ok(path)
 }
 
 /// The Redis round trips the rate limiters of `nodes` have made together, from their metrics.

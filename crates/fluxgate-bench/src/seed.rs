@@ -6,13 +6,21 @@ use fluxgate_core::ids::{KeyId, OrgId};
 use fluxgate_core::secret::ExposeSecret;
 use fluxgate_store::{ApiKeyRecord, AuditRecord, Store};
 
-/// Stores `count` live keys without scopes in `org`, each with `credits` usage credits when
-/// given; their secrets, in order.
+/// What seeded keys carry besides their secret.
+#[derive(Debug, Clone, Default)]
+pub struct Extras {
+    /// Usage credits.
+    pub credits: Option<i64>,
+    /// Named limits, as stored (a JSON array of `{name, limit, window_seconds}`).
+    pub named_limits: Option<String>,
+}
+
+/// Stores `count` live keys without scopes in `org`, with `extras`; their secrets, in order.
 pub async fn insert_keys(
     store: &dyn Store,
     org: &OrgId,
     count: usize,
-    credits: Option<i64>,
+    extras: &Extras,
     now: i64,
 ) -> anyhow::Result<Vec<String>> {
     let mut secrets = Vec::with_capacity(count);
@@ -25,9 +33,12 @@ pub async fn insert_keys(
             parsed.start().to_owned(),
             now,
         );
-        if credits.is_some() {
-            record.credits_remaining = credits;
+        if extras.credits.is_some() {
+            record.credits_remaining = extras.credits;
             record.credits_refilled_at = Some(now);
+        }
+        if let Some(limits) = &extras.named_limits {
+            record.named_limits = limits.clone();
         }
         let audit = AuditRecord::by_system(
             Some(org.clone()),

@@ -45,8 +45,14 @@ async fn main() -> anyhow::Result<()> {
     let store = instance.open_store().await?;
     let org = store.operator_org_id().await?.context("operator org")?;
     let now = fluxgate_server::clock::now();
-    let real =
-        fluxgate_bench::seed::insert_keys(store.as_ref(), &org, args.real, None, now).await?;
+    let real = fluxgate_bench::seed::insert_keys(
+        store.as_ref(),
+        &org,
+        args.real,
+        &fluxgate_bench::seed::Extras::default(),
+        now,
+    )
+    .await?;
     fluxgate_bench::seed::set_plan(store.as_ref(), &org, BENCH_PLAN, now).await?;
     store.close().await;
     eprintln!("seeded {} keys in {:.0?}", real.len(), seeding.elapsed());
