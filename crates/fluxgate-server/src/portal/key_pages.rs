@@ -582,50 +582,30 @@ async fn change_credits(
             refill: form_refill(&mut errors, &form),
         }),
     };
-    let outcome = if errors.is_empty() {
-        let changes = KeyChanges {
+    let change = KeyFormChange {
+        order: &[
+            "credits.remaining",
+            "credits.add",
+            "credits.refill.amount",
+            "credits.refill.interval",
+            "credits.refill.day_of_month",
+        ],
+        anchor: "credits-heading",
+        errors,
+        changes: KeyChanges {
             credits: Some(change),
             ..KeyChanges::default()
-        };
-        keys::update(
-            &state,
-            &page.access,
-            &client,
-            &key_id,
-            changes,
-            crate::clock::now(),
-        )
-        .await
-        .map(|_| ())
-    } else {
-        Err(ApiError::Validation(errors))
+        },
     };
-    match outcome {
-        Ok(()) => Ok(see_other(&format!(
-            "/orgs/{}/keys/{key_id}#credits-heading",
-            page.org_id()
-        ))),
-        Err(refusal) => {
-            let (status, _) = refusal.status_and_message();
-            let errors = FormErrors::from_refusal(
-                refusal,
-                &[
-                    "credits.remaining",
-                    "credits.add",
-                    "credits.refill.amount",
-                    "credits.refill.interval",
-                    "credits.refill.day_of_month",
-                ],
-            )?;
-            let forms = Forms {
-                credit_errors: errors,
-                credits: Some(CreditsForm::of(&form)),
-                ..Forms::default()
-            };
-            let detail = detail_page(&state, &page, &csrf, &key_id, forms).await?;
-            Ok(render_status(status, &detail))
+    let typed = CreditsForm::of(&form);
+    apply_key_form(&state, &page, &client, &csrf, &key_id, change, |errors| {
+        Forms {
+            credit_errors: errors,
+            credits: Some(typed),
+            ..Forms::default()
         }
-    }
+    })
+    .await
 }
 
 /// Replaces the key's named limits through the same service as `PATCH …/keys/{key_id}`, from
@@ -641,18 +621,23 @@ async fn change_named_limits(
     let text = form.raw("ratelimits").to_owned();
     let mut errors = FieldErrors::new();
     let limits = parse_limits_text(&mut errors, &text);
-    let changes = KeyChanges {
-        ratelimits: Some(limits),
-        ..KeyChanges::default()
-    };
-    let change = ListChange {
-        field: "ratelimits",
+    let change = KeyFormChange {
+        order: &["ratelimits"],
         anchor: "limits-heading",
-        text,
         errors,
-        changes,
+        changes: KeyChanges {
+            ratelimits: Some(limits),
+            ..KeyChanges::default()
+        },
     };
-    change_list(&state, &page, &client, &csrf, &key_id, change).await
+    apply_key_form(&state, &page, &client, &csrf, &key_id, change, |errors| {
+        Forms {
+            limit_errors: errors,
+            limits: Some(text),
+            ..Forms::default()
+        }
+    })
+    .await
 }
 
 /// Replaces the key's IP allowlist through the same service as `PATCH …/keys/{key_id}`, from
@@ -672,47 +657,51 @@ async fn change_ip_allowlist(
         .filter(|l| !l.is_empty())
         .map(str::to_owned)
         .collect();
-    let changes = KeyChanges {
-        ip_allowlist: Some(entries),
-        ..KeyChanges::default()
-    };
-    let change = ListChange {
-        field: "ip_allowlist",
+    let change = KeyFormChange {
+        order: &["ip_allowlist"],
         anchor: "allowlist-heading",
-        text,
         errors: FieldErrors::new(),
-        changes,
+        changes: KeyChanges {
+            ip_allowlist: Some(entries),
+            ..KeyChanges::default()
+        },
     };
-    change_list(&state, &page, &client, &csrf, &key_id, change).await
+    apply_key_form(&state, &page, &client, &csrf, &key_id, change, |errors| {
+        Forms {
+            allowlist_errors: errors,
+            allowlist: Some(text),
+            ..Forms::default()
+        }
+    })
+    .await
 }
 
-/// A list of the key's (named limits, IP allowlist) as a form wants it changed.
-struct ListChange {
-    /// The form's field, and the errors' prefix.
-    field: &'static str,
-    /// Where the page goes back to.
+/// A change to a key that one of its page's forms asks for.
+struct KeyFormChange {
+    /// The form's fields, in order (the errors' order).
+    order: &'static [&'static str],
+    /// The section of the key's page to go back to.
     anchor: &'static str,
-    /// What was typed, kept when it comes back with errors.
-    text: String,
-    /// Errors found reading the text.
+    /// Errors found reading the form.
     errors: FieldErrors,
     changes: KeyChanges,
 }
 
-/// Applies a list change through the key service: back to the key's page, or the page again
-/// with the errors next to the field.
-async fn change_list(
+/// Applies a form's change through the key service: back to the key's page at the form's
+/// section, or the page again with the errors next to their fields and the form as it was
+/// typed (`typed` puts them in their place).
+async fn apply_key_form(
     state: &AppState,
     page: &OrgPage<KeysWrite>,
     client: &ClientInfo,
     csrf: &CsrfToken,
     key_id: &KeyId,
-    change: ListChange,
+    change: KeyFormChange,
+    typed: impl FnOnce(FormErrors) -> Forms,
 ) -> PortalResult<Response> {
-    let ListChange {
-        field,
+    let KeyFormChange {
+        order,
         anchor,
-        text,
         errors,
         changes,
     } = change;
@@ -737,19 +726,7 @@ async fn change_list(
         ))),
         Err(refusal) => {
             let (status, _) = refusal.status_and_message();
-            let errors = FormErrors::from_refusal(refusal, &[field])?;
-            let forms = match field {
-                "ratelimits" => Forms {
-                    limit_errors: errors,
-                    limits: Some(text),
-                    ..Forms::default()
-                },
-                _ => Forms {
-                    allowlist_errors: errors,
-                    allowlist: Some(text),
-                    ..Forms::default()
-                },
-            };
+            let forms = typed(FormErrors::from_refusal(refusal, order)?);
             let detail = detail_page(state, page, csrf, key_id, forms).await?;
             Ok(render_status(status, &detail))
         }

@@ -168,7 +168,17 @@ async fn require_mfa(
         require_mfa: Some(form.get("require_mfa") == Some("on")),
         ..orgs::OrgUpdate::default()
     };
-    let org = orgs::update(&state, &page.access, &client, input, crate::clock::now()).await?;
+    update_org(&state, &page, &client, input).await
+}
+
+/// Changes the org through the same service as `PATCH /orgs/{id}`; back to its overview.
+async fn update_org(
+    state: &AppState,
+    page: &OrgPage<OrgWrite>,
+    client: &ClientInfo,
+    input: orgs::OrgUpdate,
+) -> PortalResult<Response> {
+    let org = orgs::update(state, &page.access, client, input, crate::clock::now()).await?;
     Ok(see_other(&format!("/orgs/{}", org.id)))
 }
 
@@ -184,8 +194,7 @@ async fn leaked_key_action(
         leaked_key_action: Some(form.raw("leaked_key_action").to_owned()),
         ..orgs::OrgUpdate::default()
     };
-    let org = orgs::update(&state, &page.access, &client, input, crate::clock::now()).await?;
-    Ok(see_other(&format!("/orgs/{}", org.id)))
+    update_org(&state, &page, &client, input).await
 }
 
 /// Creates an org owned by the user (as `POST /orgs`) and opens it.

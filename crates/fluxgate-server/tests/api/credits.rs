@@ -23,6 +23,12 @@ async fn owner_and_verifier(app: &TestApp) -> (String, String, String) {
     (token, org, verifier)
 }
 
+/// The key as `GET /orgs/{org}/keys/{key_id}` shows it.
+async fn key_shown(app: &TestApp, token: &str, org: &str, key_id: &str) -> Value {
+    let path = format!("/orgs/{org}/keys/{key_id}");
+    body(send(app, Method::GET, &path, token, None).await).await
+}
+
 async fn verify(app: &TestApp, verifier: &str, key: &str, cost: u64) -> Value {
     let response = with_key(
         app,
@@ -76,17 +82,7 @@ async fn each_verify_spends_its_cost_until_usage_is_exceeded(backend: Backend) {
     assert_eq!(out["credits"]["remaining"], 0);
 
     // the key's page shows the same
-    let shown = body(
-        send(
-            &app,
-            Method::GET,
-            &format!("/orgs/{org}/keys/{key_id}"),
-            &token,
-            None,
-        )
-        .await,
-    )
-    .await;
+    let shown = key_shown(&app, &token, &org, &key_id).await;
     assert_eq!(shown["data"]["credits"]["remaining"], 0);
 
     // a key without credits says nothing of them
@@ -322,17 +318,7 @@ async fn two_nodes_never_spend_more_credits_than_a_key_has(backend: Backend) {
     let valid = codes.iter().filter(|c| *c == "VALID").count();
     let exceeded = codes.iter().filter(|c| *c == "USAGE_EXCEEDED").count();
     assert_eq!((valid, exceeded), (100, 900), "{codes:?}");
-    let shown = body(
-        send(
-            &app,
-            Method::GET,
-            &format!("/orgs/{org}/keys/{key_id}"),
-            &token,
-            None,
-        )
-        .await,
-    )
-    .await;
+    let shown = key_shown(&app, &token, &org, &key_id).await;
     assert_eq!(shown["data"]["credits"]["remaining"], 0);
     node_b.stop().await.unwrap();
 }

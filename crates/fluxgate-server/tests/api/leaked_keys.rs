@@ -57,6 +57,13 @@ async fn post_report(
         .unwrap()
 }
 
+/// The org's `key.leaked` audit entries.
+async fn leak_entries(app: &TestApp, token: &str, org: &str) -> Vec<Value> {
+    let path = format!("/orgs/{org}/audit-log?action=key.leaked");
+    let log = body(send(app, Method::GET, &path, token, None).await).await;
+    log["data"].as_array().cloned().unwrap_or_default()
+}
+
 async fn a_signed_report_revokes_or_flags_each_key_as_its_org_chose(backend: Backend) {
     let scanner = signing_key();
     let app = spawn(backend, &scanner).await;
@@ -124,19 +131,9 @@ async fn a_signed_report_revokes_or_flags_each_key_as_its_org_chose(backend: Bac
     .await;
     assert!(shown["data"]["leaked_at"].is_string());
     assert_eq!(shown["data"]["status"], "active", "flagged, not revoked");
-    let audit = body(
-        send(
-            &app,
-            Method::GET,
-            &format!("/orgs/{org_b}/audit-log?action=key.leaked"),
-            &token_b,
-            None,
-        )
-        .await,
-    )
-    .await;
-    let entries = audit["data"].as_array().unwrap();
-    assert_eq!(entries.len(), 1);
+    let audit = leak_entries(&app, &token_b, &org_b).await;
+    assert_eq!(audit.len(), 1);
+    let entries = &audit;
     assert_eq!(entries[0]["data"]["action"], "flagged");
     assert_eq!(entries[0]["data"]["url"], "https://gist.github.com/z");
     assert!(
@@ -147,18 +144,8 @@ async fn a_signed_report_revokes_or_flags_each_key_as_its_org_chose(backend: Bac
     // reported again: still ours, nothing done twice
     let again = post_report(&app, "scanner-1", &scanner, &raw, &raw).await;
     assert_eq!(again.status(), 200);
-    let audit = body(
-        send(
-            &app,
-            Method::GET,
-            &format!("/orgs/{org_b}/audit-log?action=key.leaked"),
-            &token_b,
-            None,
-        )
-        .await,
-    )
-    .await;
-    assert_eq!(audit["data"].as_array().unwrap().len(), 1);
+    let audit = leak_entries(&app, &token_b, &org_b).await;
+    assert_eq!(audit.len(), 1);
 
     // the org setting is checked
     let bad = send(
