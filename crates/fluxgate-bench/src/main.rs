@@ -512,7 +512,22 @@ async fn against(args: &Args, other: &Path) -> anyhow::Result<()> {
     let client = reqwest::Client::new();
     for (i, build) in builds.iter().enumerate() {
         let instance = Instance::create(build, None, None, "").await?;
-        let keys = seeded(&instance, args.keys, args.keys).await?;
+        // each build migrates its own database; the keys go in by plain SQL, so two builds
+        // with different migrations compare
+        let migrated = instance.command().arg("migrate").output()?;
+        anyhow::ensure!(
+            migrated.status.success(),
+            "{} migrate: {}",
+            build.display(),
+            String::from_utf8_lossy(&migrated.stderr)
+        );
+        let keys = fluxgate_bench::seed::seed_by_sql(
+            &instance.database_url()?,
+            args.keys,
+            BENCH_PLAN,
+            fluxgate_server::clock::now(),
+        )
+        .await?;
         bodies.push(verify_bodies(
             scripts.path(),
             &format!("warm{i}.txt"),

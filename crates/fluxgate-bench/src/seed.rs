@@ -142,3 +142,41 @@ pub async fn insert_keys_in_bulk(
     }
     Ok(secrets)
 }
+
+/// Seeds `count` keys of the operator org and puts it on `plan` with plain SQL against any
+/// migrated version of the schema — for comparing two builds whose migrations differ (this
+/// crate's store would try to migrate the other build's database); their secrets.
+pub async fn seed_by_sql(
+    database_url: &str,
+    count: usize,
+    plan: &str,
+    now: i64,
+) -> anyhow::Result<Vec<String>> {
+    const OPERATOR: &str = "SELECT id FROM orgs WHERE is_operator";
+    const PLAN: &str = "UPDATE orgs SET plan = $1 WHERE id = $2";
+    let org: String = if database_url.starts_with("sqlite:") {
+        let pool = sqlx::SqlitePool::connect(database_url).await?;
+        let org: String = sqlx::query_scalar(OPERATOR).fetch_one(&pool).await?;
+        sqlx::query(PLAN)
+            .bind(plan)
+            .bind(&org)
+            .execute(&pool)
+            .await?;
+        pool.close().await;
+        org
+    } else {
+        let pool = sqlx::PgPool::connect(database_url).await?;
+        let org: String = sqlx::query_scalar(OPERATOR).fetch_one(&pool).await?;
+        sqlx::query(PLAN)
+            .bind(plan)
+            .bind(&org)
+            .execute(&pool)
+            .await?;
+        pool.close().await;
+        org
+    };
+    let org: OrgId = org
+        .parse()
+        .map_err(|e| anyhow::anyhow!("operator org id: {e:?}"))?;
+    insert_keys_in_bulk(database_url, &org, count, now).await
+}

@@ -119,6 +119,14 @@ prefixed_id!(
     /// A user's identity at an OpenID provider (`idn_…`).
     IdentityId, "idn"
 );
+prefixed_id!(
+    /// An org's webhook endpoint (`whk_…`).
+    WebhookId, "whk"
+);
+prefixed_id!(
+    /// One delivery of an event to a webhook endpoint (`whd_…`).
+    DeliveryId, "whd"
+);
 
 #[cfg(test)]
 mod tests {

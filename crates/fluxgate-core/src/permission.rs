@@ -17,6 +17,8 @@ pub const PLATFORM_PERMISSIONS: &[&str] = &[
     "usage:read",
     "usage:write",
     "audit:read",
+    "webhooks:read",
+    "webhooks:write",
 ];
 
 /// Instance-wide permissions that only members and keys of the operator org can ever hold.
@@ -369,6 +371,8 @@ impl BuiltinRole {
                 "usage:read",
                 "usage:write",
                 "audit:read",
+                "webhooks:read",
+                "webhooks:write",
             ],
             Self::Developer => &[
                 "org:read",
@@ -378,6 +382,8 @@ impl BuiltinRole {
                 "keys:write",
                 "usage:read",
                 "usage:write",
+                "webhooks:read",
+                "webhooks:write",
             ],
             Self::Viewer => &[
                 "org:read",

@@ -182,4 +182,6 @@ stored_as_text!(
     crate::ids::KeyId,
     crate::ids::PasskeyId,
     crate::ids::IdentityId,
+    crate::ids::WebhookId,
+    crate::ids::DeliveryId,
 );

@@ -9,6 +9,7 @@ pub mod keys;
 pub mod orgs;
 pub mod usage;
 pub mod verify;
+pub mod webhooks;
 
 pub use auth::{
     Accepted, EmailVerified, EndedSessions, Identity, LoginAnswer, Me, Membership, MfaChallenge,
@@ -26,6 +27,7 @@ pub use usage::{
     WidgetToken,
 };
 pub use verify::{LimitSpend, NamedLimitState, OrgRef, RateLimitState, Verdict, VerifyRequest};
+pub use webhooks::{Delivery, NewWebhook, Webhook, WebhookChanges};
 
 /// For `#[serde(default, deserialize_with = "fluxgate_proto::present")]` on an
 /// `Option<Option<T>>` field: tells an absent field (`None`) from an explicit `null`

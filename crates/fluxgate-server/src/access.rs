@@ -55,6 +55,10 @@ permissions! {
     AdminUsers = "admin:users",
     /// `admin:plans` (operator only)
     AdminPlans = "admin:plans",
+    /// `webhooks:read`
+    WebhooksRead = "webhooks:read",
+    /// `webhooks:write`
+    WebhooksWrite = "webhooks:write",
     /// `keys:read`
     KeysRead = "keys:read",
     /// `keys:write`

@@ -53,6 +53,8 @@ pub struct Config {
     pub usage: UsageConfig,
     /// `[keys]`
     pub keys: KeysConfig,
+    /// `[webhooks]`
+    pub webhooks: WebhooksConfig,
     /// Peers whose `X-Forwarded-For` is believed (addresses or CIDR ranges).
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// `[leaked_keys.public_keys]`: secret scanners whose signed reports of keys found in public
@@ -73,6 +75,22 @@ pub enum LogFormat {
     Json,
     /// Human-readable lines.
     Pretty,
+}
+
+/// `[webhooks]`
+#[derive(Debug, Clone)]
+pub struct WebhooksConfig {
+    /// Whether this node sends deliveries (off: it only queues events, for API-only nodes).
+    pub deliver: bool,
+    /// Whether endpoints may be on loopback, private or link-local addresses (off: refused, so
+    /// a customer cannot point deliveries at the operator's own network).
+    pub allow_private: bool,
+    /// The wait before the first retry; each next one waits twice as long (at most an hour).
+    pub first_retry: Duration,
+    /// How long a delivery is retried before it is given up.
+    pub give_up_after: Duration,
+    /// How long an endpoint has to answer.
+    pub timeout: Duration,
 }
 
 /// `[usage]`
@@ -493,6 +511,19 @@ impl Config {
                 100_000_000,
             ) as usize,
         };
+        let webhooks = WebhooksConfig {
+            deliver: r.bool("webhooks.deliver", true),
+            allow_private: r.bool("webhooks.allow_private", false),
+            first_retry: r.duration("webhooks.first_retry", "10s"),
+            give_up_after: r.duration("webhooks.give_up_after", "24h"),
+            timeout: r.duration("webhooks.timeout", "10s"),
+        };
+        if webhooks.timeout.is_zero() || webhooks.first_retry.is_zero() {
+            r.error(
+                "webhooks",
+                "timeout and first_retry must be longer than zero".into(),
+            );
+        }
         let usage = UsageConfig {
             track_max_age: r.duration("usage.track_max_age", "35d"),
             widget_token_ttl: r.duration("usage.widget_token_ttl", "15m"),
@@ -590,6 +621,7 @@ impl Config {
             rate_limits,
             usage,
             keys,
+            webhooks,
             trusted_proxies,
             scanner_keys,
             catalog,
@@ -738,6 +770,12 @@ impl Config {
                         .join("\n")
                 ),
             },
+            "[webhooks]".into(),
+            format!("deliver = {}", self.webhooks.deliver),
+            format!("allow_private = {}", self.webhooks.allow_private),
+            format!("first_retry = \"{}\"", d(self.webhooks.first_retry)),
+            format!("give_up_after = \"{}\"", d(self.webhooks.give_up_after)),
+            format!("timeout = \"{}\"", d(self.webhooks.timeout)),
             "[rate_limits]".into(),
             format!("api_key = \"{}\"", self.rate_limits.api_key),
             format!("user = \"{}\"", self.rate_limits.user),

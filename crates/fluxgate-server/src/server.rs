@@ -152,6 +152,7 @@ pub async fn build_state(config: Config, cancel: &CancellationToken) -> anyhow::
         totp_sealer: crate::secrets::Sealer::new(secret.derive("totp-secret-sealing")),
         relying_party: crate::services::passkeys::RelyingParty::new(&config.public_url),
         flow_sealer: crate::secrets::Sealer::new(secret.derive("oidc-flow-sealing")),
+        webhook_sealer: crate::secrets::Sealer::new(secret.derive("webhook-secret-sealing")),
         oidc: crate::services::oidc::Providers::new(&config.auth.oidc, &config.public_url)?,
         metrics: Arc::new(metrics),
         limiter,
@@ -164,6 +165,7 @@ pub async fn build_state(config: Config, cancel: &CancellationToken) -> anyhow::
         store,
         config,
     });
+    crate::services::webhooks::spawn_worker(state.clone(), cancel.clone());
     Ok(state)
 }
 

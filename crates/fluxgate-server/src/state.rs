@@ -46,6 +46,8 @@ pub struct AppInner {
     pub invalidation: Arc<InvalidationBus>,
     /// Monthly usage counters and keys' last use, written in batches.
     pub usage: Arc<UsageRecorder>,
+    /// Seals webhook endpoints' signing secrets.
+    pub webhook_sealer: crate::secrets::Sealer,
     /// Writes the usage credits verifies spend, in batches.
     pub credits: crate::services::credits::CreditSpender,
     /// Seals TOTP secrets in the database.

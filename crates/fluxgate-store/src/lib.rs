@@ -12,11 +12,13 @@ mod records;
 mod shared;
 mod sqlite;
 mod usage;
+mod webhooks;
 
 pub use error::StoreError;
 pub use factors::{FactorStore, TotpConfirmation};
 pub use fluxgate_core::ids::{
-    EventId, IdentityId, InvitationId, KeyId, OrgId, PasskeyId, RoleId, SessionId, UserId,
+    DeliveryId, EventId, IdentityId, InvitationId, KeyId, OrgId, PasskeyId, RoleId, SessionId,
+    UserId, WebhookId,
 };
 pub use identities::IdentityStore;
 pub use keys::KeyStore;
@@ -26,6 +28,7 @@ pub use postgres::{migrations_fingerprint, PostgresStore};
 pub use records::*;
 pub use sqlite::SqliteStore;
 pub use usage::UsageStore;
+pub use webhooks::{event_type, WebhookStore, EVENT_TYPES};
 
 use async_trait::async_trait;
 use std::sync::Arc;
@@ -45,6 +48,7 @@ pub trait Store:
     + FactorStore
     + PasskeyStore
     + IdentityStore
+    + WebhookStore
     + Notifier
     + Send
     + Sync

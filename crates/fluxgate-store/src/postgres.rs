@@ -45,6 +45,7 @@ crate::usage::impl_usage_store!(PostgresStore, Postgres);
 crate::factors::impl_factor_store!(PostgresStore, Postgres);
 crate::passkeys::impl_passkey_store!(PostgresStore, Postgres);
 crate::identities::impl_identity_store!(PostgresStore, Postgres);
+crate::webhooks::impl_webhook_store!(PostgresStore, Postgres);
 
 #[async_trait::async_trait]
 impl crate::Notifier for PostgresStore {

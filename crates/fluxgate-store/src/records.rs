@@ -2,7 +2,8 @@
 
 use fluxgate_core::apikey::Environment;
 use fluxgate_core::ids::{
-    EventId, IdentityId, InvitationId, KeyId, OrgId, PasskeyId, RoleId, SessionId, UserId,
+    DeliveryId, EventId, IdentityId, InvitationId, KeyId, OrgId, PasskeyId, RoleId, SessionId,
+    UserId, WebhookId,
 };
 use fluxgate_core::refresh::SpentReason;
 use fluxgate_core::stored::{ActorKind, EndReason};
@@ -813,4 +814,100 @@ pub struct UsageEvent {
     pub idempotency_key: Option<String>,
     /// When it was recorded (Unix seconds).
     pub created_at: i64,
+}
+
+/// An org's webhook endpoint.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct WebhookEndpointRecord {
+    /// `whk_…`
+    pub id: WebhookId,
+    /// `org_…`
+    pub org_id: OrgId,
+    /// Where events are posted.
+    pub url: String,
+    /// JSON array of the event types it receives (`["*"]`: all).
+    pub events: String,
+    /// A note for people.
+    pub description: String,
+    /// The signing secret, sealed with the instance secret.
+    pub secret_sealed: String,
+    /// Whether events are sent to it.
+    pub enabled: bool,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds.
+    pub updated_at: i64,
+    /// When it was deleted.
+    pub deleted_at: Option<i64>,
+}
+
+/// One delivery of an event to an endpoint, as its log shows it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct DeliveryRecord {
+    /// `whd_…`
+    pub id: DeliveryId,
+    /// The endpoint.
+    pub endpoint_id: WebhookId,
+    /// The event (`evt_…`, the audit entry's id).
+    pub event_id: String,
+    /// The event's type, e.g. `key.revoked`.
+    pub event_type: String,
+    /// `pending`, `delivered` or `failed` (gave up).
+    pub status: String,
+    /// Attempts made.
+    pub attempts: i64,
+    /// When the next attempt is due (pending only).
+    pub next_attempt_at: i64,
+    /// The HTTP status of the last attempt, if it got one.
+    pub last_status: Option<i64>,
+    /// Why the last attempt failed.
+    pub last_error: Option<String>,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// When the endpoint accepted it.
+    pub delivered_at: Option<i64>,
+}
+
+/// A delivery claimed to be attempted now, with what it takes to send it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct DueDelivery {
+    /// `whd_…`
+    pub id: DeliveryId,
+    /// The endpoint.
+    pub endpoint_id: WebhookId,
+    /// Its URL.
+    pub url: String,
+    /// Its sealed signing secret.
+    pub secret_sealed: String,
+    /// The event's id.
+    pub event_id: String,
+    /// The event's type.
+    pub event_type: String,
+    /// The JSON body to post.
+    pub payload: String,
+    /// Attempts made before this one.
+    pub attempts: i64,
+    /// When the first attempt was due.
+    pub created_at: i64,
+}
+
+/// How an attempt ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttemptOutcome {
+    /// The endpoint answered 2xx.
+    Delivered {
+        /// Its status.
+        status: i64,
+        /// When.
+        at: i64,
+    },
+    /// It did not; try again at `retry_at`, or give up when None.
+    Failed {
+        /// Its status, when it answered.
+        status: Option<i64>,
+        /// Why (never a secret).
+        error: String,
+        /// The next attempt, or None to give up.
+        retry_at: Option<i64>,
+    },
 }

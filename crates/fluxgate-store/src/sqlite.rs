@@ -43,6 +43,7 @@ crate::usage::impl_usage_store!(SqliteStore, Sqlite);
 crate::factors::impl_factor_store!(SqliteStore, Sqlite);
 crate::passkeys::impl_passkey_store!(SqliteStore, Sqlite);
 crate::identities::impl_identity_store!(SqliteStore, Sqlite);
+crate::webhooks::impl_webhook_store!(SqliteStore, Sqlite);
 
 #[async_trait::async_trait]
 impl crate::Notifier for SqliteStore {

@@ -15,6 +15,7 @@ pub mod system;
 pub mod track;
 pub mod usage;
 pub mod verify;
+pub mod webhooks;
 pub mod widget;
 
 use crate::error::{ApiError, REQUEST_ID};
@@ -149,6 +150,7 @@ pub fn router(state: AppState) -> Router {
                 .merge(keys::router())
                 .merge(verify::router())
                 .merge(leaked::router())
+                .merge(webhooks::router())
                 .merge(plans::router())
                 .merge(usage::router())
                 .merge(track::router())

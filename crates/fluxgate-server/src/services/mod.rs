@@ -18,3 +18,4 @@ pub mod roles;
 pub mod sessions;
 pub mod usage;
 pub mod verify;
+pub mod webhooks;

@@ -30,3 +30,4 @@ mod passkeys;
 mod portal;
 mod rate_limits;
 mod usage;
+mod webhooks;

@@ -1899,6 +1899,8 @@ async fn declared_permissions_are_documented_and_enforced(backend: Backend) {
         "usage:read",
         "usage:write",
         "audit:read",
+        "webhooks:read",
+        "webhooks:write",
     ];
     let role = body(
         send(
@@ -1924,7 +1926,9 @@ async fn declared_permissions_are_documented_and_enforced(backend: Backend) {
             .replace("{user_id}", &owner_id)
             .replace("{role_id}", &role_id)
             .replace("{invitation_id}", "inv_01ARZ3NDEKTSV4RRFFQ69G5FAV")
-            .replace("{key_id}", "key_01ARZ3NDEKTSV4RRFFQ69G5FAV");
+            .replace("{key_id}", "key_01ARZ3NDEKTSV4RRFFQ69G5FAV")
+            .replace("{webhook_id}", "whk_01ARZ3NDEKTSV4RRFFQ69G5FAV")
+            .replace("{delivery_id}", "whd_01ARZ3NDEKTSV4RRFFQ69G5FAV");
         let method = Method::from_bytes(method.as_bytes()).unwrap();
         // without the declared permission: refused, naming exactly it
         let without: Vec<&str> = platform
