@@ -91,6 +91,8 @@ pub struct WebhooksConfig {
     pub give_up_after: Duration,
     /// How long an endpoint has to answer.
     pub timeout: Duration,
+    /// How often a node looks for keys about to expire and quota thresholds crossed.
+    pub scan_every: Duration,
 }
 
 /// `[usage]`
@@ -517,6 +519,7 @@ impl Config {
             first_retry: r.duration("webhooks.first_retry", "10s"),
             give_up_after: r.duration("webhooks.give_up_after", "24h"),
             timeout: r.duration("webhooks.timeout", "10s"),
+            scan_every: r.duration("webhooks.scan_every", "60s"),
         };
         if webhooks.timeout.is_zero() || webhooks.first_retry.is_zero() {
             r.error(
@@ -776,6 +779,7 @@ impl Config {
             format!("first_retry = \"{}\"", d(self.webhooks.first_retry)),
             format!("give_up_after = \"{}\"", d(self.webhooks.give_up_after)),
             format!("timeout = \"{}\"", d(self.webhooks.timeout)),
+            format!("scan_every = \"{}\"", d(self.webhooks.scan_every)),
             "[rate_limits]".into(),
             format!("api_key = \"{}\"", self.rate_limits.api_key),
             format!("user = \"{}\"", self.rate_limits.user),

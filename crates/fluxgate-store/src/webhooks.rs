@@ -28,6 +28,10 @@ pub const EVENT_TYPES: &[&str] = &[
     "key.rotated",
     "key.revoked",
     "key.leaked",
+    "key.expiring",
+    "key.expired",
+    "quota.threshold",
+    "credits.exhausted",
     "member.added",
     "member.removed",
 ];
@@ -106,6 +110,27 @@ pub trait WebhookStore: Send + Sync {
         before: Option<&str>,
         limit: i64,
     ) -> StoreResult<Vec<DeliveryRecord>>;
+    /// Queues an event no change's audit entry carries (an expiry coming, a threshold
+    /// crossed) under an id that names the occasion, so it is queued once whichever node sees
+    /// it first — and only for an org with an endpoint. Whether it was new.
+    async fn enqueue_webhook_event(
+        &self,
+        id: &str,
+        org_id: &OrgId,
+        event_type: &str,
+        payload: &str,
+        now: i64,
+    ) -> StoreResult<bool>;
+    /// Live keys of orgs with an endpoint that expire after `from` and no later than `until`:
+    /// (key, org, name, expires_at), soonest first.
+    async fn keys_expiring_for_webhooks(
+        &self,
+        from: i64,
+        until: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<(crate::KeyId, OrgId, String, i64)>>;
+    /// Orgs with an enabled endpoint, with their plan.
+    async fn orgs_with_webhooks(&self) -> StoreResult<Vec<(OrgId, String)>>;
     /// Queues the event of one of an endpoint's deliveries again, as a new delivery; None when
     /// the endpoint has no such delivery.
     async fn redeliver_webhook(
@@ -379,6 +404,60 @@ macro_rules! impl_webhook_store {
                     .bind(limit)
                     .fetch_all(&self.pool)
                     .await?)
+            }
+
+            async fn enqueue_webhook_event(
+                &self,
+                id: &str,
+                org_id: &$crate::OrgId,
+                event_type: &str,
+                payload: &str,
+                now: i64,
+            ) -> $crate::StoreResult<bool> {
+                let added = sqlx::query(
+                    "INSERT INTO webhook_events (id, org_id, event_type, payload, created_at) \
+                     SELECT $1, $2, $3, $4, $5 WHERE EXISTS (SELECT 1 FROM webhook_endpoints \
+                     WHERE org_id = $2 AND deleted_at IS NULL) ON CONFLICT (id) DO NOTHING",
+                )
+                .bind(id)
+                .bind(org_id)
+                .bind(event_type)
+                .bind(payload)
+                .bind(now)
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+                Ok(added == 1)
+            }
+
+            async fn keys_expiring_for_webhooks(
+                &self,
+                from: i64,
+                until: i64,
+                limit: i64,
+            ) -> $crate::StoreResult<Vec<($crate::KeyId, $crate::OrgId, String, i64)>> {
+                Ok(sqlx::query_as(
+                    "SELECT k.id, k.org_id, k.name, k.expires_at FROM api_keys k \
+                     WHERE k.revoked_at IS NULL AND k.expires_at > $1 AND k.expires_at <= $2 \
+                     AND EXISTS (SELECT 1 FROM webhook_endpoints w WHERE w.org_id = k.org_id \
+                       AND w.deleted_at IS NULL AND w.enabled) \
+                     ORDER BY k.expires_at, k.id LIMIT $3",
+                )
+                .bind(from)
+                .bind(until)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?)
+            }
+
+            async fn orgs_with_webhooks(&self) -> $crate::StoreResult<Vec<($crate::OrgId, String)>> {
+                Ok(sqlx::query_as(
+                    "SELECT o.id, o.plan FROM orgs o WHERE o.deleted_at IS NULL AND EXISTS \
+                     (SELECT 1 FROM webhook_endpoints w WHERE w.org_id = o.id \
+                       AND w.deleted_at IS NULL AND w.enabled) ORDER BY o.id",
+                )
+                .fetch_all(&self.pool)
+                .await?)
             }
 
             async fn redeliver_webhook(

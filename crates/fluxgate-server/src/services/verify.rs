@@ -332,13 +332,31 @@ async fn judge(
     judged.code = "VALID";
     if let Some(policy) = &key.credits {
         let spent = state.credits.spend(&key.key_id, policy, cost, now).await?;
-        match spent {
-            CreditSpend::Spent(left) => judged.credits = Some(policy.view(left, now)),
+        let exhausted = match spent {
+            CreditSpend::Spent(left) => {
+                judged.credits = Some(policy.view(left, now));
+                left == 0
+            }
             CreditSpend::Short(left) => {
                 judged.code = "USAGE_EXCEEDED";
                 judged.credits = Some(policy.view(left, now));
+                true
             }
-            CreditSpend::Unlimited => {}
+            CreditSpend::Unlimited => false,
+        };
+        if exhausted {
+            // once per refill period (per day for a key without refill)
+            let period = match policy.refill {
+                Some(_) => policy.period_start(now),
+                None => now - now.rem_euclid(86_400),
+            };
+            crate::services::webhooks::credits_exhausted(
+                state,
+                &key.key_id,
+                &key.org_id,
+                period,
+                now,
+            );
         }
     }
     Ok(judged)

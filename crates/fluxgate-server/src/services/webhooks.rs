@@ -14,8 +14,8 @@ use fluxgate_core::secret::{random_token, ExposeSecret};
 use fluxgate_core::validation::{single_line, FieldErrors};
 use fluxgate_proto::{Delivery, NewWebhook, Webhook, WebhookChanges};
 use fluxgate_store::{
-    AttemptOutcome, DeliveryId, DeliveryRecord, DueDelivery, WebhookEndpointRecord, WebhookId,
-    EVENT_TYPES,
+    AttemptOutcome, DeliveryId, DeliveryRecord, DueDelivery, KeyId, OrgId, WebhookEndpointRecord,
+    WebhookId, EVENT_TYPES,
 };
 use hmac::{Hmac, Mac};
 use serde_json::json;
@@ -349,10 +349,17 @@ pub fn spawn_worker(state: AppState, cancel: CancellationToken) {
                 return;
             }
         };
+        let mut scanned: Option<std::time::Instant> = None;
         loop {
             tokio::select! {
                 () = tokio::time::sleep(POLL) => {}
                 () = cancel.cancelled() => return,
+            }
+            if scanned.is_none_or(|at| at.elapsed() >= state.config.webhooks.scan_every) {
+                scanned = Some(std::time::Instant::now());
+                if let Err(error) = queue_scheduled(&state, crate::clock::now()).await {
+                    tracing::warn!(%error, "webhooks: scheduled events not queued; trying again");
+                }
             }
             let round = tokio::select! {
                 round = deliver_due(&state, &http) => round,
@@ -361,6 +368,115 @@ pub fn spawn_worker(state: AppState, cancel: CancellationToken) {
             if let Err(error) = round {
                 tracing::warn!(%error, "webhooks: the store could not be read; trying again");
             }
+        }
+    });
+}
+
+/// An event's body: `{id, type, created, org_id, object, data}`.
+fn event_payload(
+    id: &str,
+    kind: &str,
+    now: i64,
+    org_id: &OrgId,
+    object: Option<(&str, &str)>,
+    data: serde_json::Value,
+) -> String {
+    json!({
+        "id": id,
+        "type": kind,
+        "created": now,
+        "org_id": org_id,
+        "object": object.map(|(kind, id)| json!({ "type": kind, "id": id })),
+        "data": data,
+    })
+    .to_string()
+}
+
+/// Queues the events no change announces, each occasion once (its id names it): keys that
+/// expire within 7 days (and then within a day), keys that expired in the last day, and this
+/// month's quota thresholds (80 %, 100 %) crossed.
+async fn queue_scheduled(state: &AppState, now: i64) -> ApiResult<()> {
+    const DAY: i64 = 86_400;
+    let windows = [
+        (
+            "key.expiring",
+            "7d",
+            now.saturating_add(DAY),
+            now.saturating_add(7 * DAY),
+        ),
+        ("key.expiring", "1d", now, now.saturating_add(DAY)),
+        ("key.expired", "0d", now.saturating_sub(DAY), now),
+    ];
+    for (kind, within, from, until) in windows {
+        for (key_id, org_id, name, expires_at) in state
+            .store
+            .keys_expiring_for_webhooks(from, until, 1000)
+            .await?
+        {
+            let id = format!("{kind}.{within}.{key_id}.{expires_at}");
+            let data = json!({ "name": name, "expires_at": rfc3339(expires_at), "within": within });
+            let payload = event_payload(
+                &id,
+                kind,
+                now,
+                &org_id,
+                Some(("key", key_id.as_str())),
+                data,
+            );
+            state
+                .store
+                .enqueue_webhook_event(&id, &org_id, kind, &payload, now)
+                .await?;
+        }
+    }
+    let month = crate::usage_recorder::month_of(now);
+    for (org_id, plan) in state.store.orgs_with_webhooks().await? {
+        let Some(plan) = state.config.plan(&plan) else {
+            continue;
+        };
+        for (meter, &limit) in &plan.quotas {
+            if limit == 0 {
+                continue;
+            }
+            let used = u64::try_from(state.usage.load(&org_id, meter, now).await?).unwrap_or(0);
+            for threshold in [80u64, 100] {
+                if used.saturating_mul(100) < limit.saturating_mul(threshold) {
+                    continue;
+                }
+                let id = format!("quota.threshold.{org_id}.{meter}.{month}.{threshold}");
+                let data = json!({ "meter": meter, "limit": limit, "used": used,
+                                   "threshold": threshold, "period": month });
+                let payload = event_payload(&id, "quota.threshold", now, &org_id, None, data);
+                state
+                    .store
+                    .enqueue_webhook_event(&id, &org_id, "quota.threshold", &payload, now)
+                    .await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Queues `credits.exhausted` for a key whose credits ran out (once per refill period), in the
+/// background: verify does not wait for it.
+pub fn credits_exhausted(state: &AppState, key_id: &KeyId, org_id: &OrgId, period: i64, now: i64) {
+    let (state, key_id, org_id) = (state.clone(), key_id.clone(), org_id.clone());
+    tokio::spawn(async move {
+        let id = format!("credits.exhausted.{key_id}.{period}");
+        let payload = event_payload(
+            &id,
+            "credits.exhausted",
+            now,
+            &org_id,
+            Some(("key", key_id.as_str())),
+            json!({ "remaining": 0 }),
+        );
+        if let Err(error) = state
+            .store
+            .enqueue_webhook_event(&id, &org_id, "credits.exhausted", &payload, now)
+            .await
+        {
+            tracing::warn!(%error, "webhooks: credits.exhausted not queued");
         }
     });
 }

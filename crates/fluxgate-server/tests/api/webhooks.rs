@@ -4,7 +4,8 @@
 //! everything, in order, once it is back; private addresses and other orgs are refused.
 
 use fluxgate_testkit::{
-    body, eventually, expect_error, issue_key, send, set_config, Backend, TestApp,
+    body, eventually, expect_error, issue_key, operator_with_verifier, send, set_config, with_key,
+    Backend, TestApp,
 };
 use hmac::{Hmac, Mac};
 use reqwest::Method;
@@ -19,6 +20,7 @@ both_backends!(
     a_receiver_that_was_down_gets_everything_in_order_once_it_returns,
     private_endpoints_and_other_orgs_are_refused,
     a_node_stopped_mid_delivery_loses_nothing,
+    expiries_quota_thresholds_and_spent_credits_are_announced_once,
 );
 
 /// What the receiver got: (event id, event type, signature header, body).
@@ -441,4 +443,150 @@ async fn a_node_stopped_mid_delivery_loses_nothing(backend: Backend) {
     .await;
     assert_eq!(log["data"][0]["status"], "delivered");
     heir.stop().await.unwrap();
+}
+
+/// The events no change announces: keys about to expire (7 days, 1 day) and expired, this
+/// month's quota threshold crossed, credits spent — each once, however often a node looks.
+async fn expiries_quota_thresholds_and_spent_credits_are_announced_once(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |config| {
+        set_config(config, "webhooks.allow_private", true);
+        set_config(config, "webhooks.scan_every", "1s");
+        let plans: toml::Table = r#"
+[[plans]]
+name = "small"
+rate_limit = "1000/min"
+entitlements = []
+quotas = { requests = 10 }
+"#
+        .parse()
+        .unwrap();
+        for (k, v) in plans {
+            config.insert(k, v);
+        }
+    })
+    .await;
+    let (_, verifier) = operator_with_verifier(&app).await;
+    let (url, received) = receiver(Arc::new(AtomicU16::new(200))).await;
+    let (token, org) = app.owner("sched@example.com", "Scheduled").await;
+    register(
+        &app,
+        &token,
+        &org,
+        &url,
+        json!([
+            "key.expiring",
+            "key.expired",
+            "quota.threshold",
+            "credits.exhausted"
+        ]),
+    )
+    .await;
+    let now = fluxgate_server::clock::now();
+    let at = |secs: i64| fluxgate_server::clock::rfc3339(now + secs);
+    let (week, _) = issue_key(
+        &app,
+        &token,
+        &org,
+        json!({ "name": "week", "scopes": [], "expires_in_days": 3 }),
+    )
+    .await;
+    let (day, _) = issue_key(
+        &app,
+        &token,
+        &org,
+        json!({ "name": "day", "scopes": [], "expires_at": at(3600) }),
+    )
+    .await;
+    let (soon, _) = issue_key(
+        &app,
+        &token,
+        &org,
+        json!({ "name": "soon", "scopes": [], "expires_at": at(3) }),
+    )
+    .await;
+    let (metered, metered_key) = issue_key(
+        &app,
+        &token,
+        &org,
+        json!({ "name": "metered", "scopes": [], "credits": { "remaining": 2 } }),
+    )
+    .await;
+    // 8 of the plan's 10 requests (credits run out on the second), 80 %
+    let (_, plain) = issue_key(&app, &token, &org, json!({ "name": "plain", "scopes": [] })).await;
+    for key in [
+        &metered_key,
+        &metered_key,
+        &plain,
+        &plain,
+        &plain,
+        &plain,
+        &plain,
+        &plain,
+    ] {
+        let answer = with_key(
+            &app,
+            Method::POST,
+            "/keys/verify",
+            &verifier,
+            Some(json!({ "key": key })),
+        )
+        .await;
+        assert_eq!(answer.status(), 200);
+    }
+
+    let events = || {
+        received
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, kind, _, raw)| (kind.clone(), serde_json::from_str::<Value>(raw).unwrap()))
+            .collect::<Vec<(String, Value)>>()
+    };
+    let object = |event: &Value| event["object"]["id"].as_str().unwrap_or("").to_owned();
+    let all_there = eventually(Duration::from_secs(20), || async {
+        let got = events();
+        let has = |kind: &str, id: &str| got.iter().any(|(k, e)| k == kind && object(e) == id);
+        has("key.expiring", &week)
+            && has("key.expiring", &day)
+            && has("key.expired", &soon)
+            && has("credits.exhausted", &metered)
+            && got.iter().any(|(k, _)| k == "quota.threshold")
+    })
+    .await;
+    assert!(
+        all_there,
+        "{:?}",
+        events()
+            .iter()
+            .map(|(k, e)| (k.clone(), object(e)))
+            .collect::<Vec<_>>()
+    );
+    // a few more scans announce nothing twice
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let got = events();
+    let count = |kind: &str, id: &str| {
+        got.iter()
+            .filter(|(k, e)| k == kind && object(e) == id)
+            .count()
+    };
+    assert_eq!(count("key.expiring", &week), 1);
+    assert_eq!(count("credits.exhausted", &metered), 1);
+    let thresholds: Vec<&Value> = got
+        .iter()
+        .filter(|(k, _)| k == "quota.threshold")
+        .map(|(_, e)| e)
+        .collect();
+    assert_eq!(thresholds.len(), 1, "80 % once (100 % not reached)");
+    assert_eq!(thresholds[0]["data"]["threshold"], 80);
+    assert_eq!(thresholds[0]["data"]["meter"], "requests");
+    let week_event = got
+        .iter()
+        .find(|(k, e)| k == "key.expiring" && object(e) == week)
+        .unwrap();
+    assert_eq!(week_event.1["data"]["within"], "7d");
+    let day_event = got
+        .iter()
+        .find(|(k, e)| k == "key.expiring" && object(e) == day)
+        .unwrap();
+    assert_eq!(day_event.1["data"]["within"], "1d");
 }
