@@ -17,6 +17,7 @@ mod passkey_pages;
 mod role_pages;
 mod session;
 mod usage_pages;
+mod webhook_pages;
 
 pub use session::{
     caller, kept_oidc_state, CookieChanges, CsrfToken, MaybeSignedIn, OrgPage, PortalForm, SignedIn,
@@ -499,6 +500,7 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .merge(account_pages::router())
         .merge(admin_pages::router())
         .merge(audit_pages::router())
+        .merge(webhook_pages::router())
         .merge(org_pages::router())
         .merge(key_pages::router())
         .merge(member_pages::router())

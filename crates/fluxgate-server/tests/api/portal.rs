@@ -43,7 +43,7 @@ pub(crate) struct Browser {
 pub(crate) struct Page {
     pub(crate) status: StatusCode,
     pub(crate) url: String,
-    headers: reqwest::header::HeaderMap,
+    pub(crate) headers: reqwest::header::HeaderMap,
     html: Html,
 }
 

@@ -21,6 +21,7 @@ both_backends!(
     private_endpoints_and_other_orgs_are_refused,
     a_node_stopped_mid_delivery_loses_nothing,
     expiries_quota_thresholds_and_spent_credits_are_announced_once,
+    the_portal_adds_an_endpoint_shows_its_log_and_redelivers,
 );
 
 /// What the receiver got: (event id, event type, signature header, body).
@@ -589,4 +590,81 @@ quotas = { requests = 10 }
         .find(|(k, e)| k == "key.expiring" && object(e) == day)
         .unwrap();
     assert_eq!(day_event.1["data"]["within"], "1d");
+}
+
+/// The portal's webhook pages, without JavaScript: an endpoint added (its secret shown once, on
+/// a page that is not stored), a wrong URL answered next to its field, the delivery log, a
+/// redelivery, turning it off, deleting it.
+async fn the_portal_adds_an_endpoint_shows_its_log_and_redelivers(backend: Backend) {
+    use crate::portal::Browser;
+    let app = spawn(backend).await;
+    let (url, received) = receiver(Arc::new(AtomicU16::new(200))).await;
+    let (token, org) = app.owner("portal@example.com", "Portal Co").await;
+    let browser = Browser::new(&app);
+    browser.log_in("portal@example.com").await;
+    let listing = browser.get(&format!("/orgs/{org}/webhooks")).await;
+    assert!(listing.text("main").contains("No endpoints yet"));
+
+    let refused = browser
+        .submit(
+            &listing,
+            &format!("/orgs/{org}/webhooks"),
+            &[("url", "ftp://example.com/x"), ("events", "key.created")],
+        )
+        .await;
+    assert_eq!(refused.status, 422);
+    assert!(!refused.text("#url-error").is_empty());
+    assert_eq!(refused.attr_of("#url", "value"), "ftp://example.com/x");
+
+    let added = browser
+        .submit(
+            &listing,
+            &format!("/orgs/{org}/webhooks"),
+            &[("url", url.as_str()), ("events", "key.created")],
+        )
+        .await;
+    assert_eq!(added.status, 200);
+    assert_eq!(added.headers["cache-control"], "no-store");
+    let secret = added.text("#webhook-secret");
+    assert!(secret.starts_with("whsec_"), "{secret}");
+    assert_eq!(
+        browser
+            .get(&format!("/orgs/{org}/webhooks"))
+            .await
+            .select_count("#webhook-secret"),
+        0,
+        "once"
+    );
+
+    issue_key(&app, &token, &org, json!({ "name": "k", "scopes": [] })).await;
+    let delivered = eventually(Duration::from_secs(10), || async {
+        !received.lock().unwrap().is_empty()
+    })
+    .await;
+    assert!(delivered);
+    let (_, _, signature, raw) = received.lock().unwrap()[0].clone();
+    assert!(
+        signed_by(&secret, &signature, &raw),
+        "signed with the secret the page showed"
+    );
+
+    let listing = browser.get(&format!("/orgs/{org}/webhooks")).await;
+    let link = listing.attr_of("tbody a", "href");
+    let detail = browser.get(&link).await;
+    assert!(detail.text("tr.delivery-delivered").contains("key.created"));
+    let redeliver = detail.attr_of("tr.delivery-delivered form", "action");
+    let back = browser.submit(&detail, &redeliver, &[]).await;
+    assert_eq!(back.url, link);
+    let again = eventually(Duration::from_secs(10), || async {
+        received.lock().unwrap().len() >= 2
+    })
+    .await;
+    assert!(again, "redelivered");
+
+    let off = browser
+        .submit(&back, &format!("{link}/enabled"), &[("enabled", "off")])
+        .await;
+    assert!(off.text("main").contains("Off"));
+    let gone = browser.submit(&off, &format!("{link}/delete"), &[]).await;
+    assert!(gone.text("main").contains("No endpoints yet"));
 }
