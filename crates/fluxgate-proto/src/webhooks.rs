@@ -16,6 +16,10 @@ pub struct NewWebhook {
     /// A note for people.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// Every org's events, not only this org's: operators only (an endpoint of the operator org,
+    /// made by a caller holding `admin:orgs`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub all_orgs: bool,
 }
 
 /// Changes to an endpoint (`PATCH /orgs/{org_id}/webhooks/{webhook_id}`).
@@ -53,6 +57,9 @@ pub struct Webhook {
     pub description: String,
     /// Whether events are sent to it.
     pub enabled: bool,
+    /// Whether it receives every org's events (an operator's endpoint).
+    #[serde(default)]
+    pub all_orgs: bool,
     /// RFC 3339.
     pub created_at: String,
     /// The signing secret (`whsec_…`): only in the answer that created the endpoint.

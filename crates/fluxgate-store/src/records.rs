@@ -839,6 +839,8 @@ pub struct WebhookEndpointRecord {
     pub updated_at: i64,
     /// When it was deleted.
     pub deleted_at: Option<i64>,
+    /// An operator's endpoint for every org's events.
+    pub all_orgs: bool,
 }
 
 /// One delivery of an event to an endpoint, as its log shows it.

@@ -28,13 +28,13 @@ macro_rules! impl_store {
             .bind(a.created_at)
             .execute(&mut *conn)
             .await?;
-            // the change's webhook event, in the same transaction (only for orgs that have an
-            // endpoint)
+            // the change's webhook event, in the same transaction (only when an endpoint could
+            // want it: the org's, or an operator's for every org)
             if let Some((kind, payload)) = $crate::webhooks::outbox_event(a) {
                 sqlx::query(
                     "INSERT INTO webhook_events (id, org_id, event_type, payload, created_at) \
                      SELECT $1, $2, $3, $4, $5 WHERE EXISTS (SELECT 1 FROM webhook_endpoints \
-                     WHERE org_id = $2 AND deleted_at IS NULL)",
+                     WHERE (org_id = $2 OR all_orgs) AND deleted_at IS NULL)",
                 )
                 .bind(&a.id)
                 .bind(&a.org_id)

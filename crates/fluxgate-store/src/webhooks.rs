@@ -146,7 +146,7 @@ pub trait WebhookStore: Send + Sync {
 macro_rules! impl_webhook_store {
     ($store:ident, $db:ty) => {
         const WEBHOOK_COLUMNS: &str = "id, org_id, url, events, description, secret_sealed, \
-             enabled, created_at, updated_at, deleted_at";
+             enabled, created_at, updated_at, deleted_at, all_orgs";
         const DELIVERY_COLUMNS: &str = "d.id, d.endpoint_id, d.event_id, e.event_type, d.status, \
              d.attempts, d.next_attempt_at, d.last_status, d.last_error, d.created_at, d.delivered_at";
 
@@ -160,8 +160,8 @@ macro_rules! impl_webhook_store {
                 let mut tx = self.pool.begin().await?;
                 sqlx::query(
                     "INSERT INTO webhook_endpoints (id, org_id, url, events, description, \
-                     secret_sealed, enabled, created_at, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                     secret_sealed, enabled, created_at, updated_at, all_orgs) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
                 )
                 .bind(&w.id)
                 .bind(&w.org_id)
@@ -172,6 +172,7 @@ macro_rules! impl_webhook_store {
                 .bind(w.enabled)
                 .bind(w.created_at)
                 .bind(w.updated_at)
+                .bind(w.all_orgs)
                 .execute(&mut *tx)
                 .await?;
                 insert_audit(&mut tx, audit).await?;
@@ -284,7 +285,7 @@ macro_rules! impl_webhook_store {
                     }
                     taken += 1;
                     let endpoints: Vec<(String, String)> = sqlx::query_as(
-                        "SELECT id, events FROM webhook_endpoints WHERE org_id = $1 \
+                        "SELECT id, events FROM webhook_endpoints WHERE (org_id = $1 OR all_orgs) \
                          AND deleted_at IS NULL AND enabled ORDER BY id",
                     )
                     .bind(&org_id)
@@ -417,7 +418,7 @@ macro_rules! impl_webhook_store {
                 let added = sqlx::query(
                     "INSERT INTO webhook_events (id, org_id, event_type, payload, created_at) \
                      SELECT $1, $2, $3, $4, $5 WHERE EXISTS (SELECT 1 FROM webhook_endpoints \
-                     WHERE org_id = $2 AND deleted_at IS NULL) ON CONFLICT (id) DO NOTHING",
+                     WHERE (org_id = $2 OR all_orgs) AND deleted_at IS NULL) ON CONFLICT (id) DO NOTHING",
                 )
                 .bind(id)
                 .bind(org_id)
@@ -439,7 +440,7 @@ macro_rules! impl_webhook_store {
                 Ok(sqlx::query_as(
                     "SELECT k.id, k.org_id, k.name, k.expires_at FROM api_keys k \
                      WHERE k.revoked_at IS NULL AND k.expires_at > $1 AND k.expires_at <= $2 \
-                     AND EXISTS (SELECT 1 FROM webhook_endpoints w WHERE w.org_id = k.org_id \
+                     AND EXISTS (SELECT 1 FROM webhook_endpoints w WHERE (w.org_id = k.org_id OR w.all_orgs) \
                        AND w.deleted_at IS NULL AND w.enabled) \
                      ORDER BY k.expires_at, k.id LIMIT $3",
                 )
@@ -453,7 +454,7 @@ macro_rules! impl_webhook_store {
             async fn orgs_with_webhooks(&self) -> $crate::StoreResult<Vec<($crate::OrgId, String)>> {
                 Ok(sqlx::query_as(
                     "SELECT o.id, o.plan FROM orgs o WHERE o.deleted_at IS NULL AND EXISTS \
-                     (SELECT 1 FROM webhook_endpoints w WHERE w.org_id = o.id \
+                     (SELECT 1 FROM webhook_endpoints w WHERE (w.org_id = o.id OR w.all_orgs) \
                        AND w.deleted_at IS NULL AND w.enabled) ORDER BY o.id",
                 )
                 .fetch_all(&self.pool)

@@ -109,6 +109,7 @@ async fn create(
         url: form.raw("url").to_owned(),
         events: events.clone(),
         description: form.get("description").map(str::to_owned),
+        all_orgs: false,
     };
     let now = crate::clock::now();
     match webhooks::create(&state, &page.access, &client, input, now).await {

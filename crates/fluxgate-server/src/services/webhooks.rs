@@ -44,6 +44,7 @@ pub fn view(endpoint: &WebhookEndpointRecord, secret: Option<String>) -> Webhook
         events: serde_json::from_str(&endpoint.events).unwrap_or_default(),
         description: endpoint.description.clone(),
         enabled: endpoint.enabled,
+        all_orgs: endpoint.all_orgs,
         created_at: rfc3339(endpoint.created_at),
         secret,
     }
@@ -166,6 +167,12 @@ pub async fn create(
     let (Some(url), Some(description)) = (url, description) else {
         return Err(ApiError::field("url", "invalid"));
     };
+    // every org's events are the operator's to receive
+    if input.all_orgs
+        && !(access.org.is_operator && access.caller.operator_allows(state, "admin:orgs").await?)
+    {
+        return Err(access.caller.lacks("admin:orgs"));
+    }
     if state.store.webhooks(&access.org.id).await?.len() >= MAX_ENDPOINTS {
         return Err(ApiError::Conflict(format!(
             "an organization may have at most {MAX_ENDPOINTS} webhook endpoints"
@@ -184,12 +191,16 @@ pub async fn create(
         created_at: now,
         updated_at: now,
         deleted_at: None,
+        all_orgs: input.all_orgs,
     };
     let audit = access
         .audit("webhook.created", client)
         .at(now)
         .target("webhook", &endpoint.id)
-        .data(json!({ "url": endpoint.url, "events": view(&endpoint, None).events }))
+        .data(
+            json!({ "url": endpoint.url, "events": view(&endpoint, None).events,
+                      "all_orgs": endpoint.all_orgs }),
+        )
         .build();
     state.store.create_webhook(&endpoint, &audit).await?;
     Ok(view(&endpoint, Some(secret)))

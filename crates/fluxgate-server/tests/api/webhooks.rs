@@ -22,6 +22,7 @@ both_backends!(
     a_node_stopped_mid_delivery_loses_nothing,
     expiries_quota_thresholds_and_spent_credits_are_announced_once,
     the_portal_adds_an_endpoint_shows_its_log_and_redelivers,
+    an_operators_endpoint_receives_every_orgs_events,
 );
 
 /// What the receiver got: (event id, event type, signature header, body).
@@ -667,4 +668,45 @@ async fn the_portal_adds_an_endpoint_shows_its_log_and_redelivers(backend: Backe
     assert!(off.text("main").contains("Off"));
     let gone = browser.submit(&off, &format!("{link}/delete"), &[]).await;
     assert!(gone.text("main").contains("No endpoints yet"));
+}
+
+/// An operator's endpoint (`all_orgs`) gets every org's events; a customer cannot make one.
+async fn an_operators_endpoint_receives_every_orgs_events(backend: Backend) {
+    let app = spawn(backend).await;
+    let (ops, _) = operator_with_verifier(&app).await;
+    let me = body(send(&app, Method::GET, "/auth/me", &ops, None).await).await;
+    let ops_org = me["data"]["active_org"]["id"].as_str().unwrap().to_owned();
+    let (url, received) = receiver(Arc::new(AtomicU16::new(200))).await;
+    let created = send(
+        &app,
+        Method::POST,
+        &format!("/orgs/{ops_org}/webhooks"),
+        &ops,
+        Some(json!({ "url": url, "events": ["key.created"], "all_orgs": true })),
+    )
+    .await;
+    assert_eq!(created.status(), 201);
+    assert_eq!(body(created).await["data"]["all_orgs"], true);
+
+    let (token, org) = app.owner("customer@example.com", "Customer").await;
+    let (key_id, _) = issue_key(&app, &token, &org, json!({ "name": "k", "scopes": [] })).await;
+    let got = eventually(Duration::from_secs(10), || async {
+        !received.lock().unwrap().is_empty()
+    })
+    .await;
+    assert!(got, "the operator hears of a customer's key");
+    let event: Value = serde_json::from_str(&received.lock().unwrap()[0].3).unwrap();
+    assert_eq!(event["org_id"], org.as_str());
+    assert_eq!(event["object"]["id"], key_id.as_str());
+
+    let refused = send(
+        &app,
+        Method::POST,
+        &format!("/orgs/{org}/webhooks"),
+        &token,
+        Some(json!({ "url": "https://hooks.example.com/x", "events": ["*"], "all_orgs": true })),
+    )
+    .await;
+    let refused = expect_error(refused, 403, "FORBIDDEN").await;
+    assert_eq!(refused["required_permission"], "admin:orgs");
 }
