@@ -64,6 +64,12 @@ impl IpAllowlist {
         self.is_open() || self.0.iter().any(|net| net.contains(&ip))
     }
 
+    /// Whether a caller from `ip` may use the key: any caller when the list is open, else one
+    /// whose address is known and inside it (an unknown address fails closed).
+    pub fn admits(&self, ip: Option<IpAddr>) -> bool {
+        self.is_open() || ip.is_some_and(|ip| self.allows(ip))
+    }
+
     /// The entries as stored and shown: `203.0.113.7/32`, `2001:db8::/32`.
     pub fn entries(&self) -> Vec<String> {
         self.0.iter().map(ToString::to_string).collect()
@@ -113,6 +119,12 @@ mod tests {
             assert!(!allowed.allows(ip(no)), "{no}");
         }
         assert!(IpAllowlist::default().allows(ip("127.0.0.1")), "empty: any");
+        assert!(
+            IpAllowlist::default().admits(None),
+            "empty: even an unknown address"
+        );
+        assert!(!allowed.admits(None), "a list and no address: refused");
+        assert!(allowed.admits(Some(ip("203.0.113.7"))));
         assert_eq!(IpAllowlist::stored(&allowed.entries()), allowed);
     }
 

@@ -187,11 +187,7 @@ impl Gate {
                 match &mut entry.verdict {
                     Verdict::Refused(refusal) if fresh => return Err(refusal.clone()),
                     Verdict::Valid { context, .. }
-                        if fresh
-                            && !context.ip_allowlist.is_empty()
-                            && !ip.is_some_and(|ip| {
-                                IpAllowlist::stored(&context.ip_allowlist).allows(ip)
-                            }) =>
+                        if fresh && !IpAllowlist::stored(&context.ip_allowlist).admits(ip) =>
                     {
                         // the key's list, from its verdict, decides the next caller here too
                         return Err(Refusal::ForbiddenIp);

@@ -162,7 +162,7 @@ pub async fn verified_key(
     match crate::services::verify::presented(state, text, now).await? {
         crate::services::verify::Presented::Known(key) if key.refusal(now).is_none() => {
             let from = crate::extract::caller_ip(parts, state);
-            if !key.ip_allowlist.is_open() && !from.is_some_and(|ip| key.ip_allowlist.allows(ip)) {
+            if !key.ip_allowlist.admits(from) {
                 return Err(ApiError::ForbiddenIp);
             }
             Ok(Some(key))

@@ -267,7 +267,7 @@ async fn judge(
         return Ok(Judged::refused(code));
     }
     // a key with an allowlist is refused when the caller's address is outside it, or unknown
-    if !key.ip_allowlist.is_open() && !caller_ip.is_some_and(|ip| key.ip_allowlist.allows(ip)) {
+    if !key.ip_allowlist.admits(caller_ip) {
         return Ok(Judged::refused("FORBIDDEN_IP"));
     }
     let catalog = &state.config.catalog;
