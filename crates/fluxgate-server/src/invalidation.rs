@@ -111,7 +111,12 @@ impl InvalidationBus {
                 caches.clone(),
                 cancel.clone(),
             ));
-            let connection = RedisConnection::connect(client, "key invalidation", cancel);
+            let connection = RedisConnection::connect(
+                client,
+                "key invalidation",
+                Duration::from_secs(1),
+                cancel,
+            );
             return Ok(Self {
                 caches,
                 transport: Transport::Redis(connection),

@@ -196,6 +196,10 @@ struct Lease {
     refused_until: Nanos,
     /// The cost of the refused call.
     refused_cost: u64,
+    /// While a call is asking Redis for a lease (node clock, at most a lifetime): the calls
+    /// that find the lease empty meanwhile ask only for their cost — a burst must not ask for
+    /// a lease each and drain the shared allowance into this node.
+    asking_until: Nanos,
 }
 
 impl Lease {
@@ -236,8 +240,10 @@ impl Lease {
 enum Take {
     /// Decided locally: spent from the lease, or refused as Redis refused a moment ago.
     Decided(Decision),
-    /// Not enough here: ask Redis for this many units (at least the call's cost).
+    /// Not enough here, and a lease is being asked for already: ask Redis for the call's cost.
     Ask(u64),
+    /// Not enough here: ask Redis for a lease of this many units (at least the call's cost).
+    Lease(u64),
 }
 
 /// The leases this node holds, by key.
@@ -273,7 +279,11 @@ impl LeaseBook {
             });
         }
         if lease.lapses_at <= now || lease.units < cost {
-            return Take::Ask(lease.size.max(cost));
+            if lease.asking_until > now {
+                return Take::Ask(cost);
+            }
+            lease.asking_until = now.saturating_add(self.lifetime);
+            return Take::Lease(lease.size.max(cost));
         }
         lease.units -= cost;
         let since_grant = now.saturating_sub(lease.granted_at);
@@ -291,11 +301,14 @@ impl LeaseBook {
 
     /// Keeps `extra` units granted beyond the call that asked for them, and sizes the next
     /// lease: double when the last one was spent within its lifetime, half when units lapsed.
-    fn keep(&self, key: &str, quota: Quota, extra: u64, granted: &Decision) {
+    fn keep(&self, key: &str, quota: Quota, extra: u64, granted: &Decision, leasing: bool) {
         let now = nanos_since(self.epoch);
         let most = (quota.limit / 10).max(1);
         self.with_lease(key, quota, now, |lease| {
             lease.refused_until = 0;
+            if leasing {
+                lease.asking_until = 0;
+            }
             lease.grant(extra, granted, now, most, self.lifetime);
         });
     }
@@ -306,6 +319,7 @@ impl LeaseBook {
         self.with_lease(key, quota, now, |lease| {
             lease.refused_until = now.saturating_add(refused.retry_after);
             lease.refused_cost = cost;
+            lease.asking_until = 0;
             lease.shared_reset_after = refused.reset_after;
         });
     }
@@ -332,6 +346,7 @@ impl LeaseBook {
             shared_reset_after: 0,
             refused_until: 0,
             refused_cost: 0,
+            asking_until: 0,
         };
         let lease = shard.entry_ref(key).or_insert(fresh);
         if lease.quota != quota {
@@ -398,7 +413,12 @@ impl RedisLimiter {
     ) -> anyhow::Result<Self> {
         let client = redis::Client::open(url)?;
         Ok(Self {
-            connection: RedisConnection::connect(client, "rate limits", cancel),
+            connection: RedisConnection::connect(
+                client,
+                "rate limits",
+                Duration::from_secs(1),
+                cancel,
+            ),
             script: redis::Script::new(GCRA_LUA),
             timeout,
         })
@@ -543,15 +563,17 @@ impl Limiter {
         };
         let want = match leases.take(key, quota, cost) {
             Take::Decided(decision) => return Ok(decision),
-            Take::Ask(want) => want,
+            Take::Ask(cost) => (cost, false),
+            Take::Lease(want) => (want, true),
         };
+        let (want, leasing) = want;
         let (mut decision, granted) = self.decide_with_grant(key, quota, cost, true, want).await?;
         if !decision.allowed {
             leases.refused(key, quota, cost, &decision);
         } else {
             // kept even when nothing is left over: the lease's size grows from its record
             let extra = granted.saturating_sub(cost);
-            leases.keep(key, quota, extra, &decision);
+            leases.keep(key, quota, extra, &decision, leasing);
             decision.remaining = decision.remaining.saturating_add(extra).min(quota.limit);
         }
         Ok(decision)
@@ -699,10 +721,40 @@ mod tests {
                 0
             }
             Take::Ask(want) => {
-                book.keep("k", quota, want - 1, &plenty_left(quota));
+                book.keep("k", quota, want - 1, &plenty_left(quota), false);
+                want
+            }
+            Take::Lease(want) => {
+                book.keep("k", quota, want - 1, &plenty_left(quota), true);
                 want
             }
         }
+    }
+
+    #[test]
+    fn a_burst_asks_for_one_lease_at_a_time() {
+        let book = LeaseBook::new(1000, Duration::from_secs(3600));
+        let quota = per_hour(1000);
+        let size = loop {
+            let want = spend_one(&book, quota);
+            if want >= 8 {
+                break want;
+            }
+        };
+        for _ in 1..size {
+            assert_eq!(spend_one(&book, quota), 0);
+        }
+        // the lease is empty: the first call asks for a lease, those arriving before it is
+        // granted ask only for their own cost
+        let Take::Lease(lease) = book.take("k", quota, 1) else {
+            panic!("an empty lease was spent");
+        };
+        assert!(lease >= 16, "{lease}");
+        for _ in 0..50 {
+            assert!(matches!(book.take("k", quota, 1), Take::Ask(1)));
+        }
+        book.keep("k", quota, lease - 1, &plenty_left(quota), true);
+        assert!(matches!(book.take("k", quota, 1), Take::Decided(_)));
     }
 
     #[test]
@@ -736,19 +788,19 @@ mod tests {
         for _ in 1..size {
             assert_eq!(spend_one(&book, quota), 0);
         }
-        let Take::Ask(next) = book.take("k", quota, 1) else {
+        let Take::Lease(next) = book.take("k", quota, 1) else {
             panic!("an empty lease was spent");
         };
         assert_eq!(next, size * 2);
-        book.keep("k", quota, next - 1, &granted);
+        book.keep("k", quota, next - 1, &granted, true);
         // this one lapses unspent: the size after it is half
         std::thread::sleep(Duration::from_millis(60));
-        let Take::Ask(after_lapse) = book.take("k", quota, 1) else {
+        let Take::Lease(after_lapse) = book.take("k", quota, 1) else {
             panic!("a lapsed lease was spent");
         };
         assert_eq!(after_lapse, next * 2);
-        book.keep("k", quota, 0, &granted);
-        let Take::Ask(shrunk) = book.take("k", quota, 1) else {
+        book.keep("k", quota, 0, &granted, true);
+        let Take::Lease(shrunk) = book.take("k", quota, 1) else {
             panic!("an empty lease was spent");
         };
         assert_eq!(shrunk, next);
@@ -771,9 +823,9 @@ mod tests {
                 assert!(!decision.allowed);
                 assert!(decision.retry_after > 0 && decision.retry_after <= 30_000_000);
             }
-            Take::Ask(_) => panic!("asked Redis again within the retry"),
+            Take::Ask(_) | Take::Lease(_) => panic!("asked Redis again within the retry"),
         }
-        assert!(matches!(book.take("k", quota, 1), Take::Ask(1)));
+        assert!(matches!(book.take("k", quota, 1), Take::Lease(1)));
         // another quota is another lease
         let other = Quota { limit: 20, ..quota };
         assert!(matches!(book.take("k", other, 2), Take::Ask(2)));
