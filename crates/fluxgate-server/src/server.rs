@@ -142,7 +142,19 @@ pub async fn build_state(config: Config, cancel: &CancellationToken) -> anyhow::
     let usage = Arc::new(UsageRecorder::new(store.clone(), config.usage.attribution));
     usage.spawn_flusher(cancel.clone());
     usage.spawn_roller(config.usage.clone(), cancel.clone());
-    let credits = crate::services::credits::CreditSpender::spawn(store.clone(), cancel.clone());
+    let credits = match &config.redis_url {
+        Some(url) => crate::services::credits::CreditLedger::Redis(
+            crate::services::redis_credits::RedisCredits::connect(
+                url,
+                store.clone(),
+                cancel.clone(),
+            )
+            .context("redis_url")?,
+        ),
+        None => crate::services::credits::CreditLedger::Database(
+            crate::services::credits::CreditSpender::spawn(store.clone(), cancel.clone()),
+        ),
+    };
     let state = AppState::new(AppInner {
         credits,
         passwords,
@@ -259,6 +271,9 @@ impl RunningServer {
         self.workers.cancel();
         if let Err(e) = self.state.usage.flush().await {
             tracing::error!(error = %e, "writing the last usage batch failed");
+        }
+        if let Err(e) = self.state.credits.save().await {
+            tracing::error!(error = %e, "writing the last credit counts failed");
         }
         self.state.mailer.drain(Duration::from_secs(5)).await;
         self.state.store.close().await;

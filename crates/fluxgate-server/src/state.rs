@@ -48,8 +48,8 @@ pub struct AppInner {
     pub usage: Arc<UsageRecorder>,
     /// Seals webhook endpoints' signing secrets.
     pub webhook_sealer: crate::secrets::Sealer,
-    /// Writes the usage credits verifies spend, in batches.
-    pub credits: crate::services::credits::CreditSpender,
+    /// Counts the usage credits verifies spend (in Redis or the database).
+    pub credits: crate::services::credits::CreditLedger,
     /// Seals TOTP secrets in the database.
     pub totp_sealer: crate::secrets::Sealer,
     /// Seals the PKCE verifiers of OpenID authorisations in progress.

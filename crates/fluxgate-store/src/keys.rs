@@ -41,6 +41,11 @@ pub trait KeyStore: Send + Sync {
     /// refilled first when a refill period began since its last one — each one conditional
     /// statement, so two nodes never both spend the last credit. The outcomes, in order.
     async fn spend_credits(&self, spends: &[CreditSpendRequest]) -> StoreResult<Vec<CreditSpend>>;
+    /// A key's credit count as stored (no refill applied), or None if it has no credits.
+    async fn credit_count(&self, key_id: &KeyId) -> StoreResult<Option<CreditCount>>;
+    /// Writes counts kept in Redis, in one transaction: each only over an older one (by `seq`)
+    /// and only where the key still has credits.
+    async fn save_credit_counts(&self, counts: &[(KeyId, CreditCount)]) -> StoreResult<()>;
     /// Gives a live key a new secret; its other secrets stop working at `rotation.retire_at`.
     async fn rotate_key(
         &self,
@@ -259,19 +264,23 @@ macro_rules! impl_key_store {
                 audit: &$crate::AuditRecord,
             ) -> $crate::StoreResult<Option<$crate::ApiKeyRecord>> {
                 use $crate::CreditsUpdate;
-                let (mode, count, period_start) = match credits {
-                    CreditsUpdate::Keep => ("keep", 0, 0),
-                    CreditsUpdate::Set { remaining, period_start } => ("set", remaining, period_start),
-                    CreditsUpdate::Add { credits, period_start } => ("add", credits, period_start),
-                    CreditsUpdate::Clear => ("clear", 0, 0),
+                let (mode, count, period_start, seq) = match credits {
+                    CreditsUpdate::Keep => ("keep", 0, 0, 0),
+                    CreditsUpdate::Set { remaining, period_start } => ("set", remaining, period_start, 0),
+                    CreditsUpdate::Add { credits, period_start } => ("add", credits, period_start, 0),
+                    CreditsUpdate::Clear => ("clear", 0, 0, 0),
+                    CreditsUpdate::Mirror(c) => ("mirror", c.remaining, c.refilled_at, c.seq),
                 };
                 let sql = format!(
                     "UPDATE api_keys SET name = $1, scopes = $2, metadata = $3, rate_limit = $4, \
                      rate_window_seconds = $5, rate_exact = $6, expires_at = $7, updated_at = $8, \
-                     credits_remaining = CASE $11 WHEN 'set' THEN $12 WHEN 'add' THEN {at} + $12 \
-                       WHEN 'clear' THEN NULL ELSE credits_remaining END, \
-                     credits_refilled_at = CASE $11 WHEN 'set' THEN $p WHEN 'add' THEN {refilled} \
-                       WHEN 'clear' THEN NULL ELSE credits_refilled_at END, \
+                     credits_remaining = CASE WHEN $11 = 'set' OR ($11 = 'mirror' AND credits_seq < $19) \
+                       THEN $12 WHEN $11 = 'add' THEN {at} + $12 \
+                       WHEN $11 = 'clear' THEN NULL ELSE credits_remaining END, \
+                     credits_refilled_at = CASE WHEN $11 = 'set' OR ($11 = 'mirror' AND credits_seq < $19) \
+                       THEN $p WHEN $11 = 'add' THEN {refilled} \
+                       WHEN $11 = 'clear' THEN NULL ELSE credits_refilled_at END, \
+                     credits_seq = CASE WHEN $11 = 'mirror' AND credits_seq < $19 THEN $19 ELSE credits_seq END, \
                      credits_refill_amount = $14, credits_refill_interval = $15, credits_refill_day = $16, \
                      named_limits = $17, ip_allowlist = $18 \
                      WHERE org_id = $9 AND id = $10 AND revoked_at IS NULL",
@@ -299,6 +308,7 @@ macro_rules! impl_key_store {
                 .bind(key.credits_refill_day)
                 .bind(&key.named_limits)
                 .bind(&key.ip_allowlist)
+                .bind(seq)
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
@@ -348,6 +358,46 @@ macro_rules! impl_key_store {
                 }
                 tx.commit().await?;
                 Ok(outcomes)
+            }
+
+            async fn credit_count(
+                &self,
+                key_id: &$crate::KeyId,
+            ) -> $crate::StoreResult<Option<$crate::CreditCount>> {
+                let row: Option<(Option<i64>, Option<i64>, i64)> = sqlx::query_as(
+                    "SELECT credits_remaining, credits_refilled_at, credits_seq FROM api_keys WHERE id = $1",
+                )
+                .bind(key_id)
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(row.and_then(|(remaining, refilled_at, seq)| {
+                    Some($crate::CreditCount {
+                        remaining: remaining?,
+                        refilled_at: refilled_at.unwrap_or(0),
+                        seq,
+                    })
+                }))
+            }
+
+            async fn save_credit_counts(
+                &self,
+                counts: &[($crate::KeyId, $crate::CreditCount)],
+            ) -> $crate::StoreResult<()> {
+                let mut tx = self.pool.begin().await?;
+                for (key_id, count) in counts {
+                    sqlx::query(
+                        "UPDATE api_keys SET credits_remaining = $2, credits_refilled_at = $3, credits_seq = $4 \
+                         WHERE id = $1 AND credits_seq < $4 AND credits_remaining IS NOT NULL",
+                    )
+                    .bind(key_id)
+                    .bind(count.remaining)
+                    .bind(count.refilled_at)
+                    .bind(count.seq)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
+                Ok(())
             }
 
             async fn rotate_key(

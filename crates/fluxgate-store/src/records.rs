@@ -612,6 +612,20 @@ pub enum CreditsUpdate {
     },
     /// No more credits: the key is not limited by them.
     Clear,
+    /// The count Redis holds after a change there: written unless a later one is stored.
+    Mirror(CreditCount),
+}
+
+/// A key's credit count as Redis holds it: the `seq`-th change Redis made to it. Counts reach
+/// the database from many nodes in any order; a count is written only over an older one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CreditCount {
+    /// How many are left.
+    pub remaining: i64,
+    /// The start of the refill period the count belongs to.
+    pub refilled_at: i64,
+    /// How many changes Redis had made to the count.
+    pub seq: i64,
 }
 
 /// One key's credits to spend: `cost`, after any refill due by `period_start`.

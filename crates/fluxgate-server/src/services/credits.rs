@@ -1,11 +1,13 @@
 //! A key's usage credits: checking them at creation and change (`NewCredits`,
 //! `CreditsChange`), showing them as they stand (a refill that is due counts as done), and
-//! spending them on verify — a conditional `UPDATE` each in the database, so nodes sharing it
-//! never both spend the last credit; the spends that arrive together are written in one
-//! transaction by the [`CreditSpender`].
+//! spending them on verify through the [`CreditLedger`] — in Redis when it is configured
+//! ([`RedisCredits`]), else a conditional `UPDATE` each in the database, so nodes never both
+//! spend the last credit; the spends that arrive together are written in one transaction by the
+//! [`CreditSpender`].
 
 use crate::clock::rfc3339;
 use crate::error::{ApiError, ApiResult};
+use crate::services::redis_credits::{CountChange, RedisCredits};
 use fluxgate_core::credits::{self, Interval, Refill};
 use fluxgate_core::validation::FieldErrors;
 use fluxgate_proto::{CreditRefill, Credits, CreditsChange, NewCredits};
@@ -34,6 +36,12 @@ impl CreditPolicy {
     /// (so a stored count is never read as due for a refill).
     pub fn period_start(&self, now: i64) -> i64 {
         self.refill.map_or(now, |r| r.interval.period_start(now))
+    }
+
+    /// The refill amount, as the store counts.
+    fn refill_amount(&self) -> Option<i64> {
+        self.refill
+            .map(|r| i64::try_from(r.amount).unwrap_or(i64::MAX))
     }
 
     /// The credits as the API shows them, with `remaining` left.
@@ -157,6 +165,134 @@ pub fn change(
             None => CreditsUpdate::Keep,
         },
         (None, None) => CreditsUpdate::Keep,
+    }
+}
+
+/// Where credits are counted: Redis when it is configured, the database otherwise.
+pub enum CreditLedger {
+    /// Each spend a conditional statement in the database, batched per node.
+    Database(CreditSpender),
+    /// Each spend a script in Redis; the database gets the counts within a second.
+    Redis(Arc<RedisCredits>),
+}
+
+/// How to take back a change made in Redis whose database write then failed.
+#[derive(Debug, Clone, Copy)]
+pub struct CreditsUndo {
+    change: CountChange,
+    period_start: i64,
+}
+
+impl CreditLedger {
+    /// Spends `cost` of a key's credits: spent (and how many are left), too few left, or no
+    /// credits. 503 when the database (or Redis) cannot be written.
+    pub async fn spend(
+        &self,
+        key_id: &KeyId,
+        policy: &CreditPolicy,
+        cost: u64,
+        now: i64,
+    ) -> ApiResult<CreditSpend> {
+        match self {
+            Self::Database(spender) => spender.spend(key_id, policy, cost, now).await,
+            Self::Redis(redis) => {
+                let cost = i64::try_from(cost).unwrap_or(i64::MAX);
+                let refill = policy.refill_amount();
+                redis
+                    .spend(key_id, cost, policy.period_start(now), refill)
+                    .await
+            }
+        }
+    }
+
+    /// Puts the live count into keys read from the database (Redis may be ahead of it).
+    pub async fn freshen(&self, keys: &mut [ApiKeyRecord]) -> ApiResult<()> {
+        let Self::Redis(redis) = self else {
+            return Ok(());
+        };
+        for key in keys.iter_mut().filter(|k| k.credits_remaining.is_some()) {
+            if let Some(count) = redis.current(&key.id).await? {
+                key.credits_remaining = Some(count.remaining);
+                key.credits_refilled_at = Some(count.refilled_at);
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes a change of a key's credits where they are counted: in Redis, it is made there
+    /// and the database is given the count it left (with the way to take it back, should the
+    /// database write fail); in the database, the update itself is the change. `before` is
+    /// the key as stored before the change.
+    pub async fn prepare(
+        &self,
+        before: &ApiKeyRecord,
+        update: CreditsUpdate,
+    ) -> ApiResult<(CreditsUpdate, Option<CreditsUndo>)> {
+        let Self::Redis(redis) = self else {
+            return Ok((update, None));
+        };
+        let (change, undo, period_start) = match update {
+            CreditsUpdate::Set {
+                remaining,
+                period_start,
+            } => {
+                let previous = redis.current(&before.id).await?;
+                let undo = previous.map(|c| CountChange::Set(c.remaining));
+                (CountChange::Set(remaining), undo, period_start)
+            }
+            CreditsUpdate::Add {
+                credits,
+                period_start,
+            } => (
+                CountChange::Add(credits),
+                Some(CountChange::Add(credits.saturating_neg())),
+                period_start,
+            ),
+            other => return Ok((other, None)),
+        };
+        let refill = CreditPolicy::of(before).and_then(|p| p.refill_amount());
+        match redis
+            .change(&before.id, change, period_start, refill)
+            .await?
+        {
+            Some((_, count)) => Ok((
+                CreditsUpdate::Mirror(count),
+                undo.map(|change| CreditsUndo {
+                    change,
+                    period_start,
+                }),
+            )),
+            None => Err(ApiError::Conflict(
+                "the key's credits changed meanwhile; try again".into(),
+            )),
+        }
+    }
+
+    /// Takes back a change [`prepare`](Self::prepare) made in Redis.
+    pub async fn undo(&self, key_id: &KeyId, undo: CreditsUndo) {
+        if let Self::Redis(redis) = self {
+            if let Err(error) = redis
+                .change(key_id, undo.change, undo.period_start, None)
+                .await
+            {
+                tracing::error!(%error, %key_id, "a credit change could not be taken back");
+            }
+        }
+    }
+
+    /// After the database stored `update`: a key whose credits were removed loses its count.
+    pub async fn stored(&self, key_id: &KeyId, update: CreditsUpdate) {
+        if let (Self::Redis(redis), CreditsUpdate::Clear) = (self, update) {
+            redis.forget(key_id).await;
+        }
+    }
+
+    /// Writes what is not in the database yet (at shutdown).
+    pub async fn save(&self) -> ApiResult<()> {
+        match self {
+            Self::Database(_) => Ok(()),
+            Self::Redis(redis) => redis.save().await,
+        }
     }
 }
 

@@ -266,7 +266,9 @@ pub async fn list(
         after: page.cursor.as_deref(),
         limit: page.fetch(),
     };
-    Ok(state.store.keys(&access.org.id, &query).await?)
+    let mut keys = state.store.keys(&access.org.id, &query).await?;
+    state.credits.freshen(&mut keys).await?;
+    Ok(keys)
 }
 
 /// The org's live keys expiring within `within` seconds, soonest first (at most `limit`).
@@ -289,11 +291,15 @@ pub async fn get<P: Required>(
     access: &OrgAccess<P>,
     key_id: &KeyId,
 ) -> ApiResult<ApiKeyRecord> {
-    state
+    let key = state
         .store
         .key(&access.org.id, key_id)
         .await?
-        .ok_or(ApiError::NotFound)
+        .ok_or(ApiError::NotFound)?;
+    let mut keys = [key];
+    state.credits.freshen(&mut keys).await?;
+    let [key] = keys;
+    Ok(key)
 }
 
 /// A key's secrets: the current one, then those rotated out (newest first), with when each stops
@@ -384,11 +390,17 @@ pub async fn update(
             "ip_allowlist": serde_json::from_str::<Value>(&changed.ip_allowlist).unwrap_or(Value::Null),
         }))
         .build();
-    let stored = state
-        .store
-        .update_key(&changed, credits, &audit)
-        .await?
-        .ok_or(ApiError::NotFound)?;
+    let (counted, undo) = state.credits.prepare(&key, credits).await?;
+    let stored = match state.store.update_key(&changed, counted, &audit).await {
+        Ok(Some(stored)) => stored,
+        failed => {
+            if let Some(undo) = undo {
+                state.credits.undo(&key.id, undo).await;
+            }
+            return Err(failed.err().map_or(ApiError::NotFound, ApiError::from));
+        }
+    };
+    state.credits.stored(&key.id, credits).await;
     state
         .invalidation
         .publish(Change::Key(key.id.clone()))
@@ -401,6 +413,7 @@ fn credits_audit(credits: CreditsUpdate) -> Value {
     match credits {
         CreditsUpdate::Keep => Value::Null,
         CreditsUpdate::Set { remaining, .. } => json!({ "set": remaining }),
+        CreditsUpdate::Mirror(count) => json!({ "set": count.remaining }),
         CreditsUpdate::Add { credits, .. } => json!({ "added": credits }),
         CreditsUpdate::Clear => json!("removed"),
     }

@@ -14,6 +14,7 @@ pub mod mfa;
 pub mod oidc;
 pub mod orgs;
 pub mod passkeys;
+pub mod redis_credits;
 pub mod roles;
 pub mod sessions;
 pub mod usage;

@@ -1,8 +1,10 @@
 //! Usage credits over real HTTP, on SQLite and PostgreSQL: each verify spends its cost, at zero
 //! verify answers `USAGE_EXCEEDED` with the credits in its context; refills are computed on read
 //! (no timer); `PATCH` sets, tops up, re-plans or drops them; input is checked naming the field;
-//! and two nodes hammering one key never spend more credits than it had.
+//! and two nodes hammering one key never spend more credits than it had — counted in the
+//! database, or in Redis when it is configured (and then written back to the database).
 
+use fluxgate_testkit::redis::RedisServer;
 use fluxgate_testkit::{
     body, expect_error, issue_key, operator_with_verifier, send, with_key, Backend, TestApp,
 };
@@ -14,6 +16,7 @@ both_backends!(
     credits_are_refilled_on_time_without_a_timer,
     credits_are_set_topped_up_and_dropped_and_checked,
     two_nodes_never_spend_more_credits_than_a_key_has,
+    with_redis_credits_are_counted_there_exactly_and_reach_the_database,
 );
 
 /// A user with an org, and the operator's verifier key; (user token, org id, verifier).
@@ -286,10 +289,23 @@ async fn credits_are_set_topped_up_and_dropped_and_checked(backend: Backend) {
 async fn two_nodes_never_spend_more_credits_than_a_key_has(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let (token, org, verifier) = owner_and_verifier(&app).await;
+    let key_id = hammer_a_hundred_credit_key(&app, &token, &org, &verifier).await;
+    let shown = key_shown(&app, &token, &org, &key_id).await;
+    assert_eq!(shown["data"]["credits"]["remaining"], 0);
+}
+
+/// Issues a 100-credit key and verifies it 1,000 times at once over two nodes: exactly 100
+/// `VALID`, 900 `USAGE_EXCEEDED`. The key's id.
+async fn hammer_a_hundred_credit_key(
+    app: &TestApp,
+    token: &str,
+    org: &str,
+    verifier: &str,
+) -> String {
     let (key_id, key) = issue_key(
-        &app,
-        &token,
-        &org,
+        app,
+        token,
+        org,
         json!({ "name": "hot", "scopes": [], "credits": { "remaining": 100 },
                 "rate_limit": { "limit": 1000000, "window_seconds": 60 } }),
     )
@@ -298,7 +314,7 @@ async fn two_nodes_never_spend_more_credits_than_a_key_has(backend: Backend) {
     let bases = [app.url(""), format!("http://{}", node_b.addr)];
     let client = reqwest::Client::new();
     let calls = (0..1000).map(|i| {
-        let (client, base, verifier, key) = (&client, &bases[i % 2], &verifier, &key);
+        let (client, base, key) = (&client, &bases[i % 2], &key);
         async move {
             let response = client
                 .post(format!("{base}/api/v1/keys/verify"))
@@ -318,7 +334,119 @@ async fn two_nodes_never_spend_more_credits_than_a_key_has(backend: Backend) {
     let valid = codes.iter().filter(|c| *c == "VALID").count();
     let exceeded = codes.iter().filter(|c| *c == "USAGE_EXCEEDED").count();
     assert_eq!((valid, exceeded), (100, 900), "{codes:?}");
+    node_b.stop().await.unwrap();
+    key_id
+}
+
+/// With Redis configured, credits are spent there: exact over two nodes, shown live, topped up
+/// and set there; Redis restarted empty loses nothing written back to the database (within a
+/// second); Redis down refuses credit keys with 503 (never an unchecked spend) and not others.
+async fn with_redis_credits_are_counted_there_exactly_and_reach_the_database(backend: Backend) {
+    let mut redis = RedisServer::start().await;
+    let redis_url = redis.url();
+    let app = TestApp::spawn_with(backend, |t| {
+        t.insert("redis_url".into(), redis_url.into());
+    })
+    .await;
+    let (token, org, verifier) = owner_and_verifier(&app).await;
+    let key_id = hammer_a_hundred_credit_key(&app, &token, &org, &verifier).await;
     let shown = key_shown(&app, &token, &org, &key_id).await;
     assert_eq!(shown["data"]["credits"]["remaining"], 0);
-    node_b.stop().await.unwrap();
+
+    let (other_id, key) = issue_key(
+        &app,
+        &token,
+        &org,
+        json!({ "name": "metered", "scopes": [], "credits": { "remaining": 10 } }),
+    )
+    .await;
+    let path = format!("/orgs/{org}/keys/{other_id}");
+    let change = |credits: Value| json!({ "credits": credits });
+    assert_eq!(
+        verify(&app, &verifier, &key, 4).await["credits"]["remaining"],
+        6
+    );
+    let added = send(
+        &app,
+        Method::PATCH,
+        &path,
+        &token,
+        Some(change(json!({ "add": 5 }))),
+    )
+    .await;
+    assert_eq!(added.status(), 200);
+    assert_eq!(body(added).await["data"]["credits"]["remaining"], 11);
+    assert_eq!(verify(&app, &verifier, &key, 11).await["code"], "VALID");
+    assert_eq!(
+        verify(&app, &verifier, &key, 1).await["code"],
+        "USAGE_EXCEEDED"
+    );
+    let set = send(
+        &app,
+        Method::PATCH,
+        &path,
+        &token,
+        Some(change(json!({ "remaining": 9 }))),
+    )
+    .await;
+    assert_eq!(body(set).await["data"]["credits"]["remaining"], 9);
+    assert_eq!(
+        verify(&app, &verifier, &key, 2).await["credits"]["remaining"],
+        7
+    );
+
+    // the counts reach the database within a second: Redis restarted empty goes on from them
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    redis.stop();
+    let refused = with_key(
+        &app,
+        Method::POST,
+        "/keys/verify",
+        &verifier,
+        Some(json!({ "key": key })),
+    )
+    .await;
+    expect_error(refused, 503, "UNAVAILABLE").await;
+    redis.restart().await;
+    let mut answered = Value::Null;
+    for _ in 0..40 {
+        let response = with_key(
+            &app,
+            Method::POST,
+            "/keys/verify",
+            &verifier,
+            Some(json!({ "key": key, "cost": 7 })),
+        )
+        .await;
+        if response.status() == 200 {
+            answered = body(response).await["data"].clone();
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    assert_eq!(answered["code"], "VALID", "{answered}");
+    assert_eq!(answered["credits"]["remaining"], 0);
+    assert_eq!(
+        verify(&app, &verifier, &key, 1).await["code"],
+        "USAGE_EXCEEDED"
+    );
+    let shown = key_shown(&app, &token, &org, &key_id).await;
+    assert_eq!(
+        shown["data"]["credits"]["remaining"], 0,
+        "the hot key's count survived"
+    );
+
+    // credits removed: the key verifies without them, on a count Redis no longer holds
+    let dropped = send(
+        &app,
+        Method::PATCH,
+        &path,
+        &token,
+        Some(json!({ "credits": null })),
+    )
+    .await;
+    assert_eq!(dropped.status(), 200);
+    let free = verify(&app, &verifier, &key, 1).await;
+    assert_eq!(free["code"], "VALID");
+    assert!(free["credits"].is_null(), "{free}");
 }
