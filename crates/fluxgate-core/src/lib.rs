@@ -7,6 +7,7 @@ pub mod claims;
 pub mod cost;
 pub mod credits;
 pub mod email;
+pub mod entitlements;
 pub mod identifier;
 pub mod ids;
 pub mod ip_allowlist;

@@ -22,8 +22,13 @@ pub const PLATFORM_PERMISSIONS: &[&str] = &[
 ];
 
 /// Instance-wide permissions that only members and keys of the operator org can ever hold.
-pub const OPERATOR_PERMISSIONS: &[&str] =
-    &["keys:verify", "admin:orgs", "admin:plans", "admin:users"];
+pub const OPERATOR_PERMISSIONS: &[&str] = &[
+    "keys:verify",
+    "admin:orgs",
+    "admin:plans",
+    "admin:flags",
+    "admin:users",
+];
 
 /// True for a permission only the operator org may hold.
 pub fn is_operator_only(permission: &str) -> bool {

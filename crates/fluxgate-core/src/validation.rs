@@ -109,6 +109,14 @@ pub fn single_line(input: &str, max: usize) -> Result<String, String> {
     Ok(text.to_owned())
 }
 
+/// Like [`single_line`], but empty (or blank) is allowed and stays empty: an optional note.
+pub fn optional_line(input: &str, max: usize) -> Result<String, String> {
+    if input.trim().is_empty() {
+        return Ok(String::new());
+    }
+    single_line(input, max)
+}
+
 /// A lowercase slug of 1 to 64 characters: `a-z`, `0-9`, `_`, `-`, starting with a letter or
 /// digit (role names).
 pub fn slug(input: &str) -> Result<String, String> {

@@ -281,14 +281,27 @@ pub struct QuotaUse {
     pub period: String,
 }
 
-/// An org's plan: its entitlements, rate limit and this month's quotas with what is used.
+/// What an org may do: its plan, its effective entitlements with where each comes from, the
+/// operator's overrides, its flag variants, rate limit and this month's quotas with what is used.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Entitlements {
     /// The plan's name.
     pub plan: String,
-    /// What the plan includes, e.g. `sso`.
+    /// What the org may do now, e.g. `sso` — as verify answers it.
     pub entitlements: Vec<String>,
+    /// Each of those, with its source and end.
+    #[serde(default)]
+    pub sources: Vec<crate::EntitlementSource>,
+    /// What the plan includes.
+    #[serde(default)]
+    pub plan_entitlements: Vec<String>,
+    /// The operator's overrides for the org (ended ones too, marked inactive).
+    #[serde(default)]
+    pub overrides: Vec<crate::EntitlementOverride>,
+    /// The variant of each feature flag for the org.
+    #[serde(default)]
+    pub flags: std::collections::BTreeMap<String, String>,
     /// The plan's rate limit for its keys.
     pub rate_limit: Option<RateLimit>,
     /// Quotas by meter.

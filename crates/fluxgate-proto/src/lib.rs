@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod envelope;
+pub mod flags;
 pub mod keys;
 pub mod orgs;
 pub mod usage;
@@ -17,6 +18,9 @@ pub use auth::{
     SecondFactors, Session, SignedUp, Tokens, TotpEnrolment, User,
 };
 pub use envelope::{Data, ErrorBody, ErrorEnvelope, Health, Page};
+pub use flags::{
+    EntitlementOverride, EntitlementSource, Flag, FlagChanges, FlagDefinition, NewOverride,
+};
 pub use keys::{
     CreditRefill, Credits, CreditsChange, Entitlements, IssuedKey, Key, KeyChanges, KeySecret,
     NamedLimit, NewCredits, NewKey, QuotaUse, RateLimit, RotateKey,

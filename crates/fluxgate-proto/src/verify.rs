@@ -109,8 +109,13 @@ pub struct Verdict {
     pub plan: Option<String>,
     /// The key's scopes.
     pub scopes: Option<Vec<String>>,
-    /// The plan's entitlements.
+    /// What the org may do: its plan's entitlements, with the operator's overrides for it and
+    /// the feature flags that are on for it (deny override > grant override > flag > plan).
     pub entitlements: Option<Vec<String>>,
+    /// The variant of each feature flag for the org (`on`/`off` for a boolean flag), when any
+    /// flag is defined.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flags: Option<std::collections::BTreeMap<String, String>>,
     /// Rate-limit state after this call (when the limiter was asked).
     pub ratelimit: Option<RateLimitState>,
     /// When the key expires (RFC 3339).

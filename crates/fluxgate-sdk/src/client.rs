@@ -204,6 +204,11 @@ impl Flux {
         crate::Entitlements
     }
 
+    /// Feature-flag variants on a verified key's context (no call to Fluxgate).
+    pub fn flags(&self) -> crate::Flags {
+        crate::Flags
+    }
+
     /// Metered usage.
     pub fn usage(&self) -> crate::Usage<'_> {
         crate::Usage { flux: self }

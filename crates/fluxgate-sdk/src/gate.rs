@@ -39,6 +39,8 @@ pub(crate) struct GateSettings {
     pub(crate) limits: Vec<fluxgate_proto::LimitSpend>,
     /// Tells a request's client address (none: keys with an IP allowlist are refused).
     pub(crate) client_ip_of: Option<ClientIpOf>,
+    /// Entitlements every key's org must have.
+    pub(crate) entitlements: Vec<String>,
 }
 
 /// How a layer tells the address a request came from.
@@ -106,6 +108,8 @@ pub(crate) enum Refusal {
     Unauthorized,
     /// The key lacks `required` (one of the layer's scopes).
     InsufficientScope { required: String },
+    /// The key's org lacks `required` (one of the layer's entitlements).
+    MissingEntitlement { required: String },
     /// The key's rate limit is spent.
     RateLimited(RateLimitState),
     /// A named limit is spent: its name, and when its allowance is full again (Unix seconds).

@@ -34,8 +34,11 @@ pub struct KeyContext {
     pub plan: String,
     /// The key's scopes.
     pub scopes: Vec<String>,
-    /// The plan's entitlements.
+    /// What the org may do: its plan's entitlements with the operator's overrides and the
+    /// feature flags that are on for it.
     pub entitlements: Vec<String>,
+    /// The variant of each feature flag for the org (`on`/`off` for a boolean flag).
+    pub flags: std::collections::BTreeMap<String, String>,
     /// Rate-limit state after this call.
     pub ratelimit: RateLimitState,
     /// When the key expires (RFC 3339).
@@ -74,6 +77,7 @@ impl TryFrom<Verdict> for KeyContext {
             plan: verdict.plan.ok_or_else(|| missing("plan"))?,
             scopes: verdict.scopes.unwrap_or_default(),
             entitlements: verdict.entitlements.unwrap_or_default(),
+            flags: verdict.flags.unwrap_or_default(),
             ratelimit: verdict.ratelimit.ok_or_else(|| missing("ratelimit"))?,
             expires_at: verdict.expires_at,
             metadata: verdict.metadata.unwrap_or(Value::Null),
@@ -435,7 +439,8 @@ impl CreateKey<Flux> {
 pub struct Entitlements;
 
 impl Entitlements {
-    /// Does the key's plan include `entitlement`?
+    /// May the key's org use `entitlement` — by its plan, an override the operator set for it,
+    /// or a feature flag that is on for it?
     ///
     /// ```no_run
     /// # fn f(flux: fluxgate_sdk::Flux, ctx: fluxgate_sdk::KeyContext) {
@@ -444,6 +449,25 @@ impl Entitlements {
     /// ```
     pub fn check_for_key(&self, ctx: &KeyContext, entitlement: &str) -> bool {
         ctx.entitlements.iter().any(|e| e == entitlement)
+    }
+}
+
+/// `flux.flags()`: feature-flag variants from a verified key's context, without a call.
+pub struct Flags;
+
+impl Flags {
+    /// The variant of `flag` for the key's org: `on`/`off` for a boolean flag, the flag's
+    /// variant or default variant otherwise; `None` when no such flag is defined (or it has no
+    /// variant for this org). Whether a flag is on for the org is also whether its name is in
+    /// the entitlements ([`Entitlements::check_for_key`]).
+    ///
+    /// ```no_run
+    /// # fn f(flux: fluxgate_sdk::Flux, ctx: fluxgate_sdk::KeyContext) {
+    /// if flux.flags().variant_for_key(&ctx, "new_billing") == Some("v2") { /* … */ }
+    /// # }
+    /// ```
+    pub fn variant_for_key<'c>(&self, ctx: &'c KeyContext, flag: &str) -> Option<&'c str> {
+        ctx.flags.get(flag).map(String::as_str)
     }
 }
 

@@ -18,7 +18,8 @@ use std::time::Duration;
 /// Valid keys reach the handler with their [`KeyContext`](crate::KeyContext) in the request extensions (in axum:
 /// `Extension<KeyContext>`). Refusals never reach it: `401 UNAUTHORIZED` (no key, or one that is
 /// malformed, unknown, revoked, expired or of a disabled org — one message for all),
-/// `403 INSUFFICIENT_SCOPE` with `required_scope`, `429 RATE_LIMITED` with `retry_after` and
+/// `403 INSUFFICIENT_SCOPE` with `required_scope`, `403 FORBIDDEN` with `required_entitlement`
+/// (see [`KeyAuthLayer::require_entitlement`]), `429 RATE_LIMITED` with `retry_after` and
 /// `Retry-After` (and the `limit` when a named one refused), `403 FORBIDDEN_IP` (a key with an
 /// IP allowlist, from elsewhere — see [`KeyAuthLayer::client_ip`]), `429 QUOTA_EXCEEDED`, `429 USAGE_EXCEEDED` (the key's credits are spent), and
 /// `503 UNAVAILABLE` when Fluxgate cannot be reached (fail closed).
@@ -58,6 +59,7 @@ impl KeyAuthLayer {
                 endpoint_of: None,
                 limits: Vec::new(),
                 client_ip_of: None,
+                entitlements: Vec::new(),
             })),
         }
     }
@@ -75,6 +77,20 @@ impl KeyAuthLayer {
     {
         let scopes = scopes.into_iter().map(Into::into).collect();
         self.reconfigure(|settings| settings.scopes = scopes)
+    }
+
+    /// An entitlement every key's org must have — by its plan, an operator's override or a
+    /// feature flag — or the request is refused with `403 FORBIDDEN` naming
+    /// `required_entitlement` (after the key is verified: the call counts against its limits).
+    /// Call it again to require more than one.
+    ///
+    /// ```no_run
+    /// # let flux = fluxgate_sdk::Flux::init("fg_live_…");
+    /// let exports = fluxgate_sdk::KeyAuthLayer::new(flux).require_entitlement("bulk_export");
+    /// ```
+    pub fn require_entitlement(self, entitlement: impl Into<String>) -> Self {
+        let entitlement = entitlement.into();
+        self.reconfigure(|settings| settings.entitlements.push(entitlement))
     }
 
     /// How long a verdict is reused: at most one second (longer values are cut to one);
@@ -218,7 +234,23 @@ where
                 }
                 request = Request::from_parts(parts, body);
             }
-            match gate.admit(presented.as_deref(), &endpoint, ip).await {
+            let admitted = gate
+                .admit(presented.as_deref(), &endpoint, ip)
+                .await
+                .and_then(|context| {
+                    let lacking = gate
+                        .settings
+                        .entitlements
+                        .iter()
+                        .find(|e| !context.entitlements.contains(e));
+                    match lacking {
+                        Some(required) => Err(Refusal::MissingEntitlement {
+                            required: required.clone(),
+                        }),
+                        None => Ok(context),
+                    }
+                });
+            match admitted {
                 Ok(context) => {
                     let ratelimit = context.ratelimit;
                     request.extensions_mut().insert(context);
@@ -264,6 +296,12 @@ fn refused<B: From<String>>(refusal: Refusal) -> Response<B> {
             StatusCode::FORBIDDEN,
             json!({ "code": "INSUFFICIENT_SCOPE", "message": "the API key lacks a required scope",
                     "required_scope": required }),
+        ),
+        Refusal::MissingEntitlement { required } => (
+            StatusCode::FORBIDDEN,
+            json!({ "code": "FORBIDDEN",
+                    "message": "this API key's organization does not have this feature",
+                    "required_entitlement": required }),
         ),
         Refusal::RateLimited(ratelimit) => {
             let retry_after = ratelimit.reset.saturating_sub(unix_now()).max(1);

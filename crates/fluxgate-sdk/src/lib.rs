@@ -35,7 +35,7 @@ mod usage;
 pub use client::{Error, Flux, FluxBuilder};
 pub use fluxgate_proto::{CreditRefill, Credits, CreditsChange, VerifyRequest};
 pub use keys::{
-    CreateKey, Entitlements, IssuedKey, KeyContext, KeyInfo, Keys, OrgRef, RateLimitState,
+    CreateKey, Entitlements, Flags, IssuedKey, KeyContext, KeyInfo, Keys, OrgRef, RateLimitState,
 };
 pub use layer::{KeyAuth, KeyAuthLayer};
 pub use tokens::{AccessClaims, Tokens};

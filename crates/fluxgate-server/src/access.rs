@@ -55,6 +55,8 @@ permissions! {
     AdminUsers = "admin:users",
     /// `admin:plans` (operator only)
     AdminPlans = "admin:plans",
+    /// `admin:flags` (operator only)
+    AdminFlags = "admin:flags",
     /// `webhooks:read`
     WebhooksRead = "webhooks:read",
     /// `webhooks:write`

@@ -39,3 +39,23 @@ pub fn parse_rfc3339(text: &str) -> Option<i64> {
         .ok()
         .map(|t| t.unix_timestamp())
 }
+
+/// A time from a request that must lie after `now`; the error names `field`.
+pub fn future_time(
+    errors: &mut fluxgate_core::validation::FieldErrors,
+    field: &str,
+    text: &str,
+    now: i64,
+) -> Option<i64> {
+    match parse_rfc3339(text) {
+        Some(t) if t > now => Some(t),
+        Some(_) => {
+            errors.add(field, "must be in the future");
+            None
+        }
+        None => {
+            errors.add(field, RFC3339_HINT);
+            None
+        }
+    }
+}

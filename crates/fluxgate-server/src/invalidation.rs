@@ -27,6 +27,8 @@ pub enum Change {
     User(UserId),
     /// A secret now exists (a key was created or rotated): its hash.
     Secret(String),
+    /// A feature flag was created, changed or deleted.
+    Flags,
 }
 
 impl Change {
@@ -36,6 +38,7 @@ impl Change {
             Self::Org(id) => format!("org:{id}"),
             Self::User(id) => format!("user:{id}"),
             Self::Secret(hash) => format!("secret:{hash}"),
+            Self::Flags => "flags:".to_owned(),
         }
     }
 
@@ -46,6 +49,7 @@ impl Change {
             "org" => value.parse().ok().map(Self::Org),
             "user" => value.parse().ok().map(Self::User),
             "secret" => Some(Self::Secret(value.to_owned())),
+            "flags" => Some(Self::Flags),
             _ => None,
         }
     }
@@ -63,6 +67,7 @@ impl Change {
                     caches.keys.learn(&hash);
                 }
             }
+            Self::Flags => caches.flags.changed(),
         }
     }
 }
@@ -74,6 +79,8 @@ pub struct Caches {
     pub keys: Arc<KeyCache>,
     /// What `GET /auth/me` answers with.
     pub sessions: Arc<SessionViews>,
+    /// The feature flags verify evaluates.
+    pub flags: Arc<crate::flagbook::FlagBook>,
 }
 
 impl Caches {
@@ -81,6 +88,7 @@ impl Caches {
     fn forget_all(&self) {
         self.keys.invalidate_all();
         self.sessions.forget_all();
+        self.flags.changed();
     }
 }
 
@@ -238,6 +246,7 @@ mod tests {
             Change::Org(OrgId::generate()),
             Change::User(UserId::generate()),
             Change::Secret("ab".repeat(32)),
+            Change::Flags,
         ] {
             assert_eq!(Change::decode(&change.encode()), Some(change));
         }

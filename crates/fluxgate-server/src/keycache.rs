@@ -84,7 +84,13 @@ pub struct CachedKey {
     /// The org's plan.
     pub plan: String,
     /// The plan's entitlements.
-    pub entitlements: Vec<String>,
+    pub plan_entitlements: Vec<String>,
+    /// The org's entitlement overrides, ended ones too (they end while the key is cached).
+    pub overrides: Vec<fluxgate_core::entitlements::Override>,
+    /// What the org may do with the flags as last derived ([`FlagBook::entitlements_of`]).
+    ///
+    /// [`FlagBook::entitlements_of`]: crate::flagbook::FlagBook::entitlements_of
+    pub entitlements: arc_swap::ArcSwapOption<crate::flagbook::KeyEntitlements>,
     /// The plan's monthly `requests` quota.
     pub requests_quota: Option<u64>,
     /// The key's scopes as stored.
@@ -117,8 +123,6 @@ pub struct CachedKey {
     pub named_limits: Vec<NamedQuota>,
     /// Its usage credits' refill, when it has credits (the count itself is in the database).
     pub credits: Option<crate::services::credits::CreditPolicy>,
-    /// Its `VALID` answer, serialised on the first valid verify and reused after.
-    pub valid_answer: std::sync::OnceLock<Option<crate::services::verify::PreparedValid>>,
 }
 
 /// A named limit as the limiter spends it.
@@ -140,7 +144,11 @@ impl CachedKey {
         self.named_limits.iter().find(|n| n.name == name)
     }
 
-    fn from_lookup(lookup: KeyLookup, config: &Config) -> Self {
+    fn from_lookup(
+        lookup: KeyLookup,
+        overrides: &[fluxgate_store::OverrideRecord],
+        config: &Config,
+    ) -> Self {
         let plan = config.plan(&lookup.org_plan);
         let key = lookup.key;
         let scopes = key.scope_list();
@@ -187,7 +195,8 @@ impl CachedKey {
             ip_allowlist: fluxgate_core::ip_allowlist::IpAllowlist::stored(&allowed),
             named_limits,
             may_verify_keys: false, // decided below, by the one rule
-            valid_answer: std::sync::OnceLock::new(),
+            overrides: overrides.iter().map(override_of).collect(),
+            entitlements: arc_swap::ArcSwapOption::empty(),
             metadata: key.metadata_json(),
             credits: crate::services::credits::CreditPolicy::of(&key),
             rate_key: format!("key:{}", key.id),
@@ -198,7 +207,7 @@ impl CachedKey {
             org_is_operator: lookup.org_is_operator,
             org_disabled: lookup.org_deleted_at.is_some() || lookup.org_disabled_at.is_some(),
             plan: lookup.org_plan,
-            entitlements: plan.map(|p| p.entitlements.clone()).unwrap_or_default(),
+            plan_entitlements: plan.map(|p| p.entitlements.clone()).unwrap_or_default(),
             requests_quota: plan.and_then(|p| p.quotas.get("requests").copied()),
             grants: Grants::new(patterns, lookup.org_is_operator),
             scopes,
@@ -242,6 +251,18 @@ impl CachedKey {
         } else {
             None
         }
+    }
+}
+
+/// An override as evaluation needs it, from its stored form.
+pub fn override_of(
+    record: &fluxgate_store::OverrideRecord,
+) -> fluxgate_core::entitlements::Override {
+    fluxgate_core::entitlements::Override {
+        entitlement: record.entitlement.clone(),
+        grant: record.effect == "grant",
+        until: record.expires_at,
+        note: record.note.clone(),
     }
 }
 
@@ -696,7 +717,8 @@ impl KeyCache {
                 self.forget(hash);
                 return Ok(Lookup::Unknown);
             };
-            let key = Arc::new(CachedKey::from_lookup(lookup, config));
+            let overrides = store.entitlement_overrides(&lookup.key.org_id).await?;
+            let key = Arc::new(CachedKey::from_lookup(lookup, &overrides, config));
             if self.cache_if_current(hash, &key, began, started) || attempt >= 2 {
                 return Ok(Lookup::Found(key));
             }

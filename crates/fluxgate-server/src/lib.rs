@@ -7,6 +7,7 @@ pub mod clock;
 pub mod config;
 pub mod error;
 pub mod extract;
+pub mod flagbook;
 pub mod invalidation;
 pub mod keycache;
 pub mod limiter;

@@ -125,9 +125,16 @@ pub async fn build_state(config: Config, cancel: &CancellationToken) -> anyhow::
         config.keys.cache_max_age,
         config.keys.cache_capacity,
     ));
+    let flags = Arc::new(crate::flagbook::FlagBook::new());
+    flags
+        .reread(store.as_ref())
+        .await
+        .context("reading feature flags")?;
+    flags.spawn_rereader(store.clone(), cancel.clone());
     let caches = Caches {
         keys: keys.clone(),
         sessions: session_views.clone(),
+        flags: flags.clone(),
     };
     let invalidation = Arc::new(
         InvalidationBus::start(
@@ -156,6 +163,7 @@ pub async fn build_state(config: Config, cancel: &CancellationToken) -> anyhow::
         ),
     };
     let state = AppState::new(AppInner {
+        flags,
         credits,
         passwords,
         mailer: Mailer::new(config.smtp_url.as_deref(), &config.smtp_from)?,

@@ -48,6 +48,8 @@ pub struct AppInner {
     pub usage: Arc<UsageRecorder>,
     /// Seals webhook endpoints' signing secrets.
     pub webhook_sealer: crate::secrets::Sealer,
+    /// The feature flags as this node knows them.
+    pub flags: Arc<crate::flagbook::FlagBook>,
     /// Counts the usage credits verifies spend (in Redis or the database).
     pub credits: crate::services::credits::CreditLedger,
     /// Seals TOTP secrets in the database.

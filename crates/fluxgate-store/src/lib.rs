@@ -3,6 +3,7 @@
 
 mod error;
 mod factors;
+mod flags;
 mod identities;
 mod keys;
 mod orgs;
@@ -16,6 +17,7 @@ mod webhooks;
 
 pub use error::StoreError;
 pub use factors::{FactorStore, TotpConfirmation};
+pub use flags::FlagStore;
 pub use fluxgate_core::ids::{
     DeliveryId, EventId, IdentityId, InvitationId, KeyId, OrgId, PasskeyId, RoleId, SessionId,
     UserId, WebhookId,
@@ -49,6 +51,7 @@ pub trait Store:
     + PasskeyStore
     + IdentityStore
     + WebhookStore
+    + FlagStore
     + Notifier
     + Send
     + Sync

@@ -46,6 +46,7 @@ crate::factors::impl_factor_store!(PostgresStore, Postgres);
 crate::passkeys::impl_passkey_store!(PostgresStore, Postgres);
 crate::identities::impl_identity_store!(PostgresStore, Postgres);
 crate::webhooks::impl_webhook_store!(PostgresStore, Postgres);
+crate::flags::impl_flag_store!(PostgresStore, Postgres);
 
 #[async_trait::async_trait]
 impl crate::Notifier for PostgresStore {

@@ -927,3 +927,47 @@ pub enum AttemptOutcome {
         retry_at: Option<i64>,
     },
 }
+
+/// A feature flag as stored.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct FlagRecord {
+    /// Its name (also the entitlement it gives).
+    pub name: String,
+    /// A note for people.
+    pub description: String,
+    /// False: killed (off for every org).
+    pub enabled: bool,
+    /// The variant targeted orgs get (`None`: a boolean flag).
+    pub variant: Option<String>,
+    /// The variant the others get.
+    pub default_variant: Option<String>,
+    /// JSON array of the org ids it is on for.
+    pub orgs: String,
+    /// JSON array of the plans its rollout is among (empty: all).
+    pub plans: String,
+    /// The rollout share in percent, 0–100.
+    pub rollout_percent: i64,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds.
+    pub updated_at: i64,
+}
+
+/// An operator's override of one entitlement for one org.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct OverrideRecord {
+    /// `org_…`
+    pub org_id: OrgId,
+    /// The entitlement.
+    pub entitlement: String,
+    /// `grant` or `deny`.
+    pub effect: String,
+    /// When it ends by itself.
+    pub expires_at: Option<i64>,
+    /// Why.
+    pub note: String,
+    /// Who set it (`usr_…`, or a key's id).
+    pub created_by: Option<String>,
+    /// Unix seconds.
+    pub created_at: i64,
+}

@@ -44,6 +44,7 @@ crate::factors::impl_factor_store!(SqliteStore, Sqlite);
 crate::passkeys::impl_passkey_store!(SqliteStore, Sqlite);
 crate::identities::impl_identity_store!(SqliteStore, Sqlite);
 crate::webhooks::impl_webhook_store!(SqliteStore, Sqlite);
+crate::flags::impl_flag_store!(SqliteStore, Sqlite);
 
 #[async_trait::async_trait]
 impl crate::Notifier for SqliteStore {

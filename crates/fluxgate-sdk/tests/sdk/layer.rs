@@ -19,6 +19,7 @@ fluxgate_testkit::both_backends!(
     a_key_with_credits_is_spent_exactly_through_the_layer,
     named_limits_are_spent_through_the_layer_and_the_client,
     a_key_with_an_ip_allowlist_passes_only_from_its_addresses,
+    a_layer_requiring_an_entitlement_admits_orgs_that_have_it,
 );
 
 /// Serves a small API (`GET /v1/whoami`, protected by `layer`) on a random port; its base URL.
@@ -358,5 +359,60 @@ async fn a_key_with_an_ip_allowlist_passes_only_from_its_addresses(backend: Back
 
     assert_eq!(get_with(&blind, Some(("x-api-key", &fenced))).await.0, 403);
     assert_eq!(get_with(&blind, Some(("x-api-key", &open))).await.0, 200);
+    world.app.stop().await;
+}
+
+/// A route that requires `bulk_export`: refused `403 FORBIDDEN` naming it until the operator
+/// grants the org the entitlement, then admitted; the client reads flag variants from the
+/// context.
+async fn a_layer_requiring_an_entitlement_admits_orgs_that_have_it(backend: Backend) {
+    let world = world(backend).await;
+    let api = protected_api(
+        KeyAuthLayer::new(world.flux.clone())
+            .require_entitlement("bulk_export")
+            .cache_for(Duration::ZERO),
+    )
+    .await;
+    let (_, key) = customer_key(&world, &[], None).await;
+    let (status, _, body) = get_with(&api, Some(("x-api-key", &key))).await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["error"]["code"], "FORBIDDEN");
+    assert_eq!(body["error"]["required_entitlement"], "bulk_export");
+
+    let grant = fluxgate_testkit::send(
+        &world.app,
+        reqwest::Method::PUT,
+        &format!("/admin/orgs/{}/entitlements/bulk_export", world.org),
+        &world.ops,
+        Some(json!({ "effect": "grant", "note": "early access" })),
+    )
+    .await;
+    assert_eq!(grant.status(), 200);
+    let flag = fluxgate_testkit::send(
+        &world.app,
+        reqwest::Method::PUT,
+        "/admin/flags/new_billing",
+        &world.ops,
+        Some(json!({ "orgs": [world.org], "variant": "v2", "default_variant": "v1" })),
+    )
+    .await;
+    assert_eq!(flag.status(), 201);
+    let (status, _, body) = get_with(&api, Some(("x-api-key", &key))).await;
+    assert_eq!(status, 200, "{body}");
+
+    let context = world.flux.keys().verify(&key).await.unwrap();
+    assert!(world
+        .flux
+        .entitlements()
+        .check_for_key(&context, "bulk_export"));
+    assert!(world
+        .flux
+        .entitlements()
+        .check_for_key(&context, "new_billing"));
+    assert_eq!(
+        world.flux.flags().variant_for_key(&context, "new_billing"),
+        Some("v2")
+    );
+    assert_eq!(world.flux.flags().variant_for_key(&context, "other"), None);
     world.app.stop().await;
 }

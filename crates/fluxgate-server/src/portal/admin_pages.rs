@@ -1,5 +1,6 @@
 //! The operator's console: every org of the instance (searchable), instance-wide usage, and one
-//! org's page where its plan is changed and it is disabled or enabled.
+//! org's page where its plan is changed, its entitlements are overridden (grant or deny, maybe
+//! until a date) and it is disabled or enabled.
 
 use crate::access::{AdminOrgs, AdminPlans, OperatorAccess};
 use crate::error::ApiError;
@@ -10,7 +11,7 @@ use crate::portal::{
     PortalResult, SignedIn,
 };
 use crate::routes::orgs::org_json;
-use crate::services::{orgs, usage};
+use crate::services::{entitlements, orgs, usage};
 use crate::state::AppState;
 use crate::user_auth::AuthUser;
 use askama::Template;
@@ -28,6 +29,11 @@ pub fn router() -> Router<AppState> {
         .route("/admin/orgs", get(list))
         .route("/admin/orgs/{org_id}", get(detail))
         .route("/admin/orgs/{org_id}/plan", post(assign_plan))
+        .route("/admin/orgs/{org_id}/entitlements", post(set_override))
+        .route(
+            "/admin/orgs/{org_id}/entitlements/{name}/remove",
+            post(remove_override),
+        )
         .route("/admin/orgs/{org_id}/disable", post(disable))
         .route("/admin/orgs/{org_id}/enable", post(enable))
 }
@@ -96,8 +102,20 @@ struct AdminOrgPage {
     chrome: Chrome,
     org: Org,
     plans: Vec<String>,
+    entitled: fluxgate_proto::Entitlements,
     errors: FormErrors,
     notice: Option<String>,
+    /// The override form as it was posted (kept when it had errors).
+    draft: OverrideDraft,
+}
+
+/// The override form's fields.
+#[derive(Default)]
+struct OverrideDraft {
+    entitlement: String,
+    effect: String,
+    ends_on: String,
+    note: String,
 }
 
 async fn org_page(
@@ -107,6 +125,27 @@ async fn org_page(
     org_id: &OrgId,
     errors: FormErrors,
     notice: Option<String>,
+) -> PortalResult<Response> {
+    org_page_with(
+        state,
+        csrf,
+        user,
+        org_id,
+        errors,
+        notice,
+        OverrideDraft::default(),
+    )
+    .await
+}
+
+async fn org_page_with(
+    state: &AppState,
+    csrf: &CsrfToken,
+    user: &AuthUser,
+    org_id: &OrgId,
+    errors: FormErrors,
+    notice: Option<String>,
+    draft: OverrideDraft,
 ) -> PortalResult<Response> {
     OperatorAccess::<AdminOrgs>::check(state, caller(user)).await?;
     let org = state
@@ -120,14 +159,17 @@ async fn org_page(
     } else {
         axum::http::StatusCode::OK
     };
+    let entitled = entitlements::of_org(state, &org, crate::clock::now()).await?;
     Ok(render_status(
         status,
         &AdminOrgPage {
             chrome: Chrome::new(state, csrf, Some(user), None, "admin").await?,
             org: org_json(&org, None),
             plans: state.config.plans.iter().map(|p| p.name.clone()).collect(),
+            entitled,
             errors,
             notice,
+            draft,
         },
     ))
 }
@@ -222,4 +264,109 @@ async fn enable(
     _form: PortalForm,
 ) -> PortalResult<Response> {
     set_disabled(&state, &user, &client, &org_id, false).await
+}
+
+/// The override form's end date (`YYYY-MM-DD`, the end of that day UTC) as the service takes
+/// it; anything else is passed on for the service to refuse, naming the field.
+fn end_of_day(ends_on: &str) -> Option<String> {
+    let ends_on = ends_on.trim();
+    if ends_on.is_empty() {
+        return None;
+    }
+    let is_date = ends_on.len() == 10 && ends_on.chars().filter(|c| *c == '-').count() == 2;
+    Some(if is_date {
+        format!("{ends_on}T23:59:59Z")
+    } else {
+        ends_on.to_owned()
+    })
+}
+
+/// Grants or denies the org an entitlement (the same service as
+/// `PUT /admin/orgs/{org_id}/entitlements/{name}`); errors stand next to their fields.
+async fn set_override(
+    State(state): State<AppState>,
+    SignedIn(user): SignedIn,
+    Portal(client): Portal<ClientInfo>,
+    csrf: CsrfToken,
+    Portal(IdPath(org_id)): Portal<IdPath<OrgId>>,
+    form: PortalForm,
+) -> PortalResult<Response> {
+    let operator = OperatorAccess::<AdminPlans>::check(&state, caller(&user)).await?;
+    let draft = OverrideDraft {
+        entitlement: form.get("entitlement").unwrap_or_default().to_owned(),
+        effect: form.get("effect").unwrap_or_default().to_owned(),
+        ends_on: form.get("ends_on").unwrap_or_default().to_owned(),
+        note: form.raw("note").to_owned(),
+    };
+    let input = fluxgate_proto::NewOverride {
+        effect: draft.effect.clone(),
+        expires_at: end_of_day(&draft.ends_on),
+        note: Some(draft.note.clone()),
+    };
+    let now = crate::clock::now();
+    let done = entitlements::set_override(
+        &state,
+        &operator,
+        &client,
+        &org_id,
+        &draft.entitlement,
+        &input,
+        now,
+    )
+    .await;
+    match done {
+        Ok(record) => {
+            let notice = format!(
+                "{} is {} for this org{}.",
+                record.entitlement,
+                if record.effect == "grant" {
+                    "granted"
+                } else {
+                    "denied"
+                },
+                record
+                    .expires_at
+                    .map(|at| format!(" until {}", crate::clock::rfc3339(at)))
+                    .unwrap_or_default()
+            );
+            org_page(
+                &state,
+                &csrf,
+                &user,
+                &org_id,
+                FormErrors::none(),
+                Some(notice),
+            )
+            .await
+        }
+        Err(refusal) => {
+            let mut errors = FormErrors::from_refusal(
+                refusal,
+                &["entitlement", "effect", "expires_at", "note"],
+            )?;
+            errors.rename("expires_at", "ends_on");
+            org_page_with(&state, &csrf, &user, &org_id, errors, None, draft).await
+        }
+    }
+}
+
+/// Removes the org's override of an entitlement.
+async fn remove_override(
+    State(state): State<AppState>,
+    SignedIn(user): SignedIn,
+    Portal(client): Portal<ClientInfo>,
+    Portal(IdPath((org_id, name))): Portal<IdPath<(OrgId, String)>>,
+    _form: PortalForm,
+) -> PortalResult<Response> {
+    let operator = OperatorAccess::<AdminPlans>::check(&state, caller(&user)).await?;
+    entitlements::remove_override(
+        &state,
+        &operator,
+        &client,
+        &org_id,
+        &name,
+        crate::clock::now(),
+    )
+    .await?;
+    Ok(see_other(&format!("/admin/orgs/{org_id}")))
 }

@@ -7,6 +7,7 @@ mod admin_pages;
 mod assets;
 mod audit_pages;
 mod charts;
+mod flag_pages;
 mod key_pages;
 mod member_pages;
 mod mfa_pages;
@@ -366,6 +367,16 @@ impl FormErrors {
     pub fn list(&self) -> &[(String, String)] {
         &self.fields
     }
+
+    /// Files the errors of the service's field `from` under the form's field `to` (a form
+    /// that asks for the same thing differently).
+    pub fn rename(&mut self, from: &str, to: &str) {
+        for (field, _) in &mut self.fields {
+            if field == from {
+                to.clone_into(field);
+            }
+        }
+    }
 }
 
 /// A rendered page with status 200.
@@ -499,6 +510,7 @@ pub fn router(state: &AppState) -> Router<AppState> {
     let pages = Router::new()
         .merge(account_pages::router())
         .merge(admin_pages::router())
+        .merge(flag_pages::router())
         .merge(audit_pages::router())
         .merge(webhook_pages::router())
         .merge(org_pages::router())

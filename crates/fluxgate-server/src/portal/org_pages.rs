@@ -81,7 +81,7 @@ async fn overview(
 ) -> PortalResult<Response> {
     let now = crate::clock::now();
     let access = &page.access;
-    let entitlements = orgs::entitlements(&state, access, now).await?;
+    let entitlements = crate::services::entitlements::of_org(&state, &access.org, now).await?;
     let quotas = entitlements
         .quotas
         .iter()

@@ -2,6 +2,7 @@
 
 pub mod audit_log;
 pub mod auth;
+pub mod flags;
 pub mod identities;
 pub mod invitations;
 pub mod keys;
@@ -152,6 +153,7 @@ pub fn router(state: AppState) -> Router {
                 .merge(leaked::router())
                 .merge(webhooks::router())
                 .merge(plans::router())
+                .merge(flags::router())
                 .merge(usage::router())
                 .merge(track::router())
                 .merge(widget::router(&state))

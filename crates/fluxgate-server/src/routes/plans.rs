@@ -67,6 +67,6 @@ async fn entitlements(
     State(state): State<AppState>,
     access: OrgAccess<OrgRead>,
 ) -> ApiResult<Json<Data<Entitlements>>> {
-    let data = services::orgs::entitlements(&state, &access, clock::now()).await?;
+    let data = services::entitlements::of_org(&state, &access.org, clock::now()).await?;
     Ok(Json(Data { data }))
 }

@@ -6,7 +6,7 @@
 use crate::access::{
     parse_permission_list, permissions_json, KeysRead, KeysWrite, OrgAccess, Required,
 };
-use crate::clock::{parse_rfc3339, rfc3339, RFC3339_HINT};
+use crate::clock::{future_time, rfc3339};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ClientInfo, Paging};
 use crate::invalidation::Change;
@@ -101,20 +101,6 @@ fn check_metadata(errors: &mut FieldErrors, metadata: &Value) -> String {
         );
     }
     text
-}
-
-fn future_time(errors: &mut FieldErrors, field: &str, text: &str, now: i64) -> Option<i64> {
-    match parse_rfc3339(text) {
-        Some(t) if t > now => Some(t),
-        Some(_) => {
-            errors.add(field, "must be in the future");
-            None
-        }
-        None => {
-            errors.add(field, RFC3339_HINT);
-            None
-        }
-    }
 }
 
 fn patterns_of(key: &ApiKeyRecord) -> Vec<PermissionPattern> {

@@ -7,6 +7,7 @@
 pub mod accounts;
 pub mod audit_log;
 pub mod credits;
+pub mod entitlements;
 pub mod invitations;
 pub mod keys;
 pub mod leaked;

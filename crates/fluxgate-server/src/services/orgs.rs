@@ -15,11 +15,9 @@ use crate::user_auth::AuthUser;
 use fluxgate_core::ids::{OrgId, UserId};
 use fluxgate_core::permission::BuiltinRole;
 use fluxgate_core::validation::{single_line, FieldErrors};
-use fluxgate_proto::{Entitlements, QuotaUse, RateLimit};
 use fluxgate_store::{MemberChange, MembershipRecord, OrgChanges, OrgRecord, StoreError};
 use serde::Deserialize;
 use serde_json::json;
-use std::collections::BTreeMap;
 use utoipa::ToSchema;
 
 /// A new org (`POST /orgs`).
@@ -446,37 +444,4 @@ pub async fn remove_member(
     let change = Change::User(user_id.clone());
     state.invalidation.publish(change).await;
     Ok(())
-}
-
-/// The org's plan: its entitlements, rate limit and this month's quotas with what is used.
-pub async fn entitlements<P: Required>(
-    state: &AppState,
-    access: &OrgAccess<P>,
-    now: i64,
-) -> ApiResult<Entitlements> {
-    let plan = state.config.plan(&access.org.plan);
-    let mut quotas = BTreeMap::new();
-    if let Some(plan) = plan {
-        for (meter, limit) in &plan.quotas {
-            let used = state.usage.load(&access.org.id, meter, now).await?;
-            quotas.insert(
-                meter.clone(),
-                QuotaUse {
-                    limit: *limit,
-                    used,
-                    period: crate::usage_recorder::month_of(now),
-                },
-            );
-        }
-    }
-    Ok(Entitlements {
-        plan: access.org.plan.clone(),
-        entitlements: plan.map(|p| p.entitlements.clone()).unwrap_or_default(),
-        rate_limit: plan.map(|p| RateLimit {
-            limit: p.rate_limit.limit,
-            window_seconds: p.rate_limit.window.as_secs(),
-            exact: false,
-        }),
-        quotas,
-    })
 }

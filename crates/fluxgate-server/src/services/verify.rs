@@ -4,6 +4,7 @@
 
 use crate::clock::rfc3339;
 use crate::error::{ApiError, ApiResult};
+use crate::flagbook::KeyEntitlements;
 use crate::keycache::{CachedKey, KeyHash, Lookup};
 use crate::limiter::Sharing;
 use crate::state::AppState;
@@ -51,11 +52,12 @@ pub struct PreparedValid {
 }
 
 impl PreparedValid {
-    /// Serialises `key`'s `VALID` answer without its rate-limit state. None if it cannot.
-    fn of(key: &CachedKey) -> Option<Self> {
+    /// Serialises `key`'s `VALID` answer (with what its org may do) without its rate-limit
+    /// state. None if it cannot.
+    fn of(key: &CachedKey, entitled: &KeyEntitlements) -> Option<Self> {
         const FIELD: &[u8] = b"\"ratelimit\":null";
         let mut bytes = serde_json::to_vec(&Data {
-            data: verdict_of(key, "VALID"),
+            data: verdict_of(key, entitled, "VALID"),
         })
         .ok()?;
         // the first match is the field: inside a JSON string a quote is always escaped
@@ -154,13 +156,16 @@ pub async fn verify(state: &AppState, request: VerifyRequest, now: i64) -> ApiRe
             now,
         );
     }
+    let entitled = state.flags.entitlements_of(&key, now);
     if let (true, Some(ratelimit), None, None) = (code == "VALID", &ratelimit, &credits, &named) {
-        let prepared = key.valid_answer.get_or_init(|| PreparedValid::of(&key));
+        let prepared = entitled
+            .valid_answer
+            .get_or_init(|| PreparedValid::of(&key, &entitled));
         if let Some(body) = prepared.as_ref().and_then(|p| p.with(ratelimit)) {
             return Ok(Answer::Prepared(body));
         }
     }
-    let mut verdict = verdict_of(&key, code);
+    let mut verdict = verdict_of(&key, &entitled, code);
     verdict.ratelimit = ratelimit;
     verdict.credits = credits;
     verdict.ratelimits = named;
@@ -370,7 +375,7 @@ fn reset_at(now: i64, decision: &Decision) -> u64 {
 }
 
 /// The verdict on a known key: its whole context, with `code`.
-fn verdict_of(key: &CachedKey, code: &'static str) -> Verdict {
+fn verdict_of(key: &CachedKey, entitled: &KeyEntitlements, code: &'static str) -> Verdict {
     Verdict {
         valid: code == "VALID",
         code: code.to_owned(),
@@ -382,7 +387,8 @@ fn verdict_of(key: &CachedKey, code: &'static str) -> Verdict {
         }),
         plan: Some(key.plan.clone()),
         scopes: Some(key.scopes.clone()),
-        entitlements: Some(key.entitlements.clone()),
+        entitlements: Some(entitled.entitlements.clone()),
+        flags: (!entitled.flags.is_empty()).then(|| entitled.flags.clone()),
         ratelimit: None,
         expires_at: key.expires_at.map(rfc3339),
         metadata: Some(key.metadata.clone()),
@@ -421,7 +427,9 @@ mod tests {
             org_is_operator: false,
             org_disabled: false,
             plan: "pro".into(),
-            entitlements: vec!["sso".into()],
+            plan_entitlements: vec!["sso".into()],
+            overrides: Vec::new(),
+            entitlements: arc_swap::ArcSwapOption::empty(),
             requests_quota: None,
             scopes: vec!["read:things".into()],
             grants: Grants::new(Vec::new(), false),
@@ -441,21 +449,22 @@ mod tests {
             credits: None,
             named_limits: Vec::new(),
             ip_allowlist: Default::default(),
-            valid_answer: std::sync::OnceLock::new(),
         }
     }
 
     #[test]
     fn a_prepared_answer_is_the_verdict_with_its_rate_limit_state() {
         let key = tricky_key();
+        let flags = crate::flagbook::FlagBook::new();
+        let entitled = flags.entitlements_of(&key, 0);
         let ratelimit = RateLimitState {
             limit: 10,
             remaining: 7,
             reset: 1_900_000_000,
         };
-        let prepared = PreparedValid::of(&key).expect("prepares");
+        let prepared = PreparedValid::of(&key, &entitled).expect("prepares");
         let body = prepared.with(&ratelimit).expect("fills in");
-        let mut verdict = verdict_of(&key, "VALID");
+        let mut verdict = verdict_of(&key, &entitled, "VALID");
         verdict.ratelimit = Some(ratelimit);
         let expected = serde_json::to_vec(&Data { data: verdict }).unwrap();
         assert_eq!(

@@ -292,6 +292,21 @@ async fn an_operator_changes_a_plan_and_the_customer_sees_it(backend: Backend) {
     operator.select("#plan", "pro").await;
     operator.follow("form[action$='/plan'] button").await;
     assert!(operator.text("[role=status]").await.contains("pro plan"));
+    // an override and a flag, through pages axe checks
+    operator.fill("#entitlement", "bulk_export").await;
+    operator.fill("#note", "early access").await;
+    operator
+        .follow("form[action$='/entitlements'] button")
+        .await;
+    assert!(operator.text("#overrides").await.contains("bulk_export"));
+    accessible(&operator, "operator org page with an override").await;
+    operator.open("/admin/flags").await;
+    accessible(&operator, "feature flags").await;
+    operator.fill("#name", "beta").await;
+    operator.fill("#rollout_percent", "100").await;
+    operator.follow("form[action='/admin/flags'] button").await;
+    assert!(operator.text("#flags").await.contains("beta"));
+    accessible(&operator, "feature flags with one").await;
 
     let customer = Browser::start(&app.base).await;
     log_in(&customer, "owner@example.com").await;

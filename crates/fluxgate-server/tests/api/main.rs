@@ -13,6 +13,7 @@ mod cli;
 mod cluster;
 mod credits;
 mod faults;
+mod flags;
 mod fresh_context;
 mod fuzz;
 mod hostile_input;

@@ -29,6 +29,7 @@ both_backends!(
     signup_and_login_take_the_identifiers_the_instance_uses,
     a_keys_credits_are_given_spent_topped_up_and_refilled_in_the_portal,
     a_keys_named_limits_are_written_a_line_each_in_the_portal,
+    the_operator_overrides_entitlements_and_flags_in_the_portal,
 );
 
 /// A browser without JavaScript: keeps cookies, follows redirects, posts forms from its page.
@@ -1770,5 +1771,159 @@ async fn a_keys_named_limits_are_written_a_line_each_in_the_portal(backend: Back
     )
     .await;
     assert_eq!(org_json["data"]["leaked_key_action"], "flag");
+    app.stop().await;
+}
+
+async fn the_operator_overrides_entitlements_and_flags_in_the_portal(backend: Backend) {
+    let app = TestApp::spawn_with(backend, fluxgate_testkit::free_and_pro_plans).await;
+    let (_, root) = operator_with_verifier(&app).await;
+    let (owner, org) = app.owner("owner@example.com", "Acme").await;
+    let (_, key) =
+        fluxgate_testkit::issue_key(&app, &owner, &org, json!({ "name": "svc", "scopes": [] }))
+            .await;
+    let entitlements = || {
+        let (app, root, key) = (&app, root.clone(), key.clone());
+        async move {
+            let verdict = fluxgate_testkit::with_key(
+                app,
+                reqwest::Method::POST,
+                "/keys/verify",
+                &root,
+                Some(json!({ "key": key })),
+            )
+            .await;
+            fluxgate_testkit::body(verdict).await["data"].clone()
+        }
+    };
+    let customer = Browser::new(&app);
+    customer.log_in("owner@example.com").await;
+    assert_eq!(customer.get("/admin/flags").await.status, 403);
+
+    let operator = Browser::new(&app);
+    operator.log_in("ops@example.com").await;
+    let detail = operator.get(&format!("/admin/orgs/{org}")).await;
+    assert!(detail
+        .text("#entitlements-heading + p")
+        .contains("deny override"));
+    let action = format!("/admin/orgs/{org}/entitlements");
+    // errors stand next to their fields, and what was typed stays
+    let wrong = operator
+        .submit(
+            &detail,
+            &action,
+            &[
+                ("entitlement", "Bulk Export"),
+                ("effect", "grant"),
+                ("ends_on", "2001-01-01"),
+                ("note", "x"),
+            ],
+        )
+        .await;
+    assert_eq!(wrong.status, 422);
+    assert!(!wrong.text("#entitlement-error").is_empty());
+    assert!(!wrong.text("#ends_on-error").is_empty());
+    assert_eq!(wrong.attr_of("#note", "value"), "x");
+    let granted = operator
+        .submit(
+            &detail,
+            &action,
+            &[
+                ("entitlement", "bulk_export"),
+                ("effect", "grant"),
+                ("ends_on", "2099-12-31"),
+                ("note", "early access"),
+            ],
+        )
+        .await;
+    assert!(
+        granted.text("[role=status]").contains("granted"),
+        "{}",
+        granted.text("main")
+    );
+    assert!(granted.text("#overrides").contains("early access"));
+    assert!(granted.text("#entitlements").contains("override"));
+    assert_eq!(entitlements().await["entitlements"], json!(["bulk_export"]));
+    let removed = operator
+        .submit(&granted, &format!("{action}/bulk_export/remove"), &[])
+        .await;
+    assert_eq!(removed.select_count("#overrides"), 0);
+    assert_eq!(entitlements().await["entitlements"], json!([]));
+
+    // a flag for every free org, then the kill switch
+    let flags = operator.get("/admin/flags").await;
+    assert_eq!(flags.title(), "Feature flags");
+    let wrong = operator
+        .submit(
+            &flags,
+            "/admin/flags",
+            &[
+                ("name", "beta"),
+                ("rollout_percent", "150"),
+                ("orgs", "acme"),
+                ("enabled", "on"),
+            ],
+        )
+        .await;
+    assert_eq!(wrong.status, 422);
+    assert!(!wrong.text("#rollout_percent-error").is_empty());
+    let wrong = operator
+        .submit(
+            &flags,
+            "/admin/flags",
+            &[
+                ("name", "beta"),
+                ("rollout_percent", "10"),
+                ("orgs", "acme"),
+                ("enabled", "on"),
+            ],
+        )
+        .await;
+    assert!(
+        !wrong.text("#orgs-error").is_empty(),
+        "{}",
+        wrong.text("main")
+    );
+    let defined = operator
+        .submit(
+            &flags,
+            "/admin/flags",
+            &[
+                ("name", "beta"),
+                ("rollout_percent", "100"),
+                ("plans", "free"),
+                ("variant", "v2"),
+                ("default_variant", "v1"),
+                ("enabled", "on"),
+            ],
+        )
+        .await;
+    assert!(
+        defined.text("[role=status]").contains("created"),
+        "{}",
+        defined.text("main")
+    );
+    assert!(defined.text("#flag-beta").contains("on as targeted"));
+    let verdict = entitlements().await;
+    assert_eq!(
+        (verdict["entitlements"].clone(), verdict["flags"].clone()),
+        (json!(["beta"]), json!({ "beta": "v2" }))
+    );
+    let killed = operator
+        .submit(
+            &defined,
+            "/admin/flags/beta/enabled",
+            &[("enabled", "false")],
+        )
+        .await;
+    assert!(killed.text("#flag-beta").contains("killed"));
+    let verdict = entitlements().await;
+    assert_eq!(
+        (verdict["entitlements"].clone(), verdict["flags"].clone()),
+        (json!([]), json!({ "beta": "v1" }))
+    );
+    let gone = operator
+        .submit(&killed, "/admin/flags/beta/delete", &[])
+        .await;
+    assert_eq!(gone.select_count("#flag-beta"), 0);
     app.stop().await;
 }
