@@ -384,6 +384,18 @@ async fn main() -> anyhow::Result<()> {
             &verify_url,
             Requests::PostEach(&limited_bodies),
         )?;
+        // the same warm keys with 50 feature flags defined (every node rereads them within
+        // half a second; each key derives its answer once), then the flags go again
+        flags(&instance, FLAGS, true).await?;
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        row(
+            "Fluxgate verify, warm keys, 50 feature flags defined",
+            node.pid(),
+            &verify_url,
+            Requests::PostEach(&warm_bodies),
+        )?;
+        flags(&instance, FLAGS, false).await?;
+        tokio::time::sleep(Duration::from_millis(1500)).await;
         rounds.push(rows);
     }
     check_sample(&client, &origin, &verifier, &warm, "VALID").await?;
@@ -464,6 +476,23 @@ async fn with_credits(
     let keys = fluxgate_bench::seed::insert_keys(store.as_ref(), &org, count, &extras, now).await?;
     store.close().await;
     Ok(keys)
+}
+
+/// Feature flags the verify table defines for one row.
+const FLAGS: usize = 50;
+
+/// Defines (`on`) or deletes the benchmark's `count` feature flags.
+async fn flags(instance: &Instance, count: usize, on: bool) -> anyhow::Result<()> {
+    let store = instance.open_store().await?;
+    let org = store.operator_org_id().await?.context("operator org")?;
+    let now = fluxgate_server::clock::now();
+    if on {
+        fluxgate_bench::seed::define_flags(store.as_ref(), &org, count, now).await?;
+    } else {
+        fluxgate_bench::seed::delete_flags(store.as_ref(), count, now).await?;
+    }
+    store.close().await;
+    Ok(())
 }
 
 /// Verify bodies that also spend the two named limits of [`with_credits`]' keys.

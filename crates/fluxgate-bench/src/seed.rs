@@ -180,3 +180,57 @@ pub async fn seed_by_sql(
         .map_err(|e| anyhow::anyhow!("operator org id: {e:?}"))?;
     insert_keys_in_bulk(database_url, &org, count, now).await
 }
+
+/// Defines `count` feature flags of every kind — shares of every plan, plan-targeted, listing
+/// `org`, variants — so that verify has a realistic set to evaluate.
+pub async fn define_flags(
+    store: &dyn Store,
+    org: &OrgId,
+    count: usize,
+    now: i64,
+) -> anyhow::Result<()> {
+    for i in 0..count {
+        let (variant, default_variant) = match i % 5 {
+            4 => (Some(format!("v{i}")), Some("control".to_owned())),
+            _ => (None, None),
+        };
+        let record = fluxgate_store::FlagRecord {
+            name: format!("bench_flag_{i}"),
+            description: "benchmark".into(),
+            enabled: i % 7 != 0,
+            variant,
+            default_variant,
+            orgs: if i % 3 == 0 {
+                serde_json::json!([org.to_string()]).to_string()
+            } else {
+                "[]".into()
+            },
+            plans: if i % 4 == 1 {
+                r#"["bench"]"#.into()
+            } else {
+                "[]".into()
+            },
+            rollout_percent: (i as i64 * 13) % 101,
+            created_at: now,
+            updated_at: now,
+        };
+        let audit = AuditRecord::by_system(
+            None,
+            "flag.created",
+            Some(("flag", record.name.clone())),
+            now,
+        );
+        store.put_flag(&record, &audit).await?;
+    }
+    Ok(())
+}
+
+/// Deletes the flags [`define_flags`] made.
+pub async fn delete_flags(store: &dyn Store, count: usize, now: i64) -> anyhow::Result<()> {
+    for i in 0..count {
+        let name = format!("bench_flag_{i}");
+        let audit = AuditRecord::by_system(None, "flag.deleted", Some(("flag", name.clone())), now);
+        store.delete_flag(&name, &audit).await?;
+    }
+    Ok(())
+}

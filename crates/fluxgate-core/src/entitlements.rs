@@ -81,13 +81,16 @@ impl Flag {
         }
     }
 
-    /// The variant an org gets in the `flags` map, if any.
+    /// The variant an org gets in the `flags` map, if any: the flag's variant (`on` for a
+    /// boolean flag) when it is on for the org, else the default variant of a flag that has
+    /// one. A boolean flag that is off is absent, so an answer grows with what the org has,
+    /// not with how many flags the instance defines.
     pub fn variant_for(&self, state: FlagState) -> Option<String> {
         match (state, &self.variant) {
             (FlagState::On, Some(variant)) => Some(variant.clone()),
             (FlagState::On, None) => Some("on".to_owned()),
             (_, Some(_)) => self.default_variant.clone(),
-            (_, None) => Some("off".to_owned()),
+            (_, None) => None,
         }
     }
 }
@@ -275,7 +278,10 @@ mod tests {
         assert_eq!(names(&e), ["audit", "beta"]);
         assert_eq!(e.changes_at, Some(100));
         assert_eq!(e.flags["beta"], "on");
-        assert_eq!(e.flags["export"], "off");
+        assert!(
+            !e.flags.contains_key("export"),
+            "a flag that is off is absent"
+        );
         // the trial ends by itself
         let later = evaluate("org_a", "pro", &plan, &overrides, &[], 100);
         assert_eq!(names(&later), ["export"]);

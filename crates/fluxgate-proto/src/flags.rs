@@ -15,7 +15,7 @@ pub struct FlagDefinition {
     /// False turns it off for every org at once (the kill switch); default true.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enabled: Option<bool>,
-    /// The variant the orgs it is on for get (absent: a boolean flag, `on`/`off`).
+    /// The variant the orgs it is on for get (absent: a boolean flag, `on` when on).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub variant: Option<String>,
     /// The variant the other orgs get (only with `variant`).

@@ -112,8 +112,9 @@ pub struct Verdict {
     /// What the org may do: its plan's entitlements, with the operator's overrides for it and
     /// the feature flags that are on for it (deny override > grant override > flag > plan).
     pub entitlements: Option<Vec<String>>,
-    /// The variant of each feature flag for the org (`on`/`off` for a boolean flag), when any
-    /// flag is defined.
+    /// Feature-flag variants for the org: each flag that is on for it (`on` for a boolean
+    /// flag, else its variant) and the default variant of those that are not and have one;
+    /// absent when there are none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub flags: Option<std::collections::BTreeMap<String, String>>,
     /// Rate-limit state after this call (when the limiter was asked).

@@ -37,7 +37,8 @@ pub struct KeyContext {
     /// What the org may do: its plan's entitlements with the operator's overrides and the
     /// feature flags that are on for it.
     pub entitlements: Vec<String>,
-    /// The variant of each feature flag for the org (`on`/`off` for a boolean flag).
+    /// Feature-flag variants for the org: `on` (or the variant) for each flag that is on for
+    /// it, the default variant of others that have one; a flag that is off is absent.
     pub flags: std::collections::BTreeMap<String, String>,
     /// Rate-limit state after this call.
     pub ratelimit: RateLimitState,
@@ -456,9 +457,9 @@ impl Entitlements {
 pub struct Flags;
 
 impl Flags {
-    /// The variant of `flag` for the key's org: `on`/`off` for a boolean flag, the flag's
-    /// variant or default variant otherwise; `None` when no such flag is defined (or it has no
-    /// variant for this org). Whether a flag is on for the org is also whether its name is in
+    /// The variant of `flag` for the key's org: `on` for a boolean flag that is on for it, the
+    /// flag's variant or default variant otherwise; `None` when the flag is off for the org
+    /// (and has no default variant) or not defined. Whether a flag is on for the org is also whether its name is in
     /// the entitlements ([`Entitlements::check_for_key`]).
     ///
     /// ```no_run

@@ -566,6 +566,20 @@ pub async fn operator_with_verifier(app: &TestApp) -> (String, String) {
     (ops, root)
 }
 
+/// Verifies `key` at the node whose base URL is `base` (this app's or a second node's) with
+/// the operator's `verifier`: the answer's `data` (the status must be 200).
+pub async fn verify_at(client: &Client, base: &str, verifier: &str, key: &str) -> Value {
+    let response = client
+        .post(format!("{base}/api/v1/keys/verify"))
+        .header("x-api-key", verifier)
+        .json(&json!({ "key": key }))
+        .send()
+        .await
+        .expect("verify answered");
+    assert_eq!(response.status(), 200, "verify answers 200");
+    body(response).await["data"].clone()
+}
+
 /// The JSON body of a response.
 pub async fn body(response: Response) -> Value {
     response.json().await.expect("JSON body")

@@ -316,18 +316,8 @@ async fn hammer_a_hundred_credit_key(
     let calls = (0..1000).map(|i| {
         let (client, base, key) = (&client, &bases[i % 2], &key);
         async move {
-            let response = client
-                .post(format!("{base}/api/v1/keys/verify"))
-                .header("x-api-key", verifier)
-                .json(&json!({ "key": key }))
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(response.status(), 200);
-            body(response).await["data"]["code"]
-                .as_str()
-                .unwrap()
-                .to_owned()
+            let verdict = fluxgate_testkit::verify_at(client, base, verifier, key).await;
+            verdict["code"].as_str().unwrap().to_owned()
         }
     });
     let codes = futures_util::future::join_all(calls).await;

@@ -5,8 +5,8 @@
 //! and who may change any of it.
 
 use fluxgate_testkit::{
-    body, expect_error, free_and_pro_plans, issue_key, operator_with_verifier, send, with_key,
-    Backend, TestApp,
+    body, expect_error, free_and_pro_plans, issue_key, operator_with_verifier, send, verify_at,
+    with_key, Backend, TestApp,
 };
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -19,17 +19,11 @@ both_backends!(
     only_operators_with_the_permission_change_flags_and_overrides,
 );
 
-/// The `data` of a verify of `key` at the node at `base`.
-async fn verify_at(client: &reqwest::Client, base: &str, verifier: &str, key: &str) -> Value {
-    let response = client
-        .post(format!("{base}/api/v1/keys/verify"))
-        .header("x-api-key", verifier)
-        .json(&json!({ "key": key }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    body(response).await["data"].clone()
+/// The operator puts `org` on the `pro` plan (entitlement `sso`).
+async fn put_on_pro(app: &TestApp, ops: &str, org: &str) {
+    let path = format!("/admin/orgs/{org}/plan");
+    let moved = send(app, Method::PUT, &path, ops, Some(json!({ "plan": "pro" }))).await;
+    assert_eq!(moved.status(), 200);
 }
 
 fn names(verdict: &Value) -> Vec<String> {
@@ -121,19 +115,7 @@ async fn a_trial_override_ends_while_the_key_is_warm_and_a_deny_beats_the_plan(b
     assert_eq!(shown["data"]["overrides"][0]["active"], false);
 
     // a deny takes a plan's entitlement away; removing it gives it back
-    let path = format!("/admin/orgs/{org}/plan");
-    assert_eq!(
-        send(
-            &app,
-            Method::PUT,
-            &path,
-            &ops,
-            Some(json!({ "plan": "pro" }))
-        )
-        .await
-        .status(),
-        200
-    );
+    put_on_pro(&app, &ops, &org).await;
     assert_eq!(
         names(&verify_at(&client, &base, &verifier, &key).await),
         ["sso"]
@@ -314,19 +296,7 @@ async fn the_kill_switch_reaches_both_nodes_within_a_second(backend: Backend) {
     let app = TestApp::spawn_with(backend, free_and_pro_plans).await;
     let (owner, org) = app.owner("kill@example.com", "Kill Co").await;
     let (ops, verifier) = operator_with_verifier(&app).await;
-    let path = format!("/admin/orgs/{org}/plan");
-    assert_eq!(
-        send(
-            &app,
-            Method::PUT,
-            &path,
-            &ops,
-            Some(json!({ "plan": "pro" }))
-        )
-        .await
-        .status(),
-        200
-    );
+    put_on_pro(&app, &ops, &org).await;
     let (_, key) = issue_key(&app, &owner, &org, json!({ "name": "k", "scopes": [] })).await;
     let on = send(
         &app,
@@ -381,9 +351,9 @@ async fn the_kill_switch_reaches_both_nodes_within_a_second(backend: Backend) {
         loop {
             let verdict = verify_at(&client, base, &verifier, &key).await;
             if names(&verdict).is_empty() {
-                assert_eq!(
-                    verdict["flags"],
-                    json!({ "ai_search": "off", "sso": "off" })
+                assert!(
+                    verdict["flags"].is_null(),
+                    "flags that are off are absent: {verdict}"
                 );
                 reached.push(killed_at.elapsed());
                 break;
@@ -418,7 +388,7 @@ async fn the_kill_switch_reaches_both_nodes_within_a_second(backend: Backend) {
     );
     let verdict = verify_at(&client, &bases[0], &verifier, &key).await;
     assert_eq!(names(&verdict), ["sso"]);
-    assert_eq!(verdict["flags"], json!({ "ai_search": "off" }));
+    assert!(verdict["flags"].is_null(), "{verdict}");
     let listed = body(send(&app, Method::GET, "/admin/flags", &ops, None).await).await;
     assert_eq!(listed["data"].as_array().unwrap().len(), 1);
     assert_eq!(listed["data"][0]["name"], "ai_search");
