@@ -181,36 +181,36 @@ pub async fn seed_by_sql(
     insert_keys_in_bulk(database_url, &org, count, now).await
 }
 
-/// Defines `count` feature flags of every kind — shares of every plan, plan-targeted, listing
-/// `org`, variants — so that verify has a realistic set to evaluate.
+/// Defines `count` feature flags of every kind — listing orgs, targeting plans by share,
+/// variants, killed — of which the first `on_for_org` are on for `org` (listed) and the others
+/// concern other orgs and plans, as most of an instance's flags do for any one org.
 pub async fn define_flags(
     store: &dyn Store,
     org: &OrgId,
     count: usize,
+    on_for_org: usize,
     now: i64,
 ) -> anyhow::Result<()> {
     for i in 0..count {
+        let mine = i < on_for_org;
         let (variant, default_variant) = match i % 5 {
-            4 => (Some(format!("v{i}")), Some("control".to_owned())),
+            4 => (Some(format!("v{i}")), None),
             _ => (None, None),
         };
+        let listed = if mine { org.clone() } else { OrgId::generate() };
         let record = fluxgate_store::FlagRecord {
             name: format!("bench_flag_{i}"),
             description: "benchmark".into(),
-            enabled: i % 7 != 0,
+            enabled: mine || i % 7 != 0,
             variant,
             default_variant,
-            orgs: if i % 3 == 0 {
-                serde_json::json!([org.to_string()]).to_string()
-            } else {
+            orgs: serde_json::json!([listed.to_string()]).to_string(),
+            plans: if mine {
                 "[]".into()
-            },
-            plans: if i % 4 == 1 {
-                r#"["bench"]"#.into()
             } else {
-                "[]".into()
+                r#"["enterprise"]"#.into()
             },
-            rollout_percent: (i as i64 * 13) % 101,
+            rollout_percent: if mine { 0 } else { (i as i64 * 13) % 101 },
             created_at: now,
             updated_at: now,
         };
