@@ -166,10 +166,7 @@ impl RedisCredits {
 
     /// A key's count as the database holds it, read once for all who ask meanwhile.
     async fn stored_count(&self, key_id: &KeyId) -> ApiResult<Option<CreditCount>> {
-        let loading = self
-            .loading
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        let loading = locked(&self.loading)
             .entry(key_id.clone())
             .or_default()
             .clone();
@@ -177,10 +174,7 @@ impl RedisCredits {
             .get_or_try_init(|| self.store.credit_count(key_id))
             .await
             .copied();
-        let mut under_way = self
-            .loading
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut under_way = locked(&self.loading);
         if under_way
             .get(key_id)
             .is_some_and(|l| Arc::ptr_eq(l, &loading))
@@ -233,7 +227,7 @@ impl RedisCredits {
 
     /// Drops a key's count (its credits were removed); the database already has none.
     pub async fn forget(&self, key_id: &KeyId) {
-        self.lock().remove(key_id);
+        locked(&self.unsaved).remove(key_id);
         let Some(mut connection) = self.connection.get() else {
             return;
         };
@@ -289,15 +283,9 @@ impl RedisCredits {
         Ok(Some((done == 1, count)))
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<KeyId, CreditCount>> {
-        self.unsaved
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
     /// Remembers a count to write, unless a later one is waiting already.
     fn note(&self, key_id: &KeyId, count: CreditCount) {
-        let mut unsaved = self.lock();
+        let mut unsaved = locked(&self.unsaved);
         let waiting = unsaved.entry(key_id.clone()).or_insert(count);
         if waiting.seq < count.seq {
             *waiting = count;
@@ -306,7 +294,7 @@ impl RedisCredits {
 
     /// Writes the counts this node changed to the database (kept for the next try on failure).
     pub async fn save(&self) -> ApiResult<()> {
-        let counts: Vec<(KeyId, CreditCount)> = self.lock().drain().collect();
+        let counts: Vec<(KeyId, CreditCount)> = locked(&self.unsaved).drain().collect();
         if counts.is_empty() {
             return Ok(());
         }
@@ -318,6 +306,12 @@ impl RedisCredits {
         }
         Ok(())
     }
+}
+
+/// A map's lock, even after a panic elsewhere held it (its entries stay usable).
+fn locked<T>(map: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    map.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn unavailable(error: redis::RedisError) -> ApiError {
