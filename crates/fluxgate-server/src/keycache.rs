@@ -717,7 +717,12 @@ impl KeyCache {
                 self.forget(hash);
                 return Ok(Lookup::Unknown);
             };
-            let overrides = store.entitlement_overrides(&lookup.key.org_id).await?;
+            // most orgs have none: then a cold key costs one query
+            let overrides = if lookup.org_has_overrides {
+                store.entitlement_overrides(&lookup.key.org_id).await?
+            } else {
+                Vec::new()
+            };
             let key = Arc::new(CachedKey::from_lookup(lookup, &overrides, config));
             if self.cache_if_current(hash, &key, began, started) || attempt >= 2 {
                 return Ok(Lookup::Found(key));

@@ -12,6 +12,8 @@ use async_trait::async_trait;
 pub trait FlagStore: Send + Sync {
     /// Every feature flag, by name.
     async fn flags(&self) -> StoreResult<Vec<FlagRecord>>;
+    /// The flag of this name, if there is one.
+    async fn flag(&self, name: &str) -> StoreResult<Option<FlagRecord>>;
     /// Creates a flag, or replaces the one of its name (keeping when it was created).
     async fn put_flag(&self, flag: &FlagRecord, audit: &AuditRecord) -> StoreResult<()>;
     /// Deletes a flag; false if there is none of that name.
@@ -47,6 +49,11 @@ macro_rules! impl_flag_store {
             async fn flags(&self) -> $crate::StoreResult<Vec<$crate::FlagRecord>> {
                 let sql = format!("SELECT {FLAG_COLUMNS} FROM feature_flags ORDER BY name");
                 Ok(sqlx::query_as(&sql).fetch_all(&self.pool).await?)
+            }
+
+            async fn flag(&self, name: &str) -> $crate::StoreResult<Option<$crate::FlagRecord>> {
+                let sql = format!("SELECT {FLAG_COLUMNS} FROM feature_flags WHERE name = $1");
+                Ok(sqlx::query_as(&sql).bind(name).fetch_optional(&self.pool).await?)
             }
 
             async fn put_flag(

@@ -487,7 +487,8 @@ macro_rules! impl_key_store {
                 let sql = format!(
                     "SELECT {KEY_COLUMNS}, o.name AS org_name, o.external_id AS org_external_id, \
                      o.plan AS org_plan, o.is_operator AS org_is_operator, o.deleted_at AS org_deleted_at, o.disabled_at AS org_disabled_at, \
-                     s.retires_at AS secret_retires_at, o.leaked_key_action AS org_leaked_key_action \
+                     s.retires_at AS secret_retires_at, o.leaked_key_action AS org_leaked_key_action, \
+                     EXISTS (SELECT 1 FROM entitlement_overrides eo WHERE eo.org_id = o.id) AS org_has_overrides \
                      FROM api_key_secrets s JOIN api_keys k ON k.id = s.key_id JOIN orgs o ON o.id = k.org_id \
                      WHERE s.hash = $1"
                 );

@@ -672,6 +672,8 @@ pub struct KeyLookup {
     pub secret_retires_at: Option<i64>,
     /// What a reported leak does in the org: `revoke` or `flag`.
     pub org_leaked_key_action: String,
+    /// Whether the org has entitlement overrides (ended ones too): read them only then.
+    pub org_has_overrides: bool,
 }
 
 /// One secret of a key (never its hash): the current one, or one being rotated out.

@@ -16,6 +16,7 @@ use crate::state::AppState;
 use crate::user_auth::AuthUser;
 use askama::Template;
 use axum::extract::State;
+use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
@@ -118,34 +119,37 @@ struct OverrideDraft {
     note: String,
 }
 
+/// What the org page shows above its sections: nothing, a change made, or the refused form's
+/// errors (then the override form keeps what was posted).
+enum Outcome {
+    Shown,
+    Done(String),
+    Refused(FormErrors, OverrideDraft),
+}
+
+impl Outcome {
+    /// A service's answer to a form: its notice when done, else its errors named by `fields`
+    /// (a refusal no field explains is the page's error).
+    fn of<T>(
+        done: Result<T, ApiError>,
+        fields: &[&str],
+        draft: OverrideDraft,
+        notice: impl FnOnce(T) -> String,
+    ) -> PortalResult<Self> {
+        Ok(match done {
+            Ok(value) => Self::Done(notice(value)),
+            Err(refusal) => Self::Refused(FormErrors::from_refusal(refusal, fields)?, draft),
+        })
+    }
+}
+
+/// The org page, with what the last form did.
 async fn org_page(
     state: &AppState,
     csrf: &CsrfToken,
     user: &AuthUser,
     org_id: &OrgId,
-    errors: FormErrors,
-    notice: Option<String>,
-) -> PortalResult<Response> {
-    org_page_with(
-        state,
-        csrf,
-        user,
-        org_id,
-        errors,
-        notice,
-        OverrideDraft::default(),
-    )
-    .await
-}
-
-async fn org_page_with(
-    state: &AppState,
-    csrf: &CsrfToken,
-    user: &AuthUser,
-    org_id: &OrgId,
-    errors: FormErrors,
-    notice: Option<String>,
-    draft: OverrideDraft,
+    outcome: Outcome,
 ) -> PortalResult<Response> {
     OperatorAccess::<AdminOrgs>::check(state, caller(user)).await?;
     let org = state
@@ -154,10 +158,20 @@ async fn org_page_with(
         .await
         .map_err(ApiError::from)?
         .ok_or(ApiError::NotFound)?;
-    let status = if errors.any() {
-        axum::http::StatusCode::UNPROCESSABLE_ENTITY
-    } else {
-        axum::http::StatusCode::OK
+    let (status, errors, notice, draft) = match outcome {
+        Outcome::Shown => (
+            StatusCode::OK,
+            FormErrors::none(),
+            None,
+            OverrideDraft::default(),
+        ),
+        Outcome::Done(notice) => (
+            StatusCode::OK,
+            FormErrors::none(),
+            Some(notice),
+            OverrideDraft::default(),
+        ),
+        Outcome::Refused(errors, draft) => (StatusCode::UNPROCESSABLE_ENTITY, errors, None, draft),
     };
     let entitled = entitlements::of_org(state, &org, crate::clock::now()).await?;
     Ok(render_status(
@@ -181,7 +195,7 @@ async fn detail(
     csrf: CsrfToken,
     Portal(IdPath(org_id)): Portal<IdPath<OrgId>>,
 ) -> PortalResult<Response> {
-    org_page(&state, &csrf, &user, &org_id, FormErrors::none(), None).await
+    org_page(&state, &csrf, &user, &org_id, Outcome::Shown).await
 }
 
 /// Puts the org on a plan (the same service as `PUT /admin/orgs/{org_id}/plan`).
@@ -195,7 +209,7 @@ async fn assign_plan(
 ) -> PortalResult<Response> {
     let operator = OperatorAccess::<AdminPlans>::check(&state, caller(&user)).await?;
     let plan = form.get("plan").unwrap_or_default();
-    match orgs::assign_plan(
+    let done = orgs::assign_plan(
         &state,
         &operator,
         &client,
@@ -203,25 +217,11 @@ async fn assign_plan(
         plan,
         crate::clock::now(),
     )
-    .await
-    {
-        Ok(org) => {
-            let notice = format!("{} is on the {} plan now.", org.name, org.plan);
-            org_page(
-                &state,
-                &csrf,
-                &user,
-                &org_id,
-                FormErrors::none(),
-                Some(notice),
-            )
-            .await
-        }
-        Err(refusal) => {
-            let errors = FormErrors::from_refusal(refusal, &["plan"])?;
-            org_page(&state, &csrf, &user, &org_id, errors, None).await
-        }
-    }
+    .await;
+    let outcome = Outcome::of(done, &["plan"], OverrideDraft::default(), |org| {
+        format!("{} is on the {} plan now.", org.name, org.plan)
+    })?;
+    org_page(&state, &csrf, &user, &org_id, outcome).await
 }
 
 async fn set_disabled(
@@ -314,40 +314,26 @@ async fn set_override(
         now,
     )
     .await;
-    match done {
-        Ok(record) => {
-            let notice = format!(
-                "{} is {} for this org{}.",
-                record.entitlement,
-                if record.effect == "grant" {
-                    "granted"
-                } else {
-                    "denied"
-                },
-                record
-                    .expires_at
-                    .map(|at| format!(" until {}", crate::clock::rfc3339(at)))
-                    .unwrap_or_default()
-            );
-            org_page(
-                &state,
-                &csrf,
-                &user,
-                &org_id,
-                FormErrors::none(),
-                Some(notice),
-            )
-            .await
-        }
-        Err(refusal) => {
-            let mut errors = FormErrors::from_refusal(
-                refusal,
-                &["entitlement", "effect", "expires_at", "note"],
-            )?;
-            errors.rename("expires_at", "ends_on");
-            org_page_with(&state, &csrf, &user, &org_id, errors, None, draft).await
-        }
+    let fields = ["entitlement", "effect", "expires_at", "note"];
+    let mut outcome = Outcome::of(done, &fields, draft, |record| {
+        format!(
+            "{} is {} for this org{}.",
+            record.entitlement,
+            if record.effect == "grant" {
+                "granted"
+            } else {
+                "denied"
+            },
+            record
+                .expires_at
+                .map(|at| format!(" until {}", crate::clock::rfc3339(at)))
+                .unwrap_or_default()
+        )
+    })?;
+    if let Outcome::Refused(errors, _) = &mut outcome {
+        errors.rename("expires_at", "ends_on");
     }
+    org_page(&state, &csrf, &user, &org_id, outcome).await
 }
 
 /// Removes the org's override of an entitlement.

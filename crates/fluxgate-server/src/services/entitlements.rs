@@ -202,13 +202,7 @@ pub async fn flags(state: &AppState) -> ApiResult<Vec<FlagRecord>> {
 
 /// One flag; 404 if there is none of that name.
 pub async fn flag(state: &AppState, name: &str) -> ApiResult<FlagRecord> {
-    state
-        .store
-        .flags()
-        .await?
-        .into_iter()
-        .find(|f| f.name == name)
-        .ok_or(ApiError::NotFound)
+    state.store.flag(name).await?.ok_or(ApiError::NotFound)
 }
 
 /// Checks a flag's targeting, variants and note; errors name the field.
