@@ -63,6 +63,10 @@ struct Args {
     /// `POST` floor (an A/B on a noisy machine).
     #[arg(long)]
     against: Option<PathBuf>,
+    /// Instead of the verify table: the same A/B with one build, B's instance having 50 feature
+    /// flags defined (5 of them on for the keys' org) — what flags cost a warm verify.
+    #[arg(long)]
+    flags_ab: bool,
 }
 
 impl Args {
@@ -278,7 +282,10 @@ async fn main() -> anyhow::Result<()> {
         return cluster(&args).await;
     }
     if let Some(other) = &args.against {
-        return against(&args, other).await;
+        return against(&args, other, false).await;
+    }
+    if args.flags_ab {
+        return against(&args, &args.fluxgate, true).await;
     }
     let load = args.load();
     let instance = args.instance().await?;
@@ -535,7 +542,8 @@ async fn redis_round_trips(client: &reqwest::Client, nodes: &[&node::Node]) -> a
 
 /// `--against`: two builds of the binary, A (`--fluxgate`) and B, on instances of their own;
 /// each round measures the floor, then A and B in an order that alternates from round to round.
-async fn against(args: &Args, other: &Path) -> anyhow::Result<()> {
+/// `flagged` (`--flags-ab`): B is the same build with feature flags defined on its instance.
+async fn against(args: &Args, other: &Path, flagged: bool) -> anyhow::Result<()> {
     let load = args.load();
     let builds = [args.fluxgate.as_path(), other];
     let scripts = tempfile::tempdir()?;
@@ -569,6 +577,9 @@ async fn against(args: &Args, other: &Path) -> anyhow::Result<()> {
             std::fs::write(scripts.path().join("keys.txt"), keys.join("\n"))?;
         }
         warm.push(keys);
+        if flagged && i == 1 {
+            flags(&instance, FLAGS, true).await?;
+        }
         let node = instance.serve().await?;
         let (_, verifier) = node::verifier(&client, &node.origin()).await?;
         instances.push(instance);
@@ -590,7 +601,14 @@ async fn against(args: &Args, other: &Path) -> anyhow::Result<()> {
             scripts.path(),
         )?;
     }
-    let names = ["A (--fluxgate) warm verify", "B (--against) warm verify"];
+    let names = if flagged {
+        [
+            "A: warm verify, no flags",
+            "B: warm verify, 50 flags defined (5 on for the org)",
+        ]
+    } else {
+        ["A (--fluxgate) warm verify", "B (--against) warm verify"]
+    };
     let mut rounds: Vec<Vec<Row>> = Vec::new();
     for round in 0..args.rounds.max(1) {
         let floor_headers = verify_headers(&verifiers[0]);
