@@ -6,18 +6,8 @@ use fluxgate_core::validation::FieldErrors;
 use fluxgate_store::StoreError;
 use serde_json::{json, Map, Value};
 
-tokio::task_local! {
-    /// The id of the request being served (as its `X-Request-Id` header value), for error
-    /// bodies and logs: see [`request_id`].
-    pub static REQUEST_ID: axum::http::HeaderValue;
-}
-
 /// The id of the request being served, or empty outside one.
-pub fn request_id() -> String {
-    REQUEST_ID
-        .try_with(|id| id.to_str().unwrap_or_default().to_owned())
-        .unwrap_or_default()
-}
+pub use crate::telemetry::request_id;
 
 /// Every way a request can fail, each with its status and code.
 #[derive(Debug, thiserror::Error)]

@@ -19,10 +19,11 @@ pub mod verify;
 pub mod webhooks;
 pub mod widget;
 
-use crate::error::{ApiError, REQUEST_ID};
+use crate::error::ApiError;
 use crate::metrics;
 use crate::request_limits::LimitSlot;
 use crate::state::AppState;
+use crate::telemetry::{RequestScope, REQUEST};
 use crate::usage_recorder::Attribution;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::handler::Handler;
@@ -35,7 +36,6 @@ use std::time::Instant;
 use tower::util::BoxCloneSyncService;
 use tower::{ServiceBuilder, ServiceExt};
 use tower_http::catch_panic::CatchPanicLayer;
-use tracing::Instrument;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
@@ -213,10 +213,10 @@ async fn request_context(State(state): State<AppState>, request: Request, next: 
 }
 
 /// Runs `handle` on `request` (whose route template is `route`) inside what every request
-/// needs around it: its id — honoured or made, echoed as `X-Request-Id`, in a task-local for
-/// error bodies and in the log span —, the span itself (method, route template — never the
-/// concrete path, which can carry tokens such as `/invitations/{token}/accept` — and
-/// id), a slot for its rate-limit decision written out as `X-RateLimit-*`, the API key call
+/// needs around it: its id — honoured or made, echoed as `X-Request-Id` —, the task-local that
+/// error bodies and every log line written while serving it take it from (with the method and
+/// route template — never the concrete path, which can carry tokens such as
+/// `/invitations/{token}/accept`: [`telemetry`](crate::telemetry)), a slot for its rate-limit decision written out as `X-RateLimit-*`, the API key call
 /// attributed, `Connection: close` on refusals that may leave a body unread, and its count and
 /// latency in the metrics.
 async fn in_request_context<F, Fut>(
@@ -236,17 +236,17 @@ where
     let slot = LimitSlot::default();
     request.extensions_mut().insert(slot.clone());
     let sends_body = request.version() <= Version::HTTP_11 && declares_body(request.headers());
-    let span = tracing::info_span!("request", method = %method, route = %route,
-        request_id = id.to_str().unwrap_or_default());
-    let answered = REQUEST_ID
-        .scope(id.clone(), handle(request))
-        .instrument(span.clone())
-        .await;
+    let scope = RequestScope {
+        id: id.clone(),
+        method: method.clone(),
+        route,
+    };
+    let answered = REQUEST.scope(scope, handle(request)).await;
     let mut response = match answered {
         Ok(response) => response,
         Err(never) => match never {},
     };
-    response.headers_mut().insert("x-request-id", id);
+    response.headers_mut().insert("x-request-id", id.clone());
     slot.write_headers(&mut response);
     if sends_body && response.status().as_u16() >= 400 {
         // a refusal may leave the body unread, and then the server closes the connection:
@@ -268,13 +268,14 @@ where
     }
     let elapsed = started.elapsed();
     state.metrics.observe(&method, route, status, elapsed);
-    span.in_scope(|| {
-        tracing::debug!(
-            status,
-            latency_ms = elapsed.as_secs_f64() * 1000.0,
-            "request finished"
-        )
-    });
+    tracing::debug!(
+        method = %method,
+        route,
+        request_id = id.to_str().unwrap_or_default(),
+        status,
+        latency_ms = elapsed.as_secs_f64() * 1000.0,
+        "request finished"
+    );
     response
 }
 
