@@ -10,6 +10,7 @@ use crate::state::AppState;
 use crate::user_auth::AuthUser;
 use axum::extract::{FromRequestParts, RawPathParams};
 use axum::http::request::Parts;
+use axum::http::{header, HeaderName};
 use fluxgate_core::apikey;
 use fluxgate_core::ids::{OrgId, UserId};
 use fluxgate_core::permission::{BuiltinRole, Grants, PermissionPattern};
@@ -118,16 +119,20 @@ impl Caller {
     }
 }
 
+/// The header an API key may come in instead of `Authorization` (a constant: a name given as
+/// text is parsed on every lookup).
+const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+
 /// The API key a request presents, if any: `X-API-Key`, or an `Authorization: Bearer` value
 /// that parses as a key (anything else there is an access token).
 pub fn presented_key(parts: &Parts) -> Option<String> {
-    let header = |name| {
+    let value_of = |name| {
         parts
             .headers
             .get(name)
             .map(|value| value.to_str().unwrap_or(""))
     };
-    apikey::presented_key(header("x-api-key"), header("authorization")).map(str::to_owned)
+    apikey::presented_key(value_of(&X_API_KEY), value_of(&header::AUTHORIZATION)).map(str::to_owned)
 }
 
 /// Authenticates the caller (key or user) and charges its rate limit.

@@ -27,7 +27,7 @@ use crate::telemetry::{RequestScope, REQUEST};
 use crate::usage_recorder::Attribution;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::handler::Handler;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Version};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode, Version};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
@@ -184,12 +184,15 @@ fn panicked(_: Box<dyn std::any::Any + Send>) -> Response {
     ApiError::Internal(anyhow::anyhow!("handler panicked")).into_response()
 }
 
+/// The header carrying a request's id (a constant: a name given as text is parsed each time).
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
 /// The request's id: the caller's `X-Request-Id` when it is sane (1–128 visible ASCII
 /// characters), else a fresh `req_<ulid>` (made on the stack: this runs for every request).
 fn request_id(request: &Request) -> HeaderValue {
     let given = request
         .headers()
-        .get("x-request-id")
+        .get(&X_REQUEST_ID)
         .filter(|v| (1..=128).contains(&v.len()) && v.as_bytes().iter().all(u8::is_ascii_graphic));
     if let Some(given) = given {
         return given.clone();
@@ -232,7 +235,7 @@ where
     let started = Instant::now();
     let method = request.method().clone();
     let id = request_id(&request);
-    request.headers_mut().insert("x-request-id", id.clone());
+    request.headers_mut().insert(X_REQUEST_ID, id.clone());
     let slot = LimitSlot::default();
     request.extensions_mut().insert(slot.clone());
     let sends_body = request.version() <= Version::HTTP_11 && declares_body(request.headers());
@@ -246,7 +249,7 @@ where
         Ok(response) => response,
         Err(never) => match never {},
     };
-    response.headers_mut().insert("x-request-id", id.clone());
+    response.headers_mut().insert(X_REQUEST_ID, id.clone());
     slot.write_headers(&mut response);
     if sends_body && response.status().as_u16() >= 400 {
         // a refusal may leave the body unread, and then the server closes the connection:

@@ -8,12 +8,15 @@ use crate::services::verify;
 use crate::state::AppState;
 use crate::user_auth::AuthUser;
 use axum::extract::{FromRequestParts, State};
-use axum::http::header;
 use axum::http::request::Parts;
+use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use fluxgate_proto::{Data, ErrorEnvelope, Verdict, VerifyRequest};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
+
+/// The answer's content type, made once.
+const JSON: HeaderValue = HeaderValue::from_static("application/json");
 
 /// The routes of this module.
 pub fn router() -> OpenApiRouter<AppState> {
@@ -71,5 +74,5 @@ pub async fn verify_handler(
     let body = verify::verify(&state, body, crate::clock::now())
         .await?
         .into_body()?;
-    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+    Ok(([(header::CONTENT_TYPE, JSON)], body).into_response())
 }
