@@ -16,7 +16,6 @@ use crate::state::AppState;
 use crate::user_auth::AuthUser;
 use askama::Template;
 use axum::extract::State;
-use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
@@ -158,24 +157,14 @@ async fn org_page(
         .await
         .map_err(ApiError::from)?
         .ok_or(ApiError::NotFound)?;
-    let (status, errors, notice, draft) = match outcome {
-        Outcome::Shown => (
-            StatusCode::OK,
-            FormErrors::none(),
-            None,
-            OverrideDraft::default(),
-        ),
-        Outcome::Done(notice) => (
-            StatusCode::OK,
-            FormErrors::none(),
-            Some(notice),
-            OverrideDraft::default(),
-        ),
-        Outcome::Refused(errors, draft) => (StatusCode::UNPROCESSABLE_ENTITY, errors, None, draft),
+    let (errors, notice, draft) = match outcome {
+        Outcome::Shown => (FormErrors::none(), None, OverrideDraft::default()),
+        Outcome::Done(notice) => (FormErrors::none(), Some(notice), OverrideDraft::default()),
+        Outcome::Refused(errors, draft) => (errors, None, draft),
     };
     let entitled = entitlements::of_org(state, &org, crate::clock::now()).await?;
     Ok(render_status(
-        status,
+        errors.status(),
         &AdminOrgPage {
             chrome: Chrome::new(state, csrf, Some(user), None, "admin").await?,
             org: org_json(&org, None),

@@ -12,7 +12,6 @@ use crate::state::AppState;
 use crate::user_auth::AuthUser;
 use askama::Template;
 use axum::extract::State;
-use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
@@ -60,11 +59,7 @@ async fn page(
 ) -> PortalResult<Response> {
     OperatorAccess::<AdminFlags>::check(state, caller(user)).await?;
     let flags = entitlements::flags(state).await?;
-    let status = if errors.any() {
-        StatusCode::UNPROCESSABLE_ENTITY
-    } else {
-        StatusCode::OK
-    };
+    let status = errors.status();
     Ok(render_status(
         status,
         &FlagsPage {

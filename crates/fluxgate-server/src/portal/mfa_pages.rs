@@ -15,7 +15,6 @@ use crate::state::AppState;
 use crate::user_auth::AuthUser;
 use askama::Template;
 use axum::extract::State;
-use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
@@ -82,11 +81,7 @@ pub(super) fn second_factor_page(
     offered: Offered,
     errors: FormErrors,
 ) -> Response {
-    let status = if errors.any() {
-        StatusCode::UNPROCESSABLE_ENTITY
-    } else {
-        StatusCode::OK
-    };
+    let status = errors.status();
     render_status(
         status,
         &SecondFactorPage {
@@ -193,11 +188,7 @@ async fn setup(
     enrolment: Enrolment,
     errors: FormErrors,
 ) -> PortalResult<Response> {
-    let status = if errors.any() {
-        StatusCode::UNPROCESSABLE_ENTITY
-    } else {
-        StatusCode::OK
-    };
+    let status = errors.status();
     let svg = base64::engine::general_purpose::STANDARD.encode(enrolment.qr_svg);
     let page = SetupPage {
         chrome: Chrome::new(state, csrf, Some(user), None, "account").await?,

@@ -363,6 +363,15 @@ impl FormErrors {
         self.general.is_some() || !self.fields.is_empty()
     }
 
+    /// The status of a page showing these errors: 422 when there is any, else 200.
+    pub fn status(&self) -> StatusCode {
+        if self.any() {
+            StatusCode::UNPROCESSABLE_ENTITY
+        } else {
+            StatusCode::OK
+        }
+    }
+
     /// Every field error, in form order (the summary at the top).
     pub fn list(&self) -> &[(String, String)] {
         &self.fields

@@ -219,9 +219,9 @@ async fn request_context(State(state): State<AppState>, request: Request, next: 
 /// needs around it: its id — honoured or made, echoed as `X-Request-Id` —, the task-local that
 /// error bodies and every log line written while serving it take it from (with the method and
 /// route template — never the concrete path, which can carry tokens such as
-/// `/invitations/{token}/accept`: [`telemetry`](crate::telemetry)), a slot for its rate-limit decision written out as `X-RateLimit-*`, the API key call
-/// attributed, `Connection: close` on refusals that may leave a body unread, and its count and
-/// latency in the metrics.
+/// `/invitations/{token}/accept`: [`telemetry`](crate::telemetry)), a slot for its rate-limit
+/// decision written out as `X-RateLimit-*`, the API key call attributed, `Connection: close`
+/// on refusals that may leave a body unread, and its count and latency in the metrics.
 async fn in_request_context<F, Fut>(
     state: &AppState,
     mut request: Request,
