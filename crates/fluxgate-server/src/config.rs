@@ -37,8 +37,8 @@ pub struct Config {
     pub log_level: String,
     /// Largest request body accepted.
     pub max_body_bytes: usize,
-    /// A client must send a request's headers within this long of connecting or of its previous
-    /// answer (an idle keep-alive connection closes after it too).
+    /// A connection on which no request starts and nothing is written for this long (a client
+    /// that never finishes its headers, an idle keep-alive) is closed.
     pub header_read_timeout: Duration,
     /// On stop, open connections get this long to finish before they are dropped; the last
     /// usage write happens after it either way.

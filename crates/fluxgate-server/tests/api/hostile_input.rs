@@ -20,6 +20,7 @@ both_backends!(
     wildcards_never_reach_operator_permissions_outside_the_operator_org,
     a_refusal_that_leaves_the_body_unread_says_connection_close,
     slow_and_idle_connections_are_closed_after_the_header_timeout,
+    a_request_being_served_outlasts_the_header_timeout,
 );
 
 async fn field_refused(response: reqwest::Response, field: &str) {
@@ -372,6 +373,38 @@ async fn slow_and_idle_connections_are_closed_after_the_header_timeout(backend: 
     assert!(
         started.elapsed() >= Duration::from_millis(500),
         "not before the timeout"
+    );
+    app.stop().await;
+}
+
+async fn a_request_being_served_outlasts_the_header_timeout(backend: Backend) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = TestApp::spawn_with(backend, |t| {
+        t.insert("header_read_timeout".into(), "1s".into());
+    })
+    .await;
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    // the headers arrive at once; the body trickles in over three timeouts
+    let body = br#"{"email":"nobody@example.com","password":"not the password"}"#;
+    let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "POST /api/v1/auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n",
+        body.len()
+    );
+    slow.write_all(head.as_bytes()).await.unwrap();
+    for chunk in body.chunks(body.len().div_ceil(6)) {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        slow.write_all(chunk).await.unwrap();
+    }
+    let mut answer = [0u8; 12];
+    tokio::time::timeout(Duration::from_secs(5), slow.read_exact(&mut answer))
+        .await
+        .expect("answered in time")
+        .expect("answered, not cut off");
+    assert_eq!(
+        &answer, b"HTTP/1.1 401",
+        "the login is refused on its merits"
     );
     app.stop().await;
 }
