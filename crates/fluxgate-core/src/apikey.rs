@@ -84,7 +84,7 @@ pub fn parse(text: &str) -> Result<ParsedKey<'_>, KeyFormatError> {
         return Err(KeyFormatError::Body);
     }
     let signed = &text[..text.len() - CHECKSUM_LEN];
-    if checksum(signed).as_bytes() != &text.as_bytes()[text.len() - CHECKSUM_LEN..] {
+    if checksum(signed) != text.as_bytes()[text.len() - CHECKSUM_LEN..] {
         return Err(KeyFormatError::Checksum);
     }
     Ok(ParsedKey {
@@ -94,9 +94,24 @@ pub fn parse(text: &str) -> Result<ParsedKey<'_>, KeyFormatError> {
     })
 }
 
-/// True when `text` has the shape of a key (used to tell keys from JWTs in `Authorization`).
+/// True when `text` has the shape of a key — `{prefix}_{live|test}_` and 30 base62 characters
+/// — which tells a key from an access token in `Authorization` without computing the checksum
+/// (a key-shaped value that fails it is then refused as a malformed key).
 pub fn looks_like_key(text: &str) -> bool {
-    parse(text).is_ok()
+    let Some(head_len) = text.len().checked_sub(SECRET_LEN + CHECKSUM_LEN) else {
+        return false;
+    };
+    let (head, body) = text.as_bytes().split_at(head_len);
+    let Some((prefix, env)) = head.strip_suffix(b"_").and_then(|head| {
+        head.iter()
+            .position(|&b| b == b'_')
+            .map(|at| head.split_at(at))
+    }) else {
+        return false;
+    };
+    matches!(env, b"_live" | b"_test")
+        && body.iter().all(u8::is_ascii_alphanumeric)
+        && std::str::from_utf8(prefix).is_ok_and(valid_prefix)
 }
 
 /// The value of an `Authorization: Bearer …` header (scheme case-insensitive), if that is what
@@ -124,24 +139,26 @@ pub fn presented_key<'a>(
 
 /// A fresh key.
 pub fn generate(prefix: &str, environment: Environment) -> SecretString {
-    let signed = format!(
+    let mut key = format!(
         "{prefix}_{}_{}",
         environment.as_str(),
         random_base62(SECRET_LEN)
     );
-    let sum = checksum(&signed);
-    SecretString::from(signed + &sum)
+    let sum = checksum(&key);
+    key.extend(sum.map(char::from));
+    SecretString::from(key)
 }
 
-/// CRC32 of `text` as exactly 6 base62 characters (62⁶ > 2³²).
-fn checksum(text: &str) -> String {
+/// CRC32 of `text` as exactly 6 base62 characters (62⁶ > 2³²), without allocating: every
+/// presented bearer value is checked with it.
+fn checksum(text: &str) -> [u8; CHECKSUM_LEN] {
     let mut value = crc32fast::hash(text.as_bytes());
     let mut out = [b'0'; CHECKSUM_LEN];
     for slot in out.iter_mut().rev() {
         *slot = BASE62[(value % 62) as usize];
         value /= 62;
     }
-    out.iter().map(|&b| char::from(b)).collect()
+    out
 }
 
 /// The format as a regular expression, for secret scanners (with the default prefix `fg`).
@@ -175,6 +192,20 @@ mod tests {
             Some("junk")
         );
         assert_eq!(super::presented_key(None, None), None);
+        // a key-shaped bearer with a wrong checksum is a (malformed) key, not an access token
+        let mistyped = format!(
+            "{}{}",
+            &key[..key.len() - 1],
+            if key.ends_with('A') { 'B' } else { 'A' }
+        );
+        assert_eq!(
+            super::presented_key(None, Some(&format!("Bearer {mistyped}"))),
+            Some(mistyped.as_str())
+        );
+        assert_eq!(
+            super::parse(&mistyped),
+            Err(super::KeyFormatError::Checksum)
+        );
     }
 
     use super::*;
@@ -213,6 +244,15 @@ mod tests {
             let _ = parse(&text);
             let _ = presented_key(Some(&text), Some(&header));
             let _ = presented_key(None, Some(&header));
+        }
+
+        #[test]
+        fn a_key_shape_is_what_parses_but_for_the_checksum(text in prop_oneof![
+            "([a-z][a-z0-9]{0,3}|FG|x_y|9a)?_?(live|test|prod)?_?[0-9A-Za-z_]{0,32}",
+            "([a-z][a-z0-9]{0,3}|FG|x_y|9a)_(live|test|prod)_[0-9A-Za-z]{29,31}_?",
+        ]) {
+            let shaped = matches!(parse(&text), Ok(_) | Err(KeyFormatError::Checksum));
+            prop_assert_eq!(looks_like_key(&text), shaped, "{}", text);
         }
 
         #[test]

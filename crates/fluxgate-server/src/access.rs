@@ -125,21 +125,21 @@ const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 
 /// The API key a request presents, if any: `X-API-Key`, or an `Authorization: Bearer` value
 /// that parses as a key (anything else there is an access token).
-pub fn presented_key(parts: &Parts) -> Option<String> {
+pub fn presented_key(parts: &Parts) -> Option<&str> {
     let value_of = |name| {
         parts
             .headers
             .get(name)
             .map(|value| value.to_str().unwrap_or(""))
     };
-    apikey::presented_key(value_of(&X_API_KEY), value_of(&header::AUTHORIZATION)).map(str::to_owned)
+    apikey::presented_key(value_of(&X_API_KEY), value_of(&header::AUTHORIZATION))
 }
 
 /// Authenticates the caller (key or user) and charges its rate limit.
 pub async fn authenticate(parts: &mut Parts, state: &AppState) -> ApiResult<Caller> {
     match presented_key(parts) {
         Some(text) => {
-            let key = verified_key(state, parts, &text)
+            let key = verified_key(state, parts, text)
                 .await?
                 .ok_or(ApiError::Unauthorized)?;
             if let Some(slot) = parts.extensions.get::<crate::request_limits::LimitSlot>() {

@@ -67,14 +67,12 @@ fn require_json_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(|v| {
-            let mime = v
-                .split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase();
-            mime == "application/json"
-                || (mime.starts_with("application/") && mime.ends_with("+json"))
+            let mime = v.split(';').next().unwrap_or("").trim().as_bytes();
+            let (kind, suffix) = (b"application/", b"+json");
+            mime.eq_ignore_ascii_case(b"application/json")
+                || (mime.len() >= kind.len() + suffix.len()
+                    && mime[..kind.len()].eq_ignore_ascii_case(kind)
+                    && mime[mime.len() - suffix.len()..].eq_ignore_ascii_case(suffix))
         })
         .unwrap_or(false);
     if is_json {
@@ -88,13 +86,30 @@ fn require_json_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
 
 /// The whole body, within the body limit: 413 in the envelope past it.
 async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
-    Bytes::from_request(req, state).await.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::PayloadTooLarge
-        } else {
-            ApiError::BadRequest("could not read the request body".into())
-        }
-    })
+    Bytes::from_request(req, state)
+        .await
+        .map_err(|rejection| unread_body(rejection.status() == StatusCode::PAYLOAD_TOO_LARGE))
+}
+
+/// Why a body could not be read: 413 past the limit, else 400.
+fn unread_body(too_large: bool) -> ApiError {
+    if too_large {
+        ApiError::PayloadTooLarge
+    } else {
+        ApiError::BadRequest("could not read the request body".into())
+    }
+}
+
+/// A JSON body by [`ApiJson`]'s rules, read within `limit` bytes — for a handler given the whole
+/// request (the verify fast lane, where no `DefaultBodyLimit` layer sets the limit).
+pub async fn json_within<T: DeserializeOwned>(req: Request, limit: usize) -> Result<T, ApiError> {
+    use http_body_util::{BodyExt, LengthLimitError, Limited};
+    require_json_content_type(req.headers())?;
+    let collected = Limited::new(req.into_body(), limit)
+        .collect()
+        .await
+        .map_err(|error| unread_body(error.downcast_ref::<LengthLimitError>().is_some()))?;
+    parse_json(&collected.to_bytes())
 }
 
 /// Parses JSON, naming the field at fault. Text that may not be stored — NUL and other control
@@ -132,9 +147,11 @@ const UNSTORABLE: &str = "must not contain NUL or other control characters";
 /// character that may not be stored. Such a character can only arrive escaped (`\u0000`, `\b`,
 /// `\f`: JSON forbids raw ones), so a body without those escapes is not walked at all.
 fn refuse_unstorable_json(bytes: &[u8]) -> Result<(), ApiError> {
-    let escaped = bytes
-        .windows(2)
-        .any(|w| matches!(w, [b'\\', b'u' | b'b' | b'f']));
+    // most bodies hold no backslash at all: one fast scan settles them
+    let escaped = bytes.contains(&b'\\')
+        && bytes
+            .windows(2)
+            .any(|w| matches!(w, [b'\\', b'u' | b'b' | b'f']));
     if !escaped {
         return Ok(());
     }
@@ -379,6 +396,24 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", HeaderValue::from_static(value));
         h
+    }
+
+    #[test]
+    fn a_body_is_json_when_its_content_type_says_so_in_any_case() {
+        let typed = |value: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::CONTENT_TYPE, HeaderValue::from_static(value));
+            require_json_content_type(&h).is_ok()
+        };
+        assert!(typed("application/json"));
+        assert!(typed("Application/JSON; charset=utf-8"));
+        assert!(typed(" application/problem+json "));
+        assert!(typed("APPLICATION/VND.API+JSON"));
+        assert!(!typed("text/plain"));
+        assert!(!typed("application/jsonx"));
+        assert!(!typed("text/x+json"));
+        assert!(!typed("application/x-www-form-urlencoded"));
+        assert!(require_json_content_type(&HeaderMap::new()).is_err());
     }
 
     #[test]

@@ -25,15 +25,14 @@ use crate::request_limits::LimitSlot;
 use crate::state::AppState;
 use crate::telemetry::{RequestScope, REQUEST};
 use crate::usage_recorder::Attribution;
+use axum::body::HttpBody;
 use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::handler::Handler;
-use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode, Version};
+use axum::http::{header, HeaderName, HeaderValue, StatusCode, Version};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use std::convert::Infallible;
 use std::time::Instant;
-use tower::util::BoxCloneSyncService;
 use tower::{ServiceBuilder, ServiceExt};
 use tower_http::catch_panic::CatchPanicLayer;
 use utoipa::OpenApi;
@@ -73,26 +72,19 @@ impl utoipa::Modify for BearerAuth {
 
 /// The application as the listener serves it: [`router`], except that `POST
 /// /api/v1/keys/verify` — the call a product backend makes for each of its own requests — goes
-/// straight to its handler, with the same request context, extractors, body limit and panic
+/// straight to [`verify::answer`], inside the same request context and with the same panic
 /// guard, but without the router's per-request layers (matching, prefix stripping, boxed
-/// middleware), which cost a large share of a warm verify (docs/BENCHMARKS.md).
+/// middleware, extractors), which cost a large share of a warm verify (docs/BENCHMARKS.md).
 #[derive(Clone)]
 pub struct Service {
     router: Router,
-    verify: BoxCloneSyncService<Request, Response, Infallible>,
     state: AppState,
 }
 
 /// Builds the [`Service`].
 pub fn app(state: AppState) -> Service {
-    let verify = ServiceBuilder::new()
-        .map_response(IntoResponse::into_response)
-        .layer(CatchPanicLayer::custom(panicked))
-        .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
-        .service(verify::verify_handler.with_state(state.clone()));
     Service {
         router: router(state.clone()),
-        verify: BoxCloneSyncService::new(verify),
         state,
     }
 }
@@ -117,12 +109,15 @@ where
     }
 
     fn call(&mut self, request: axum::http::Request<B>) -> Self::Future {
+        use futures_util::FutureExt;
         let request = request.map(axum::body::Body::new);
         if request.method() == axum::http::Method::POST && request.uri().path() == VERIFY_PATH {
-            let (state, verify) = (self.state.clone(), self.verify.clone());
+            let state = self.state.clone();
             futures_util::future::Either::Right(Box::pin(async move {
                 Ok(in_request_context(&state, request, VERIFY_PATH, |request| {
-                    verify.oneshot(request)
+                    std::panic::AssertUnwindSafe(verify::answer(&state, request))
+                        .catch_unwind()
+                        .map(|answered| Ok(answered.unwrap_or_else(panicked)))
                 })
                 .await)
             }))
@@ -235,10 +230,11 @@ where
     let started = Instant::now();
     let method = request.method().clone();
     let id = request_id(&request);
-    request.headers_mut().insert(X_REQUEST_ID, id.clone());
     let slot = LimitSlot::default();
     request.extensions_mut().insert(slot.clone());
-    let sends_body = request.version() <= Version::HTTP_11 && declares_body(request.headers());
+    // a body follows unless the request ends with its headers (no or a zero Content-Length):
+    // hyper knows, without a header lookup
+    let sends_body = request.version() <= Version::HTTP_11 && !request.body().is_end_stream();
     let scope = RequestScope {
         id: id.clone(),
         method: method.clone(),
@@ -280,15 +276,6 @@ where
         "request finished"
     );
     response
-}
-
-/// Whether a request says a body follows (a non-zero `Content-Length`, or chunked).
-fn declares_body(headers: &HeaderMap) -> bool {
-    headers.contains_key(header::TRANSFER_ENCODING)
-        || headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.trim() != "0")
 }
 
 /// 204 No Content.
