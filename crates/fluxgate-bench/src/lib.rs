@@ -1,6 +1,7 @@
 //! What the bench binaries share: the instance under measurement, the external load generator,
-//! and the key seeder.
+//! the instruction counter and the key seeder.
 
+pub mod callgrind;
 pub mod node;
 pub mod seed;
 pub mod wrk;

@@ -4,6 +4,7 @@
 
 use anyhow::Context;
 use clap::Parser;
+use fluxgate_bench::callgrind;
 use fluxgate_bench::node::{self, Instance, BENCH_PLAN};
 use fluxgate_bench::wrk::{self, Load, Measured, Requests};
 use fluxgate_core::apikey::{self, Environment};
@@ -63,6 +64,12 @@ struct Args {
     /// `POST` floor (an A/B on a noisy machine).
     #[arg(long)]
     against: Option<PathBuf>,
+    /// Instead of the verify table: instructions per warm verify (and per minimal `POST` of the
+    /// floor), counted by valgrind's callgrind in each server run under it — for `--fluxgate`
+    /// and, with `--against`, the other build too. Exact where throughput is noisy; the kernel's
+    /// share is not in it.
+    #[arg(long)]
+    instructions: bool,
     /// Instead of the verify table: the same A/B with one build, B's instance having 50 feature
     /// flags defined (5 of them on for the keys' org) — what flags cost a warm verify.
     #[arg(long)]
@@ -120,11 +127,24 @@ impl Drop for Floor {
 }
 
 fn start_floor(keys: &Path) -> anyhow::Result<Floor> {
+    start_floor_under(keys, &[])
+}
+
+/// [`start_floor`] through `wrapper` (a program and its arguments) when it is not empty.
+fn start_floor_under(keys: &Path, wrapper: &[String]) -> anyhow::Result<Floor> {
     let binary = std::env::current_exe()?
         .parent()
         .context("bench directory")?
         .join("fluxgate-floor");
-    let mut child = Command::new(&binary)
+    let mut command = match wrapper.split_first() {
+        Some((program, args)) => {
+            let mut command = Command::new(program);
+            command.args(args).arg(&binary).stderr(Stdio::null());
+            command
+        }
+        None => Command::new(&binary),
+    };
+    let mut child = command
         .arg("--keys")
         .arg(keys)
         .stdout(Stdio::piped())
@@ -280,6 +300,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if args.cluster {
         return cluster(&args).await;
+    }
+    if args.instructions {
+        return instructions(&args).await;
     }
     if let Some(other) = &args.against {
         return against(&args, other, false).await;
@@ -543,6 +566,158 @@ async fn redis_round_trips(client: &reqwest::Client, nodes: &[&node::Node]) -> a
 /// `--against`: two builds of the binary, A (`--fluxgate`) and B, on instances of their own;
 /// each round measures the floor, then A and B in an order that alternates from round to round.
 /// `flagged` (`--flags-ab`): B is the same build with feature flags defined on its instance.
+/// What the instruction counts are split by: SHA-256, which valgrind runs in software (the CPU
+/// has SHA instructions, so outside valgrind it costs a fraction of this).
+const SHA256: &str = "sha2::sha256::compress256";
+
+/// Where hyper serves one connection — reading, answering and writing its requests — in every
+/// server measured (whichever of these the build did not inline).
+const CONNECTION: &str = "hyper_util::server::conn::auto::UpgradeableConnection<I,S,E> as core::future::future::Future>::poll|hyper::server::conn::http1::UpgradeableConnection<I,S> as core::future::future::Future>::poll|hyper::proto::h1::dispatch::Dispatcher<D,Bs,I,T>::poll_catch";
+
+/// One server counted by callgrind: requests answered, instructions in all (background work
+/// such as the usage flush included: it is per second, not per request, and a server slowed
+/// down by valgrind answers few requests a second), in the connection tasks (parsing, answering
+/// and writing each request: per request), and in SHA-256.
+struct Counted {
+    name: String,
+    requests: u64,
+    total: u64,
+    connections: u64,
+    sha256: u64,
+}
+
+/// Drives the callgrind-wrapped server `pid` at `url` for a warm-up, then counts one run.
+fn count_run(
+    args: &Args,
+    name: String,
+    (pid, out): (u32, &Path),
+    url: &str,
+    headers: &[(&str, &str)],
+    bodies: &Path,
+    scripts: &Path,
+) -> anyhow::Result<Counted> {
+    // a few connections: under valgrind one server thread runs at a time
+    let load = Load {
+        connections: 8,
+        ..args.load()
+    };
+    // warm until every key has been verified twice over (wrk cycles through the bodies)
+    let keys = std::fs::read_to_string(bodies)?.lines().count() as u64;
+    let mut warmed = 0;
+    while warmed < 2 * keys {
+        warmed += wrk::run(
+            load.warm_up(),
+            url,
+            headers,
+            Requests::PostEach(bodies),
+            scripts,
+        )?
+        .requests;
+    }
+    callgrind::zero(pid)?;
+    let measured = wrk::run(load, url, headers, Requests::PostEach(bodies), scripts)?;
+    let dump = callgrind::dump(pid, out)?;
+    anyhow::ensure!(
+        measured.non_2xx == 0 && measured.requests > 0,
+        "{name}: {} non-2xx answers of {}",
+        measured.non_2xx,
+        measured.requests
+    );
+    let (total, under) = callgrind::instructions(&dump, &[CONNECTION, SHA256])?;
+    Ok(Counted {
+        name,
+        requests: measured.requests,
+        total,
+        connections: under.first().copied().unwrap_or(0),
+        sha256: under.get(1).copied().unwrap_or(0),
+    })
+}
+
+async fn instructions(args: &Args) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        callgrind::available(),
+        "valgrind is not installed (scripts/bench-verify installs it)"
+    );
+    let scripts = tempfile::tempdir()?;
+    let mut builds = vec![args.fluxgate.clone()];
+    builds.extend(args.against.clone());
+    let mut counted = Vec::new();
+    let mut floor_keys = None;
+    for (i, build) in builds.iter().enumerate() {
+        let instance = Instance::create(build, None, None, "").await?;
+        let migrated = instance.command().arg("migrate").output()?;
+        anyhow::ensure!(migrated.status.success(), "{} migrate", build.display());
+        let keys = fluxgate_bench::seed::seed_by_sql(
+            &instance.database_url()?,
+            args.keys,
+            BENCH_PLAN,
+            fluxgate_server::clock::now(),
+        )
+        .await?;
+        let bodies = verify_bodies(scripts.path(), &format!("warm{i}.txt"), &keys)?;
+        // the verifier is made through the API at full speed, then the node runs counted
+        let client = reqwest::Client::new();
+        let verifier = {
+            let node = instance.serve().await?;
+            node::verifier(&client, &node.origin()).await?.1
+        };
+        let out = scripts.path().join(format!("callgrind{i}.out"));
+        let node = instance.serve_under(&callgrind::wrapper(&out)).await?;
+        let url = format!("{}/api/v1/keys/verify", node.origin());
+        counted.push(count_run(
+            args,
+            format!("Fluxgate warm verify: {}", build.display()),
+            (node.pid(), &out),
+            &url,
+            &verify_headers(&verifier),
+            &bodies,
+            scripts.path(),
+        )?);
+        check_sample(&client, &node.origin(), &verifier, &keys, "VALID").await?;
+        floor_keys.get_or_insert((keys, bodies));
+    }
+    let (keys, bodies) = floor_keys.context("no build")?;
+    let key_list = scripts.path().join("keys.txt");
+    std::fs::write(&key_list, keys.join("\n"))?;
+    let out = scripts.path().join("callgrind-floor.out");
+    let floor = start_floor_under(&key_list, &callgrind::wrapper(&out))?;
+    let floor_pid = floor.child.id();
+    counted.insert(
+        0,
+        count_run(
+            args,
+            "floor: bare axum `POST` (parse, SHA-256, `HashMap`, JSON)".into(),
+            (floor_pid, &out),
+            &format!("{}/verify", floor.origin),
+            &[("content-type", "application/json")],
+            &bodies,
+            scripts.path(),
+        )?,
+    );
+    println!(
+        "{} warm keys; wrk -t{} -c8 -d{}s per server, counted after a warm-up (valgrind --tool=callgrind)\n",
+        args.keys, args.threads, args.seconds
+    );
+    println!("| server | requests counted | instructions per request | in the connection tasks | of which SHA-256 (software under valgrind) | connection tasks without SHA-256 | the same vs the floor |");
+    println!("|---|---|---|---|---|---|---|");
+    let per = |c: &Counted, n: u64| n / c.requests.max(1);
+    let work = |c: &Counted| per(c, c.connections.saturating_sub(c.sha256));
+    let floor_work = work(&counted[0]).max(1);
+    for c in &counted {
+        println!(
+            "| {} | {} | {} | {} | {} | {} | {:.2}× |",
+            c.name,
+            c.requests,
+            per(c, c.total),
+            per(c, c.connections),
+            per(c, c.sha256),
+            work(c),
+            work(c) as f64 / floor_work as f64
+        );
+    }
+    Ok(())
+}
+
 async fn against(args: &Args, other: &Path, flagged: bool) -> anyhow::Result<()> {
     let load = args.load();
     let builds = [args.fluxgate.as_path(), other];

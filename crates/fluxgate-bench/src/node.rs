@@ -135,16 +135,38 @@ impl Instance {
 
     /// Starts a `fluxgate serve` node on a free port and waits until it is ready.
     pub async fn serve(&self) -> anyhow::Result<Node> {
+        self.serve_under(&[]).await
+    }
+
+    /// [`Self::serve`], the process started through `wrapper` (a program and its arguments,
+    /// e.g. valgrind's) when it is not empty.
+    pub async fn serve_under(&self, wrapper: &[String]) -> anyhow::Result<Node> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
         let started = Instant::now();
-        let child = self
-            .command()
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut wrapped = Command::new(program);
+                let plain = self.command();
+                wrapped
+                    .args(args)
+                    .arg(plain.get_program())
+                    .args(plain.get_args());
+                wrapped
+            }
+            None => self.command(),
+        };
+        let child = command
             .arg("serve")
             .env("FLUXGATE_LISTEN", format!("127.0.0.1:{port}"))
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            // valgrind's own report would drown the bench's
+            .stderr(if wrapper.is_empty() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
             .spawn()?;
         let mut node = Node {
             child,

@@ -38,6 +38,8 @@ pub struct Measured {
     pub p50: Duration,
     /// 99th percentile latency.
     pub p99: Duration,
+    /// Requests answered.
+    pub requests: u64,
     /// Answers other than 2xx/3xx.
     pub non_2xx: u64,
     /// Connect, read, write and timeout errors.
@@ -143,6 +145,7 @@ pub fn run_together(
         );
         let one = parse(&text).with_context(|| format!("reading wrk's report:\n{text}"))?;
         total.rps += one.rps;
+        total.requests += one.requests;
         total.p50 = total.p50.max(one.p50);
         total.p99 = total.p99.max(one.p99);
         total.non_2xx += one.non_2xx;
@@ -200,6 +203,7 @@ pub fn parse(report: &str) -> anyhow::Result<Measured> {
         let words: Vec<&str> = line.split_whitespace().collect();
         match words.as_slice() {
             ["Requests/sec:", rps] => measured.rps = rps.parse()?,
+            [count, "requests", "in", ..] => measured.requests = count.parse()?,
             ["50%", latency] => measured.p50 = duration(latency)?,
             ["99%", latency] => measured.p99 = duration(latency)?,
             ["Non-2xx", "or", "3xx", "responses:", count] => measured.non_2xx = count.parse()?,
@@ -262,6 +266,7 @@ Transfer/sec:      6.17MB
 ";
         let measured = parse(report).unwrap();
         assert_eq!(measured.rps, 61728.0);
+        assert_eq!(measured.requests, 123456);
         assert_eq!(measured.p50, Duration::from_micros(436));
         assert_eq!(measured.p99, Duration::from_micros(1100));
         assert_eq!(measured.non_2xx, 12);
