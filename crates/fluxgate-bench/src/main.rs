@@ -644,16 +644,7 @@ async fn instructions(args: &Args) -> anyhow::Result<()> {
     let mut counted = Vec::new();
     let mut floor_keys = None;
     for (i, build) in builds.iter().enumerate() {
-        let instance = Instance::create(build, None, None, "").await?;
-        let migrated = instance.command().arg("migrate").output()?;
-        anyhow::ensure!(migrated.status.success(), "{} migrate", build.display());
-        let keys = fluxgate_bench::seed::seed_by_sql(
-            &instance.database_url()?,
-            args.keys,
-            BENCH_PLAN,
-            fluxgate_server::clock::now(),
-        )
-        .await?;
+        let (instance, keys) = migrated_and_seeded(build, args.keys).await?;
         let bodies = verify_bodies(scripts.path(), &format!("warm{i}.txt"), &keys)?;
         // the verifier is made through the API at full speed, then the node runs counted
         let client = reqwest::Client::new();
@@ -718,6 +709,30 @@ async fn instructions(args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A fresh SQLite instance of `build`, migrated by that build, with `count` warm keys on the
+/// bench plan put in by plain SQL — so two builds with different migrations compare; the keys.
+async fn migrated_and_seeded(
+    build: &Path,
+    count: usize,
+) -> anyhow::Result<(Instance, Vec<String>)> {
+    let instance = Instance::create(build, None, None, "").await?;
+    let migrated = instance.command().arg("migrate").output()?;
+    anyhow::ensure!(
+        migrated.status.success(),
+        "{} migrate: {}",
+        build.display(),
+        String::from_utf8_lossy(&migrated.stderr)
+    );
+    let keys = fluxgate_bench::seed::seed_by_sql(
+        &instance.database_url()?,
+        count,
+        BENCH_PLAN,
+        fluxgate_server::clock::now(),
+    )
+    .await?;
+    Ok((instance, keys))
+}
+
 async fn against(args: &Args, other: &Path, flagged: bool) -> anyhow::Result<()> {
     let load = args.load();
     let builds = [args.fluxgate.as_path(), other];
@@ -726,23 +741,7 @@ async fn against(args: &Args, other: &Path, flagged: bool) -> anyhow::Result<()>
     let (mut warm, mut bodies) = (vec![], vec![]);
     let client = reqwest::Client::new();
     for (i, build) in builds.iter().enumerate() {
-        let instance = Instance::create(build, None, None, "").await?;
-        // each build migrates its own database; the keys go in by plain SQL, so two builds
-        // with different migrations compare
-        let migrated = instance.command().arg("migrate").output()?;
-        anyhow::ensure!(
-            migrated.status.success(),
-            "{} migrate: {}",
-            build.display(),
-            String::from_utf8_lossy(&migrated.stderr)
-        );
-        let keys = fluxgate_bench::seed::seed_by_sql(
-            &instance.database_url()?,
-            args.keys,
-            BENCH_PLAN,
-            fluxgate_server::clock::now(),
-        )
-        .await?;
+        let (instance, keys) = migrated_and_seeded(build, args.keys).await?;
         bodies.push(verify_bodies(
             scripts.path(),
             &format!("warm{i}.txt"),
