@@ -19,12 +19,72 @@ use tracing_subscriber::EnvFilter;
 /// What the log lines written while serving a request say of it.
 #[derive(Debug, Clone)]
 pub struct RequestScope {
-    /// Its id, as its `X-Request-Id` header value.
-    pub id: HeaderValue,
+    /// Its id, echoed as its `X-Request-Id`.
+    pub id: RequestId,
     /// Its method.
     pub method: Method,
     /// Its route template (never the concrete path, which can carry tokens).
     pub route: &'static str,
+}
+
+/// A request's id: the caller's `X-Request-Id` as sent, or one made here — `req_` and a ULID,
+/// kept inline, so making and copying it allocates nothing (it runs for every request).
+#[derive(Debug, Clone)]
+pub enum RequestId {
+    /// `req_` and a ULID.
+    Made([u8; MADE_ID_LEN]),
+    /// The caller's (1–128 visible ASCII characters, checked by the request context).
+    Given(HeaderValue),
+}
+
+/// The length of a made id: `req_` and 26 characters.
+const MADE_ID_LEN: usize = 4 + ulid::ULID_LEN;
+
+thread_local! {
+    /// ULIDs made on one thread count up within a millisecond from a random start, so most
+    /// draw no random bytes.
+    static IDS: std::cell::RefCell<ulid::Generator> =
+        const { std::cell::RefCell::new(ulid::Generator::new()) };
+}
+
+impl RequestId {
+    /// A fresh `req_<ulid>`.
+    pub fn made() -> Self {
+        let counted = IDS.with(|ids| {
+            ids.try_borrow_mut()
+                .ok()
+                .and_then(|mut ids| ids.generate().ok())
+        });
+        // the count ran out within one millisecond (or the generator is busy): a random one
+        let ulid = match counted {
+            Some(ulid) => ulid,
+            None => ulid::Ulid::new(),
+        };
+        let mut id = [0u8; MADE_ID_LEN];
+        id[..4].copy_from_slice(b"req_");
+        let mut encoded = [0u8; ulid::ULID_LEN];
+        ulid.array_to_str(&mut encoded);
+        id[4..].copy_from_slice(&encoded);
+        Self::Made(id)
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Made(id) => std::str::from_utf8(id).unwrap_or_default(),
+            Self::Given(value) => value.to_str().unwrap_or_default(),
+        }
+    }
+
+    /// The id as the `X-Request-Id` header value.
+    pub fn header_value(&self) -> HeaderValue {
+        match self {
+            Self::Made(id) => {
+                HeaderValue::from_bytes(id).unwrap_or(HeaderValue::from_static("req_"))
+            }
+            Self::Given(value) => value.clone(),
+        }
+    }
 }
 
 tokio::task_local! {
@@ -35,7 +95,7 @@ tokio::task_local! {
 /// The id of the request being served, or empty outside one.
 pub fn request_id() -> String {
     REQUEST
-        .try_with(|request| request.id.to_str().unwrap_or_default().to_owned())
+        .try_with(|request| request.id.as_str().to_owned())
         .unwrap_or_default()
 }
 
@@ -80,7 +140,7 @@ where
         let Ok(request) = REQUEST.try_with(RequestScope::clone) else {
             return self.inner.format_event(ctx, writer, event);
         };
-        let id = request.id.to_str().unwrap_or_default();
+        let id = request.id.as_str();
         if !F::JSON {
             write!(
                 writer,
@@ -161,11 +221,29 @@ mod tests {
 
     fn in_request(log: impl FnOnce()) {
         let scope = RequestScope {
-            id: HeaderValue::from_static("req_test"),
+            id: RequestId::Given(HeaderValue::from_static("req_test")),
             method: Method::POST,
             route: "/api/v1/keys/verify",
         };
         REQUEST.sync_scope(scope, log);
+    }
+
+    #[test]
+    fn made_ids_are_distinct_ulids_echoed_as_their_header() {
+        let ids: Vec<String> = (0..1000)
+            .map(|_| RequestId::made().as_str().to_owned())
+            .collect();
+        for id in &ids {
+            let ulid = id.strip_prefix("req_").expect("req_ prefix");
+            assert!(ulid::Ulid::from_string(ulid).is_ok(), "{id}");
+        }
+        // made on one thread: each larger than the last, so none repeats
+        assert!(ids.windows(2).all(|pair| pair[0] < pair[1]));
+        let made = RequestId::made();
+        assert_eq!(made.header_value().to_str().ok(), Some(made.as_str()));
+        let given = RequestId::Given(HeaderValue::from_static("trace-42"));
+        assert_eq!(given.as_str(), "trace-42");
+        assert_eq!(given.header_value(), "trace-42");
     }
 
     #[test]

@@ -23,7 +23,7 @@ use crate::error::ApiError;
 use crate::metrics;
 use crate::request_limits::LimitSlot;
 use crate::state::AppState;
-use crate::telemetry::{RequestScope, REQUEST};
+use crate::telemetry::{RequestId, RequestScope, REQUEST};
 use crate::usage_recorder::Attribution;
 use axum::body::HttpBody;
 use axum::extract::{DefaultBodyLimit, Request, State};
@@ -183,21 +183,16 @@ fn panicked(_: Box<dyn std::any::Any + Send>) -> Response {
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The request's id: the caller's `X-Request-Id` when it is sane (1–128 visible ASCII
-/// characters), else a fresh `req_<ulid>` (made on the stack: this runs for every request).
-fn request_id(request: &Request) -> HeaderValue {
+/// characters), else a fresh `req_<ulid>`.
+fn request_id(request: &Request) -> RequestId {
     let given = request
         .headers()
         .get(&X_REQUEST_ID)
         .filter(|v| (1..=128).contains(&v.len()) && v.as_bytes().iter().all(u8::is_ascii_graphic));
-    if let Some(given) = given {
-        return given.clone();
+    match given {
+        Some(given) => RequestId::Given(given.clone()),
+        None => RequestId::made(),
     }
-    let mut id = [0u8; 4 + ulid::ULID_LEN];
-    id[..4].copy_from_slice(b"req_");
-    let mut encoded = [0u8; ulid::ULID_LEN];
-    ulid::Ulid::new().array_to_str(&mut encoded);
-    id[4..].copy_from_slice(&encoded);
-    HeaderValue::from_bytes(&id).unwrap_or(HeaderValue::from_static("req_"))
 }
 
 /// One middleware for what every request needs around it, in one place (each extra layer costs
@@ -245,7 +240,9 @@ where
         Ok(response) => response,
         Err(never) => match never {},
     };
-    response.headers_mut().insert(X_REQUEST_ID, id.clone());
+    response
+        .headers_mut()
+        .insert(X_REQUEST_ID, id.header_value());
     slot.write_headers(&mut response);
     if sends_body && response.status().as_u16() >= 400 {
         // a refusal may leave the body unread, and then the server closes the connection:
@@ -270,7 +267,7 @@ where
     tracing::debug!(
         method = %method,
         route,
-        request_id = id.to_str().unwrap_or_default(),
+        request_id = id.as_str(),
         status,
         latency_ms = elapsed.as_secs_f64() * 1000.0,
         "request finished"

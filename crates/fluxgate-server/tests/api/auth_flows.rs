@@ -316,7 +316,9 @@ async fn resend_verification_mails_only_unverified_accounts(backend: Backend) {
 
 async fn verification_tokens_are_single_use_and_expire(backend: Backend) {
     let app = TestApp::spawn_with(backend, |t| {
-        fluxgate_testkit::set_config(t, "auth.verification_ttl", "3s"); // times are whole seconds: 2-3 s of life
+        // times are whole seconds: 5-6 s of life, enough for the second token to be used on a
+        // loaded machine (signup hashes a password, the mail goes through SMTP)
+        fluxgate_testkit::set_config(t, "auth.verification_ttl", "6s");
     })
     .await;
     app.post(
@@ -325,7 +327,7 @@ async fn verification_tokens_are_single_use_and_expire(backend: Backend) {
     )
     .await;
     let token = smtp::token_in(&app.mail.wait_for("cy@example.com", "Verify").await.body);
-    tokio::time::sleep(Duration::from_millis(3500)).await;
+    tokio::time::sleep(Duration::from_millis(6500)).await;
     let expired = app
         .post("/api/v1/auth/verify-email", json!({ "token": token }))
         .await;
