@@ -5,7 +5,7 @@
 use crate::audit::{Actor, AuditEvent};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::ClientInfo;
-use crate::keycache::CachedKey;
+use crate::keycache::{CachedKey, KeyHash};
 use crate::state::AppState;
 use crate::user_auth::AuthUser;
 use axum::extract::{FromRequestParts, RawPathParams};
@@ -165,14 +165,39 @@ pub async fn verified_key(
     parts: &Parts,
     text: &str,
 ) -> ApiResult<Option<Arc<CachedKey>>> {
+    verified_key_then(state, parts, text, Arc::clone).await
+}
+
+/// `decide` on the context of a presented key that verifies now, as [`verified_key`] finds it.
+/// A key this worker thread authenticated a moment ago is recalled by comparing what was
+/// presented ([`KeyCache::recall`](crate::keycache::KeyCache::recall)) — a caller sending the
+/// same key on every request is not hashed and looked up each time — and still checked for
+/// expiry and its IP allowlist on every request.
+pub async fn verified_key_then<R>(
+    state: &AppState,
+    parts: &Parts,
+    text: &str,
+    decide: impl Fn(&Arc<CachedKey>) -> R,
+) -> ApiResult<Option<R>> {
     let now = crate::clock::now();
-    match crate::services::verify::presented(state, text, now).await? {
-        crate::services::verify::Presented::Known(key) if key.refusal(now).is_none() => {
-            let from = crate::extract::caller_ip(parts, state);
-            if !key.ip_allowlist.admits(from) {
-                return Err(ApiError::ForbiddenIp);
-            }
-            Ok(Some(key))
+    let standing = |key: &Arc<CachedKey>| {
+        if key.refusal(now).is_some() {
+            return Ok(None);
+        }
+        let allowlist = &key.ip_allowlist;
+        if !allowlist.is_open() && !allowlist.admits(crate::extract::caller_ip(parts, state)) {
+            return Err(ApiError::ForbiddenIp);
+        }
+        Ok(Some(decide(key)))
+    };
+    if let Some(recalled) = state.keys.recall(text, standing) {
+        return recalled;
+    }
+    let hash = KeyHash::of(text);
+    match crate::services::verify::presented_hashed(state, text, &hash, now).await? {
+        crate::services::verify::Presented::Known(key) => {
+            state.keys.remember(text, &hash, &key);
+            standing(&key)
         }
         _ => Ok(None),
     }

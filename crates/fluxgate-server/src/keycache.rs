@@ -20,6 +20,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+mod recall;
+
 const SHARDS: usize = 16;
 /// Live secrets read per query when the cache syncs with the database.
 const SYNC_PAGE: i64 = 10_000;
@@ -123,6 +125,8 @@ pub struct CachedKey {
     pub named_limits: Vec<NamedQuota>,
     /// Its usage credits' refill, when it has credits (the count itself is in the database).
     pub credits: Option<crate::services::credits::CreditPolicy>,
+    /// When a verify last noted its use for the usage recorder (see [`CachedKey::use_due`]).
+    pub use_noted_at: std::sync::atomic::AtomicI64,
 }
 
 /// A named limit as the limiter spends it.
@@ -222,9 +226,23 @@ impl CachedKey {
             leaked_at: key.leaked_at,
             secret_retires_at: lookup.secret_retires_at,
             environment: key.environment.as_str().to_owned(),
+            use_noted_at: i64::MIN.into(),
         };
         cached.may_verify_keys = cached.operator_allows("keys:verify", &config.catalog);
         cached
+    }
+
+    /// Whether a verify at `now` should note the key's use: not if one did within
+    /// [`LAST_USED_PRECISION`](crate::usage_recorder::LAST_USED_PRECISION) (the recorder writes
+    /// a key's last use that often at most), so most verifies only read this.
+    pub fn use_due(&self, now: i64) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        let noted = self.use_noted_at.load(Relaxed);
+        let due = now.saturating_sub(noted) >= crate::usage_recorder::LAST_USED_PRECISION;
+        if due {
+            self.use_noted_at.store(now, Relaxed);
+        }
+        due
     }
 
     /// Does this key hold an instance-wide (operator) permission? It must belong to the
@@ -438,7 +456,48 @@ pub struct KeyCache {
     /// real key and is looked up whatever the unknown budget (the node serves at once, before
     /// reading a million hashes).
     synced: std::sync::atomic::AtomicBool,
+    /// This cache among the process's (a thread's recalled callers name the cache they came
+    /// from: tests run many servers in one process).
+    id: u64,
+    /// Moves after every write to any shard: what a thread recalled at one generation is still
+    /// the cache's answer while it has not moved (see [`recall`]).
+    generation: Generation,
 }
+
+/// [`KeyCache::generation`], alone on its cache line: read by every recall on every core,
+/// written only when the cache changes.
+type Generation = crossbeam_utils::CachePadded<std::sync::atomic::AtomicU64>;
+
+/// A shard held for writing; the cache's generation moves when it is let go (while the lock is
+/// still held, so no reader sees the change without the move).
+struct ShardWrite<'a> {
+    secrets: std::sync::RwLockWriteGuard<'a, Secrets>,
+    generation: &'a Generation,
+}
+
+impl std::ops::Deref for ShardWrite<'_> {
+    type Target = Secrets;
+
+    fn deref(&self) -> &Secrets {
+        &self.secrets
+    }
+}
+
+impl std::ops::DerefMut for ShardWrite<'_> {
+    fn deref_mut(&mut self) -> &mut Secrets {
+        &mut self.secrets
+    }
+}
+
+impl Drop for ShardWrite<'_> {
+    fn drop(&mut self) {
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::Release);
+    }
+}
+
+/// Numbers the caches of this process.
+static NEXT_CACHE_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 impl KeyCache {
     /// An empty cache whose entries are reread once older than `max_age`, keeping at most about
@@ -464,11 +523,21 @@ impl KeyCache {
             fill_pause: Mutex::new(None),
             epoch: now,
             synced: std::sync::atomic::AtomicBool::new(false),
+            id: NEXT_CACHE_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            generation: Generation::default(),
         }
     }
 
     fn shard(&self, short: u128) -> &RwLock<Secrets> {
         &self.shards[shard_of(short)]
+    }
+
+    /// Holds `shard` for writing (None if a panic poisoned it); the generation moves after.
+    fn write<'a>(&'a self, shard: &'a RwLock<Secrets>) -> Option<ShardWrite<'a>> {
+        Some(ShardWrite {
+            secrets: shard.write().ok()?,
+            generation: &self.generation,
+        })
     }
 
     fn change_number(&self) -> u64 {
@@ -516,7 +585,7 @@ impl KeyCache {
             if live_here.is_empty() {
                 continue;
             }
-            if let Ok(mut shard) = shard.write() {
+            if let Some(mut shard) = self.write(shard) {
                 for short in live_here {
                     shard.entry(short).or_insert(Slot::Known { since: began });
                 }
@@ -533,7 +602,7 @@ impl KeyCache {
         let (live_by_shard, live) = Self::read_live(store, 0).await?;
         let mut dropped = 0usize;
         for (shard, live_here) in self.shards.iter().zip(live_by_shard) {
-            if let Ok(mut shard) = shard.write() {
+            if let Some(mut shard) = self.write(shard) {
                 shard.retain(|short, slot| {
                     let keep = live_here.binary_search(short).is_ok()
                         || match slot {
@@ -568,7 +637,7 @@ impl KeyCache {
         if let Ok(mut negative) = self.negative.lock() {
             negative.remove(&hash.short);
         }
-        if let Ok(mut shard) = self.shard(hash.short).write() {
+        if let Some(mut shard) = self.write(self.shard(hash.short)) {
             shard.entry(hash.short).or_insert(Slot::Known { since });
         }
     }
@@ -576,7 +645,7 @@ impl KeyCache {
     /// Unloads these secrets (reloaded on next use).
     fn unload(&self, shorts: &[u128]) {
         for short in shorts {
-            if let Ok(mut shard) = self.shard(*short).write() {
+            if let Some(mut shard) = self.write(self.shard(*short)) {
                 if let Some(slot) = shard.get_mut(short) {
                     slot.unload();
                 }
@@ -628,7 +697,7 @@ impl KeyCache {
             *index = Index::default();
         }
         for shard in self.shards.iter() {
-            if let Ok(mut shard) = shard.write() {
+            if let Some(mut shard) = self.write(shard) {
                 shard.values_mut().for_each(Slot::unload);
             }
         }
@@ -748,7 +817,7 @@ impl KeyCache {
         if let Ok(mut index) = self.index.lock() {
             index.add(key, hash.short);
         }
-        if let Ok(mut shard) = self.shard(hash.short).write() {
+        if let Some(mut shard) = self.write(self.shard(hash.short)) {
             let at = Instant::now();
             shard.insert(
                 hash.short,
@@ -798,7 +867,7 @@ impl KeyCache {
         loaded.select_nth_unstable(excess - 1);
         let mut unloaded = 0;
         for (_, short) in &loaded[..excess] {
-            let Ok(mut shard) = self.shard(*short).write() else {
+            let Some(mut shard) = self.write(self.shard(*short)) else {
                 continue;
             };
             let Some(slot) = shard.get_mut(short) else {
@@ -834,7 +903,7 @@ impl KeyCache {
 
     /// No key has this secret: drop it and remember so (bounded).
     fn forget(&self, hash: &KeyHash) {
-        if let Ok(mut shard) = self.shard(hash.short).write() {
+        if let Some(mut shard) = self.write(self.shard(hash.short)) {
             shard.remove(&hash.short);
         }
         if let Ok(mut negative) = self.negative.lock() {

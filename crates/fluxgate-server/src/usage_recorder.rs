@@ -100,8 +100,46 @@ impl<K: std::hash::Hash + Eq + Clone> UseLog<K> {
     }
 }
 
-/// Shards of the attributed-call counters, so concurrent calls of different keys rarely meet.
-const CALL_SHARDS: usize = 16;
+/// What this node counted and has not yet handed to the writer, one stripe per thread (threads
+/// are numbered as they first count; a runtime has as many workers as there are stripes, by
+/// default): a core counting a call never takes a lock, or writes a cache line, another core
+/// took a moment before.
+#[derive(Default)]
+struct Stripe {
+    /// Calls per (org, key, endpoint, outcome, minute).
+    calls: FastMap<CallKey, i64>,
+    /// Quantities per org, meter and month.
+    added: FastMap<OrgId, Vec<Added>>,
+}
+
+/// A quantity of one meter in one month, counted in a stripe.
+struct Added {
+    meter: String,
+    month: Month,
+    quantity: i64,
+}
+
+impl Stripe {
+    /// What this stripe holds of the org's `meter` in `month`.
+    fn added(&self, org_id: &OrgId, meter: &str, month: Month) -> i64 {
+        self.added.get(org_id).map_or(0, |added| {
+            added
+                .iter()
+                .filter(|a| a.meter == meter && a.month == month)
+                .map(|a| a.quantity)
+                .sum()
+        })
+    }
+}
+
+/// This thread's number among those that counted (see [`Stripe`]).
+fn thread_number() -> usize {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    thread_local! {
+        static NUMBER: usize = NEXT.fetch_add(1, Ordering::Relaxed);
+    }
+    NUMBER.with(|number| *number)
+}
 
 /// `(org, key, endpoint, outcome, minute)`
 type CallKey = (OrgId, KeyId, String, String, i64);
@@ -147,18 +185,19 @@ pub struct Attribution<'a> {
 /// The recorder every request reports to.
 pub struct UsageRecorder {
     store: Arc<dyn Store>,
-    /// Calls per (org, key, endpoint, outcome, minute), not yet written (including in flight),
-    /// sharded by key.
-    calls: Box<[Mutex<FastMap<CallKey, i64>>]>,
-    hasher: hashbrown::DefaultHashBuilder,
+    /// What each thread counted since the last write took it.
+    stripes: Box<[crossbeam_utils::CachePadded<Mutex<Stripe>>]>,
     /// `usage.attribution`: whether [`UsageRecorder::count_call`] counts.
     attribution: std::sync::atomic::AtomicBool,
     /// Hourly and daily roll-ups are complete before these times (set by the roll-up task).
     hours_rolled_until: AtomicI64,
     days_rolled_until: AtomicI64,
+    /// The monthly totals (what the stripes counted is added in when a write takes it, under
+    /// this lock, so [`UsageRecorder::used`] never misses an amount on its way) and last uses.
     book: Mutex<Book>,
-    /// Serialises writes, so two flushes never write the same pending amounts.
-    writing: tokio::sync::Mutex<()>,
+    /// Serialises writes, so two flushes never write the same amounts; holds the calls taken
+    /// from the stripes and not written yet (the database could not take them: retried).
+    writing: tokio::sync::Mutex<FastMap<CallKey, i64>>,
 }
 
 /// Runs `f` on the org's counter for `meter` in `month`, created empty if new (the org id,
@@ -175,14 +214,6 @@ fn with_counter<R>(
     }
     let counters = book.counters.entry(org_id.to_owned()).or_default();
     f(find_or_push(counters, meter, month))
-}
-
-/// Adds `quantity` to what is pending of the org's `meter` in the month of `now`.
-fn add_pending(book: &mut Book, org_id: &OrgId, meter: &str, quantity: i64, now: i64) {
-    let month = Month::of(now);
-    with_counter(book, org_id, meter, month.as_str(), |c| {
-        c.pending = c.pending.saturating_add(quantity)
-    });
 }
 
 fn find_or_push<'a>(counters: &'a mut Vec<Counter>, meter: &str, month: &str) -> &'a mut Counter {
@@ -244,23 +275,43 @@ impl UsageRecorder {
     pub fn new(store: Arc<dyn Store>, attribution: bool) -> Self {
         Self {
             store,
-            calls: (0..CALL_SHARDS)
-                .map(|_| Mutex::new(FastMap::default()))
+            stripes: (0..std::thread::available_parallelism().map_or(4, |n| n.get().clamp(1, 64)))
+                .map(|_| crossbeam_utils::CachePadded::new(Mutex::new(Stripe::default())))
                 .collect(),
-            hasher: hashbrown::DefaultHashBuilder::default(),
             attribution: std::sync::atomic::AtomicBool::new(attribution),
             hours_rolled_until: AtomicI64::new(0),
             days_rolled_until: AtomicI64::new(0),
             book: Mutex::new(Book::default()),
-            writing: tokio::sync::Mutex::new(()),
+            writing: tokio::sync::Mutex::new(FastMap::default()),
         }
     }
 
-    /// Counts `quantity` of `meter` for `org_id` in the month of `now`.
+    /// Counts `quantity` of `meter` for `org_id` in the month of `now`, in this thread's stripe
+    /// (the org id and meter are only copied the first time, so the hot path does not allocate).
     pub fn add(&self, org_id: &OrgId, meter: &str, quantity: i64, now: i64) {
-        if let Ok(mut book) = self.book.lock() {
-            add_pending(&mut book, org_id, meter, quantity, now);
+        let month = Month::of(now);
+        let Ok(mut stripe) = self.stripe().lock() else {
+            return;
+        };
+        let added = match stripe.added.get_mut(org_id) {
+            Some(added) => added,
+            None => stripe.added.entry(org_id.to_owned()).or_default(),
+        };
+        match added
+            .iter_mut()
+            .find(|a| a.meter == meter && a.month == month)
+        {
+            Some(found) => found.quantity = found.quantity.saturating_add(quantity),
+            None => added.push(Added {
+                meter: meter.to_owned(),
+                month,
+                quantity,
+            }),
         }
+    }
+
+    fn stripe(&self) -> &Mutex<Stripe> {
+        &self.stripes[thread_number() % self.stripes.len()]
     }
 
     /// Notes that a key was used at `now` (queued for writing at most once a minute per key).
@@ -277,8 +328,8 @@ impl UsageRecorder {
         }
     }
 
-    /// A verified call: counts `quantity` of `meter` for the org and notes the key's use, under
-    /// one lock.
+    /// A verified call: counts `quantity` of `meter` for the org, and notes the key's use when
+    /// `use_due` (the caller knows the key was noted less than [`LAST_USED_PRECISION`] ago).
     pub fn record_call(
         &self,
         org_id: &OrgId,
@@ -286,10 +337,11 @@ impl UsageRecorder {
         meter: &str,
         quantity: i64,
         now: i64,
+        use_due: bool,
     ) {
-        if let Ok(mut book) = self.book.lock() {
-            add_pending(&mut book, org_id, meter, quantity, now);
-            book.key_uses.note(key_id, now);
+        self.add(org_id, meter, quantity, now);
+        if use_due {
+            self.touch_key(key_id, now);
         }
     }
 
@@ -312,11 +364,11 @@ impl UsageRecorder {
         }
         let calls = i64::try_from(calls).unwrap_or(i64::MAX);
         let minute = now - now.rem_euclid(60);
-        let Ok(mut shard) = self.call_shard(key_id).lock() else {
+        let Ok(mut stripe) = self.stripe().lock() else {
             return;
         };
         let counted = CallRef(org_id, key_id, endpoint, outcome, minute);
-        if let Some(count) = shard.get_mut(&counted) {
+        if let Some(count) = stripe.calls.get_mut(&counted) {
             *count = count.saturating_add(calls);
         } else {
             let key = (
@@ -326,11 +378,12 @@ impl UsageRecorder {
                 outcome.to_owned(),
                 minute,
             );
-            shard.insert(key, calls);
+            stripe.calls.insert(key, calls);
         }
     }
 
-    /// The org's total for `meter` this month as far as this node knows, if it knows it.
+    /// The org's total for `meter` this month as far as this node knows, if it knows it: as
+    /// last written, plus what is being written, plus what the stripes hold.
     pub fn used(&self, org_id: &OrgId, meter: &str, now: i64) -> Option<i64> {
         let month = Month::of(now);
         let book = self.book.lock().ok()?;
@@ -339,7 +392,17 @@ impl UsageRecorder {
             .get(org_id)?
             .iter()
             .find(|c| c.meter == meter && c.month == month.as_str())?;
-        Some(found.stored?.saturating_add(found.pending))
+        let known = found.stored?.saturating_add(found.pending);
+        Some(known.saturating_add(self.in_stripes(org_id, meter, month)))
+    }
+
+    /// What the stripes hold of the org's `meter` in `month` (the book's lock held, so a write
+    /// cannot move an amount from them to the book meanwhile).
+    fn in_stripes(&self, org_id: &OrgId, meter: &str, month: Month) -> i64 {
+        self.stripes
+            .iter()
+            .filter_map(|stripe| stripe.lock().ok().map(|s| s.added(org_id, meter, month)))
+            .fold(0, i64::saturating_add)
     }
 
     /// Reads the org's stored total for `meter` this month (the cold path, before `used`).
@@ -350,18 +413,10 @@ impl UsageRecorder {
             .usage_total(org_id, meter, month.as_str())
             .await?;
         let mut book = self.lock_book()?;
-        Ok(with_counter(
-            &mut book,
-            org_id,
-            meter,
-            month.as_str(),
-            |c| c.stored.get_or_insert(total).saturating_add(c.pending),
-        ))
-    }
-
-    fn call_shard(&self, key_id: &KeyId) -> &Mutex<FastMap<CallKey, i64>> {
-        use std::hash::BuildHasher;
-        &self.calls[(self.hasher.hash_one(key_id) as usize) % CALL_SHARDS]
+        let known = with_counter(&mut book, org_id, meter, month.as_str(), |c| {
+            c.stored.get_or_insert(total).saturating_add(c.pending)
+        });
+        Ok(known.saturating_add(self.in_stripes(org_id, meter, month)))
     }
 
     fn lock_book(&self) -> ApiResult<std::sync::MutexGuard<'_, Book>> {
@@ -375,16 +430,28 @@ impl UsageRecorder {
         self.write().await
     }
 
-    /// Writes a batch of attributed calls. A database that cannot serve keeps them pending; a
-    /// batch it refuses for any other reason is written row by row, so one row it will never
-    /// take (there should be none: input is checked at the door) costs that row, not the batch
-    /// and every batch after it.
-    async fn write_calls(&self, calls: Vec<CallCount>) -> ApiResult<()> {
+    /// Writes the attributed calls taken from the stripes (`unwritten`), forgetting each once
+    /// written. A database that cannot serve keeps them for the next attempt; a batch it refuses
+    /// for any other reason is written row by row, so one row it will never take (there should
+    /// be none: input is checked at the door) costs that row, not the batch and every batch
+    /// after it.
+    async fn write_calls(&self, unwritten: &mut FastMap<CallKey, i64>) -> ApiResult<()> {
+        let calls: Vec<CallCount> = unwritten
+            .iter()
+            .map(
+                |((org_id, key_id, endpoint, outcome, minute), count)| CallCount {
+                    org_id: org_id.clone(),
+                    key_id: key_id.clone(),
+                    endpoint: endpoint.clone(),
+                    outcome: outcome.clone(),
+                    minute: *minute,
+                    count: *count,
+                },
+            )
+            .collect();
         match self.store.add_call_counts(&calls).await {
             Ok(()) => {
-                for call in calls {
-                    self.forget_written(call);
-                }
+                unwritten.clear();
                 Ok(())
             }
             Err(StoreError::Unavailable(error)) => Err(StoreError::Unavailable(error).into()),
@@ -404,52 +471,52 @@ impl UsageRecorder {
                             tracing::error!(%error, endpoint = %call.endpoint, "dropping a usage row the database refuses")
                         }
                     }
-                    self.forget_written(call);
+                    unwritten.remove(&(
+                        call.org_id,
+                        call.key_id,
+                        call.endpoint,
+                        call.outcome,
+                        call.minute,
+                    ));
                 }
                 Ok(())
             }
         }
     }
 
-    /// Takes a written (or dropped) call count off what is pending.
-    fn forget_written(&self, call: CallCount) {
-        let Ok(mut shard) = self.call_shard(&call.key_id).lock() else {
-            return;
-        };
-        let key = (
-            call.org_id,
-            call.key_id,
-            call.endpoint,
-            call.outcome,
-            call.minute,
-        );
-        if let Some(count) = shard.get_mut(&key) {
-            *count -= call.count;
-            if *count <= 0 {
-                shard.remove(&key);
+    /// Takes what the stripes counted: calls into `unwritten`, quantities into the book's
+    /// pending amounts — under the book's lock, so [`UsageRecorder::used`] sees each amount in
+    /// one place or the other.
+    fn take_stripes(&self, unwritten: &mut FastMap<CallKey, i64>) -> ApiResult<()> {
+        let mut book = self.lock_book()?;
+        for stripe in self.stripes.iter() {
+            let mut stripe = stripe
+                .lock()
+                .map_err(|_| anyhow::anyhow!("usage stripe poisoned"))?;
+            for (call, count) in stripe.calls.drain() {
+                let total = unwritten.entry(call).or_insert(0);
+                *total = total.saturating_add(count);
+            }
+            for (org_id, added) in stripe.added.drain() {
+                for Added {
+                    meter,
+                    month,
+                    quantity,
+                } in added
+                {
+                    with_counter(&mut book, &org_id, &meter, month.as_str(), |c| {
+                        c.pending = c.pending.saturating_add(quantity)
+                    });
+                }
             }
         }
+        Ok(())
     }
 
     /// Writes the attributed calls, monthly counters and last uses.
     async fn write(&self) -> ApiResult<()> {
-        let _writing = self.writing.lock().await;
-        let mut calls: Vec<CallCount> = Vec::new();
-        for shard in self.calls.iter() {
-            let shard = shard
-                .lock()
-                .map_err(|_| anyhow::anyhow!("usage counters poisoned"))?;
-            calls.extend(shard.iter().map(
-                |((org_id, key_id, endpoint, outcome, minute), count)| CallCount {
-                    org_id: org_id.clone(),
-                    key_id: key_id.clone(),
-                    endpoint: endpoint.clone(),
-                    outcome: outcome.clone(),
-                    minute: *minute,
-                    count: *count,
-                },
-            ));
-        }
+        let mut unwritten = self.writing.lock().await;
+        self.take_stripes(&mut unwritten)?;
         let (increments, (key_uses, secret_uses)) = {
             let book = self.lock_book()?;
             let increments: Vec<UsageIncrement> = book
@@ -472,8 +539,8 @@ impl UsageRecorder {
                 (book.key_uses.pending(), book.secret_uses.pending()),
             )
         };
-        if !calls.is_empty() {
-            self.write_calls(calls).await?;
+        if !unwritten.is_empty() {
+            self.write_calls(&mut unwritten).await?;
         }
         if !increments.is_empty() {
             let totals = self.store.add_usage(&increments).await?;

@@ -1,7 +1,7 @@
 //! `POST /keys/verify`: the HTTP face of [`services::verify`](crate::services::verify). Always
 //! 200, with `valid`, a `code` and the key's whole context; the caller needs `keys:verify`.
 
-use crate::access::{presented_key, verified_key, Caller};
+use crate::access::{presented_key, verified_key_then, Caller};
 use crate::error::{ApiError, ApiResult};
 use crate::extract;
 use crate::services::verify;
@@ -36,21 +36,20 @@ impl FromRequestParts<AppState> for Verifier {
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
         let caller = match presented_key(parts) {
-            Some(text) => Caller::Key(
-                verified_key(state, parts, text)
+            // a key's right is decided without holding on to its context
+            Some(text) => {
+                return match verified_key_then(state, parts, text, |key| key.may_verify_keys)
                     .await?
-                    .ok_or(ApiError::Unauthorized)?,
-            ),
+                {
+                    Some(true) => Ok(Self),
+                    Some(false) => Err(ApiError::InsufficientScope("keys:verify".into())),
+                    None => Err(ApiError::Unauthorized),
+                };
+            }
             None => Caller::User(Box::new(AuthUser::from_request_parts(parts, state).await?)),
         };
-        let allowed = match &caller {
-            Caller::Key(key) => key.may_verify_keys,
-            Caller::User(_) => {
-                crate::access::require_second_factor(state, &caller)?;
-                caller.operator_allows(state, "keys:verify").await?
-            }
-        };
-        if allowed {
+        crate::access::require_second_factor(state, &caller)?;
+        if caller.operator_allows(state, "keys:verify").await? {
             Ok(Self)
         } else {
             Err(caller.lacks("keys:verify"))

@@ -167,6 +167,7 @@ pub async fn verify(state: &AppState, request: VerifyRequest, now: i64) -> ApiRe
             "requests",
             i64::try_from(cost).unwrap_or(i64::MAX),
             now,
+            key.use_due(now),
         );
     }
     let entitled = state.flags.entitlements_of(&key, now);
@@ -191,8 +192,17 @@ pub async fn verify(state: &AppState, request: VerifyRequest, now: i64) -> ApiRe
 /// looked up. A secret being rotated out has its use noted, so its owner sees whether it is
 /// still called.
 pub async fn presented(state: &AppState, text: &str, now: i64) -> ApiResult<Presented> {
-    let hash = KeyHash::of(text);
-    let key = match state.keys.warm(&hash) {
+    presented_hashed(state, text, &KeyHash::of(text), now).await
+}
+
+/// [`presented`], for a caller that has hashed the text already.
+pub async fn presented_hashed(
+    state: &AppState,
+    text: &str,
+    hash: &KeyHash,
+    now: i64,
+) -> ApiResult<Presented> {
+    let key = match state.keys.warm(hash) {
         Some(key) => key,
         None => {
             if apikey::parse(text).is_err() {
@@ -200,7 +210,7 @@ pub async fn presented(state: &AppState, text: &str, now: i64) -> ApiResult<Pres
             }
             match state
                 .keys
-                .get(&hash, state.store.as_ref(), &state.config)
+                .get(hash, state.store.as_ref(), &state.config)
                 .await?
             {
                 Lookup::Found(key) => key,
@@ -462,7 +472,18 @@ mod tests {
             credits: None,
             named_limits: Vec::new(),
             ip_allowlist: Default::default(),
+            use_noted_at: i64::MIN.into(),
         }
+    }
+
+    #[test]
+    fn a_keys_use_is_due_once_per_precision() {
+        let key = tricky_key();
+        assert!(key.use_due(1_000), "the first use is noted");
+        assert!(!key.use_due(1_001));
+        assert!(!key.use_due(1_059));
+        assert!(key.use_due(1_060), "a minute later, again");
+        assert!(!key.use_due(1_061));
     }
 
     #[test]

@@ -22,6 +22,7 @@ both_backends!(
     usage_and_last_use_are_written_in_batches_and_at_shutdown,
     a_full_key_cache_drops_the_least_recently_used_contexts_and_still_answers_right,
     a_node_answers_before_it_has_read_every_secret,
+    a_verifier_recalled_by_its_thread_loses_its_right_at_once,
 );
 
 const PRODUCT: &str = r#"
@@ -1396,4 +1397,120 @@ async fn found_after_a_flood(
         .await
         .unwrap();
     matches!(lookup, Lookup::Found(_))
+}
+
+/// Verifies `key` with `verifier` `times` times, eight at a time (so both worker threads serve
+/// the verifier and recall it), and returns the statuses.
+async fn verify_burst(app: &TestApp, verifier: &str, key: &str, times: usize) -> Vec<u16> {
+    let mut statuses = Vec::with_capacity(times);
+    for _ in 0..times.div_ceil(8) {
+        let calls = (0..8).map(|_| {
+            with_key(
+                app,
+                Method::POST,
+                "/keys/verify",
+                verifier,
+                Some(json!({ "key": key })),
+            )
+        });
+        for response in futures_util::future::join_all(calls).await {
+            statuses.push(response.status().as_u16());
+        }
+    }
+    statuses
+}
+
+/// A verifier key used on every request is recalled by the thread that served it without being
+/// hashed again — and loses its right the moment it is revoked, its scope is taken away or it
+/// expires, whichever thread serves the next call.
+async fn a_verifier_recalled_by_its_thread_loses_its_right_at_once(backend: Backend) {
+    let app = spawn(backend).await;
+    let (ops, _) = operator_with_verifier(&app).await;
+    let me = body(send(&app, Method::GET, "/auth/me", &ops, None).await).await;
+    let ops_org = me["data"]["active_org"]["id"].as_str().unwrap().to_owned();
+    let (owner, org) = app.owner("ada@example.com", "Acme").await;
+    let (_, key) = issue_key(&app, &owner, &org, json!({ "name": "k", "scopes": [] })).await;
+    let (id, verifier) = issue_key(
+        &app,
+        &ops,
+        &ops_org,
+        json!({ "name": "verifier", "scopes": ["keys:verify"] }),
+    )
+    .await;
+
+    // revoked: the next call is refused, on either thread
+    assert!(verify_burst(&app, &verifier, &key, 32)
+        .await
+        .iter()
+        .all(|s| *s == 200));
+    let revoked = send(
+        &app,
+        Method::DELETE,
+        &format!("/orgs/{ops_org}/keys/{id}"),
+        &ops,
+        None,
+    )
+    .await;
+    assert_eq!(revoked.status(), 204);
+    assert!(verify_burst(&app, &verifier, &key, 16)
+        .await
+        .iter()
+        .all(|s| *s == 401));
+
+    // its scope taken away: 403 at once
+    let (scoped_id, scoped) = issue_key(
+        &app,
+        &ops,
+        &ops_org,
+        json!({ "name": "scoped", "scopes": ["keys:verify", "keys:read"] }),
+    )
+    .await;
+    assert!(verify_burst(&app, &scoped, &key, 32)
+        .await
+        .iter()
+        .all(|s| *s == 200));
+    let patched = send(
+        &app,
+        Method::PATCH,
+        &format!("/orgs/{ops_org}/keys/{scoped_id}"),
+        &ops,
+        Some(json!({ "scopes": ["keys:read"] })),
+    )
+    .await;
+    assert_eq!(patched.status(), 200);
+    let refused = with_key(
+        &app,
+        Method::POST,
+        "/keys/verify",
+        &scoped,
+        Some(json!({ "key": key })),
+    )
+    .await;
+    expect_error(refused, 403, "INSUFFICIENT_SCOPE").await;
+    assert!(verify_burst(&app, &scoped, &key, 16)
+        .await
+        .iter()
+        .all(|s| *s == 403));
+
+    // expired, with nothing announced: refused once its time has come
+    let expires = time::OffsetDateTime::now_utc() + time::Duration::seconds(4);
+    let (_, brief) = issue_key(
+        &app,
+        &ops,
+        &ops_org,
+        json!({ "name": "brief", "scopes": ["keys:verify"],
+                "expires_at": expires.format(&time::format_description::well_known::Rfc3339).unwrap() }),
+    )
+    .await;
+    assert!(verify_burst(&app, &brief, &key, 32)
+        .await
+        .iter()
+        .all(|s| *s == 200));
+    let left = (expires - time::OffsetDateTime::now_utc()).unsigned_abs();
+    tokio::time::sleep(left + Duration::from_millis(1_100)).await;
+    assert!(verify_burst(&app, &brief, &key, 16)
+        .await
+        .iter()
+        .all(|s| *s == 401));
+    app.stop().await;
 }
