@@ -165,10 +165,11 @@ pub async fn verified_key(
     parts: &Parts,
     text: &str,
 ) -> ApiResult<Option<Arc<CachedKey>>> {
-    verified_key_then(state, parts, text, Arc::clone).await
+    verified_key_then(state, parts, text, crate::clock::now(), Arc::clone).await
 }
 
-/// `decide` on the context of a presented key that verifies now, as [`verified_key`] finds it.
+/// `decide` on the context of a presented key that verifies at `now`, as [`verified_key`] finds
+/// it.
 /// A key this worker thread authenticated a moment ago is recalled by comparing what was
 /// presented ([`KeyCache::recall`](crate::keycache::KeyCache::recall)) — a caller sending the
 /// same key on every request is not hashed and looked up each time — and still checked for
@@ -177,9 +178,9 @@ pub async fn verified_key_then<R>(
     state: &AppState,
     parts: &Parts,
     text: &str,
+    now: i64,
     decide: impl Fn(&Arc<CachedKey>) -> R,
 ) -> ApiResult<Option<R>> {
-    let now = crate::clock::now();
     let standing = |key: &Arc<CachedKey>| {
         if key.refusal(now).is_some() {
             return Ok(None);

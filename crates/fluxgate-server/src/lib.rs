@@ -25,6 +25,7 @@ pub mod server;
 pub mod services;
 pub mod session_views;
 pub mod state;
+pub mod stripes;
 pub mod telemetry;
 pub mod tokens;
 pub mod usage_recorder;

@@ -6,7 +6,8 @@
 //!
 //! The watchdog costs nothing per request but two counter updates: hyper's own header-read
 //! timeout arms, polls and cancels a timer for every request, which showed in the profile of a
-//! warm verify (docs/BENCHMARKS.md).
+//! warm verify (docs/BENCHMARKS.md); and its timer and the stop signal are polled only when one
+//! of them woke the connection's task.
 
 use axum::extract::ConnectInfo;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -89,12 +90,27 @@ pub async fn serve(
             let period = quiet_after / QUIET_CHECKS;
             let mut check = pin!(tokio::time::sleep(period));
             let (mut draining, mut seen, mut quiet) = (false, activity.progress(), 0);
+            let watch = Arc::new(WatchWake::default());
+            let watch_waker = std::task::Waker::from(watch.clone());
+            let mut task_waker: Option<std::task::Waker> = None;
             let ended = std::future::poll_fn(|cx| {
-                if !draining && stopped.as_mut().poll(cx).is_ready() {
+                if !task_waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                    watch.wakes(cx.waker());
+                    task_waker = Some(cx.waker().clone());
+                }
+                // the stop signal and the timer are polled only when one of them woke the task,
+                // not on each of the connection's wakes
+                let woken = watch.woken.load(Ordering::Acquire)
+                    && watch.woken.swap(false, Ordering::AcqRel);
+                if !woken {
+                    return connection.as_mut().poll(cx).map(Some);
+                }
+                let mut watch_cx = Context::from_waker(&watch_waker);
+                if !draining && stopped.as_mut().poll(&mut watch_cx).is_ready() {
                     connection.as_mut().graceful_shutdown();
                     draining = true;
                 }
-                while check.as_mut().poll(cx).is_ready() {
+                while check.as_mut().poll(&mut watch_cx).is_ready() {
                     let progress = activity.progress();
                     if progress == seen && !activity.in_service() {
                         quiet += 1;
@@ -130,6 +146,48 @@ pub async fn serve(
                 "connections still open after the drain; dropping them"
             );
             open.max(1)
+        }
+    }
+}
+
+/// Wakes a connection's task for its watchdog (the stop signal or the timer), noting that it
+/// was the watchdog — so the task's other wakes (its socket) do not poll either of them.
+struct WatchWake {
+    woken: std::sync::atomic::AtomicBool,
+    /// The task's waker (set when it changes, which for a task is once).
+    task: std::sync::Mutex<Option<std::task::Waker>>,
+}
+
+impl Default for WatchWake {
+    fn default() -> Self {
+        Self {
+            // the first poll registers the stop signal and the timer
+            woken: std::sync::atomic::AtomicBool::new(true),
+            task: std::sync::Mutex::new(None),
+        }
+    }
+}
+
+impl WatchWake {
+    /// The watchdog's wakes go to `task` from now on.
+    fn wakes(&self, task: &std::task::Waker) {
+        if let Ok(mut slot) = self.task.lock() {
+            *slot = Some(task.clone());
+        }
+    }
+}
+
+impl std::task::Wake for WatchWake {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        if let Ok(task) = self.task.lock() {
+            if let Some(task) = task.as_ref() {
+                task.wake_by_ref();
+            }
         }
     }
 }

@@ -100,10 +100,9 @@ impl<K: std::hash::Hash + Eq + Clone> UseLog<K> {
     }
 }
 
-/// What this node counted and has not yet handed to the writer, one stripe per thread (threads
-/// are numbered as they first count; a runtime has as many workers as there are stripes, by
-/// default): a core counting a call never takes a lock, or writes a cache line, another core
-/// took a moment before.
+/// What this node counted and has not yet handed to the writer, one stripe per core
+/// ([`stripes`](crate::stripes)): a core counting a call never takes a lock, or writes a cache
+/// line, another core took a moment before.
 #[derive(Default)]
 struct Stripe {
     /// Calls per (org, key, endpoint, outcome, minute).
@@ -130,15 +129,6 @@ impl Stripe {
                 .sum()
         })
     }
-}
-
-/// This thread's number among those that counted (see [`Stripe`]).
-fn thread_number() -> usize {
-    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    thread_local! {
-        static NUMBER: usize = NEXT.fetch_add(1, Ordering::Relaxed);
-    }
-    NUMBER.with(|number| *number)
 }
 
 /// `(org, key, endpoint, outcome, minute)`
@@ -275,7 +265,7 @@ impl UsageRecorder {
     pub fn new(store: Arc<dyn Store>, attribution: bool) -> Self {
         Self {
             store,
-            stripes: (0..std::thread::available_parallelism().map_or(4, |n| n.get().clamp(1, 64)))
+            stripes: (0..crate::stripes::count())
                 .map(|_| crossbeam_utils::CachePadded::new(Mutex::new(Stripe::default())))
                 .collect(),
             attribution: std::sync::atomic::AtomicBool::new(attribution),
@@ -311,7 +301,7 @@ impl UsageRecorder {
     }
 
     fn stripe(&self) -> &Mutex<Stripe> {
-        &self.stripes[thread_number() % self.stripes.len()]
+        &self.stripes[crate::stripes::this_thread() % self.stripes.len()]
     }
 
     /// Notes that a key was used at `now` (queued for writing at most once a minute per key).

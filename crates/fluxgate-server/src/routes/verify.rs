@@ -28,17 +28,13 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// operator-org role grants it. Not charged against its own rate limit — the verified key is.
 pub struct Verifier;
 
-impl FromRequestParts<AppState> for Verifier {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
+impl Verifier {
+    /// The caller, checked at `now`.
+    async fn at(parts: &mut Parts, state: &AppState, now: i64) -> ApiResult<Self> {
         let caller = match presented_key(parts) {
             // a key's right is decided without holding on to its context
             Some(text) => {
-                return match verified_key_then(state, parts, text, |key| key.may_verify_keys)
+                return match verified_key_then(state, parts, text, now, |key| key.may_verify_keys)
                     .await?
                 {
                     Some(true) => Ok(Self),
@@ -82,13 +78,12 @@ pub async fn answer(state: &AppState, request: Request) -> Response {
 }
 
 async fn verified(state: &AppState, request: Request) -> ApiResult<Response> {
+    let now = crate::clock::now();
     let (mut parts, body) = request.into_parts();
-    Verifier::from_request_parts(&mut parts, state).await?;
+    Verifier::at(&mut parts, state, now).await?;
     let request = Request::from_parts(parts, body);
     let body = extract::json_within(request, state.config.max_body_bytes).await?;
-    let answer = verify::verify(state, body, crate::clock::now())
-        .await?
-        .into_body()?;
+    let answer = verify::verify(state, body, now).await?.into_body()?;
     let mut response = Response::new(Body::from(answer));
     response.headers_mut().insert(header::CONTENT_TYPE, JSON);
     Ok(response)
