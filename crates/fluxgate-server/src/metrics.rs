@@ -2,9 +2,9 @@
 //! core ([`stripes`](crate::stripes)) so that serving a request writes no cache line another
 //! core shares.
 
+use crate::stripes::Striped;
 use axum::extract::{MatchedPath, Request};
 use axum::http::Method;
-use crossbeam_utils::CachePadded;
 use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -19,24 +19,14 @@ const LATENCY_BOUNDS: [f64; 12] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
 ];
 
-/// A request counter, one stripe per core, summed when rendered.
-#[derive(Clone, Debug)]
-pub struct StripedCounter(Arc<[CachePadded<AtomicU64>]>);
-
-impl Default for StripedCounter {
-    fn default() -> Self {
-        Self(
-            (0..crate::stripes::count())
-                .map(|_| Default::default())
-                .collect(),
-        )
-    }
-}
+/// A request counter, one share per core, summed when rendered.
+#[derive(Clone, Debug, Default)]
+pub struct StripedCounter(Arc<Striped<AtomicU64>>);
 
 impl StripedCounter {
     /// Counts one.
     pub fn inc(&self) {
-        self.0[crate::stripes::this_thread()].fetch_add(1, Relaxed);
+        self.0.mine().fetch_add(1, Relaxed);
     }
 
     /// The total.
@@ -71,19 +61,10 @@ struct LatencyShare {
     buckets: [AtomicU64; LATENCY_BOUNDS.len() + 1],
 }
 
-/// A latency histogram over [`LATENCY_BOUNDS`], one share per core, summed when rendered.
-#[derive(Clone, Debug)]
-pub struct StripedHistogram(Arc<[CachePadded<LatencyShare>]>);
-
-impl Default for StripedHistogram {
-    fn default() -> Self {
-        Self(
-            (0..crate::stripes::count())
-                .map(|_| Default::default())
-                .collect(),
-        )
-    }
-}
+/// A latency histogram (buckets from 0.5 ms to 2.5 s, then `+Inf`), one share per core, summed
+/// when rendered.
+#[derive(Clone, Debug, Default)]
+pub struct StripedHistogram(Arc<Striped<LatencyShare>>);
 
 impl StripedHistogram {
     /// Counts one request that took `elapsed`.
@@ -93,7 +74,7 @@ impl StripedHistogram {
             .iter()
             .position(|bound| seconds <= *bound)
             .unwrap_or(LATENCY_BOUNDS.len());
-        let share = &self.0[crate::stripes::this_thread()];
+        let share = self.0.mine();
         share.count.fetch_add(1, Relaxed);
         share.nanos.fetch_add(
             u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX),

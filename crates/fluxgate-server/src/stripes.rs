@@ -2,8 +2,35 @@
 //! each thread adding to its own (threads are numbered as they first count, so a runtime's
 //! workers — as many as the cores, by default — each get one), summed when read.
 
+use crossbeam_utils::CachePadded;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::LazyLock;
+
+/// A value kept as one share per core, each on its own cache line.
+#[derive(Debug)]
+pub struct Striped<T>(Box<[CachePadded<T>]>);
+
+impl<T: Default> Default for Striped<T> {
+    fn default() -> Self {
+        Self(
+            (0..count())
+                .map(|_| CachePadded::new(T::default()))
+                .collect(),
+        )
+    }
+}
+
+impl<T> Striped<T> {
+    /// This thread's share.
+    pub fn mine(&self) -> &T {
+        &self.0[this_thread() % self.0.len()]
+    }
+
+    /// Every share.
+    pub fn iter(&self) -> impl Iterator<Item = &T> {
+        self.0.iter().map(|share| &**share)
+    }
+}
 
 /// How many stripes a striped counter has: the cores this process may use (1–64).
 pub fn count() -> usize {

@@ -176,7 +176,7 @@ pub struct Attribution<'a> {
 pub struct UsageRecorder {
     store: Arc<dyn Store>,
     /// What each thread counted since the last write took it.
-    stripes: Box<[crossbeam_utils::CachePadded<Mutex<Stripe>>]>,
+    stripes: crate::stripes::Striped<Mutex<Stripe>>,
     /// `usage.attribution`: whether [`UsageRecorder::count_call`] counts.
     attribution: std::sync::atomic::AtomicBool,
     /// Hourly and daily roll-ups are complete before these times (set by the roll-up task).
@@ -265,9 +265,7 @@ impl UsageRecorder {
     pub fn new(store: Arc<dyn Store>, attribution: bool) -> Self {
         Self {
             store,
-            stripes: (0..crate::stripes::count())
-                .map(|_| crossbeam_utils::CachePadded::new(Mutex::new(Stripe::default())))
-                .collect(),
+            stripes: Default::default(),
             attribution: std::sync::atomic::AtomicBool::new(attribution),
             hours_rolled_until: AtomicI64::new(0),
             days_rolled_until: AtomicI64::new(0),
@@ -301,7 +299,7 @@ impl UsageRecorder {
     }
 
     fn stripe(&self) -> &Mutex<Stripe> {
-        &self.stripes[crate::stripes::this_thread() % self.stripes.len()]
+        self.stripes.mine()
     }
 
     /// Notes that a key was used at `now` (queued for writing at most once a minute per key).
