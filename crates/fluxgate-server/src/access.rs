@@ -139,7 +139,8 @@ pub fn presented_key(parts: &Parts) -> Option<&str> {
 pub async fn authenticate(parts: &mut Parts, state: &AppState) -> ApiResult<Caller> {
     match presented_key(parts) {
         Some(text) => {
-            let key = verified_key(state, parts, text)
+            let now = crate::clock::now();
+            let key = verified_key_then(state, parts, text, now, Arc::clone)
                 .await?
                 .ok_or(ApiError::Unauthorized)?;
             if let Some(slot) = parts.extensions.get::<crate::request_limits::LimitSlot>() {
@@ -147,7 +148,9 @@ pub async fn authenticate(parts: &mut Parts, state: &AppState) -> ApiResult<Call
             }
             let (rate_key, quota, sharing) = (&key.rate_key, key.quota, key.sharing);
             crate::request_limits::enforce(state, parts, rate_key, quota, sharing, 1).await?;
-            state.usage.touch_key(&key.key_id, crate::clock::now());
+            if key.use_due(now) {
+                state.usage.touch_key(&key.key_id, now);
+            }
             Ok(Caller::Key(key))
         }
         None => {
@@ -157,23 +160,13 @@ pub async fn authenticate(parts: &mut Parts, state: &AppState) -> ApiResult<Call
     }
 }
 
-/// The context of a presented key that verifies now (well-formed, known, not revoked, expired,
-/// rotated out or of a deleted org), or None; 403 `FORBIDDEN_IP` when the key has an IP
-/// allowlist and the request comes from outside it.
-pub async fn verified_key(
-    state: &AppState,
-    parts: &Parts,
-    text: &str,
-) -> ApiResult<Option<Arc<CachedKey>>> {
-    verified_key_then(state, parts, text, crate::clock::now(), Arc::clone).await
-}
-
-/// `decide` on the context of a presented key that verifies at `now`, as [`verified_key`] finds
-/// it.
-/// A key this worker thread authenticated a moment ago is recalled by comparing what was
-/// presented ([`KeyCache::recall`](crate::keycache::KeyCache::recall)) — a caller sending the
-/// same key on every request is not hashed and looked up each time — and still checked for
-/// expiry and its IP allowlist on every request.
+/// `decide` on the context of a presented key that verifies at `now` (well-formed, known, not
+/// revoked, expired, rotated out or of a deleted org), or None; 403 `FORBIDDEN_IP` when the key
+/// has an IP allowlist and the request comes from outside it. A key this worker thread
+/// authenticated a moment ago is recalled by comparing what was presented
+/// ([`KeyCache::recall`](crate::keycache::KeyCache::recall)) — a caller sending the same key on
+/// every request is not hashed and looked up each time — and still checked for expiry and its IP
+/// allowlist on every request.
 pub async fn verified_key_then<R>(
     state: &AppState,
     parts: &Parts,

@@ -125,7 +125,7 @@ pub struct CachedKey {
     pub named_limits: Vec<NamedQuota>,
     /// Its usage credits' refill, when it has credits (the count itself is in the database).
     pub credits: Option<crate::services::credits::CreditPolicy>,
-    /// When a verify last noted its use for the usage recorder (see [`CachedKey::use_due`]).
+    /// When a call last noted its use for the usage recorder (see [`CachedKey::use_due`]).
     pub use_noted_at: std::sync::atomic::AtomicI64,
 }
 
@@ -232,7 +232,8 @@ impl CachedKey {
         cached
     }
 
-    /// Whether a verify at `now` should note the key's use: not if one did within
+    /// Whether a call at `now` (a verify of the key, or the key authenticating a request) should
+    /// note the key's use: not if one did within
     /// [`LAST_USED_PRECISION`](crate::usage_recorder::LAST_USED_PRECISION) (the recorder writes
     /// a key's last use that often at most), so most verifies only read this.
     pub fn use_due(&self, now: i64) -> bool {

@@ -121,13 +121,10 @@ struct Added {
 impl Stripe {
     /// What this stripe holds of the org's `meter` in `month`.
     fn added(&self, org_id: &OrgId, meter: &str, month: Month) -> i64 {
-        self.added.get(org_id).map_or(0, |added| {
-            added
-                .iter()
-                .filter(|a| a.meter == meter && a.month == month)
-                .map(|a| a.quantity)
-                .sum()
-        })
+        self.added
+            .get(org_id)
+            .and_then(|added| added.iter().find(|a| a.meter == meter && a.month == month))
+            .map_or(0, |a| a.quantity)
     }
 }
 
@@ -313,23 +310,6 @@ impl UsageRecorder {
     pub fn touch_retiring_secret(&self, hash: &str, now: i64) {
         if let Ok(mut book) = self.book.lock() {
             book.secret_uses.note(hash, now);
-        }
-    }
-
-    /// A verified call: counts `quantity` of `meter` for the org, and notes the key's use when
-    /// `use_due` (the caller knows the key was noted less than [`LAST_USED_PRECISION`] ago).
-    pub fn record_call(
-        &self,
-        org_id: &OrgId,
-        key_id: &KeyId,
-        meter: &str,
-        quantity: i64,
-        now: i64,
-        use_due: bool,
-    ) {
-        self.add(org_id, meter, quantity, now);
-        if use_due {
-            self.touch_key(key_id, now);
         }
     }
 

@@ -161,14 +161,15 @@ pub async fn verify(state: &AppState, request: VerifyRequest, now: i64) -> ApiRe
         reset: reset_at(now, &decision),
     });
     if code == "VALID" {
-        state.usage.record_call(
+        state.usage.add(
             &key.org_id,
-            &key.key_id,
             "requests",
             i64::try_from(cost).unwrap_or(i64::MAX),
             now,
-            key.use_due(now),
         );
+        if key.use_due(now) {
+            state.usage.touch_key(&key.key_id, now);
+        }
     }
     let entitled = state.flags.entitlements_of(&key, now);
     if let (true, Some(ratelimit), None, None) = (code == "VALID", &ratelimit, &credits, &named) {
